@@ -1,0 +1,54 @@
+"""rtnb: real-time analytics and monitoring in JupyterLab.
+
+Connect a source, shape it as a streaming dataframe of pandas micro-batches, watch it in
+live Bokeh plots tuned with widgets::
+
+    import rtnb
+    size = rtnb.Param("10s", min="1s", max="5min", name="window")
+    src = rtnb.sources.replay(rtnb.datasets.metrics_path(), speed=600)
+    agg = src.window(rtnb.tumbling(size), by="host").agg(mean=("cpu", "mean"))
+    rtnb.dashboard(size, agg.plot.line(x="window_start", y="mean", by="host"))
+    src.start()
+"""
+
+from rtnb import datasets, sources
+from rtnb.aggregations import Aggregation
+from rtnb.errors import (
+    CheckpointError,
+    ConfigError,
+    DecodeError,
+    ExportError,
+    MissingExtraError,
+    RtnbError,
+    SchemaError,
+    SourceError,
+)
+from rtnb.frame import StreamingFrame, StreamingSeries, WindowedFrame
+from rtnb.params import Param
+from rtnb.viz import dashboard
+from rtnb.windows import rows, session, sliding, tumbling
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Aggregation",
+    "CheckpointError",
+    "ConfigError",
+    "DecodeError",
+    "ExportError",
+    "MissingExtraError",
+    "Param",
+    "RtnbError",
+    "SchemaError",
+    "SourceError",
+    "StreamingFrame",
+    "StreamingSeries",
+    "WindowedFrame",
+    "dashboard",
+    "datasets",
+    "rows",
+    "session",
+    "sliding",
+    "sources",
+    "tumbling",
+]

@@ -1,0 +1,853 @@
+"""StreamingFrame: a streamz stream of pandas micro-batches with a schema and event time."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import operator
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import numpy as np
+import pandas as pd
+from streamz import Stream
+
+from rtnb._time import DurationLike, format_duration, to_ns
+from rtnb.aggregations import Aggregation, Count, make_aggregation
+from rtnb.errors import ConfigError, RtnbError, SchemaError
+from rtnb.params import Param, resolve
+from rtnb.windows.engine import AggSpec, WindowAggregator
+from rtnb.windows.specs import Rows, Session, Sliding, Tumbling, WindowSpec
+
+if TYPE_CHECKING:
+    from rtnb.sources.base import Source
+    from rtnb.viz.plots import PlotAccessor
+
+__all__ = ["StreamingFrame", "StreamingSeries", "Windowed", "WindowedFrame"]
+
+EmitMode: TypeAlias = Literal["final", "update"]
+
+
+@dataclass
+class Counters:
+    """Counts a node keeps for status widgets and metrics."""
+
+    batches: int = 0
+    events: int = 0
+    late: int = 0
+    dead_letters: int = 0
+
+
+@dataclass
+class _Graph:
+    """What all frames derived from one root share: names, end-of-stream hooks."""
+
+    names: set[str] = field(default_factory=set)
+    close_hooks: list[Callable[[], None]] = field(default_factory=list)
+    closed: bool = False
+
+    def unique(self, base: str) -> str:
+        if base not in self.names:
+            self.names.add(base)
+            return base
+        for i in itertools.count(2):
+            name = f"{base}_{i}"
+            if name not in self.names:
+                self.names.add(name)
+                return name
+        raise AssertionError  # pragma: no cover
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for hook in list(self.close_hooks):
+            hook()
+
+
+class StreamingFrame:
+    """A stream of pandas DataFrame micro-batches that share a schema and an event-time column.
+
+    Parameters
+    ----------
+    example
+        An (empty) DataFrame with the columns and dtypes every batch has.
+    time
+        The event-time column (a ``datetime64`` column of ``example``); needed for windows.
+    name
+        The node's name: used in errors, metrics and exported code.
+
+    Examples
+    --------
+    >>> import pandas as pd, rtnb
+    >>> example = pd.DataFrame({"timestamp": pd.Series([], dtype="datetime64[ns]"),
+    ...     "host": pd.Series([], dtype=str), "cpu": pd.Series([], dtype=float)})
+    >>> sdf = rtnb.StreamingFrame(example=example, time="timestamp")
+    >>> busy = sdf[sdf["cpu"] > 50]
+    >>> out = busy[["host", "cpu"]].collect()
+    >>> sdf.emit(pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01", "2026-01-01"]),
+    ...                        "host": ["a", "b"], "cpu": [70.0, 20.0]}))
+    >>> out[0]
+      host   cpu
+    0    a  70.0
+    """
+
+    def __init__(
+        self,
+        example: pd.DataFrame,
+        *,
+        time: str | None = None,
+        name: str = "frame",
+        stream: Stream | None = None,
+        _graph: _Graph | None = None,
+        _root: StreamingFrame | None = None,
+    ) -> None:
+        if not isinstance(example, pd.DataFrame):
+            msg = f"`example` of frame {name!r} must be a pandas DataFrame; got {type(example)!r}"
+            raise ConfigError(msg)
+        self._graph = _graph if _graph is not None else _Graph()
+        self.name = self._graph.unique(name)
+        self.example = _normalise_example(example.iloc[:0], self.name)
+        if time is not None:
+            if time not in self.example.columns:
+                msg = (f"time column {time!r} of frame {self.name!r} is not in the example's "
+                       f"columns {list(self.example.columns)!r}")
+                raise ConfigError(msg)
+            if not pd.api.types.is_datetime64_any_dtype(self.example[time].dtype):
+                msg = (f"time column {time!r} of frame {self.name!r} must be datetime64; the "
+                       f"example has {self.example[time].dtype}")
+                raise ConfigError(msg)
+        self.time = time
+        self.stream: Stream = stream if stream is not None else Stream(stream_name=self.name)
+        self._root = _root
+        self.counters = Counters()
+        self._source: Source | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+        self._dead: StreamingFrame | None = None
+        self._views: list[Any] = []
+
+    # -- schema ---------------------------------------------------------------------------
+    @property
+    def columns(self) -> pd.Index:
+        """Column labels of every batch."""
+        return self.example.columns
+
+    @property
+    def dtypes(self) -> pd.Series:
+        """Column dtypes of every batch."""
+        return self.example.dtypes
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{c}: {t}" for c, t in self.example.dtypes.items())
+        time = f", time={self.time!r}" if self.time else ""
+        return f"<StreamingFrame {self.name!r} [{cols}]{time}>"
+
+    # -- feeding --------------------------------------------------------------------------
+    @property
+    def is_root(self) -> bool:
+        """True for a frame that batches are emitted into (not derived from another)."""
+        return self._root is None
+
+    def emit(self, batch: pd.DataFrame) -> None:
+        """Push one micro-batch through the pipeline (checked against ``example`` first).
+
+        Rows with a missing event time go to :attr:`dead_letters`; a batch whose columns or
+        dtypes differ from the example raises :class:`SchemaError`.
+        """
+        if not self.is_root:
+            msg = (f"emit() into the root frame, not into {self.name!r}, which is derived "
+                   f"from {self._root.name!r}" if self._root else "")
+            raise RtnbError(msg)
+        if self._graph.closed:
+            msg = f"frame {self.name!r} is closed (end of stream); build a new one to emit again"
+            raise RtnbError(msg)
+        batch = self.validate(batch)
+        if self.time is not None:
+            missing = batch[self.time].isna().to_numpy()
+            if missing.any():
+                self._dead_letter(batch[missing], f"missing event time in column {self.time!r}")
+                batch = batch[~missing]
+        self.counters.batches += 1
+        self.counters.events += len(batch)
+        self.stream.emit(batch)
+
+    def validate(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Return ``batch`` in the example's column order and dtypes, or raise SchemaError.
+
+        Datetime columns of another unit (``us``, ``ms``) are converted; nothing else is
+        coerced silently.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype="int64")}),
+        ...                           name="nums")
+        >>> sdf.validate(pd.DataFrame({"x": ["1"]}))
+        Traceback (most recent call last):
+        ...
+        rtnb.errors.SchemaError: frame 'nums': column 'x' must be int64; got str
+        """
+        if not isinstance(batch, pd.DataFrame):
+            msg = (f"frame {self.name!r} takes pandas DataFrame micro-batches; got "
+                   f"{type(batch).__name__}")
+            raise SchemaError(msg)
+        expected = self.example.dtypes
+        cols = list(batch.columns)
+        if cols != list(expected.index):
+            missing = [c for c in expected.index if c not in batch.columns]
+            extra = [c for c in cols if c not in expected.index]
+            if missing or extra:
+                parts = []
+                if missing:
+                    parts.append(f"missing column(s) {missing!r}")
+                if extra:
+                    parts.append(f"unexpected column(s) {extra!r}")
+                msg = f"frame {self.name!r}: {' and '.join(parts)}"
+                raise SchemaError(msg)
+            batch = batch[list(expected.index)]
+        fixes: dict[str, Any] = {}
+        for col, want in expected.items():
+            got = batch[col].dtype
+            if got == want:
+                continue
+            if (pd.api.types.is_datetime64_any_dtype(got)
+                    and pd.api.types.is_datetime64_any_dtype(want)
+                    and getattr(got, "tz", None) == getattr(want, "tz", None)):
+                fixes[str(col)] = batch[col].astype(want)
+            elif _stringish(got) and _stringish(want):
+                continue
+            else:
+                msg = f"frame {self.name!r}: column {col!r} must be {want}; got {got}"
+                raise SchemaError(msg)
+        if fixes:
+            batch = batch.assign(**fixes)
+        return batch
+
+    def close(self) -> None:
+        """End of stream: every window is emitted (the watermark goes to +inf).
+
+        Closing any frame closes the whole graph it belongs to; closing twice does nothing.
+        """
+        self._graph.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream has ended."""
+        return self._graph.closed
+
+    @property
+    def dead_letters(self) -> StreamingFrame:
+        """Rows this frame refused, with ``dead_letter_reason`` and ``dead_letter_node`` columns."""
+        if self._dead is None:
+            example = self.example.assign(
+                dead_letter_reason=pd.Series([], dtype=str),
+                dead_letter_node=pd.Series([], dtype=str),
+            )
+            self._dead = StreamingFrame(example, time=None, name=f"{self.name}.dead_letters",
+                                        _graph=self._graph, _root=self)
+        return self._dead
+
+    def _dead_letter(self, rows: pd.DataFrame, reason: str) -> None:
+        self.counters.dead_letters += len(rows)
+        if self._dead is not None:
+            self._dead.stream.emit(rows.assign(dead_letter_reason=reason,
+                                               dead_letter_node=self.name))
+
+    # -- consuming -------------------------------------------------------------------------
+    def collect(self) -> list[pd.DataFrame]:
+        """Return a list that fills with every batch this frame emits from now on."""
+        out: list[pd.DataFrame] = []
+        self.stream.sink(out.append)
+        return out
+
+    def sink(self, func: Callable[[pd.DataFrame], Any]) -> Stream:
+        """Call ``func(batch)`` for every batch; returns the streamz node (``.destroy()`` it)."""
+        return self.stream.sink(func)
+
+    # -- transforming ----------------------------------------------------------------------
+    def _derive(self, func: Callable[[pd.DataFrame], pd.DataFrame], example: pd.DataFrame,
+                name: str, time: str | Literal[False] | None = False) -> StreamingFrame:
+        node_name = self._graph.unique(f"{self.name}.{name}")
+        self._graph.names.discard(node_name)
+
+        def apply(batch: pd.DataFrame) -> pd.DataFrame:
+            try:
+                return func(batch)
+            except RtnbError:
+                raise
+            except Exception as exc:
+                msg = (f"node {node_name!r} failed on a batch of {len(batch)} rows "
+                       f"(columns {list(batch.columns)!r}): {type(exc).__name__}: {exc}")
+                raise RtnbError(msg) from exc
+
+        stream = self.stream.map(apply, stream_name=node_name)
+        keep_time = self.time if time is False else time
+        if keep_time is not None and keep_time not in example.columns:
+            keep_time = None
+        return StreamingFrame(example, time=keep_time, name=node_name, stream=stream,
+                              _graph=self._graph, _root=self._root or self)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if key not in self.example.columns:
+                msg = f"frame {self.name!r} has no column {key!r}; columns: {list(self.columns)}"
+                raise ConfigError(msg)
+            return StreamingSeries(self, operator.itemgetter(key), key)
+        if isinstance(key, StreamingSeries):
+            if key.frame is not self:
+                msg = (f"a boolean mask for frame {self.name!r} must be computed from it "
+                       f"(got one from {key.frame.name!r})")
+                raise ConfigError(msg)
+            mask_fn = key.func
+            try:
+                probe = mask_fn(self.example)
+            except Exception as exc:
+                msg = f"mask {key.name!r} cannot be evaluated on frame {self.name!r}: {exc}"
+                raise ConfigError(msg) from exc
+            if not pd.api.types.is_bool_dtype(probe.dtype):
+                msg = (f"a mask for frame {self.name!r} must be boolean; {key.name!r} has "
+                       f"dtype {probe.dtype}")
+                raise ConfigError(msg)
+            return self._derive(lambda df: df[mask_fn(df).fillna(False).to_numpy(dtype=bool)],
+                                self.example, f"filter[{key.name}]")
+        if isinstance(key, list | tuple | pd.Index):
+            cols = list(key)
+            unknown = [c for c in cols if c not in self.example.columns]
+            if unknown:
+                msg = (f"frame {self.name!r} has no column(s) {unknown!r}; columns: "
+                       f"{list(self.columns)}")
+                raise ConfigError(msg)
+            return self._derive(lambda df: df[cols], self.example[cols], "select")
+        msg = (f"frame {self.name!r} can be indexed by a column name, a list of names or a "
+               f"boolean StreamingSeries; got {type(key).__name__}")
+        raise ConfigError(msg)
+
+    def __getattr__(self, name: str) -> StreamingSeries:
+        # Column access as attributes (sdf.cpu), like pandas; only for existing columns.
+        example = self.__dict__.get("example")
+        if example is not None and not name.startswith("_") and name in example.columns:
+            return StreamingSeries(self, operator.itemgetter(name), name)
+        raise AttributeError(name)
+
+    def query(self, expr: str, *, name: str | None = None) -> StreamingFrame:
+        """Keep the rows where ``DataFrame.query(expr)`` holds.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+        >>> out = sdf.query("x > 1").collect()
+        >>> sdf.emit(pd.DataFrame({"x": [0.0, 2.0]})); out[0]["x"].tolist()
+        [2.0]
+        """
+        try:
+            self.example.query(expr)
+        except Exception as exc:
+            msg = f"query {expr!r} on frame {self.name!r} is invalid: {exc}"
+            raise ConfigError(msg) from exc
+        return self._derive(lambda df: df.query(expr), self.example, name or "query")
+
+    def assign(self, **columns: Callable[[pd.DataFrame], Any] | StreamingSeries) -> StreamingFrame:
+        """Add or replace columns computed from each batch (callables or StreamingSeries).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+        >>> out = sdf.assign(y=sdf["x"] * 2).collect()
+        >>> sdf.emit(pd.DataFrame({"x": [1.5]})); out[0]["y"].tolist()
+        [3.0]
+        """
+        funcs: dict[str, Callable[[pd.DataFrame], Any]] = {}
+        for col, value in columns.items():
+            if isinstance(value, StreamingSeries):
+                if value.frame is not self:
+                    msg = f"column {col!r} must be computed from frame {self.name!r}"
+                    raise ConfigError(msg)
+                funcs[col] = value.func
+            elif callable(value):
+                funcs[col] = value
+            else:
+                msg = (f"assign({col}=...) on frame {self.name!r} takes a callable or a "
+                       f"StreamingSeries; got {type(value).__name__}")
+                raise ConfigError(msg)
+        try:
+            example = self.example.assign(**funcs)
+        except Exception as exc:
+            msg = f"assign on frame {self.name!r} fails on the example: {exc}"
+            raise ConfigError(msg) from exc
+        return self._derive(lambda df: df.assign(**funcs), example, "assign")
+
+    def map_batches(self, func: Callable[[pd.DataFrame], pd.DataFrame], *,
+                    example: pd.DataFrame | None = None, name: str | None = None,
+                    time: str | None = None) -> StreamingFrame:
+        """Apply ``func`` to every batch; ``example`` is the output schema.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+        >>> out = sdf.map_batches(lambda df: df.abs()).collect()
+        >>> sdf.emit(pd.DataFrame({"x": [-1.0]})); out[0]["x"].tolist()
+        [1.0]
+        """
+        out_example = example if example is not None else func(self.example)
+        label = name or str(getattr(func, "__name__", "map"))
+        return self._derive(func, out_example, label,
+                            time=time if time is not None else False)
+
+    # -- windows ---------------------------------------------------------------------------
+    def window(
+        self,
+        spec: WindowSpec,
+        *,
+        by: str | Iterable[str] | None = None,
+        allowed_lateness: DurationLike | Param = "0s",
+        emit: EmitMode = "final",
+        name: str | None = None,
+    ) -> Windowed:
+        """Group the stream into event-time windows per key; finish with ``.agg(...)``.
+
+        Parameters
+        ----------
+        spec
+            ``rtnb.tumbling(size)``, ``rtnb.sliding(size, every)``, ``rtnb.session(gap)`` or
+            ``rtnb.rows(n)``.
+        by
+            Key column(s); each key has its own windows.
+        allowed_lateness
+            How long after the newest event a window stays open for stragglers. Events for a
+            window that already closed go to ``.late``.
+        emit
+            ``"final"`` (each window once, when it closes) or ``"update"`` (changed windows
+            after every batch, for live plots).
+        name
+            Node name (default ``<frame>.window``).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"timestamp": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "host": pd.Series([], dtype=str), "cpu": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(example=ex, time="timestamp")
+        >>> agg = sdf.window(rtnb.tumbling("10s"), by="host").agg(mean=("cpu", "mean"))
+        >>> out = agg.collect()
+        >>> sdf.emit(pd.DataFrame({"timestamp": pd.to_datetime(
+        ...     ["2026-01-01 00:00:01", "2026-01-01 00:00:02", "2026-01-01 00:00:11"]),
+        ...     "host": ["a", "a", "a"], "cpu": [10.0, 20.0, 30.0]}))
+        >>> sdf.close()
+        >>> pd.concat(out, ignore_index=True)
+                 window_start          window_end host  mean
+        0 2026-01-01 00:00:00 2026-01-01 00:00:10    a  15.0
+        1 2026-01-01 00:00:10 2026-01-01 00:00:20    a  30.0
+        """
+        if self.time is None:
+            msg = (f"frame {self.name!r} has no event-time column; create it with time=... or "
+                   "keep the time column when selecting columns")
+            raise ConfigError(msg)
+        if not isinstance(spec, Tumbling | Sliding | Session | Rows):
+            msg = (f"window spec must be rtnb.tumbling/sliding/session/rows(...); got "
+                   f"{spec!r}")
+            raise ConfigError(msg)
+        keys = [by] if isinstance(by, str) else list(by or [])
+        for k in keys:
+            if k not in self.example.columns:
+                msg = f"`by` column {k!r} is not in frame {self.name!r}: {list(self.columns)}"
+                raise ConfigError(msg)
+        if emit not in ("final", "update"):
+            msg = f"`emit` must be 'final' or 'update'; got {emit!r}"
+            raise ConfigError(msg)
+        to_ns(resolve(allowed_lateness), name="allowed_lateness")
+        return Windowed(self, spec, keys, allowed_lateness, emit,
+                        name or f"{self.name}.window")
+
+    # -- running a source ------------------------------------------------------------------
+    def _attach_source(self, source: Source) -> None:
+        self._source = source
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the attached source in the background on the running event loop (a notebook's).
+
+        Returns the task; :meth:`wait` awaits it, :meth:`stop` ends it early. When the source
+        is exhausted (or stopped) the frame is closed, so every window is emitted.
+        """
+        if self._source is None:
+            msg = f"frame {self.name!r} has no source to start; feed it with emit()"
+            raise RtnbError(msg)
+        if self._task is not None and not self._task.done():
+            msg = f"the source of frame {self.name!r} is already running"
+            raise RtnbError(msg)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            msg = ("start() needs a running event loop (as in a notebook); in a script call "
+                   f"{self.name}.run() instead")
+            raise RtnbError(msg) from None
+        self._stop = asyncio.Event()
+        self._task = loop.create_task(self._run_source(), name=f"rtnb:{self.name}")
+        self._task.add_done_callback(self._report_failure)
+        return self._task
+
+    async def _run_source(self) -> None:
+        assert self._source is not None and self._stop is not None
+        try:
+            await self._source.run(self, self._stop)
+        finally:
+            self.close()
+
+    def _report_failure(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            print(f"rtnb: source of {self.name!r} stopped with an error: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def stop(self) -> None:
+        """Ask the running source to stop after its current batch."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def wait(self) -> None:
+        """Wait until the source has finished (re-raises its error, if any)."""
+        if self._task is None:
+            msg = f"the source of frame {self.name!r} was not started; call start() first"
+            raise RtnbError(msg)
+        await asyncio.shield(self._task)
+
+    async def arun(self) -> None:
+        """Start the source and wait until it finishes."""
+        self.start()
+        await self.wait()
+
+    def run(self) -> None:
+        """Run the source to the end, blocking (scripts and tests; not inside a notebook)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.arun())
+            return
+        msg = ("run() blocks, so it cannot be used inside a running event loop (a notebook): "
+               f"use {self.name}.start(), or `await {self.name}.arun()`")
+        raise RtnbError(msg)
+
+    # -- plots -----------------------------------------------------------------------------
+    @property
+    def plot(self) -> PlotAccessor:
+        """Live Bokeh views of this frame: ``sdf.plot.line(x=..., y=..., by=...)``."""
+        from rtnb.viz.plots import PlotAccessor
+
+        return PlotAccessor(self)
+
+    def describe_source(self) -> str:
+        """One line saying where the batches come from."""
+        return repr(self._source) if self._source is not None else "emit()"
+
+
+class StreamingSeries:
+    """A column (or an expression of columns) of a :class:`StreamingFrame`, evaluated per batch.
+
+    Comparisons and arithmetic build new expressions lazily; use them as masks
+    (``sdf[sdf["cpu"] > 90]``) or in :meth:`StreamingFrame.assign`.
+
+    Examples
+    --------
+    >>> import pandas as pd, rtnb
+    >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+    >>> expr = (sdf["x"] * 2 > 3) & (sdf["x"] < 10)
+    >>> expr.name
+    '(((x * 2) > 3) & (x < 10))'
+    """
+
+    __hash__ = None  # type: ignore[assignment]  # == builds an expression, as in pandas
+
+    def __init__(self, frame: StreamingFrame, func: Callable[[pd.DataFrame], pd.Series],
+                 name: str) -> None:
+        self.frame = frame
+        self.func = func
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<StreamingSeries {self.name!r} of {self.frame.name!r}>"
+
+    def _binary(self, other: Any, op: Callable[[Any, Any], Any], sym: str,
+                reflected: bool = False) -> StreamingSeries:
+        f = self.func
+        if isinstance(other, StreamingSeries):
+            if other.frame is not self.frame:
+                msg = "both sides of an expression must come from the same frame"
+                raise ConfigError(msg)
+            g = other.func
+            other_name = other.name
+            if reflected:
+                return StreamingSeries(self.frame, lambda df: op(g(df), f(df)),
+                                       f"({other_name} {sym} {self.name})")
+            return StreamingSeries(self.frame, lambda df: op(f(df), g(df)),
+                                   f"({self.name} {sym} {other_name})")
+        value = other
+        if reflected:
+            return StreamingSeries(self.frame, lambda df: op(resolve(value), f(df)),
+                                   f"({_label(value)} {sym} {self.name})")
+        return StreamingSeries(self.frame, lambda df: op(f(df), resolve(value)),
+                               f"({self.name} {sym} {_label(value)})")
+
+    def __gt__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.gt, ">")
+
+    def __ge__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.ge, ">=")
+
+    def __lt__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.lt, "<")
+
+    def __le__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.le, "<=")
+
+    def __eq__(self, other: Any) -> StreamingSeries:  # type: ignore[override]
+        return self._binary(other, operator.eq, "==")
+
+    def __ne__(self, other: Any) -> StreamingSeries:  # type: ignore[override]
+        return self._binary(other, operator.ne, "!=")
+
+    def __and__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.and_, "&")
+
+    def __or__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.or_, "|")
+
+    def __add__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.add, "+")
+
+    def __radd__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.add, "+", reflected=True)
+
+    def __sub__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.sub, "-")
+
+    def __rsub__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.sub, "-", reflected=True)
+
+    def __mul__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.mul, "*")
+
+    def __rmul__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.mul, "*", reflected=True)
+
+    def __truediv__(self, other: Any) -> StreamingSeries:
+        return self._binary(other, operator.truediv, "/")
+
+    def __invert__(self) -> StreamingSeries:
+        f = self.func
+        return StreamingSeries(self.frame, lambda df: ~f(df), f"~{self.name}")
+
+    def isin(self, values: Iterable[Any]) -> StreamingSeries:
+        """Membership test, as ``Series.isin``."""
+        items = list(values)
+        f = self.func
+        return StreamingSeries(self.frame, lambda df: f(df).isin(items),
+                               f"{self.name}.isin({items!r})")
+
+    def isna(self) -> StreamingSeries:
+        """Missing values, as ``Series.isna``."""
+        f = self.func
+        return StreamingSeries(self.frame, lambda df: f(df).isna(), f"{self.name}.isna()")
+
+    def notna(self) -> StreamingSeries:
+        """Present values, as ``Series.notna``."""
+        f = self.func
+        return StreamingSeries(self.frame, lambda df: f(df).notna(), f"{self.name}.notna()")
+
+    def between(self, left: Any, right: Any) -> StreamingSeries:
+        """Values in ``[left, right]``, as ``Series.between``."""
+        f = self.func
+        return StreamingSeries(self.frame,
+                               lambda df: f(df).between(resolve(left), resolve(right)),
+                               f"{self.name}.between({_label(left)}, {_label(right)})")
+
+    def collect(self) -> list[pd.Series]:
+        """Return a list that fills with this expression's value for every batch."""
+        out: list[pd.Series] = []
+        f = self.func
+        self.frame.stream.map(f).sink(out.append)
+        return out
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, Param):
+        return value.name
+    return repr(value)
+
+
+class Windowed:
+    """A frame grouped into windows; call :meth:`agg` to get the aggregated stream."""
+
+    def __init__(self, frame: StreamingFrame, spec: WindowSpec, by: list[str],
+                 allowed_lateness: DurationLike | Param, emit: EmitMode, name: str) -> None:
+        self.frame = frame
+        self.spec = spec
+        self.by = by
+        self.allowed_lateness = allowed_lateness
+        self.emit = emit
+        self.name = name
+
+    def __repr__(self) -> str:
+        by = f" by {self.by!r}" if self.by else ""
+        return f"<Windowed {self.spec!r}{by} of {self.frame.name!r}>"
+
+    def agg(self, **named: tuple[Any, ...]) -> WindowedFrame:
+        """Aggregate every window: ``name=(column, how, *args)`` or ``name=(column, Aggregation)``.
+
+        ``how`` is one of count, sum, mean, var, std, min, max, first, last, median or
+        ``("quantile", q)``; results are float64 except count (int64).
+        """
+        if not named:
+            msg = f"agg() on {self.name!r} needs at least one output, e.g. mean=('cpu', 'mean')"
+            raise ConfigError(msg)
+        specs: list[AggSpec] = []
+        reserved = {"window_start", "window_end", *self.by}
+        for out_name, spec in named.items():
+            if out_name in reserved:
+                msg = f"output name {out_name!r} of {self.name!r} clashes with a key/window column"
+                raise ConfigError(msg)
+            if not isinstance(spec, tuple) or len(spec) < 2:
+                msg = (f"agg({out_name}=...) of {self.name!r} must be a tuple (column, how, "
+                       f"*args); got {spec!r}")
+                raise ConfigError(msg)
+            column, how, *args = spec
+            if column not in self.frame.example.columns:
+                msg = (f"agg({out_name}=...) of {self.name!r}: no column {column!r} in frame "
+                       f"{self.frame.name!r}")
+                raise ConfigError(msg)
+            agg = make_aggregation(how, *args)
+            dtype = self.frame.example[column].dtype
+            if not isinstance(agg, _COUNTS) and not (
+                    pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
+                msg = (f"agg({out_name}=...) of {self.name!r}: {how!r} needs a numeric column; "
+                       f"{column!r} is {dtype}")
+                raise ConfigError(msg)
+            specs.append(AggSpec(out_name, column, agg))
+        if isinstance(self.spec, Session | Rows):
+            msg = f"{type(self.spec).__name__} windows are not implemented yet (see issue #3)"
+            raise ConfigError(msg)
+        return WindowedFrame(self, specs)
+
+
+_COUNTS: tuple[type[Aggregation], ...] = (Count,)
+
+
+def _window_example(windowed: Windowed, specs: list[AggSpec]) -> pd.DataFrame:
+    cols: dict[str, pd.Series] = {
+        "window_start": pd.Series([], dtype="datetime64[ns]"),
+        "window_end": pd.Series([], dtype="datetime64[ns]"),
+    }
+    for k in windowed.by:
+        cols[k] = windowed.frame.example[k].iloc[:0]
+    for s in specs:
+        cols[s.name] = pd.Series([], dtype=s.agg.dtype)
+    return pd.DataFrame(cols)
+
+
+class WindowedFrame(StreamingFrame):
+    """The output of ``sdf.window(...).agg(...)``: one row per (window, key).
+
+    Columns: ``window_start``, ``window_end``, the ``by`` columns, then the aggregations.
+    ``.late`` is the stream of input rows that arrived after their window closed.
+    """
+
+    def __init__(self, windowed: Windowed, specs: list[AggSpec]) -> None:
+        parent = windowed.frame
+        example = _window_example(windowed, specs)
+        super().__init__(example, time="window_start", name=windowed.name,
+                         stream=Stream(stream_name=windowed.name), _graph=parent._graph,
+                         _root=parent._root or parent)
+        self.windowed = windowed
+        self.spec = windowed.spec
+        assert isinstance(self.spec, Tumbling | Sliding)
+        self.engine = WindowAggregator(
+            self.spec, time=str(parent.time), by=windowed.by, aggs=specs,
+            example=parent.example,
+            allowed_lateness_ns=to_ns(resolve(windowed.allowed_lateness),
+                                      name="allowed_lateness"),
+            emit=windowed.emit,
+        )
+        self.late = StreamingFrame(parent.example, time=parent.time, name=f"{self.name}.late",
+                                   _graph=self._graph, _root=self._root)
+        self._listeners: list[Callable[[WindowedFrame], None]] = []
+        self._unwatch = [p.watch(self._on_spec_param) for p in self.spec.params()]
+        if isinstance(windowed.allowed_lateness, Param):
+            self._unwatch.append(windowed.allowed_lateness.watch(self._on_lateness_param))
+        self._upstream = parent.stream.sink(self._on_batch)
+        self._graph.close_hooks.append(self._on_close)
+
+    @property
+    def watermark(self) -> pd.Timestamp | None:
+        """Newest event time seen minus the allowed lateness (``None`` before any event)."""
+        return self.engine.watermark
+
+    def describe(self) -> str:
+        """What this frame computes, at the Params' current values (used as plot title)."""
+        names = ", ".join(f"{s.name}={s.agg!r}({s.column})" for s in self.engine.aggs)
+        by = f" per {', '.join(self.windowed.by)}" if self.windowed.by else ""
+        lateness = to_ns(resolve(self.windowed.allowed_lateness))
+        late = f", lateness {format_duration(lateness)}" if lateness else ""
+        return f"{self.spec.describe()}{by}{late}: {names}"
+
+    def on_reconfigure(self, callback: Callable[[WindowedFrame], None]) -> None:
+        """Call ``callback(frame)`` after a Param changed the window."""
+        self._listeners.append(callback)
+
+    def _on_batch(self, batch: pd.DataFrame) -> None:
+        out = self.engine.process(batch)
+        self.counters.batches += 1
+        self.counters.events += len(batch)
+        if out.late is not None and len(out.late):
+            self.counters.late += len(out.late)
+            self.late.stream.emit(out.late)
+        if out.windows is not None:
+            self.stream.emit(out.windows)
+
+    def _on_spec_param(self, param: Param, old: Any, new: Any) -> None:
+        assert isinstance(self.spec, Tumbling | Sliding)
+        flushed = self.engine.reconfigure(self.spec)
+        if flushed is not None:
+            self.stream.emit(flushed)
+        for callback in list(self._listeners):
+            callback(self)
+
+    def _on_lateness_param(self, param: Param, old: Any, new: Any) -> None:
+        self.engine.set_allowed_lateness(to_ns(new, name="allowed_lateness"))
+        for callback in list(self._listeners):
+            callback(self)
+
+    def _on_close(self) -> None:
+        out = self.engine.flush()
+        if out.windows is not None:
+            self.stream.emit(out.windows)
+
+    def destroy(self) -> None:
+        """Disconnect from the upstream frame and stop following Params."""
+        for unwatch in self._unwatch:
+            unwatch()
+        self._upstream.destroy()
+
+
+def _normalise_example(example: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Datetime columns are kept as datetime64[ns] so every batch can be compared exactly."""
+    fixes = {}
+    for col, dtype in example.dtypes.items():
+        if pd.api.types.is_datetime64_any_dtype(dtype) and getattr(dtype, "tz", None) is None \
+                and dtype != np.dtype("datetime64[ns]"):
+            fixes[str(col)] = example[col].astype("datetime64[ns]")
+    if not all(isinstance(c, str) for c in example.columns):
+        msg = f"column names of frame {name!r} must be strings; got {list(example.columns)!r}"
+        raise ConfigError(msg)
+    return example.assign(**fixes) if fixes else example
+
+
+def _stringish(dtype: Any) -> bool:
+    return bool(pd.api.types.is_string_dtype(dtype) or dtype is np.dtype(object))
+
+

@@ -1,0 +1,96 @@
+"""Bokeh in the notebook: BokehJS loading and a BokehModel that sends one message per flush."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from bokeh.document.events import DocumentPatchedEvent
+from bokeh.protocol import Protocol
+from jupyter_bokeh import BokehModel
+
+__all__ = ["BatchedBokehModel", "ensure_bokehjs", "in_kernel"]
+
+_bokehjs_loaded = False
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (where display and comms work)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def ensure_bokehjs() -> None:
+    """Load BokehJS into the notebook page once per kernel, inline (works offline).
+
+    The default CDN resources fail without internet and then nothing renders; inline resources
+    make executed notebooks large, which is why notebooks are committed without outputs.
+    """
+    global _bokehjs_loaded
+    if _bokehjs_loaded or not in_kernel():
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+
+    output_notebook(INLINE, hide_banner=True)
+    _bokehjs_loaded = True
+
+
+class BatchedBokehModel(BokehModel):  # type: ignore[misc]
+    """A ``jupyter_bokeh.BokehModel`` that can coalesce document changes into one message.
+
+    ``BokehModel`` sends a PATCH-DOC message per change; a view that streams rows to one
+    ColumnDataSource per key would send one per key per update. Inside :meth:`batch`, changes
+    are collected and sent as a single PATCH-DOC when the block ends.
+    """
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        self._held: list[DocumentPatchedEvent] | None = None
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        super().__init__(model, **kwargs)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Collect the document changes made in the block and send them together."""
+        if self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            events, self._held = self._held, None
+            if events:
+                self._send_events(events)
+
+    def _document_patched(self, event: DocumentPatchedEvent) -> None:
+        if event.setter is self:
+            return
+        if self._held is not None:
+            self._held.append(event)
+            return
+        self._send_events([event])
+
+    def _send_events(self, events: list[DocumentPatchedEvent]) -> None:
+        msg = Protocol().create("PATCH-DOC", events)
+        parts: list[tuple[dict[str, Any], list[bytes] | None]] = [
+            ({"msg": "patch", "payload": msg.header_json}, None),
+            ({"msg": "patch", "payload": msg.metadata_json}, None),
+            ({"msg": "patch", "payload": msg.content_json}, None),
+        ]
+        for buffer in msg.buffers:
+            payload = buffer.to_bytes()
+            parts.append(({"msg": "patch", "payload": json.dumps(buffer.ref)}, None))
+            parts.append(({"msg": "patch"}, [payload]))
+        self.messages_sent += 1
+        for content, buffers in parts:
+            self.bytes_sent += len(str(content.get("payload", ""))) + sum(
+                len(b) for b in buffers or [])
+            self.send(content, buffers)

@@ -1,0 +1,231 @@
+"""Live Bokeh views of a StreamingFrame that send only new rows, at most ``max_fps`` a second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from bokeh.models import ColumnDataSource
+from bokeh.models.annotations import Title
+from bokeh.palettes import Category10_10, Category20_20
+from bokeh.plotting import figure
+
+from rtnb.errors import ConfigError
+from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
+
+if TYPE_CHECKING:
+    from rtnb.frame import StreamingFrame
+
+__all__ = ["LineView", "PlotAccessor"]
+
+
+class PlotAccessor:
+    """``sdf.plot``: builds live views of a frame."""
+
+    def __init__(self, frame: StreamingFrame) -> None:
+        self._frame = frame
+
+    def line(self, x: str, y: str, *, by: str | None = None, rollover: int = 5_000,
+             max_fps: float = 10.0, title: str | None = None, height: int = 320,
+             width: int | None = None) -> LineView:
+        """A live line per key (``by``) of ``y`` against ``x``; see :class:`LineView`."""
+        return LineView(self._frame, x=x, y=y, by=by, rollover=rollover, max_fps=max_fps,
+                        title=title, height=height, width=width)
+
+
+class LineView:
+    """A live Bokeh line plot of a frame, one line per key.
+
+    Rows reach the browser as deltas: each update calls ``ColumnDataSource.stream(new_rows,
+    rollover=rollover)`` per key, and updates are coalesced to at most ``max_fps`` per second
+    (all keys in one comm message), whatever the input rate. Memory is bounded by
+    ``rollover`` points per line.
+
+    Parameters
+    ----------
+    frame
+        The frame to plot.
+    x, y
+        Columns for the axes (a datetime ``x`` gives a time axis).
+    by
+        Key column: one line (and legend entry) per distinct value.
+    rollover
+        Points kept per line, in the kernel and in the browser.
+    max_fps
+        Most updates sent to the browser per second.
+    title
+        Plot title; for a windowed frame the default names the window and follows its Params.
+
+    Examples
+    --------
+    >>> import pandas as pd, rtnb
+    >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+    ...                    "host": pd.Series([], dtype=str), "cpu": pd.Series([], dtype=float)})
+    >>> sdf = rtnb.StreamingFrame(ex, time="t")
+    >>> view = sdf.plot.line(x="t", y="cpu", by="host")
+    >>> sdf.emit(pd.DataFrame({"t": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+    ...                        "host": ["a", "b"], "cpu": [1.0, 2.0]}))
+    >>> view.flush()
+    >>> {k: len(s.data["y"]) for k, s in view.sources.items()}
+    {'a': 1, 'b': 1}
+    >>> view.close()
+    """
+
+    def __init__(self, frame: StreamingFrame, *, x: str, y: str, by: str | None = None,
+                 rollover: int = 5_000, max_fps: float = 10.0, title: str | None = None,
+                 height: int = 320, width: int | None = None) -> None:
+        for col in (x, y, *([by] if by else [])):
+            if col not in frame.columns:
+                msg = f"plot of {frame.name!r}: no column {col!r}; columns: {list(frame.columns)}"
+                raise ConfigError(msg)
+        if not max_fps > 0:
+            msg = f"`max_fps` must be positive; got {max_fps!r}"
+            raise ConfigError(msg)
+        if isinstance(rollover, bool) or not isinstance(rollover, int) or rollover <= 0:
+            msg = f"`rollover` must be a positive int; got {rollover!r}"
+            raise ConfigError(msg)
+        self.frame = frame
+        self.x, self.y, self.by = x, y, by
+        self.rollover = rollover
+        self.max_fps = max_fps
+        self._fixed_title = title
+        time_axis = pd.api.types.is_datetime64_any_dtype(frame.example[x].dtype)
+        kwargs: dict[str, Any] = {"height": height, "title": self._title(),
+                                  "x_axis_type": "datetime" if time_axis else "linear",
+                                  "tools": "pan,wheel_zoom,box_zoom,reset,save",
+                                  "output_backend": "webgl"}
+        if width is None:
+            kwargs["sizing_mode"] = "stretch_width"
+        else:
+            kwargs["width"] = width
+        self.figure = figure(**kwargs)
+        self.figure.xaxis.axis_label = x
+        self.figure.yaxis.axis_label = y
+        self.sources: dict[Any, ColumnDataSource] = {}
+        self.model = BatchedBokehModel(self.figure)
+        self.updates = 0
+        self.rows_sent = 0
+        self._pending: list[pd.DataFrame] = []
+        self._last_flush = 0.0
+        self._closed = False
+        self._sink = frame.sink(self._on_batch)
+        self._task: asyncio.Task[None] | None = None
+        on_reconfigure = getattr(frame, "on_reconfigure", None)
+        if on_reconfigure is not None:
+            on_reconfigure(self._on_reconfigure)
+        frame._graph.close_hooks.append(self._on_stream_end)
+        frame._views.append(self)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._task = loop.create_task(self._pump(), name=f"rtnb-view:{frame.name}")
+
+    # -- data in ---------------------------------------------------------------------------
+    def _on_batch(self, batch: pd.DataFrame) -> None:
+        if self._closed or not len(batch):
+            return
+        cols = [self.x, self.y] + ([self.by] if self.by else [])
+        self._pending.append(batch[cols])
+        if self._task is None and time.monotonic() - self._last_flush >= 1 / self.max_fps:
+            self.flush()
+
+    def _on_stream_end(self) -> None:
+        if self._task is None:
+            self.flush()
+
+    async def _pump(self) -> None:
+        period = 1 / self.max_fps
+        while not self._closed:
+            await asyncio.sleep(period)
+            self.flush()
+            if self.frame.closed and not self._pending:
+                return
+
+    # -- data out --------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Send the rows received since the last update to the plot (one comm message)."""
+        if not self._pending or self._closed:
+            return
+        data = pd.concat(self._pending, ignore_index=True) if len(self._pending) > 1 \
+            else self._pending[0]
+        self._pending = []
+        self._last_flush = time.monotonic()
+        groups: list[tuple[Any, pd.DataFrame]]
+        if self.by is None:
+            groups = [(self.y, data)]
+        else:
+            groups = list(data.groupby(self.by, sort=False, dropna=False))
+        with self.model.batch():
+            for key, rows in groups:
+                source = self.sources.get(key)
+                if source is None:
+                    source = self._add_line(key)
+                tail = rows.iloc[-self.rollover:]
+                source.stream({"x": tail[self.x].to_numpy(),
+                               "y": tail[self.y].to_numpy(dtype=np.float64, na_value=np.nan)},
+                              rollover=self.rollover)
+                self.rows_sent += len(tail)
+        self.updates += 1
+
+    def _add_line(self, key: Any) -> ColumnDataSource:
+        x_dtype = self.frame.example[self.x].dtype
+        empty_x = np.array([], dtype="datetime64[ns]") if pd.api.types.is_datetime64_any_dtype(
+            x_dtype) else np.array([], dtype=np.float64)
+        source = ColumnDataSource({"x": empty_x, "y": np.array([], dtype=np.float64)},
+                                  name=f"{self.frame.name}:{key}")
+        palette = Category10_10 if len(self.sources) < 10 else Category20_20
+        color = palette[len(self.sources) % len(palette)]
+        label = str(key) if self.by is not None else self.y
+        self.figure.line("x", "y", source=source, color=color, line_width=1.6,
+                         legend_label=label)
+        self.figure.legend.click_policy = "hide"
+        self.figure.legend.location = "top_left"
+        self.figure.legend.label_text_font_size = "8pt"
+        self.figure.legend.spacing = 0
+        self.figure.legend.padding = 4  # type: ignore[assignment]
+        self.sources[key] = source
+        return source
+
+    # -- titles and params -----------------------------------------------------------------
+    def _title(self) -> str:
+        if self._fixed_title is not None:
+            return self._fixed_title
+        describe = getattr(self.frame, "describe", None)
+        return f"{self.y} — {describe()}" if describe is not None else self.y
+
+    def _on_reconfigure(self, frame: Any) -> None:
+        if not self._closed:
+            title = self.figure.title
+            if isinstance(title, Title):
+                title.text = self._title()
+
+    # -- display and teardown --------------------------------------------------------------
+    @property
+    def widget(self) -> BatchedBokehModel:
+        """The ipywidget showing the plot (put it in your own ipywidgets layouts)."""
+        ensure_bokehjs()
+        return self.model
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        """Stop updating: detach from the stream, stop the timer, close the widget."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sink.destroy()
+        if self._task is not None:
+            self._task.cancel()
+        self.model.close()
+
+    def __repr__(self) -> str:
+        by = f" by {self.by!r}" if self.by else ""
+        return f"<LineView {self.y!r} vs {self.x!r}{by} of {self.frame.name!r}>"

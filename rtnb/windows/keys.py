@@ -1,0 +1,94 @@
+"""Stable integer codes for group keys, shared by window and rolling operators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = ["KeyRegistry"]
+
+
+class KeyRegistry:
+    """Map the values of the ``by`` columns to dense int codes, in order of first appearance.
+
+    Null keys (NaN, None, NA) are a key of their own, as ``groupby(dropna=False)``.
+    Memory grows with the number of distinct keys, never with the stream's length.
+
+    Examples
+    --------
+    >>> reg = KeyRegistry(["host"], pd.DataFrame({"host": pd.Series([], dtype=str)}))
+    >>> reg.codes(pd.DataFrame({"host": ["b", "a", "b"]}))
+    array([0, 1, 0])
+    >>> reg.codes(pd.DataFrame({"host": ["a", "c"]}))
+    array([1, 2])
+    >>> reg.frame(np.array([2, 0]))
+      host
+    0    c
+    1    b
+    """
+
+    def __init__(self, by: list[str], example: pd.DataFrame) -> None:
+        self.by = by
+        self._dtypes = {c: example[c].dtype for c in by}
+        self._lookup: dict[Any, int] = {}
+        self._values: list[list[Any]] = [[] for _ in by]
+        self._cache: dict[str, pd.Series] = {}
+
+    def __len__(self) -> int:
+        return len(self._lookup) if self.by else 1
+
+    def codes(self, batch: pd.DataFrame) -> npt.NDArray[np.intp]:
+        """Return the code of every row's key, registering new keys."""
+        n = len(batch)
+        if not self.by:
+            return np.zeros(n, dtype=np.intp)
+        if len(self.by) == 1:
+            local, uniques = pd.factorize(batch[self.by[0]], use_na_sentinel=False)
+            keys: list[Any] = [_norm(u) for u in uniques]
+        else:
+            parts = [pd.factorize(batch[c], use_na_sentinel=False) for c in self.by]
+            sizes = [len(u) for _, u in parts]
+            flat = np.ravel_multi_index(tuple(c for c, _ in parts), sizes) if n else np.zeros(
+                0, dtype=np.intp)
+            local, combos = pd.factorize(flat)
+            unravelled = np.unravel_index(combos, sizes)
+            keys = [tuple(_norm(parts[j][1][unravelled[j][i]]) for j in range(len(self.by)))
+                    for i in range(len(combos))]
+        mapping = np.empty(len(keys), dtype=np.intp)
+        lookup = self._lookup
+        for i, key in enumerate(keys):
+            code = lookup.get(key)
+            if code is None:
+                code = len(lookup)
+                lookup[key] = code
+                values = key if len(self.by) > 1 else (key,)
+                for col, v in zip(self._values, values, strict=True):
+                    col.append(v)
+                self._cache.clear()
+            mapping[i] = code
+        return mapping[np.asarray(local, dtype=np.intp)]
+
+    def frame(self, codes: npt.NDArray[np.intp]) -> pd.DataFrame:
+        """The ``by`` columns, with their example dtypes, for the given codes."""
+        return pd.DataFrame({c: self.column(c, codes) for c in self.by})
+
+    def column(self, col: str, codes: npt.NDArray[np.intp]) -> pd.Series:
+        """One ``by`` column, with its example dtype, for the given codes."""
+        series = self._cache.get(col)
+        if series is None:
+            values = self._values[self.by.index(col)]
+            series = pd.Series(values, dtype=self._dtypes[col])
+            self._cache[col] = series
+        return series.take(codes).reset_index(drop=True)
+
+
+def _norm(value: Any) -> Any:
+    """One representation per null, so NaN, None and NA are the same key."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    return value
