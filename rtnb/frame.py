@@ -46,6 +46,7 @@ class _Graph:
 
     names: set[str] = field(default_factory=set)
     close_hooks: list[Callable[[], None]] = field(default_factory=list)
+    views: list[Any] = field(default_factory=list)
     closed: bool = False
 
     def unique(self, base: str) -> str:
@@ -127,7 +128,6 @@ class StreamingFrame:
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
         self._dead: StreamingFrame | None = None
-        self._views: list[Any] = []
 
     # -- schema ---------------------------------------------------------------------------
     @property
@@ -517,6 +517,9 @@ class StreamingFrame:
             msg = f"the source of frame {self.name!r} was not started; call start() first"
             raise RtnbError(msg)
         await asyncio.shield(self._task)
+        # Let live views send the last windows before returning.
+        for view in list(self._graph.views):
+            await view.drain()
 
     async def arun(self) -> None:
         """Start the source and wait until it finishes."""
@@ -789,11 +792,10 @@ class WindowedFrame(StreamingFrame):
 
     def describe(self) -> str:
         """What this frame computes, at the Params' current values (used as plot title)."""
-        names = ", ".join(f"{s.name}={s.agg!r}({s.column})" for s in self.engine.aggs)
         by = f" per {', '.join(self.windowed.by)}" if self.windowed.by else ""
         lateness = to_ns(resolve(self.windowed.allowed_lateness))
         late = f", lateness {format_duration(lateness)}" if lateness else ""
-        return f"{self.spec.describe()}{by}{late}: {names}"
+        return f"{self.spec.describe()}{by}{late}"
 
     def on_reconfigure(self, callback: Callable[[WindowedFrame], None]) -> None:
         """Call ``callback(frame)`` after a Param changed the window."""

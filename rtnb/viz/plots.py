@@ -117,7 +117,7 @@ class LineView:
         if on_reconfigure is not None:
             on_reconfigure(self._on_reconfigure)
         frame._graph.close_hooks.append(self._on_stream_end)
-        frame._views.append(self)
+        frame._graph.views.append(self)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -145,6 +145,14 @@ class LineView:
             self.flush()
             if self.frame.closed and not self._pending:
                 return
+
+    async def drain(self) -> None:
+        """Wait until every row received so far has been sent (used by ``frame.wait()``)."""
+        if self._task is None or self._task.done():
+            self.flush()
+            return
+        while self._pending and not self._closed:
+            await asyncio.sleep(1 / self.max_fps / 2)
 
     # -- data out --------------------------------------------------------------------------
     def flush(self) -> None:
@@ -222,6 +230,8 @@ class LineView:
             return
         self._closed = True
         self._sink.destroy()
+        if self in self.frame._graph.views:
+            self.frame._graph.views.remove(self)
         if self._task is not None:
             self._task.cancel()
         self.model.close()
