@@ -3,6 +3,8 @@ within the allowed lateness (hypothesis)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pandas.testing as tm
@@ -57,8 +59,7 @@ def streams(draw: st.DrawFn) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
     })
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
     bounds = [0, *cuts, n]
-    batches = [df.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds, bounds[1:],
-                                                                    strict=False)]
+    batches = [df.iloc[a:b].reset_index(drop=True) for a, b in itertools.pairwise(bounds)]
     return df, batches, lateness
 
 
