@@ -56,6 +56,13 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         self.bytes_sent = 0
         super().__init__(model, **kwargs)
 
+    def close(self) -> None:
+        """Close the widget once (jupyter_bokeh's close fails when called again, e.g. by GC)."""
+        if getattr(self, "_rtnb_closed", False):
+            return
+        self._rtnb_closed = True
+        super().close()
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Collect the document changes made in the block and send them together."""

@@ -17,48 +17,26 @@ Only open windows are kept, so memory is bounded by keys x open windows, not str
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from rtnb.aggregations import Aggregation, State, concat_states, take_state
-from rtnb.windows.keys import KeyRegistry
+from rtnb.aggregations import State, concat_states, take_state
+from rtnb.windows.base import (
+    END_OF_STREAM,
+    NO_WATERMARK,
+    AggSpec,
+    KeyedEngine,
+    WindowOutput,
+    time_ns,
+)
 from rtnb.windows.specs import Sliding, Tumbling
 
-__all__ = ["AggSpec", "WindowAggregator", "WindowOutput"]
+__all__ = ["NO_WATERMARK", "AggSpec", "WindowAggregator", "WindowOutput", "time_ns"]
 
-NO_WATERMARK = np.iinfo(np.int64).min
-
-
-@dataclass(frozen=True)
-class AggSpec:
-    """One output column: ``name = how(column)``."""
-
-    name: str
-    column: str
-    agg: Aggregation
-
-
-@dataclass
-class WindowOutput:
-    """What one batch produced: emitted windows (or ``None``) and late rows (or ``None``)."""
-
-    windows: pd.DataFrame | None
-    late: pd.DataFrame | None
-
-
-def time_ns(series: pd.Series) -> npt.NDArray[np.int64]:
-    """Event times as int64 nanoseconds, whatever the datetime64 unit (NaT -> int64 min)."""
-    values = series.to_numpy()
-    if values.dtype != "datetime64[ns]":
-        values = values.astype("datetime64[ns]")
-    return values.view(np.int64)
-
-
-class WindowAggregator:
+class WindowAggregator(KeyedEngine):
     """Keyed tumbling/sliding window aggregation over event time.
 
     Parameters
@@ -84,16 +62,16 @@ class WindowAggregator:
     >>> import pandas as pd
     >>> from rtnb.aggregations import Mean
     >>> from rtnb.windows.specs import tumbling
-    >>> df = pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01 00:00:01",
-    ...     "2026-01-01 00:00:04", "2026-01-01 00:00:12"]), "cpu": [1.0, 3.0, 5.0]})
+    >>> df = pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01 09:00:01",
+    ...     "2026-01-01 09:00:04", "2026-01-01 09:00:12"]), "cpu": [1.0, 3.0, 5.0]})
     >>> eng = WindowAggregator(tumbling("10s"), time="timestamp", by=[],
     ...                        aggs=[AggSpec("mean", "cpu", Mean())], example=df.iloc[:0])
     >>> eng.process(df).windows
              window_start          window_end  mean
-    0 2026-01-01 00:00:00 2026-01-01 00:00:10   2.0
+    0 2026-01-01 09:00:00 2026-01-01 09:00:10   2.0
     >>> eng.flush().windows
              window_start          window_end  mean
-    0 2026-01-01 00:00:10 2026-01-01 00:00:20   5.0
+    0 2026-01-01 09:00:10 2026-01-01 09:00:20   5.0
     """
 
     def __init__(
@@ -107,27 +85,9 @@ class WindowAggregator:
         allowed_lateness_ns: int = 0,
         emit: str = "final",
     ) -> None:
+        super().__init__(time=time, by=by, aggs=aggs, example=example,
+                         allowed_lateness_ns=allowed_lateness_ns, emit=emit)
         self.spec = spec
-        self.time = time
-        self.by = by
-        self.aggs = aggs
-        self.emit = emit
-        self.example = example
-        self.allowed_lateness_ns = allowed_lateness_ns
-        self.keys = KeyRegistry(by, example)
-        self._plain = [a for a in aggs if not a.agg.holistic]
-        self._holistic = [a for a in aggs if a.agg.holistic]
-        self._raw_columns = sorted({a.column for a in self._holistic})
-        self._numeric = {
-            c: pd.api.types.is_numeric_dtype(example[c].dtype) and
-            not pd.api.types.is_bool_dtype(example[c].dtype)
-            for c in {a.column for a in aggs}
-        }
-        self.max_time: int = NO_WATERMARK
-        self._watermark: int = NO_WATERMARK
-        self._seq = 0
-        self.late_total = 0
-        self.emitted_total = 0
         self._configure()
 
     # -- configuration ---------------------------------------------------------------------
@@ -156,40 +116,19 @@ class WindowAggregator:
         self._configure()
         return out
 
-    def set_allowed_lateness(self, ns: int) -> None:
-        """Change the allowed lateness; the watermark never moves backwards."""
-        self.allowed_lateness_ns = ns
-
-    @property
-    def watermark(self) -> pd.Timestamp | None:
-        """The current watermark (``None`` before the first event)."""
-        if self._watermark == NO_WATERMARK:
-            return None
-        if self._watermark == np.iinfo(np.int64).max:
-            return pd.Timestamp.max
-        return pd.Timestamp(self._watermark)
-
     @property
     def open_windows(self) -> int:
         """How many (key, window) pairs are open."""
         return len(self._g_key)
 
     # -- processing ------------------------------------------------------------------------
-    def _values(self, batch: pd.DataFrame, column: str) -> npt.NDArray[np.float64]:
-        series = batch[column]
-        if self._numeric[column]:
-            return series.to_numpy(dtype=np.float64, na_value=np.nan)
-        # Non-numeric columns can only be counted: 1.0 where present, NaN where missing.
-        return np.where(series.isna().to_numpy(), np.nan, 1.0)
-
     def process(self, batch: pd.DataFrame) -> WindowOutput:
         """Fold one micro-batch in; return the windows it closed (or updated) and late rows."""
         n = len(batch)
         if n == 0:
             return WindowOutput(None, None)
         t = time_ns(batch[self.time])
-        seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
-        self._seq += n
+        seq = self._next_seq(n)
         key = self.keys.codes(batch)
 
         # 1. window assignment: row i is in windows last_start[i] - j * every, j < copies.
@@ -220,12 +159,7 @@ class WindowAggregator:
             self._fold(batch, rows, starts, t, seq, key)
 
         # 4. watermark and emission.
-        batch_max = int(t.max()) if len(t) else NO_WATERMARK
-        if late is not None and len(late):
-            batch_max = max(batch_max, int(time_ns(late[self.time]).max()))
-        self.max_time = max(self.max_time, batch_max)
-        if self.max_time != NO_WATERMARK:
-            self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+        self._advance(t)
         done = self._g_start + self.size <= self._watermark
         if self.emit == "final":
             out = self._emit(done) if done.any() else None
@@ -281,7 +215,7 @@ class WindowAggregator:
 
     def flush(self) -> WindowOutput:
         """End of stream: the watermark goes to +inf and every open window is emitted."""
-        self._watermark = np.iinfo(np.int64).max
+        self._watermark = END_OF_STREAM
         if not len(self._g_key):
             return WindowOutput(None, None)
         return WindowOutput(self._emit(np.ones(len(self._g_key), dtype=bool)), None)
@@ -291,60 +225,36 @@ class WindowAggregator:
               report: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame | None:
         """Build the output rows for ``report`` (default ``done``) and drop ``done`` windows."""
         report = done if report is None else report
-        if not report.any() and not done.any():
-            return None
-        idx = np.flatnonzero(report)
-        key = self._g_key[idx]
-        start = self._g_start[idx]
-        order = np.lexsort((key, start))
-        idx, key, start = idx[order], key[order], start[order]
-        out: dict[str, Any] = {
-            "window_start": start.view("datetime64[ns]"),
-            "window_end": (start + self.size).view("datetime64[ns]"),
-        }
-        for c in self.by:
-            out[c] = self.keys.column(c, key)
-        plain_values = {
-            spec.name: spec.agg.result(take_state(state, idx))
-            for spec, state in zip(self._plain, self._states, strict=True)
-        }
-        holistic_values = self._holistic_results(key, start) if self._holistic else {}
-        for spec in self.aggs:
-            out[spec.name] = (plain_values[spec.name] if spec.name in plain_values
-                              else holistic_values[spec.name])
-        frame = pd.DataFrame(out) if len(idx) else None
-
-        keep = ~done
-        self._g_key, self._g_start = self._g_key[keep], self._g_start[keep]
-        self._states = [take_state(s, keep) for s in self._states]
+        frame = None
+        if report.any():
+            idx = np.flatnonzero(report)
+            order = np.lexsort((self._g_key[idx], self._g_start[idx]))
+            idx = idx[order]
+            key, start = self._g_key[idx], self._g_start[idx]
+            results = {
+                spec.name: spec.agg.result(take_state(state, idx))
+                for spec, state in zip(self._plain, self._states, strict=True)
+            }
+            if self._holistic:
+                results.update(self._holistic_results(key, start))
+            frame = self._frame(start, start + self.size, key, results)
+        if done.any():
+            keep = ~done
+            self._g_key, self._g_start = self._g_key[keep], self._g_start[keep]
+            self._states = [take_state(s, keep) for s in self._states]
+            if self._holistic:
+                raw_keep = (np.zeros(len(self._raw_start), dtype=bool) if done.all()
+                            else self._raw_start + self.size > self._watermark)
+                self._raw_key = self._raw_key[raw_keep]
+                self._raw_start = self._raw_start[raw_keep]
+                self._raw_values = {c: v[raw_keep] for c, v in self._raw_values.items()}
         self._touched = np.zeros(len(self._g_key), dtype=bool)
-        if self._holistic and done.any():
-            raw_done = self._raw_start + self.size <= (
-                self._watermark if not done.all() else np.iinfo(np.int64).max)
-            if done.all():
-                raw_done[:] = True
-            self._raw_key = self._raw_key[~raw_done]
-            self._raw_start = self._raw_start[~raw_done]
-            self._raw_values = {c: v[~raw_done] for c, v in self._raw_values.items()}
-        if frame is not None:
-            self.emitted_total += len(frame)
         return frame
 
     def _holistic_results(self, key: npt.NDArray[np.intp],
                           start: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
         n_keys = max(len(self.keys), 1)
-        if len(start) == 0:
-            return {a.name: np.zeros(0) for a in self._holistic}
         base = min(int(start.min()), int(self._raw_start.min()) if len(self._raw_start) else 0)
         wanted = pd.Index((start - base) // self.every * n_keys + key)
         pos = wanted.get_indexer((self._raw_start - base) // self.every * n_keys + self._raw_key)
-        results: dict[str, npt.NDArray[Any]] = {}
-        for spec in self._holistic:
-            values = self._raw_values[spec.column]
-            ok = (pos >= 0) & ~np.isnan(values)
-            p, v = pos[ok], values[ok]
-            order = np.lexsort((v, p))
-            counts = np.bincount(p, minlength=len(start))
-            starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-            results[spec.name] = spec.agg.result_sorted(v[order], starts, counts)
-        return results
+        return self._holistic_from_rows(pos, self._raw_values, len(start))

@@ -35,7 +35,8 @@ class KeyRegistry:
         self._dtypes = {c: example[c].dtype for c in by}
         self._lookup: dict[Any, int] = {}
         self._values: list[list[Any]] = [[] for _ in by]
-        self._cache: dict[str, pd.Series] = {}
+        self._cache: dict[str, Any] = {}
+        self._index: pd.Index | None = None  # single key: known keys, position = code
 
     def __len__(self) -> int:
         return len(self._lookup) if self.by else 1
@@ -47,6 +48,11 @@ class KeyRegistry:
             return np.zeros(n, dtype=np.intp)
         if len(self.by) == 1:
             local, uniques = pd.factorize(batch[self.by[0]], use_na_sentinel=False)
+            if self._index is not None and len(uniques) <= len(self._index):
+                # Fast path: every key of this batch is known already (the usual case).
+                known = self._index.get_indexer(uniques)
+                if (known >= 0).all():
+                    return known[np.asarray(local, dtype=np.intp)]
             keys: list[Any] = [_norm(u) for u in uniques]
         else:
             parts = [pd.factorize(batch[c], use_na_sentinel=False) for c in self.by]
@@ -69,6 +75,10 @@ class KeyRegistry:
                     col.append(v)
                 self._cache.clear()
             mapping[i] = code
+        if len(self.by) == 1 and not any(k is None for k in keys):
+            self._index = pd.Index(pd.array(self._values[0], dtype=self._dtypes[self.by[0]]))  # type: ignore[arg-type]
+            if not self._index.is_unique:  # pragma: no cover - nulls are excluded above
+                self._index = None
         return mapping[np.asarray(local, dtype=np.intp)]
 
     def frame(self, codes: npt.NDArray[np.intp]) -> pd.DataFrame:
@@ -77,12 +87,12 @@ class KeyRegistry:
 
     def column(self, col: str, codes: npt.NDArray[np.intp]) -> pd.Series:
         """One ``by`` column, with its example dtype, for the given codes."""
-        series = self._cache.get(col)
-        if series is None:
+        array = self._cache.get(col)
+        if array is None:
             values = self._values[self.by.index(col)]
-            series = pd.Series(values, dtype=self._dtypes[col])
-            self._cache[col] = series
-        return series.take(codes).reset_index(drop=True)
+            array = pd.array(values, dtype=self._dtypes[col])  # type: ignore[arg-type]
+            self._cache[col] = array
+        return pd.Series(array.take(codes), copy=False)
 
 
 def _norm(value: Any) -> Any:

@@ -1,0 +1,129 @@
+"""What the window engines share: keys, value extraction, watermark, output frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from rtnb.aggregations import Aggregation
+from rtnb.windows.keys import KeyRegistry
+
+__all__ = ["NO_WATERMARK", "AggSpec", "KeyedEngine", "WindowOutput", "time_ns"]
+
+NO_WATERMARK = int(np.iinfo(np.int64).min)
+END_OF_STREAM = int(np.iinfo(np.int64).max)
+
+
+@dataclass(frozen=True)
+class AggSpec:
+    """One output column: ``name = how(column)``."""
+
+    name: str
+    column: str
+    agg: Aggregation
+
+
+@dataclass
+class WindowOutput:
+    """What one batch produced: emitted windows (or ``None``) and late rows (or ``None``)."""
+
+    windows: pd.DataFrame | None
+    late: pd.DataFrame | None
+
+
+def time_ns(series: pd.Series) -> npt.NDArray[np.int64]:
+    """Event times as int64 nanoseconds, whatever the datetime64 unit (NaT -> int64 min)."""
+    values = series.to_numpy()
+    if values.dtype != "datetime64[ns]":
+        values = values.astype("datetime64[ns]")
+    return values.view(np.int64)
+
+
+class KeyedEngine:
+    """Shared state and helpers of the keyed window engines."""
+
+    def __init__(self, *, time: str, by: list[str], aggs: list[AggSpec],
+                 example: pd.DataFrame, allowed_lateness_ns: int = 0,
+                 emit: str = "final") -> None:
+        self.time = time
+        self.by = by
+        self.aggs = aggs
+        self.emit = emit
+        self.example = example
+        self.allowed_lateness_ns = allowed_lateness_ns
+        self.keys = KeyRegistry(by, example)
+        self._plain = [a for a in aggs if not a.agg.holistic]
+        self._holistic = [a for a in aggs if a.agg.holistic]
+        self._raw_columns = sorted({a.column for a in self._holistic})
+        self._numeric = {
+            c: pd.api.types.is_numeric_dtype(example[c].dtype)
+            and not pd.api.types.is_bool_dtype(example[c].dtype)
+            for c in {a.column for a in aggs}
+        }
+        self.max_time: int = NO_WATERMARK
+        self._watermark: int = NO_WATERMARK
+        self._seq = 0
+        self.late_total = 0
+        self.emitted_total = 0
+
+    @property
+    def watermark(self) -> pd.Timestamp | None:
+        """The current watermark (``None`` before the first event)."""
+        if self._watermark == NO_WATERMARK:
+            return None
+        if self._watermark == END_OF_STREAM:
+            return pd.Timestamp.max
+        return pd.Timestamp(self._watermark)
+
+    def set_allowed_lateness(self, ns: int) -> None:
+        """Change the allowed lateness; the watermark never moves backwards."""
+        self.allowed_lateness_ns = ns
+
+    def _advance(self, t: npt.NDArray[np.int64]) -> None:
+        if len(t):
+            self.max_time = max(self.max_time, int(t.max()))
+            self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+
+    def _next_seq(self, n: int) -> npt.NDArray[np.int64]:
+        seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
+        self._seq += n
+        return seq
+
+    def _values(self, batch: pd.DataFrame, column: str) -> npt.NDArray[np.float64]:
+        series = batch[column]
+        if self._numeric[column]:
+            return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        # Non-numeric columns can only be counted: 1.0 where present, NaN where missing.
+        return np.where(series.isna().to_numpy(), np.nan, 1.0)
+
+    def _holistic_from_rows(self, pos: npt.NDArray[np.intp],
+                            values: dict[str, npt.NDArray[np.float64]],
+                            n: int) -> dict[str, npt.NDArray[Any]]:
+        """Holistic results for ``n`` groups; raw row ``i`` is in group ``pos[i]`` (-1: none)."""
+        results: dict[str, npt.NDArray[Any]] = {}
+        for spec in self._holistic:
+            v_all = values[spec.column]
+            ok = (pos >= 0) & ~np.isnan(v_all)
+            p, v = pos[ok], v_all[ok]
+            order = np.lexsort((v, p))
+            counts = np.bincount(p, minlength=n)
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if n else counts
+            results[spec.name] = spec.agg.result_sorted(v[order], starts, counts)
+        return results
+
+    def _frame(self, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64],
+               key: npt.NDArray[np.intp], results: dict[str, npt.NDArray[Any]]) -> pd.DataFrame:
+        out: dict[str, Any] = {
+            "window_start": start.view("datetime64[ns]"),
+            "window_end": end.view("datetime64[ns]"),
+        }
+        for c in self.by:
+            out[c] = self.keys.column(c, key)
+        for spec in self.aggs:
+            out[spec.name] = results[spec.name]
+        self.emitted_total += len(start)
+        return pd.DataFrame(out, copy=False)

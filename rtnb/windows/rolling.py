@@ -1,0 +1,281 @@
+"""Per-event rolling aggregations over event time, as ``groupby(key).rolling(window, on=time)``.
+
+For every input row the output holds the aggregate of the same key's rows in
+``(t - window, t]`` that arrived no later than it in event-time order, exactly what pandas
+computes on the whole frame sorted by time. Rows wait until the watermark passes their time
+(so disorder within the allowed lateness is put right), then are computed in one vectorised
+pass over the retained history (rows younger than ``window``) and the ready rows: prefix sums
+for count/sum/mean/var, a sparse table for min/max. Memory is bounded by keys x window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from rtnb.errors import ConfigError
+from rtnb.windows.base import NO_WATERMARK, time_ns
+from rtnb.windows.keys import KeyRegistry
+
+__all__ = ["ROLLING_AGGS", "RollingAggregator", "RollingOutput"]
+
+ROLLING_AGGS = ("count", "sum", "mean", "var", "std", "min", "max")
+_I64 = npt.NDArray[np.int64]
+_F64 = npt.NDArray[np.float64]
+
+
+class RollingOutput:
+    """Rows computed by one batch (or ``None``) and the rows that came too late."""
+
+    __slots__ = ("late", "rows")
+
+    def __init__(self, rows: pd.DataFrame | None, late: pd.DataFrame | None) -> None:
+        self.rows = rows
+        self.late = late
+
+
+class RollingAggregator:
+    """Keyed per-event rolling aggregation of one column.
+
+    Parameters
+    ----------
+    window_ns
+        Window length: a row's window is ``(t - window, t]``.
+    time, by, column
+        Event-time column, key columns, value column.
+    hows
+        Aggregations among ``count, sum, mean, var, std, min, max``.
+    example
+        Input schema.
+    allowed_lateness_ns
+        Rows are emitted once the watermark (newest time - lateness) reaches them.
+    min_periods
+        Fewer non-NaN values than this in a window give NaN (pandas' default is 1).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"t": pd.to_datetime(["2026-01-01 00:00:00", "2026-01-01 00:00:01",
+    ...                                         "2026-01-01 00:00:05"]), "x": [1.0, 3.0, 5.0]})
+    >>> agg = RollingAggregator(2_000_000_000, time="t", by=[], column="x", hows=["mean"],
+    ...                         example=df.iloc[:0])
+    >>> agg.process(df).rows
+                        t  x_mean
+    0 2026-01-01 00:00:00     1.0
+    1 2026-01-01 00:00:01     2.0
+    2 2026-01-01 00:00:05     5.0
+    """
+
+    def __init__(self, window_ns: int, *, time: str, by: list[str], column: str,
+                 hows: list[str], example: pd.DataFrame, allowed_lateness_ns: int = 0,
+                 min_periods: int = 1, names: dict[str, str] | None = None) -> None:
+        unknown = [h for h in hows if h not in ROLLING_AGGS]
+        if unknown:
+            msg = f"rolling aggregation(s) {unknown!r} unknown; use {', '.join(ROLLING_AGGS)}"
+            raise ConfigError(msg)
+        if window_ns <= 0:
+            msg = f"rolling window must be positive; got {window_ns}ns"
+            raise ConfigError(msg)
+        self.window_ns = window_ns
+        self.time, self.by, self.column, self.hows = time, by, column, hows
+        self.names = names or {h: f"{column}_{h}" for h in hows}
+        self.allowed_lateness_ns = allowed_lateness_ns
+        self.min_periods = min_periods
+        self.keys = KeyRegistry(by, example)
+        self.max_time = NO_WATERMARK
+        self._watermark = NO_WATERMARK
+        self._seq = 0
+        self.late_total = 0
+        empty_i = np.zeros(0, dtype=np.int64)
+        # history: rows already emitted that later rows may still see (sorted by key, t, seq)
+        self._h_key, self._h_t, self._h_seq, self._h_v = empty_i, empty_i, empty_i, np.zeros(0)
+        # pending: accepted rows waiting for the watermark (arrival order)
+        self._p_key, self._p_t, self._p_seq, self._p_v = empty_i, empty_i, empty_i, np.zeros(0)
+        self._p_frames: list[pd.DataFrame] = []
+
+    @property
+    def watermark(self) -> pd.Timestamp | None:
+        """The current watermark (``None`` before the first event)."""
+        if self._watermark == NO_WATERMARK:
+            return None
+        return pd.Timestamp(min(self._watermark, pd.Timestamp.max.value))
+
+    def process(self, batch: pd.DataFrame) -> RollingOutput:
+        """Accept one batch; return the rows the advanced watermark made final."""
+        n = len(batch)
+        if n == 0:
+            return RollingOutput(None, None)
+        t = time_ns(batch[self.time])
+        key = self.keys.codes(batch).astype(np.int64)
+        v = batch[self.column].to_numpy(dtype=np.float64, na_value=np.nan)
+        seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
+        self._seq += n
+        late_mask = t < self._watermark
+        late = None
+        if late_mask.any():
+            late = batch[late_mask]
+            self.late_total += int(late_mask.sum())
+            keep = ~late_mask
+            t, key, v, seq = t[keep], key[keep], v[keep], seq[keep]
+            batch = batch[keep]
+        self._p_key = np.concatenate([self._p_key, key])
+        self._p_t = np.concatenate([self._p_t, t])
+        self._p_seq = np.concatenate([self._p_seq, seq])
+        self._p_v = np.concatenate([self._p_v, v])
+        if len(t):
+            self.max_time = max(self.max_time, int(t.max()))
+            self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+        return RollingOutput(self._release(self._p_t <= self._watermark), late)
+
+    def flush(self) -> RollingOutput:
+        """End of stream: every pending row is computed and emitted."""
+        self._watermark = np.iinfo(np.int64).max
+        return RollingOutput(self._release(np.ones(len(self._p_t), dtype=bool)), None)
+
+    def _release(self, ready: npt.NDArray[np.bool_]) -> pd.DataFrame | None:
+        if not ready.any():
+            return None
+        r_key, r_t = self._p_key[ready], self._p_t[ready]
+        r_seq, r_v = self._p_seq[ready], self._p_v[ready]
+        wait = ~ready
+        self._p_key, self._p_t = self._p_key[wait], self._p_t[wait]
+        self._p_seq, self._p_v = self._p_seq[wait], self._p_v[wait]
+
+        h_key, h_t = self._h_key, self._h_t
+        # Merge the ready rows into the sorted history. Ready rows arrived after every
+        # history row with the same (key, t), so they go to the right of them.
+        lo = min(int(r_t.min()), int(h_t.min()) if len(h_t) else int(r_t.min()))
+        span = max(int(r_t.max()), int(h_t.max()) if len(h_t) else 0) - lo + 1
+        stride = span + self.window_ns + 1
+        n_keys = int(max(r_key.max(), h_key.max() if len(h_key) else 0)) + 1
+        if n_keys * stride >= 2**62:  # composite would overflow: sort instead
+            order = np.lexsort((r_seq, r_t, r_key))
+            r_key, r_t, r_seq, r_v = r_key[order], r_t[order], r_seq[order], r_v[order]
+            m_key = np.concatenate([h_key, r_key])
+            m_t = np.concatenate([h_t, r_t])
+            m_seq = np.concatenate([self._h_seq, r_seq])
+            m_v = np.concatenate([self._h_v, r_v])
+            o = np.lexsort((m_seq, m_t, m_key))
+            m_key, m_t, m_seq, m_v = m_key[o], m_t[o], m_seq[o], m_v[o]
+            is_new = np.zeros(len(m_t), dtype=bool)
+            is_new[np.flatnonzero(o >= len(h_t))] = True
+            comp = m_key * stride + (m_t - lo)
+        else:
+            h_comp = h_key * stride + (h_t - lo)
+            r_comp = r_key * stride + (r_t - lo)
+            # Pending rows are in arrival order, so a stable sort keeps ties by arrival.
+            order = np.argsort(r_comp, kind="stable")
+            r_comp, r_key, r_t = r_comp[order], r_key[order], r_t[order]
+            r_seq, r_v = r_seq[order], r_v[order]
+            pos = np.searchsorted(h_comp, r_comp, side="right")
+            m_key = np.insert(h_key, pos, r_key)
+            m_t = np.insert(h_t, pos, r_t)
+            m_seq = np.insert(self._h_seq, pos, r_seq)
+            m_v = np.insert(self._h_v, pos, r_v)
+            comp = np.insert(h_comp, pos, r_comp)
+            is_new = np.zeros(len(m_t), dtype=bool)
+            is_new[pos + np.arange(len(pos))] = True
+
+        out_idx = np.flatnonzero(is_new)
+        start = np.searchsorted(comp, comp[out_idx] - self.window_ns, side="right")
+        end = out_idx + 1
+        values = self._aggregate(m_key, m_v, start, end)
+
+        # Keep only rows a future row can still see: t > watermark - window.
+        keep = m_t > self._watermark - self.window_ns if self._watermark != np.iinfo(
+            np.int64).max else np.zeros(len(m_t), dtype=bool)
+        self._h_key, self._h_t, self._h_seq, self._h_v = m_key[keep], m_t[keep], \
+            m_seq[keep], m_v[keep]
+
+        # Rows leave ordered by key, then event time (arrival order for equal times).
+        o_key = m_key[out_idx].astype(np.intp)
+        cols: dict[str, Any] = {self.time: m_t[out_idx].view("datetime64[ns]")}
+        for c in self.by:
+            cols[c] = self.keys.column(c, o_key)
+        for how in self.hows:
+            cols[self.names[how]] = values[how]
+        return pd.DataFrame(cols, copy=False)
+
+    def _aggregate(self, key: _I64, v: _F64, start: npt.NDArray[np.intp],
+                   end: npt.NDArray[np.intp]) -> dict[str, _F64]:
+        ok = ~np.isnan(v)
+        cnt = np.concatenate(([0], np.cumsum(ok)))
+        n = (cnt[end] - cnt[start]).astype(np.float64)
+        out: dict[str, _F64] = {}
+        enough = n >= max(self.min_periods, 1)
+        wants = set(self.hows)
+        if wants & {"sum", "mean", "var", "std"}:
+            # Shift by each key's first value so the sums of squares stay small (no
+            # catastrophic cancellation when the mean is large compared with the spread).
+            ref = _key_reference(v, ok, key)
+            d = np.where(ok, v - ref, 0.0)
+            s1 = np.concatenate(([0.0], np.cumsum(d)))
+            sw = s1[end] - s1[start]
+            ref_out = ref[end - 1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if "sum" in wants:
+                    total = sw + n * ref_out
+                    out["sum"] = np.where(n >= self.min_periods, total, np.nan)
+                if "mean" in wants:
+                    out["mean"] = np.where(enough, sw / n + ref_out, np.nan)
+                if wants & {"var", "std"}:
+                    s2 = np.concatenate(([0.0], np.cumsum(d * d)))
+                    ss = s2[end] - s2[start]
+                    var = (ss - sw * sw / n) / (n - 1)
+                    var = np.where(enough & (n > 1), np.maximum(var, 0.0), np.nan)
+                    if "var" in wants:
+                        out["var"] = var
+                    if "std" in wants:
+                        out["std"] = np.sqrt(var)
+        if "count" in wants:
+            out["count"] = n
+        if "min" in wants:
+            out["min"] = np.where(enough, _range_reduce(np.minimum, np.where(ok, v, np.inf),
+                                                        start, end), np.nan)
+        if "max" in wants:
+            out["max"] = np.where(enough, _range_reduce(np.maximum, np.where(ok, v, -np.inf),
+                                                        start, end), np.nan)
+        return out
+
+
+def _key_reference(v: _F64, ok: npt.NDArray[np.bool_], key: _I64) -> _F64:
+    """Per row, the first non-NaN value of its key's segment (0 if none).
+
+    Subtracting it keeps the prefix sums of squares small (no catastrophic cancellation).
+    """
+    seg_id = np.cumsum(np.concatenate(([True], key[1:] != key[:-1]))) - 1
+    valid = np.flatnonzero(ok)
+    seg_of_valid = seg_id[valid]
+    heads = valid[np.concatenate(([True], seg_of_valid[1:] != seg_of_valid[:-1]))] if len(
+        valid) else valid
+    ref_per_seg = np.zeros(int(seg_id[-1]) + 1 if len(seg_id) else 0)
+    ref_per_seg[seg_id[heads]] = v[heads]
+    out: _F64 = ref_per_seg[seg_id]
+    return out
+
+
+def _range_reduce(ufunc: np.ufunc, v: _F64, start: npt.NDArray[np.intp],
+                  end: npt.NDArray[np.intp]) -> _F64:
+    """``ufunc.reduce(v[start[i]:end[i]])`` for every i, with a sparse table (O(n log n))."""
+    length = end - start
+    if len(v) == 0 or len(length) == 0:
+        return np.zeros(len(start))
+    levels = [v]
+    span = 1
+    max_len = int(length.max())
+    while span * 2 <= max_len:
+        prev = levels[-1]
+        levels.append(ufunc(prev[:-span], prev[span:]))
+        span *= 2
+    k = np.floor(np.log2(np.maximum(length, 1))).astype(np.intp)
+    out = np.empty(len(start))
+    for level in np.unique(k):
+        sel = k == level
+        table = levels[level]
+        a = table[start[sel]]
+        b = table[end[sel] - (1 << level)]
+        out[sel] = ufunc(a, b)
+    return out
