@@ -18,14 +18,26 @@ from rtnb._time import DurationLike, format_duration, to_ns
 from rtnb.aggregations import Aggregation, Count, make_aggregation
 from rtnb.errors import ConfigError, RtnbError, SchemaError
 from rtnb.params import Param, resolve
+from rtnb.windows.base import KeyedEngine
 from rtnb.windows.engine import AggSpec, WindowAggregator
+from rtnb.windows.rolling import ROLLING_AGGS, RollingAggregator
+from rtnb.windows.rows_engine import RowsAggregator
+from rtnb.windows.session_engine import SessionAggregator
 from rtnb.windows.specs import Rows, Session, Sliding, Tumbling, WindowSpec
 
 if TYPE_CHECKING:
     from rtnb.sources.base import Source
     from rtnb.viz.plots import PlotAccessor
 
-__all__ = ["StreamingFrame", "StreamingSeries", "Windowed", "WindowedFrame"]
+__all__ = [
+    "Rolling",
+    "RollingColumn",
+    "RollingFrame",
+    "StreamingFrame",
+    "StreamingSeries",
+    "Windowed",
+    "WindowedFrame",
+]
 
 EmitMode: TypeAlias = Literal["final", "update"]
 
@@ -464,6 +476,43 @@ class StreamingFrame:
         return Windowed(self, spec, keys, allowed_lateness, emit,
                         name or f"{self.name}.window")
 
+    def rolling(
+        self,
+        window: DurationLike | Param,
+        *,
+        by: str | Iterable[str] | None = None,
+        allowed_lateness: DurationLike | Param = "0s",
+        min_periods: int = 1,
+        name: str | None = None,
+    ) -> Rolling:
+        """Per-event rolling windows: ``sdf.rolling("30s", by="host")["cpu"].mean()``.
+
+        Each output row is the aggregate of the same key's rows in ``(t - window, t]``,
+        equal to ``df.groupby(by).rolling(window, on=time)[col].mean()`` on the time-sorted
+        frame. Rows are emitted once the watermark passes them (immediately with no lateness).
+        """
+        if self.time is None:
+            msg = f"frame {self.name!r} has no event-time column; rolling needs one"
+            raise ConfigError(msg)
+        if isinstance(resolve(window), int | float):
+            msg = ("rolling `window` must be a duration such as '30s' (count-based rolling "
+                   f"windows are not supported); got {resolve(window)!r}")
+            raise ConfigError(msg)
+        if to_ns(resolve(window), name="window") <= 0:
+            msg = f"rolling `window` must be positive; got {resolve(window)!r}"
+            raise ConfigError(msg)
+        keys = [by] if isinstance(by, str) else list(by or [])
+        for k in keys:
+            if k not in self.example.columns:
+                msg = f"`by` column {k!r} is not in frame {self.name!r}: {list(self.columns)}"
+                raise ConfigError(msg)
+        if isinstance(min_periods, bool) or not isinstance(min_periods, int) or min_periods < 0:
+            msg = f"`min_periods` must be a non-negative int; got {min_periods!r}"
+            raise ConfigError(msg)
+        to_ns(resolve(allowed_lateness), name="allowed_lateness")
+        return Rolling(self, window, keys, allowed_lateness, min_periods,
+                       name or f"{self.name}.rolling")
+
     # -- running a source ------------------------------------------------------------------
     def _attach_source(self, source: Source) -> None:
         self._source = source
@@ -732,9 +781,6 @@ class Windowed:
                        f"{column!r} is {dtype}")
                 raise ConfigError(msg)
             specs.append(AggSpec(out_name, column, agg))
-        if isinstance(self.spec, Session | Rows):
-            msg = f"{type(self.spec).__name__} windows are not implemented yet (see issue #3)"
-            raise ConfigError(msg)
         return WindowedFrame(self, specs)
 
 
@@ -768,8 +814,8 @@ class WindowedFrame(StreamingFrame):
                          _root=parent._root or parent)
         self.windowed = windowed
         self.spec = windowed.spec
-        assert isinstance(self.spec, Tumbling | Sliding)
-        self.engine = WindowAggregator(
+        engine_type: Any = _ENGINES[type(self.spec)]
+        self.engine: KeyedEngine = engine_type(
             self.spec, time=str(parent.time), by=windowed.by, aggs=specs,
             example=parent.example,
             allowed_lateness_ns=to_ns(resolve(windowed.allowed_lateness),
@@ -812,7 +858,6 @@ class WindowedFrame(StreamingFrame):
             self.stream.emit(out.windows)
 
     def _on_spec_param(self, param: Param, old: Any, new: Any) -> None:
-        assert isinstance(self.spec, Tumbling | Sliding)
         flushed = self.engine.reconfigure(self.spec)
         if flushed is not None:
             self.stream.emit(flushed)
@@ -833,6 +878,178 @@ class WindowedFrame(StreamingFrame):
         """Disconnect from the upstream frame and stop following Params."""
         for unwatch in self._unwatch:
             unwatch()
+        self._upstream.destroy()
+
+
+_ENGINES: dict[type, type[KeyedEngine]] = {
+    Tumbling: WindowAggregator,
+    Sliding: WindowAggregator,
+    Session: SessionAggregator,
+    Rows: RowsAggregator,
+}
+
+
+class Rolling:
+    """``sdf.rolling(window, by=...)``: pick a column, then an aggregation."""
+
+    def __init__(self, frame: StreamingFrame, window: DurationLike | Param, by: list[str],
+                 allowed_lateness: DurationLike | Param, min_periods: int, name: str) -> None:
+        self.frame = frame
+        self.window = window
+        self.by = by
+        self.allowed_lateness = allowed_lateness
+        self.min_periods = min_periods
+        self.name = name
+
+    def __repr__(self) -> str:
+        by = f" by {self.by!r}" if self.by else ""
+        size = format_duration(to_ns(resolve(self.window)))
+        return f"<Rolling {size}{by} of {self.frame.name!r}>"
+
+    def __getitem__(self, column: str) -> RollingColumn:
+        if column not in self.frame.example.columns:
+            msg = f"rolling of {self.frame.name!r}: no column {column!r}; columns: " \
+                  f"{list(self.frame.columns)}"
+            raise ConfigError(msg)
+        dtype = self.frame.example[column].dtype
+        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            msg = (f"rolling of {self.frame.name!r}: column {column!r} must be numeric; "
+                   f"it is {dtype}")
+            raise ConfigError(msg)
+        return RollingColumn(self, column)
+
+
+class RollingColumn:
+    """One column of a :class:`Rolling`; each method returns a frame with one row per event."""
+
+    def __init__(self, rolling: Rolling, column: str) -> None:
+        self.rolling = rolling
+        self.column = column
+
+    def agg(self, *hows: str) -> RollingFrame:
+        """Several rolling aggregations at once: columns ``<column>_<how>``.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "x": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> roll = sdf.rolling("2s")["x"].agg("mean", "max")
+        >>> list(roll.columns)
+        ['t', 'x_mean', 'x_max']
+        """
+        if not hows:
+            msg = f"agg() needs at least one of {', '.join(ROLLING_AGGS)}"
+            raise ConfigError(msg)
+        return RollingFrame(self, list(hows), {h: f"{self.column}_{h}" for h in hows})
+
+    def _one(self, how: str) -> RollingFrame:
+        return RollingFrame(self, [how], {how: self.column})
+
+    def count(self) -> RollingFrame:
+        """Non-NaN values in each row's window."""
+        return self._one("count")
+
+    def sum(self) -> RollingFrame:
+        """Sum over each row's window."""
+        return self._one("sum")
+
+    def mean(self) -> RollingFrame:
+        """Mean over each row's window, as ``groupby(by).rolling(window, on=time).mean()``.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "host": pd.Series([], dtype=str), "x": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> out = sdf.rolling("2s", by="host")["x"].mean().collect()
+        >>> sdf.emit(pd.DataFrame({"t": pd.date_range("2026-01-01 09:00", periods=3, freq="s"),
+        ...                        "host": ["a", "a", "a"], "x": [1.0, 2.0, 6.0]}))
+        >>> out[0]
+                            t host    x
+        0 2026-01-01 09:00:00    a  1.0
+        1 2026-01-01 09:00:01    a  1.5
+        2 2026-01-01 09:00:02    a  4.0
+        """
+        return self._one("mean")
+
+    def var(self) -> RollingFrame:
+        """Sample variance over each row's window."""
+        return self._one("var")
+
+    def std(self) -> RollingFrame:
+        """Sample standard deviation over each row's window."""
+        return self._one("std")
+
+    def min(self) -> RollingFrame:
+        """Minimum over each row's window."""
+        return self._one("min")
+
+    def max(self) -> RollingFrame:
+        """Maximum over each row's window."""
+        return self._one("max")
+
+
+class RollingFrame(StreamingFrame):
+    """Output of ``sdf.rolling(...)[col].<agg>()``: the time, the keys and the rolling values.
+
+    Rows are emitted once the watermark passes their time; ``.late`` holds rows older than the
+    watermark when they arrived.
+    """
+
+    def __init__(self, column: RollingColumn, hows: list[str], names: dict[str, str]) -> None:
+        rolling = column.rolling
+        parent = rolling.frame
+        time = str(parent.time)
+        cols: dict[str, pd.Series] = {time: parent.example[time].iloc[:0]}
+        for k in rolling.by:
+            cols[k] = parent.example[k].iloc[:0]
+        for h in hows:
+            cols[names[h]] = pd.Series([], dtype="float64")
+        super().__init__(pd.DataFrame(cols), time=time, name=rolling.name,
+                         stream=Stream(stream_name=rolling.name), _graph=parent._graph,
+                         _root=parent._root or parent)
+        self.roll = rolling
+        self.engine = RollingAggregator(
+            to_ns(resolve(rolling.window), name="window"), time=time, by=rolling.by,
+            column=column.column, hows=hows, example=parent.example,
+            allowed_lateness_ns=to_ns(resolve(rolling.allowed_lateness),
+                                      name="allowed_lateness"),
+            min_periods=rolling.min_periods, names=names)
+        self.late = StreamingFrame(parent.example, time=parent.time, name=f"{self.name}.late",
+                                   _graph=self._graph, _root=self._root)
+        self._upstream = parent.stream.sink(self._on_batch)
+        self._graph.close_hooks.append(self._on_close)
+
+    @property
+    def watermark(self) -> pd.Timestamp | None:
+        """Newest event time seen minus the allowed lateness (``None`` before any event)."""
+        return self.engine.watermark
+
+    def describe(self) -> str:
+        """What this frame computes (used as plot title)."""
+        by = f" per {', '.join(self.roll.by)}" if self.roll.by else ""
+        return f"rolling {format_duration(self.engine.window_ns)}{by}"
+
+    def _on_batch(self, batch: pd.DataFrame) -> None:
+        out = self.engine.process(batch)
+        self.counters.batches += 1
+        self.counters.events += len(batch)
+        if out.late is not None and len(out.late):
+            self.counters.late += len(out.late)
+            self.late.stream.emit(out.late)
+        if out.rows is not None:
+            self.stream.emit(out.rows)
+
+    def _on_close(self) -> None:
+        out = self.engine.flush()
+        if out.rows is not None:
+            self.stream.emit(out.rows)
+
+    def destroy(self) -> None:
+        """Disconnect from the upstream frame."""
         self._upstream.destroy()
 
 

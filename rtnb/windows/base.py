@@ -70,6 +70,24 @@ class KeyedEngine:
         self.late_total = 0
         self.emitted_total = 0
 
+    # -- the interface every engine implements --------------------------------------------
+    def process(self, batch: pd.DataFrame) -> WindowOutput:
+        """Fold one micro-batch in; return emitted windows and late rows."""
+        raise NotImplementedError
+
+    def flush(self) -> WindowOutput:
+        """End of stream: emit every open window."""
+        raise NotImplementedError
+
+    def reconfigure(self, spec: Any) -> pd.DataFrame | None:
+        """Switch to a new window spec; open windows are emitted first."""
+        raise NotImplementedError
+
+    @property
+    def open_windows(self) -> int:
+        """How many windows (or held rows) are open."""
+        raise NotImplementedError
+
     @property
     def watermark(self) -> pd.Timestamp | None:
         """The current watermark (``None`` before the first event)."""

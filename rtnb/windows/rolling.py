@@ -212,8 +212,12 @@ class RollingAggregator:
             # catastrophic cancellation when the mean is large compared with the spread).
             ref = _key_reference(v, ok, key)
             d = np.where(ok, v - ref, 0.0)
-            s1 = np.concatenate(([0.0], np.cumsum(d)))
-            sw = s1[end] - s1[start]
+            # Prefix sums restart at every key, so one key's magnitudes never cost another
+            # key precision.
+            seg = np.cumsum(np.concatenate(([True], key[1:] != key[:-1]))) - 1
+            head = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))[seg]
+            inside = start > head[end - 1]
+            sw = _window_sum(d, seg, end, start, inside)
             ref_out = ref[end - 1]
             with np.errstate(invalid="ignore", divide="ignore"):
                 if "sum" in wants:
@@ -222,8 +226,7 @@ class RollingAggregator:
                 if "mean" in wants:
                     out["mean"] = np.where(enough, sw / n + ref_out, np.nan)
                 if wants & {"var", "std"}:
-                    s2 = np.concatenate(([0.0], np.cumsum(d * d)))
-                    ss = s2[end] - s2[start]
+                    ss = _window_sum(d * d, seg, end, start, inside)
                     var = (ss - sw * sw / n) / (n - 1)
                     var = np.where(enough & (n > 1), np.maximum(var, 0.0), np.nan)
                     if "var" in wants:
@@ -239,6 +242,15 @@ class RollingAggregator:
             out["max"] = np.where(enough, _range_reduce(np.maximum, np.where(ok, v, -np.inf),
                                                         start, end), np.nan)
         return out
+
+
+def _window_sum(x: _F64, seg: npt.NDArray[np.intp], end: npt.NDArray[np.intp],
+                start: npt.NDArray[np.intp], inside: npt.NDArray[np.bool_]) -> _F64:
+    """Sum of ``x[start:end]`` for every window, from prefix sums restarted per key segment."""
+    c = pd.Series(x).groupby(seg, sort=False).cumsum().to_numpy()
+    before = np.where(inside, c[np.maximum(start - 1, 0)], 0.0)
+    out: _F64 = c[end - 1] - before
+    return out
 
 
 def _key_reference(v: _F64, ok: npt.NDArray[np.bool_], key: _I64) -> _F64:

@@ -1,0 +1,1304 @@
+"""Helpers for browser tests: drive a real JupyterLab with Playwright and Debian chromium.
+
+The fixtures using these (``lab``, ``browser``, ``page``) are in ``conftest.py`` next to this file.
+Import helpers with ``from browser_helpers import ...``.
+
+Server
+    :class:`JupyterLab` (``add_notebook``, ``sync_kernel_env``, ``shutdown_kernels``, ``api``,
+    ``log_tail``, ``stop``), :func:`start_lab`.
+Notebook
+    :func:`open_notebook`, :func:`run_cells`, :func:`run_all_above_last_cell`, :func:`run_all`,
+    :func:`wait_for_kernel_idle`, :func:`execution_counts`, :func:`cell_errors`,
+    :func:`notebook_errors`, :func:`cell_text`, :func:`notebook_outputs`.
+Bokeh
+    :func:`wait_for_bokeh`, :func:`bokeh_cds_lengths`, :func:`bokeh_sources`,
+    :func:`bokeh_titles`.
+ipywidgets
+    :func:`set_slider`, :func:`slider_value`.
+Other
+    :func:`wait_until`, :func:`screenshot`, :func:`console_errors`, :func:`attach_console_log`.
+
+Notes
+-----
+* JupyterLab is started with ``--LabApp.expose_app_in_browser=True`` so ``window.jupyterapp`` (the
+  ``JupyterLab`` application object) exists in the page; without it, JupyterLab 4.6 does not
+  expose the app. The helpers drive notebooks through ``jupyterapp.commands``.
+* ipykernel 6 handles comm messages (ipywidgets updates) on the shell channel, so they queue
+  behind a running cell: with a last cell ``await asyncio.sleep(12)`` running, a slider change
+  reached the kernel only when that cell finished (measured: 12.3 s later). A notebook whose
+  last cell ``await``-s a long stream must be run with :func:`run_all_above_last_cell` (or
+  :func:`run_cells` with ``upto=-1``) before widgets are driven from the page.
+* ``window.Bokeh.documents`` never forgets a document, e.g. the plot of a re-executed cell; the
+  Bokeh helpers therefore look only at documents with a root view attached to the DOM unless
+  ``live_only=False``.
+* :data:`LAB_SETTINGS` turns off the news/update toast and sets notebook ``windowingMode`` to
+  ``"none"`` so every cell (and its outputs) is in the DOM.
+* ``RTNB_*`` environment variables: the server inherits ``os.environ`` at startup, and
+  :func:`open_notebook` additionally copies the *current* ``RTNB_*`` variables into the kernel
+  spec ``env`` (see :meth:`JupyterLab.sync_kernel_env`), so ``monkeypatch.setenv("RTNB_X", ...)``
+  before :func:`open_notebook` reaches the kernel that notebook starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from playwright.sync_api import (
+    ConsoleMessage,
+    Locator,
+    Page,
+    ViewportSize,
+)
+
+T = TypeVar("T")
+
+#: Debian's chromium; Playwright's own browser downloads are not available here.
+CHROMIUM_PATH = Path(os.environ.get("RTNB_CHROMIUM", "/usr/bin/chromium"))
+#: Command-line switches for chromium (Playwright adds its own fresh ``--user-data-dir``).
+CHROMIUM_ARGS: tuple[str, ...] = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+#: Prefix of the environment variables forwarded to kernels by :meth:`JupyterLab.sync_kernel_env`.
+KERNEL_ENV_PREFIX = "RTNB_"
+#: Browser viewport used by the ``page`` fixture.
+VIEWPORT: ViewportSize = {"width": 1400, "height": 1000}
+
+#: JupyterLab user settings written into the isolated settings dir (keeps the UI deterministic).
+LAB_SETTINGS: dict[str, dict[str, Any]] = {
+    # No "Would you like to get notified about official Jupyter news?" toast, no update check.
+    "@jupyterlab/apputils-extension/notification": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+    # Attach every cell to the DOM, so outputs of off-screen cells are rendered and queryable.
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+}
+
+# JavaScript snippet defining ``panel``: the NotebookPanel for ``name`` (or the current widget).
+_JS_PANEL = """
+const app = window.jupyterapp;
+if (!app) { throw new Error('window.jupyterapp is not defined (expose_app_in_browser?)'); }
+let panel = null;
+for (const w of app.shell.widgets('main')) {
+    if (w.content && w.sessionContext && w.context &&
+        (name == null || w.context.path === name)) { panel = w; }
+}
+if (panel === null) { throw new Error('no notebook panel open for ' + name); }
+"""
+
+
+def _js_fn(body: str, arg: str = "name") -> str:
+    """Wrap *body* in an arrow function taking *arg* and preceded by the panel lookup.
+
+    Parameters
+    ----------
+    body : str
+        JavaScript statements that may use ``app``, ``panel`` and *arg*.
+    arg : str
+        Name of the single (possibly destructured) argument of the arrow function.
+
+    Returns
+    -------
+    str
+        JavaScript source suitable for :meth:`playwright.sync_api.Page.evaluate`.
+    """
+    return f"async ({arg}) => {{\n{_JS_PANEL}\n{body}\n}}"
+
+
+# --------------------------------------------------------------------------------------------
+# Generic polling
+# --------------------------------------------------------------------------------------------
+
+
+def wait_until(
+    fn: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.2,
+    message: str = "condition not met",
+) -> T:
+    """Call *fn* until it returns a truthy value and return that value.
+
+    Exceptions raised by *fn* count as "not yet"; the last one is chained to the timeout error.
+
+    Parameters
+    ----------
+    fn : Callable[[], T]
+        Zero-argument callable polled for a truthy result.
+    timeout : float
+        Seconds before giving up.
+    interval : float
+        Seconds between calls.
+    message : str
+        Text of the :class:`AssertionError` raised on timeout.
+
+    Returns
+    -------
+    T
+        The first truthy value returned by *fn*.
+
+    Raises
+    ------
+    AssertionError
+        If *fn* did not return a truthy value within *timeout* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last_value: object = None
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = fn()
+            last_value, last_exc = value, None
+            if value:
+                return value
+        except Exception as exc:
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f"{message} (after {timeout:.1f}s; last value: {last_value!r})"
+            raise AssertionError(detail) from last_exc
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# JupyterLab server
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now.
+
+    Returns
+    -------
+    int
+        The port number.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pids_with_arg(needle: str) -> list[int]:
+    """Return ids of processes whose command line contains *needle*.
+
+    Parameters
+    ----------
+    needle : str
+        Substring searched in ``/proc/<pid>/cmdline`` (arguments joined by spaces).
+
+    Returns
+    -------
+    list[int]
+        Matching process ids (never the current process).
+    """
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@dataclass
+class JupyterLab:
+    """A running JupyterLab server with isolated directories.
+
+    Attributes
+    ----------
+    url : str
+        Base URL, e.g. ``http://127.0.0.1:45678`` (no trailing slash).
+    token : str
+        The server's authentication token.
+    root_dir : pathlib.Path
+        ``ServerApp.root_dir``; notebooks are added here by :meth:`add_notebook`.
+    base_dir : pathlib.Path
+        Temporary directory holding the root, config, data, runtime, settings and log.
+    log_path : pathlib.Path
+        File receiving the server's stdout and stderr.
+    process : subprocess.Popen
+        The server process.
+    """
+
+    url: str
+    token: str = field(repr=False)
+    root_dir: Path
+    base_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    _kernel_env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Path: the isolated ``JUPYTER_RUNTIME_DIR`` (kernel connection files live here)."""
+        return self.base_dir / "runtime"
+
+    @property
+    def kernelspec_dir(self) -> Path:
+        """Path: the ``python3`` kernel spec that shadows the venv's one (see ``JUPYTER_PATH``)."""
+        return self.base_dir / "data" / "kernels" / "python3"
+
+    # -- HTTP API ------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        """Call the Jupyter server REST API.
+
+        Parameters
+        ----------
+        method : str
+            HTTP method, e.g. ``"GET"``.
+        path : str
+            Path below the base URL, e.g. ``"/api/kernels"``.
+        body : Any
+            JSON-serialisable request body, or ``None``.
+        timeout : float
+            Socket timeout in seconds.
+
+        Returns
+        -------
+        Any
+            The decoded JSON response, or ``None`` for an empty response.
+        """
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def is_up(self) -> bool:
+        """Tell whether ``/api/status`` answers.
+
+        Returns
+        -------
+        bool
+            ``True`` if the server answered with HTTP 200.
+        """
+        query = urllib.parse.urlencode({"token": self.token})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/status?{query}", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    # -- notebooks and kernels -----------------------------------------------------------
+
+    def add_notebook(self, nb: str | os.PathLike[str] | Mapping[str, Any], name: str) -> Path:
+        """Put a notebook into :attr:`root_dir`.
+
+        Parameters
+        ----------
+        nb : str or os.PathLike or Mapping
+            Path of an ``.ipynb`` file to copy, a JSON string, or a notebook mapping
+            (e.g. an ``nbformat.NotebookNode``). A missing ``kernelspec`` is set to ``python3``
+            so JupyterLab does not ask for a kernel.
+        name : str
+            Relative path inside the root dir, e.g. ``"demo.ipynb"`` or ``"sub/demo.ipynb"``.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
+        if isinstance(nb, Mapping):
+            content: dict[str, Any] = json.loads(json.dumps(nb))
+        elif isinstance(nb, str) and nb.lstrip().startswith("{"):
+            content = json.loads(nb)
+        else:
+            content = json.loads(Path(nb).read_text(encoding="utf-8"))
+        content.setdefault("metadata", {}).setdefault(
+            "kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"}
+        )
+        target = self.root_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(content, indent=1), encoding="utf-8")
+        return target
+
+    def notebook_url(self, name: str) -> str:
+        """Return the browser URL that opens notebook *name* in a reset workspace.
+
+        Parameters
+        ----------
+        name : str
+            Notebook path relative to :attr:`root_dir`.
+
+        Returns
+        -------
+        str
+            ``{url}/lab/tree/{name}?reset&token={token}``.
+        """
+        quoted = urllib.parse.quote(name)
+        return f"{self.url}/lab/tree/{quoted}?reset&token={self.token}"
+
+    def sync_kernel_env(self, prefix: str = KERNEL_ENV_PREFIX) -> dict[str, str]:
+        """Write the current ``os.environ[prefix*]`` into the ``python3`` kernel spec's ``env``.
+
+        Kernels started afterwards (e.g. by opening a notebook) get these variables even when
+        they were set after the server started. Variables removed from ``os.environ`` since the
+        server started are set to the empty string.
+
+        Parameters
+        ----------
+        prefix : str
+            Only variables whose name starts with this are forwarded.
+
+        Returns
+        -------
+        dict[str, str]
+            The ``env`` written into the kernel spec.
+        """
+        env = {k: v for k, v in os.environ.items() if k.startswith(prefix)}
+        for key in self._kernel_env:
+            env.setdefault(key, "")
+        self._kernel_env = dict(env)
+        spec = {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "metadata": {"debugger": True},
+            "env": env,
+        }
+        self.kernelspec_dir.mkdir(parents=True, exist_ok=True)
+        (self.kernelspec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+        return env
+
+    def kernels(self) -> list[dict[str, Any]]:
+        """List the running kernels.
+
+        Returns
+        -------
+        list[dict[str, Any]]
+            The ``/api/kernels`` models.
+        """
+        return list(self.api("GET", "/api/kernels"))
+
+    def shutdown_kernels(self) -> None:
+        """Delete every session and shut down every kernel of this server."""
+        for session in self.api("GET", "/api/sessions"):
+            try:
+                self.api("DELETE", f"/api/sessions/{session['id']}", timeout=30)
+            except urllib.error.HTTPError:
+                pass
+        for kernel in self.kernels():
+            try:
+                self.api("DELETE", f"/api/kernels/{kernel['id']}", timeout=30)
+            except urllib.error.HTTPError:
+                pass
+
+    # -- logs and shutdown ---------------------------------------------------------------
+
+    def log_tail(self, lines: int = 60) -> str:
+        """Return the last lines of the server log.
+
+        Parameters
+        ----------
+        lines : int
+            How many lines.
+
+        Returns
+        -------
+        str
+            The tail of :attr:`log_path`.
+        """
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "<no server log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server and its kernels: ``/api/shutdown``, then SIGTERM, then SIGKILL.
+
+        Kernels still alive afterwards (found by their connection file in :attr:`runtime_dir`)
+        are killed too.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for each escalation step.
+        """
+        if self.process.poll() is None:
+            try:
+                self.api("POST", "/api/shutdown", timeout=5)
+            except (urllib.error.URLError, OSError):
+                pass
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    self.process.wait(timeout=timeout)
+                    break
+                except subprocess.TimeoutExpired:
+                    self.process.send_signal(sig)
+            else:
+                self.process.wait(timeout=timeout)
+        for pid in _pids_with_arg(str(self.runtime_dir)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def start_lab(base_dir: Path, startup_timeout: float = 90.0) -> JupyterLab:
+    """Start ``python -m jupyter lab`` in *base_dir* and wait until its API answers.
+
+    Parameters
+    ----------
+    base_dir : pathlib.Path
+        Empty temporary directory for the server's files.
+    startup_timeout : float
+        Seconds to wait for ``/api/status``.
+
+    Returns
+    -------
+    JupyterLab
+        The running server.
+    """
+    dirs = {n: base_dir / n for n in ("root", "config", "data", "runtime", "settings", "ws")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    for plugin, settings in LAB_SETTINGS.items():
+        target = dirs["settings"] / f"{plugin}.jupyterlab-settings"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(settings), encoding="utf-8")
+
+    token = secrets.token_hex(24)
+    env = dict(os.environ)
+    env.update(
+        JUPYTER_CONFIG_DIR=str(dirs["config"]),
+        JUPYTER_DATA_DIR=str(dirs["data"]),
+        JUPYTER_PATH=os.pathsep.join(filter(None, [str(dirs["data"]), env.get("JUPYTER_PATH")])),
+        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
+        JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
+        JUPYTERLAB_WORKSPACES_DIR=str(dirs["ws"]),
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = base_dir / "jupyterlab.log"
+    for attempt in range(3):  # retry only if another process grabbed the free port meanwhile
+        port = _free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={dirs['root']}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None",
+            "--ServerApp.shutdown_no_activity_timeout=0",
+        ]
+        with log_path.open("wb") as log:
+            # Own session: a Ctrl-C in the terminal reaches pytest (which stops the server via
+            # the fixture teardown) but not the server, which would ask for confirmation.
+            process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        lab = JupyterLab(
+            url=f"http://127.0.0.1:{port}",
+            token=token,
+            root_dir=dirs["root"],
+            base_dir=base_dir,
+            log_path=log_path,
+            process=process,
+        )
+        lab.sync_kernel_env()
+        deadline = time.monotonic() + startup_timeout
+        while not lab.is_up():
+            if process.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        else:
+            return lab
+        exited = process.poll() is not None
+        lab.stop(timeout=5)
+        if exited and "is not available" in lab.log_tail(5) and attempt < 2:
+            continue
+        why = "exited" if exited else f"was not up after {startup_timeout:.0f}s"
+        shown = " ".join(cmd).replace(token, "<token>")
+        pytest.fail(
+            f"JupyterLab {why}: {shown}\nlog {log_path} (tail):\n{lab.log_tail(80)}",
+            pytrace=False,
+        )
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------------------
+# Browser
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConsoleLog:
+    """Console messages and uncaught page errors collected from one page.
+
+    Attributes
+    ----------
+    messages : list[str]
+        Every console message as ``"<type>: <text>"``.
+    errors : list[str]
+        Console errors and uncaught exceptions (``pageerror``).
+    """
+
+    messages: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def on_console(self, msg: ConsoleMessage) -> None:
+        """Record a console message.
+
+        Parameters
+        ----------
+        msg : ConsoleMessage
+            The Playwright console message.
+        """
+        self.messages.append(f"{msg.type}: {msg.text}")
+        if msg.type == "error":
+            self.errors.append(msg.text)
+
+    def on_page_error(self, error: Exception) -> None:
+        """Record an uncaught exception in the page.
+
+        Parameters
+        ----------
+        error : Exception
+            The Playwright error.
+        """
+        self.errors.append(f"pageerror: {error}")
+
+
+_CONSOLE_LOGS: weakref.WeakKeyDictionary[Page, ConsoleLog] = weakref.WeakKeyDictionary()
+
+
+def attach_console_log(page: Page) -> ConsoleLog:
+    """Start collecting console messages of *page* (idempotent).
+
+    Parameters
+    ----------
+    page : Page
+        The page to watch.
+
+    Returns
+    -------
+    ConsoleLog
+        The collector; also available later through :func:`console_errors`.
+    """
+    if page not in _CONSOLE_LOGS:
+        log = ConsoleLog()
+        page.on("console", log.on_console)
+        page.on("pageerror", log.on_page_error)
+        _CONSOLE_LOGS[page] = log
+    return _CONSOLE_LOGS[page]
+
+
+def console_errors(page: Page) -> list[str]:
+    """Return console errors and uncaught exceptions seen so far on *page*.
+
+    Parameters
+    ----------
+    page : Page
+        A page created by the ``page`` fixture or passed to :func:`attach_console_log`.
+
+    Returns
+    -------
+    list[str]
+        The error texts, oldest first.
+    """
+    return list(attach_console_log(page).errors)
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook helpers
+# --------------------------------------------------------------------------------------------
+
+
+def wait_for_kernel_idle(page: Page, name: str | None = None, timeout: float = 60.0) -> None:
+    """Wait until the notebook's kernel is connected and idle.
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+    timeout : float
+        Seconds to wait.
+    """
+    body = """
+    const k = panel.sessionContext.session && panel.sessionContext.session.kernel;
+    return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
+    """
+    wait_until(
+        lambda: page.evaluate(_js_fn(body), name),
+        timeout=timeout,
+        message=f"kernel of {name or 'the notebook'} not idle",
+    )
+
+
+def open_notebook(page: Page, lab: JupyterLab, name: str, timeout: float = 90.0) -> None:
+    """Open notebook *name* in JupyterLab and wait for its panel and an idle kernel.
+
+    The current ``RTNB_*`` environment is forwarded to the kernel first
+    (:meth:`JupyterLab.sync_kernel_env`). The workspace is reset, so panels from earlier tests
+    are not restored.
+
+    Parameters
+    ----------
+    page : Page
+        The page to navigate.
+    lab : JupyterLab
+        The server; the notebook must already be in :attr:`JupyterLab.root_dir`.
+    name : str
+        Notebook path relative to the root dir.
+    timeout : float
+        Seconds to wait for the UI and the kernel.
+    """
+    lab.sync_kernel_env()
+    page.goto(lab.notebook_url(name), timeout=timeout * 1000)
+    page.wait_for_function(
+        "() => window.jupyterapp !== undefined", timeout=timeout * 1000, polling=200
+    )
+    body = """
+    if (!panel.context.isReady || panel.content.widgets.length === 0) { return false; }
+    app.shell.activateById(panel.id);
+    return true;
+    """
+    wait_until(
+        lambda: page.evaluate(_js_fn(body), name),
+        timeout=timeout,
+        message=f"notebook panel for {name} not ready",
+    )
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=timeout * 1000)
+    wait_for_kernel_idle(page, name, timeout=timeout)
+
+
+def run_cells(
+    page: Page,
+    upto: int | None = None,
+    *,
+    start: int = 0,
+    name: str | None = None,
+    wait: bool = True,
+    timeout: float = 60.0,
+    check: bool = True,
+) -> bool:
+    """Run cells ``[start, upto)`` of a notebook through JupyterLab's own commands.
+
+    ``start == 0`` uses "Run All Above Selected Cell" (``notebook:run-all-above`` with cell
+    *upto* active) or ``notebook:run-all-cells``; otherwise the range is selected and run with
+    ``notebook:run-cell``. Cells run in order and execution stops at the first error.
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    upto : int or None
+        End of the range (exclusive); negative values count from the end like Python slices
+        (``-1``: every cell except the last). ``None`` means through the last cell.
+    start : int
+        First cell to run; negative values count from the end.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+    wait : bool
+        Wait until every requested cell has finished (its execute reply arrived). If ``False``,
+        the cells are only queued and ``True`` is returned at once.
+    timeout : float
+        Seconds to wait when *wait* is true.
+    check : bool
+        When waiting, raise if a cell failed, listing :func:`cell_errors`.
+
+    Returns
+    -------
+    bool
+        JupyterLab's verdict (``False`` if a cell raised and execution stopped).
+
+    Raises
+    ------
+    AssertionError
+        If *check* and a cell failed, or the cells did not finish within *timeout*.
+    """
+    body = """
+    const nb = panel.content;
+    const n = nb.widgets.length;
+    const clamp = i => (i < 0 ? Math.max(n + i, 0) : Math.min(i, n));
+    const stop = (upto === null) ? n : clamp(upto);
+    const begin = clamp(start);
+    if (stop <= begin) { return true; }
+    app.shell.activateById(panel.id);
+    nb.deselectAll();
+    let command = 'notebook:run-cell';
+    if (begin === 0 && stop === n) {
+        command = 'notebook:run-all-cells';
+    } else if (begin === 0) {
+        nb.activeCellIndex = stop;
+        command = 'notebook:run-all-above';
+    } else {
+        nb.activeCellIndex = begin;
+        for (let i = begin; i < stop; i++) { nb.select(nb.widgets[i]); }
+    }
+    const done = app.commands.execute(command);
+    if (!wait) { return true; }
+    const timer = new Promise(resolve => setTimeout(() => resolve('timeout'), timeoutMs));
+    return await Promise.race([done, timer]);
+    """
+    args = {
+        "name": name,
+        "start": start,
+        "upto": upto,
+        "wait": wait,
+        "timeoutMs": int(timeout * 1000),
+    }
+    result = page.evaluate(_js_fn(body, "{name, start, upto, wait, timeoutMs}"), args)
+    what = f"cells [{start}:{'' if upto is None else upto}]"
+    if result == "timeout":
+        raise AssertionError(f"{what} did not finish within {timeout}s")
+    if wait and check and result is not True:
+        errors = "\n---\n".join(cell_errors(page)) or "<no error output>"
+        raise AssertionError(f"running {what} failed: {result!r}\n{errors}")
+    return bool(result)
+
+
+def run_all_above_last_cell(page: Page, name: str | None = None, timeout: float = 60.0) -> bool:
+    """Run every cell except the last one and wait for them (see :func:`run_cells`).
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+    timeout : float
+        Seconds to wait.
+
+    Returns
+    -------
+    bool
+        ``True`` if all those cells succeeded.
+    """
+    return run_cells(page, upto=-1, name=name, timeout=timeout)
+
+
+def run_all(page: Page, name: str | None = None) -> None:
+    """Queue every cell for execution without waiting (the last cell may block for long).
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+    """
+    run_cells(page, upto=None, name=name, wait=False)
+
+
+def notebook_outputs(
+    page: Page, name: str | None = None, cells: Sequence[int] | None = None
+) -> list[list[dict[str, Any]]]:
+    """Return cells' outputs from the notebook model (nbformat JSON).
+
+    Outputs can be large (``output_notebook(INLINE)`` emits megabytes of JavaScript, which takes
+    about a second to transfer): prefer :func:`cell_text` or :func:`notebook_errors`, or pass
+    *cells*.
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+    cells : Sequence[int] or None
+        Indices of the cells wanted (negative counts from the end); ``None`` means all.
+
+    Returns
+    -------
+    list[list[dict[str, Any]]]
+        One list of output dicts per requested cell (empty for markdown/raw cells).
+    """
+    body = """
+    const all = panel.content.widgets;
+    const wanted = (cells === null) ? all.map((_, i) => i)
+        : cells.map(i => (i < 0 ? all.length + i : i));
+    return wanted.map(i => {
+        const outputs = all[i] && all[i].model.outputs;
+        return outputs ? outputs.toJSON() : [];
+    });
+    """
+    wanted = None if cells is None else list(cells)
+    return list(page.evaluate(_js_fn(body, "{name, cells}"), {"name": name, "cells": wanted}))
+
+
+def execution_counts(page: Page, name: str | None = None) -> list[int | None]:
+    """Return every cell's execution count (``None``: never run, running or not a code cell).
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+
+    Returns
+    -------
+    list[int or None]
+        One entry per cell.
+    """
+    body = "return panel.content.widgets.map(c => c.model.executionCount ?? null);"
+    return list(page.evaluate(_js_fn(body), name))
+
+
+def cell_text(page: Page, index: int, name: str | None = None) -> str:
+    """Return the plain text a cell printed: stream text, ``text/plain`` results and errors.
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    index : int
+        Cell index (negative counts from the end).
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+
+    Returns
+    -------
+    str
+        The concatenated text (error outputs as ``"ename: evalue"``).
+    """
+    body = """
+    const all = panel.content.widgets;
+    const cell = all[index < 0 ? all.length + index : index];
+    if (!cell || !cell.model.outputs) { return ''; }
+    const parts = [];
+    for (let i = 0; i < cell.model.outputs.length; i++) {
+        const out = cell.model.outputs.get(i);
+        const raw = out.toJSON();
+        if (raw.output_type === 'stream') {
+            parts.push(Array.isArray(raw.text) ? raw.text.join('') : raw.text);
+        } else if (raw.output_type === 'error') {
+            parts.push(raw.ename + ': ' + raw.evalue + '\\n');
+        } else if (out.data && out.data['text/plain'] !== undefined) {
+            const t = out.data['text/plain'];
+            parts.push((Array.isArray(t) ? t.join('') : t) + '\\n');
+        }
+    }
+    return parts.join('');
+    """
+    return str(page.evaluate(_js_fn(body, "{name, index}"), {"name": name, "index": index}))
+
+
+def notebook_errors(page: Page, name: str | None = None) -> list[str]:
+    """Return ``"ename: evalue"`` of every error output in the notebook model.
+
+    Unlike :func:`cell_errors` this reads the model, so it ignores stderr streams (e.g. warnings).
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+
+    Returns
+    -------
+    list[str]
+        One entry per error output, in cell order.
+    """
+    body = """
+    const errors = [];
+    for (const cell of panel.content.widgets) {
+        const outputs = cell.model.outputs;
+        if (!outputs) { continue; }
+        for (let i = 0; i < outputs.length; i++) {
+            const out = outputs.get(i);
+            if (out.type === 'error') {
+                const raw = out.toJSON();
+                errors.push(raw.ename + ': ' + raw.evalue);
+            }
+        }
+    }
+    return errors;
+    """
+    return list(page.evaluate(_js_fn(body), name))
+
+
+def cell_errors(page: Page) -> list[str]:
+    """Return the text of every error and stderr output shown in the page.
+
+    Error outputs (tracebacks) and stderr streams are both rendered by JupyterLab with MIME type
+    ``application/vnd.jupyter.stderr``.
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+
+    Returns
+    -------
+    list[str]
+        The texts, in document order.
+    """
+    selector = (
+        '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
+        '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'
+    )
+    return [text.strip() for text in page.locator(selector).all_inner_texts()]
+
+
+# --------------------------------------------------------------------------------------------
+# Bokeh helpers (BokehJS documents rendered by jupyter_bokeh's BokehModel or show())
+# --------------------------------------------------------------------------------------------
+
+# Arrow-function prefix binding ``docs``: the BokehJS documents to inspect. With ``liveOnly``,
+# only documents with a root view attached to the DOM (``window.Bokeh.documents`` never drops
+# documents, e.g. those of re-executed cells, and jupyter_bokeh's BokehModel and notebook
+# ``show()`` both render through ``add_document_standalone``, which sets ``views_manager``).
+_JS_BOKEH_DOCS = """(liveOnly) => {
+    const B = window.Bokeh;
+    if (!B || !B.documents) { return []; }
+    const isLive = doc => doc.views_manager != null &&
+        doc.views_manager.roots.some(v => v.el != null && v.el.isConnected);
+    const docs = B.documents.filter(doc => !liveOnly || isLive(doc));
+"""
+
+
+def _bokeh_eval(page: Page, body: str, live_only: bool) -> Any:
+    """Evaluate *body* (which may use ``docs`` and ``B``) over the page's BokehJS documents.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    body : str
+        JavaScript statements ending with a ``return``.
+    live_only : bool
+        Only documents currently rendered in the DOM.
+
+    Returns
+    -------
+    Any
+        The value returned by *body*.
+    """
+    return page.evaluate(_JS_BOKEH_DOCS + body + "\n}", live_only)
+
+
+def bokeh_sources(page: Page, live_only: bool = True) -> list[list[dict[str, Any]]]:
+    """Describe every columnar data source of every BokehJS document in the page.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    live_only : bool
+        Skip documents that are no longer rendered (e.g. outputs of re-executed cells).
+
+    Returns
+    -------
+    list[list[dict[str, Any]]]
+        Per document (``window.Bokeh.documents`` order), dicts with ``id``, ``type``, ``name``
+        and ``length`` (``get_length()``).
+    """
+    body = """
+    return docs.map(doc => {
+        const out = [];
+        for (const m of doc.all_models) {
+            if (typeof m.get_length === 'function' && 'data' in m) {
+                out.push({id: m.id, type: m.type, name: m.name ?? null,
+                          length: m.get_length() ?? 0});
+            }
+        }
+        return out;
+    });
+    """
+    return list(_bokeh_eval(page, body, live_only))
+
+
+def bokeh_cds_lengths(page: Page, live_only: bool = True) -> list[list[int]]:
+    """Return ``get_length()`` of every ColumnDataSource, per BokehJS document.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    live_only : bool
+        Skip documents that are no longer rendered (e.g. outputs of re-executed cells).
+
+    Returns
+    -------
+    list[list[int]]
+        One list per document in ``window.Bokeh.documents``; empty if BokehJS is not loaded.
+    """
+    return [[int(src["length"]) for src in doc] for doc in bokeh_sources(page, live_only)]
+
+
+def bokeh_titles(page: Page, live_only: bool = True) -> list[str]:
+    """Return the title text of every plot in every BokehJS document.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    live_only : bool
+        Skip documents that are no longer rendered (e.g. outputs of re-executed cells).
+
+    Returns
+    -------
+    list[str]
+        Title texts (plots without a title are skipped).
+    """
+    body = """
+    const out = [];
+    for (const doc of docs) {
+        for (const m of doc.all_models) {
+            const t = m.title;
+            if (t != null && typeof t === 'object' && typeof t.text === 'string' &&
+                'renderers' in m) {
+                out.push(t.text);
+            }
+        }
+    }
+    return out;
+    """
+    return list(_bokeh_eval(page, body, live_only))
+
+
+def wait_for_bokeh(page: Page, timeout: float = 30.0) -> int:
+    """Wait until at least one BokehJS document is rendered in the DOM, idle and visible.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    timeout : float
+        Seconds to wait.
+
+    Returns
+    -------
+    int
+        The number of live, idle documents.
+    """
+    body = "return docs.filter(d => d.roots().length > 0 && d.is_idle).length;"
+    count = wait_until(
+        lambda: _bokeh_eval(page, body, True),
+        timeout=timeout,
+        message="no rendered Bokeh document",
+    )
+    page.locator(".jp-OutputArea-output .bk-Canvas canvas").first.wait_for(
+        state="visible", timeout=timeout * 1000
+    )
+    return int(count)
+
+
+# --------------------------------------------------------------------------------------------
+# ipywidgets helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _slider(page: Page, description: str | None, index: int) -> Locator:
+    """Locate an ipywidgets 8 slider (IntSlider, FloatSlider, SelectionSlider, ...).
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    description : str or None
+        Exact ``description`` label of the slider; ``None`` matches any slider.
+    index : int
+        Which of the matching sliders.
+
+    Returns
+    -------
+    Locator
+        The slider's container (``.widget-slider``).
+    """
+    sliders = page.locator(".widget-slider")
+    if description is not None:
+        label = page.locator(
+            ".widget-label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$")
+        )
+        sliders = sliders.filter(has=label)
+    return sliders.nth(index)
+
+
+def slider_value(page: Page, description: str | None = None, index: int = 0) -> tuple[float, str]:
+    """Read a slider's handle position and readout.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    description : str or None
+        Exact description label; ``None`` matches any slider.
+    index : int
+        Which of the matching sliders.
+
+    Returns
+    -------
+    tuple[float, str]
+        ``aria-valuenow`` of the noUiSlider handle (the value; the option index for selection
+        sliders) and the readout text ("" if the readout is hidden).
+    """
+    slider = _slider(page, description, index)
+    handle = slider.locator(".noUi-handle").first
+    now = float(handle.get_attribute("aria-valuenow") or "nan")
+    readout = slider.locator(".widget-readout")
+    text = readout.first.inner_text().strip() if readout.count() else ""
+    return now, text
+
+
+def set_slider(
+    page: Page,
+    value: float | str,
+    *,
+    description: str | None = None,
+    index: int = 0,
+    max_steps: int = 500,
+    timeout: float = 10.0,
+) -> str:
+    """Move an ipywidgets slider like a keyboard user (arrow keys on the noUiSlider handle).
+
+    Every key press updates the widget model, which syncs to the kernel like a drag would.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    value : float or str
+        Target: a number is compared with the handle's ``aria-valuenow`` (the value for
+        IntSlider/FloatSlider, the option index for SelectionSlider); a string is compared
+        with the readout text (e.g. a SelectionSlider label).
+    description : str or None
+        Exact description label of the slider; ``None`` matches any slider.
+    index : int
+        Which of the matching sliders.
+    max_steps : int
+        Maximum number of key presses.
+    timeout : float
+        Seconds to wait for the slider to appear.
+
+    Returns
+    -------
+    str
+        The readout text after moving.
+
+    Raises
+    ------
+    AssertionError
+        If the target cannot be reached.
+    """
+    slider = _slider(page, description, index)
+    handle = slider.locator(".noUi-handle").first
+    handle.wait_for(state="visible", timeout=timeout * 1000)
+    handle.focus()
+    if isinstance(value, str):
+        handle.press("Home")
+        for _ in range(max_steps):
+            now, text = slider_value(page, description, index)
+            if text == value:
+                return text
+            handle.press("ArrowRight")
+            if slider_value(page, description, index)[0] == now:
+                break
+        raise AssertionError(f"slider {description or index}: no option with readout {value!r}")
+    target = float(value)
+    for _ in range(max_steps):
+        now, text = slider_value(page, description, index)
+        if abs(now - target) <= 1e-9 * max(1.0, abs(target)):
+            return text
+        handle.press("ArrowRight" if now < target else "ArrowLeft")
+        after = slider_value(page, description, index)[0]
+        if after == now or (after - target) * (now - target) < 0:
+            break  # stuck at a bound, or the step jumps over the target
+    now, text = slider_value(page, description, index)
+    raise AssertionError(f"slider {description or index}: cannot reach {value!r} (at {now})")
+
+
+# --------------------------------------------------------------------------------------------
+# Screenshots
+# --------------------------------------------------------------------------------------------
+
+
+def screenshot(page: Page, path: str | os.PathLike[str], *, full_page: bool = False) -> Path:
+    """Save a PNG screenshot of *page*, creating parent directories.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    path : str or os.PathLike
+        Destination file.
+    full_page : bool
+        Capture the whole scrollable page (JupyterLab itself does not scroll, its panels do).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target), full_page=full_page)
+    return target
+
+
+__all__ = [
+    "CHROMIUM_ARGS",
+    "CHROMIUM_PATH",
+    "ConsoleLog",
+    "JupyterLab",
+    "attach_console_log",
+    "bokeh_cds_lengths",
+    "bokeh_sources",
+    "bokeh_titles",
+    "cell_errors",
+    "cell_text",
+    "console_errors",
+    "execution_counts",
+    "notebook_errors",
+    "notebook_outputs",
+    "open_notebook",
+    "run_all",
+    "run_all_above_last_cell",
+    "run_cells",
+    "screenshot",
+    "set_slider",
+    "slider_value",
+    "start_lab",
+    "wait_for_bokeh",
+    "wait_for_kernel_idle",
+    "wait_until",
+]
