@@ -30,7 +30,7 @@ def to_timedelta(value: DurationLike, *, name: str = "duration") -> pd.Timedelta
     if isinstance(value, bool | int | float):
         msg = (
             f"`{name}` must be a duration with a unit such as '10s' or '5min'; got the bare "
-            f"number {value!r} (write f'{value}s' for seconds)"
+            f"number {value!r} (write '{value}s' for seconds)"
         )
         raise ConfigError(msg)
     try:

@@ -625,6 +625,12 @@ class StreamingSeries:
     def __repr__(self) -> str:
         return f"<StreamingSeries {self.name!r} of {self.frame.name!r}>"
 
+    def __bool__(self) -> bool:
+        msg = (f"the truth value of the expression {self.name!r} is only known per batch: "
+               "combine conditions with & and | (not `and`/`or`) and write a < x < b as "
+               "(x > a) & (x < b)")
+        raise ValueError(msg)
+
     def _binary(self, other: Any, op: Callable[[Any, Any], Any], sym: str,
                 reflected: bool = False) -> StreamingSeries:
         f = self.func
@@ -858,6 +864,7 @@ class WindowedFrame(StreamingFrame):
             self.stream.emit(out.windows)
 
     def _on_spec_param(self, param: Param, old: Any, new: Any) -> None:
+        self.spec.check()  # refuse before touching state: the Param then reverts
         flushed = self.engine.reconfigure(self.spec)
         if flushed is not None:
             self.stream.emit(flushed)

@@ -107,6 +107,7 @@ class Param:
         self._value = self._check(value)
         self._watchers: list[Watcher] = []
         self._widget: Any = None
+        self._syncing = False
 
     # -- value -------------------------------------------------------------------------------
     @property
@@ -123,8 +124,20 @@ class Param:
         self._value = new
         if self._widget is not None:
             self._sync_widget()
-        for watcher in list(self._watchers):
-            watcher(self, old, new)
+        notified: list[Watcher] = []
+        try:
+            for watcher in list(self._watchers):
+                watcher(self, old, new)
+                notified.append(watcher)
+        except ConfigError:
+            # A consumer refused the value (e.g. a sliding window's `every` > `size`): put
+            # the old value back everywhere, so Param, widget and pipeline agree.
+            self._value = old
+            if self._widget is not None:
+                self._sync_widget()
+            for watcher in notified:
+                watcher(self, new, old)
+            raise
 
     def watch(self, callback: Watcher) -> Callable[[], None]:
         """Call ``callback(param, old, new)`` after every change; return an unsubscribe function.
@@ -248,14 +261,24 @@ class Param:
         return w
 
     def _on_widget(self, change: dict[str, Any]) -> None:
-        self.value = change["new"]
+        if self._syncing:
+            return
+        try:
+            self.value = change["new"]
+        except ConfigError:
+            # Refused: the slider jumps back to the value the pipeline uses.
+            self._sync_widget()
 
     def _sync_widget(self) -> None:
         w = self._widget
-        if self.kind == "duration" and self._value not in [v for _, v in w.options]:
-            w.options = self._duration_options()
-        if not _equal(w.value, self._value):
-            w.value = self._value
+        self._syncing = True
+        try:
+            if self.kind == "duration" and self._value not in [v for _, v in w.options]:
+                w.options = self._duration_options()
+            if not _equal(w.value, self._value):
+                w.value = self._value
+        finally:
+            self._syncing = False
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -266,6 +289,8 @@ def _infer_kind(value: Any, choices: Sequence[Any] | None, name: str) -> ParamKi
         return "choice"
     if isinstance(value, bool | np.bool_):
         return "bool"
+    if isinstance(value, np.timedelta64):  # a numpy integer subclass: check it first
+        return "duration"
     if isinstance(value, int | np.integer):
         return "int"
     if isinstance(value, float | np.floating):

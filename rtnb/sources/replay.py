@@ -28,7 +28,7 @@ def _read(path: Path, time: str) -> pd.DataFrame:
     if suffix in (".parquet", ".pq"):
         df = pd.read_parquet(path)
     elif suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
-        df = pd.read_csv(path, parse_dates=[time])
+        df = pd.read_csv(path)
     else:
         msg = f"replay reads .parquet or .csv files; got {path.name!r}"
         raise ConfigError(msg)
@@ -37,7 +37,7 @@ def _read(path: Path, time: str) -> pd.DataFrame:
         raise ConfigError(msg)
     if not pd.api.types.is_datetime64_any_dtype(df[time].dtype):
         try:
-            df[time] = pd.to_datetime(df[time])
+            df[time] = pd.to_datetime(df[time], format="ISO8601")
         except (ValueError, TypeError) as exc:
             msg = f"replay: column {time!r} of {path.name} is not a time: {exc}"
             raise ConfigError(msg) from exc
@@ -157,6 +157,10 @@ def replay(
         msg = f"replay `batch_size` must be a positive int; got {batch_size!r}"
         raise ConfigError(msg)
     interval_ns = to_ns(interval, name="interval")
+    if max_events is not None and (isinstance(max_events, bool) or not isinstance(
+            max_events, int) or max_events < 0):
+        msg = f"replay `max_events` must be a non-negative int or None; got {max_events!r}"
+        raise ConfigError(msg)
     if isinstance(path, pd.DataFrame):
         data = path.copy()
         if time not in data.columns:

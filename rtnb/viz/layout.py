@@ -6,22 +6,34 @@ from typing import Any
 
 from rtnb.errors import ConfigError
 from rtnb.params import Param
-from rtnb.viz._bokeh import ensure_bokehjs
+from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
 
 __all__ = ["Dashboard", "dashboard"]
 
 
 class Dashboard:
-    """Views and controls in one layout: controls on top, plots in a grid of ``ncols``."""
+    """Views and controls in one layout: controls on top, plots in a grid of ``ncols``.
+
+    All plots live in one Bokeh document shown by one widget, so they can share an x-range
+    (pan and zoom together) and the page holds a single Bokeh root.
+    """
 
     def __init__(self, items: tuple[Any, ...], *, ncols: int = 1, share_x: bool = True) -> None:
         from rtnb.viz.plots import LineView
 
+        if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+            msg = f"dashboard `ncols` must be a positive int; got {ncols!r}"
+            raise ConfigError(msg)
         self.controls = [i for i in items if isinstance(i, Param) or _is_widget(i)]
         self.views = [i for i in items if isinstance(i, LineView)]
         unknown = [i for i in items if i not in self.controls and i not in self.views]
         if unknown:
             msg = f"dashboard() takes views, Params and ipywidgets; got {unknown!r}"
+            raise ConfigError(msg)
+        shown = [v for v in self.views if v.model is not None]
+        if shown:
+            msg = (f"{shown[0]!r} is already displayed on its own; a view can be shown alone "
+                   "or in one dashboard, not both: build a new view for the dashboard")
             raise ConfigError(msg)
         if share_x and len(self.views) > 1:
             shared = self.views[0].figure.x_range
@@ -29,6 +41,16 @@ class Dashboard:
                 view.figure.x_range = shared
         self.ncols = ncols
         self._widget: Any = None
+        self.model: BatchedBokehModel | None = None
+        if self.views:
+            from bokeh.layouts import gridplot
+
+            figures: list[Any] = [v.figure for v in self.views]
+            layout = gridplot(figures, ncols=ncols, sizing_mode="stretch_width",
+                              merge_tools=False) if len(figures) > 1 else figures[0]
+            self.model = BatchedBokehModel(layout)
+            for view in self.views:
+                view.model = self.model
 
     @property
     def widget(self) -> Any:
@@ -38,11 +60,8 @@ class Dashboard:
 
             ensure_bokehjs()
             controls = [c.widget if isinstance(c, Param) else c for c in self.controls]
-            plots = [v.widget for v in self.views]
-            rows = [widgets.HBox(plots[i:i + self.ncols],
-                                 layout=widgets.Layout(width="100%"))
-                    for i in range(0, len(plots), self.ncols)]
-            children = ([widgets.HBox(controls)] if controls else []) + rows
+            children = ([widgets.HBox(controls)] if controls else []) + (
+                [self.model] if self.model is not None else [])
             self._widget = widgets.VBox(children, layout=widgets.Layout(width="100%"))
         return self._widget
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from bokeh.plotting import figure
 
 from rtnb.errors import ConfigError
 from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
+from rtnb.windows.keys import _norm
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
@@ -105,7 +107,8 @@ class LineView:
         self.figure.xaxis.axis_label = x
         self.figure.yaxis.axis_label = y
         self.sources: dict[Any, ColumnDataSource] = {}
-        self.model = BatchedBokehModel(self.figure)
+        # The widget that shows the figure: its own, or a dashboard's that holds several.
+        self.model: BatchedBokehModel | None = None
         self.updates = 0
         self.rows_sent = 0
         self._pending: list[pd.DataFrame] = []
@@ -167,8 +170,9 @@ class LineView:
         if self.by is None:
             groups = [(self.y, data)]
         else:
-            groups = list(data.groupby(self.by, sort=False, dropna=False))
-        with self.model.batch():
+            groups = [(_norm(k), g) for k, g in data.groupby(self.by, sort=False, dropna=False)]
+        batch = self.model.batch() if self.model is not None else contextlib.nullcontext()
+        with batch:
             for key, rows in groups:
                 source = self.sources.get(key)
                 if source is None:
@@ -188,7 +192,7 @@ class LineView:
                                   name=f"{self.frame.name}:{key}")
         palette = Category10_10 if len(self.sources) < 10 else Category20_20
         color = palette[len(self.sources) % len(palette)]
-        label = str(key) if self.by is not None else self.y
+        label = ("<missing>" if key is None else str(key)) if self.by is not None else self.y
         self.figure.line("x", "y", source=source, color=color, line_width=1.6,
                          legend_label=label)
         self.figure.legend.click_policy = "hide"
@@ -217,6 +221,8 @@ class LineView:
     def widget(self) -> BatchedBokehModel:
         """The ipywidget showing the plot (put it in your own ipywidgets layouts)."""
         ensure_bokehjs()
+        if self.model is None:
+            self.model = BatchedBokehModel(self.figure)
         return self.model
 
     def _ipython_display_(self) -> None:
@@ -234,7 +240,8 @@ class LineView:
             self.frame._graph.views.remove(self)
         if self._task is not None:
             self._task.cancel()
-        self.model.close()
+        if self.model is not None:
+            self.model.close()
 
     def __repr__(self) -> str:
         by = f" by {self.by!r}" if self.by else ""

@@ -69,6 +69,9 @@ class KeyedEngine:
         self._seq = 0
         self.late_total = 0
         self.emitted_total = 0
+        # After a reconfigure flushed open windows early, rows older than the newest flushed
+        # window end would land in windows overlapping emitted ones: they are late.
+        self._floor: int = NO_WATERMARK
 
     # -- the interface every engine implements --------------------------------------------
     def process(self, batch: pd.DataFrame) -> WindowOutput:

@@ -111,6 +111,8 @@ class WindowAggregator(KeyedEngine):
 
         Events that arrive later for the windows emitted here count as late.
         """
+        if len(self._g_start):
+            self._floor = max(self._floor, int(self._g_start.max()) + self.size)
         out = self._emit(np.ones(len(self._g_key), dtype=bool))
         self.spec = spec
         self._configure()
@@ -145,6 +147,8 @@ class WindowAggregator(KeyedEngine):
 
         # 2. late rows: a window of theirs already closed before this batch.
         closed = starts + self.size <= self._watermark
+        if self._floor != NO_WATERMARK:
+            closed |= (t if rows is None else t[rows]) < self._floor
         late = None
         if closed.any():
             late_rows = np.unique(closed.nonzero()[0] if rows is None else rows[closed])

@@ -228,7 +228,12 @@ class RollingAggregator:
                 if wants & {"var", "std"}:
                     ss = _window_sum(d * d, seg, end, start, inside)
                     var = (ss - sw * sw / n) / (n - 1)
-                    var = np.where(enough & (n > 1), np.maximum(var, 0.0), np.nan)
+                    # A window of equal values has variance 0 exactly (as pandas reports),
+                    # not the rounding noise left by the prefix-sum difference.
+                    lo = _range_reduce(np.minimum, np.where(ok, v, np.inf), start, end)
+                    hi = _range_reduce(np.maximum, np.where(ok, v, -np.inf), start, end)
+                    var = np.where(lo == hi, 0.0, np.maximum(var, 0.0))
+                    var = np.where(enough & (n > 1), var, np.nan)
                     if "var" in wants:
                         out["var"] = var
                     if "std" in wants:
@@ -247,9 +252,9 @@ class RollingAggregator:
 def _window_sum(x: _F64, seg: npt.NDArray[np.intp], end: npt.NDArray[np.intp],
                 start: npt.NDArray[np.intp], inside: npt.NDArray[np.bool_]) -> _F64:
     """Sum of ``x[start:end]`` for every window, from prefix sums restarted per key segment."""
-    c = pd.Series(x).groupby(seg, sort=False).cumsum().to_numpy()
+    c = pd.Series(x).groupby(seg, sort=False).cumsum().to_numpy(dtype=np.float64)
     before = np.where(inside, c[np.maximum(start - 1, 0)], 0.0)
-    out: _F64 = c[end - 1] - before
+    out: _F64 = (c[end - 1] - before).astype(np.float64, copy=False)
     return out
 
 

@@ -64,6 +64,8 @@ class RowsAggregator(KeyedEngine):
 
     def reconfigure(self, spec: Rows) -> pd.DataFrame | None:
         """Switch to a new ``n``; the rows held so far are emitted first (nothing is lost)."""
+        if len(self._t):
+            self._floor = max(self._floor, int(self._t.max()))
         out = self._release(np.ones(len(self._t), dtype=bool), complete_only=False)
         self.spec = spec
         self.n = int(spec.n if isinstance(spec.n, int) else spec.n.value)
@@ -77,7 +79,7 @@ class RowsAggregator(KeyedEngine):
         t = time_ns(batch[self.time])
         seq = self._next_seq(m)
         key = self.keys.codes(batch)
-        late_mask = t < self._watermark
+        late_mask = (t < self._watermark) | (t < self._floor)
         late = None
         keep = np.arange(m)
         if late_mask.any():

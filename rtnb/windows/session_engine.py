@@ -69,6 +69,8 @@ class SessionAggregator(KeyedEngine):
 
     def reconfigure(self, spec: Session) -> pd.DataFrame | None:
         """Switch to a new gap; open sessions are emitted first (nothing is lost)."""
+        if len(self._s_last):
+            self._floor = max(self._floor, int(self._s_last.max()) + self.gap)
         out = self._emit(np.ones(len(self._s_key), dtype=bool))
         self.spec = spec
         self.gap = spec.gap_ns()
@@ -91,7 +93,8 @@ class SessionAggregator(KeyedEngine):
         if len(self._closed_end) < len(self.keys):
             grow = np.full(len(self.keys) - len(self._closed_end), NO_WATERMARK, dtype=np.int64)
             self._closed_end = np.concatenate([self._closed_end, grow])
-        late_mask = (t + self.gap <= self._watermark) | (t < self._closed_end[key])
+        late_mask = ((t + self.gap <= self._watermark) | (t < self._closed_end[key])
+                     | (t < self._floor))
         late = None
         rows = np.arange(n)
         if late_mask.any():

@@ -68,6 +68,10 @@ class Tumbling:
         """The Params this spec follows."""
         return [v for v in (self.size, self.offset) if isinstance(v, Param)]
 
+    def check(self) -> None:
+        """Raise ConfigError if the Params' current values make an invalid window."""
+        self.bounds_ns()
+
     def describe(self) -> str:
         """Short human text, e.g. for a plot title."""
         return f"tumbling {format_duration(self.bounds_ns()[0])}"
@@ -118,6 +122,10 @@ class Sliding:
         """The Params this spec follows."""
         return [v for v in (self.size, self.every, self.offset) if isinstance(v, Param)]
 
+    def check(self) -> None:
+        """Raise ConfigError if the Params' current values make an invalid window."""
+        self.bounds_ns()
+
     def describe(self) -> str:
         """Short human text, e.g. for a plot title."""
         size, every, _ = self.bounds_ns()
@@ -153,6 +161,10 @@ class Session:
         """The Params this spec follows."""
         return [self.gap] if isinstance(self.gap, Param) else []
 
+    def check(self) -> None:
+        """Raise ConfigError if the Param's current value makes an invalid window."""
+        self.gap_ns()
+
     def describe(self) -> str:
         """Short human text, e.g. for a plot title."""
         return f"session gap {format_duration(self.gap_ns())}"
@@ -182,6 +194,10 @@ class Rows:
     def params(self) -> list[Param]:
         """The Params this spec follows."""
         return [self.n] if isinstance(self.n, Param) else []
+
+    def check(self) -> None:
+        """Raise ConfigError if the Param's current value makes an invalid window."""
+        self.__post_init__()
 
     def describe(self) -> str:
         """Short human text, e.g. for a plot title."""

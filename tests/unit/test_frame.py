@@ -382,10 +382,6 @@ def test_series_is_unhashable_because_eq_builds_an_expression(sdf):
         {sdf["cpu"] == 50}
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="StreamingSeries has no __bool__: `a and b` / chained "
-                   "comparisons silently keep only the last condition instead of raising as "
-                   "pandas does")
 def test_series_truth_value_is_ambiguous(sdf, data):
     # pandas raises "The truth value of a Series is ambiguous"; here `(x > 50) and (h == "a")`
     # evaluates to `h == "a"` and `50 < cpu < 90` to `cpu < 90`: a silently wrong filter.

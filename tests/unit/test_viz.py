@@ -78,7 +78,7 @@ def streamed(view: LineView, monkeypatch: pytest.MonkeyPatch) -> list[dict[Any, 
                 rows[key_of[event["model"]["id"]]] = shapes["y"]
         messages.append(rows)
 
-    monkeypatch.setattr(view.model, "send", send)
+    monkeypatch.setattr(view.widget, "send", send)
     return messages
 
 
@@ -181,11 +181,6 @@ def test_rows_with_a_missing_key_share_one_line(sdf):
     assert sum(lengths(view).values()) == 6
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="validate() lets an object column through for a str column; with only "
-                          "missing keys, groupby(dropna=False) yields a fresh float('nan') key per "
-                          "flush and nan != nan, so each flush adds a new ColumnDataSource and "
-                          "legend entry")
 def test_missing_keys_from_an_object_column_share_one_line(sdf):
     # Decoded JSON gives object columns: here every row of a batch lacks its host.
     view = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER)
@@ -199,6 +194,8 @@ def test_missing_keys_from_an_object_column_share_one_line(sdf):
 # -- one comm message per flush ------------------------------------------------------------------
 def test_one_flush_with_many_keys_sends_one_message(sdf):
     view = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER)
+    assert view.model is None  # no widget until the view is displayed
+    view.widget  # noqa: B018 - displaying creates it
     hosts = [f"h{i:02d}" for i in range(10)]
     sdf.emit(batch(list(range(10)), hosts))
     before = view.model.messages_sent
@@ -214,6 +211,7 @@ def test_one_flush_with_many_keys_sends_one_message(sdf):
 
 def test_no_message_when_nothing_is_pending(sdf):
     view = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER)
+    view.widget  # noqa: B018
     view.flush()
     assert (view.model.messages_sent, view.updates) == (0, 0)
     sdf.emit(batch([1], ["a"]))
@@ -251,6 +249,7 @@ def test_batch_coalesces_document_changes():
 # -- closing -------------------------------------------------------------------------------------
 def test_close_detaches_the_view(sdf):
     view = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER)
+    view.widget  # noqa: B018
     sdf.emit(batch([1, 2], ["a", "b"]))
     view.flush()
     sdf.emit(batch([3], ["a"]))  # pending when the view closes: dropped with it
@@ -266,7 +265,7 @@ def test_close_detaches_the_view(sdf):
 def test_close_twice_and_garbage_collection_are_harmless(sdf):
     unraisable = []
     view = sdf.plot.line(x="t", y="cpu", max_fps=NEVER)
-    model = view.model
+    model = view.widget
     view.close()
     view.close()
     model.close()  # what ipywidgets' Widget.__del__ does again later
@@ -353,23 +352,23 @@ def test_dashboard_lays_out_controls_then_plots(sdf):
     assert board.views == [v1, v2]
     box = board.widget
     assert isinstance(box, widgets.VBox)
-    controls, *rows = box.children
+    controls, plots = box.children
     assert controls.children == (size.widget, threshold.widget, extra)
-    assert [row.children for row in rows] == [(v1.model,), (v2.model,)]
+    # One Bokeh document for every plot: one widget, and both views send through it.
+    assert plots is board.model
+    assert v1.model is board.model and v2.model is board.model
     assert board.widget is box
 
 
 def test_dashboard_ncols(sdf):
     views = [sdf.plot.line(x="t", y="cpu", max_fps=NEVER) for _ in range(3)]
-    rows = rtnb.dashboard(*views, ncols=2, share_x=False).widget.children
-    assert [len(row.children) for row in rows] == [2, 1]  # no controls row without controls
+    board = rtnb.dashboard(*views, ncols=2, share_x=False)
+    (plots,) = board.widget.children  # no controls row without controls
+    grid = plots._model
+    assert sorted((row, col) for _, row, col in grid.children) == [(0, 0), (0, 1), (1, 0)]
+    assert [child for child, _, _ in grid.children] == [v.figure for v in views]
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="each view's figure lives in its own bokeh Document (one per "
-                          "BokehModel), so assigning the first figure's x_range to the others "
-                          "raises 'Models must be owned by only a single document': "
-                          "rtnb.dashboard() of two views fails with the default share_x=True")
 def test_dashboard_shares_the_x_range(sdf):
     v1, v2, v3 = (sdf.plot.line(x="t", y=y, max_fps=NEVER) for y in ("cpu", "requests", "cpu"))
     board = rtnb.dashboard(v1, v2, v3)
@@ -396,9 +395,13 @@ def test_dashboard_refuses_a_frame_instead_of_a_view(sdf):
         rtnb.dashboard(Param(1, min=0, max=2), sdf)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="ncols is not validated: ncols=0 fails later, when the widget is "
-                          "built, with range()'s 'arg 3 must not be zero'")
+def test_a_view_shown_alone_cannot_join_a_dashboard(sdf):
+    view = sdf.plot.line(x="t", y="cpu", max_fps=NEVER)
+    view.widget  # noqa: B018
+    with pytest.raises(ConfigError, match="already displayed on its own"):
+        rtnb.dashboard(view)
+
+
 def test_dashboard_ncols_must_be_positive(sdf):
     view = sdf.plot.line(x="t", y="cpu", max_fps=NEVER)
     with pytest.raises(ConfigError, match="ncols"):
@@ -461,6 +464,7 @@ def test_plotted_values_in_a_running_notebook_loop_equal_pandas(metrics):
         src = rtnb.sources.replay(metrics, batch_size=500, name="src")
         agg = src.window(rtnb.tumbling("30s"), by="host").agg(mean=("cpu", "mean"))
         view = agg.plot.line(x="window_start", y="mean", by="host", max_fps=50)
+        view.widget  # noqa: B018
         src.start()
         await src.wait()
         result["view"] = view
