@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from bokeh.document.events import DocumentPatchedEvent
+from bokeh.document.events import ColumnsStreamedEvent, DocumentPatchedEvent
 from bokeh.protocol import Protocol
 from jupyter_bokeh import BokehModel
 
@@ -43,11 +43,14 @@ def ensure_bokehjs() -> None:
 
 
 class BatchedBokehModel(BokehModel):  # type: ignore[misc]
-    """A ``jupyter_bokeh.BokehModel`` that can coalesce document changes into one message.
+    """A ``jupyter_bokeh.BokehModel`` that collects a view's changes and counts what it sends.
 
-    ``BokehModel`` sends a PATCH-DOC message per change; a view that streams rows to one
-    ColumnDataSource per key would send one per key per update. Inside :meth:`batch`, changes
-    are collected and sent as a single PATCH-DOC when the block ends.
+    Inside :meth:`batch`, document changes are held and sent together when the block ends, so
+    one coalesced update of a view leaves the kernel at one moment. Each change still travels
+    as its own PATCH-DOC message: BokehJS 3.9 in jupyter_bokeh 4.0.5 applies only the first
+    ``ColumnsStreamed`` event of a multi-event PATCH-DOC (seen in chromium, 2026-11-29), so
+    the other changes of a block go in one message and each streamed line in its own. ``messages_sent`` and ``bytes_sent`` count
+    what left the kernel.
     """
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
@@ -74,8 +77,12 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
             yield
         finally:
             events, self._held = self._held, None
-            if events:
-                self._send_events(events)
+            streams = [e for e in events if isinstance(e, ColumnsStreamedEvent)]
+            others = [e for e in events if not isinstance(e, ColumnsStreamedEvent)]
+            if others:
+                self._send_events(others)
+            for event in streams:
+                self._send_events([event])
 
     def _document_patched(self, event: DocumentPatchedEvent) -> None:
         if event.setter is self:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from bokeh.models import ColumnDataSource
-from bokeh.models.annotations import Title
+from bokeh.models.annotations import Legend, Title
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 
@@ -98,7 +98,7 @@ class LineView:
         kwargs: dict[str, Any] = {"height": height, "title": self._title(),
                                   "x_axis_type": "datetime" if time_axis else "linear",
                                   "tools": "pan,wheel_zoom,box_zoom,reset,save",
-                                  "output_backend": "webgl"}
+                                  "output_backend": "canvas"}
         if width is None:
             kwargs["sizing_mode"] = "stretch_width"
         else:
@@ -106,6 +106,10 @@ class LineView:
         self.figure = figure(**kwargs)
         self.figure.xaxis.axis_label = x
         self.figure.yaxis.axis_label = y
+        if by is not None:
+            # Outside the plot area, so it never hides data; click an entry to hide its line.
+            self.figure.add_layout(Legend(click_policy="hide", label_text_font_size="8pt",
+                                          spacing=0, padding=4), "right")
         self.sources: dict[Any, ColumnDataSource] = {}
         # The widget that shows the figure: its own, or a dashboard's that holds several.
         self.model: BatchedBokehModel | None = None
@@ -195,11 +199,6 @@ class LineView:
         label = ("<missing>" if key is None else str(key)) if self.by is not None else self.y
         self.figure.line("x", "y", source=source, color=color, line_width=1.6,
                          legend_label=label)
-        self.figure.legend.click_policy = "hide"
-        self.figure.legend.location = "top_left"
-        self.figure.legend.label_text_font_size = "8pt"
-        self.figure.legend.spacing = 0
-        self.figure.legend.padding = 4  # type: ignore[assignment]
         self.sources[key] = source
         return source
 

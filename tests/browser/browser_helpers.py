@@ -1225,14 +1225,16 @@ def set_slider(
     handle.wait_for(state="visible", timeout=timeout * 1000)
     handle.focus()
     if isinstance(value, str):
-        handle.press("Home")
-        for _ in range(max_steps):
-            now, text = slider_value(page, description, index)
-            if text == value:
-                return text
-            handle.press("ArrowRight")
-            if slider_value(page, description, index)[0] == now:
-                break
+        # Walk right from where the handle is, then left: every step is a change the kernel
+        # must process, so do not sweep from one end.
+        for key in ("ArrowRight", "ArrowLeft"):
+            for _ in range(max_steps):
+                now, text = slider_value(page, description, index)
+                if text == value:
+                    return text
+                handle.press(key)
+                if slider_value(page, description, index)[0] == now:
+                    break
         raise AssertionError(f"slider {description or index}: no option with readout {value!r}")
     target = float(value)
     for _ in range(max_steps):
