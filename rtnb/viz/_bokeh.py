@@ -49,8 +49,8 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
     one coalesced update of a view leaves the kernel at one moment. Each change still travels
     as its own PATCH-DOC message: BokehJS 3.9 in jupyter_bokeh 4.0.5 applies only the first
     ``ColumnsStreamed`` event of a multi-event PATCH-DOC (seen in chromium, 2026-11-29), so
-    the other changes of a block go in one message and each streamed line in its own. ``messages_sent`` and ``bytes_sent`` count
-    what left the kernel.
+    the other changes of a block go in one message and each streamed line in its own.
+    ``messages_sent`` and ``bytes_sent`` count what left the kernel.
     """
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
