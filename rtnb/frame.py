@@ -810,6 +810,19 @@ class WindowedFrame(StreamingFrame):
 
     Columns: ``window_start``, ``window_end``, the ``by`` columns, then the aggregations.
     ``.late`` is the stream of input rows that arrived after their window closed.
+
+    Examples
+    --------
+    >>> import pandas as pd, rtnb
+    >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+    ...                    "cpu": pd.Series([], dtype=float)})
+    >>> sdf = rtnb.StreamingFrame(ex, time="t")
+    >>> agg = sdf.window(rtnb.tumbling("10s")).agg(n=("cpu", "count"))
+    >>> late = agg.late.collect()
+    >>> for t in ["2026-01-01 09:00:31", "2026-01-01 09:00:02"]:
+    ...     sdf.emit(pd.DataFrame({"t": pd.to_datetime([t]), "cpu": [1.0]}))
+    >>> agg.watermark, len(late[0])  # 09:00:02 came after [09:00:00, 09:00:10) had closed
+    (Timestamp('2026-01-01 09:00:31'), 1)
     """
 
     def __init__(self, windowed: Windowed, specs: list[AggSpec]) -> None:
