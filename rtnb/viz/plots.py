@@ -108,8 +108,8 @@ class LineView:
         self.figure.yaxis.axis_label = y
         if by is not None:
             # Outside the plot area, so it never hides data; click an entry to hide its line.
-            self.figure.add_layout(Legend(click_policy="hide", label_text_font_size="8pt",
-                                          spacing=0, padding=4), "right")
+            legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0)
+            self.figure.add_layout(legend, "right")
         self.sources: dict[Any, ColumnDataSource] = {}
         # The widget that shows the figure: its own, or a dashboard's that holds several.
         self.model: BatchedBokehModel | None = None
