@@ -80,6 +80,11 @@ class Aggregation:
 
     fields: ClassVar[tuple[str, ...]] = ()
     holistic: ClassVar[bool] = False
+    #: ``True`` when :meth:`on_new` adds the rows to the state it is given (every built-in
+    #: does): the engine then folds a batch straight into the open windows' state, with no
+    #: partial state and no :meth:`merge`. Leave ``False`` if ``on_new`` expects the identity
+    #: state; the engine then folds into fresh groups and merges.
+    accumulates: ClassVar[bool] = False
     #: result dtype when ``holistic`` or when the engine must build an empty result
     dtype: ClassVar[str] = "float64"
 
@@ -136,13 +141,7 @@ def _reduce_by(ufunc: np.ufunc, values: npt.NDArray[Any], groups: IntArray, n: i
                fill: float) -> npt.NDArray[np.float64]:
     """Vectorised ``ufunc`` reduction of ``values`` into ``n`` groups (``fill`` where empty)."""
     out = np.full(n, fill, dtype=np.float64)
-    if len(values) == 0:
-        return out
-    order = np.argsort(groups, kind="stable")
-    g = groups[order]
-    boundaries = np.flatnonzero(np.diff(g)) + 1
-    starts = np.concatenate(([0], boundaries))
-    out[g[starts]] = ufunc.reduceat(values[order], starts)
+    ufunc.at(out, groups, np.asarray(values, dtype=np.float64))
     return out
 
 
@@ -151,6 +150,7 @@ class Count(Aggregation):
 
     fields = ("n",)
     dtype = "int64"
+    accumulates = True
 
     def initial(self, n: int) -> State:
         return {"n": np.zeros(n, dtype=np.int64)}
@@ -178,6 +178,7 @@ class Sum(Aggregation):
     """Sum of the non-NaN values; 0 for a window with none (as pandas)."""
 
     fields = ("s",)
+    accumulates = True
 
     def initial(self, n: int) -> State:
         return {"s": np.zeros(n)}
@@ -206,6 +207,7 @@ class Var(Aggregation):
     """
 
     fields = ("n", "mean", "m2")
+    accumulates = True
 
     def __init__(self, ddof: int = 1) -> None:
         self.ddof = ddof
@@ -288,6 +290,7 @@ class Mean(Aggregation):
     """Mean of the non-NaN values; NaN for a window with none."""
 
     fields = ("n", "s")
+    accumulates = True
 
     def initial(self, n: int) -> State:
         return {"n": np.zeros(n), "s": np.zeros(n)}
@@ -321,7 +324,9 @@ class Mean(Aggregation):
 
 class _Extreme(Aggregation):
     fields = ("v",)
+    accumulates = True
     _ufunc: ClassVar[np.ufunc]
+    _skip_nan: ClassVar[np.ufunc]
     _fill: ClassVar[float]
 
     def initial(self, n: int) -> State:
@@ -329,9 +334,8 @@ class _Extreme(Aggregation):
 
     def on_new(self, state: State, groups: IntArray, values: npt.NDArray[Any],
                times: Any, seq: Any) -> State:
-        part = _reduce_by(self._ufunc, _nan_to(values, self._fill), groups, len(state["v"]),
-                          self._fill)
-        state["v"] = self._ufunc(state["v"], part)
+        # fmin/fmax skip NaN; in place, one pass, no sort.
+        self._skip_nan.at(state["v"], groups, np.asarray(values, dtype=np.float64))
         return state
 
     def merge(self, state: State, groups: IntArray, n: int) -> State:
@@ -346,6 +350,7 @@ class Min(_Extreme):
     """Smallest non-NaN value; NaN for a window with none."""
 
     _ufunc = np.minimum
+    _skip_nan = np.fmin
     _fill = np.inf
 
 
@@ -353,6 +358,7 @@ class Max(_Extreme):
     """Largest non-NaN value; NaN for a window with none."""
 
     _ufunc = np.maximum
+    _skip_nan = np.fmax
     _fill = -np.inf
 
 
@@ -363,6 +369,7 @@ class First(Aggregation):
     """
 
     fields = ("t", "q", "v")
+    accumulates = True
     _sign: ClassVar[int] = 1
 
     def initial(self, n: int) -> State:

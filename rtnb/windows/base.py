@@ -143,8 +143,9 @@ class KeyedEngine:
             "window_end": end.view("datetime64[ns]"),
         }
         for c in self.by:
-            out[c] = self.keys.column(c, key)
+            out[c] = self.keys.array(c, key)
         for spec in self.aggs:
             out[spec.name] = results[spec.name]
         self.emitted_total += len(start)
-        return pd.DataFrame(out, copy=False)
+        # Arrays only (no Series to align) and the index given: the cheapest public build.
+        return pd.DataFrame(out, index=pd.RangeIndex(len(start)), copy=False)

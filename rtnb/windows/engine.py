@@ -7,8 +7,9 @@
    times, a tumbling one is the case ``every == size``);
 2. sends rows whose windows already closed (window end <= watermark *before* the batch) to
    the ``late`` output;
-3. folds the other rows into partial states per (key, window) with ``Aggregation.on_new`` and
-   merges them into the open windows with ``Aggregation.merge``;
+3. finds every other row's open (key, window), opening the missing ones with
+   ``Aggregation.initial``, and folds the rows in with ``Aggregation.on_new`` (an aggregation
+   whose ``on_new`` does not accumulate gets fresh groups, merged with ``Aggregation.merge``);
 4. advances the watermark (max event time seen - allowed lateness) and emits the windows
    whose end it passed.
 
@@ -175,47 +176,42 @@ class WindowAggregator(KeyedEngine):
               starts: npt.NDArray[np.int64], t: npt.NDArray[np.int64],
               seq: npt.NDArray[np.int64], key: npt.NDArray[np.intp]) -> None:
         n_keys = max(len(self.keys), 1)
-        base = int(starts.min()) if not len(self._g_start) else min(
-            int(starts.min()), int(self._g_start.min()))
-        combo = (starts - base) // self.every * n_keys + key
-        local, uniq = pd.factorize(combo)
-        g = len(uniq)
-        g_key = (uniq % n_keys).astype(np.intp)
-        g_start = (uniq // n_keys) * self.every + base
-        partial: list[State] = []
-        for spec in self._plain:
-            values = self._values(batch, spec.column)
-            if rows is not None:
-                values = values[rows]
-            partial.append(spec.agg.on_new(spec.agg.initial(g), local, values, t, seq))
+        s = len(self._g_key)
+        base = int(starts.min()) if not s else min(int(starts.min()), int(self._g_start.min()))
+        # Every (window, key) pair has a code; rows find their open window by code, and the
+        # pairs not open yet are appended to the open windows (their state the identity).
+        code = (starts - base) // self.every * n_keys + key
+        open_code = (self._g_start - base) // self.every * n_keys + self._g_key
+        target, new_code = _assign(code, open_code)
+        m = s + len(new_code)
+        if len(new_code):
+            self._g_key = np.concatenate([self._g_key, (new_code % n_keys).astype(np.intp)])
+            self._g_start = np.concatenate(
+                [self._g_start, (new_code // n_keys) * self.every + base])
+            self._states = [
+                concat_states([state, spec.agg.initial(len(new_code))]) if s
+                else spec.agg.initial(len(new_code))
+                for spec, state in zip(self._plain, self._states, strict=True)
+            ]
+        values: dict[str, npt.NDArray[np.float64]] = {}
+        for c in {spec.column for spec in self._plain} | set(self._raw_columns):
+            v = self._values(batch, c)
+            values[c] = v if rows is None else v[rows]
+        for i, spec in enumerate(self._plain):
+            agg, state = spec.agg, self._states[i]
+            if agg.accumulates:
+                self._states[i] = agg.on_new(state, target, values[spec.column], t, seq)
+            else:  # fold into fresh groups, then merge with the open state
+                part = agg.on_new(agg.initial(m), target, values[spec.column], t, seq)
+                both = np.concatenate([np.arange(m), np.arange(m)])
+                self._states[i] = agg.merge(concat_states([state, part]), both, m)
         if self._holistic:
             self._raw_key = np.concatenate([self._raw_key, key])
             self._raw_start = np.concatenate([self._raw_start, starts])
             for c in self._raw_columns:
-                values = self._values(batch, c)
-                if rows is not None:
-                    values = values[rows]
-                self._raw_values[c] = np.concatenate([self._raw_values[c], values])
-
-        s = len(self._g_key)
-        if s == 0:
-            self._g_key, self._g_start, self._states = g_key, g_start, partial
-            self._touched = np.ones(g, dtype=bool)
-            return
-        all_key = np.concatenate([self._g_key, g_key])
-        all_start = np.concatenate([self._g_start, g_start])
-        inverse, merged = pd.factorize((all_start - base) // self.every * n_keys + all_key)
-        m = len(merged)
-        first = np.full(m, -1, dtype=np.intp)
-        first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-        self._g_key = all_key[first]
-        self._g_start = all_start[first]
-        self._states = [
-            spec.agg.merge(concat_states([old, new]), inverse, m)
-            for spec, old, new in zip(self._plain, self._states, partial, strict=True)
-        ]
+                self._raw_values[c] = np.concatenate([self._raw_values[c], values[c]])
         self._touched = np.zeros(m, dtype=bool)
-        self._touched[inverse[s:]] = True
+        self._touched[target] = True
 
     def flush(self) -> WindowOutput:
         """End of stream: the watermark goes to +inf and every open window is emitted."""
@@ -262,3 +258,37 @@ class WindowAggregator(KeyedEngine):
         wanted = pd.Index((start - base) // self.every * n_keys + key)
         pos = wanted.get_indexer((self._raw_start - base) // self.every * n_keys + self._raw_key)
         return self._holistic_from_rows(pos, self._raw_values, len(start))
+
+
+def _assign(code: npt.NDArray[np.int64], open_code: npt.NDArray[np.int64]
+            ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Position of every ``code`` among ``open_code`` followed by the new codes (sorted).
+
+    Returns the positions and the new codes. Codes are >= 0; a small code range uses a
+    direct lookup table, a large one a binary search in the sorted open codes.
+    """
+    s = len(open_code)
+    hi = int(code.max()) + 1
+    if s:
+        hi = max(hi, int(open_code.max()) + 1)
+    if hi <= 8 * (len(code) + s) + 4096:
+        table = np.full(hi, -1, dtype=np.intp)
+        table[open_code] = np.arange(s)
+        target = table[code]
+        missing = target < 0
+        if not missing.any():
+            return target, np.zeros(0, dtype=np.int64)
+        mark = np.zeros(hi, dtype=bool)
+        mark[code[missing]] = True
+        new_code = np.flatnonzero(mark)
+        table[new_code] = np.arange(s, s + len(new_code))
+        return table[code], new_code.astype(np.int64)
+    order = np.argsort(open_code)
+    ordered = open_code[order]
+    pos = np.minimum(np.searchsorted(ordered, code), max(s - 1, 0))
+    found = (ordered[pos] == code) if s else np.zeros(len(code), dtype=bool)
+    target = np.where(found, order[pos] if s else 0, -1).astype(np.intp)
+    missing = ~found
+    new_code = np.unique(code[missing])
+    target[missing] = s + np.searchsorted(new_code, code[missing])
+    return target.astype(np.intp, copy=False), new_code.astype(np.int64)
