@@ -178,7 +178,7 @@ class StreamingFrame:
             raise RtnbError(msg)
         batch = self.validate(batch)
         if self.time is not None:
-            missing = batch[self.time].isna().to_numpy()
+            missing = np.asarray(batch[self.time].array.isna(), dtype=bool)
             if missing.any():
                 self._dead_letter(batch[missing], f"missing event time in column {self.time!r}")
                 batch = batch[~missing]
@@ -206,8 +206,15 @@ class StreamingFrame:
             msg = (f"frame {self.name!r} takes pandas DataFrame micro-batches; got "
                    f"{type(batch).__name__}")
             raise SchemaError(msg)
-        expected = self.example.dtypes
+        # Fast path, every batch of a well-behaved source: the example's columns and dtypes.
+        schema = getattr(self, "_validated_schema", None)
+        if schema is None or schema[0] is not self.example:
+            schema = (self.example, list(self.example.columns), self.example.dtypes.tolist())
+            self._validated_schema = schema
         cols = list(batch.columns)
+        if cols == schema[1] and batch.dtypes.tolist() == schema[2]:
+            return batch
+        expected = self.example.dtypes
         if cols != list(expected.index):
             missing = [c for c in expected.index if c not in batch.columns]
             extra = [c for c in cols if c not in expected.index]
