@@ -194,10 +194,10 @@ class RollingAggregator:
         o_key = m_key[out_idx].astype(np.intp)
         cols: dict[str, Any] = {self.time: m_t[out_idx].view("datetime64[ns]")}
         for c in self.by:
-            cols[c] = self.keys.column(c, o_key)
+            cols[c] = self.keys.array(c, o_key)
         for how in self.hows:
             cols[self.names[how]] = values[how]
-        return pd.DataFrame(cols, copy=False)
+        return pd.DataFrame(cols, index=pd.RangeIndex(len(out_idx)), copy=False)
 
     def _aggregate(self, key: _I64, v: _F64, start: npt.NDArray[np.intp],
                    end: npt.NDArray[np.intp]) -> dict[str, _F64]:
@@ -210,14 +210,15 @@ class RollingAggregator:
         if wants & {"sum", "mean", "var", "std"}:
             # Shift by each key's first value so the sums of squares stay small (no
             # catastrophic cancellation when the mean is large compared with the spread).
-            ref = _key_reference(v, ok, key)
+            is_head = np.concatenate(([True], key[1:] != key[:-1]))
+            seg = np.cumsum(is_head) - 1
+            heads = np.flatnonzero(is_head)
+            ref = _key_reference(v, ok, seg)
             d = np.where(ok, v - ref, 0.0)
             # Prefix sums restart at every key, so one key's magnitudes never cost another
             # key precision.
-            seg = np.cumsum(np.concatenate(([True], key[1:] != key[:-1]))) - 1
-            head = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))[seg]
-            inside = start > head[end - 1]
-            sw = _window_sum(d, seg, end, start, inside)
+            inside = start > heads[seg][end - 1]
+            sw = _window_sum(d, seg, heads, end, start, inside)
             ref_out = ref[end - 1]
             with np.errstate(invalid="ignore", divide="ignore"):
                 if "sum" in wants:
@@ -226,7 +227,7 @@ class RollingAggregator:
                 if "mean" in wants:
                     out["mean"] = np.where(enough, sw / n + ref_out, np.nan)
                 if wants & {"var", "std"}:
-                    ss = _window_sum(d * d, seg, end, start, inside)
+                    ss = _window_sum(d * d, seg, heads, end, start, inside)
                     var = (ss - sw * sw / n) / (n - 1)
                     # A window of equal values has variance 0 exactly (as pandas reports),
                     # not the rounding noise left by the prefix-sum difference.
@@ -249,21 +250,41 @@ class RollingAggregator:
         return out
 
 
-def _window_sum(x: _F64, seg: npt.NDArray[np.intp], end: npt.NDArray[np.intp],
-                start: npt.NDArray[np.intp], inside: npt.NDArray[np.bool_]) -> _F64:
+def _window_sum(x: _F64, seg: npt.NDArray[np.intp], heads: npt.NDArray[np.intp],
+                end: npt.NDArray[np.intp], start: npt.NDArray[np.intp],
+                inside: npt.NDArray[np.bool_]) -> _F64:
     """Sum of ``x[start:end]`` for every window, from prefix sums restarted per key segment."""
-    c = pd.Series(x).groupby(seg, sort=False).cumsum().to_numpy(dtype=np.float64)
+    c = _segment_cumsum(x, seg, heads)
     before = np.where(inside, c[np.maximum(start - 1, 0)], 0.0)
     out: _F64 = (c[end - 1] - before).astype(np.float64, copy=False)
     return out
 
 
-def _key_reference(v: _F64, ok: npt.NDArray[np.bool_], key: _I64) -> _F64:
-    """Per row, the first non-NaN value of its key's segment (0 if none).
+def _segment_cumsum(x: _F64, seg: npt.NDArray[np.intp], heads: npt.NDArray[np.intp]) -> _F64:
+    """Cumulative sums of ``x`` restarting at every segment head.
+
+    One global ``cumsum`` minus each segment's offset, as long as that costs a segment at most
+    10 bits (its offset at most 1024 times its own magnitude); otherwise a grouped cumsum
+    that restarts exactly.
+    """
+    if not len(x):
+        return x.copy()
+    c = np.cumsum(x)
+    offset = c[heads] - x[heads]
+    local: _F64 = c - offset[seg]
+    scale = np.maximum.reduceat(np.abs(local), heads)
+    if np.all((np.abs(offset) <= 1024.0 * scale) | (offset == 0.0)):
+        return local
+    grouped = pd.Series(x).groupby(seg, sort=False).cumsum()
+    out: _F64 = np.asarray(grouped, dtype=np.float64)
+    return out
+
+
+def _key_reference(v: _F64, ok: npt.NDArray[np.bool_], seg_id: npt.NDArray[np.intp]) -> _F64:
+    """Per row, the first non-NaN value of its key's segment (``seg_id``; 0 if none).
 
     Subtracting it keeps the prefix sums of squares small (no catastrophic cancellation).
     """
-    seg_id = np.cumsum(np.concatenate(([True], key[1:] != key[:-1]))) - 1
     valid = np.flatnonzero(ok)
     seg_of_valid = seg_id[valid]
     heads = valid[np.concatenate(([True], seg_of_valid[1:] != seg_of_valid[:-1]))] if len(
