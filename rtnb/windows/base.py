@@ -130,7 +130,13 @@ class KeyedEngine:
             v_all = values[spec.column]
             ok = (pos >= 0) & ~np.isnan(v_all)
             p, v = pos[ok], v_all[ok]
-            order = np.lexsort((v, p))
+            # Sort by value, then stably by group: a small group index radix-sorts in O(n),
+            # several times faster than lexsort((v, p)).
+            by_value = np.argsort(v)
+            group = p[by_value]
+            if n <= np.iinfo(np.int16).max:
+                group = group.astype(np.int16)
+            order = by_value[np.argsort(group, kind="stable")]
             counts = np.bincount(p, minlength=n)
             starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if n else counts
             results[spec.name] = spec.agg.result_sorted(v[order], starts, counts)
