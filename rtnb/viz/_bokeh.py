@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from bokeh.document.events import ColumnsStreamedEvent, DocumentPatchedEvent
-from bokeh.protocol import Protocol
+from bokeh.core.serialization import Serializer
+from bokeh.document.events import DocumentPatchedEvent
+from bokeh.protocol.messages.patch_doc import patch_doc
 from jupyter_bokeh import BokehModel
 
 __all__ = ["BatchedBokehModel", "ensure_bokehjs", "in_kernel"]
@@ -47,9 +47,9 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
 
     Inside :meth:`batch`, document changes are held and sent together when the block ends, so
     one coalesced update of a view leaves the kernel at one moment. Each change still travels
-    as its own PATCH-DOC message: BokehJS 3.9 in jupyter_bokeh 4.0.5 applies only the first
-    ``ColumnsStreamed`` event of a multi-event PATCH-DOC (seen in chromium, 2026-11-29), so
-    the other changes of a block go in one message and each streamed line in its own.
+    as its own PATCH-DOC message: the jupyter_bokeh 4.0.5 front end applies only the first
+    event of a multi-event PATCH-DOC (seen in chromium on 2026-11-29: of three streamed
+    sources only the first grew, and legend items added with new lines never showed).
     ``messages_sent`` and ``bytes_sent`` count what left the kernel.
     """
 
@@ -77,11 +77,7 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
             yield
         finally:
             events, self._held = self._held, None
-            streams = [e for e in events if isinstance(e, ColumnsStreamedEvent)]
-            others = [e for e in events if not isinstance(e, ColumnsStreamedEvent)]
-            if others:
-                self._send_events(others)
-            for event in streams:
+            for event in events:
                 self._send_events([event])
 
     def _document_patched(self, event: DocumentPatchedEvent) -> None:
@@ -93,18 +89,16 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         self._send_events([event])
 
     def _send_events(self, events: list[DocumentPatchedEvent]) -> None:
-        msg = Protocol().create("PATCH-DOC", events)
-        parts: list[tuple[dict[str, Any], list[bytes] | None]] = [
-            ({"msg": "patch", "payload": msg.header_json}, None),
-            ({"msg": "patch", "payload": msg.metadata_json}, None),
-            ({"msg": "patch", "payload": msg.content_json}, None),
-        ]
-        for buffer in msg.buffers:
-            payload = buffer.to_bytes()
-            parts.append(({"msg": "patch", "payload": json.dumps(buffer.ref)}, None))
-            parts.append(({"msg": "patch"}, [payload]))
+        # Arrays are inlined (base64) instead of travelling as binary buffers: jupyter_bokeh
+        # sends every buffer as two more comm messages, so a 13-column update made 29 of them,
+        # more than the page processed at 10 updates a second. Inline, it is always 3.
+        doc = events[0].document
+        assert doc is not None
+        serializer = Serializer(references=doc.models.synced_references, deferred=False)
+        content = {"events": serializer.encode(events)}
+        doc.models.flush_synced(lambda model: not serializer.has_ref(model))
+        msg = patch_doc(patch_doc.create_header(), {}, content)  # type: ignore[arg-type]
         self.messages_sent += 1
-        for content, buffers in parts:
-            self.bytes_sent += len(str(content.get("payload", ""))) + sum(
-                len(b) for b in buffers or [])
-            self.send(content, buffers)
+        for payload in (msg.header_json, msg.metadata_json, msg.content_json):
+            self.bytes_sent += len(payload)
+            self.send({"msg": "patch", "payload": payload})

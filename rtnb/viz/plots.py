@@ -24,6 +24,34 @@ if TYPE_CHECKING:
 __all__ = ["LineView", "PlotAccessor"]
 
 
+def _browser_only(fig: Any) -> None:
+    """Do not sync browser-side changes of the figure and its ranges back to the kernel.
+
+    Auto-ranging moves ``x_range``/``y_range`` on every update and the layout sets the plot's
+    inner sizes; jupyter_bokeh sends each such change to the kernel as a comm message. With a
+    live stream these pile up in the kernel's shell channel (measured: a slider change waited
+    70 s behind them), so they are kept in the browser, where they are used.
+    """
+    for model in (fig, fig.x_range, fig.y_range):
+        model.syncable = False
+
+
+def _x_values(values: Any, time_axis: bool) -> Any:
+    array = np.asarray(values)
+    if time_axis and array.dtype.kind != "M":
+        return (array.astype(np.float64) * 1e6).astype("datetime64[ns]")
+    return array.astype("datetime64[ns]") if time_axis else array
+
+
+def _keys_share_x(frame: StreamingFrame, x: str) -> bool:
+    """True when every key's rows come with the same x values, in the same batch."""
+    from rtnb.frame import WindowedFrame
+    from rtnb.windows.specs import Sliding, Tumbling
+
+    return (isinstance(frame, WindowedFrame) and isinstance(frame.spec, Tumbling | Sliding)
+            and frame.windowed.emit == "final" and x in ("window_start", "window_end"))
+
+
 class PlotAccessor:
     """``sdf.plot``: builds live views of a frame."""
 
@@ -41,10 +69,11 @@ class PlotAccessor:
 class LineView:
     """A live Bokeh line plot of a frame, one line per key.
 
-    Rows reach the browser as deltas: each update calls ``ColumnDataSource.stream(new_rows,
-    rollover=rollover)`` per key, and updates are coalesced to at most ``max_fps`` per second
-    (all keys in one comm message), whatever the input rate. Memory is bounded by
-    ``rollover`` points per line.
+    Rows reach the browser as deltas (``ColumnDataSource.stream(new_rows, rollover=...)``),
+    and updates are coalesced to at most ``max_fps`` per second whatever the input rate.
+    Window results (``x`` a window bound of a tumbling or sliding window, emitted when final)
+    share their x across keys: they go to one source with a column per key, one message per
+    update. Other frames get a source per key. Memory is bounded by ``rollover`` points.
 
     Parameters
     ----------
@@ -106,11 +135,19 @@ class LineView:
         self.figure = figure(**kwargs)
         self.figure.xaxis.axis_label = x
         self.figure.yaxis.axis_label = y
+        _browser_only(self.figure)
         if by is not None:
             # Outside the plot area, so it never hides data; click an entry to hide its line.
             legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0)
             self.figure.add_layout(legend, "right")
         self.sources: dict[Any, ColumnDataSource] = {}
+        self._time_x = time_axis
+        # Window results of all keys share their window starts: then one source with a column
+        # per key carries a whole update in one stream() (one message to the browser).
+        self.shared_x = by is not None and _keys_share_x(frame, x)
+        self._columns: dict[Any, str] = {}
+        self._shared_source = ColumnDataSource({"x": self._empty_x()},
+                                               name=f"{frame.name}:{y}")
         # The widget that shows the figure: its own, or a dashboard's that holds several.
         self.model: BatchedBokehModel | None = None
         self.updates = 0
@@ -163,44 +200,115 @@ class LineView:
 
     # -- data out --------------------------------------------------------------------------
     def flush(self) -> None:
-        """Send the rows received since the last update to the plot (one comm message)."""
+        """Send the rows received since the last update to the plot."""
         if not self._pending or self._closed:
             return
         data = pd.concat(self._pending, ignore_index=True) if len(self._pending) > 1 \
             else self._pending[0]
         self._pending = []
         self._last_flush = time.monotonic()
+        batch = self.model.batch() if self.model is not None else contextlib.nullcontext()
+        with batch:
+            if self.shared_x:
+                self._flush_shared(data)
+            else:
+                self._flush_per_key(data)
+        self.updates += 1
+
+    def _flush_per_key(self, data: pd.DataFrame) -> None:
         groups: list[tuple[Any, pd.DataFrame]]
         if self.by is None:
             groups = [(self.y, data)]
         else:
             groups = [(_norm(k), g) for k, g in data.groupby(self.by, sort=False, dropna=False)]
-        batch = self.model.batch() if self.model is not None else contextlib.nullcontext()
-        with batch:
-            for key, rows in groups:
-                source = self.sources.get(key)
-                if source is None:
-                    source = self._add_line(key)
-                tail = rows.iloc[-self.rollover:]
-                source.stream({"x": tail[self.x].to_numpy(),
-                               "y": tail[self.y].to_numpy(dtype=np.float64, na_value=np.nan)},
-                              rollover=self.rollover)
-                self.rows_sent += len(tail)
-        self.updates += 1
+        for key, rows in groups:
+            source = self.sources.get(key)
+            if source is None:
+                source = self._add_line(key)
+            tail = rows.iloc[-self.rollover:]
+            source.stream({"x": tail[self.x].to_numpy(),
+                           "y": tail[self.y].to_numpy(dtype=np.float64, na_value=np.nan)},
+                          rollover=self.rollover)
+            self.rows_sent += len(tail)
+
+    def _flush_shared(self, data: pd.DataFrame) -> None:
+        """Keys share their x (window starts): one source, a column per key, one stream()."""
+        source = self._shared_source
+        columns: dict[str, pd.Series] = {}
+        for key, rows in data.groupby(self.by, sort=False, dropna=False):
+            key = _norm(key)
+            col = self._columns.get(key)
+            if col is None:
+                col = self._add_shared_line(key)
+            columns[col] = rows.groupby(self.x, sort=False)[self.y].last()
+        wide = pd.DataFrame(columns).sort_index().iloc[-self.rollover:]
+        update: dict[str, Any] = {"x": wide.index.to_numpy()}
+        for col in self._columns.values():
+            update[col] = (wide[col].to_numpy(dtype=np.float64, na_value=np.nan)
+                           if col in wide.columns else np.full(len(wide), np.nan))
+        source.stream(update, rollover=self.rollover)
+        self.rows_sent += int(wide.notna().to_numpy().sum())
+
+    def _add_shared_line(self, key: Any) -> str:
+        source = self._shared_source
+        col = f"y{len(self._columns)}"
+        source.data[col] = np.full(len(source.data["x"]), np.nan)
+        self._columns[key] = col
+        self._draw_line(key, col, source, len(self._columns) - 1)
+        return col
+
+    def _draw_line(self, key: Any, y: str, source: ColumnDataSource, index: int) -> None:
+        palette = Category10_10 if index < 10 else Category20_20
+        color = palette[index % len(palette)]
+        label = ("<missing>" if key is None else str(key)) if self.by is not None else self.y
+        self.figure.line("x", y, source=source, color=color, line_width=1.6, legend_label=label)
+
+    def _empty_x(self) -> Any:
+        x_dtype = self.frame.example[self.x].dtype
+        return np.array([], dtype="datetime64[ns]") if pd.api.types.is_datetime64_any_dtype(
+            x_dtype) else np.array([], dtype=np.float64)
 
     def _add_line(self, key: Any) -> ColumnDataSource:
-        x_dtype = self.frame.example[self.x].dtype
-        empty_x = np.array([], dtype="datetime64[ns]") if pd.api.types.is_datetime64_any_dtype(
-            x_dtype) else np.array([], dtype=np.float64)
-        source = ColumnDataSource({"x": empty_x, "y": np.array([], dtype=np.float64)},
+        source = ColumnDataSource({"x": self._empty_x(), "y": np.array([], dtype=np.float64)},
                                   name=f"{self.frame.name}:{key}")
-        palette = Category10_10 if len(self.sources) < 10 else Category20_20
-        color = palette[len(self.sources) % len(palette)]
-        label = ("<missing>" if key is None else str(key)) if self.by is not None else self.y
-        self.figure.line("x", "y", source=source, color=color, line_width=1.6,
-                         legend_label=label)
+        self._draw_line(key, "y", source, len(self.sources))
         self.sources[key] = source
         return source
+
+    def data(self) -> pd.DataFrame:
+        """What the plot holds now, long format: the ``by`` column (if any), ``x``, ``y``.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "cpu": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> view = sdf.plot.line(x="t", y="cpu")
+        >>> sdf.emit(pd.DataFrame({"t": pd.to_datetime(["2026-01-01 09:00"]), "cpu": [1.0]}))
+        >>> view.flush()
+        >>> view.data()
+                            x    y
+        0 2026-01-01 09:00:00  1.0
+        """
+        key = self.by or "key"
+        if self.shared_x:
+            x = _x_values(self._shared_source.data["x"], self._time_x)
+            parts = [pd.DataFrame({key: k, "x": x, "y": self._shared_source.data[c]})
+                     for k, c in self._columns.items()]
+            long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+                columns=[key, "x", "y"])
+            return long[long["y"].notna()].reset_index(drop=True)
+        parts = []
+        for k, s in self.sources.items():
+            x = _x_values(s.data["x"], self._time_x)
+            frame = pd.DataFrame({"x": x, "y": s.data["y"]})
+            if self.by is not None:
+                frame.insert(0, key, k)
+            parts.append(frame)
+        if not parts:
+            return pd.DataFrame(columns=[*([key] if self.by else []), "x", "y"])
+        return pd.concat(parts, ignore_index=True)
 
     # -- titles and params -----------------------------------------------------------------
     def _title(self) -> str:

@@ -26,9 +26,7 @@ df = rtnb.datasets.metrics().iloc[:rows]
 df = df[df["requests"] > 0]
 expected = (df.groupby(["host", pd.Grouper(key="timestamp", freq="10s")])["cpu"].mean()
             .rename("mean").reset_index())
-plotted = pd.concat(
-    [pd.DataFrame({"host": k, "timestamp": pd.to_datetime(s.data["x"]), "mean": s.data["y"]})
-     for k, s in view.sources.items()], ignore_index=True)
+plotted = view.data().rename(columns={"x": "timestamp", "y": "mean"})
 merged = expected.merge(plotted, on=["host", "timestamp"], how="outer", suffixes=("_pd", "_plot"))
 print(json.dumps({
     "expected": len(expected), "plotted": len(plotted), "matched": int(merged.notna().all(axis=1).sum()),
@@ -71,9 +69,7 @@ on_time = accepted[~accepted.set_index(["timestamp", "host"]).index.isin(
     late.set_index(["timestamp", "host"]).index)]
 expected = (on_time.groupby(["host", pd.Grouper(key="timestamp", freq="10s")]).size()
             .rename("n").reset_index().rename(columns={"timestamp": "window_start"}))
-plotted = pd.concat(
-    [pd.DataFrame({"host": k, "window_start": pd.to_datetime(s.data["x"]), "n": s.data["y"]})
-     for k, s in view.sources.items()], ignore_index=True)
+plotted = view.data().rename(columns={"x": "window_start", "y": "n"})
 merged = expected.merge(plotted, on=["host", "window_start"], how="outer", suffixes=("_pd", "_plot"))
 print(json.dumps({
     "accepted": len(accepted), "late": len(late), "late_counter": counts.counters.late,
