@@ -812,7 +812,51 @@ def _window_example(windowed: Windowed, specs: list[AggSpec]) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-class WindowedFrame(StreamingFrame):
+class _EngineFrame(StreamingFrame):
+    """A frame computed by a stateful engine from its parent: late rows, end of stream."""
+
+    engine: Any
+
+    def _connect(self, parent: StreamingFrame) -> None:
+        """Subscribe to ``parent`` and give this frame a ``.late`` output of parent rows."""
+        self.late = StreamingFrame(parent.example, time=parent.time, name=f"{self.name}.late",
+                                   _graph=self._graph, _root=self._root)
+        self._upstream = parent.stream.sink(self._on_batch)
+        self._graph.close_hooks.append(self._on_close)
+
+    @property
+    def watermark(self) -> pd.Timestamp | None:
+        """Newest event time seen minus the allowed lateness (``None`` before any event)."""
+        wm: pd.Timestamp | None = self.engine.watermark
+        return wm
+
+    @staticmethod
+    def _rows(out: Any) -> pd.DataFrame | None:
+        """The frame an engine output carries (windows or per-event rows)."""
+        raise NotImplementedError
+
+    def _on_batch(self, batch: pd.DataFrame) -> None:
+        out = self.engine.process(batch)
+        self.counters.batches += 1
+        self.counters.events += len(batch)
+        if out.late is not None and len(out.late):
+            self.counters.late += len(out.late)
+            self.late.stream.emit(out.late)
+        rows = self._rows(out)
+        if rows is not None:
+            self.stream.emit(rows)
+
+    def _on_close(self) -> None:
+        rows = self._rows(self.engine.flush())
+        if rows is not None:
+            self.stream.emit(rows)
+
+    def destroy(self) -> None:
+        """Disconnect from the upstream frame."""
+        self._upstream.destroy()
+
+
+class WindowedFrame(_EngineFrame):
     """The output of ``sdf.window(...).agg(...)``: one row per (window, key).
 
     Columns: ``window_start``, ``window_end``, the ``by`` columns, then the aggregations.
@@ -848,19 +892,16 @@ class WindowedFrame(StreamingFrame):
                                       name="allowed_lateness"),
             emit=windowed.emit,
         )
-        self.late = StreamingFrame(parent.example, time=parent.time, name=f"{self.name}.late",
-                                   _graph=self._graph, _root=self._root)
+        self._connect(parent)
         self._listeners: list[Callable[[WindowedFrame], None]] = []
         self._unwatch = [p.watch(self._on_spec_param) for p in self.spec.params()]
         if isinstance(windowed.allowed_lateness, Param):
             self._unwatch.append(windowed.allowed_lateness.watch(self._on_lateness_param))
-        self._upstream = parent.stream.sink(self._on_batch)
-        self._graph.close_hooks.append(self._on_close)
 
-    @property
-    def watermark(self) -> pd.Timestamp | None:
-        """Newest event time seen minus the allowed lateness (``None`` before any event)."""
-        return self.engine.watermark
+    @staticmethod
+    def _rows(out: Any) -> pd.DataFrame | None:
+        rows: pd.DataFrame | None = out.windows
+        return rows
 
     def describe(self) -> str:
         """What this frame computes, at the Params' current values (used as plot title)."""
@@ -872,16 +913,6 @@ class WindowedFrame(StreamingFrame):
     def on_reconfigure(self, callback: Callable[[WindowedFrame], None]) -> None:
         """Call ``callback(frame)`` after a Param changed the window."""
         self._listeners.append(callback)
-
-    def _on_batch(self, batch: pd.DataFrame) -> None:
-        out = self.engine.process(batch)
-        self.counters.batches += 1
-        self.counters.events += len(batch)
-        if out.late is not None and len(out.late):
-            self.counters.late += len(out.late)
-            self.late.stream.emit(out.late)
-        if out.windows is not None:
-            self.stream.emit(out.windows)
 
     def _on_spec_param(self, param: Param, old: Any, new: Any) -> None:
         self.spec.check()  # refuse before touching state: the Param then reverts
@@ -896,16 +927,11 @@ class WindowedFrame(StreamingFrame):
         for callback in list(self._listeners):
             callback(self)
 
-    def _on_close(self) -> None:
-        out = self.engine.flush()
-        if out.windows is not None:
-            self.stream.emit(out.windows)
-
     def destroy(self) -> None:
         """Disconnect from the upstream frame and stop following Params."""
         for unwatch in self._unwatch:
             unwatch()
-        self._upstream.destroy()
+        super().destroy()
 
 
 _ENGINES: dict[type, type[KeyedEngine]] = {
@@ -1019,7 +1045,7 @@ class RollingColumn:
         return self._one("max")
 
 
-class RollingFrame(StreamingFrame):
+class RollingFrame(_EngineFrame):
     """Output of ``sdf.rolling(...)[col].<agg>()``: the time, the keys and the rolling values.
 
     Rows are emitted once the watermark passes their time; ``.late`` holds rows older than the
@@ -1045,39 +1071,17 @@ class RollingFrame(StreamingFrame):
             allowed_lateness_ns=to_ns(resolve(rolling.allowed_lateness),
                                       name="allowed_lateness"),
             min_periods=rolling.min_periods, names=names)
-        self.late = StreamingFrame(parent.example, time=parent.time, name=f"{self.name}.late",
-                                   _graph=self._graph, _root=self._root)
-        self._upstream = parent.stream.sink(self._on_batch)
-        self._graph.close_hooks.append(self._on_close)
+        self._connect(parent)
 
-    @property
-    def watermark(self) -> pd.Timestamp | None:
-        """Newest event time seen minus the allowed lateness (``None`` before any event)."""
-        return self.engine.watermark
+    @staticmethod
+    def _rows(out: Any) -> pd.DataFrame | None:
+        rows: pd.DataFrame | None = out.rows
+        return rows
 
     def describe(self) -> str:
         """What this frame computes (used as plot title)."""
         by = f" per {', '.join(self.roll.by)}" if self.roll.by else ""
         return f"rolling {format_duration(self.engine.window_ns)}{by}"
-
-    def _on_batch(self, batch: pd.DataFrame) -> None:
-        out = self.engine.process(batch)
-        self.counters.batches += 1
-        self.counters.events += len(batch)
-        if out.late is not None and len(out.late):
-            self.counters.late += len(out.late)
-            self.late.stream.emit(out.late)
-        if out.rows is not None:
-            self.stream.emit(out.rows)
-
-    def _on_close(self) -> None:
-        out = self.engine.flush()
-        if out.rows is not None:
-            self.stream.emit(out.rows)
-
-    def destroy(self) -> None:
-        """Disconnect from the upstream frame."""
-        self._upstream.destroy()
 
 
 def _normalise_example(example: pd.DataFrame, name: str) -> pd.DataFrame:
