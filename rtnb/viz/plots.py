@@ -43,22 +43,13 @@ def _x_values(values: Any, time_axis: bool) -> Any:
     return array.astype("datetime64[ns]") if time_axis else array
 
 
-def _keys_share_x(frame: StreamingFrame, x: str) -> bool:
-    """True when every key's rows come with the same x values, in the same batch."""
-    from rtnb.frame import WindowedFrame
-    from rtnb.windows.specs import Sliding, Tumbling
-
-    return (isinstance(frame, WindowedFrame) and isinstance(frame.spec, Tumbling | Sliding)
-            and frame.windowed.emit == "final" and x in ("window_start", "window_end"))
-
-
 class PlotAccessor:
     """``sdf.plot``: builds live views of a frame."""
 
     def __init__(self, frame: StreamingFrame) -> None:
         self._frame = frame
 
-    def line(self, x: str, y: str, *, by: str | None = None, rollover: int = 5_000,
+    def line(self, x: str, y: str, *, by: str | None = None, rollover: int = 1_000,
              max_fps: float = 10.0, title: str | None = None, height: int = 320,
              width: int | None = None) -> LineView:
         """A live line per key (``by``) of ``y`` against ``x``; see :class:`LineView`."""
@@ -69,11 +60,12 @@ class PlotAccessor:
 class LineView:
     """A live Bokeh line plot of a frame, one line per key.
 
-    Rows reach the browser as deltas (``ColumnDataSource.stream(new_rows, rollover=...)``),
-    and updates are coalesced to at most ``max_fps`` per second whatever the input rate.
-    Window results (``x`` a window bound of a tumbling or sliding window, emitted when final)
-    share their x across keys: they go to one source with a column per key, one message per
-    update. Other frames get a source per key. Memory is bounded by ``rollover`` points.
+    Rows reach the browser as deltas (``ColumnDataSource.stream(new_rows, rollover=...)``,
+    one source per key), and updates are coalesced to at most ``max_fps`` per second
+    whatever the input rate. Memory is bounded by ``rollover`` points per line. (One source
+    with a column per key sends fewer messages, but BokehJS then redraws every line on each
+    update: in headless chromium under load that froze the page, where a source per key
+    kept it responsive.)
 
     Parameters
     ----------
@@ -106,7 +98,7 @@ class LineView:
     """
 
     def __init__(self, frame: StreamingFrame, *, x: str, y: str, by: str | None = None,
-                 rollover: int = 5_000, max_fps: float = 10.0, title: str | None = None,
+                 rollover: int = 1_000, max_fps: float = 10.0, title: str | None = None,
                  height: int = 320, width: int | None = None) -> None:
         for col in (x, y, *([by] if by else [])):
             if col not in frame.columns:
@@ -142,12 +134,6 @@ class LineView:
             self.figure.add_layout(legend, "right")
         self.sources: dict[Any, ColumnDataSource] = {}
         self._time_x = time_axis
-        # Window results of all keys share their window starts: then one source with a column
-        # per key carries a whole update in one stream() (one message to the browser).
-        self.shared_x = by is not None and _keys_share_x(frame, x)
-        self._columns: dict[Any, str] = {}
-        self._shared_source = ColumnDataSource({"x": self._empty_x()},
-                                               name=f"{frame.name}:{y}")
         # The widget that shows the figure: its own, or a dashboard's that holds several.
         self.model: BatchedBokehModel | None = None
         self.updates = 0
@@ -209,10 +195,7 @@ class LineView:
         self._last_flush = time.monotonic()
         batch = self.model.batch() if self.model is not None else contextlib.nullcontext()
         with batch:
-            if self.shared_x:
-                self._flush_shared(data)
-            else:
-                self._flush_per_key(data)
+            self._flush_per_key(data)
         self.updates += 1
 
     def _flush_per_key(self, data: pd.DataFrame) -> None:
@@ -230,32 +213,6 @@ class LineView:
                            "y": tail[self.y].to_numpy(dtype=np.float64, na_value=np.nan)},
                           rollover=self.rollover)
             self.rows_sent += len(tail)
-
-    def _flush_shared(self, data: pd.DataFrame) -> None:
-        """Keys share their x (window starts): one source, a column per key, one stream()."""
-        source = self._shared_source
-        columns: dict[str, pd.Series] = {}
-        for key, rows in data.groupby(self.by, sort=False, dropna=False):
-            key = _norm(key)
-            col = self._columns.get(key)
-            if col is None:
-                col = self._add_shared_line(key)
-            columns[col] = rows.groupby(self.x, sort=False)[self.y].last()
-        wide = pd.DataFrame(columns).sort_index().iloc[-self.rollover:]
-        update: dict[str, Any] = {"x": wide.index.to_numpy()}
-        for col in self._columns.values():
-            update[col] = (wide[col].to_numpy(dtype=np.float64, na_value=np.nan)
-                           if col in wide.columns else np.full(len(wide), np.nan))
-        source.stream(update, rollover=self.rollover)
-        self.rows_sent += int(wide.notna().to_numpy().sum())
-
-    def _add_shared_line(self, key: Any) -> str:
-        source = self._shared_source
-        col = f"y{len(self._columns)}"
-        source.data[col] = np.full(len(source.data["x"]), np.nan)
-        self._columns[key] = col
-        self._draw_line(key, col, source, len(self._columns) - 1)
-        return col
 
     def _draw_line(self, key: Any, y: str, source: ColumnDataSource, index: int) -> None:
         palette = Category10_10 if index < 10 else Category20_20
@@ -292,13 +249,6 @@ class LineView:
         0 2026-01-01 09:00:00  1.0
         """
         key = self.by or "key"
-        if self.shared_x:
-            x = _x_values(self._shared_source.data["x"], self._time_x)
-            parts = [pd.DataFrame({key: k, "x": x, "y": self._shared_source.data[c]})
-                     for k, c in self._columns.items()]
-            long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-                columns=[key, "x", "y"])
-            return long[long["y"].notna()].reset_index(drop=True)
         parts = []
         for k, s in self.sources.items():
             x = _x_values(s.data["x"], self._time_x)

@@ -449,21 +449,6 @@ def plotted(view: LineView) -> pd.DataFrame:
     return data.sort_values(["host", "window_start"], ignore_index=True)
 
 
-def test_window_results_travel_in_one_message_per_update(metrics):
-    sdf = rtnb.StreamingFrame(metrics.iloc[:0], time="timestamp", name="metrics")
-    agg = sdf.window(rtnb.tumbling("1min"), by="host").agg(mean=("cpu", "mean"))
-    view = agg.plot.line(x="window_start", y="mean", by="host", max_fps=NEVER)
-    view.widget  # noqa: B018
-    chunks = np.array_split(np.arange(len(metrics)), 6)
-    sdf.emit(metrics.iloc[chunks[0]])
-    view.flush()  # first update: the hosts' lines are added
-    for rows in chunks[1:]:
-        before = view.model.messages_sent
-        sdf.emit(metrics.iloc[rows])
-        view.flush()
-        assert view.model.messages_sent == before + 1
-
-
 def test_plotted_window_means_equal_pandas(metrics):
     sdf = rtnb.StreamingFrame(metrics.iloc[:0], time="timestamp", name="metrics")
     agg = sdf.window(rtnb.tumbling("1min"), by="host").agg(mean=("cpu", "mean"))
@@ -476,9 +461,7 @@ def test_plotted_window_means_equal_pandas(metrics):
     expected = pandas_window_mean(metrics, "1min").astype({"host": object})
     result = result.astype({"host": object})
     tm.assert_frame_equal(result, expected)
-    # Window results share their x: one source, a column per host, one stream() per update.
-    assert view.shared_x and view.sources == {}
-    assert len(view._columns) == 4
+    assert len(view.sources) == 4
 
 
 def test_plotted_values_in_a_running_notebook_loop_equal_pandas(metrics):
@@ -497,8 +480,7 @@ def test_plotted_values_in_a_running_notebook_loop_equal_pandas(metrics):
 
     asyncio.run(main())
     view = result["view"]
-    # window results: one message per update, plus the few that add each host's line
-    assert view.shared_x
-    assert view.model.messages_sent <= view.updates + 6 * len(view._columns)
+    # per update, one message per line that got rows, plus the few that add each line
+    assert view.model.messages_sent <= (view.updates + 6) * len(view.sources)
     tm.assert_frame_equal(plotted(view).astype({"host": object}),
                           pandas_window_mean(metrics, "30s").astype({"host": object}))
