@@ -471,11 +471,7 @@ class StreamingFrame:
             msg = (f"window spec must be rtnb.tumbling/sliding/session/rows(...); got "
                    f"{spec!r}")
             raise ConfigError(msg)
-        keys = [by] if isinstance(by, str) else list(by or [])
-        for k in keys:
-            if k not in self.example.columns:
-                msg = f"`by` column {k!r} is not in frame {self.name!r}: {list(self.columns)}"
-                raise ConfigError(msg)
+        keys = self._key_columns(by)
         if emit not in ("final", "update"):
             msg = f"`emit` must be 'final' or 'update'; got {emit!r}"
             raise ConfigError(msg)
@@ -508,17 +504,22 @@ class StreamingFrame:
         if to_ns(resolve(window), name="window") <= 0:
             msg = f"rolling `window` must be positive; got {resolve(window)!r}"
             raise ConfigError(msg)
-        keys = [by] if isinstance(by, str) else list(by or [])
-        for k in keys:
-            if k not in self.example.columns:
-                msg = f"`by` column {k!r} is not in frame {self.name!r}: {list(self.columns)}"
-                raise ConfigError(msg)
+        keys = self._key_columns(by)
         if isinstance(min_periods, bool) or not isinstance(min_periods, int) or min_periods < 0:
             msg = f"`min_periods` must be a non-negative int; got {min_periods!r}"
             raise ConfigError(msg)
         to_ns(resolve(allowed_lateness), name="allowed_lateness")
         return Rolling(self, window, keys, allowed_lateness, min_periods,
                        name or f"{self.name}.rolling")
+
+    def _key_columns(self, by: str | Iterable[str] | None) -> list[str]:
+        """``by`` as a list of this frame's columns (ConfigError naming an unknown one)."""
+        keys = [by] if isinstance(by, str) else list(by or [])
+        for k in keys:
+            if k not in self.example.columns:
+                msg = f"`by` column {k!r} is not in frame {self.name!r}: {list(self.columns)}"
+                raise ConfigError(msg)
+        return keys
 
     # -- running a source ------------------------------------------------------------------
     def _attach_source(self, source: Source) -> None:
