@@ -27,10 +27,9 @@ __all__ = ["LineView", "PlotAccessor"]
 def _browser_only(fig: Any) -> None:
     """Do not sync browser-side changes of the figure and its ranges back to the kernel.
 
-    Auto-ranging moves ``x_range``/``y_range`` on every update and the layout sets the plot's
-    inner sizes; jupyter_bokeh sends each such change to the kernel as a comm message. With a
-    live stream these pile up in the kernel's shell channel (measured: a slider change waited
-    70 s behind them), so they are kept in the browser, where they are used.
+    Auto-ranging moves ``x_range``/``y_range`` as data arrive and the layout sets the plot's
+    inner sizes; nothing in the kernel uses them, so they need not travel back as comm
+    messages while a stream runs.
     """
     for model in (fig, fig.x_range, fig.y_range):
         model.syncable = False
@@ -38,8 +37,6 @@ def _browser_only(fig: Any) -> None:
 
 def _x_values(values: Any, time_axis: bool) -> Any:
     array = np.asarray(values)
-    if time_axis and array.dtype.kind != "M":
-        return (array.astype(np.float64) * 1e6).astype("datetime64[ns]")
     return array.astype("datetime64[ns]") if time_axis else array
 
 
