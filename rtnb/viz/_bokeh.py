@@ -90,8 +90,8 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
 
     def _send_events(self, events: list[DocumentPatchedEvent]) -> None:
         # Arrays are inlined (base64) instead of travelling as binary buffers: jupyter_bokeh
-        # sends every buffer as two more comm messages, so a 13-column update made 29 of them,
-        # more than the page processed at 10 updates a second. Inline, it is always 3.
+        # sends every buffer as two more comm messages (a line's x and y: 4 more per update),
+        # and every comm message costs the page time. Inline, a patch is always 3 messages.
         doc = events[0].document
         assert doc is not None
         serializer = Serializer(references=doc.models.synced_references, deferred=False)
