@@ -109,6 +109,11 @@ class KeyedEngine:
             self.max_time = max(self.max_time, int(t.max()))
             self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
 
+    def _read(self, batch: pd.DataFrame) -> tuple[
+            npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+        """Event times (ns), arrival numbers and key codes of a non-empty batch's rows."""
+        return time_ns(batch[self.time]), self._next_seq(len(batch)), self.keys.codes(batch)
+
     def _next_seq(self, n: int) -> npt.NDArray[np.int64]:
         seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
         self._seq += n

@@ -130,9 +130,7 @@ class WindowAggregator(KeyedEngine):
         n = len(batch)
         if n == 0:
             return WindowOutput(None, None)
-        t = time_ns(batch[self.time])
-        seq = self._next_seq(n)
-        key = self.keys.codes(batch)
+        t, seq, key = self._read(batch)
 
         # 1. window assignment: row i is in windows last_start[i] - j * every, j < copies.
         last_start = (t - self.offset) // self.every * self.every + self.offset

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from rtnb.windows.base import END_OF_STREAM, AggSpec, KeyedEngine, WindowOutput, time_ns
+from rtnb.windows.base import END_OF_STREAM, AggSpec, KeyedEngine, WindowOutput
 from rtnb.windows.specs import Rows
 
 __all__ = ["RowsAggregator"]
@@ -76,9 +76,7 @@ class RowsAggregator(KeyedEngine):
         m = len(batch)
         if m == 0:
             return WindowOutput(None, None)
-        t = time_ns(batch[self.time])
-        seq = self._next_seq(m)
-        key = self.keys.codes(batch)
+        t, seq, key = self._read(batch)
         late_mask = (t < self._watermark) | (t < self._floor)
         late = None
         keep = np.arange(m)

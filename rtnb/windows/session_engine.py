@@ -19,7 +19,6 @@ from rtnb.windows.base import (
     AggSpec,
     KeyedEngine,
     WindowOutput,
-    time_ns,
 )
 from rtnb.windows.specs import Session
 
@@ -87,9 +86,7 @@ class SessionAggregator(KeyedEngine):
         n = len(batch)
         if n == 0:
             return WindowOutput(None, None)
-        t = time_ns(batch[self.time])
-        seq = self._next_seq(n)
-        key = self.keys.codes(batch)
+        t, seq, key = self._read(batch)
         if len(self._closed_end) < len(self.keys):
             grow = np.full(len(self.keys) - len(self._closed_end), NO_WATERMARK, dtype=np.int64)
             self._closed_end = np.concatenate([self._closed_end, grow])
