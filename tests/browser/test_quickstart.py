@@ -88,12 +88,14 @@ def test_quickstart_plot_updates_and_slider_retunes_the_running_window(
                        f"{bokeh_cds_lengths(page)}")
 
     # (3) the slider reaches the running pipeline: the kernel re-titles the plot, and the
-    # windows plotted from then on are 30 s apart.
-    assert set_slider(page, "30s", description="window") == "30s"
-    wait_until(lambda: any("tumbling 30s per host" in t for t in bokeh_titles(page)),
-               timeout=20, message=f"title did not follow the slider: {bokeh_titles(page)}")
-    wait_until(lambda: window_sizes_in_page(page) == [30.0], timeout=30,
-               message=f"windows are not 30 s apart: {window_sizes_in_page(page)}")
+    # windows plotted from then on are 15 s apart. One step (10 s -> 15 s): every step is a
+    # reconfiguration the kernel performs and the page then draws, and a headless chromium on
+    # a busy 2-core machine can lag tens of seconds behind a sweep of them.
+    assert set_slider(page, "15s", description="window") == "15s"
+    wait_until(lambda: any("tumbling 15s per host" in t for t in bokeh_titles(page)),
+               timeout=60, message=f"title did not follow the slider: {bokeh_titles(page)}")
+    wait_until(lambda: window_sizes_in_page(page) == [15.0], timeout=60,
+               message=f"windows are not 15 s apart: {window_sizes_in_page(page)}")
 
     # (4) no cell shows an error.
     assert cell_errors(page) == []
