@@ -6,7 +6,9 @@ import asyncio
 import itertools
 import operator
 import sys
-from collections.abc import Callable, Iterable
+import time as _time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -20,6 +22,7 @@ from rtnb.errors import ConfigError, RtnbError, SchemaError
 from rtnb.params import Param, resolve
 from rtnb.windows.base import KeyedEngine
 from rtnb.windows.engine import AggSpec, WindowAggregator
+from rtnb.windows.retain import Retained
 from rtnb.windows.rolling import ROLLING_AGGS, RollingAggregator
 from rtnb.windows.rows_engine import RowsAggregator
 from rtnb.windows.session_engine import SessionAggregator
@@ -28,6 +31,7 @@ from rtnb.windows.specs import Rows, Session, Sliding, Tumbling, WindowSpec
 if TYPE_CHECKING:
     from rtnb.sources.base import Source
     from rtnb.viz.plots import PlotAccessor
+    from rtnb.viz.status import Status
 
 __all__ = [
     "Rolling",
@@ -50,16 +54,44 @@ class Counters:
     events: int = 0
     late: int = 0
     dead_letters: int = 0
+    #: What-if recomputations (a Param changed and the retained history was recomputed).
+    recomputes: int = 0
 
 
 @dataclass
 class _Graph:
-    """What all frames derived from one root share: names, end-of-stream hooks."""
+    """What all frames derived from one root share: names, hooks, views, pause state."""
 
     names: set[str] = field(default_factory=set)
     close_hooks: list[Callable[[], None]] = field(default_factory=list)
+    #: Called with an engine frame whose whole output is about to be re-emitted (what-if).
+    reset_hooks: list[Callable[[StreamingFrame], None]] = field(default_factory=list)
     views: list[Any] = field(default_factory=list)
+    frames: list[StreamingFrame] = field(default_factory=list)
     closed: bool = False
+    #: ``time.monotonic()`` when the batch now flowing through the graph entered the root.
+    batch_arrival: float = 0.0
+    #: Seconds from a batch entering the root to a view sending it (latest 2,048 updates).
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+    _running: asyncio.Event | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self._running is not None and not self._running.is_set()
+
+    def pause(self) -> None:
+        if self._running is None:
+            self._running = asyncio.Event()
+        self._running.clear()
+
+    def resume(self) -> None:
+        if self._running is not None:
+            self._running.set()
+
+    async def wait_running(self) -> None:
+        """Return at once unless paused; then when resumed (sources call it between batches)."""
+        if self._running is not None:
+            await self._running.wait()
 
     def unique(self, base: str) -> str:
         if base not in self.names:
@@ -116,6 +148,7 @@ class StreamingFrame:
         stream: Stream | None = None,
         _graph: _Graph | None = None,
         _root: StreamingFrame | None = None,
+        _parent: StreamingFrame | None = None,
     ) -> None:
         if not isinstance(example, pd.DataFrame):
             msg = f"`example` of frame {name!r} must be a pandas DataFrame; got {type(example)!r}"
@@ -135,6 +168,8 @@ class StreamingFrame:
         self.time = time
         self.stream: Stream = stream if stream is not None else Stream(stream_name=self.name)
         self._root = _root
+        self._parent = _parent
+        self._graph.frames.append(self)
         self.counters = Counters()
         self._source: Source | None = None
         self._task: asyncio.Task[None] | None = None
@@ -184,6 +219,7 @@ class StreamingFrame:
                 batch = batch[~missing]
         self.counters.batches += 1
         self.counters.events += len(batch)
+        self._graph.batch_arrival = _time.monotonic()
         self.stream.emit(batch)
 
     def validate(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -266,7 +302,8 @@ class StreamingFrame:
                 dead_letter_node=pd.Series([], dtype=str),
             )
             self._dead = StreamingFrame(example, time=None, name=f"{self.name}.dead_letters",
-                                        _graph=self._graph, _root=self)
+                                        _graph=self._graph, _root=self._root or self,
+                                        _parent=self)
         return self._dead
 
     def _dead_letter(self, rows: pd.DataFrame, reason: str) -> None:
@@ -307,7 +344,14 @@ class StreamingFrame:
         if keep_time is not None and keep_time not in example.columns:
             keep_time = None
         return StreamingFrame(example, time=keep_time, name=node_name, stream=stream,
-                              _graph=self._graph, _root=self._root or self)
+                              _graph=self._graph, _root=self._root or self, _parent=self)
+
+    def _lineage(self) -> Iterator[StreamingFrame]:
+        """Yield the frame, then the frame it was derived from, and so on up to the root."""
+        frame: StreamingFrame | None = self
+        while frame is not None:
+            yield frame
+            frame = frame._parent
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
@@ -426,6 +470,7 @@ class StreamingFrame:
         by: str | Iterable[str] | None = None,
         allowed_lateness: DurationLike | Param = "0s",
         emit: EmitMode = "final",
+        retain: DurationLike | None = None,
         name: str | None = None,
     ) -> Windowed:
         """Group the stream into event-time windows per key; finish with ``.agg(...)``.
@@ -443,6 +488,10 @@ class StreamingFrame:
         emit
             ``"final"`` (each window once, when it closes) or ``"update"`` (changed windows
             after every batch, for live plots).
+        retain
+            Keep this much event time of input (e.g. ``"30min"``) so that a Param change
+            recomputes the whole retained history at the new setting (what-if); see
+            :meth:`WindowedFrame.recompute`. Without it a change applies from then on.
         name
             Node name (default ``<frame>.window``).
 
@@ -476,8 +525,10 @@ class StreamingFrame:
             msg = f"`emit` must be 'final' or 'update'; got {emit!r}"
             raise ConfigError(msg)
         to_ns(resolve(allowed_lateness), name="allowed_lateness")
+        if retain is not None:
+            to_ns(retain, name="retain")
         return Windowed(self, spec, keys, allowed_lateness, emit,
-                        name or f"{self.name}.window")
+                        name or f"{self.name}.window", retain)
 
     def rolling(
         self,
@@ -486,6 +537,7 @@ class StreamingFrame:
         by: str | Iterable[str] | None = None,
         allowed_lateness: DurationLike | Param = "0s",
         min_periods: int = 1,
+        retain: DurationLike | None = None,
         name: str | None = None,
     ) -> Rolling:
         """Per-event rolling windows: ``sdf.rolling("30s", by="host")["cpu"].mean()``.
@@ -493,6 +545,9 @@ class StreamingFrame:
         Each output row is the aggregate of the same key's rows in ``(t - window, t]``,
         equal to ``df.groupby(by).rolling(window, on=time)[col].mean()`` on the time-sorted
         frame. Rows are emitted once the watermark passes them (immediately with no lateness).
+        ``window`` and ``allowed_lateness`` may be :class:`~rtnb.Param` s; with ``retain``
+        (event time to keep, e.g. ``"30min"``) a change recomputes the retained history,
+        without it the new window applies to rows that arrive afterwards.
         """
         if self.time is None:
             msg = f"frame {self.name!r} has no event-time column; rolling needs one"
@@ -509,8 +564,10 @@ class StreamingFrame:
             msg = f"`min_periods` must be a non-negative int; got {min_periods!r}"
             raise ConfigError(msg)
         to_ns(resolve(allowed_lateness), name="allowed_lateness")
+        if retain is not None:
+            to_ns(retain, name="retain")
         return Rolling(self, window, keys, allowed_lateness, min_periods,
-                       name or f"{self.name}.rolling")
+                       name or f"{self.name}.rolling", retain)
 
     def _key_columns(self, by: str | Iterable[str] | None) -> list[str]:
         """``by`` as a list of this frame's columns (ConfigError naming an unknown one)."""
@@ -523,7 +580,16 @@ class StreamingFrame:
 
     # -- running a source ------------------------------------------------------------------
     def _attach_source(self, source: Source) -> None:
+        from rtnb.viz import _cells
+
         self._source = source
+        _cells.track(self)
+
+    def _teardown(self) -> None:
+        """The notebook cell that built this frame runs again: stop it and close its views."""
+        self.stop()
+        for view in list(self._graph.views):
+            view.close()
 
     def start(self) -> asyncio.Task[None]:
         """Run the attached source in the background on the running event loop (a notebook's).
@@ -564,9 +630,41 @@ class StreamingFrame:
                   f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
     def stop(self) -> None:
-        """Ask the running source to stop after its current batch."""
-        if self._stop is not None:
-            self._stop.set()
+        """Ask the running source to stop after its current batch (the stream then ends)."""
+        root = self._root or self
+        if root._stop is not None:
+            root._stop.set()
+        root._graph.resume()  # a paused source must wake up to see the stop
+
+    def pause(self) -> None:
+        """Hold the source between batches (windows, views and Params keep working).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.sources.replay(pd.DataFrame({"timestamp": pd.to_datetime(
+        ...     ["2026-01-01"]), "x": [1.0]}))
+        >>> sdf.pause(); sdf.paused
+        True
+        >>> sdf.resume(); sdf.paused
+        False
+        """
+        self._graph.pause()
+
+    def resume(self) -> None:
+        """Let a paused source go on."""
+        self._graph.resume()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the source is paused."""
+        return self._graph.paused
+
+    @property
+    def running(self) -> bool:
+        """Whether the source's task is running (paused counts as running)."""
+        root = self._root or self
+        return root._task is not None and not root._task.done()
 
     async def wait(self) -> None:
         """Wait until the source has finished (re-raises its error, if any)."""
@@ -601,6 +699,23 @@ class StreamingFrame:
         from rtnb.viz.plots import PlotAccessor
 
         return PlotAccessor(self)
+
+    def status(self, *, interval: float = 1.0) -> Status:
+        """A live status widget for this frame's pipeline (rates, latency, lag, pause/stop).
+
+        See :class:`rtnb.viz.Status`; ``dashboard(...)`` accepts it beside views and Params.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+        >>> sdf.emit(pd.DataFrame({"x": [1.0, 2.0]}))
+        >>> sdf.status().snapshot()["events_in"]
+        2
+        """
+        from rtnb.viz.status import Status
+
+        return Status(self, interval=interval)
 
     def describe_source(self) -> str:
         """One line saying where the batches come from."""
@@ -751,13 +866,15 @@ class Windowed:
     """A frame grouped into windows; call :meth:`agg` to get the aggregated stream."""
 
     def __init__(self, frame: StreamingFrame, spec: WindowSpec, by: list[str],
-                 allowed_lateness: DurationLike | Param, emit: EmitMode, name: str) -> None:
+                 allowed_lateness: DurationLike | Param, emit: EmitMode, name: str,
+                 retain: DurationLike | None = None) -> None:
         self.frame = frame
         self.spec = spec
         self.by = by
         self.allowed_lateness = allowed_lateness
         self.emit = emit
         self.name = name
+        self.retain = retain
 
     def __repr__(self) -> str:
         by = f" by {self.by!r}" if self.by else ""
@@ -814,22 +931,46 @@ def _window_example(windowed: Windowed, specs: list[AggSpec]) -> pd.DataFrame:
 
 
 class _EngineFrame(StreamingFrame):
-    """A frame computed by a stateful engine from its parent: late rows, end of stream."""
+    """A frame computed by a stateful engine from its parent: late rows, end of stream, Params.
+
+    With ``retain`` set, the frame keeps its parent's recent batches; a Param change then
+    rebuilds the engine at the new setting and replays them (a *what-if* recomputation), so
+    the whole retained history reflects the new setting at once: views are reset and receive
+    the recomputed rows. Without it, a change applies to data that arrives afterwards.
+    """
 
     engine: Any
+    _retained: Retained | None = None
 
-    def _connect(self, parent: StreamingFrame) -> None:
+    def _connect(self, parent: StreamingFrame, retain: DurationLike | None = None) -> None:
         """Subscribe to ``parent`` and give this frame a ``.late`` output of parent rows."""
         self.late = StreamingFrame(parent.example, time=parent.time, name=f"{self.name}.late",
-                                   _graph=self._graph, _root=self._root)
+                                   _graph=self._graph, _root=self._root, _parent=self)
+        self._listeners: list[Callable[[Any], None]] = []
+        self._unwatch: list[Callable[[], None]] = []
+        if retain is not None:
+            span = to_ns(retain, name="retain")
+            if span <= 0:
+                msg = f"`retain` of {self.name!r} must be a positive duration; got {retain!r}"
+                raise ConfigError(msg)
+            self._retained = Retained(span, time=str(parent.time))
         self._upstream = parent.stream.sink(self._on_batch)
         self._graph.close_hooks.append(self._on_close)
+
+    def _new_engine(self) -> Any:
+        """A fresh engine at the Params' current values."""
+        raise NotImplementedError
 
     @property
     def watermark(self) -> pd.Timestamp | None:
         """Newest event time seen minus the allowed lateness (``None`` before any event)."""
         wm: pd.Timestamp | None = self.engine.watermark
         return wm
+
+    @property
+    def retained(self) -> Retained | None:
+        """The recent input batches kept for what-if recomputation (``retain=``), or None."""
+        return self._retained
 
     @staticmethod
     def _rows(out: Any) -> pd.DataFrame | None:
@@ -838,6 +979,8 @@ class _EngineFrame(StreamingFrame):
 
     def _on_batch(self, batch: pd.DataFrame) -> None:
         out = self.engine.process(batch)
+        if self._retained is not None:
+            self._retained.append(batch)
         self.counters.batches += 1
         self.counters.events += len(batch)
         if out.late is not None and len(out.late):
@@ -852,8 +995,83 @@ class _EngineFrame(StreamingFrame):
         if rows is not None:
             self.stream.emit(rows)
 
+    # -- Params ----------------------------------------------------------------------------
+    def on_reconfigure(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(frame)`` after a Param changed this frame's setting."""
+        self._listeners.append(callback)
+
+    def _reconfigured(self) -> None:
+        for callback in list(self._listeners):
+            callback(self)
+
+    def recompute(self) -> pd.DataFrame:
+        """Rebuild the engine at the current settings and replay the retained batches.
+
+        Views of this frame (and of frames derived from it) are cleared first; the recomputed
+        rows are then emitted like any other output, and returned. Rows whose time is before
+        the oldest retained event (windows that would miss part of their data) are left out.
+        Late rows found during the replay are not re-reported on ``.late``.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "x": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> size = rtnb.Param("2s", min="1s", max="10s", name="size")
+        >>> agg = sdf.window(rtnb.tumbling(size), retain="1min").agg(n=("x", "count"))
+        >>> sdf.emit(pd.DataFrame({"t": pd.date_range("2026-01-01", periods=8, freq="s"),
+        ...                        "x": 1.0}))
+        >>> size.value = "4s"  # the retained 8 s are recomputed in 4 s windows
+        >>> agg.recompute()["n"].tolist()
+        [4]
+        """
+        if self._retained is None:
+            msg = (f"{self.name!r} keeps no history to recompute from: build it with "
+                   "retain='10min' (how much event time to keep)")
+            raise ConfigError(msg)
+        engine = self._new_engine()
+        parts = []
+        for batch in self._retained:
+            rows = self._rows(engine.process(batch))
+            if rows is not None and len(rows):
+                parts.append(rows)
+        if self.closed:
+            rows = self._rows(engine.flush())
+            if rows is not None and len(rows):
+                parts.append(rows)
+        self.engine = engine
+        out = pd.concat(parts, ignore_index=True) if parts else self.example.copy()
+        out = self._complete(out)
+        self.counters.recomputes += 1
+        for hook in list(self._graph.reset_hooks):
+            hook(self)
+        if len(out):
+            self.stream.emit(out)
+        return out
+
+    def _complete(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Drop recomputed rows that start before the retained history (and repeats)."""
+        start = self._retained.start if self._retained is not None else None
+        if start is not None and self.time is not None and len(rows):
+            rows = rows[rows[self.time] >= start].reset_index(drop=True)
+        return rows
+
+    def _apply_change(self, reconfigure: Callable[[], pd.DataFrame | None]) -> None:
+        """A Param changed: recompute the retained history, or reconfigure from now on."""
+        if self._retained is not None:
+            self._reconfigured()
+            self.recompute()
+            return
+        flushed = reconfigure()
+        if flushed is not None and len(flushed):
+            self.stream.emit(flushed)
+        self._reconfigured()
+
     def destroy(self) -> None:
-        """Disconnect from the upstream frame."""
+        """Disconnect from the upstream frame and stop following Params."""
+        for unwatch in self._unwatch:
+            unwatch()
         self._upstream.destroy()
 
 
@@ -882,27 +1100,39 @@ class WindowedFrame(_EngineFrame):
         example = _window_example(windowed, specs)
         super().__init__(example, time="window_start", name=windowed.name,
                          stream=Stream(stream_name=windowed.name), _graph=parent._graph,
-                         _root=parent._root or parent)
+                         _root=parent._root or parent, _parent=parent)
         self.windowed = windowed
         self.spec = windowed.spec
-        engine_type: Any = _ENGINES[type(self.spec)]
-        self.engine: KeyedEngine = engine_type(
-            self.spec, time=str(parent.time), by=windowed.by, aggs=specs,
-            example=parent.example,
-            allowed_lateness_ns=to_ns(resolve(windowed.allowed_lateness),
-                                      name="allowed_lateness"),
-            emit=windowed.emit,
-        )
-        self._connect(parent)
-        self._listeners: list[Callable[[WindowedFrame], None]] = []
+        self._specs = specs
+        self.engine: KeyedEngine = self._new_engine()
+        self._connect(parent, windowed.retain)
         self._unwatch = [p.watch(self._on_spec_param) for p in self.spec.params()]
         if isinstance(windowed.allowed_lateness, Param):
             self._unwatch.append(windowed.allowed_lateness.watch(self._on_lateness_param))
+        #: Columns that identify a row; an ``emit="update"`` frame re-sends a row with new values.
+        self.row_key = ["window_start", "window_end", *windowed.by]
+
+    def _new_engine(self) -> KeyedEngine:
+        engine_type: Any = _ENGINES[type(self.spec)]
+        parent = self.windowed.frame
+        engine: KeyedEngine = engine_type(
+            self.spec, time=str(parent.time), by=self.windowed.by, aggs=self._specs,
+            example=parent.example,
+            allowed_lateness_ns=to_ns(resolve(self.windowed.allowed_lateness),
+                                      name="allowed_lateness"),
+            emit=self.windowed.emit,
+        )
+        return engine
 
     @staticmethod
     def _rows(out: Any) -> pd.DataFrame | None:
         rows: pd.DataFrame | None = out.windows
         return rows
+
+    def _complete(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if self.windowed.emit == "update" and len(rows):
+            rows = rows.drop_duplicates(self.row_key, keep="last")
+        return super()._complete(rows)
 
     def describe(self) -> str:
         """What this frame computes, at the Params' current values (used as plot title)."""
@@ -911,28 +1141,17 @@ class WindowedFrame(_EngineFrame):
         late = f", lateness {format_duration(lateness)}" if lateness else ""
         return f"{self.spec.describe()}{by}{late}"
 
-    def on_reconfigure(self, callback: Callable[[WindowedFrame], None]) -> None:
-        """Call ``callback(frame)`` after a Param changed the window."""
-        self._listeners.append(callback)
-
     def _on_spec_param(self, param: Param, old: Any, new: Any) -> None:
         self.spec.check()  # refuse before touching state: the Param then reverts
-        flushed = self.engine.reconfigure(self.spec)
-        if flushed is not None:
-            self.stream.emit(flushed)
-        for callback in list(self._listeners):
-            callback(self)
+        self._apply_change(lambda: self.engine.reconfigure(self.spec))
 
     def _on_lateness_param(self, param: Param, old: Any, new: Any) -> None:
-        self.engine.set_allowed_lateness(to_ns(new, name="allowed_lateness"))
-        for callback in list(self._listeners):
-            callback(self)
+        ns = to_ns(new, name="allowed_lateness")
 
-    def destroy(self) -> None:
-        """Disconnect from the upstream frame and stop following Params."""
-        for unwatch in self._unwatch:
-            unwatch()
-        super().destroy()
+        def reconfigure() -> None:
+            self.engine.set_allowed_lateness(ns)
+
+        self._apply_change(reconfigure)
 
 
 _ENGINES: dict[type, type[KeyedEngine]] = {
@@ -947,13 +1166,15 @@ class Rolling:
     """``sdf.rolling(window, by=...)``: pick a column, then an aggregation."""
 
     def __init__(self, frame: StreamingFrame, window: DurationLike | Param, by: list[str],
-                 allowed_lateness: DurationLike | Param, min_periods: int, name: str) -> None:
+                 allowed_lateness: DurationLike | Param, min_periods: int, name: str,
+                 retain: DurationLike | None = None) -> None:
         self.frame = frame
         self.window = window
         self.by = by
         self.allowed_lateness = allowed_lateness
         self.min_periods = min_periods
         self.name = name
+        self.retain = retain
 
     def __repr__(self) -> str:
         by = f" by {self.by!r}" if self.by else ""
@@ -1064,15 +1285,39 @@ class RollingFrame(_EngineFrame):
             cols[names[h]] = pd.Series([], dtype="float64")
         super().__init__(pd.DataFrame(cols), time=time, name=rolling.name,
                          stream=Stream(stream_name=rolling.name), _graph=parent._graph,
-                         _root=parent._root or parent)
+                         _root=parent._root or parent, _parent=parent)
         self.roll = rolling
-        self.engine = RollingAggregator(
-            to_ns(resolve(rolling.window), name="window"), time=time, by=rolling.by,
-            column=column.column, hows=hows, example=parent.example,
+        self._column, self._hows, self._names = column.column, hows, names
+        self.engine = self._new_engine()
+        self._connect(parent, rolling.retain)
+        for setting in (rolling.window, rolling.allowed_lateness):
+            if isinstance(setting, Param):
+                self._unwatch.append(setting.watch(self._on_param))
+
+    def _new_engine(self) -> RollingAggregator:
+        rolling = self.roll
+        return RollingAggregator(
+            to_ns(resolve(rolling.window), name="window"), time=str(rolling.frame.time),
+            by=rolling.by, column=self._column, hows=self._hows, example=rolling.frame.example,
             allowed_lateness_ns=to_ns(resolve(rolling.allowed_lateness),
                                       name="allowed_lateness"),
-            min_periods=rolling.min_periods, names=names)
-        self._connect(parent)
+            min_periods=rolling.min_periods, names=self._names)
+
+    def _on_param(self, param: Param, old: Any, new: Any) -> None:
+        window = to_ns(resolve(self.roll.window), name="window")
+        if window <= 0:
+            msg = f"rolling window of {self.name!r} must be positive; got {new!r}"
+            raise ConfigError(msg)
+
+        def reconfigure() -> pd.DataFrame | None:
+            # Rows already emitted keep their values; rows from now on use the new window
+            # (their history restarts: the old engine's state was for the old window).
+            old_engine, self.engine = self.engine, self._new_engine()
+            self.engine._watermark = old_engine._watermark
+            self.engine.max_time = old_engine.max_time
+            return self._rows(old_engine.flush())
+
+        self._apply_change(reconfigure)
 
     @staticmethod
     def _rows(out: Any) -> pd.DataFrame | None:
@@ -1080,9 +1325,9 @@ class RollingFrame(_EngineFrame):
         return rows
 
     def describe(self) -> str:
-        """What this frame computes (used as plot title)."""
+        """What this frame computes, at the Params' current values (used as plot title)."""
         by = f" per {', '.join(self.roll.by)}" if self.roll.by else ""
-        return f"rolling {format_duration(self.engine.window_ns)}{by}"
+        return f"rolling {format_duration(to_ns(resolve(self.roll.window)))}{by}"
 
 
 def _normalise_example(example: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time as _time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,15 @@ class Replay:
     batch_size: int
     interval_s: float
 
+    _clock: tuple[int, float] | None = field(default=None, init=False, repr=False)
+
+    def event_clock(self) -> pd.Timestamp | None:
+        """The event time the replay has reached now (``None`` unpaced or not started)."""
+        if self._clock is None or self.speed is None:
+            return None
+        t0_event, t0_wall = self._clock
+        return pd.Timestamp(t0_event + int((_time.monotonic() - t0_wall) * 1e9 * self.speed))
+
     def __repr__(self) -> str:
         pace = "as fast as possible" if self.speed is None else f"{self.speed:g}x real time"
         return f"<Replay {self.name!r}: {len(self.data)} rows, {pace}>"
@@ -67,8 +76,10 @@ class Replay:
         n = len(data)
         if n == 0:
             return
+        graph = frame._graph
         if self.speed is None:
             for lo in range(0, n, self.batch_size):
+                await graph.wait_running()
                 if stop.is_set():
                     return
                 frame.emit(data.iloc[lo:lo + self.batch_size].reset_index(drop=True))
@@ -77,8 +88,16 @@ class Replay:
         t = time_ns(data[self.time])
         t0_event = int(t[0])
         t0_wall = _time.monotonic()
+        self._clock = (t0_event, t0_wall)
         lo = 0
         while lo < n and not stop.is_set():
+            if graph.paused:
+                # Event time stands still while paused: shift the replay's clock on resume.
+                paused_at = _time.monotonic()
+                await graph.wait_running()
+                t0_wall += _time.monotonic() - paused_at
+                self._clock = (t0_event, t0_wall)
+                continue
             elapsed_ns = (_time.monotonic() - t0_wall) * 1e9 * self.speed
             hi = int(np.searchsorted(t, t0_event + int(elapsed_ns), side="right"))
             while lo < hi:

@@ -1,6 +1,8 @@
-"""Live notebook views: Bokeh plots through jupyter_bokeh, laid out with ipywidgets."""
+"""Live Bokeh views, dashboards and status widgets for notebooks."""
 
 from rtnb.viz.layout import Dashboard, dashboard
-from rtnb.viz.plots import LineView, PlotAccessor
+from rtnb.viz.plots import BarView, LineView, PlotAccessor, TableView, View, XYView
+from rtnb.viz.status import Status
 
-__all__ = ["Dashboard", "LineView", "PlotAccessor", "dashboard"]
+__all__ = ["BarView", "Dashboard", "LineView", "PlotAccessor", "Status", "TableView", "View",
+           "XYView", "dashboard"]

@@ -19,13 +19,15 @@ class Dashboard:
     """
 
     def __init__(self, items: tuple[Any, ...], *, ncols: int = 1, share_x: bool = True) -> None:
-        from rtnb.viz.plots import LineView
+        from rtnb.viz.plots import View, XYView
+        from rtnb.viz.status import Status
 
         if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
             msg = f"dashboard `ncols` must be a positive int; got {ncols!r}"
             raise ConfigError(msg)
-        self.controls = [i for i in items if isinstance(i, Param) or _is_widget(i)]
-        self.views = [i for i in items if isinstance(i, LineView)]
+        self.controls = [i for i in items
+                         if isinstance(i, Param | Status) or _is_widget(i)]
+        self.views = [i for i in items if isinstance(i, View)]
         unknown = [i for i in items if i not in self.controls and i not in self.views]
         if unknown:
             msg = f"dashboard() takes views, Params and ipywidgets; got {unknown!r}"
@@ -35,9 +37,10 @@ class Dashboard:
             msg = (f"{shown[0]!r} is already displayed on its own; a view can be shown alone "
                    "or in one dashboard, not both: build a new view for the dashboard")
             raise ConfigError(msg)
-        if share_x and len(self.views) > 1:
-            shared = self.views[0].figure.x_range
-            for view in self.views[1:]:
+        timed: list[XYView] = [v for v in self.views if isinstance(v, XYView) and v._time_x]
+        if share_x and len(timed) > 1:
+            shared = timed[0].figure.x_range
+            for view in timed[1:]:
                 view.figure.x_range = shared
         self.ncols = ncols
         self._widget: Any = None
@@ -45,12 +48,12 @@ class Dashboard:
         if self.views:
             from bokeh.layouts import gridplot
 
-            figures: list[Any] = [v.figure for v in self.views]
-            layout = gridplot(figures, ncols=ncols, sizing_mode="stretch_width",
-                              merge_tools=False) if len(figures) > 1 else figures[0]
+            roots: list[Any] = [v.root for v in self.views]
+            layout = gridplot(roots, ncols=ncols, sizing_mode="stretch_width",
+                              merge_tools=False) if len(roots) > 1 else roots[0]
             self.model = BatchedBokehModel(layout)
-            for view in self.views:
-                view.model = self.model
+            for member in self.views:
+                member.model = self.model
 
     @property
     def widget(self) -> Any:
@@ -59,9 +62,9 @@ class Dashboard:
             import ipywidgets as widgets
 
             ensure_bokehjs()
-            controls = [c.widget if isinstance(c, Param) else c for c in self.controls]
-            children = ([widgets.HBox(controls)] if controls else []) + (
-                [self.model] if self.model is not None else [])
+            controls = [c.widget if hasattr(c, "widget") else c for c in self.controls]
+            children = ([widgets.HBox(controls, layout=widgets.Layout(flex_flow="row wrap"))]
+                        if controls else []) + ([self.model] if self.model is not None else [])
             self._widget = widgets.VBox(children, layout=widgets.Layout(width="100%"))
         return self._widget
 
@@ -71,9 +74,17 @@ class Dashboard:
         display(self.widget)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
-        """Close every view of the dashboard."""
+        """Close every view (and status widget) of the dashboard."""
+        from rtnb.viz.status import Status
+
         for view in self.views:
             view.close()
+        for control in self.controls:
+            if isinstance(control, Status):
+                control.close()
+
+    def _teardown(self) -> None:
+        self.close()
 
 
 def _is_widget(obj: Any) -> bool:

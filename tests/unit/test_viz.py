@@ -321,7 +321,7 @@ def test_title_and_size(sdf):
 
 def test_repr(sdf):
     assert repr(sdf.plot.line(x="t", y="cpu", by="host")) == \
-        "<LineView 'cpu' vs 't' by 'host' of 'metrics'>"
+        "<XYView line 'cpu' vs 't' by 'host' of 'metrics'>"
 
 
 # -- bad arguments -------------------------------------------------------------------------------
@@ -337,15 +337,19 @@ def test_unknown_column(sdf, kwargs):
 
 @pytest.mark.parametrize("max_fps", [0, -1.0])
 def test_max_fps_must_be_positive(sdf, max_fps):
-    with pytest.raises(ConfigError, match=f"`max_fps` must be positive; got {max_fps!r}"):
+    with pytest.raises(ConfigError,
+                       match=f"`max_fps` must be a positive number; got {max_fps!r}"):
         sdf.plot.line(x="t", y="cpu", max_fps=max_fps)
 
 
 @pytest.mark.parametrize("rollover", [0, -10, 2.5, True])
 def test_rollover_must_be_a_positive_int(sdf, rollover):
     with pytest.raises(ConfigError, match=re.escape(
-            f"`rollover` must be a positive int; got {rollover!r}")):
+            f"`max_points` must be a positive int; got {rollover!r}")):
         sdf.plot.line(x="t", y="cpu", rollover=rollover)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"`max_points` must be a positive int; got {rollover!r}")):
+        sdf.plot.line(x="t", y="cpu", max_points=rollover)
 
 
 # -- dashboard -----------------------------------------------------------------------------------

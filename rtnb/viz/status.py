@@ -1,0 +1,236 @@
+"""A live status widget for a pipeline: rates, latency, watermark lag, losses; pause/stop."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from rtnb._time import format_duration
+from rtnb.errors import ConfigError
+from rtnb.viz import _cells
+
+if TYPE_CHECKING:
+    from rtnb.frame import StreamingFrame
+
+__all__ = ["Status"]
+
+_RATE_WINDOW_S = 5.0
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x:,.0f}/s" if x >= 10 else f"{x:,.1f}/s"
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None or not np.isfinite(s):
+        return "-"
+    return f"{s * 1e3:,.0f} ms" if s < 10 else f"{s:,.1f} s"
+
+
+class Status:
+    """What a running pipeline is doing, refreshed about once a second, with pause/stop buttons.
+
+    Shows events/s into the root frame and rows/s out to the views, the latency from a batch
+    entering the pipeline to a view sending it (p50/p99 of the last updates), the watermark
+    and how far it trails the source's clock (event time the source has reached: wall clock
+    for live feeds, the replay position for replays), late and dead-lettered rows, and the
+    fill of the views' queues and of the what-if buffers. :meth:`snapshot` returns the same
+    figures as a dict.
+
+    Examples
+    --------
+    >>> import pandas as pd, rtnb
+    >>> sdf = rtnb.sources.replay(pd.DataFrame({"timestamp": pd.date_range(
+    ...     "2026-01-01", periods=5, freq="s"), "x": 1.0}))
+    >>> status = sdf.status()
+    >>> sdf.run()
+    >>> snap = status.snapshot()
+    >>> snap["state"], snap["events_in"]
+    ('finished', 5)
+    >>> status.close()
+    """
+
+    def __init__(self, frame: StreamingFrame, *, interval: float = 1.0) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            msg = f"status `interval` must be a positive number of seconds; got {interval!r}"
+            raise ConfigError(msg)
+        self.frame = frame
+        self.root = frame._root or frame
+        self.interval = float(interval)
+        self._samples: deque[tuple[float, int, int]] = deque()
+        self._widget: Any = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._task = loop.create_task(self._refresh_loop(), name=f"rtnb-status:{frame.name}")
+        _cells.track(self)
+
+    # -- figures ---------------------------------------------------------------------------
+    def _state(self) -> str:
+        root = self.root
+        if root._task is None:
+            return "finished" if root.closed else "not started"
+        if not root._task.done():
+            if root._stop is not None and root._stop.is_set():
+                return "stopping"
+            return "paused" if root.paused else "running"
+        if root._task.cancelled():
+            return "stopped"
+        if root._task.exception() is not None:
+            return "failed"
+        return "stopped" if root._stop is not None and root._stop.is_set() else "finished"
+
+    def snapshot(self) -> dict[str, Any]:
+        """The figures the widget shows, as a dict (rates over the last 5 s)."""
+        from rtnb.frame import _EngineFrame
+
+        graph = self.root._graph
+        now = time.monotonic()
+        events_in = self.root.counters.events
+        rows_out = sum(v.rows_sent for v in graph.views)
+        samples = self._samples
+        samples.append((now, events_in, rows_out))
+        while len(samples) > 2 and now - samples[1][0] >= _RATE_WINDOW_S:
+            samples.popleft()
+        t0, in0, out0 = samples[0]
+        span = now - t0
+        rate_in = (events_in - in0) / span if span > 0 else 0.0
+        rate_out = (rows_out - out0) / span if span > 0 else 0.0
+        recent = list(graph.latencies)[-200:]
+        p50 = float(np.percentile(recent, 50)) if recent else None
+        p99 = float(np.percentile(recent, 99)) if recent else None
+        engines = [f for f in graph.frames if isinstance(f, _EngineFrame)]
+        marks = [w for w in (f.watermark for f in engines)
+                 if w is not None and w < pd.Timestamp.max]
+        watermark = min(marks) if marks else None
+        clock_of = getattr(self.root._source, "event_clock", None)
+        clock = clock_of() if clock_of is not None else None
+        if clock is None and self.root._source is not None and self.root._task is not None:
+            clock = pd.Timestamp.now("UTC").tz_localize(None)
+        lag = None
+        if watermark is not None and clock is not None and self._state() in ("running",
+                                                                              "paused"):
+            lag = max(0.0, (clock - watermark).total_seconds())
+        retained = [f.retained for f in engines if f.retained is not None]
+        return {
+            "state": self._state(),
+            "events_in": events_in,
+            "events_in_per_s": rate_in,
+            "rows_out": rows_out,
+            "rows_out_per_s": rate_out,
+            "latency_p50_s": p50,
+            "latency_p99_s": p99,
+            "watermark": watermark,
+            "watermark_lag_s": lag,
+            "late": sum(f.counters.late for f in graph.frames),
+            "dead_letters": sum(f.counters.dead_letters for f in graph.frames),
+            "view_queue_rows": sum(v.pending_rows for v in graph.views),
+            "whatif_rows": sum(r.rows for r in retained),
+            "whatif_fill": max((r.fill for r in retained), default=0.0),
+            "updates": sum(v.updates for v in graph.views),
+        }
+
+    def _html(self, snap: dict[str, Any]) -> str:
+        wm = snap["watermark"]
+        lag = snap["watermark_lag_s"]
+        cells = [
+            ("state", snap["state"]),
+            ("events in", f"{snap['events_in']:,} · {_fmt_rate(snap['events_in_per_s'])}"),
+            ("rows to views", f"{snap['rows_out']:,} · {_fmt_rate(snap['rows_out_per_s'])}"),
+            ("latency p50 / p99", f"{_fmt_seconds(snap['latency_p50_s'])} / "
+                                  f"{_fmt_seconds(snap['latency_p99_s'])}"),
+            ("watermark", "-" if wm is None else f"{wm:%Y-%m-%d %H:%M:%S}"
+             + ("" if lag is None else f" (lag {format_duration(int(lag * 1e9))})")),
+            ("late / dead letters", f"{snap['late']:,} / {snap['dead_letters']:,}"),
+            ("buffers", f"views {snap['view_queue_rows']:,} rows · what-if "
+                        f"{snap['whatif_rows']:,} rows ({snap['whatif_fill']:.0%})"),
+        ]
+        body = "".join(
+            f'<tr><th style="text-align:left;padding-right:1em">{html.escape(k)}</th>'
+            f'<td class="rtnb-status-{k.split()[0]}">{html.escape(str(v))}</td></tr>'
+            for k, v in cells)
+        return (f'<table class="rtnb-status" data-events-in="{snap["events_in"]}" '
+                f'data-updates="{snap["updates"]}" data-state="{snap["state"]}">'
+                f"{body}</table>")
+
+    # -- widget ----------------------------------------------------------------------------
+    @property
+    def widget(self) -> Any:
+        """The ipywidgets box: the figures and pause / resume / stop buttons."""
+        if self._widget is None:
+            import ipywidgets as widgets
+
+            self._html_widget = widgets.HTML(self._html(self.snapshot()))
+            self._pause = widgets.Button(description="pause", icon="pause",
+                                         layout=widgets.Layout(width="90px"))
+            self._resume = widgets.Button(description="resume", icon="play",
+                                          layout=widgets.Layout(width="90px"))
+            self._stop = widgets.Button(description="stop", icon="stop",
+                                        button_style="danger",
+                                        layout=widgets.Layout(width="90px"))
+            self._pause.on_click(lambda _: self.root.pause())
+            self._resume.on_click(lambda _: self.root.resume())
+            self._stop.on_click(lambda _: self.root.stop())
+            self._sync_buttons()
+            buttons = widgets.HBox([self._pause, self._resume, self._stop])
+            self._widget = widgets.VBox([self._html_widget, buttons],
+                                        layout=widgets.Layout(min_width="360px"))
+            self._widget.add_class("rtnb-status-box")
+        return self._widget
+
+    def _sync_buttons(self) -> None:
+        state = self._state()
+        self._pause.disabled = state != "running"
+        self._resume.disabled = state != "paused"
+        self._stop.disabled = state not in ("running", "paused")
+
+    def refresh(self) -> None:
+        """Recompute the figures and update the widget now."""
+        if self._widget is None or self._closed:
+            return
+        text = self._html(self.snapshot())
+        if text != self._html_widget.value:
+            self._html_widget.value = text
+        self._sync_buttons()
+
+    async def _refresh_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.interval)
+            self.refresh()
+            root = self.root
+            if root.closed and (root._task is None or root._task.done()) and not any(
+                    v.pending_rows for v in root._graph.views):
+                self.refresh()
+                return
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        """Stop refreshing and close the widget (the pipeline keeps running)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        if self._widget is not None:
+            for w in (self._html_widget, self._pause, self._resume, self._stop, self._widget):
+                w.close()
+
+    def _teardown(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Status of {self.root.name!r}: {self._state()}>"
