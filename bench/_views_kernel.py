@@ -52,9 +52,10 @@ class Feeder:
 
     Time-paced on the running loop: batch ``k`` is due ``k * batch_rows / rate`` seconds after
     the start; a feeder that falls behind catches up (at most 10 batches before it yields to the
-    loop), so the achieved rate shows whether the kernel kept up. Event time advances by
-    ``1 / rate`` per event; hosts and values cycle through a pre-generated pool, so generating
-    a batch costs only the DataFrame construction.
+    loop), so the achieved rate shows whether the kernel kept up. Event time advances at
+    ``rate`` events per second, at irregular (random) instants; hosts (12, uniform), values and
+    time offsets cycle through a pre-generated pool, so generating a batch costs only the
+    DataFrame construction.
     """
 
     def __init__(self, frame: rtnb.StreamingFrame, *, rate: float, batch_rows: int,
@@ -67,7 +68,11 @@ class Feeder:
         pool = POOL_BATCHES * batch_rows
         self._hosts = pd.array(HOSTS[rng.integers(0, N_KEYS, pool)], dtype=str)
         self._cpu = rng.normal(50.0, 15.0, pool)
-        self._step = round(1e9 / rate)  # event-time spacing, ns
+        # event time: a batch spans batch_rows / rate seconds; the rows fall at random
+        # (sorted) instants inside it, so times are irregular as in a real feed
+        span = round(batch_rows / rate * 1e9)
+        self._offsets = np.sort(rng.integers(0, span, (POOL_BATCHES, batch_rows)), axis=1)
+        self._span = span
         self.events = 0
         self.batches = 0
         self.max_behind = 0  # most batches overdue at one time
@@ -77,8 +82,9 @@ class Feeder:
     def next_batch(self) -> pd.DataFrame:
         """The next batch (counted as fed, not emitted)."""
         n = self.batch_rows
-        at = (self.batches % POOL_BATCHES) * n
-        ts = T0 + (self.events + np.arange(n, dtype=np.int64)) * self._step
+        k = self.batches % POOL_BATCHES
+        at = k * n
+        ts = T0 + self.batches * self._span + self._offsets[k]
         self.batches += 1
         self.events += n
         return pd.DataFrame({"t": ts.view("datetime64[ns]"),

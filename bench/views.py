@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -98,7 +99,7 @@ QUICK = Mode(rtnb_s=30.0, naive_s=20.0, warm_s=5.0, sample_s=1.0, rounds=5, bloc
 def rss_bytes(pid: int) -> int:
     """Resident set size of a process (psutil if installed, else /proc)."""
     try:
-        import psutil
+        psutil: Any = importlib.import_module("psutil")
     except ImportError:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -347,9 +348,8 @@ def kernel_run(kind: str, seconds: float, mode: Mode, log: Callable[[str], None]
         cpu_end = (time.time(), cpu_seconds(run.pid))
         client_end = time.process_time()
         run.sample()
-        run.execute("", "_vk.stop()")
-        drain_until = time.time() + 1.0
-        run.run_until(drain_until)
+        last = run.execute("", "_vk.stop()")
+        run.run_until(time.time() + 2.0)  # what was sent before stop() arrives
         if end["error"]:
             msg = f"the feeder failed in the kernel:\n{end['error']}"
             raise RuntimeError(msg)
@@ -371,10 +371,11 @@ def kernel_run(kind: str, seconds: float, mode: Mode, log: Callable[[str], None]
         for t in starts:
             bins[int(t - t_warm)] = bins.get(int(t - t_warm), 0) + 1
         full_bins = [n for b, n in bins.items() if b < int(span)]
-        if kind == "rtnb":  # kernel counts every PATCH-DOC
-            lost = int(v_end["patch_docs"]) - len(comm.patches)
-        else:  # kernel counts the data replacements only
-            lost = int(v_end["patch_docs"]) - sum(1 for p in comm.patches if p.rows)
+        sent = int(last["views"][name]["patch_docs"])
+        if kind == "rtnb":  # the kernel counts every PATCH-DOC
+            lost = sent - len(comm.patches)
+        else:  # the kernel counts the data replacements only
+            lost = sent - sum(1 for p in comm.patches if p.rows)
         payloads = [float(p.payload) for p in data]
         views.append(ViewStats(
             name=name, seconds=span,
@@ -428,7 +429,7 @@ class SessionComm:
 
         session, parent = self.session, self.parent
 
-        class _Comm(BaseComm):  # type: ignore[misc]
+        class _Comm(BaseComm):
             frames = 0
             bytes = 0
 
@@ -666,13 +667,17 @@ def notes(runs: list[KernelStats]) -> list[str]:
         "second <= max_fps\" therefore does not hold for any view, while updates (what the "
         "browser redraws) do. The naive `BokehModel` sends 7 per PATCH-DOC (x and y as "
         "binary buffers, 2 messages each).",
-        f"- *Rows per PATCH-DOC*: at 100,000 events/s an update carries ~10,000 new rows, more "
-        f"than `rollover` ({ROLLOVER:,}): the one-line view then sends its last {ROLLOVER:,} "
-        "rows, i.e. its whole history, as the naive view does, and the 12-key view ~1/12 of "
-        "the new rows per line. So this run cannot separate \"proportional to new rows\" from "
-        "\"proportional to history\"; the in-process table does (1,000 new rows into 1,000- and "
-        "10,000-point histories). rtnb inlines arrays as base64 (~4/3 of the binary size, "
-        "fewer comm messages); the naive `BokehModel` sends binary buffers.",
+        f"- *Rows per PATCH-DOC*: at 100,000 events/s and <10 updates/s an update carries "
+        f">10,000 new rows, >800 per key, so with `rollover={ROLLOVER:,}` most PATCH-DOCs "
+        f"carry {ROLLOVER:,} rows (the cap), i.e. the line's whole history, as the naive "
+        "view's do. This run therefore cannot separate \"proportional to new rows\" from "
+        "\"proportional to history\"; the in-process table does (1,000 new rows into 1,000- "
+        "and 10,000-point histories).",
+        "- *Bytes*: rtnb inlines arrays in the PATCH-DOC text; Bokeh gzips them before base64 "
+        "(event times, 8 bytes, compress well; random float `cpu` values hardly do). The naive "
+        "`BokehModel` sends raw binary buffers (16 bytes per row) in separate comm messages. "
+        "*Bytes per row* = payload bytes / rows carried, envelope excluded. *PATCH-DOCs lost* "
+        "= sent (kernel count) - received here (0: nothing dropped on iopub).",
         "- *Feeder most behind*: the largest delay of a due batch after the warm-up (the feeder "
         "catches up, at most 10 batches at a time). *Execute round trip*: a `pass` request "
         f"every {PING_EVERY_S:.0f} s during the run. *iopub delivery*: kernel send time to "
@@ -696,7 +701,7 @@ def run(quick: bool, log: Callable[[str], None]) -> tuple[list[str], list[tuple[
           f"{_duration(mode.naive_s)} (shorter: it is the comparison, not the target); "
           f"warm-up {_duration(mode.warm_s)}. Method: see the docstring of `bench/views.py`.",
           ""]
-    md += kernel_tables(runs) + [""] + process_tables(cells) + [""] + notes(runs) + [""]
+    md += [*kernel_tables(runs), "", *process_tables(cells), "", *notes(runs), ""]
     return md, target_rows(runs, cells)
 
 

@@ -71,6 +71,10 @@ def _latest(data: pd.DataFrame, by: str) -> pd.DataFrame:
     return data.iloc[last]
 
 
+def _writable(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return array if array.flags.writeable else array.copy()
+
+
 def _check_positive_int(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         msg = f"`{name}` must be a positive int; got {value!r}"
@@ -617,9 +621,11 @@ class XYView(View):
             self._render_watermark()
 
     def _columns_of(self, rows: pd.DataFrame) -> dict[str, Any]:
-        cols: dict[str, Any] = {"x": rows[self.x].to_numpy()}
+        # Writable arrays: Bokeh keeps them as the source's columns and patches them in place
+        # (pandas 3 hands out read-only views).
+        cols: dict[str, Any] = {"x": _writable(rows[self.x].to_numpy())}
         for name, col in self._values.items():
-            cols[name] = rows[col].to_numpy(dtype=np.float64, na_value=np.nan)
+            cols[name] = _writable(rows[col].to_numpy(dtype=np.float64, na_value=np.nan))
         return cols
 
     def _decimate(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -809,7 +815,7 @@ class BarView(View):
         if replace:
             self._index = {k: i for i, k in enumerate(keys)}
             self._factors.factors = list(keys)
-            self.source.data = {"key": keys, "y": values,
+            self.source.data = {"key": keys, "y": _writable(values),
                                 "color": [_color(i) for i in range(len(keys))]}
             self.rows_sent += len(keys)
             return
@@ -828,7 +834,7 @@ class BarView(View):
             for offset, key in enumerate(new_keys):
                 self._index[key] = start + offset
             self._factors.factors = [*self._factors.factors, *new_keys]
-            self.source.stream({"key": new_keys, "y": np.asarray(new_values),
+            self.source.stream({"key": new_keys, "y": np.array(new_values, dtype=np.float64),
                                 "color": [_color(start + i) for i in range(len(new_keys))]})
         self.rows_sent += len(keys)
 
@@ -906,9 +912,9 @@ class TableView(View):
             values = rows[col]
             if pd.api.types.is_datetime64_any_dtype(dtype) or \
                     pd.api.types.is_float_dtype(dtype):
-                out[str(col)] = values.to_numpy()
+                out[str(col)] = _writable(values.to_numpy())
             elif pd.api.types.is_integer_dtype(dtype) and not values.hasnans:
-                out[str(col)] = values.to_numpy()
+                out[str(col)] = _writable(values.to_numpy())
             else:
                 out[str(col)] = ["" if _norm(v) is None else str(v) for v in values]
         return out
