@@ -196,6 +196,21 @@ def _keep_error(task: asyncio.Task[None]) -> None:
         STATE["error"] = "".join(traceback.format_exception(exc))
 
 
+def _time_updates(name: str, view: Any) -> None:
+    """Record how long each update of ``view`` takes on the kernel's loop (instance wrapper)."""
+    flush = view.flush
+    durations: list[float] = STATE.setdefault("update_ms", {}).setdefault(name, [])
+
+    def timed_flush() -> None:
+        before = view.updates
+        start = time.perf_counter()
+        flush()
+        if view.updates != before:
+            durations.append((time.perf_counter() - start) * 1e3)
+
+    view.flush = timed_flush
+
+
 def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover: int = 1_000,
           max_fps: float = 10.0, max_seconds: float = 3_600.0) -> str:
     """Build the feed and its two views (``kind``: ``"rtnb"`` or ``"naive"``), display them
@@ -223,6 +238,9 @@ def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover
     else:
         msg = f"kind must be 'rtnb' or 'naive'; got {kind!r}"
         raise ValueError(msg)
+    STATE["update_ms"] = {}
+    for name, view in views.items():
+        _time_updates(name, view)
     feeder = Feeder(sdf, rate=rate, batch_rows=batch_rows)
     task = asyncio.get_running_loop().create_task(feeder.run(max_seconds), name="bench-feed")
     task.add_done_callback(_keep_error)
@@ -233,20 +251,28 @@ def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover
 def snapshot(reset_peak: bool = False) -> str:
     """Kernel-side counters as JSON: feed, views (updates, messages, bytes, comm ids).
 
-    ``max_behind`` is the most batches the feeder was overdue since the start or since the
-    last ``snapshot(reset_peak=True)``.
+    ``max_behind`` (most batches the feeder was overdue) and the update durations cover the
+    time since the start or since the last ``snapshot(reset_peak=True)``.
     """
     feeder: Feeder = STATE["feeder"]
     views: dict[str, Any] = {}
     for name, view in STATE["views"].items():
+        took = STATE["update_ms"][name]
+        timing = {"update_ms_p50": float(np.percentile(took, 50)) if took else None,
+                  "update_ms_p99": float(np.percentile(took, 99)) if took else None,
+                  "update_ms_max": max(took, default=None)}
+        if reset_peak:
+            took.clear()
         if STATE["kind"] == "rtnb":
             model = view.model
             views[name] = {"updates": view.updates, "patch_docs": model.messages_sent,
                            "payload_bytes": model.bytes_sent, "rows_sent": view.rows_sent,
-                           "lines": len(view.sources), "comm_id": model.comm.comm_id}
+                           "lines": len(view.sources), "comm_id": model.comm.comm_id,
+                           **timing}
         else:
             views[name] = {"updates": view.updates, "patch_docs": view.replacements,
-                           "lines": len(view.sources), "comm_id": view.widget.comm.comm_id}
+                           "lines": len(view.sources), "comm_id": view.widget.comm.comm_id,
+                           **timing}
     out = json.dumps({
         "time": time.time(), "pid": os.getpid(), "python": sys.executable,
         "events": feeder.events, "batches": feeder.batches, "max_behind": feeder.max_behind,

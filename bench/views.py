@@ -91,7 +91,7 @@ class Mode:
     block: int  # ... this many timed updates per contender
 
 
-FULL = Mode(rtnb_s=600.0, naive_s=120.0, warm_s=60.0, sample_s=2.0, rounds=20, block=100)
+FULL = Mode(rtnb_s=600.0, naive_s=120.0, warm_s=60.0, sample_s=2.0, rounds=10, block=100)
 QUICK = Mode(rtnb_s=30.0, naive_s=20.0, warm_s=5.0, sample_s=1.0, rounds=5, block=40)
 
 
@@ -283,6 +283,7 @@ class ViewStats:
     payload_median: float
     payload_p99: float
     bytes_per_row: float
+    update_ms: tuple[float, float, float]  # kernel time of one update: p50, p99, max
     lost: int  # PATCH-DOCs the kernel counted but this process did not receive
 
 
@@ -390,6 +391,9 @@ def kernel_run(kind: str, seconds: float, mode: Mode, log: Callable[[str], None]
             payload_p99=_pct(payloads, 99),
             bytes_per_row=(sum(payloads) / sum(p.rows or 0 for p in data)) if data
             else math.nan,
+            update_ms=(float(v_end["update_ms_p50"] or math.nan),
+                       float(v_end["update_ms_p99"] or math.nan),
+                       float(v_end["update_ms_max"] or math.nan)),
             lost=lost,
         ))
     mib = 1024 * 1024
@@ -549,8 +553,10 @@ def kernel_tables(runs: list[KernelStats]) -> list[str]:
     lines = ["### Kernel run: steady state after the warm-up", "",
              "| approach | view | steady s | view updates/s (max in 1 s) | PATCH-DOC/s "
              "| comm msgs/s | comm msgs per update | rows per PATCH-DOC (median) "
-             "| payload bytes per PATCH-DOC: median / p99 | bytes per row | iopub KB/s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| payload bytes per PATCH-DOC: median / p99 | bytes per row | iopub KB/s "
+             "| kernel time per update p50 / p99 / max |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: |"]
     for run in runs:
         for v in run.views:
             per_update = v.frames_per_s / v.updates_per_s if v.updates_per_s else math.nan
@@ -559,7 +565,8 @@ def kernel_tables(runs: list[KernelStats]) -> list[str]:
                 f"| {v.updates_per_s:.2f} ({v.updates_max_1s}) | {v.patches_per_s:.1f} "
                 f"| {v.frames_per_s:.1f} | {per_update:.1f} | {_f(v.rows_median, 0)} "
                 f"| {_f(v.payload_median, 0)} / {_f(v.payload_p99, 0)} "
-                f"| {_f(v.bytes_per_row, 1)} | {_f(v.kb_per_s, 0)} |")
+                f"| {_f(v.bytes_per_row, 1)} | {_f(v.kb_per_s, 0)} "
+                f"| {' / '.join(_f(ms, 0) for ms in v.update_ms)} ms |")
     lines += ["", "| approach | run (warm-up) | events/s fed (steady) | feeder most behind "
               "| kernel RSS after warm-up -> end (peak) | end / warm-up | RSS slope "
               "| kernel CPU | this process CPU | execute round trip p50 / p99 / max "
@@ -661,7 +668,9 @@ def notes(runs: list[KernelStats]) -> list[str]:
         "*max in 1 s* counts update bursts on iopub (PATCH-DOCs of a view less than "
         f"{UPDATE_GAP_S * 1000:.0f} ms apart, by the kernel's send time) per whole second. The "
         "pump sleeps `1 / max_fps` after each update, so the rate is below `max_fps` by the "
-        "time an update takes.",
+        "time an update takes, and the pumps of views on one loop fall into step: each "
+        "waits for the other's update too (*kernel time per update*: `flush()` of that view, "
+        "timed in the kernel by a wrapper around it).",
         "- *Comm msgs per update*: rtnb sends one PATCH-DOC per line that got rows (all 12 of "
         "the 12-key view at this rate), each as 3 comm messages; issue 4's \"comm messages per "
         "second <= max_fps\" therefore does not hold for any view, while updates (what the "

@@ -108,6 +108,7 @@ class _Graph:
         if self.closed:
             return
         self.closed = True
+        self.batch_arrival = _time.monotonic()  # what the end of stream emits is new now
         for hook in list(self.close_hooks):
             hook()
 

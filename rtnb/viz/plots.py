@@ -247,13 +247,20 @@ class View:
         frame._graph.close_hooks.append(self._on_stream_end)
         frame._graph.reset_hooks.append(self._on_reset)
         frame._graph.views.append(self)
+        self._start_pump()
+        _cells.track(self)
+
+    def _start_pump(self) -> None:
+        """Run the update timer on the running loop (none: updates happen in ``_on_batch``).
+
+        The timer ends once the stream has ended and everything was sent; a later change
+        (a Param recomputing the history of a finished stream) starts it again.
+        """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is not None:
-            self._task = loop.create_task(self._pump(), name=f"rtnb-view:{frame.name}")
-        _cells.track(self)
+            return
+        self._task = loop.create_task(self._pump(), name=f"rtnb-view:{self.frame.name}")
 
     # -- data in ---------------------------------------------------------------------------
     def _on_batch(self, batch: pd.DataFrame) -> None:
@@ -263,6 +270,8 @@ class View:
             self._pending_since = self.frame._graph.batch_arrival or time.monotonic()
         self._pending.append(batch[self._columns])
         self.rows_in += len(batch)
+        if self._task is not None and self._task.done():
+            self._start_pump()
         if self._task is None and time.monotonic() - self._last_flush >= 1 / self.max_fps:
             self.flush()
 
@@ -275,6 +284,8 @@ class View:
         if engine_frame in self.frame._lineage():
             self._pending = []
             self._replace = True
+            if self._task is not None and self._task.done():
+                self._start_pump()
 
     async def _pump(self) -> None:
         period = 1 / self.max_fps
