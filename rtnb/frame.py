@@ -1033,7 +1033,7 @@ class _EngineFrame(StreamingFrame):
             raise ConfigError(msg)
         engine = self._new_engine()
         parts = []
-        for batch in self._retained:
+        for batch in self._retained.replay_chunks(engine.allowed_lateness_ns):
             rows = self._rows(engine.process(batch))
             if rows is not None and len(rows):
                 parts.append(rows)
