@@ -259,6 +259,7 @@ class View:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            self._task = None  # no loop (a script, a thread): batches flush as they come
             return
         self._task = loop.create_task(self._pump(), name=f"rtnb-view:{self.frame.name}")
 
