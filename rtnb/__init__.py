@@ -11,7 +11,7 @@ live Bokeh plots tuned with widgets::
     src.start()
 """
 
-from rtnb import datasets, sources
+from rtnb import datasets, demo, sources
 from rtnb.aggregations import Aggregation
 from rtnb.errors import (
     CheckpointError,
@@ -46,6 +46,7 @@ __all__ = [
     "WindowedFrame",
     "dashboard",
     "datasets",
+    "demo",
     "rows",
     "session",
     "sliding",

@@ -296,11 +296,18 @@ class StreamingFrame:
 
     @property
     def dead_letters(self) -> StreamingFrame:
-        """Rows this frame refused, with ``dead_letter_reason`` and ``dead_letter_node`` columns."""
+        """Rows and messages this frame refused, with the reason and the node that refused them.
+
+        Columns: the example's, then ``dead_letter_reason``, ``dead_letter_node``, and for
+        messages a source could not decode ``dead_letter_raw`` (the payload) and
+        ``dead_letter_position`` (where the source read it).
+        """
         if self._dead is None:
             example = self.example.assign(
                 dead_letter_reason=pd.Series([], dtype=str),
                 dead_letter_node=pd.Series([], dtype=str),
+                dead_letter_raw=pd.Series([], dtype=object),
+                dead_letter_position=pd.Series([], dtype=str),
             )
             self._dead = StreamingFrame(example, time=None, name=f"{self.name}.dead_letters",
                                         _graph=self._graph, _root=self._root or self,
@@ -310,8 +317,30 @@ class StreamingFrame:
     def _dead_letter(self, rows: pd.DataFrame, reason: str) -> None:
         self.counters.dead_letters += len(rows)
         if self._dead is not None:
-            self._dead.stream.emit(rows.assign(dead_letter_reason=reason,
-                                               dead_letter_node=self.name))
+            self._dead.stream.emit(rows.assign(
+                dead_letter_reason=reason, dead_letter_node=self.name,
+                dead_letter_raw=pd.Series([None] * len(rows), index=rows.index, dtype=object),
+                dead_letter_position=pd.Series([None] * len(rows), index=rows.index,
+                                               dtype=str)))
+
+    def _dead_letter_raw(self, payloads: list[Any], reasons: list[str], positions: list[Any],
+                         *, node: str) -> None:
+        """Messages a source could not turn into rows: kept with the raw payload."""
+        n = len(payloads)
+        self.counters.dead_letters += n
+        if self._dead is None or not n:
+            return
+        empty = {c: pd.Series([None] * n, dtype=object).astype(t) if not
+                 pd.api.types.is_integer_dtype(t) and not pd.api.types.is_bool_dtype(t)
+                 else pd.Series([None] * n, dtype=object)
+                 for c, t in self.example.dtypes.items()}
+        rows = pd.DataFrame(empty).assign(
+            dead_letter_reason=pd.Series(reasons, dtype=str),
+            dead_letter_node=node,
+            dead_letter_raw=pd.Series(payloads, dtype=object),
+            dead_letter_position=pd.Series([None if p is None else str(p) for p in positions],
+                                           dtype=str))
+        self._dead.stream.emit(rows)
 
     # -- consuming -------------------------------------------------------------------------
     def collect(self) -> list[pd.DataFrame]:

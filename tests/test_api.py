@@ -12,8 +12,8 @@ import rtnb
 PUBLIC = [
     "Aggregation", "CheckpointError", "ConfigError", "DecodeError", "ExportError",
     "MissingExtraError", "Param", "RtnbError", "SchemaError", "SourceError", "StreamingFrame",
-    "StreamingSeries", "WindowedFrame", "dashboard", "datasets", "rows", "session", "sliding",
-    "sources", "tumbling",
+    "StreamingSeries", "WindowedFrame", "dashboard", "datasets", "demo", "rows", "session",
+    "sliding", "sources", "tumbling",
 ]
 
 

@@ -1,6 +1,17 @@
-"""Sources: where micro-batches come from. Tab-complete ``rtnb.sources.`` for the catalogue."""
+"""Sources: where micro-batches come from. Tab-complete ``rtnb.sources.`` for the catalogue.
+
+Every source returns a root :class:`~rtnb.StreamingFrame`; ``start()`` runs it on the
+notebook's loop, ``run()`` in a script. Message sources decode, check and coerce records to
+the frame's ``example`` schema, send what does not fit to ``frame.dead_letters`` with the raw
+payload, cut micro-batches at ``max_batch`` records or ``max_delay``, and reconnect with
+exponential backoff and jitter. Broker clients are optional extras (``pip install
+rtnb[redis]``); a missing one raises :class:`~rtnb.MissingExtraError` naming the extra.
+"""
 
 from rtnb.sources.base import Source
 from rtnb.sources.replay import replay
+from rtnb.sources.sse import sse
+from rtnb.sources.tail import tail
+from rtnb.sources.websocket import websocket
 
-__all__ = ["Source", "replay"]
+__all__ = ["Source", "replay", "sse", "tail", "websocket"]

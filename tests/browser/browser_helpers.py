@@ -1304,3 +1304,430 @@ __all__ = [
     "wait_for_kernel_idle",
     "wait_until",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# Added for the live-dashboard tests (test_dashboard.py): kernel messages seen on the page's
+# websockets, live Bokeh figures with update counters, the rtnb status widget, the JS heap.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelMessage:
+    """One message a kernel sent to the page, as it crossed the websocket.
+
+    Attributes
+    ----------
+    channel : str
+        ``"iopub"``, ``"shell"``, ...
+    msg_type : str
+        The Jupyter message type (``"comm_msg"``, ``"status"``, ...).
+    sent : float
+        The kernel's header ``date``: when the kernel sent it, in seconds since the epoch
+        (comparable with :func:`time.time` on this machine).
+    received : float
+        :func:`time.time` when Playwright handed the frame to Python (the sync API delivers
+        events only while Python is inside a Playwright call, so this can lag).
+    comm_id : str or None
+        The comm (widget model id) of a ``comm_msg``.
+    kind : str
+        ``"bokeh-patch"``: the content part of a Bokeh PATCH-DOC (one per document change
+        sent); ``"bokeh"``: the header/metadata parts of a PATCH-DOC; ``"widget"``: an
+        ipywidgets state update; ``"comm"``: another comm message; ``"other"``: not a comm.
+    events : tuple[str, ...]
+        For ``"bokeh-patch"``: the Bokeh event kinds (``"ColumnsStreamed"``,
+        ``"ColumnsPatched"``, ``"ModelChanged"``, ...).
+    size : int
+        Bytes in the websocket frame.
+    """
+
+    channel: str
+    msg_type: str
+    sent: float
+    received: float
+    comm_id: str | None
+    kind: str
+    events: tuple[str, ...]
+    size: int
+
+
+def parse_kernel_frame(payload: str | bytes) -> KernelMessage | None:
+    """Decode a kernel websocket frame (JSON text, or the binary ``v1.kernel.websocket`` form).
+
+    Parameters
+    ----------
+    payload : str or bytes
+        The frame as Playwright reports it.
+
+    Returns
+    -------
+    KernelMessage or None
+        The decoded message; ``None`` if the frame is not a kernel message.
+    """
+    from datetime import datetime
+
+    received = time.time()
+    try:
+        if isinstance(payload, str):
+            msg = json.loads(payload)
+            channel = str(msg.get("channel", ""))
+            header, content = msg.get("header", {}), msg.get("content", {})
+        else:
+            # v1 protocol: n (u64 LE), n offsets (u64 LE); parts channel, header, parent
+            # header, metadata, content, buffers... lie between consecutive offsets.
+            count = int.from_bytes(payload[:8], "little")
+            offsets = [int.from_bytes(payload[8 * i: 8 * i + 8], "little")
+                       for i in range(1, count + 1)]
+            parts = [payload[offsets[i]:offsets[i + 1]] for i in range(count - 1)]
+            channel = parts[0].decode()
+            header = json.loads(parts[1])
+            content = json.loads(parts[4]) if len(parts) > 4 and parts[4] else {}
+        sent = datetime.fromisoformat(str(header["date"])).timestamp()
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    msg_type = str(header.get("msg_type", ""))
+    comm_id = content.get("comm_id") if isinstance(content, dict) else None
+    kind, events = "other", ()
+    if msg_type == "comm_msg" and isinstance(content, dict):
+        data = content.get("data") or {}
+        # ipywidgets wraps a widget's custom message: {"method": "custom", "content": {...}}
+        inner = data.get("content") if data.get("method") == "custom" else data
+        inner = inner if isinstance(inner, dict) else {}
+        if inner.get("msg") == "patch":
+            kind = "bokeh"
+            body = inner.get("payload")
+            if isinstance(body, str) and '"events"' in body:
+                kind = "bokeh-patch"
+                try:
+                    events = tuple(str(e.get("kind")) for e in json.loads(body)["events"])
+                except (ValueError, KeyError, TypeError):
+                    events = ("?",)
+        elif data.get("method") in ("update", "echo_update"):
+            kind = "widget"
+        else:
+            kind = "comm"
+    return KernelMessage(channel=channel, msg_type=msg_type, sent=sent, received=received,
+                         comm_id=comm_id if isinstance(comm_id, str) else None, kind=kind,
+                         events=events, size=len(payload))
+
+
+class KernelMessageLog:
+    """Record every kernel message a page receives on its kernel websockets.
+
+    Attach before the page opens the notebook (``page.on("websocket")`` sees only sockets
+    opened afterwards). Select by the kernel's send time (:attr:`KernelMessage.sent`), which
+    does not depend on when Playwright delivers the frame. Frames reach Python only while it
+    is inside a Playwright call: wait with ``page.wait_for_timeout`` (or call :meth:`pump`)
+    before reading.
+
+    Examples
+    --------
+    ``log = KernelMessageLog(page)`` then ``open_notebook(...)``, later
+    ``log.select(kind="bokeh-patch", sent_after=t0)``.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.messages: list[KernelMessage] = []
+        self.sockets: list[str] = []
+        page.on("websocket", self._on_websocket)
+
+    def _on_websocket(self, ws: Any) -> None:
+        url = str(ws.url)
+        if "/api/kernels/" not in url or "/channels" not in url:
+            return
+        self.sockets.append(url)
+        ws.on("framereceived", self._on_frame)
+
+    def _on_frame(self, payload: str | bytes) -> None:
+        message = parse_kernel_frame(payload)
+        if message is not None:
+            self.messages.append(message)
+
+    def pump(self, ms: float = 50) -> None:
+        """Let Playwright deliver the frames it holds (waits *ms* milliseconds in the page)."""
+        self.page.wait_for_timeout(ms)
+
+    def select(
+        self,
+        *,
+        kind: str | None = None,
+        comm_id: str | None = None,
+        sent_after: float | None = None,
+        sent_before: float | None = None,
+    ) -> list[KernelMessage]:
+        """Return the recorded messages matching every given criterion.
+
+        Parameters
+        ----------
+        kind : str or None
+            :attr:`KernelMessage.kind` (``"comm_msg"`` selects every comm message).
+        comm_id : str or None
+            Only this comm.
+        sent_after, sent_before : float or None
+            Bounds on :attr:`KernelMessage.sent` (seconds since the epoch; after is
+            exclusive, before inclusive).
+
+        Returns
+        -------
+        list[KernelMessage]
+            Matching messages, in arrival order.
+        """
+        out = []
+        for m in list(self.messages):
+            if kind == "comm_msg" and m.msg_type != "comm_msg":
+                continue
+            if kind not in (None, "comm_msg") and m.kind != kind:
+                continue
+            if comm_id is not None and m.comm_id != comm_id:
+                continue
+            if sent_after is not None and not m.sent > sent_after:
+                continue
+            if sent_before is not None and not m.sent <= sent_before:
+                continue
+            out.append(m)
+        return out
+
+
+# Arrow-function body (after _JS_BOKEH_DOCS) listing every plot and data table of the chosen
+# documents; the first call on a source hooks its streaming/patching/change signals to a
+# counter, so ``updates`` counts the changes the page applied since then.
+_JS_BOKEH_FIGURES = """
+    const watch = s => {
+        if (s.__rtnb_watch == null) {
+            const w = {updates: 0, last: 0};
+            const bump = () => { w.updates += 1; w.last = performance.now(); };
+            s.streaming.connect(bump);
+            s.patching.connect(bump);
+            s.change.connect(bump);
+            s.__rtnb_watch = w;
+        }
+        return s.__rtnb_watch;
+    };
+    const lastX = s => {
+        const x = s.data && s.data.x;
+        return (x && x.length) ? Number(x[x.length - 1]) : null;
+    };
+    const out = [];
+    for (const doc of docs) {
+        const docIndex = B.documents.indexOf(doc);
+        const live = doc.views_manager != null &&
+            doc.views_manager.roots.some(v => v.el != null && v.el.isConnected);
+        for (const m of doc.all_models) {
+            let kind = null, sources = [];
+            if ('renderers' in m && m.title != null && typeof m.title === 'object') {
+                kind = 'plot';
+                sources = m.renderers.map(r => r.data_source).filter(s => s != null);
+            } else if (m.type === 'DataTable' && m.source != null) {
+                kind = 'table';
+                sources = [m.source];
+            }
+            if (kind === null) { continue; }
+            const infos = sources.filter(s => typeof s.get_length === 'function').map(s => ({
+                id: s.id, name: s.name ?? null, length: s.get_length() ?? 0,
+                updates: watch(s).updates, last_update: watch(s).last, last_x: lastX(s)}));
+            const xs = infos.map(i => i.last_x).filter(x => x !== null);
+            out.push({doc: docIndex, live, kind, id: m.id,
+                      title: kind === 'plot' ? (m.title.text ?? '') : '',
+                      sources: infos,
+                      rows: infos.reduce((a, i) => a + i.length, 0),
+                      updates: infos.reduce((a, i) => a + i.updates, 0),
+                      last_x: xs.length ? Math.max(...xs) : null});
+        }
+    }
+    return out;
+"""
+
+
+def bokeh_figures(page: Page, live_only: bool = True) -> list[dict[str, Any]]:
+    """Describe every plot and data table in the page's BokehJS documents, with update counts.
+
+    The first call hooks every data source it finds (its ``streaming``, ``patching`` and
+    ``change`` signals) to a counter kept in the page; later calls report how many changes
+    the page applied to each source since then (sources added later are hooked when first
+    seen). Lengths alone cannot show updates: patched sources (a bar chart, ``emit="update"``
+    windows) do not grow, and ``rollover`` caps the others.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    live_only : bool
+        Only documents currently rendered in the DOM.
+
+    Returns
+    -------
+    list[dict[str, Any]]
+        One dict per figure: ``doc`` (index in ``window.Bokeh.documents``), ``live``,
+        ``kind`` (``"plot"`` or ``"table"``), ``id``, ``title`` (plots), ``sources`` (dicts
+        with ``id``, ``name``, ``length``, ``updates``, ``last_update`` (``performance.now()``
+        ms) and ``last_x``), and their totals ``rows``, ``updates`` and newest ``last_x``.
+    """
+    return list(_bokeh_eval(page, _JS_BOKEH_FIGURES, live_only))
+
+
+def bokeh_column(page: Page, source_name: str, column: str = "x",
+                 live_only: bool = True) -> list[float]:
+    """Return one column of the (first) data source named *source_name*, as numbers.
+
+    Datetime columns come back as BokehJS holds them: milliseconds since the epoch.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    source_name : str
+        The source's ``name`` (rtnb names a view's sources ``"<frame>:<key>"``).
+    column : str
+        The column.
+    live_only : bool
+        Only documents currently rendered in the DOM.
+
+    Returns
+    -------
+    list[float]
+        The values; empty if no such source or column.
+    """
+    body = """
+    for (const doc of docs) {
+        for (const m of doc.all_models) {
+            if (m.name === arg.name && typeof m.get_length === 'function' && m.data) {
+                const col = m.data[arg.column];
+                return col ? Array.from(col, Number) : [];
+            }
+        }
+    }
+    return [];
+    """
+    script = _JS_BOKEH_DOCS.replace("(liveOnly) =>", "({liveOnly, arg}) =>") + body + "\n}"
+    return [float(v) for v in page.evaluate(
+        script, {"liveOnly": live_only, "arg": {"name": source_name, "column": column}})]
+
+
+def rtnb_status(page: Page, index: int = 0) -> dict[str, Any]:
+    """Read an rtnb status widget (``table.rtnb-status``) as the page shows it now.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    index : int
+        Which status table (document order).
+
+    Returns
+    -------
+    dict[str, Any]
+        ``state`` (``data-state``), ``events_in`` and ``updates`` (ints from ``data-*``) and
+        ``cells``: the text of each row keyed by its header (``"events in"`` ...); an empty
+        dict if there is no such table.
+    """
+    script = """(index) => {
+        const tables = document.querySelectorAll('table.rtnb-status');
+        const t = tables[index];
+        if (!t) { return {}; }
+        const cells = {};
+        for (const row of t.querySelectorAll('tr')) {
+            const th = row.querySelector('th'), td = row.querySelector('td');
+            if (th && td) { cells[th.textContent.trim()] = td.textContent.trim(); }
+        }
+        return {state: t.dataset.state, events_in: Number(t.dataset.eventsIn),
+                updates: Number(t.dataset.updates), cells};
+    }"""
+    return dict(page.evaluate(script, index))
+
+
+def click_status_button(page: Page, description: str, until_state: str,
+                        timeout: float = 30.0, index: int = 0) -> float | None:
+    """Click a button of an rtnb status widget in the page and time the kernel's answer.
+
+    The click is dispatched by JavaScript in the page (no Playwright actionability waits),
+    then the page polls (every 10 ms) until the status table's ``data-state`` is
+    *until_state*. The time covers the page sending the click, the kernel acting on it and
+    its next status refresh (every second), and the page rendering it.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    description : str
+        The button's text (``"pause"``, ``"resume"``, ``"stop"``).
+    until_state : str
+        The ``data-state`` that answers the click.
+    timeout : float
+        Seconds to wait in the page.
+    index : int
+        Which status widget (``.rtnb-status-box``, document order).
+
+    Returns
+    -------
+    float or None
+        Milliseconds (``performance.now()``) from the click to the state shown; ``None`` if
+        it was not shown within *timeout*.
+
+    Raises
+    ------
+    AssertionError
+        If the button is missing or disabled.
+    """
+    script = """async ({description, untilState, timeoutMs, index}) => {
+        const box = document.querySelectorAll('.rtnb-status-box')[index];
+        if (!box) { return {error: 'no .rtnb-status-box'}; }
+        const button = Array.from(box.querySelectorAll('button'))
+            .find(b => b.textContent.trim() === description);
+        if (!button) { return {error: 'no button ' + description}; }
+        if (button.disabled) { return {error: 'button ' + description + ' is disabled'}; }
+        const state = () => {
+            const t = box.querySelector('table.rtnb-status');
+            return t ? t.dataset.state : null;
+        };
+        const t0 = performance.now();
+        button.click();
+        while (performance.now() - t0 < timeoutMs) {
+            if (state() === untilState) { return {ms: performance.now() - t0}; }
+            await new Promise(resolve => setTimeout(resolve, 10));
+        }
+        return {ms: null, state: state()};
+    }"""
+    result = page.evaluate(script, {"description": description, "untilState": until_state,
+                                    "timeoutMs": int(timeout * 1000), "index": index})
+    if "error" in result:
+        raise AssertionError(f"status widget: {result['error']}")
+    return None if result["ms"] is None else float(result["ms"])
+
+
+def js_heap_mb(page: Page, collect_garbage: bool = True) -> float:
+    """Return the page's used JavaScript heap in MB (CDP ``Runtime.getHeapUsage``).
+
+    Parameters
+    ----------
+    page : Page
+        A page of a chromium browser.
+    collect_garbage : bool
+        Run a full garbage collection first (``HeapProfiler.collectGarbage``), so the figure
+        is what is still referenced.
+
+    Returns
+    -------
+    float
+        ``usedSize`` / 1e6.
+    """
+    cdp = page.context.new_cdp_session(page)
+    try:
+        if collect_garbage:
+            cdp.send("HeapProfiler.collectGarbage")
+        usage = cdp.send("Runtime.getHeapUsage")
+    finally:
+        cdp.detach()
+    return float(usage["usedSize"]) / 1e6
+
+
+__all__ += [
+    "KernelMessage",
+    "KernelMessageLog",
+    "bokeh_column",
+    "bokeh_figures",
+    "click_status_button",
+    "js_heap_mb",
+    "parse_kernel_frame",
+    "rtnb_status",
+]

@@ -177,6 +177,8 @@ def test_rows_without_event_time_go_to_dead_letters(sdf, data):
         dead_letter_reason=pd.Series(["missing event time in column 't'"] * 2, index=[1, 4],
                                      dtype=str),
         dead_letter_node=pd.Series(["metrics"] * 2, index=[1, 4], dtype=str),
+        dead_letter_raw=pd.Series([None] * 2, index=[1, 4], dtype=object),
+        dead_letter_position=pd.Series([None] * 2, index=[1, 4], dtype=str),
     )
     tm.assert_frame_equal(result, expected)
     assert sdf.counters.dead_letters == 2
@@ -192,7 +194,8 @@ def test_dead_letters_are_counted_without_a_subscriber(sdf, data):
 def test_dead_letters_schema_adds_reason_and_node(sdf):
     dead = sdf.dead_letters
     assert dead.name == "metrics.dead_letters"
-    assert list(dead.columns) == ["t", "host", "cpu", "dead_letter_reason", "dead_letter_node"]
+    assert list(dead.columns) == ["t", "host", "cpu", "dead_letter_reason", "dead_letter_node",
+                                  "dead_letter_raw", "dead_letter_position"]
     assert dead.time is None
     assert sdf.dead_letters is dead
 

@@ -1,0 +1,686 @@
+"""What message sources share: decoding, schema, batching, backpressure, acks, reconnects, TLS.
+
+A source is split in two tasks on the running loop:
+
+* the **reader** (one per protocol) receives messages and puts ``(payload, position)`` into a
+  bounded :class:`Buffer`; a full buffer makes it wait (``"block"``: replayable sources then
+  simply stop reading from the broker, which keeps the data) or drops by policy
+  (``"drop_oldest"``, ``"sample"``: live-only feeds, counted exactly);
+* the **batcher** takes up to ``max_batch`` messages or whatever arrived within ``max_delay``,
+  decodes them, coerces them to the frame's ``example`` schema, emits the good rows, sends the
+  bad ones to the frame's dead letters with the raw payload, the reason and the position, and
+  only then acknowledges the positions (so nothing accepted is lost if the process dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import os
+import random
+import ssl
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+
+from rtnb._time import DurationLike, to_ns
+from rtnb.errors import ConfigError, MissingExtraError
+
+if TYPE_CHECKING:
+    from rtnb.frame import StreamingFrame
+
+__all__ = [
+    "Backoff",
+    "Buffer",
+    "BufferedSource",
+    "Decoder",
+    "Policy",
+    "SourceStats",
+    "as_example",
+    "attach",
+    "coerce",
+    "make_decoder",
+    "mask_url",
+    "secret",
+    "tls_context",
+]
+
+Policy: TypeAlias = Literal["block", "drop_oldest", "sample"]
+TimeUnit: TypeAlias = Literal["s", "ms", "us", "ns"]
+Payload: TypeAlias = bytes | str
+Record: TypeAlias = dict[str, Any]
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional client library or say which extra installs it."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as exc:
+        raise MissingExtraError(module, extra=extra) from exc
+
+
+# -- secrets and TLS -------------------------------------------------------------------------
+def secret(value: str | None, env: str | None, what: str) -> str | None:
+    """A secret from an argument or, when ``env`` names a variable, from the environment."""
+    if value is not None:
+        return value
+    if env is None:
+        return None
+    found = os.environ.get(env)
+    if found is None:
+        msg = f"{what}: environment variable {env!r} is not set"
+        raise ConfigError(msg)
+    return found
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password (and token query values) replaced by ``***``.
+
+    Examples
+    --------
+    >>> mask_url("redis://user:s3cret@127.0.0.1:6379/0")
+    'redis://user:***@127.0.0.1:6379/0'
+    >>> mask_url("wss://feed.example/ws?token=abc&x=1")
+    'wss://feed.example/ws?token=***&x=1'
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = netloc.rsplit("@", 1)[1]
+        netloc = f"{user}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in ("token", "password", "key", "secret", "access_token")
+        else f"{k}={v}" if sep else k
+        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def tls_context(tls: bool | ssl.SSLContext | None = None, *, ca: str | None = None,
+                cert: str | None = None, key: str | None = None,
+                verify: bool = True) -> ssl.SSLContext | None:
+    """An SSL context from a CA file and an optional client certificate (mutual TLS).
+
+    ``tls=None`` with no files gives ``None`` (plain text, or the scheme's default); passing
+    a context returns it unchanged.
+
+    Examples
+    --------
+    >>> tls_context() is None
+    True
+    >>> tls_context(True).verify_mode == ssl.CERT_REQUIRED
+    True
+    """
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if not tls and ca is None and cert is None:
+        return None
+    context = ssl.create_default_context(cafile=ca)
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+# -- decoding and schema ---------------------------------------------------------------------
+def as_example(example: pd.DataFrame | dict[str, Any], what: str) -> pd.DataFrame:
+    """An empty frame with the schema: a DataFrame, or ``{"column": dtype}``.
+
+    Examples
+    --------
+    >>> as_example({"t": "datetime64[ns]", "host": "str", "cpu": "float64"}, "feed").dtypes
+    t       datetime64[ns]
+    host               str
+    cpu            float64
+    dtype: object
+    """
+    if isinstance(example, pd.DataFrame):
+        return example.iloc[:0]
+    if isinstance(example, dict) and example:
+        try:
+            return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in example.items()})
+        except (TypeError, ValueError) as exc:
+            msg = f"{what}: bad schema {example!r}: {exc}"
+            raise ConfigError(msg) from exc
+    msg = (f"{what} needs `example`: an empty DataFrame with the columns and dtypes of the "
+           f"records, or a dict such as {{'timestamp': 'datetime64[ns]', 'cpu': 'float64'}}; "
+           f"got {example!r}")
+    raise ConfigError(msg)
+
+
+def attach(source: BufferedSource, time: str | None) -> StreamingFrame:
+    """The root frame fed by ``source``."""
+    from rtnb.frame import StreamingFrame
+
+    frame = StreamingFrame(source.example, time=time, name=source.name)
+    frame._attach_source(source)
+    return frame
+
+class Decoder:
+    """Turns one payload into records (a dict, or a list of dicts for a payload with many)."""
+
+    name = "decoder"
+
+    def decode(self, payload: Payload) -> list[Record]:
+        """The records of ``payload``; raise ``ValueError`` (with the reason) if malformed."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{self.name} decoder>"
+
+
+def _records(value: Any, what: str) -> list[Record]:
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        return value
+    msg = f"{what} must be an object or a list of objects; got {type(value).__name__}"
+    raise ValueError(msg)
+
+
+class JsonDecoder(Decoder):
+    """JSON objects (or arrays of objects); several JSON lines in one payload are fine."""
+
+    name = "json"
+
+    def decode(self, payload: Payload) -> list[Record]:
+        text = payload.decode() if isinstance(payload, bytes | bytearray) else payload
+        text = text.strip()
+        if "\n" in text and not text.startswith("["):
+            out: list[Record] = []
+            for line in text.splitlines():
+                if line.strip():
+                    out.extend(_records(json.loads(line), "a JSON line"))
+            return out
+        return _records(json.loads(text), "a JSON payload")
+
+
+class MsgpackDecoder(Decoder):
+    """MessagePack maps (or arrays of maps)."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        self._msgpack = require("msgpack", "msgpack")
+
+    def decode(self, payload: Payload) -> list[Record]:
+        data = payload.encode() if isinstance(payload, str) else payload
+        try:
+            value = self._msgpack.unpackb(data, raw=False, timestamp=3)
+        except Exception as exc:
+            msg = f"not MessagePack: {type(exc).__name__}: {exc}"
+            raise ValueError(msg) from exc
+        return _records(value, "a MessagePack payload")
+
+
+class CsvDecoder(Decoder):
+    """CSV lines without a header, in the example's column order (or ``columns``)."""
+
+    name = "csv"
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+
+    def decode(self, payload: Payload) -> list[Record]:
+        text = payload.decode() if isinstance(payload, bytes | bytearray) else payload
+        out = []
+        for row in csv.reader(io.StringIO(text)):
+            if not row:
+                continue
+            if len(row) != len(self.columns):
+                msg = f"CSV line has {len(row)} fields; expected {len(self.columns)}"
+                raise ValueError(msg)
+            out.append(dict(zip(self.columns, row, strict=True)))
+        return out
+
+
+class FunctionDecoder(Decoder):
+    """A user function: payload -> dict or list of dicts."""
+
+    def __init__(self, func: Callable[[Payload], Any]) -> None:
+        self.func = func
+        self.name = getattr(func, "__name__", "function")
+
+    def decode(self, payload: Payload) -> list[Record]:
+        return _records(self.func(payload), f"the result of {self.name}()")
+
+
+def make_decoder(decoder: str | Decoder | Callable[[Payload], Any],
+                 example: pd.DataFrame) -> Decoder:
+    """``"json"``, ``"msgpack"``, ``"csv"``, a :class:`Decoder` or a function.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ex = pd.DataFrame({"a": pd.Series([], dtype=float)})
+    >>> make_decoder("json", ex).decode(b'{"a": 1}')
+    [{'a': 1}]
+    >>> make_decoder("csv", ex).decode("2.5")
+    [{'a': '2.5'}]
+    """
+    if isinstance(decoder, Decoder):
+        return decoder
+    if callable(decoder):
+        return FunctionDecoder(decoder)
+    if decoder == "json":
+        return JsonDecoder()
+    if decoder == "msgpack":
+        return MsgpackDecoder()
+    if decoder == "csv":
+        return CsvDecoder([str(c) for c in example.columns])
+    msg = f"decoder must be 'json', 'msgpack', 'csv' or a function; got {decoder!r}"
+    raise ConfigError(msg)
+
+
+def _to_time(values: pd.Series, time_unit: TimeUnit) -> pd.Series:
+    numeric = pd.to_numeric(values, errors="coerce")
+    as_number = numeric.notna()
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    if as_number.any():
+        out[as_number] = pd.to_datetime(numeric[as_number], unit=time_unit, errors="coerce")
+    rest = values.notna() & ~as_number
+    if rest.any():
+        parsed = pd.to_datetime(pd.Series(values[rest].astype(str)), format="ISO8601",
+                                errors="coerce", utc=True)
+        out[rest] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    return out
+
+
+def coerce(records: list[Record], example: pd.DataFrame, *,
+           time_unit: TimeUnit = "s") -> tuple[pd.DataFrame, np.ndarray[Any, Any], list[str]]:
+    """Build the example's columns from decoded records; say which rows do not fit and why.
+
+    Numbers arriving as strings are converted; a value that cannot be converted, a missing
+    value in an integer or boolean column, or a missing field, makes its row bad. Datetime
+    columns accept ISO 8601 strings and numbers (epoch ``time_unit``); a missing time is left
+    to the frame (its rows go to the dead letters there). Returns the coerced frame of the
+    good rows, the boolean mask of bad rows (over ``records``) and the reason for each bad row.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+    ...                    "n": pd.Series([], dtype="int64")})
+    >>> good, bad, reasons = coerce([{"t": "2026-01-01T00:00:00Z", "n": "3"},
+    ...                              {"t": 0, "n": "x"}], ex)
+    >>> good
+               t  n
+    0 2026-01-01  3
+    >>> bad.tolist(), reasons
+    ([False, True], ["column 'n' (int64): 'x' is not a number"])
+    """
+    n = len(records)
+    raw = pd.DataFrame.from_records(records, columns=list(example.columns)) if n else \
+        pd.DataFrame(columns=list(example.columns))
+    raw.index = pd.RangeIndex(n)
+    bad = np.zeros(n, dtype=bool)
+    why: dict[int, str] = {}
+    out: dict[str, Any] = {}
+
+    def mark(mask: Any, col: str, dtype: Any, problem: str) -> None:
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool) & ~bad)
+        for i in idx:
+            value = raw[col].iloc[i]
+            why[int(i)] = (f"column {col!r} ({dtype}): missing" if problem == "missing" else
+                           f"column {col!r} ({dtype}): {value!r} {problem}")
+        bad[idx] = True
+
+    present = {c for r in records for c in r} if n else set()
+    for col, dtype in example.dtypes.items():
+        name = str(col)
+        values = raw[name]
+        if name not in present:
+            values = pd.Series([None] * n, index=raw.index, dtype=object)
+        missing = values.isna().to_numpy()
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            conv = _to_time(values, time_unit)
+            mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a time")
+            out[name] = conv.astype(dtype)
+        elif pd.api.types.is_bool_dtype(dtype):
+            # True == 1 and False == 0 as dict keys, so the booleans cover the ints 1 and 0
+            mapping = {True: True, False: False, "true": True, "false": False, "True": True,
+                       "False": False, "1": True, "0": False}
+            conv = values.map(lambda v, m=mapping: m.get(v) if isinstance(v, bool | int | str)
+                              else None)
+            mark(missing, name, dtype, "missing")
+            mark(conv.isna().to_numpy(), name, dtype, "is not a boolean")
+            out[name] = conv
+        elif pd.api.types.is_integer_dtype(dtype):
+            conv = pd.to_numeric(values, errors="coerce")
+            mark(missing, name, dtype, "missing")
+            mark(conv.isna().to_numpy(), name, dtype, "is not a number")
+            frac = conv.notna().to_numpy() & (np.mod(conv.fillna(0).to_numpy(dtype=float), 1)
+                                              != 0)
+            mark(frac, name, dtype, "is not an integer")
+            out[name] = conv
+        elif pd.api.types.is_float_dtype(dtype):
+            conv = pd.to_numeric(values, errors="coerce")
+            mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a number")
+            out[name] = conv
+        else:
+            out[name] = values.map(lambda v: v if v is None or isinstance(v, str)
+                                   or (isinstance(v, float) and np.isnan(v)) else str(v))
+    good = ~bad
+    frame = pd.DataFrame({c: pd.Series(v).iloc[np.flatnonzero(good)].reset_index(drop=True)
+                          for c, v in out.items()})
+    for col, dtype in example.dtypes.items():
+        frame[col] = frame[col].astype(dtype)
+    return frame, bad, [why[i] for i in sorted(why)]
+
+
+# -- buffering and backpressure --------------------------------------------------------------
+@dataclass
+class SourceStats:
+    """What a source counts; rates are derived by the status widget and metrics."""
+
+    messages: int = 0
+    events: int = 0
+    bytes: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    acked: int = 0
+    lag: int | None = None
+    connected: bool = False
+    last_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Buffer:
+    """A bounded FIFO of ``(payload, position)`` between a reader and the batcher.
+
+    ``policy`` says what a full buffer does to the reader: ``"block"`` makes ``put`` wait
+    (the reader stops reading: right for replayable sources, nothing is lost);
+    ``"drop_oldest"`` drops the oldest message; ``"sample"`` keeps a uniform sample of the
+    messages that arrived while full (reservoir sampling). Dropped messages are counted.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> buf = Buffer(2, policy="drop_oldest")
+    >>> for i in range(5):
+    ...     asyncio.run(buf.put(str(i), i))
+    >>> buf.take(10), buf.dropped
+    ([('3', 3), ('4', 4)], 3)
+    """
+
+    def __init__(self, capacity: int, policy: Policy = "block") -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
+            msg = f"buffer capacity must be a positive int; got {capacity!r}"
+            raise ConfigError(msg)
+        if policy not in ("block", "drop_oldest", "sample"):
+            msg = f"backpressure policy must be 'block', 'drop_oldest' or 'sample'; got {policy!r}"
+            raise ConfigError(msg)
+        self.capacity = capacity
+        self.policy = policy
+        self._items: deque[tuple[Payload, Any]] = deque()
+        self.dropped = 0
+        self._overflow_seen = 0
+        self._not_full: asyncio.Event | None = None
+        self._not_empty: asyncio.Event | None = None
+        self._rng = random.Random(0)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def fill(self) -> float:
+        """How full the buffer is (0..1)."""
+        return len(self._items) / self.capacity
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        if self._not_full is None or self._not_empty is None:
+            self._not_full, self._not_empty = asyncio.Event(), asyncio.Event()
+            self._not_full.set()
+        return self._not_full, self._not_empty
+
+    async def put(self, payload: Payload, position: Any = None) -> None:
+        """Add a message; wait, drop or sample when full, by policy."""
+        not_full, not_empty = self._events()
+        if len(self._items) >= self.capacity:
+            if self.policy == "block":
+                while len(self._items) >= self.capacity:
+                    not_full.clear()
+                    await not_full.wait()
+            elif self.policy == "drop_oldest":
+                self._items.popleft()
+                self.dropped += 1
+            else:
+                self._overflow_seen += 1
+                self.dropped += 1
+                slot = self._rng.randrange(self.capacity + self._overflow_seen)
+                if slot < self.capacity:
+                    self._items[slot] = (payload, position)
+                return
+        else:
+            self._overflow_seen = 0
+        self._items.append((payload, position))
+        not_empty.set()
+
+    def take(self, n: int) -> list[tuple[Payload, Any]]:
+        """Up to ``n`` messages, oldest first."""
+        k = min(n, len(self._items))
+        out = [self._items.popleft() for _ in range(k)]
+        not_full, not_empty = self._events()
+        if len(self._items) < self.capacity:
+            not_full.set()
+        if not self._items:
+            not_empty.clear()
+        return out
+
+    async def wait_not_empty(self, timeout: float | None = None) -> bool:
+        """Wait until something is buffered (``False`` on timeout)."""
+        _, not_empty = self._events()
+        if self._items:
+            return True
+        try:
+            await asyncio.wait_for(not_empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``.
+
+    Examples
+    --------
+    >>> b = Backoff(base=0.1, cap=1.0, seed=1)
+    >>> delays = [b.next() for _ in range(6)]
+    >>> all(0 <= d <= 1.0 for d in delays), b.attempt
+    (True, 6)
+    >>> b.reset(); b.attempt
+    0
+    """
+
+    def __init__(self, base: float = 0.1, cap: float = 10.0, seed: int | None = None) -> None:
+        self.base, self.cap = base, cap
+        self.attempt = 0
+        self._rng = random.Random(seed)
+
+    def next(self) -> float:
+        """The next delay (seconds)."""
+        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        self.attempt += 1
+        return self._rng.uniform(ceiling / 10, ceiling)
+
+    def reset(self) -> None:
+        """After a good connection: start again from ``base``."""
+        self.attempt = 0
+
+
+# -- the source ------------------------------------------------------------------------------
+class BufferedSource:
+    """Base class of the message sources: a reader task, a buffer, a batcher, acks.
+
+    Subclasses implement :meth:`_read` (connect, read, ``await self._put(payload, position)``
+    for every message, raise on a lost connection) and, when the protocol has them,
+    :meth:`_ack` (called with the positions of a batch once it was processed). Connection
+    errors (``OSError``, and the protocol's own errors listed in ``retry_on``) reconnect with
+    :class:`Backoff`; other errors stop the source and are re-raised by ``frame.wait()``.
+    """
+
+    name: str = "source"
+    replayable = False
+    retry_on: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+
+    def __init__(self, *, name: str, decoder: str | Decoder | Callable[[Payload], Any],
+                 example: pd.DataFrame, max_batch: int = 10_000,
+                 max_delay: DurationLike = "50ms", buffer: int = 100_000,
+                 policy: Policy | None = None, time_unit: TimeUnit = "s",
+                 backoff: Backoff | None = None, max_reconnects: int | None = None,
+                 max_events: int | None = None) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch <= 0:
+            msg = f"`max_batch` must be a positive int; got {max_batch!r}"
+            raise ConfigError(msg)
+        self.name = name
+        self.example = example
+        self.decoder = make_decoder(decoder, example)
+        self.max_batch = max_batch
+        self.max_delay_s = to_ns(max_delay, name="max_delay") / 1e9
+        if policy is None:
+            policy = "block"
+        if self.replayable and policy != "block":
+            msg = (f"{name}: a replayable source pauses reading when downstream is slow; "
+                   f"policy {policy!r} would lose data it could keep (use 'block')")
+            raise ConfigError(msg)
+        self.buffer = Buffer(buffer, policy)
+        self.time_unit = time_unit
+        self.backoff = backoff or Backoff()
+        self.max_reconnects = max_reconnects
+        if max_events is not None and (isinstance(max_events, bool) or
+                                       not isinstance(max_events, int) or max_events < 0):
+            msg = f"`max_events` must be a non-negative int or None; got {max_events!r}"
+            raise ConfigError(msg)
+        self.max_events = max_events
+        self.stats = SourceStats()
+        self._enough = asyncio.Event()
+
+    # -- to implement ----------------------------------------------------------------------
+    async def _read(self, stop: asyncio.Event) -> None:
+        raise NotImplementedError
+
+    async def _ack(self, positions: list[Any]) -> None:
+        """Acknowledge processed messages (protocols with acks)."""
+
+    async def _close(self) -> None:
+        """Release connections (called once at the end)."""
+
+    # -- shared ----------------------------------------------------------------------------
+    async def _put(self, payload: Payload, position: Any = None) -> None:
+        self.stats.messages += 1
+        self.stats.bytes += len(payload)
+        await self.buffer.put(payload, position)
+        self.stats.dropped = self.buffer.dropped
+
+    async def _reader(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._read(stop)
+                return
+            except asyncio.CancelledError:
+                raise
+            except self.retry_on as exc:
+                self.stats.connected = False
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if self.max_reconnects is not None and \
+                        self.stats.reconnects >= self.max_reconnects:
+                    raise
+                self.stats.reconnects += 1
+                delay = self.backoff.next()
+                print(f"rtnb: source {self.name!r} lost its connection ({self.stats.last_error});"
+                      f" reconnecting in {delay:.2f} s", file=sys.stderr)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    def _connected(self) -> None:
+        """Call after a successful (re)connection."""
+        self.stats.connected = True
+        self.backoff.reset()
+
+    async def _process(self, frame: StreamingFrame, items: list[tuple[Payload, Any]]) -> None:
+        records: list[Record] = []
+        owners: list[int] = []
+        dead: list[tuple[int, str]] = []
+        for i, (payload, _) in enumerate(items):
+            try:
+                recs = self.decoder.decode(payload)
+            except (ValueError, UnicodeDecodeError, TypeError) as exc:
+                dead.append((i, f"{self.decoder.name} decode failed: {exc}"))
+                continue
+            records.extend(recs)
+            owners.extend([i] * len(recs))
+        good, bad, reasons = coerce(records, self.example, time_unit=self.time_unit)
+        bad_owner = [owners[j] for j in np.flatnonzero(bad)]
+        dead.extend(zip(bad_owner, reasons, strict=True))
+        if dead:
+            self.stats.dead_letters += len(dead)
+            frame._dead_letter_raw([items[i][0] for i, _ in dead], [r for _, r in dead],
+                                   [items[i][1] for i, _ in dead], node=self.name)
+        if self.max_events is not None:
+            good = good.iloc[:max(0, self.max_events - self.stats.events)]
+        if len(good):
+            await frame._graph.wait_running()
+            frame.emit(good)
+            self.stats.events += len(good)
+        if self.max_events is not None and self.stats.events >= self.max_events:
+            self._enough.set()
+        self.stats.batches += 1
+        await self._ack([p for _, p in items])
+        self.stats.acked += len(items)
+
+    async def _batcher(self, frame: StreamingFrame, reader: asyncio.Task[None]) -> None:
+        buf = self.buffer
+        while not self._enough.is_set():
+            if not await buf.wait_not_empty(timeout=0.2):
+                if reader.done():
+                    return
+                continue
+            deadline = time.monotonic() + self.max_delay_s
+            while len(buf) < self.max_batch and not reader.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, 0.005))
+            await self._process(frame, buf.take(self.max_batch))
+
+    async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
+        """Read until ``stop`` (or the end of a finite source); flush what is buffered."""
+        self.stats.started = time.monotonic()
+        self._enough = asyncio.Event()
+        if self.max_events == 0:
+            return
+        reader = asyncio.ensure_future(self._reader(stop))
+        batcher = asyncio.ensure_future(self._batcher(frame, reader))
+        stopper = asyncio.ensure_future(stop.wait())
+        enough = asyncio.ensure_future(self._enough.wait())
+        try:
+            await asyncio.wait({reader, stopper, enough}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            await batcher  # drains the buffer, then ends since the reader is done
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+        finally:
+            for task in (reader, batcher, stopper, enough):
+                task.cancel()
+            await self._close()
+
+    def event_clock(self) -> pd.Timestamp:
+        """Live sources: event time now is the wall clock (UTC, naive)."""
+        return pd.Timestamp.now("UTC").tz_localize(None)
