@@ -54,7 +54,7 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
     """
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
-        self._held: list[DocumentPatchedEvent] | None = None
+        self._held: list[tuple[str, str, str]] | None = None
         self.messages_sent = 0
         self.bytes_sent = 0
         super().__init__(model, **kwargs)
@@ -76,29 +76,37 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         try:
             yield
         finally:
-            events, self._held = self._held, None
-            for event in events:
-                self._send_events([event])
+            held, self._held = self._held, None
+            for payloads in held:
+                self._send_payloads(payloads)
 
     def _document_patched(self, event: DocumentPatchedEvent) -> None:
         if event.setter is self:
             return
+        # Encode now, send later: a held event encoded at the end of the block would carry
+        # the state of that moment. A new line's source added by one event and streamed to by
+        # the next would then reach the page with its rows twice (once inside the new source,
+        # once in the stream event), and later patches would hit the wrong rows.
+        payloads = self._encode(event)
         if self._held is not None:
-            self._held.append(event)
+            self._held.append(payloads)
             return
-        self._send_events([event])
+        self._send_payloads(payloads)
 
-    def _send_events(self, events: list[DocumentPatchedEvent]) -> None:
+    def _encode(self, event: DocumentPatchedEvent) -> tuple[str, str, str]:
         # Arrays are inlined (base64) instead of travelling as binary buffers: jupyter_bokeh
         # sends every buffer as two more comm messages (a line's x and y: 4 more per update),
         # and every comm message costs the page time. Inline, a patch is always 3 messages.
-        doc = events[0].document
+        doc = event.document
         assert doc is not None
         serializer = Serializer(references=doc.models.synced_references, deferred=False)
-        content = {"events": serializer.encode(events)}
+        content = {"events": serializer.encode([event])}
         doc.models.flush_synced(lambda model: not serializer.has_ref(model))
         msg = patch_doc(patch_doc.create_header(), {}, content)  # type: ignore[arg-type]
+        return msg.header_json, msg.metadata_json, msg.content_json
+
+    def _send_payloads(self, payloads: tuple[str, str, str]) -> None:
         self.messages_sent += 1
-        for payload in (msg.header_json, msg.metadata_json, msg.content_json):
+        for payload in payloads:
             self.bytes_sent += len(payload)
             self.send({"msg": "patch", "payload": payload})
