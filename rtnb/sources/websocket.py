@@ -66,6 +66,10 @@ class WebSocketSource(BufferedSource):
                 async for message in ws:
                     self._position += 1
                     await self._put(message, self._position)
+            if not stop.is_set():
+                # A live feed has no end: a server closing the socket is a lost connection.
+                msg = "the server closed the connection"
+                raise ConnectionError(msg)
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403, 404):

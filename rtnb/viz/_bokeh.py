@@ -53,8 +53,17 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
     ``messages_sent`` and ``bytes_sent`` count what left the kernel.
     """
 
+    #: Send one PATCH-DOC per coalesced update (all its events) instead of one per event.
+    #: jupyter_bokeh 4.0.5's front end hands the whole message to ``apply_json_patch``; an
+    #: earlier build of rtnb saw only the first event applied (at the time, held events were
+    #: encoded late, see ``_document_patched``), so this stays off until the browser tests
+    #: show it safe.
+    combine_events = False
+
     def __init__(self, model: Any, **kwargs: Any) -> None:
         self._held: list[tuple[str, str, str]] | None = None
+        self._held_events: list[Any] = []
+        self._serializer: Serializer | None = None
         self.messages_sent = 0
         self.bytes_sent = 0
         super().__init__(model, **kwargs)
@@ -73,12 +82,17 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
             yield
             return
         self._held = []
+        self._held_events = []
+        self._serializer = None
         try:
             yield
         finally:
             held, self._held = self._held, None
             for payloads in held:
                 self._send_payloads(payloads)
+            if self._held_events:
+                self._send_payloads(self._message(self._held_events))
+            self._held_events, self._serializer = [], None
 
     def _document_patched(self, event: DocumentPatchedEvent) -> None:
         if event.setter is self:
@@ -87,21 +101,38 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         # the state of that moment. A new line's source added by one event and streamed to by
         # the next would then reach the page with its rows twice (once inside the new source,
         # once in the stream event), and later patches would hit the wrong rows.
-        payloads = self._encode(event)
+        if self._held is not None and self.combine_events:
+            if self._serializer is None:
+                doc = event.document
+                assert doc is not None
+                self._serializer = Serializer(references=doc.models.synced_references,
+                                              deferred=False)
+            self._held_events.append(self._serializer.encode(event))
+            return
+        payloads = self._message([self._encode_one(event)], event)
         if self._held is not None:
             self._held.append(payloads)
             return
         self._send_payloads(payloads)
 
-    def _encode(self, event: DocumentPatchedEvent) -> tuple[str, str, str]:
+    def _encode_one(self, event: DocumentPatchedEvent) -> Any:
         # Arrays are inlined (base64) instead of travelling as binary buffers: jupyter_bokeh
         # sends every buffer as two more comm messages (a line's x and y: 4 more per update),
         # and every comm message costs the page time. Inline, a patch is always 3 messages.
         doc = event.document
         assert doc is not None
-        serializer = Serializer(references=doc.models.synced_references, deferred=False)
-        content = {"events": serializer.encode([event])}
+        self._serializer = Serializer(references=doc.models.synced_references, deferred=False)
+        return self._serializer.encode(event)
+
+    def _message(self, encoded: list[Any],
+                 event: DocumentPatchedEvent | None = None) -> tuple[str, str, str]:
+        """One PATCH-DOC of the events encoded by ``self._serializer``."""
+        serializer = self._serializer
+        assert serializer is not None
+        doc = self._document
+        assert doc is not None
         doc.models.flush_synced(lambda model: not serializer.has_ref(model))
+        content = {"events": encoded}
         msg = patch_doc(patch_doc.create_header(), {}, content)  # type: ignore[arg-type]
         return msg.header_json, msg.metadata_json, msg.content_json
 

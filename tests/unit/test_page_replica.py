@@ -20,6 +20,7 @@ from bokeh.models import ColumnDataSource
 
 import rtnb
 from rtnb import Param
+from rtnb.viz._bokeh import BatchedBokehModel
 
 NEVER = 1e-9
 
@@ -80,7 +81,9 @@ def feed_and_check(sdf: rtnb.StreamingFrame, df: pd.DataFrame, views: list[Any],
     return checks
 
 
-def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch):
+@pytest.mark.parametrize("combine", [False, True])
+def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch, combine):
+    monkeypatch.setattr(BatchedBokehModel, "combine_events", combine)
     sdf = rtnb.StreamingFrame(metrics.iloc[:0], time="timestamp", name="m")
     size = Param("30s", min="10s", max="5min", name="size")
     per_host = sdf.window(rtnb.tumbling(size), by="host", emit="update", retain="1h",
@@ -100,6 +103,7 @@ def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch)
     ]
     board = rtnb.dashboard(size, *views, ncols=2)
     page = PageReplica(board.model, monkeypatch)
+    sent_before = board.model.messages_sent
     # a shuffled arrival order within a few seconds: update-mode windows are patched
     rng = np.random.default_rng(5)
     jitter = metrics.assign(k=np.arange(len(metrics)) + rng.integers(0, 30, len(metrics)))
@@ -115,6 +119,11 @@ def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch)
         view.flush()
     checks += page.check()
     assert checks > 12 * 20  # many sources compared many times
+    updates = sum(v.updates for v in views)
+    messages = board.model.messages_sent - sent_before
+    # combined: one PATCH-DOC per view update; otherwise one per changed source or property
+    # (plus the titles the one Param change re-set, sent when they changed)
+    assert (messages <= updates + len(views)) if combine else (messages > 3 * updates)
 
 
 @pytest.mark.parametrize("max_points", [5, 1000])
@@ -124,7 +133,7 @@ def test_line_with_keys_appearing_late_and_rollover(metrics, monkeypatch, max_po
                          max_fps=NEVER)
     page = PageReplica(view.widget, monkeypatch)
     hosts = metrics["host"].unique()
-    for i, host in enumerate(hosts):  # one more key per flush
+    for i in range(len(hosts)):  # one more key per flush
         part = metrics[metrics["host"].isin(hosts[:i + 1])].iloc[i * 40:(i + 1) * 40]
         sdf.emit(part.reset_index(drop=True))
         view.flush()
