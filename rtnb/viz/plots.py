@@ -289,9 +289,16 @@ class View:
                 self._start_pump()
 
     async def _pump(self) -> None:
+        # Ticks on a fixed schedule (not "sleep a period after each flush"), so the flush time
+        # does not lower the update rate; a tick that fell behind is skipped, not made up.
+        loop = asyncio.get_running_loop()
         period = 1 / self.max_fps
+        due = loop.time()
         while not self._closed:
-            await asyncio.sleep(period)
+            due += period
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if loop.time() - due > period:
+                due = loop.time()
             try:
                 self.flush()
             except Exception as exc:  # keep the view alive, say what failed
