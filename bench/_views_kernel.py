@@ -36,6 +36,7 @@ N_KEYS = 12
 HOSTS = np.array([f"host-{i:02d}" for i in range(N_KEYS)])
 T0 = pd.Timestamp("2026-01-01").value  # ns
 POOL_BATCHES = 64  # the feeder cycles through this many batches' worth of hosts and values
+LATE_S = 0.1  # a batch emitted this much after it was due counts as late
 
 
 def example() -> pd.DataFrame:
@@ -76,6 +77,7 @@ class Feeder:
         self.events = 0
         self.batches = 0
         self.max_behind = 0  # most batches overdue at one time
+        self.late = 0  # batches emitted more than LATE_S after they were due
         self.started = 0.0
         self.stopped = False
 
@@ -101,6 +103,8 @@ class Feeder:
             due = int(elapsed / self.period) + 1
             self.max_behind = max(self.max_behind, due - self.batches - 1)
             for _ in range(min(due - self.batches, 10)):
+                if elapsed - self.batches * self.period > LATE_S:
+                    self.late += 1
                 self.frame.emit(self.next_batch())
             wait = self.started + self.batches * self.period - time.monotonic()
             await asyncio.sleep(max(wait, 0.0))
@@ -252,7 +256,8 @@ def snapshot(reset_peak: bool = False) -> str:
     """Kernel-side counters as JSON: feed, views (updates, messages, bytes, comm ids).
 
     ``max_behind`` (most batches the feeder was overdue) and the update durations cover the
-    time since the start or since the last ``snapshot(reset_peak=True)``.
+    time since the start or since the last ``snapshot(reset_peak=True)``; ``late`` counts
+    batches emitted more than ``LATE_S`` after they were due, since the start.
     """
     feeder: Feeder = STATE["feeder"]
     views: dict[str, Any] = {}
@@ -276,6 +281,7 @@ def snapshot(reset_peak: bool = False) -> str:
     out = json.dumps({
         "time": time.time(), "pid": os.getpid(), "python": sys.executable,
         "events": feeder.events, "batches": feeder.batches, "max_behind": feeder.max_behind,
+        "late": feeder.late,
         "batch_period": feeder.period, "views": views, "error": STATE.get("error"),
     })
     if reset_peak:

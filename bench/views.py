@@ -296,6 +296,7 @@ class KernelStats:
     warm_s: float
     events_per_s: float
     max_behind_ms: float
+    late_pct: float  # batches emitted >100 ms after they were due, % (after the warm-up)
     views: list[ViewStats]
     rss_warm: float  # MiB
     rss_end: float
@@ -305,6 +306,7 @@ class KernelStats:
     client_cpu_pct: float
     ping_ms: list[float]
     lag_p99_ms: float
+    load: tuple[float, float]  # 1-min load average of the machine at the start and the end
     python: str
     stderr: list[str]
 
@@ -329,6 +331,7 @@ def kernel_run(kind: str, seconds: float, mode: Mode, log: Callable[[str], None]
     """Feed 100,000 events/s for ``seconds`` into a fresh kernel's views; measure them."""
     log(f"views: starting a kernel for the {kind} views ({seconds:.0f} s) ...")
     client_cpu0 = time.process_time()
+    load0 = os.getloadavg()[0]
     run = KernelRun(log, mode.sample_s)
     try:
         start = run.execute(
@@ -347,6 +350,7 @@ def kernel_run(kind: str, seconds: float, mode: Mode, log: Callable[[str], None]
         run.run_until(t0 + seconds)
         end = run.execute("", "_vk.snapshot()")
         cpu_end = (time.time(), cpu_seconds(run.pid))
+        load_end = os.getloadavg()[0]
         client_end = time.process_time()
         run.sample()
         last = run.execute("", "_vk.stop()")
@@ -408,12 +412,13 @@ def kernel_run(kind: str, seconds: float, mode: Mode, log: Callable[[str], None]
         kind=kind, seconds=seconds, warm_s=mode.warm_s,
         events_per_s=(end["events"] - warm["events"]) / span,
         max_behind_ms=float(end["max_behind"]) * float(end["batch_period"]) * 1e3,
+        late_pct=(end["late"] - warm["late"]) / max(end["batches"] - warm["batches"], 1) * 100,
         views=views,
         rss_warm=rss_warm, rss_end=after[-1][1] if after else math.nan,
         rss_peak=max((r for _, r in after), default=math.nan), rss_slope=slope,
         cpu_pct=(cpu_end[1] - cpu_warm[1]) / (cpu_end[0] - cpu_warm[0]) * 100,
         client_cpu_pct=(client_end - client_warm) / (cpu_end[0] - cpu_warm[0]) * 100,
-        ping_ms=run.ping_ms, lag_p99_ms=_pct(lags, 99) * 1e3,
+        ping_ms=run.ping_ms, lag_p99_ms=_pct(lags, 99) * 1e3, load=(load0, load_end),
         python=str(end["python"]), stderr=run.stderr,
     )
 
@@ -567,23 +572,25 @@ def kernel_tables(runs: list[KernelStats]) -> list[str]:
                 f"| {_f(v.payload_median, 0)} / {_f(v.payload_p99, 0)} "
                 f"| {_f(v.bytes_per_row, 1)} | {_f(v.kb_per_s, 0)} "
                 f"| {' / '.join(_f(ms, 0) for ms in v.update_ms)} ms |")
-    lines += ["", "| approach | run (warm-up) | events/s fed (steady) | feeder most behind "
+    lines += ["", "| approach | run (warm-up) | events/s fed (steady) "
+              "| feeder most behind (batches >100 ms late) "
               "| kernel RSS after warm-up -> end (peak) | end / warm-up | RSS slope "
               "| kernel CPU | this process CPU | execute round trip p50 / p99 / max "
-              "| iopub delivery p99 | PATCH-DOCs lost |",
+              "| iopub delivery p99 | PATCH-DOCs lost | machine load start / end |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-              "| ---: |"]
+              "| ---: | ---: |"]
     for run in runs:
         ratio = run.rss_end / run.rss_warm
         lines.append(
             f"| {run.kind} | {_duration(run.seconds)} ({_duration(run.warm_s)}) "
-            f"| {run.events_per_s:,.0f} | {run.max_behind_ms:.0f} ms "
+            f"| {run.events_per_s:,.0f} | {run.max_behind_ms:,.0f} ms ({run.late_pct:.2f} %) "
             f"| {run.rss_warm:.1f} -> {run.rss_end:.1f} MiB ({run.rss_peak:.1f}) "
             f"| {ratio:.3f}x | {run.rss_slope:+.3f} MiB/min | {run.cpu_pct:.0f} % "
             f"| {run.client_cpu_pct:.0f} % "
             f"| {_pct(run.ping_ms, 50):.0f} / {_pct(run.ping_ms, 99):.0f} / "
             f"{max(run.ping_ms, default=math.nan):.0f} ms "
-            f"| {run.lag_p99_ms:.0f} ms | {sum(v.lost for v in run.views)} |")
+            f"| {run.lag_p99_ms:.0f} ms | {sum(v.lost for v in run.views)} "
+            f"| {run.load[0]:.2f} / {run.load[1]:.2f} |")
     return lines
 
 
@@ -688,9 +695,12 @@ def notes(runs: list[KernelStats]) -> list[str]:
         "*Bytes per row* = payload bytes / rows carried, envelope excluded. *PATCH-DOCs lost* "
         "= sent (kernel count) - received here (0: nothing dropped on iopub).",
         "- *Feeder most behind*: the largest delay of a due batch after the warm-up (the feeder "
-        "catches up, at most 10 batches at a time). *Execute round trip*: a `pass` request "
+        "catches up, at most 10 batches at a time), and the share of batches emitted more "
+        "than 100 ms late; with *events/s fed* it shows whether the kernel kept up (a backlog "
+        "that is caught up is delay, not loss). *Execute round trip*: a `pass` request "
         f"every {PING_EVERY_S:.0f} s during the run. *iopub delivery*: kernel send time to "
-        "this process reading it.",
+        "this process reading it. *Machine load*: 1-min load average (2 cores, shared: "
+        "other jobs on the machine slow the kernel and show here).",
     ]
 
 

@@ -3,10 +3,12 @@
 It serves the bundled metrics (or any DataFrame) to notebooks and tests; token and TLS are
 optional.
 
-The server numbers every record (``seq``, from 0) and serves each connection from its start,
-or, for SSE, after the ``Last-Event-ID`` the client sends back, so a reconnecting client
-resumes where it was. It can be stopped and started again on the same port, which is how the
-fault tests cut a feed mid-stream.
+The server numbers every record (``seq``, from 0). The SSE endpoint keeps history: it serves
+each connection from the start, or right after the ``Last-Event-ID`` the client sends back,
+so a reconnecting client resumes where it was. The WebSocket endpoint is a live feed: a
+client joins at the current position, and what was sent while it was away is gone. The
+server can be stopped and started again on the same ports, which is how the fault tests cut
+a feed mid-stream.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class FeedServer:
         self._ws: Any = None
         self._http: asyncio.Server | None = None
         self._ws_port = 0
+        self._ws_position = 0
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- urls --------------------------------------------------------------------------------
@@ -174,12 +177,14 @@ class FeedServer:
             await asyncio.sleep(1 / self.rate)
 
     async def _ws_client(self, ws: Any) -> None:
+        # A live feed: a client joins at the feed's current position (what was sent while no
+        # client was connected, or while the server was down, is not sent again).
         self.connections += 1
-        i = 0
         with contextlib.suppress(Exception):
-            while i < len(self._lines):
-                text, i = self._message(i)
+            while self._ws_position < len(self._lines):
+                text, end = self._message(self._ws_position)
                 await ws.send(text)
+                self._ws_position = end
                 self.sent += 1
                 await self._pace()
             await ws.close()

@@ -627,6 +627,7 @@ class BufferedSource:
         bad_owner = [owners[j] for j in np.flatnonzero(bad)]
         dead.extend(zip(bad_owner, reasons, strict=True))
         if dead:
+            dead.sort(key=lambda d: d[0])  # in arrival order
             self.stats.dead_letters += len(dead)
             frame._dead_letter_raw([items[i][0] for i, _ in dead], [r for _, r in dead],
                                    [items[i][1] for i, _ in dead], node=self.name)
