@@ -9,9 +9,10 @@ rtnb[redis]``); a missing one raises :class:`~rtnb.MissingExtraError` naming the
 """
 
 from rtnb.sources.base import Source
+from rtnb.sources.redis import redis_stream
 from rtnb.sources.replay import replay
 from rtnb.sources.sse import sse
 from rtnb.sources.tail import tail
 from rtnb.sources.websocket import websocket
 
-__all__ = ["Source", "replay", "sse", "tail", "websocket"]
+__all__ = ["Source", "redis_stream", "replay", "sse", "tail", "websocket"]

@@ -568,6 +568,7 @@ class BufferedSource:
         self.max_events = max_events
         self.stats = SourceStats()
         self._enough = asyncio.Event()
+        self._draining = False
 
     # -- to implement ----------------------------------------------------------------------
     async def _read(self, stop: asyncio.Event) -> None:
@@ -631,8 +632,13 @@ class BufferedSource:
             self.stats.dead_letters += len(dead)
             frame._dead_letter_raw([items[i][0] for i, _ in dead], [r for _, r in dead],
                                    [items[i][1] for i, _ in dead], node=self.name)
-        if self.max_events is not None:
-            good = good.iloc[:max(0, self.max_events - self.stats.events)]
+        done = len(items)  # messages fully handled (emitted or dead-lettered): acknowledged
+        if self.max_events is not None and len(good) > self.max_events - self.stats.events:
+            keep = max(0, self.max_events - self.stats.events)
+            good_owner = [owners[j] for j in np.flatnonzero(~bad)]
+            # the messages whose rows were cut off stay unacknowledged (read again next run)
+            done = good_owner[keep] if keep < len(good_owner) else len(items)
+            good = good.iloc[:keep]
         if len(good):
             await frame._graph.wait_running()
             frame.emit(good)
@@ -640,12 +646,21 @@ class BufferedSource:
         if self.max_events is not None and self.stats.events >= self.max_events:
             self._enough.set()
         self.stats.batches += 1
-        await self._ack([p for _, p in items])
-        self.stats.acked += len(items)
+        await self._ack([p for _, p in items[:done]])
+        self.stats.acked += done
 
     async def _batcher(self, frame: StreamingFrame, reader: asyncio.Task[None]) -> None:
         buf = self.buffer
+        left: int | None = None
         while not self._enough.is_set():
+            if self._draining:  # stopping: what is buffered now (not what keeps coming)
+                left = len(buf) if left is None else left
+                if left > 0:
+                    items = buf.take(min(left, self.max_batch))
+                    left -= len(items)
+                    await self._process(frame, items)
+                    continue
+                return
             if not await buf.wait_not_empty(timeout=0.2):
                 if reader.done():
                     return
@@ -662,6 +677,7 @@ class BufferedSource:
         """Read until ``stop`` (or the end of a finite source); flush what is buffered."""
         self.stats.started = time.monotonic()
         self._enough = asyncio.Event()
+        self._draining = False
         if self.max_events == 0:
             return
         reader = asyncio.ensure_future(self._reader(stop))
@@ -670,11 +686,14 @@ class BufferedSource:
         enough = asyncio.ensure_future(self._enough.wait())
         try:
             await asyncio.wait({reader, stopper, enough}, return_when=asyncio.FIRST_COMPLETED)
+            # Process what is buffered while the reader's connection is still open (acks
+            # travel on it), then stop the reader.
+            self._draining = True
+            await batcher
             if not reader.done():
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
-            await batcher  # drains the buffer, then ends since the reader is done
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
         finally:
