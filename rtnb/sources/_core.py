@@ -651,13 +651,13 @@ class BufferedSource:
 
     async def _batcher(self, frame: StreamingFrame, reader: asyncio.Task[None]) -> None:
         buf = self.buffer
-        left: int | None = None
+        drain_left: int | None = None
         while not self._enough.is_set():
             if self._draining:  # stopping: what is buffered now (not what keeps coming)
-                left = len(buf) if left is None else left
-                if left > 0:
-                    items = buf.take(min(left, self.max_batch))
-                    left -= len(items)
+                drain_left = len(buf) if drain_left is None else drain_left
+                if drain_left > 0:
+                    items = buf.take(min(drain_left, self.max_batch))
+                    drain_left -= len(items)
                     await self._process(frame, items)
                     continue
                 return
