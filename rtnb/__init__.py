@@ -11,7 +11,7 @@ live Bokeh plots tuned with widgets::
     src.start()
 """
 
-from rtnb import datasets, demo, sources
+from rtnb import datasets, demo, sinks, sources
 from rtnb.aggregations import Aggregation
 from rtnb.errors import (
     CheckpointError,
@@ -49,6 +49,7 @@ __all__ = [
     "demo",
     "rows",
     "session",
+    "sinks",
     "sliding",
     "sources",
     "tumbling",

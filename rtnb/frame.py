@@ -74,6 +74,10 @@ class _Graph:
     #: Seconds from a batch entering the root to a view sending it (latest 2,048 updates).
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
     _running: asyncio.Event | None = None
+    #: Sinks that are behind (over their queue's high-water mark).
+    pressure: set[Any] = field(default_factory=set)
+    _relieved: asyncio.Event | None = None
+    sinks: list[Any] = field(default_factory=list)
 
     @property
     def paused(self) -> bool:
@@ -89,9 +93,31 @@ class _Graph:
             self._running.set()
 
     async def wait_running(self) -> None:
-        """Return at once unless paused; then when resumed (sources call it between batches)."""
-        if self._running is not None:
-            await self._running.wait()
+        """Return at once unless paused or a sink is behind; else when that is over.
+
+        Sources call it before every batch: this is how a slow sink pauses them.
+        """
+        while True:
+            if self._running is not None and not self._running.is_set():
+                await self._running.wait()
+                continue
+            if self.pressure:
+                if self._relieved is None:
+                    self._relieved = asyncio.Event()
+                self._relieved.clear()
+                await self._relieved.wait()
+                continue
+            return
+
+    def press(self, who: Any) -> None:
+        """``who`` (a sink) is behind: sources wait before their next batch."""
+        self.pressure.add(who)
+
+    def relieve(self, who: Any) -> None:
+        """``who`` caught up."""
+        self.pressure.discard(who)
+        if not self.pressure and self._relieved is not None:
+            self._relieved.set()
 
     def unique(self, base: str) -> str:
         if base not in self.names:
@@ -702,9 +728,11 @@ class StreamingFrame:
             msg = f"the source of frame {self.name!r} was not started; call start() first"
             raise RtnbError(msg)
         await asyncio.shield(self._task)
-        # Let live views send the last windows before returning.
+        # Let live views send the last windows, and sinks deliver them, before returning.
         for view in list(self._graph.views):
             await view.drain()
+        for sink in list(self._graph.sinks):
+            await sink.flush()
 
     async def arun(self) -> None:
         """Start the source and wait until it finishes."""

@@ -13,7 +13,7 @@ PUBLIC = [
     "Aggregation", "CheckpointError", "ConfigError", "DecodeError", "ExportError",
     "MissingExtraError", "Param", "RtnbError", "SchemaError", "SourceError", "StreamingFrame",
     "StreamingSeries", "WindowedFrame", "dashboard", "datasets", "demo", "rows", "session",
-    "sliding", "sources", "tumbling",
+    "sinks", "sliding", "sources", "tumbling",
 ]
 
 

@@ -91,8 +91,9 @@ class Replay:
         self._clock = (t0_event, t0_wall)
         lo = 0
         while lo < n and not stop.is_set():
-            if graph.paused:
-                # Event time stands still while paused: shift the replay's clock on resume.
+            if graph.paused or graph.pressure:
+                # Event time stands still while paused (or while a sink catches up): shift the
+                # replay's clock when going on.
                 paused_at = _time.monotonic()
                 await graph.wait_running()
                 t0_wall += _time.monotonic() - paused_at

@@ -1,0 +1,12 @@
+"""Sinks: where results go. Each subscribes to a frame and delivers its batches in order.
+
+Network sinks retry with exponential backoff and jitter and sit behind a circuit breaker;
+what cannot be delivered is spooled to disk (``spool=``) or counted; a sink that falls behind
+(``max_queue`` batches queued) makes the pipeline's sources wait.
+"""
+
+from rtnb.sinks._core import CircuitBreaker, Sink, SinkStats
+from rtnb.sinks.targets import to_log, to_parquet, to_redis_stream, to_webhook
+
+__all__ = ["CircuitBreaker", "Sink", "SinkStats", "to_log", "to_parquet", "to_redis_stream",
+           "to_webhook"]
