@@ -113,9 +113,12 @@ def test_start_now_reads_only_new_entries(shared, stream, rows):
                                         start="$", max_events=100, block="50ms")
         out = src.collect()
         src.start()
-        await asyncio.sleep(0.3)
+        for _ in range(3000):  # until the source has pinned "now" (under load it takes a while)
+            if src._source._last_id is not None:
+                break
+            await asyncio.sleep(0.01)
         await asyncio.to_thread(produce, shared, stream, rows.iloc[100:200])
-        await asyncio.wait_for(src.wait(), 20)
+        await asyncio.wait_for(src.wait(), 60)
         return collected(out)
 
     got = asyncio.run(scenario())
@@ -137,7 +140,7 @@ def test_slow_pipeline_pauses_reading_and_the_stream_keeps_the_data(shared, stre
         read_while_paused = source.stats.messages
         lag_before = shared.xinfo_groups(stream)[0]["lag"]
         src.resume()
-        await asyncio.wait_for(src.wait(), 30)
+        await asyncio.wait_for(src.wait(), 90)
         return read_while_paused, lag_before, source.stats.lag, len(collected(out))
 
     read_while_paused, lag_before, _, n = asyncio.run(scenario())
