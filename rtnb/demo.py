@@ -187,7 +187,7 @@ class FeedServer:
                 self._ws_position = end
                 self.sent += 1
                 await self._pace()
-            await ws.close()
+            await ws.wait_closed()  # a live feed idles at its end; it does not hang up
 
     async def _sse_client(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
