@@ -6,7 +6,8 @@ what cannot be delivered is spooled to disk (``spool=``) or counted; a sink that
 """
 
 from rtnb.sinks._core import CircuitBreaker, Sink, SinkStats
+from rtnb.sinks.brokers import to_amqp, to_mqtt, to_nats
 from rtnb.sinks.targets import to_log, to_parquet, to_redis_stream, to_webhook
 
-__all__ = ["CircuitBreaker", "Sink", "SinkStats", "to_log", "to_parquet", "to_redis_stream",
-           "to_webhook"]
+__all__ = ["CircuitBreaker", "Sink", "SinkStats", "to_amqp", "to_log", "to_mqtt", "to_nats",
+           "to_parquet", "to_redis_stream", "to_webhook"]
