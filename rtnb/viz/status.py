@@ -40,8 +40,9 @@ class Status:
     entering the pipeline to a view sending it (p50/p99 of the last updates), the watermark
     and how far it trails the source's clock (event time the source has reached: wall clock
     for live feeds, the replay position for replays), late and dead-lettered rows, and the
-    fill of the views' queues and of the what-if buffers. :meth:`snapshot` returns the same
-    figures as a dict.
+    fill of the views' queues and of the what-if buffers; for message sources also bytes/s,
+    the source buffer's fill, reconnects, dropped messages and the broker's lag where it
+    reports one. :meth:`snapshot` returns the same figures as a dict.
 
     Examples
     --------
@@ -64,6 +65,7 @@ class Status:
         self.root = frame._root or frame
         self.interval = float(interval)
         self._samples: deque[tuple[float, int, int]] = deque()
+        self._bytes: deque[tuple[float, int]] = deque()
         self._widget: Any = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -122,7 +124,19 @@ class Status:
                                                                               "paused"):
             lag = max(0.0, (clock - watermark).total_seconds())
         retained = [f.retained for f in engines if f.retained is not None]
+        source = getattr(self.root._source, "stats", None)
+        bytes_in = source.bytes if source is not None else 0
+        self._bytes.append((now, bytes_in))
+        while len(self._bytes) > 2 and now - self._bytes[1][0] >= _RATE_WINDOW_S:
+            self._bytes.popleft()
+        b_span = now - self._bytes[0][0]
         return {
+            "source_bytes_per_s": (bytes_in - self._bytes[0][1]) / b_span if b_span > 0 else 0.0,
+            "source_reconnects": source.reconnects if source is not None else 0,
+            "source_dropped": source.dropped if source is not None else 0,
+            "source_lag": source.lag if source is not None else None,
+            "source_buffer_fill": getattr(getattr(self.root._source, "buffer", None), "fill",
+                                          0.0),
             "state": self._state(),
             "events_in": events_in,
             "events_in_per_s": rate_in,
@@ -155,6 +169,13 @@ class Status:
             ("buffers", f"views {snap['view_queue_rows']:,} rows · what-if "
                         f"{snap['whatif_rows']:,} rows ({snap['whatif_fill']:.0%})"),
         ]
+        if getattr(self.root._source, "stats", None) is not None:
+            lag = snap["source_lag"]
+            cells.append(("source", f"{snap['source_bytes_per_s'] / 1e3:,.1f} kB/s · buffer "
+                                    f"{snap['source_buffer_fill']:.0%} · reconnects "
+                                    f"{snap['source_reconnects']} · dropped "
+                                    f"{snap['source_dropped']:,}"
+                                    + ("" if lag is None else f" · broker lag {lag:,}")))
         body = "".join(
             f'<tr><th style="text-align:left;padding-right:1em">{html.escape(k)}</th>'
             f'<td class="rtnb-status-{k.split()[0]}">{html.escape(str(v))}</td></tr>'

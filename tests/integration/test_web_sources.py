@@ -189,6 +189,7 @@ def test_websocket_reconnects_with_backoff_and_keeps_order(data):
     async def scenario() -> tuple[pd.DataFrame, Any, FeedServer, int]:
         feed = await rtnb.demo.serve_feed(data, rate=2_000)
         src = rtnb.sources.websocket(feed.ws_url, example=feed.example, time="timestamp")
+        status = src.status()
         out = src.collect()
         src.start()
         await wait_rows(out, N // 3)
@@ -201,6 +202,9 @@ def test_websocket_reconnects_with_backoff_and_keeps_order(data):
         src.stop()
         await src.wait()
         await feed.stop()
+        snap = status.snapshot()
+        assert snap["source_reconnects"] == src._source.stats.reconnects
+        assert "reconnects" in status.widget.children[0].value
         return collected(out), src._source, feed, sent_before
 
     got, source, feed, sent_before = asyncio.run(scenario())
