@@ -11,7 +11,7 @@ live Bokeh plots tuned with widgets::
     src.start()
 """
 
-from rtnb import datasets, demo, sinks, sources
+from rtnb import datasets, demo, detect, sinks, sources
 from rtnb.aggregations import Aggregation
 from rtnb.errors import (
     CheckpointError,
@@ -47,6 +47,7 @@ __all__ = [
     "dashboard",
     "datasets",
     "demo",
+    "detect",
     "rows",
     "session",
     "sinks",

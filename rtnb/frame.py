@@ -518,6 +518,58 @@ class StreamingFrame:
         return self._derive(func, out_example, label,
                             time=time if time is not None else False)
 
+    # -- detectors -------------------------------------------------------------------------
+    def detect(self, detector: Any, *, on: str, by: str | Iterable[str] | None = None,
+               protect: bool = False, score: str = "score", anomaly: str = "is_anomaly",
+               name: str | None = None) -> StreamingFrame:
+        """Add ``score`` and ``is_anomaly`` columns from a detector run per key on ``on``.
+
+        Each row is scored against its key's earlier rows (see :mod:`rtnb.detect`); with
+        ``protect=True`` anomalous rows are kept out of the detector's state.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "host": pd.Series([], dtype=str), "cpu": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> flagged = sdf.detect(rtnb.detect.Threshold(upper=90), on="cpu", by="host")
+        >>> out = flagged.collect()
+        >>> sdf.emit(pd.DataFrame({"t": pd.to_datetime(["2026-01-01", "2026-01-01"]),
+        ...                        "host": ["a", "b"], "cpu": [50.0, 95.0]}))
+        >>> out[0][["host", "score", "is_anomaly"]]
+          host  score  is_anomaly
+        0    a  -40.0       False
+        1    b    5.0        True
+        """
+        from rtnb.detect import Detector
+        from rtnb.windows.keys import KeyRegistry
+
+        if not isinstance(detector, Detector):
+            msg = f"detect() takes an rtnb.detect detector; got {detector!r}"
+            raise ConfigError(msg)
+        if on not in self.example.columns or not pd.api.types.is_numeric_dtype(
+                self.example[on].dtype):
+            msg = f"detect(on={on!r}): {self.name!r} has no numeric column {on!r}"
+            raise ConfigError(msg)
+        for out in (score, anomaly):
+            if out in self.example.columns:
+                msg = f"detect(): {self.name!r} already has a column {out!r}; pass score=/anomaly="
+                raise ConfigError(msg)
+        keys = self._key_columns(by)
+        registry = KeyRegistry(keys, self.example)
+        time_col = self.time
+
+        def run(batch: pd.DataFrame) -> pd.DataFrame:
+            times = batch[time_col].to_numpy() if time_col is not None else None
+            s, a = detector.process(batch[on].to_numpy(dtype=np.float64, na_value=np.nan),
+                                    registry.codes(batch), times, protect=protect)
+            return batch.assign(**{score: s, anomaly: a})
+
+        example = self.example.assign(**{score: pd.Series([], dtype="float64"),
+                                         anomaly: pd.Series([], dtype="bool")})
+        return self._derive(run, example, name or "detect")
+
     # -- windows ---------------------------------------------------------------------------
     def window(
         self,

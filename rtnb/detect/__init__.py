@@ -1,0 +1,17 @@
+"""Anomaly detectors, per key and vectorised over each micro-batch (River-style verbs).
+
+Every detector keeps state per key across batches and scores each row against what came
+*before* it (a point never explains itself away): ``learn(batch)`` folds rows into the
+state, ``score(batch)`` scores rows against the state, ``learn_one`` / ``score_one`` do the
+same for one value. ``sdf.detect(detector, on="cpu", by="host")`` adds ``score`` and
+``is_anomaly`` columns to a stream. With ``protect=True`` rows found anomalous are kept out of
+the learned state (so a long incident does not become the new normal).
+
+Detectors here: :class:`Threshold`, :class:`ZScore` (rolling mean and standard deviation over
+an event-time window), :class:`EWMA` (exponentially weighted mean and variance),
+:class:`RateOfChange`.
+"""
+
+from rtnb.detect.detectors import EWMA, Detector, RateOfChange, Threshold, ZScore
+
+__all__ = ["EWMA", "Detector", "RateOfChange", "Threshold", "ZScore"]

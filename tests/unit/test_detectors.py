@@ -1,0 +1,175 @@
+"""Detectors against pandas computing the same statistic on the whole series, for any split
+of the stream into batches, per key; protect keeps anomalies out of the state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pandas.testing as tm
+import pytest
+
+import rtnb
+from rtnb import ConfigError, Param
+from rtnb.detect import EWMA, RateOfChange, Threshold, ZScore
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    """Two hours of 4 hosts with spikes and a few missing values, irregular times."""
+    df = rtnb.datasets.metrics()
+    df = df[df["host"].isin(["web-01", "web-02", "db-01", "cache-02"])].iloc[:20_000]
+    rng = np.random.default_rng(11)
+    cpu = df["cpu"].to_numpy().copy()
+    cpu[rng.integers(0, len(cpu), 40)] += 60  # spikes
+    cpu[rng.integers(0, len(cpu), 20)] = np.nan
+    keep = rng.random(len(df)) > 0.1  # gaps: irregular time steps
+    return df.assign(cpu=cpu)[keep].reset_index(drop=True)
+
+
+def stream(df: pd.DataFrame, detector, seed: int, **kw) -> pd.DataFrame:
+    sdf = rtnb.StreamingFrame(df.iloc[:0], time="timestamp")
+    out = sdf.detect(detector, on="cpu", by="host", **kw).collect()
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, len(df)), 60, replace=False))
+    for lo, hi in zip([0, *cuts], [*cuts, len(df)], strict=True):
+        sdf.emit(df.iloc[lo:hi].reset_index(drop=True))
+    return pd.concat(out, ignore_index=True)
+
+
+def per_host(df: pd.DataFrame, func) -> pd.Series:
+    parts = [func(g) for _, g in df.groupby("host", sort=False)]
+    return pd.concat(parts).reindex(df.index)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_zscore_equals_pandas_rolling_closed_left(data, seed):
+    got = stream(data, ZScore(window="5min", threshold=3, min_periods=10), seed)
+
+    def expected(g: pd.DataFrame) -> pd.Series:
+        r = g.set_index("timestamp")["cpu"].rolling("5min", closed="left", min_periods=10)
+        mean, std = r.mean().to_numpy(), r.std().to_numpy()
+        return pd.Series((g["cpu"].to_numpy() - mean) / std, index=g.index)
+
+    exp = per_host(data, expected)
+    np.testing.assert_allclose(got["score"], exp, rtol=1e-7, atol=1e-9)
+    assert got["is_anomaly"].tolist() == (exp.abs() > 3).tolist()
+    assert got["is_anomaly"].sum() > 10  # the spikes are found
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ewma_equals_the_recursion_on_the_whole_series(data, seed):
+    got = stream(data.dropna(subset=["cpu"]).reset_index(drop=True),
+                 EWMA(alpha=0.1, threshold=4, min_periods=5), seed)
+
+    def expected(g: pd.DataFrame) -> pd.Series:
+        x = g["cpu"].to_numpy()
+        mean = pd.Series(x).ewm(alpha=0.1, adjust=False).mean().to_numpy()
+        out, var = np.full(len(x), np.nan), 0.0
+        for i in range(1, len(x)):
+            d = x[i] - mean[i - 1]
+            if i >= 5 and var > 0:
+                out[i] = d / np.sqrt(var)
+            var = 0.9 * (var + 0.1 * d * d)
+        return pd.Series(out, index=g.index)
+
+    df = data.dropna(subset=["cpu"]).reset_index(drop=True)
+    np.testing.assert_allclose(got["score"], per_host(df, expected), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rate_of_change_equals_pandas_diff(data, seed):
+    got = stream(data, RateOfChange(threshold=20, per="1s"), seed)
+
+    def expected(g: pd.DataFrame) -> pd.Series:
+        dt = g["timestamp"].diff().dt.total_seconds()
+        return g["cpu"].diff() / dt
+
+    np.testing.assert_allclose(got["score"], per_host(data, expected), rtol=1e-12)
+
+
+def test_threshold_with_a_param_follows_the_slider(data):
+    upper = Param(90.0, min=0.0, max=100.0, name="upper")
+    sdf = rtnb.StreamingFrame(data.iloc[:0], time="timestamp")
+    out = sdf.detect(Threshold(upper=upper), on="cpu").collect()
+    sdf.emit(data.iloc[:1000])
+    upper.value = 50.0
+    sdf.emit(data.iloc[1000:2000])
+    got = pd.concat(out, ignore_index=True)
+    tm.assert_series_equal(got["is_anomaly"].iloc[:1000], (data["cpu"].iloc[:1000] > 90),
+                           check_names=False)
+    tm.assert_series_equal(got["is_anomaly"].iloc[1000:].reset_index(drop=True),
+                           (data["cpu"].iloc[1000:2000] > 50).reset_index(drop=True),
+                           check_names=False)
+
+
+def level_shift() -> pd.DataFrame:
+    t = pd.date_range("2026-01-01", periods=400, freq="s")
+    rng = np.random.default_rng(0)
+    x = 10 + rng.normal(0, 1, 400)
+    x[200:] += 50
+    return pd.DataFrame({"timestamp": t, "host": "a", "cpu": x})
+
+
+def test_protect_keeps_a_level_shift_flagged_for_ewma():
+    """Unprotected, EWMA learns the new level and stops flagging; protected, it never does."""
+    df = level_shift()
+    plain = stream(df, EWMA(alpha=0.2, threshold=6, min_periods=5), 5)
+    guarded = stream(df, EWMA(alpha=0.2, threshold=6, min_periods=5), 5, protect=True)
+    assert not plain["is_anomaly"].iloc[:200].any() and not guarded["is_anomaly"].iloc[:200].any()
+    assert plain["is_anomaly"].iloc[200:].sum() < 10
+    assert guarded["is_anomaly"].iloc[200:].all()
+
+
+def test_protect_keeps_a_level_shift_flagged_for_a_zscore_window():
+    """Protected, the 2-minute window keeps only normal rows, so the shift stays anomalous
+    until those rows age out of the window (then the window is empty and relearns)."""
+    df = level_shift()
+    plain = stream(df, ZScore("2min", threshold=3, min_periods=5), 5)
+    guarded = stream(df, ZScore("2min", threshold=3, min_periods=5), 5, protect=True)
+    # flagged while the window still holds min_periods (5) normal rows: 120 s - 5 rows
+    assert guarded["is_anomaly"].iloc[200:315].all()
+    assert plain["is_anomaly"].iloc[200:320].sum() < 20  # the shift itself enters the stats
+    assert not guarded["is_anomaly"].iloc[:200].any()
+
+
+def test_protect_equals_a_plain_loop(data):
+    """protect=True for any batch split equals one pass of the textbook loop."""
+    df = data[data["host"] == "web-01"].reset_index(drop=True).iloc[:3000]
+    got = stream(df, ZScore("3min", threshold=2.5, min_periods=5), 9, protect=True)
+    t = df["timestamp"].to_numpy().view(np.int64)
+    x = df["cpu"].to_numpy()
+    kept_t, kept_x, exp = [], [], np.full(len(x), np.nan)
+    w = 180 * 10**9
+    for i in range(len(x)):
+        vals = np.array([v for tt, v in zip(kept_t, kept_x, strict=True)
+                         if tt >= t[i] - w and v == v])
+        if len(vals) >= 5:
+            exp[i] = (x[i] - vals.mean()) / vals.std(ddof=1)
+        if not abs(exp[i]) > 2.5:
+            kept_t.append(t[i])
+            kept_x.append(x[i])
+    np.testing.assert_allclose(got["score"], exp, rtol=1e-9)
+
+
+def test_one_value_verbs():
+    z = ZScore("1min", threshold=3, min_periods=3)
+    t0 = pd.Timestamp("2026-01-01")
+    for i, v in enumerate([1.0, 2.0, 1.0, 2.0]):
+        z.learn_one(v, t=t0 + pd.Timedelta(i, "s"))
+    before = z.score_one(9.0, t=t0 + pd.Timedelta(5, "s"))
+    assert before == z.score_one(9.0, t=t0 + pd.Timedelta(5, "s"))  # score_one learns nothing
+    assert before == pytest.approx((9 - 1.5) / np.std([1, 2, 1, 2], ddof=1))
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ConfigError, match="Threshold needs `upper`, `lower` or both"):
+        Threshold()
+    with pytest.raises(ConfigError, match="exactly one of `alpha` and `halflife`"):
+        EWMA()
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        EWMA(alpha=1.5)
+    with pytest.raises(ConfigError, match="min_periods must be an int >= 2"):
+        ZScore(min_periods=1)
+    sdf = rtnb.StreamingFrame(pd.DataFrame({"host": pd.Series([], dtype=str)}))
+    with pytest.raises(ConfigError, match="no numeric column 'host'"):
+        sdf.detect(Threshold(upper=1), on="host")
