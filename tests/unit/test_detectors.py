@@ -124,8 +124,8 @@ def test_protect_keeps_a_level_shift_flagged_for_a_zscore_window():
     """Protected, the 2-minute window keeps only normal rows, so the shift stays anomalous
     until those rows age out of the window (then the window is empty and relearns)."""
     df = level_shift()
-    plain = stream(df, ZScore("2min", threshold=3, min_periods=5), 5)
-    guarded = stream(df, ZScore("2min", threshold=3, min_periods=5), 5, protect=True)
+    plain = stream(df, ZScore("2min", threshold=4, min_periods=5), 5)
+    guarded = stream(df, ZScore("2min", threshold=4, min_periods=5), 5, protect=True)
     # flagged while the window still holds min_periods (5) normal rows: 120 s - 5 rows
     assert guarded["is_anomaly"].iloc[200:315].all()
     assert plain["is_anomaly"].iloc[200:320].sum() < 20  # the shift itself enters the stats
