@@ -13,6 +13,7 @@ live Bokeh plots tuned with widgets::
 
 from rtnb import datasets, demo, detect, sinks, sources
 from rtnb.aggregations import Aggregation
+from rtnb.detect import alert
 from rtnb.errors import (
     CheckpointError,
     ConfigError,
@@ -44,6 +45,7 @@ __all__ = [
     "StreamingFrame",
     "StreamingSeries",
     "WindowedFrame",
+    "alert",
     "dashboard",
     "datasets",
     "demo",

@@ -12,7 +12,7 @@ import rtnb
 PUBLIC = [
     "Aggregation", "CheckpointError", "ConfigError", "DecodeError", "ExportError",
     "MissingExtraError", "Param", "RtnbError", "SchemaError", "SourceError", "StreamingFrame",
-    "StreamingSeries", "WindowedFrame", "dashboard", "datasets", "demo", "detect", "rows",
+    "StreamingSeries", "WindowedFrame", "alert", "dashboard", "datasets", "demo", "detect", "rows",
     "session", "sinks", "sliding", "sources", "tumbling",
 ]
 

@@ -9,9 +9,11 @@ the learned state (so a long incident does not become the new normal).
 
 Detectors here: :class:`Threshold`, :class:`ZScore` (rolling mean and standard deviation over
 an event-time window), :class:`EWMA` (exponentially weighted mean and variance),
-:class:`RateOfChange`.
+:class:`RateOfChange`. Alert rules (:func:`alert`, also ``rtnb.alert``) turn a condition
+into Prometheus-style pending / firing / resolved transitions per key.
 """
 
+from rtnb.detect.alerts import AlertRule, alert
 from rtnb.detect.detectors import EWMA, Detector, RateOfChange, Threshold, ZScore
 
-__all__ = ["EWMA", "Detector", "RateOfChange", "Threshold", "ZScore"]
+__all__ = ["EWMA", "AlertRule", "Detector", "RateOfChange", "Threshold", "ZScore", "alert"]

@@ -1,0 +1,225 @@
+"""Alert rules with Prometheus semantics: inactive -> pending -> firing -> resolved, per key.
+
+A rule watches a boolean condition per key, row by row in event time:
+
+* condition true while inactive: **pending** (``started`` = that row's time); with
+  ``for_=0`` it fires at once;
+* still true ``for_`` after ``started``: **firing**;
+* false while pending: back to **inactive** (the pending alert is cancelled);
+* while firing, the rule stays active as long as the condition holds, or, with
+  ``clear_below``, as long as the value stays at or above it (hysteresis: fire above 90,
+  clear only below 80); once it is not, it is **resolved** when it has stayed so for
+  ``keep_firing_for`` (default at once); a return within that time keeps it firing.
+
+Every transition is one event (no repeats): the output frame has columns ``alert``, the
+``by`` keys, ``state``, ``time`` (of the transition), ``started`` (of the episode) and
+``value``. Keys with no active condition cost nothing: only rows of keys that are pending,
+firing, or whose condition holds in the batch are walked through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from rtnb._time import DurationLike, to_ns
+from rtnb.errors import ConfigError
+from rtnb.params import Param, resolve
+
+if TYPE_CHECKING:
+    from rtnb.frame import StreamingFrame, StreamingSeries
+
+__all__ = ["AlertRule", "alert"]
+
+INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+
+
+@dataclass
+class _KeyState:
+    state: str = INACTIVE
+    started: int = 0
+    clear_since: int | None = None
+
+
+class AlertRule:
+    """The state machine of one rule, for every key (see the module docstring).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rule = AlertRule(for_="2s")
+    >>> t = (np.arange(6) * 10**9).astype(np.int64)
+    >>> events = rule.process(np.zeros(6, dtype=np.intp), t,
+    ...                       np.array([0, 1, 1, 1, 0, 0], dtype=bool), np.arange(6.0))
+    >>> [(state, time // 10**9) for _, state, time, _, _ in events]
+    [('pending', 1), ('firing', 3), ('resolved', 4)]
+    """
+
+    def __init__(self, *, for_: DurationLike | Param = "0s",
+                 keep_firing_for: DurationLike | Param = "0s",
+                 clear_below: float | Param | None = None) -> None:
+        for value, what in ((for_, "for_"), (keep_firing_for, "keep_firing_for")):
+            if to_ns(resolve(value), name=what) < 0:
+                msg = f"alert `{what}` must not be negative; got {resolve(value)!r}"
+                raise ConfigError(msg)
+        self.for_, self.keep_firing_for, self.clear_below = for_, keep_firing_for, clear_below
+        self._keys: dict[int, _KeyState] = {}
+
+    def state(self, key: int = 0) -> str:
+        """The current state of ``key``."""
+        return self._keys.get(key, _KeyState()).state
+
+    def process(self, keys: np.ndarray[Any, Any], t: np.ndarray[Any, Any],
+                cond: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
+                ) -> list[tuple[int, str, int, int, float]]:
+        """Walk the rows; return the transitions ``(key, state, time, started, value)``."""
+        for_ns = to_ns(resolve(self.for_))
+        keep_ns = to_ns(resolve(self.keep_firing_for))
+        clear = None if self.clear_below is None else float(resolve(self.clear_below))
+        events: list[tuple[int, str, int, int, float]] = []
+        if len(keys) == 0:
+            return events
+        busy = set(np.unique(keys[cond]).tolist()) | {
+            k for k, s in self._keys.items() if s.state != INACTIVE}
+        if not busy:
+            return events
+        rows = np.flatnonzero(np.isin(keys, np.fromiter(busy, dtype=np.intp)))
+        for i in rows.tolist():
+            key, ti, ci, vi = int(keys[i]), int(t[i]), bool(cond[i]), float(values[i])
+            st = self._keys.get(key)
+            if st is None:
+                st = self._keys[key] = _KeyState()
+            if st.state == INACTIVE:
+                if ci:
+                    st.started, st.clear_since = ti, None
+                    if for_ns == 0:
+                        st.state = FIRING
+                        events.append((key, FIRING, ti, ti, vi))
+                    else:
+                        st.state = PENDING
+                        events.append((key, PENDING, ti, ti, vi))
+            elif st.state == PENDING:
+                if not ci:
+                    st.state = INACTIVE
+                    events.append((key, INACTIVE, ti, st.started, vi))
+                elif ti - st.started >= for_ns:
+                    st.state = FIRING
+                    events.append((key, FIRING, ti, st.started, vi))
+            else:  # firing
+                active = ci if clear is None else (ci or vi >= clear)
+                if active:
+                    st.clear_since = None
+                    continue
+                if st.clear_since is None:
+                    st.clear_since = ti
+                if ti - st.clear_since >= keep_ns:
+                    st.state = INACTIVE
+                    events.append((key, "resolved", ti, st.started, vi))
+                    st.clear_since = None
+        return events
+
+
+def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
+          on: str | None = None, by: str | list[str] | None = None,
+          for_: DurationLike | Param = "0s", keep_firing_for: DurationLike | Param = "0s",
+          clear_below: float | Param | None = None, name: str = "alert") -> StreamingFrame:
+    """A stream of alert transitions for a condition on ``frame`` (Prometheus semantics).
+
+    Parameters
+    ----------
+    condition
+        A boolean expression on the frame (``sdf["cpu"] > 90``) or the name of a boolean
+        column (``"is_anomaly"`` after ``sdf.detect(...)``).
+    on
+        The value column reported with each transition (and compared with ``clear_below``).
+    by
+        One alert per key.
+    for_, keep_firing_for, clear_below
+        See :mod:`rtnb.detect.alerts`; each may be a :class:`~rtnb.Param`.
+
+    Examples
+    --------
+    >>> import pandas as pd, rtnb
+    >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+    ...                    "host": pd.Series([], dtype=str), "cpu": pd.Series([], dtype=float)})
+    >>> sdf = rtnb.StreamingFrame(ex, time="t")
+    >>> alerts = rtnb.alert(sdf, sdf["cpu"] > 90, on="cpu", by="host", for_="2s",
+    ...                     name="cpu_high")
+    >>> out = alerts.collect()
+    >>> sdf.emit(pd.DataFrame({"t": pd.date_range("2026-01-01", periods=5, freq="s"),
+    ...                        "host": "a", "cpu": [50.0, 95.0, 96.0, 97.0, 60.0]}))
+    >>> out[0][["host", "state", "time", "value"]]
+      host     state                time  value
+    0    a   pending 2026-01-01 00:00:01   95.0
+    1    a    firing 2026-01-01 00:00:03   97.0
+    2    a  resolved 2026-01-01 00:00:04   60.0
+    """
+    from rtnb.frame import StreamingFrame, StreamingSeries
+    from rtnb.windows.keys import KeyRegistry
+
+    if frame.time is None:
+        msg = f"alert {name!r}: frame {frame.name!r} has no event-time column"
+        raise ConfigError(msg)
+    if isinstance(condition, str):
+        if condition not in frame.columns or not pd.api.types.is_bool_dtype(
+                frame.example[condition].dtype):
+            msg = f"alert {name!r}: {frame.name!r} has no boolean column {condition!r}"
+            raise ConfigError(msg)
+        column = condition
+
+        def evaluate(batch: pd.DataFrame) -> np.ndarray[Any, Any]:
+            return np.asarray(batch[column].to_numpy(dtype=bool, na_value=False))
+    elif isinstance(condition, StreamingSeries):
+        series = condition
+
+        def evaluate(batch: pd.DataFrame) -> np.ndarray[Any, Any]:
+            return np.asarray(series.func(batch).to_numpy(dtype=bool, na_value=False))
+    else:
+        msg = f"alert {name!r}: condition must be an expression or a column name; got " \
+              f"{condition!r}"
+        raise ConfigError(msg)
+    if on is not None and on not in frame.columns:
+        msg = f"alert {name!r}: no column {on!r} in {frame.name!r}"
+        raise ConfigError(msg)
+    if clear_below is not None and on is None:
+        msg = f"alert {name!r}: clear_below needs `on`, the column it applies to"
+        raise ConfigError(msg)
+    keys = frame._key_columns(by)
+    registry = KeyRegistry(keys, frame.example)
+    rule = AlertRule(for_=for_, keep_firing_for=keep_firing_for, clear_below=clear_below)
+    time_col = frame.time
+    cols: dict[str, pd.Series] = {"alert": pd.Series([], dtype=str)}
+    for k in keys:
+        cols[k] = frame.example[k].iloc[:0]
+    cols.update(state=pd.Series([], dtype=str), time=pd.Series([], dtype="datetime64[ns]"),
+                started=pd.Series([], dtype="datetime64[ns]"),
+                value=pd.Series([], dtype="float64"))
+    example = pd.DataFrame(cols)
+
+    def run(batch: pd.DataFrame) -> pd.DataFrame:
+        codes = registry.codes(batch)
+        t = batch[time_col].to_numpy().astype("datetime64[ns]").view(np.int64)
+        values = batch[on].to_numpy(dtype=np.float64, na_value=np.nan) if on is not None \
+            else np.full(len(batch), np.nan)
+        events = rule.process(codes, t, evaluate(batch), values)
+        if not events:
+            return example.copy()
+        k, state, when, started, value = zip(*events, strict=True)
+        out = {"alert": pd.Series([name] * len(events), dtype=str)}
+        key_frame = registry.frame(np.asarray(k, dtype=np.intp))
+        for col in keys:
+            out[col] = key_frame[col]
+        out.update(state=pd.Series(state, dtype=str),
+                   time=pd.Series(np.asarray(when, dtype=np.int64).view("datetime64[ns]")),
+                   started=pd.Series(np.asarray(started, dtype=np.int64).view(
+                       "datetime64[ns]")),
+                   value=pd.Series(value, dtype="float64"))
+        return pd.DataFrame(out)
+
+    derived = frame._derive(run, example, name, time="time")
+    derived.rule = rule  # type: ignore[attr-defined]
+    assert isinstance(derived, StreamingFrame)
+    return derived
