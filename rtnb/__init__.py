@@ -13,7 +13,7 @@ live Bokeh plots tuned with widgets::
 
 from rtnb import datasets, demo, detect, sinks, sources
 from rtnb.aggregations import Aggregation
-from rtnb.detect import alert
+from rtnb.detect import alert, evaluate
 from rtnb.errors import (
     CheckpointError,
     ConfigError,
@@ -50,6 +50,7 @@ __all__ = [
     "datasets",
     "demo",
     "detect",
+    "evaluate",
     "rows",
     "session",
     "sinks",

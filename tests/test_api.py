@@ -12,8 +12,8 @@ import rtnb
 PUBLIC = [
     "Aggregation", "CheckpointError", "ConfigError", "DecodeError", "ExportError",
     "MissingExtraError", "Param", "RtnbError", "SchemaError", "SourceError", "StreamingFrame",
-    "StreamingSeries", "WindowedFrame", "alert", "dashboard", "datasets", "demo", "detect", "rows",
-    "session", "sinks", "sliding", "sources", "tumbling",
+    "StreamingSeries", "WindowedFrame", "alert", "dashboard", "datasets", "demo", "detect",
+    "evaluate", "rows", "session", "sinks", "sliding", "sources", "tumbling",
 ]
 
 
