@@ -30,7 +30,8 @@ expected = (df.groupby(["host", pd.Grouper(key="timestamp", freq="10s")])["cpu"]
 plotted = view.data().rename(columns={"x": "timestamp", "y": "mean"})
 merged = expected.merge(plotted, on=["host", "timestamp"], how="outer", suffixes=("_pd", "_plot"))
 print(json.dumps({
-    "expected": len(expected), "plotted": len(plotted), "matched": int(merged.notna().all(axis=1).sum()),
+    "expected": len(expected), "plotted": len(plotted),
+    "matched": int(merged.notna().all(axis=1).sum()),
     "max_abs_diff": float((merged["mean_pd"] - merged["mean_plot"]).abs().max()),
     "late": cpu.counters.late, "updates": view.updates,
 }))
@@ -77,7 +78,8 @@ on_time = accepted[~accepted.set_index(["timestamp", "host"]).index.isin(
 expected = (on_time.groupby(["host", pd.Grouper(key="timestamp", freq="10s")]).size()
             .rename("n").reset_index().rename(columns={"timestamp": "window_start"}))
 plotted = view.data().rename(columns={"x": "window_start", "y": "n"})
-merged = expected.merge(plotted, on=["host", "window_start"], how="outer", suffixes=("_pd", "_plot"))
+merged = expected.merge(plotted, on=["host", "window_start"], how="outer",
+                        suffixes=("_pd", "_plot"))
 print(json.dumps({
     "accepted": len(accepted), "late": len(late), "late_counter": counts.counters.late,
     "windows": len(expected), "plotted": len(plotted),
@@ -145,7 +147,8 @@ lat["plotted_subset"] = lat["matched"] == lat["plotted"]
 lat["per_host_max"] = int(plotted.groupby("host").size().max())
 
 table = late_view.data()
-last_late = pd.concat(window_late, ignore_index=True).iloc[-8:][["timestamp", "arrival", "host", "cpu"]]
+last_late = pd.concat(window_late, ignore_index=True).iloc[-8:][
+    ["timestamp", "arrival", "host", "cpu"]]
 table_ok = bool((table.reset_index(drop=True) == last_late.reset_index(drop=True)).all().all())
 
 # what-if: a new window size recomputes the retained history; compare with a fresh pipeline
@@ -154,7 +157,8 @@ window.value = "1min"
 await asyncio.sleep(0.5)
 fresh = rtnb.StreamingFrame(events.example, time="timestamp")
 fresh_out = fresh.window(rtnb.tumbling("1min"), by="host", allowed_lateness=lateness,
-                         emit="update").agg(cpu=("cpu", "mean"), requests=("requests", "sum")).collect()
+                         emit="update").agg(cpu=("cpu", "mean"),
+                                            requests=("requests", "sum")).collect()
 for b in per_host.retained:
     fresh.emit(b)
 fresh.close()
@@ -189,3 +193,32 @@ def test_dashboard_notebook_plots_what_pandas_computes(monkeypatch: pytest.Monke
     assert whatif["plotted"] == whatif["expected"] == whatif["matched"] > 0
     assert whatif["max_abs_diff"] < 1e-9 and "tumbling 1min" in whatif["title"]
     assert result["status"]["state"] == "finished"
+
+
+ALERTS_CHECK = """
+await live.wait()
+import json
+sweep = pd.DataFrame(rows)
+# the notebook's what-if equals a fresh computation of the same day at the same settings
+threshold.value, for_.value = 4.0, "1min"
+again = rtnb.evaluate(whole_day(), incidents)
+tuned = sweep[(sweep["z"] == 4.0) & (sweep["for"] == "1min")].iloc[0]
+print(json.dumps({
+    "nab": sweep["nab_score"].round(3).tolist(), "recall": sweep["recall"].round(3).tolist(),
+    "false_positives": sweep["false_positives"].tolist(),
+    "again_nab": round(again.nab_score, 3), "tuned_nab": round(float(tuned["nab_score"]), 3),
+    "scores_widget": "NAB score" in scores.value,
+}))
+"""
+
+
+def test_alerts_notebook_tuning_improves_the_nab_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    result: dict[str, Any] = run_with_check(  # type: ignore[assignment]
+        "05-thresholds-and-alerts.ipynb", ALERTS_CHECK, 6_000, monkeypatch)
+    nab, recall, fps = result["nab"], result["recall"], result["false_positives"]
+    # z>3 at once: everything found, drowned in false alarms; z>4 for 1 min: few of them
+    assert recall[0] == 1.0 and fps[0] > 100 and nab[0] < 0
+    assert nab[2] > nab[1] > nab[0] and recall[2] == 1.0 and fps[2] < 10
+    assert nab[3] < nab[2]  # too strict: incidents missed
+    assert result["again_nab"] == result["tuned_nab"]
+    assert result["scores_widget"]

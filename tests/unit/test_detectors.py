@@ -173,3 +173,43 @@ def test_bad_settings_are_named():
     sdf = rtnb.StreamingFrame(pd.DataFrame({"host": pd.Series([], dtype=str)}))
     with pytest.raises(ConfigError, match="no numeric column 'host'"):
         sdf.detect(Threshold(upper=1), on="host")
+
+
+@pytest.mark.parametrize("batch_rows", [500, 10_000, 200_000])
+def test_absence_finds_the_silent_host_whatever_the_batches(batch_rows):
+    """cache-02 stops reporting 14:05-14:10 in the bundled day; nothing else is silent."""
+    from rtnb.detect import absence
+
+    day = rtnb.datasets.metrics()
+    day = day[(day["timestamp"] >= "2026-01-05 13:00") & (day["timestamp"] < "2026-01-05 15:00")]
+    sdf = rtnb.StreamingFrame(day.iloc[:0], time="timestamp")
+    out = absence(sdf, "1min", by="host").collect()
+    for lo in range(0, len(day), batch_rows):
+        sdf.emit(day.iloc[lo:lo + batch_rows])
+    events = pd.concat(out, ignore_index=True)
+    # pandas: per host, consecutive rows 1 min or more apart
+    gaps = day.sort_values(["host", "timestamp"]).assign(
+        prev=lambda d: d.groupby("host")["timestamp"].shift())
+    gaps = gaps[gaps["timestamp"] - gaps["prev"] >= pd.Timedelta("1min")]
+    assert len(gaps) == 1 and gaps["host"].iloc[0] == "cache-02"
+    expected = pd.DataFrame({
+        "time": [gaps["prev"].iloc[0] + pd.Timedelta("1min"), gaps["timestamp"].iloc[0]],
+        "host": ["cache-02", "cache-02"], "is_silent": [True, False],
+        "last_seen": [gaps["prev"].iloc[0]] * 2})
+    tm.assert_frame_equal(events, expected, check_dtype=False)
+
+
+def test_absence_alerts_fire_and_resolve():
+    from rtnb.detect import absence
+
+    day = rtnb.datasets.metrics()
+    day = day[(day["timestamp"] >= "2026-01-05 14:00") & (day["timestamp"] < "2026-01-05 14:20")]
+    sdf = rtnb.StreamingFrame(day.iloc[:0], time="timestamp")
+    silent = absence(sdf, "1min", by="host")
+    alerts = rtnb.alert(silent, "is_silent", by="host", name="silent").collect()
+    sdf.emit(day)
+    got = pd.concat(alerts, ignore_index=True)
+    assert got[["host", "state"]].values.tolist() == [["cache-02", "firing"],
+                                                      ["cache-02", "resolved"]]
+    result = rtnb.evaluate(got, rtnb.datasets.incidents().query("kind == 'host_silent'"))
+    assert result.recall == 1.0 and result.precision == 1.0
