@@ -9,16 +9,23 @@ the learned state (so a long incident does not become the new normal).
 
 Detectors here: :class:`Threshold`, :class:`ZScore` (rolling mean and standard deviation over
 an event-time window), :class:`EWMA` (exponentially weighted mean and variance),
-:class:`RateOfChange`; :func:`absence` notices keys that stopped sending. Alert rules
-(:func:`alert`, also ``rtnb.alert``) turn a condition into Prometheus-style pending /
-firing / resolved transitions per key; :func:`evaluate` scores them against labelled
-incidents (precision, recall, delay, NAB score).
+:class:`RateOfChange`, :class:`RollingQuantile`; :func:`absence` notices keys that stopped
+sending. Alert rules (:func:`alert`, also ``rtnb.alert``) turn a condition into
+Prometheus-style pending / firing / resolved transitions per key; :func:`evaluate` scores
+them against labelled incidents (precision, recall, delay, NAB score).
 """
 
 from rtnb.detect.absence import absence
 from rtnb.detect.alerts import AlertRule, alert
-from rtnb.detect.detectors import EWMA, Detector, RateOfChange, Threshold, ZScore
+from rtnb.detect.detectors import (
+    EWMA,
+    Detector,
+    RateOfChange,
+    RollingQuantile,
+    Threshold,
+    ZScore,
+)
 from rtnb.detect.evaluate import Evaluation, evaluate
 
-__all__ = ["EWMA", "AlertRule", "Detector", "Evaluation", "RateOfChange", "Threshold", "ZScore",
-           "absence", "alert", "evaluate"]
+__all__ = ["EWMA", "AlertRule", "Detector", "Evaluation", "RateOfChange", "RollingQuantile",
+           "Threshold", "ZScore", "absence", "alert", "evaluate"]

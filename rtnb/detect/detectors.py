@@ -18,7 +18,7 @@ from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
 
-__all__ = ["EWMA", "Detector", "RateOfChange", "Threshold", "ZScore"]
+__all__ = ["EWMA", "Detector", "RateOfChange", "RollingQuantile", "Threshold", "ZScore"]
 
 Floats = npt.NDArray[np.float64]
 
@@ -392,3 +392,85 @@ class RateOfChange(Detector):
 
     def __repr__(self) -> str:
         return f"RateOfChange(threshold={self.threshold!r})"
+
+
+class RollingQuantile(Detector):
+    """``x / (factor * q-quantile)`` of the key's values in ``[t - window, t)``.
+
+    Above 1 is anomalous: ``x`` is more than ``factor`` times the window's ``q``-quantile.
+
+    The quantile is pandas' ``rolling(window, closed="left").quantile(q)`` (linear
+    interpolation), computed in C over the key's retained window and the new rows.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.date_range("2026-01-01", periods=6, freq="s")
+    >>> d = RollingQuantile(window="1min", q=0.5, factor=2.0, min_periods=3)
+    >>> s, a = d.process([10.0, 12.0, 11.0, 13.0, 30.0, 11.0], times=t)
+    >>> s.round(3).tolist(), a.tolist()
+    ([nan, nan, nan, 0.591, 1.304, 0.458], [False, False, False, False, True, False])
+    """
+
+    def __init__(self, window: DurationLike | Param = "10min", q: float | Param = 0.99,
+                 factor: float | Param = 1.0, min_periods: int = 10) -> None:
+        if to_ns(resolve(window), name="window") <= 0:
+            msg = f"RollingQuantile window must be positive; got {resolve(window)!r}"
+            raise ConfigError(msg)
+        if not 0 <= float(resolve(q)) <= 1:
+            msg = f"RollingQuantile q must be in [0, 1]; got {resolve(q)!r}"
+            raise ConfigError(msg)
+        self.window, self.q, self.factor, self.min_periods = window, q, factor, min_periods
+        self._hist: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+
+    def _limit(self) -> float:
+        return 1.0
+
+    def _flag(self, scores: Floats) -> npt.NDArray[np.bool_]:
+        with np.errstate(invalid="ignore"):
+            return np.asarray(scores > 1.0, dtype=bool)
+
+    def _save(self, key: int) -> Any:
+        return self._hist.get(key)
+
+    def _restore(self, key: int, saved: Any) -> None:
+        if saved is None:
+            self._hist.pop(key, None)
+        else:
+            self._hist[key] = saved
+
+    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
+                     protect: bool) -> Floats:
+        w = to_ns(resolve(self.window), name="window")
+        ht, hx = self._hist.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
+        at, ax = np.concatenate([ht, t]), np.concatenate([hx, x])
+        series = pd.Series(ax, index=pd.DatetimeIndex(at.view("datetime64[ns]")))
+        quant = series.rolling(pd.Timedelta(w, "ns"), closed="left",
+                               min_periods=self.min_periods).quantile(
+            float(resolve(self.q))).to_numpy()[len(ht):]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores = x / (float(resolve(self.factor)) * quant)
+        if protect:  # anomalous rows stay out of later windows: recompute without them
+            keep_rows = ~(scores > 1.0)
+            if not keep_rows.all():
+                scores = np.full(len(x), np.nan)
+                kt, kx = list(ht), list(hx)
+                for i, (ti, xi) in enumerate(zip(t.tolist(), x.tolist(), strict=True)):
+                    lo = np.searchsorted(np.asarray(kt, dtype=np.int64), ti - w, side="left")
+                    vals = np.asarray(kx[lo:], dtype=np.float64)
+                    vals = vals[~np.isnan(vals)]
+                    if len(vals) >= self.min_periods:
+                        scores[i] = xi / (float(resolve(self.factor)) *
+                                          float(np.quantile(vals, float(resolve(self.q)))))
+                    if not scores[i] > 1.0:
+                        kt.append(ti)
+                        kx.append(xi)
+                at, ax = np.asarray(kt, dtype=np.int64), np.asarray(kx, dtype=np.float64)
+        if len(at):
+            keep = at >= at.max() - w
+            at, ax = at[keep], ax[keep]
+        self._hist[key] = (at, ax)
+        return np.asarray(scores, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"RollingQuantile(window={self.window!r}, q={self.q!r}, factor={self.factor!r})"

@@ -213,3 +213,38 @@ def test_absence_alerts_fire_and_resolve():
                                                       ["cache-02", "resolved"]]
     result = rtnb.evaluate(got, rtnb.datasets.incidents().query("kind == 'host_silent'"))
     assert result.recall == 1.0 and result.precision == 1.0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rolling_quantile_equals_pandas(data, seed):
+    from rtnb.detect import RollingQuantile
+
+    got = stream(data, RollingQuantile("5min", q=0.95, factor=1.2, min_periods=20), seed)
+
+    def expected(g: pd.DataFrame) -> pd.Series:
+        q = g.set_index("timestamp")["cpu"].rolling("5min", closed="left", min_periods=20) \
+            .quantile(0.95).to_numpy()
+        return pd.Series(g["cpu"].to_numpy() / (1.2 * q), index=g.index)
+
+    exp = per_host(data, expected)
+    np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
+    assert got["is_anomaly"].tolist() == (exp > 1).tolist()
+
+
+def test_rolling_quantile_protect_equals_a_plain_loop(data):
+    from rtnb.detect import RollingQuantile
+
+    df = data[data["host"] == "web-02"].reset_index(drop=True).iloc[:2000]
+    got = stream(df, RollingQuantile("2min", q=0.9, factor=1.1, min_periods=10), 4,
+                 protect=True)
+    t = df["timestamp"].to_numpy().view(np.int64)
+    x = df["cpu"].to_numpy()
+    kept: list[tuple[int, float]] = []
+    exp = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        vals = np.array([v for tt, v in kept if tt >= t[i] - 120 * 10**9 and v == v])
+        if len(vals) >= 10:
+            exp[i] = x[i] / (1.1 * np.quantile(vals, 0.9))
+        if not exp[i] > 1:
+            kept.append((t[i], x[i]))
+    np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
