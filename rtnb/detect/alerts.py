@@ -125,7 +125,8 @@ class AlertRule:
 def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
           on: str | None = None, by: str | list[str] | None = None,
           for_: DurationLike | Param = "0s", keep_firing_for: DurationLike | Param = "0s",
-          clear_below: float | Param | None = None, name: str = "alert") -> StreamingFrame:
+          clear_below: float | Param | None = None, allowed_lateness: DurationLike = "0s",
+          name: str = "alert") -> StreamingFrame:
     """A stream of alert transitions for a condition on ``frame`` (Prometheus semantics).
 
     Parameters
@@ -139,6 +140,11 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
         One alert per key.
     for_, keep_firing_for, clear_below
         See :mod:`rtnb.detect.alerts`; each may be a :class:`~rtnb.Param`.
+    allowed_lateness
+        Rows are held until the newest time seen is this far past them, then evaluated in
+        event-time order, so disorder within the lateness gives the same transitions as
+        ordered input. Rows older than that when they arrive are late: counted in
+        ``counters.late`` and not evaluated. The end of the stream evaluates what is held.
 
     Examples
     --------
@@ -199,12 +205,11 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
                 value=pd.Series([], dtype="float64"))
     example = pd.DataFrame(cols)
 
-    def run(batch: pd.DataFrame) -> pd.DataFrame:
-        codes = registry.codes(batch)
-        t = batch[time_col].to_numpy().astype("datetime64[ns]").view(np.int64)
-        values = batch[on].to_numpy(dtype=np.float64, na_value=np.nan) if on is not None \
-            else np.full(len(batch), np.nan)
-        events = rule.process(codes, t, evaluate(batch), values)
+    lateness = to_ns(allowed_lateness, name="allowed_lateness")
+    held: dict[str, Any] = {"rows": None, "max": np.iinfo(np.int64).min,
+                            "done": np.iinfo(np.int64).min}
+
+    def to_frame(events: list[tuple[int, str, int, int, float]]) -> pd.DataFrame:
         if not events:
             return example.copy()
         k, state, when, started, value = zip(*events, strict=True)
@@ -219,7 +224,47 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
                    value=pd.Series(value, dtype="float64"))
         return pd.DataFrame(out)
 
+    def release(everything: bool) -> pd.DataFrame:
+        rows = held["rows"]
+        if rows is None or not len(rows[0]):
+            return example.copy()
+        codes, t, cond, values = rows
+        ready = np.ones(len(t), dtype=bool) if everything else \
+            t <= held["max"] - lateness
+        if not ready.any():
+            return example.copy()
+        order = np.flatnonzero(ready)[np.argsort(t[ready], kind="stable")]
+        events = rule.process(codes[order], t[order], cond[order], values[order])
+        held["done"] = max(held["done"], int(t[order].max()))
+        held["rows"] = tuple(a[~ready] for a in rows)
+        return to_frame(events)
+
+    def run(batch: pd.DataFrame) -> pd.DataFrame:
+        codes = registry.codes(batch)
+        t = batch[time_col].to_numpy().astype("datetime64[ns]").view(np.int64)
+        values = batch[on].to_numpy(dtype=np.float64, na_value=np.nan) if on is not None \
+            else np.full(len(batch), np.nan)
+        cond = evaluate(batch)
+        late = t < held["done"]
+        if late.any():
+            derived.counters.late += int(late.sum())
+            codes, t, cond, values = codes[~late], t[~late], cond[~late], values[~late]
+        if len(t):
+            held["max"] = max(held["max"], int(t.max()))
+        new = (codes, t, cond, values)
+        rows = held["rows"]
+        held["rows"] = new if rows is None else tuple(
+            np.concatenate([a, b]) for a, b in zip(rows, new, strict=True))
+        return release(everything=False)
+
+    def at_end() -> None:
+        if held["rows"] is not None:
+            out = release(everything=True)
+            if len(out):
+                derived.stream.emit(out)
+
     derived = frame._derive(run, example, name, time="time")
     derived.rule = rule  # type: ignore[attr-defined]
+    frame._graph.close_hooks.append(at_end)
     assert isinstance(derived, StreamingFrame)
     return derived

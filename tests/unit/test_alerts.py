@@ -116,3 +116,44 @@ def test_quiet_keys_are_not_walked():
     t = np.arange(100_000, dtype=np.int64) * 10**7
     events = rule.process(keys, t, np.zeros(100_000, dtype=bool), np.zeros(100_000))
     assert events == [] and rule._keys == {}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_disorder_within_the_lateness_gives_the_ordered_transitions(seed):
+    rng = np.random.default_rng(seed)
+    n = 600
+    values = np.where(rng.random(n) < 0.3, HI, LO)
+    values[100:160] = HI  # one long episode
+    df = pd.DataFrame({"t": T0 + pd.to_timedelta(np.arange(n), unit="s"),
+                       "host": np.where(np.arange(n) % 3 == 0, "a", "b"), "cpu": values})
+
+    def transitions(frame: pd.DataFrame, lateness: str) -> pd.DataFrame:
+        sdf = rtnb.StreamingFrame(frame.iloc[:0], time="t")
+        out = rtnb.alert(sdf, sdf["cpu"] > 90, on="cpu", by="host", for_="3s",
+                         keep_firing_for="2s", allowed_lateness=lateness).collect()
+        for lo in range(0, len(frame), 37):
+            sdf.emit(frame.iloc[lo:lo + 37].reset_index(drop=True))
+        sdf.close()
+        got = pd.concat(out, ignore_index=True)
+        return got.sort_values(["host", "time", "state"]).reset_index(drop=True)
+
+    ordered = transitions(df, "0s")
+    # shuffle arrival within 8 s: every row arrives at most 8 s after its event time
+    arrival = df["t"] + pd.to_timedelta(rng.uniform(0, 8, n), unit="s")
+    shuffled = df.iloc[np.argsort(arrival.to_numpy(), kind="stable")].reset_index(drop=True)
+    assert len(ordered) > 20
+    pd.testing.assert_frame_equal(transitions(shuffled, "10s"), ordered)
+
+
+def test_rows_later_than_the_lateness_are_counted_not_evaluated():
+    df = pd.DataFrame({"t": T0 + pd.to_timedelta([0, 10, 20, 1], unit="s"),
+                       "cpu": [HI, LO, LO, HI]})
+    sdf = rtnb.StreamingFrame(df.iloc[:0], time="t")
+    alerts = rtnb.alert(sdf, sdf["cpu"] > 90, allowed_lateness="5s")
+    out = alerts.collect()
+    for i in range(4):
+        sdf.emit(df.iloc[i:i + 1].reset_index(drop=True))
+    sdf.close()
+    got = pd.concat(out, ignore_index=True)
+    assert got["state"].tolist() == ["firing", "resolved"]
+    assert alerts.counters.late == 1  # the row at 1 s came after 20 s had released 0-15 s
