@@ -608,10 +608,73 @@ class XYView(View):
                               rollover=self.max_points)
 
     def _detach(self) -> None:
-        for name in ("_bound_sink", "_late_sink"):
+        for name in ("_bound_sink", "_late_sink", "_alert_sink"):
             sink = getattr(self, name, None)
             if sink is not None:
                 sink.destroy()
+
+    # -- alerts ----------------------------------------------------------------------------
+    def mark(self, alerts: StreamingFrame, *, color: str = LATE_COLOR) -> XYView:
+        """Draw an alert stream on this time plot: firing markers and episode bands.
+
+        A triangle marks where an alert fired (at its ``value`` when it has one), a shaded
+        band spans each episode from its start to its resolution. ``alerts`` is the output
+        of :func:`rtnb.alert`. Returns the view, for chaining.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "cpu": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> view = sdf.plot.line(x="t", y="cpu").mark(rtnb.alert(sdf, sdf["cpu"] > 90,
+        ...                                                       on="cpu"))
+        >>> sdf.emit(pd.DataFrame({"t": pd.date_range("2026-01-01", periods=3, freq="s"),
+        ...                        "cpu": [95.0, 96.0, 50.0]}))
+        >>> view.flush()
+        >>> len(view._fired.data["x"]), len(view._bands.data["x0"])
+        (1, 1)
+        """
+        if not self._time_x:
+            msg = "mark() needs a time x axis"
+            raise ConfigError(msg)
+        missing = {"state", "time", "started", "value"} - set(alerts.columns)
+        if missing:
+            msg = f"mark() takes the output of rtnb.alert(); {alerts.name!r} lacks {missing}"
+            raise ConfigError(msg)
+        self._fired = ColumnDataSource({"x": np.array([], dtype="datetime64[ns]"),
+                                        "y": np.array([], dtype=np.float64)},
+                                       name=f"{alerts.name}:fired")
+        self._bands = ColumnDataSource({"x0": np.array([], dtype="datetime64[ns]"),
+                                        "x1": np.array([], dtype="datetime64[ns]")},
+                                       name=f"{alerts.name}:bands")
+        self.figure.vstrip(x0="x0", x1="x1", source=self._bands, fill_color=color,
+                           fill_alpha=0.12, line_alpha=0)
+        self.figure.scatter("x", "y", source=self._fired, marker="triangle", size=10,
+                            color=color, legend_label=alerts.name)
+        self._alert_pending: list[pd.DataFrame] = []
+        self._alert_sink = alerts.sink(self._on_alerts)
+        return self
+
+    def _on_alerts(self, events: pd.DataFrame) -> None:
+        if not self._closed and len(events):
+            self._alert_pending.append(events[["state", "time", "started", "value"]])
+            if not self._pending:
+                self._pending.append(self.frame.example[self._columns])
+
+    def _render_alerts(self) -> None:
+        events = pd.concat(self._alert_pending, ignore_index=True)
+        self._alert_pending = []
+        fired = events[events["state"] == "firing"]
+        if len(fired):
+            y = fired["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+            self._fired.stream({"x": _writable(fired["time"].to_numpy()), "y": _writable(y)},
+                               rollover=self.max_points)
+        done = events[events["state"] == "resolved"]
+        if len(done):
+            self._bands.stream({"x0": _writable(done["started"].to_numpy()),
+                                "x1": _writable(done["time"].to_numpy())},
+                               rollover=self.max_points)
 
     # -- rendering -------------------------------------------------------------------------
     def _render(self, data: pd.DataFrame, *, replace: bool) -> None:
@@ -638,6 +701,8 @@ class XYView(View):
                 self._append_key(source, rows)
         if self._watermark_of is not None:
             self._render_watermark()
+        if getattr(self, "_alert_pending", None):
+            self._render_alerts()
 
     def _columns_of(self, rows: pd.DataFrame) -> dict[str, Any]:
         # Writable arrays: Bokeh keeps them as the source's columns and patches them in place

@@ -101,6 +101,8 @@ def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch,
         per_host.plot.table(by="host", max_fps=NEVER),
         sdf.plot.table(["timestamp", "host", "cpu"], rows=7, max_fps=NEVER),
     ]
+    hot = rtnb.alert(fleet, fleet["hi"] > 29.5, on="hi", name="hot")  # flaps: bands too
+    views[3].mark(hot)  # alert markers and bands on the band plot
     board = rtnb.dashboard(size, *views, ncols=2)
     page = PageReplica(board.model, monkeypatch)
     sent_before = board.model.messages_sent
@@ -119,6 +121,7 @@ def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch,
         view.flush()
     checks += page.check()
     assert checks > 12 * 20  # many sources compared many times
+    assert len(views[3]._fired.data["x"]) > 0 and len(views[3]._bands.data["x0"]) > 0
     updates = sum(v.updates for v in views)
     messages = board.model.messages_sent - sent_before
     # combined: one PATCH-DOC per view update; otherwise one per changed source or property
