@@ -67,9 +67,13 @@ class Detector:
             t = raw.astype("datetime64[ns]").view(np.int64) if raw.dtype.kind == "M" else \
                 raw.astype(np.int64)
         scores = np.full(n, np.nan)
+        self._begin()
         for key, rows in _groups(codes):
             scores[rows] = self._process_key(key, t[rows], values[rows], protect)
         return scores, self._flag(scores)
+
+    def _begin(self) -> None:
+        """Read the Params once per batch (subclasses)."""
 
     def _flag(self, scores: Floats) -> npt.NDArray[np.bool_]:
         with np.errstate(invalid="ignore"):
@@ -78,6 +82,7 @@ class Detector:
     # River's verbs, for one value (key and time optional) ---------------------------------
     def score_one(self, x: float, key: int = 0, t: Any = None) -> float:
         """The score ``x`` would get now (the state is not changed)."""
+        self._begin()
         saved = self._save(key)
         score = self._process_key(key, self._t_one(t), np.array([float(x)]), False)
         self._restore(key, saved)
@@ -85,6 +90,7 @@ class Detector:
 
     def learn_one(self, x: float, key: int = 0, t: Any = None) -> None:
         """Fold ``x`` into the key's state."""
+        self._begin()
         self._process_key(key, self._t_one(t), np.array([float(x)]), False)
 
     @staticmethod
@@ -119,6 +125,13 @@ class Threshold(Detector):
 
     def _limit(self) -> float:
         return 0.0
+
+    def process(self, x: Any, keys: Any = None, times: Any = None, *,
+                protect: bool = False) -> tuple[Floats, npt.NDArray[np.bool_]]:
+        """Score every row at once (no state, so keys do not matter)."""
+        scores = self._process_key(0, np.zeros(0, dtype=np.int64),
+                                   np.asarray(x, dtype=np.float64), protect)
+        return scores, self._flag(scores)
 
     def _flag(self, scores: Floats) -> npt.NDArray[np.bool_]:
         with np.errstate(invalid="ignore"):
@@ -164,6 +177,7 @@ class ZScore(Detector):
             raise ConfigError(msg)
         self.window, self.threshold, self.min_periods = window, threshold, min_periods
         self._hist: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+        self._w_ns = to_ns(resolve(window), name="window")
 
     def _limit(self) -> float:
         return float(resolve(self.threshold))
@@ -177,9 +191,12 @@ class ZScore(Detector):
         else:
             self._hist[key] = saved
 
+    def _begin(self) -> None:
+        self._w_ns = to_ns(resolve(self.window), name="window")
+
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
-        w = to_ns(resolve(self.window), name="window")
+        w = self._w_ns
         ht, hx = self._hist.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
         if protect:
             scores, ht, hx = self._sequential(ht, hx, t, x, w)
@@ -197,7 +214,9 @@ class ZScore(Detector):
         at = np.concatenate([ht, t])
         ax = np.concatenate([hx, x])
         valid = ~np.isnan(ax)
-        ref = float(np.nanmean(ax)) if valid.any() else 0.0  # shift: fewer rounding errors
+        # shift by a value of the data: sums of squares then lose less to rounding
+        first = int(np.argmax(valid)) if valid.any() else -1
+        ref = float(ax[first]) if first >= 0 else 0.0
         v = np.where(valid, ax - ref, 0.0)
         s1 = np.concatenate([[0.0], np.cumsum(v)])
         s2 = np.concatenate([[0.0], np.cumsum(v * v)])
