@@ -680,20 +680,27 @@ class BufferedSource:
         self._draining = False
         if self.max_events == 0:
             return
-        reader = asyncio.ensure_future(self._reader(stop))
+        # The readers' loops watch `halt`: set by the caller's stop or by max_events, so a
+        # reader whose client swallows a cancellation (redis-py's wait_for on Python 3.11)
+        # still ends after its current read.
+        halt = asyncio.Event()
+        reader = asyncio.ensure_future(self._reader(halt))
         batcher = asyncio.ensure_future(self._batcher(frame, reader))
         stopper = asyncio.ensure_future(stop.wait())
         enough = asyncio.ensure_future(self._enough.wait())
         try:
             await asyncio.wait({reader, stopper, enough}, return_when=asyncio.FIRST_COMPLETED)
+            halt.set()
             # Process what is buffered while the reader's connection is still open (acks
             # travel on it), then stop the reader.
             self._draining = True
             await batcher
-            if not reader.done():
+            for _ in range(50):  # cancel until it is done (a client may swallow one)
+                if reader.done():
+                    break
                 reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader), 0.2)
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
         finally:

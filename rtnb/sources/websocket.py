@@ -57,8 +57,10 @@ class WebSocketSource(BufferedSource):
         from websockets.exceptions import InvalidStatus
 
         try:
+            # close_timeout: when stopping with frames still in flight, do not wait 10 s for
+            # the closing handshake behind them
             async with connect(self.url, additional_headers=self._headers, ssl=self._ssl,
-                               ping_interval=self.ping_interval,
+                               ping_interval=self.ping_interval, close_timeout=1,
                                max_size=2 ** 24) as ws:
                 self._connected()
                 if self.subscribe is not None:

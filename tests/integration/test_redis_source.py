@@ -207,3 +207,19 @@ def test_server_killed_mid_stream_nothing_lost_or_duplicated(tmp_path: Path, row
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+def test_max_events_below_what_the_stream_holds_ends_the_run(shared, stream, rows, group):
+    """redis-py swallows one cancellation inside its reads (Python 3.11): the run must end."""
+    produce(shared, stream, rows)
+
+    async def scenario() -> int:
+        src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp",
+                                        group=group, max_events=1000)
+        await asyncio.wait_for(src.arun(), 30)
+        return src.counters.events
+
+    assert asyncio.run(scenario()) == 1000
+    if group is not None:  # what was not emitted was not acknowledged either
+        assert shared.xpending(stream, group)["pending"] <= len(rows) - 1000
