@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run on 200,000 events (writes RESULTS-quick.md)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the results")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated bench modules to run (default: all)")
     args = parser.parse_args()
     out = args.out or HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
 
@@ -110,15 +112,18 @@ def main() -> int:
 
     info = machine_info()
     sections: list[str] = []
-    targets: list[tuple[str, str, str]] = []
+    targets: list[tuple[str, str, str, str]] = []
+    chosen = set(args.only.split(",")) if args.only else None
     for module in discover():
+        if chosen is not None and module.__name__ not in chosen:
+            continue
         log(f"== {module.__name__}: {module.TITLE}")
         md, rows = module.run(args.quick, log)
         sections += md
-        targets += rows
+        targets += [(module.__name__, *row) for row in rows]
     elapsed = time.perf_counter() - started
 
-    verdicts = [r[2] for r in targets]
+    verdicts = [r[3] for r in targets]
     head = [
         "# rtnb benchmarks" + (" (QUICK smoke run: 200,000 events, not the benchmark)"
                                if args.quick else ""),
@@ -129,13 +134,14 @@ def main() -> int:
         "",
         *info,
         "",
-        "## Targets (issue 3): "
+        "## Targets: "
         f"{verdicts.count('PASS')} PASS, {verdicts.count('FAIL')} FAIL, "
-        f"{verdicts.count('n/a')} not measurable yet",
+        f"{len(verdicts) - verdicts.count('PASS') - verdicts.count('FAIL')} not measurable",
         "",
-        "| target | measured | verdict |",
-        "| --- | ---: | --- |",
-        *[f"| {t} | {m} | {'**FAIL**' if v == 'FAIL' else v} |" for t, m, v in targets],
+        "| bench | target | measured | verdict |",
+        "| --- | --- | ---: | --- |",
+        *[f"| {b} | {t} | {m} | {'**FAIL**' if v == 'FAIL' else v} |"
+          for b, t, m, v in targets],
         "",
     ]
     out.write_text("\n".join(head + sections).rstrip() + "\n")
