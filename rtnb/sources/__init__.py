@@ -8,11 +8,16 @@ exponential backoff and jitter. Broker clients are optional extras (``pip instal
 rtnb[redis]``); a missing one raises :class:`~rtnb.MissingExtraError` naming the extra.
 """
 
+from rtnb.sources.amqp import amqp
 from rtnb.sources.base import Source
+from rtnb.sources.kafka import kafka
+from rtnb.sources.mqtt import mqtt
+from rtnb.sources.nats import nats
 from rtnb.sources.redis import redis_stream
 from rtnb.sources.replay import replay
 from rtnb.sources.sse import sse
 from rtnb.sources.tail import tail
 from rtnb.sources.websocket import websocket
 
-__all__ = ["Source", "redis_stream", "replay", "sse", "tail", "websocket"]
+__all__ = ["Source", "amqp", "kafka", "mqtt", "nats", "redis_stream", "replay", "sse", "tail",
+           "websocket"]

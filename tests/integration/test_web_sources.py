@@ -357,3 +357,16 @@ def test_tail_csv_with_header_and_bad_lines(tmp_path):
         "csv decode failed: CSV line has 2 fields; expected 3"]
     inode = log.stat().st_ino
     assert d["dead_letter_position"].tolist() == [f"({inode}, 72)", f"({inode}, 94)"]
+
+
+def test_kafka_without_a_broker_says_so():
+    """No Kafka broker runs here: only the client side is checked (see rtnb/sources/kafka.py)."""
+    from integration_helpers import free_port
+
+    src = rtnb.sources.kafka("t", f"127.0.0.1:{free_port()}", example={"x": "float64"},
+                             max_reconnects=0)
+    assert repr(src._source).startswith("<KafkaSource 'kafka'")
+    with pytest.raises(Exception, match=r"(?i)connect|unable|bootstrap"):
+        src.run()
+    with pytest.raises(rtnb.ConfigError, match="'earliest' or 'latest'"):
+        rtnb.sources.kafka("t", example={"x": "float64"}, start="beginning")

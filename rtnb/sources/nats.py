@@ -1,0 +1,483 @@
+"""``rtnb.sources.nats``: NATS subjects, live (core NATS) or replayable (JetStream, with acks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import time as _clock
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from rtnb._time import DurationLike, to_ns
+from rtnb.errors import ConfigError, SourceError
+from rtnb.frame import StreamingFrame
+from rtnb.sources._core import (
+    BufferedSource,
+    Decoder,
+    Payload,
+    Policy,
+    TimeUnit,
+    as_example,
+    attach,
+    mask_url,
+    require,
+    secret,
+    tls_context,
+)
+
+__all__ = ["NatsSource", "nats"]
+
+Deliver = str | int | pd.Timestamp
+ACK = b"+ACK"
+NAK = b"-NAK"
+T = TypeVar("T")
+
+
+def _check_deliver(deliver: Deliver) -> Deliver:
+    if isinstance(deliver, pd.Timestamp) or deliver in ("all", "new"):
+        return deliver
+    if isinstance(deliver, int) and not isinstance(deliver, bool) and deliver >= 1:
+        return deliver
+    msg = (f"nats deliver must be 'all' (the whole stream: a replay), 'new' (only new "
+           f"messages), a stream sequence >= 1 or a Timestamp; got {deliver!r}")
+    raise ConfigError(msg)
+
+
+class NatsSource(BufferedSource):
+    """Reads a NATS subject: a core subscription, or a JetStream pull consumer with acks.
+
+    **Core NATS** (no ``stream``, no ``durable``) is live-only: what is published while
+    disconnected is gone, and NATS has no flow control: when the buffer is full (policy
+    ``"block"``) messages wait in the client's subscription queue (as many as ``buffer``),
+    beyond that the client drops them and counts them in ``stats.dropped``.
+
+    **JetStream** reads with a pull consumer: a durable one (``durable``, created at
+    ``deliver`` if missing, otherwise resumed where it stands) or, with only ``stream``, an
+    ephemeral one that is re-created after a reconnect from the last sequence received.
+    Messages are fetched only while the buffer has room (the stream keeps the rest), and a
+    durable consumer's messages are acknowledged (``+ACK``, explicit ack policy) only after
+    the batch holding them went through the pipeline. Within a run every stream sequence is
+    processed once: a message the server delivers again (after a reconnect, a restart that
+    lost recent acks, or ``ack_wait``) is skipped if it is buffered, and acknowledged again
+    if it was processed. Messages left over when the run stops (``max_events``) are
+    negatively acknowledged so the next run gets them at once.
+
+    Reconnects use rtnb's :class:`~rtnb.sources._core.Backoff`, not nats-py's own reconnect
+    logic (``allow_reconnect=False``): every lost connection is counted in
+    ``stats.reconnects``, re-creates the subscription and resends acks that did not make it.
+    """
+
+    def __init__(self, url: str, subject: str, *, stream: str | None, durable: str | None,
+                 deliver: Deliver, user: str | None, password: str | None,
+                 token: str | None, ssl_context: ssl.SSLContext | None, count: int,
+                 fetch_wait_s: float, ack_wait_s: float, max_ack_pending: int | None,
+                 **options: Any) -> None:
+        self.replayable = stream is not None or durable is not None
+        super().__init__(**options)
+        self._nats = require("nats", "nats")
+        errors = require("nats.errors", "nats")
+        js_errors = require("nats.js.errors", "nats")
+        self.retry_on = (OSError, asyncio.TimeoutError, errors.ConnectionClosedError,
+                         errors.NoServersError, errors.StaleConnectionError,
+                         errors.NoRespondersError, errors.OutboundBufferLimitError,
+                         js_errors.ServiceUnavailableError)
+        self.url, self.subject, self.stream, self.durable = url, subject, stream, durable
+        self.deliver = deliver
+        self.count, self.fetch_wait_s, self.ack_wait_s = count, fetch_wait_s, ack_wait_s
+        self.max_ack_pending = max_ack_pending
+        self._user, self._password, self._token = user, password, token
+        self._ssl = ssl_context
+        self._nc: Any = None
+        self._ephemeral: tuple[str, str] | None = None  # (stream, consumer) to delete
+        self._inbox: asyncio.Queue[Any] | None = None
+        self._left = 0  # messages the last pull request may still deliver ...
+        self._deadline = 0.0  # ... until then
+        self._position = 0  # core NATS: a message counter
+        self._last_seq: int | None = None  # JetStream: the last stream sequence received
+        self._held: dict[int, str] = {}  # sequence -> reply subject: received, not acked yet
+        self._seen: set[int] = set()  # sequences received in this run (above the ack floor)
+        self._floor = 0  # the consumer's ack floor at the previous lag poll
+        self._unacked: list[str] = []  # reply subjects of processed messages not yet acked
+        self.duplicates = 0  # deliveries skipped: the sequence was held or processed already
+
+    def __repr__(self) -> str:
+        where = (f" durable {self.durable!r}" if self.durable else
+                 f" stream {self.stream!r}" if self.stream else "")
+        return f"<NatsSource {self.name!r} {mask_url(self.url)} {self.subject!r}{where}>"
+
+    @property
+    def acks(self) -> bool:
+        """Whether messages are acknowledged (a durable JetStream consumer)."""
+        return self.durable is not None
+
+    async def _connect(self) -> Any:
+        async def error_cb(exc: Exception) -> None:
+            if type(exc).__name__ == "SlowConsumerError":
+                self.buffer.dropped += 1  # the client's queue was full: dropped, and counted
+                self.stats.dropped = self.buffer.dropped
+            else:
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+
+        kwargs: dict[str, Any] = {
+            "servers": [self.url], "allow_reconnect": False, "connect_timeout": 5,
+            "ping_interval": 20, "max_outstanding_pings": 3, "error_cb": error_cb,
+            "name": f"rtnb {self.name}"}
+        for key, value in (("user", self._user), ("password", self._password),
+                           ("token", self._token), ("tls", self._ssl)):
+            if value is not None:
+                kwargs[key] = value
+        return await self._nats.connect(**kwargs)
+
+    @staticmethod
+    async def _guard(call: Awaitable[T]) -> T:
+        """Await a nats-py call so that cancelling the reader always stops it.
+
+        nats-py waits with ``asyncio.wait_for``, which on Python 3.11 returns the result instead
+        of raising ``CancelledError`` when the cancel and a message arrive together: the
+        reader would never stop. The call runs in a task of its own; a cancel ends the wait.
+        """
+        task = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise
+
+    async def _read(self, stop: asyncio.Event) -> None:
+        nc = await self._connect()
+        self._nc = nc
+        try:
+            if self.stream is None and self.durable is None:
+                await self._read_core(nc, stop)
+            else:
+                await self._read_jetstream(nc, stop)
+        except asyncio.CancelledError:
+            await self._nak_leftovers(nc)  # the run is over: let the next one have them now
+            if self._ephemeral is not None:  # would otherwise linger until inactive_threshold
+                with contextlib.suppress(Exception):
+                    await nc.jetstream().delete_consumer(*self._ephemeral)
+            raise
+        finally:
+            self._nc = None
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _read_core(self, nc: Any, stop: asyncio.Event) -> None:
+        errors = self._nats.errors
+        capacity = self.buffer.capacity
+        sub = await nc.subscribe(self.subject, pending_msgs_limit=capacity,
+                                 pending_bytes_limit=max(capacity * 4096, 64 * 2 ** 20))
+        await nc.flush()
+        self._connected()
+        while not stop.is_set() and not self._draining:
+            try:
+                msg = await self._guard(sub.next_msg(timeout=1.0))
+            except errors.TimeoutError:
+                if nc.is_closed:
+                    raise errors.ConnectionClosedError from None
+                continue
+            self._position += 1
+            await self._put(msg.data, self._position)
+
+    async def _consumer(self, js: Any, stream: str) -> str:
+        """The durable consumer (created if missing) or a new ephemeral one: its name."""
+        api = self._nats.js.api
+        if self.durable is not None:
+            try:
+                await self._guard(js.consumer_info(stream, self.durable))
+                return self.durable  # it exists: it keeps its position and settings
+            except self._nats.js.errors.NotFoundError:
+                pass
+        config = api.ConsumerConfig(filter_subject=self.subject)
+        start: Deliver = self.deliver
+        if self.durable is None and self._last_seq is not None:
+            start = self._last_seq + 1  # an ephemeral consumer resumes after what we have
+        if start == "new" and self.durable is None:
+            info = await self._guard(js.stream_info(stream))  # pin "now" for reconnects
+            start = int(info.state.last_seq) + 1
+            self._last_seq = start - 1
+        if isinstance(start, pd.Timestamp):
+            when = start.tz_localize("UTC") if start.tzinfo is None else start
+            config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+            config.opt_start_time = when.to_pydatetime()
+        elif isinstance(start, int):
+            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start
+        else:
+            config.deliver_policy = api.DeliverPolicy(start)
+        if self.durable is None:
+            config.name = f"rtnb-{uuid.uuid4().hex[:12]}"
+            config.ack_policy = api.AckPolicy.NONE
+            config.inactive_threshold = 300.0
+        else:
+            config.name = config.durable_name = self.durable
+            config.ack_policy = api.AckPolicy.EXPLICIT
+            config.ack_wait = self.ack_wait_s
+            config.max_ack_pending = self.max_ack_pending
+        info = await self._guard(js.add_consumer(stream, config=config))
+        return str(info.name)
+
+    async def _read_jetstream(self, nc: Any, stop: asyncio.Event) -> None:
+        js = nc.jetstream()
+        if self.stream is not None:
+            stream = self.stream
+        else:
+            try:
+                stream = str(await self._guard(js.find_stream_name_by_subject(self.subject)))
+            except self._nats.js.errors.NotFoundError:
+                msg = (f"source {self.name!r}: no JetStream stream captures subject "
+                       f"{self.subject!r} on {mask_url(self.url)}; create one, or drop "
+                       f"`durable`/`stream` for a core NATS subscription")
+                raise SourceError(msg, source=self.name) from None
+        consumer = await self._consumer(js, stream)
+        self._ephemeral = None if self.durable else (stream, consumer)
+        # Pull requests are ours (not nats-py's fetch): every message the server sends lands
+        # in this queue, including late ones, so none is left unseen when the run stops.
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._inbox = inbox
+
+        async def deliver(msg: Any) -> None:
+            inbox.put_nowait(msg)
+
+        reply = nc.new_inbox()
+        await nc.subscribe(reply, cb=deliver)
+        self._floor = 0  # a restarted server may have lost the last acks: trust no old floor
+        if self._unacked:
+            for subject in self._unacked:
+                await nc.publish(subject, ACK)
+            await nc.flush()
+            self._unacked = []
+        self._connected()
+        request = json.dumps({"batch": self.count,
+                              "expires": int(self.fetch_wait_s * 1e9)}).encode()
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        polled = 0.0
+        while not stop.is_set():
+            if self._draining:  # stopping: pull no more, keep the connection for the acks
+                await asyncio.sleep(0.02)
+                continue
+            await nc.publish(next_subject, request, reply=reply)
+            await self._pull(nc, inbox)
+            if _clock.monotonic() - polled >= 1.0:
+                polled = _clock.monotonic()
+                await self._poll(js, stream, consumer)
+
+    async def _pull(self, nc: Any, inbox: asyncio.Queue[Any]) -> None:
+        """Handle the messages of one pull request (until it is filled or expires)."""
+        self._left = self.count
+        self._deadline = _clock.monotonic() + self.fetch_wait_s + 2.0
+        while self._left > 0:
+            try:
+                async with asyncio.timeout(max(0.0, self._deadline - _clock.monotonic())):
+                    msg = await inbox.get()
+            except TimeoutError:
+                self._left = 0
+                if nc.is_closed:
+                    raise self._nats.errors.ConnectionClosedError from None
+                return
+            status = (msg.headers or {}).get("Status")
+            if status is None:
+                self._left -= 1
+                await self._receive(nc, msg)
+            elif status == "100":  # idle heartbeat
+                continue
+            elif status == "503":
+                raise self._nats.js.errors.ServiceUnavailableError
+            elif status == "409":
+                self._left = 0
+                why = str(msg.headers.get("Description", ""))
+                if "deleted" in why.lower():
+                    text = f"the consumer was deleted ({why})"
+                    raise ConnectionError(text)  # re-created after the reconnect
+                if "push based" in why or "Exceeded MaxRequest" in why:
+                    text = (f"source {self.name!r}: the server refused the pull request: "
+                            f"{why} (check the consumer's settings, or lower `count`)")
+                    raise SourceError(text, source=self.name)
+                await asyncio.sleep(0.1)  # e.g. a leadership change: try again shortly
+                return
+            else:  # 404 no messages, 408 request expired: this request is over
+                self._left = 0
+                return
+
+    async def _receive(self, nc: Any, msg: Any) -> None:
+        seq = int(msg.metadata.sequence.stream)
+        if self.acks and seq in self._seen:
+            self.duplicates += 1
+            if seq not in self._held:  # processed already: acknowledge this delivery
+                await nc.publish(msg.reply, ACK)
+            return
+        self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
+        if self.acks:
+            self._seen.add(seq)
+            self._held[seq] = msg.reply
+        await self._put(msg.data, seq)
+
+    async def _poll(self, js: Any, stream: str, consumer: str) -> None:
+        """Lag (messages not delivered yet) and forgetting sequences below the ack floor."""
+        try:
+            info = await self._guard(js.consumer_info(stream, consumer))
+        except self._nats.errors.Error:
+            return
+        if info.num_pending is not None:
+            self.stats.lag = int(info.num_pending)
+        if not self.acks:
+            return
+        # Trim below the floor seen one poll ago: the server has stored that one by now (it
+        # writes consumer state within ~100 ms), so a restart cannot send those again.
+        if self._floor:
+            self._seen = {s for s in self._seen if s > self._floor}
+        self._floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+
+    async def _ack(self, positions: list[Any]) -> None:
+        if not self.acks or not positions:
+            return
+        replies = [self._held.pop(seq) for seq in positions if seq in self._held]
+        nc = self._nc
+        if nc is None or nc.is_closed:  # reconnecting: sent once the connection is back
+            self._unacked.extend(replies)
+            return
+        try:  # no flush: one lost with the connection is redelivered, then skipped and acked
+            for reply in replies:
+                await nc.publish(reply, ACK)
+        except self.retry_on:
+            self._unacked.extend(replies)
+
+    async def _nak_leftovers(self, nc: Any) -> None:
+        """Received but not processed when the run stops: ask the server to redeliver now."""
+        if not self.acks or nc.is_closed:
+            return
+        done = set(self._unacked)
+        with contextlib.suppress(Exception):
+            for reply in self._unacked:
+                await nc.publish(reply, ACK)
+            self._unacked = []
+            for reply in self._held.values():
+                if reply not in done:
+                    await nc.publish(reply, NAK)
+            inbox = self._inbox
+            while inbox is not None and (self._left > 0 or not inbox.empty()):
+                # delivered and never looked at, or still on the way for the last request
+                try:
+                    async with asyncio.timeout(max(0.0, self._deadline - _clock.monotonic())):
+                        msg = await inbox.get()
+                except TimeoutError:
+                    break
+                status = (msg.headers or {}).get("Status")
+                if status is None:
+                    self._left -= 1
+                    await nc.publish(msg.reply, NAK)
+                elif status != "100":
+                    self._left = 0
+            await nc.flush(timeout=2)
+
+
+def nats(
+    subject: str,
+    url: str = "nats://127.0.0.1:4222",
+    *,
+    example: pd.DataFrame | dict[str, Any],
+    time: str | None = None,
+    stream: str | None = None,
+    durable: str | None = None,
+    deliver: str | int | pd.Timestamp = "all",
+    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    user: str | None = None,
+    password: str | None = None,
+    password_env: str | None = None,
+    token: str | None = None,
+    token_env: str | None = None,
+    tls: bool | ssl.SSLContext | None = None,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    count: int = 1_000,
+    fetch_wait: DurationLike = "500ms",
+    ack_wait: DurationLike = "30s",
+    max_ack_pending: int | None = None,
+    max_batch: int = 10_000,
+    max_delay: DurationLike = "50ms",
+    buffer: int = 100_000,
+    policy: Policy | None = None,
+    time_unit: TimeUnit = "s",
+    max_events: int | None = None,
+    max_reconnects: int | None = None,
+    name: str = "nats",
+) -> StreamingFrame:
+    """A NATS subject as a StreamingFrame of micro-batches (core NATS or JetStream).
+
+    Parameters
+    ----------
+    subject
+        The subject; wildcards (``metrics.*``, ``metrics.>``) are fine.
+    url
+        ``nats://host:port`` or ``tls://host:port``; a password in the URL is never shown,
+        but prefer ``password_env`` or ``token_env``.
+    example, time, decoder
+        The records' schema (records are coerced to it; the rest go to
+        ``frame.dead_letters`` with the raw payload, the reason and the position), the
+        event-time column, and how payloads are decoded (``"json"``, ``"msgpack"``,
+        ``"csv"`` or a function).
+    stream, durable
+        Neither: a core NATS subscription (live-only; a full buffer drops by ``policy``).
+        ``durable``: a durable JetStream pull consumer of that name (in ``stream``, or the
+        stream that captures ``subject``); messages are acknowledged after processing, and
+        the next run resumes where this one stopped. Only ``stream``: an ephemeral consumer
+        (no acks; a replay from ``deliver``).
+    deliver
+        Where a new JetStream consumer starts: ``"all"`` (the whole stream), ``"new"``, a
+        stream sequence, or a Timestamp (messages stored from then on). An existing durable
+        consumer keeps its position and settings.
+    user, password, password_env, token, token_env
+        Credentials; ``*_env`` names the environment variable holding the secret.
+    tls, ca, cert, key
+        TLS: a custom CA file, a client certificate and key (mutual TLS), or a context.
+    count, fetch_wait
+        Messages per JetStream pull request, and how long a request waits for new ones.
+    ack_wait, max_ack_pending
+        How long the server waits for an ack before it redelivers (choose more than a
+        message can spend in the buffer), and how many unacknowledged messages it lets out
+        (default: ``buffer + max_batch + count``, so the buffer is what limits reading).
+    max_batch, max_delay, buffer, policy
+        Batches of up to ``max_batch`` messages or ``max_delay``; ``buffer`` messages held
+        between the connection and the pipeline. JetStream sources always block (reading
+        stops and the stream keeps the data); core NATS may ``"drop_oldest"`` or
+        ``"sample"``.
+    max_events, max_reconnects
+        Stop after that many rows; give up after that many reconnects (default: never).
+
+    Examples
+    --------
+    >>> import rtnb
+    >>> rtnb.sources.nats("metrics.cpu", example={"t": "datetime64[ns]", "cpu": "float64"},
+    ...                   time="t", durable="dashboard", deliver="new", token_env="HOME")
+    <StreamingFrame 'nats' [t: datetime64[ns], cpu: float64], time='t'>
+    """
+    schema = as_example(example, f"nats {name!r}")
+    if not url.startswith(("nats://", "tls://")):
+        msg = f"nats url must start with nats:// or tls://; got {mask_url(url)!r}"
+        raise ConfigError(msg)
+    for arg, value in (("count", count), ("max_ack_pending", max_ack_pending)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value <= 0):
+            msg = f"nats `{arg}` must be a positive int; got {value!r}"
+            raise ConfigError(msg)
+    context = tls_context(tls, ca=ca, cert=cert, key=key)
+    if context is None and url.startswith("tls://"):
+        context = tls_context(True)
+    source = NatsSource(
+        url, subject, stream=stream, durable=durable, deliver=_check_deliver(deliver),
+        user=user, password=secret(password, password_env, f"nats {name!r}"),
+        token=secret(token, token_env, f"nats {name!r}"), ssl_context=context, count=count,
+        fetch_wait_s=to_ns(fetch_wait, name="fetch_wait") / 1e9,
+        ack_wait_s=to_ns(ack_wait, name="ack_wait") / 1e9,
+        max_ack_pending=max_ack_pending or buffer + max_batch + count, name=name,
+        decoder=decoder, example=schema, max_batch=max_batch, max_delay=max_delay,
+        buffer=buffer, policy=policy, time_unit=time_unit, max_events=max_events,
+        max_reconnects=max_reconnects)
+    return attach(source, time)
