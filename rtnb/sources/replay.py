@@ -58,9 +58,15 @@ class Replay:
     interval_s: float
 
     _clock: tuple[int, float] | None = field(default=None, init=False, repr=False)
+    _frozen: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
     def event_clock(self) -> pd.Timestamp | None:
-        """The event time the replay has reached now (``None`` unpaced or not started)."""
+        """The event time the replay has reached now (``None`` unpaced or not started).
+
+        While the replay is paused its clock stands still.
+        """
+        if self._frozen is not None:
+            return self._frozen
         if self._clock is None or self.speed is None:
             return None
         t0_event, t0_wall = self._clock
@@ -95,7 +101,11 @@ class Replay:
                 # Event time stands still while paused (or while a sink catches up): shift the
                 # replay's clock when going on.
                 paused_at = _time.monotonic()
-                await graph.wait_running()
+                self._frozen = self.event_clock()
+                try:
+                    await graph.wait_running()
+                finally:
+                    self._frozen = None
                 t0_wall += _time.monotonic() - paused_at
                 self._clock = (t0_event, t0_wall)
                 continue

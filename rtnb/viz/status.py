@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rtnb._time import format_duration
 from rtnb.errors import ConfigError
 from rtnb.viz import _cells
 
@@ -25,6 +24,23 @@ _RATE_WINDOW_S = 5.0
 
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}/s" if x >= 10 else f"{x:,.1f}/s"
+
+
+def _fmt_lag(seconds: float) -> str:
+    """A lag for people: 850 ms, 12.3 s, 4.5 min, 2.1 h.
+
+    Examples
+    --------
+    >>> [_fmt_lag(x) for x in (0.85, 12.34, 270.0, 7560.0)]
+    ['850 ms', '12.3 s', '4.5 min', '2.1 h']
+    """
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -164,7 +180,7 @@ class Status:
             ("latency p50 / p99", f"{_fmt_seconds(snap['latency_p50_s'])} / "
                                   f"{_fmt_seconds(snap['latency_p99_s'])}"),
             ("watermark", "-" if wm is None else f"{wm:%Y-%m-%d %H:%M:%S}"
-             + ("" if lag is None else f" (lag {format_duration(int(lag * 1e9))})")),
+             + ("" if lag is None else f" (lag {_fmt_lag(lag)})")),
             ("late / dead letters", f"{snap['late']:,} / {snap['dead_letters']:,}"),
             ("buffers", f"views {snap['view_queue_rows']:,} rows · what-if "
                         f"{snap['whatif_rows']:,} rows ({snap['whatif_fill']:.0%})"),

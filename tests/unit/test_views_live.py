@@ -531,3 +531,25 @@ def test_what_if_equals_a_fresh_run_with_the_new_setting_on_a_disordered_feed(
     keys = [c for c in ("window_start", "timestamp", "host") if c in expected.columns]
     tm.assert_frame_equal(sorted_frame(got, keys), sorted_frame(expected, keys))
     assert live.counters.recomputes == 3  # two Param changes and the explicit call
+
+
+def test_watermark_lag_stands_still_while_paused(metrics):
+    async def scenario() -> tuple[float, float, str]:
+        src = rtnb.sources.replay(metrics, speed=300, interval="20ms")
+        src.window(rtnb.tumbling("30s")).agg(n=("cpu", "count"))
+        status = src.status()
+        src.start()
+        await asyncio.sleep(0.5)
+        src.pause()
+        await asyncio.sleep(0.2)
+        first = status.snapshot()["watermark_lag_s"]
+        await asyncio.sleep(1.0)
+        second = status.snapshot()["watermark_lag_s"]
+        html = status._html(status.snapshot())
+        src.stop()
+        await src.wait()
+        return first, second, html
+
+    first, second, html = asyncio.run(scenario())
+    assert first is not None and second == pytest.approx(first)
+    assert "e+" not in html and "lag " in html  # a readable duration, not 1.2e+08us
