@@ -295,7 +295,8 @@ class View:
         period = 1 / self.max_fps
         due = loop.time()
         while not self._closed:
-            due += period
+            # never two updates less than a period apart (at most max_fps in any second)
+            due = max(due + period, self._last_flush + period)
             await asyncio.sleep(max(0.0, due - loop.time()))
             if loop.time() - due > period:
                 due = loop.time()
