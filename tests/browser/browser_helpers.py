@@ -1448,6 +1448,26 @@ class KernelMessageLog:
         """Let Playwright deliver the frames it holds (waits *ms* milliseconds in the page)."""
         self.page.wait_for_timeout(ms)
 
+    def wait_for_sent(self, t: float, timeout: float = 180.0) -> None:
+        """Wait until a message the kernel sent after *t* has reached the page.
+
+        Kernel messages arrive in order, so every message sent up to *t* has arrived then.
+        A busy page can lag the kernel by many seconds (frames wait in the browser until its
+        main thread takes them): select by send time only after this returned. Needs the
+        kernel to keep sending (the status widget refreshes every second while a source runs).
+
+        Parameters
+        ----------
+        t : float
+            Kernel send time, seconds since the epoch.
+        timeout : float
+            Seconds to wait.
+        """
+        wait_until(
+            lambda: self.pump(100) or any(m.sent > t for m in reversed(self.messages)),
+            timeout=timeout, interval=0.1,
+            message=f"no kernel message sent after {t:.1f} reached the page")
+
     def select(
         self,
         *,
@@ -1640,10 +1660,12 @@ def click_status_button(page: Page, description: str, until_state: str,
                         timeout: float = 30.0, index: int = 0) -> float | None:
     """Click a button of an rtnb status widget in the page and time the kernel's answer.
 
-    The click is dispatched by JavaScript in the page (no Playwright actionability waits),
-    then the page polls (every 10 ms) until the status table's ``data-state`` is
-    *until_state*. The time covers the page sending the click, the kernel acting on it and
-    its next status refresh (every second), and the page rendering it.
+    The page waits (up to *timeout*) for the button to be enabled, since the buttons follow
+    the state shown by separate widget updates; the click is then dispatched by JavaScript in
+    the page (no Playwright actionability waits), and the page polls (every 10 ms) until the
+    status table's ``data-state`` is *until_state*. The time covers the page sending the
+    click, the kernel acting on it and its next status refresh (every second), and the page
+    rendering it (after every message the kernel sent before: a busy page lags).
 
     Parameters
     ----------
@@ -1667,7 +1689,7 @@ def click_status_button(page: Page, description: str, until_state: str,
     Raises
     ------
     AssertionError
-        If the button is missing or disabled.
+        If the button is missing, or stayed disabled for *timeout* seconds.
     """
     script = """async ({description, untilState, timeoutMs, index}) => {
         const box = document.querySelectorAll('.rtnb-status-box')[index];
@@ -1675,7 +1697,15 @@ def click_status_button(page: Page, description: str, until_state: str,
         const button = Array.from(box.querySelectorAll('button'))
             .find(b => b.textContent.trim() === description);
         if (!button) { return {error: 'no button ' + description}; }
-        if (button.disabled) { return {error: 'button ' + description + ' is disabled'}; }
+        // The table and the buttons are separate widgets: a button is enabled by an update
+        // that can reach the page a moment after the state it follows.
+        const start = performance.now();
+        while (button.disabled) {
+            if (performance.now() - start > timeoutMs) {
+                return {error: 'button ' + description + ' stayed disabled'};
+            }
+            await new Promise(resolve => setTimeout(resolve, 10));
+        }
         const state = () => {
             const t = box.querySelector('table.rtnb-status');
             return t ? t.dataset.state : null;
@@ -1730,4 +1760,173 @@ __all__ += [
     "js_heap_mb",
     "parse_kernel_frame",
     "rtnb_status",
+]
+
+
+def wait_bokeh_settled(page: Page, quiet: float = 2.0, timeout: float = 180.0) -> None:
+    """Wait until no live figure has applied a change for *quiet* seconds.
+
+    Counts changes with :func:`bokeh_figures` (which hooks every source it sees). Use it
+    after pausing or stopping a stream, before reading what the page shows.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    quiet : float
+        Seconds without any change.
+    timeout : float
+        Seconds to wait.
+    """
+    state: dict[str, Any] = {"counts": None, "since": time.monotonic()}
+
+    def settled() -> bool:
+        counts = [(f["id"], f["updates"]) for f in bokeh_figures(page)]
+        if counts != state["counts"]:
+            state["counts"], state["since"] = counts, time.monotonic()
+        return time.monotonic() - state["since"] >= quiet
+
+    wait_until(settled, timeout=timeout, interval=0.25,
+               message=f"the page's figures kept changing for {timeout:.0f}s")
+
+
+def watch_kernel_lag(page: Page, name: str | None = None) -> None:
+    """Start recording, in the page, how late each kernel message is handled.
+
+    For every message from the kernel, the page records ``Date.now()`` minus the kernel's
+    header ``date`` when JupyterLab's kernel connection emits it (after the page's main
+    thread took the frame and decoded it). Read with :func:`kernel_lag`.
+
+    Parameters
+    ----------
+    page : Page
+        The JupyterLab page.
+    name : str or None
+        Notebook path; ``None`` means the last opened notebook panel.
+    """
+    body = """
+    const kernel = panel.sessionContext.session.kernel;
+    if (kernel.__rtnbLag) { return; }
+    const lag = kernel.__rtnbLag = {lags: []};
+    window.__rtnbKernelLag = lag;
+    kernel.anyMessage.connect((_, m) => {
+        if (m.direction === 'recv' && m.msg.header && m.msg.header.date) {
+            lag.lags.push(Date.now() - Date.parse(m.msg.header.date));
+        }
+    });
+    """
+    page.evaluate(_js_fn(body), name)
+
+
+def kernel_lag(page: Page, reset: bool = True) -> list[float]:
+    """Return the lags (ms) recorded by :func:`watch_kernel_lag`, oldest first.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    reset : bool
+        Forget the returned lags.
+
+    Returns
+    -------
+    list[float]
+        Milliseconds from the kernel sending each message to the page handling it.
+    """
+    script = """(reset) => {
+        const lag = window.__rtnbKernelLag;
+        if (!lag) { return []; }
+        const out = lag.lags;
+        if (reset) { lag.lags = []; }
+        return out;
+    }"""
+    return [float(v) for v in page.evaluate(script, reset)]
+
+
+def watch_row_latency(page: Page, source_name: str, *, x: str = "x", t: str = "y") -> None:
+    """Record, for each new row of a data source, ``Date.now() - row[t]`` when it is drawn.
+
+    A ``requestAnimationFrame`` loop in the page looks at the source (found by ``name`` in
+    the live BokehJS documents, also when it appears later) once per animation frame; rows
+    whose *x* is beyond the largest *x* seen so far are new, and their *t* column (epoch
+    milliseconds stamped by the kernel) is subtracted from the time of the frame that will
+    draw them. Read with :func:`row_latencies`.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    source_name : str
+        The source's ``name`` (rtnb names a view's sources ``"<frame>:<key>"``).
+    x : str
+        An increasing column telling new rows from those seen.
+    t : str
+        The column holding the emit time in epoch milliseconds.
+    """
+    script = """({name, x, t}) => {
+        const st = window.__rtnbRowLatency = {lat: [], frames: 0, rows: 0, stop: false};
+        let source = null, lastX = -Infinity;
+        const find = () => {
+            for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+                for (const m of doc.all_models) {
+                    if (m.name === name && m.data && typeof m.get_length === 'function') {
+                        return m;
+                    }
+                }
+            }
+            return null;
+        };
+        const tick = () => {
+            if (st.stop) { return; }
+            const now = Date.now();
+            st.frames += 1;
+            if (source === null) { source = find(); }
+            if (source !== null) {
+                const xs = source.data[x], ts = source.data[t];
+                if (xs && ts) {
+                    for (let i = xs.length - 1; i >= 0 && xs[i] > lastX; i--) {
+                        st.lat.push(now - Number(ts[i]));
+                        st.rows += 1;
+                    }
+                    if (xs.length) { lastX = Math.max(lastX, Number(xs[xs.length - 1])); }
+                }
+            }
+            requestAnimationFrame(tick);
+        };
+        requestAnimationFrame(tick);
+    }"""
+    page.evaluate(script, {"name": source_name, "x": x, "t": t})
+
+
+def row_latencies(page: Page, stop: bool = False) -> dict[str, Any]:
+    """Return what :func:`watch_row_latency` recorded.
+
+    Parameters
+    ----------
+    page : Page
+        The page.
+    stop : bool
+        End the animation-frame loop.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``latencies_ms`` (one per new row, in detection order), ``frames`` (animation frames
+        seen) and ``rows``.
+    """
+    script = """(stop) => {
+        const st = window.__rtnbRowLatency;
+        if (!st) { return {latencies_ms: [], frames: 0, rows: 0}; }
+        if (stop) { st.stop = true; }
+        return {latencies_ms: st.lat, frames: st.frames, rows: st.rows};
+    }"""
+    return dict(page.evaluate(script, stop))
+
+
+__all__ += [
+    "kernel_lag",
+    "row_latencies",
+    "wait_bokeh_settled",
+    "watch_kernel_lag",
+    "watch_row_latency",
 ]
