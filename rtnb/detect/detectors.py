@@ -97,11 +97,20 @@ class Detector:
     def _t_one(t: Any) -> npt.NDArray[np.int64]:
         return np.array([0 if t is None else pd.Timestamp(t).value], dtype=np.int64)
 
+    #: Each stateful detector's state, per key code (what ``score_one`` saves and restores).
+    _per_key: dict[int, Any]
+
     def _save(self, key: int) -> Any:
-        return None
+        return getattr(self, "_per_key", {}).get(key)
 
     def _restore(self, key: int, saved: Any) -> None:
-        pass
+        state = getattr(self, "_per_key", None)
+        if state is None:  # stateless (Threshold)
+            return
+        if saved is None:
+            state.pop(key, None)
+        else:
+            state[key] = saved
 
 
 class Threshold(Detector):
@@ -176,20 +185,11 @@ class ZScore(Detector):
             msg = f"ZScore min_periods must be an int >= 2; got {min_periods!r}"
             raise ConfigError(msg)
         self.window, self.threshold, self.min_periods = window, threshold, min_periods
-        self._hist: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
         self._w_ns = to_ns(resolve(window), name="window")
 
     def _limit(self) -> float:
         return float(resolve(self.threshold))
-
-    def _save(self, key: int) -> Any:
-        return self._hist.get(key)
-
-    def _restore(self, key: int, saved: Any) -> None:
-        if saved is None:
-            self._hist.pop(key, None)
-        else:
-            self._hist[key] = saved
 
     def _begin(self) -> None:
         self._w_ns = to_ns(resolve(self.window), name="window")
@@ -197,7 +197,7 @@ class ZScore(Detector):
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
         w = self._w_ns
-        ht, hx = self._hist.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
+        ht, hx = self._per_key.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
         if protect:
             scores, ht, hx = self._sequential(ht, hx, t, x, w)
         else:
@@ -206,7 +206,7 @@ class ZScore(Detector):
         if len(ht):  # what the next row's window [t' - w, t') can still hold
             keep = ht >= ht.max() - w
             ht, hx = ht[keep], hx[keep]
-        self._hist[key] = (ht, hx)
+        self._per_key[key] = (ht, hx)
         return scores
 
     def _vectorised(self, ht: npt.NDArray[np.int64], hx: Floats, t: npt.NDArray[np.int64],
@@ -284,24 +284,15 @@ class EWMA(Detector):
             msg = f"EWMA alpha must be in (0, 1]; got {a!r}"
             raise ConfigError(msg)
         self.alpha, self.threshold, self.min_periods = alpha, threshold, min_periods
-        self._state: dict[int, tuple[float, float, int]] = {}  # mean, var, n
+        self._per_key: dict[int, tuple[float, float, int]] = {}  # mean, var, n
 
     def _limit(self) -> float:
         return float(resolve(self.threshold))
 
-    def _save(self, key: int) -> Any:
-        return self._state.get(key)
-
-    def _restore(self, key: int, saved: Any) -> None:
-        if saved is None:
-            self._state.pop(key, None)
-        else:
-            self._state[key] = saved
-
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
         a = float(resolve(self.alpha))
-        mean, var, n = self._state.get(key, (np.nan, 0.0, 0))
+        mean, var, n = self._per_key.get(key, (np.nan, 0.0, 0))
         scores = np.full(len(x), np.nan)
         limit = self._limit()
         if protect or np.isnan(x).any():
@@ -319,7 +310,7 @@ class EWMA(Detector):
                     mean += a * d
                     var = (1 - a) * (var + a * d * d)
                 n += 1
-            self._state[key] = (mean, var, n)
+            self._per_key[key] = (mean, var, n)
             return scores
         # vectorised: both recursions are linear, y_t = (1 - a) y_{t-1} + a z_t
         k = len(x)
@@ -342,7 +333,7 @@ class EWMA(Detector):
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.where((seen >= self.min_periods) & (prev_var > 0),
                               d / np.sqrt(prev_var), np.nan)
-        self._state[key] = (float(means[-1]), float(variances[-1]), n + k)
+        self._per_key[key] = (float(means[-1]), float(variances[-1]), n + k)
         return np.asarray(scores, dtype=np.float64)
 
     def __repr__(self) -> str:
@@ -374,23 +365,14 @@ class RateOfChange(Detector):
     def __init__(self, threshold: float | Param, per: DurationLike = "1s") -> None:
         self.threshold = threshold
         self.per_ns = to_ns(per, name="per")
-        self._last: dict[int, tuple[int, float]] = {}
+        self._per_key: dict[int, tuple[int, float]] = {}
 
     def _limit(self) -> float:
         return float(resolve(self.threshold))
 
-    def _save(self, key: int) -> Any:
-        return self._last.get(key)
-
-    def _restore(self, key: int, saved: Any) -> None:
-        if saved is None:
-            self._last.pop(key, None)
-        else:
-            self._last[key] = saved
-
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
-        lt, lx = self._last.get(key, (0, np.nan))
+        lt, lx = self._per_key.get(key, (0, np.nan))
         if protect:
             scores = np.full(len(x), np.nan)
             limit = self._limit()
@@ -399,14 +381,14 @@ class RateOfChange(Detector):
                     scores[i] = (xi - lx) / (ti - lt) * self.per_ns
                 if not abs(scores[i]) > limit:
                     lt, lx = ti, xi
-            self._last[key] = (lt, lx)
+            self._per_key[key] = (lt, lx)
             return scores
         at = np.concatenate([[lt], t])
         ax = np.concatenate([[lx], x])
         with np.errstate(invalid="ignore", divide="ignore"):
             dt = np.diff(at).astype(np.float64)
             scores = np.where(dt != 0, np.diff(ax) / dt * self.per_ns, np.nan)
-        self._last[key] = (int(t[-1]), float(x[-1]))
+        self._per_key[key] = (int(t[-1]), float(x[-1]))
         return np.asarray(scores, dtype=np.float64)
 
     def __repr__(self) -> str:
@@ -440,7 +422,7 @@ class RollingQuantile(Detector):
             msg = f"RollingQuantile q must be in [0, 1]; got {resolve(q)!r}"
             raise ConfigError(msg)
         self.window, self.q, self.factor, self.min_periods = window, q, factor, min_periods
-        self._hist: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
 
     def _limit(self) -> float:
         return 1.0
@@ -449,19 +431,10 @@ class RollingQuantile(Detector):
         with np.errstate(invalid="ignore"):
             return np.asarray(scores > 1.0, dtype=bool)
 
-    def _save(self, key: int) -> Any:
-        return self._hist.get(key)
-
-    def _restore(self, key: int, saved: Any) -> None:
-        if saved is None:
-            self._hist.pop(key, None)
-        else:
-            self._hist[key] = saved
-
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
         w = to_ns(resolve(self.window), name="window")
-        ht, hx = self._hist.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
+        ht, hx = self._per_key.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
         at, ax = np.concatenate([ht, t]), np.concatenate([hx, x])
         series = pd.Series(ax, index=pd.DatetimeIndex(at.view("datetime64[ns]")))
         quant = series.rolling(pd.Timedelta(w, "ns"), closed="left",
@@ -488,7 +461,7 @@ class RollingQuantile(Detector):
         if len(at):
             keep = at >= at.max() - w
             at, ax = at[keep], ax[keep]
-        self._hist[key] = (at, ax)
+        self._per_key[key] = (at, ax)
         return np.asarray(scores, dtype=np.float64)
 
     def __repr__(self) -> str:

@@ -248,3 +248,17 @@ def test_rolling_quantile_protect_equals_a_plain_loop(data):
         if not exp[i] > 1:
             kept.append((t[i], x[i]))
     np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
+
+
+def test_score_one_leaves_every_detector_as_it_was():
+    from rtnb.detect import RollingQuantile
+
+    t0 = pd.Timestamp("2026-01-01")
+    for det in (ZScore("1min", min_periods=2), EWMA(alpha=0.3, min_periods=2),
+                RateOfChange(threshold=1), RollingQuantile("1min", min_periods=2),
+                Threshold(upper=1)):
+        for i, v in enumerate([1.0, 2.0, 1.5]):
+            det.learn_one(v, t=t0 + pd.Timedelta(i, "s"))
+        at = t0 + pd.Timedelta(5, "s")
+        first = det.score_one(9.0, t=at)
+        assert det.score_one(9.0, t=at) == first, det
