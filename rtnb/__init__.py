@@ -26,6 +26,7 @@ from rtnb.errors import (
 )
 from rtnb.frame import StreamingFrame, StreamingSeries, WindowedFrame
 from rtnb.params import Param
+from rtnb.pipeline import Pipeline
 from rtnb.viz import dashboard
 from rtnb.windows import rows, session, sliding, tumbling
 
@@ -39,6 +40,7 @@ __all__ = [
     "ExportError",
     "MissingExtraError",
     "Param",
+    "Pipeline",
     "RtnbError",
     "SchemaError",
     "SourceError",

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from streamz import Stream
 
+from rtnb import _record
 from rtnb._time import DurationLike, format_duration, to_ns
 from rtnb.aggregations import Aggregation, Count, make_aggregation
 from rtnb.errors import ConfigError, RtnbError, SchemaError
@@ -139,7 +140,12 @@ class _Graph:
             hook()
 
 
-class StreamingFrame:
+#: Called with a root frame just before its source starts (``rtnb export`` records and bounds
+#: the pipelines a notebook runs through this).
+START_HOOKS: list[Callable[[StreamingFrame], None]] = []
+
+
+class StreamingFrame(_record.Recorded):
     """A stream of pandas DataFrame micro-batches that share a schema and an event-time column.
 
     Parameters
@@ -409,12 +415,13 @@ class StreamingFrame:
             yield frame
             frame = frame._parent
 
+    @_record.method
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             if key not in self.example.columns:
                 msg = f"frame {self.name!r} has no column {key!r}; columns: {list(self.columns)}"
                 raise ConfigError(msg)
-            return StreamingSeries(self, operator.itemgetter(key), key)
+            return StreamingSeries(self, operator.itemgetter(key), key, (self, f"[{key!r}]"))
         if isinstance(key, StreamingSeries):
             if key.frame is not self:
                 msg = (f"a boolean mask for frame {self.name!r} must be computed from it "
@@ -448,9 +455,10 @@ class StreamingFrame:
         # Column access as attributes (sdf.cpu), like pandas; only for existing columns.
         example = self.__dict__.get("example")
         if example is not None and not name.startswith("_") and name in example.columns:
-            return StreamingSeries(self, operator.itemgetter(name), name)
+            return StreamingSeries(self, operator.itemgetter(name), name, (self, f"[{name!r}]"))
         raise AttributeError(name)
 
+    @_record.method
     def query(self, expr: str, *, name: str | None = None) -> StreamingFrame:
         """Keep the rows where ``DataFrame.query(expr)`` holds.
 
@@ -469,6 +477,7 @@ class StreamingFrame:
             raise ConfigError(msg) from exc
         return self._derive(lambda df: df.query(expr), self.example, name or "query")
 
+    @_record.method
     def assign(self, **columns: Callable[[pd.DataFrame], Any] | StreamingSeries) -> StreamingFrame:
         """Add or replace columns computed from each batch (callables or StreamingSeries).
 
@@ -500,6 +509,7 @@ class StreamingFrame:
             raise ConfigError(msg) from exc
         return self._derive(lambda df: df.assign(**funcs), example, "assign")
 
+    @_record.method
     def map_batches(self, func: Callable[[pd.DataFrame], pd.DataFrame], *,
                     example: pd.DataFrame | None = None, name: str | None = None,
                     time: str | None = None) -> StreamingFrame:
@@ -519,6 +529,7 @@ class StreamingFrame:
                             time=time if time is not None else False)
 
     # -- detectors -------------------------------------------------------------------------
+    @_record.method
     def detect(self, detector: Any, *, on: str, by: str | Iterable[str] | None = None,
                protect: bool = False, score: str = "score", anomaly: str = "is_anomaly",
                name: str | None = None) -> StreamingFrame:
@@ -571,6 +582,7 @@ class StreamingFrame:
         return self._derive(run, example, name or "detect")
 
     # -- windows ---------------------------------------------------------------------------
+    @_record.method
     def window(
         self,
         spec: WindowSpec,
@@ -638,6 +650,7 @@ class StreamingFrame:
         return Windowed(self, spec, keys, allowed_lateness, emit,
                         name or f"{self.name}.window", retain)
 
+    @_record.method
     def rolling(
         self,
         window: DurationLike | Param,
@@ -717,6 +730,8 @@ class StreamingFrame:
             msg = ("start() needs a running event loop (as in a notebook); in a script call "
                    f"{self.name}.run() instead")
             raise RtnbError(msg) from None
+        for hook in list(START_HOOKS):
+            hook(self)
         self._stop = asyncio.Event()
         self._task = loop.create_task(self._run_source(), name=f"rtnb:{self.name}")
         self._task.add_done_callback(self._report_failure)
@@ -850,10 +865,12 @@ class StreamingSeries:
     __hash__ = None  # type: ignore[assignment]  # == builds an expression, as in pandas
 
     def __init__(self, frame: StreamingFrame, func: Callable[[pd.DataFrame], pd.Series],
-                 name: str) -> None:
+                 name: str, code: _record.Code = ()) -> None:
         self.frame = frame
         self.func = func
         self.name = name
+        #: The expression as code tokens (for export): the frame, code strings and values.
+        self.code: _record.Code = code or (frame, f"[{name!r}]")
 
     def __repr__(self) -> str:
         return f"<StreamingSeries {self.name!r} of {self.frame.name!r}>"
@@ -875,15 +892,20 @@ class StreamingSeries:
             other_name = other.name
             if reflected:
                 return StreamingSeries(self.frame, lambda df: op(g(df), f(df)),
-                                       f"({other_name} {sym} {self.name})")
+                                       f"({other_name} {sym} {self.name})",
+                                       ("(", *other.code, f" {sym} ", *self.code, ")"))
             return StreamingSeries(self.frame, lambda df: op(f(df), g(df)),
-                                   f"({self.name} {sym} {other_name})")
+                                   f"({self.name} {sym} {other_name})",
+                                   ("(", *self.code, f" {sym} ", *other.code, ")"))
         value = other
+        literal = _record.Value(value)
         if reflected:
             return StreamingSeries(self.frame, lambda df: op(resolve(value), f(df)),
-                                   f"({_label(value)} {sym} {self.name})")
+                                   f"({_label(value)} {sym} {self.name})",
+                                   ("(", literal, f" {sym} ", *self.code, ")"))
         return StreamingSeries(self.frame, lambda df: op(f(df), resolve(value)),
-                               f"({self.name} {sym} {_label(value)})")
+                               f"({self.name} {sym} {_label(value)})",
+                               ("(", *self.code, f" {sym} ", literal, ")"))
 
     def __gt__(self, other: Any) -> StreamingSeries:
         return self._binary(other, operator.gt, ">")
@@ -932,31 +954,37 @@ class StreamingSeries:
 
     def __invert__(self) -> StreamingSeries:
         f = self.func
-        return StreamingSeries(self.frame, lambda df: ~f(df), f"~{self.name}")
+        return StreamingSeries(self.frame, lambda df: ~f(df), f"~{self.name}",
+                               ("~", *self.code))
 
     def isin(self, values: Iterable[Any]) -> StreamingSeries:
         """Membership test, as ``Series.isin``."""
         items = list(values)
         f = self.func
         return StreamingSeries(self.frame, lambda df: f(df).isin(items),
-                               f"{self.name}.isin({items!r})")
+                               f"{self.name}.isin({items!r})",
+                               (*self.code, ".isin(", _record.Value(items), ")"))
 
     def isna(self) -> StreamingSeries:
         """Missing values, as ``Series.isna``."""
         f = self.func
-        return StreamingSeries(self.frame, lambda df: f(df).isna(), f"{self.name}.isna()")
+        return StreamingSeries(self.frame, lambda df: f(df).isna(), f"{self.name}.isna()",
+                               (*self.code, ".isna()"))
 
     def notna(self) -> StreamingSeries:
         """Present values, as ``Series.notna``."""
         f = self.func
-        return StreamingSeries(self.frame, lambda df: f(df).notna(), f"{self.name}.notna()")
+        return StreamingSeries(self.frame, lambda df: f(df).notna(), f"{self.name}.notna()",
+                               (*self.code, ".notna()"))
 
     def between(self, left: Any, right: Any) -> StreamingSeries:
         """Values in ``[left, right]``, as ``Series.between``."""
         f = self.func
         return StreamingSeries(self.frame,
                                lambda df: f(df).between(resolve(left), resolve(right)),
-                               f"{self.name}.between({_label(left)}, {_label(right)})")
+                               f"{self.name}.between({_label(left)}, {_label(right)})",
+                               (*self.code, ".between(", _record.Value(left), ", ",
+                                _record.Value(right), ")"))
 
     def collect(self) -> list[pd.Series]:
         """Return a list that fills with this expression's value for every batch."""
@@ -990,6 +1018,7 @@ class Windowed:
         by = f" by {self.by!r}" if self.by else ""
         return f"<Windowed {self.spec!r}{by} of {self.frame.name!r}>"
 
+    @_record.method
     def agg(self, **named: tuple[Any, ...]) -> WindowedFrame:
         """Aggregate every window: ``name=(column, how, *args)`` or ``name=(column, Aggregation)``.
 
@@ -1291,6 +1320,7 @@ class Rolling:
         size = format_duration(to_ns(resolve(self.window)))
         return f"<Rolling {size}{by} of {self.frame.name!r}>"
 
+    @_record.method
     def __getitem__(self, column: str) -> RollingColumn:
         if column not in self.frame.example.columns:
             msg = f"rolling of {self.frame.name!r}: no column {column!r}; columns: " \
@@ -1311,6 +1341,7 @@ class RollingColumn:
         self.rolling = rolling
         self.column = column
 
+    @_record.method
     def agg(self, *hows: str) -> RollingFrame:
         """Several rolling aggregations at once: columns ``<column>_<how>``.
 
@@ -1332,14 +1363,17 @@ class RollingColumn:
     def _one(self, how: str) -> RollingFrame:
         return RollingFrame(self, [how], {how: self.column})
 
+    @_record.method
     def count(self) -> RollingFrame:
         """Non-NaN values in each row's window."""
         return self._one("count")
 
+    @_record.method
     def sum(self) -> RollingFrame:
         """Sum over each row's window."""
         return self._one("sum")
 
+    @_record.method
     def mean(self) -> RollingFrame:
         """Mean over each row's window, as ``groupby(by).rolling(window, on=time).mean()``.
 
@@ -1360,18 +1394,22 @@ class RollingColumn:
         """
         return self._one("mean")
 
+    @_record.method
     def var(self) -> RollingFrame:
         """Sample variance over each row's window."""
         return self._one("var")
 
+    @_record.method
     def std(self) -> RollingFrame:
         """Sample standard deviation over each row's window."""
         return self._one("std")
 
+    @_record.method
     def min(self) -> RollingFrame:
         """Minimum over each row's window."""
         return self._one("min")
 
+    @_record.method
     def max(self) -> RollingFrame:
         """Maximum over each row's window."""
         return self._one("max")

@@ -11,7 +11,7 @@ import rtnb
 
 PUBLIC = [
     "Aggregation", "CheckpointError", "ConfigError", "DecodeError", "ExportError",
-    "MissingExtraError", "Param", "RtnbError", "SchemaError", "SourceError", "StreamingFrame",
+    "MissingExtraError", "Param", "Pipeline", "RtnbError", "SchemaError", "SourceError", "StreamingFrame",
     "StreamingSeries", "WindowedFrame", "alert", "dashboard", "datasets", "demo", "detect",
     "evaluate", "rows", "session", "sinks", "sliding", "sources", "tumbling",
 ]

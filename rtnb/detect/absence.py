@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rtnb import _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -26,6 +27,7 @@ class _Silence:
         self.now = int(np.iinfo(np.int64).min)
 
 
+@_record.function
 def absence(frame: StreamingFrame, timeout: DurationLike | Param, *, by: str | list[str],
             name: str = "absence") -> StreamingFrame:
     """Rows when a key goes silent for ``timeout`` of event time, and when it is back.

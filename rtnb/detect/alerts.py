@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from rtnb import _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -122,6 +123,7 @@ class AlertRule:
         return events
 
 
+@_record.function
 def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
           on: str | None = None, by: str | list[str] | None = None,
           for_: DurationLike | Param = "0s", keep_firing_for: DurationLike | Param = "0s",

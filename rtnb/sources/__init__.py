@@ -8,6 +8,7 @@ exponential backoff and jitter. Broker clients are optional extras (``pip instal
 rtnb[redis]``); a missing one raises :class:`~rtnb.MissingExtraError` naming the extra.
 """
 
+from rtnb import _record
 from rtnb.sources.amqp import amqp
 from rtnb.sources.base import Source
 from rtnb.sources.kafka import kafka
@@ -18,6 +19,17 @@ from rtnb.sources.replay import replay
 from rtnb.sources.sse import sse
 from rtnb.sources.tail import tail
 from rtnb.sources.websocket import websocket
+
+# Each source call is recorded on the frame it returns, so a pipeline can be exported as code.
+amqp = _record.function(amqp)
+kafka = _record.function(kafka)
+mqtt = _record.function(mqtt)
+nats = _record.function(nats)
+redis_stream = _record.function(redis_stream)
+replay = _record.function(replay)
+sse = _record.function(sse)
+tail = _record.function(tail)
+websocket = _record.function(websocket)
 
 __all__ = ["Source", "amqp", "kafka", "mqtt", "nats", "redis_stream", "replay", "sse", "tail",
            "websocket"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from rtnb import _record
 from rtnb._time import DurationLike, format_duration, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -210,6 +211,7 @@ class Rows:
 WindowSpec: TypeAlias = Tumbling | Sliding | Session | Rows
 
 
+@_record.function
 def tumbling(size: DurationParam, *, offset: DurationParam = "0s") -> Tumbling:
     """Fixed, non-overlapping windows of ``size`` (see :class:`Tumbling`).
 
@@ -221,6 +223,7 @@ def tumbling(size: DurationParam, *, offset: DurationParam = "0s") -> Tumbling:
     return Tumbling(size, offset)
 
 
+@_record.function
 def sliding(size: DurationParam, every: DurationParam, *,
             offset: DurationParam = "0s") -> Sliding:
     """Overlapping windows of ``size`` that start every ``every`` (see :class:`Sliding`).
@@ -233,6 +236,7 @@ def sliding(size: DurationParam, every: DurationParam, *,
     return Sliding(size, every, offset)
 
 
+@_record.function
 def session(gap: DurationParam) -> Session:
     """Session windows closed by ``gap`` of inactivity per key (see :class:`Session`).
 
@@ -244,6 +248,7 @@ def session(gap: DurationParam) -> Session:
     return Session(gap)
 
 
+@_record.function
 def rows(n: int | Param) -> Rows:
     """Count windows of ``n`` events per key (see :class:`Rows`).
 

@@ -1,0 +1,182 @@
+"""The ``rtnb`` command: run exported scripts, serve dashboards, export notebooks, feed brokers.
+
+::
+
+    rtnb export notebooks/03-live-dashboards.ipynb -o monitor.py
+    rtnb run monitor.py --window 1min --max-events 100000
+    rtnb serve app.py --port 5006
+    rtnb replay data/metrics.parquet --speed 10 --to redis://127.0.0.1:6379/0 --topic metrics
+
+Bad arguments exit with status 2 and a message naming the argument (typer/click usage errors).
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="rtnb", no_args_is_help=True, add_completion=False,
+    help="Real-time analytics pipelines from notebooks: run, serve, export, replay.")
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.exists():
+        msg = f"{what} {str(path)!r} does not exist"
+        raise typer.BadParameter(msg)
+    return path
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    script: Annotated[Path, typer.Argument(help="an exported pipeline script (monitor.py)")],
+) -> None:
+    """Run an exported script headless; options after the script go to it (see its --help)."""
+    _existing(script, "script")
+    if script.suffix != ".py":
+        msg = f"{script.name!r} is not a Python script (.py)"
+        raise typer.BadParameter(msg, param_hint="SCRIPT")
+    sys.argv = [str(script), *ctx.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+@app.command()
+def serve(
+    app_path: Annotated[Path, typer.Argument(metavar="APP",
+                                             help="a dashboard app (export_dashboard)")],
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5006,
+    address: Annotated[str, typer.Option(help="interface to bind (127.0.0.1 by default: "
+                                              "put a reverse proxy in front to expose it)")]
+    = "127.0.0.1",
+    allow_origin: Annotated[list[str] | None, typer.Option(
+        help="extra websocket origin allowed (host:port); repeat for several")] = None,
+) -> None:
+    """Serve a dashboard app with ``bokeh serve``, bound to 127.0.0.1 by default."""
+    _existing(app_path, "app")
+    if not 0 < port < 65536:
+        msg = f"--port must be 1..65535; got {port}"
+        raise typer.BadParameter(msg)
+    origins = [f"127.0.0.1:{port}", f"localhost:{port}", *(allow_origin or [])]
+    cmd = [sys.executable, "-m", "bokeh", "serve", str(app_path), "--address", address,
+           "--port", str(port)]
+    for origin in origins:
+        cmd += ["--allow-websocket-origin", origin]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def export(
+    notebook: Annotated[Path, typer.Argument(help="the notebook whose pipeline to export")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the script to write")],
+    pipeline: Annotated[str | None, typer.Option(
+        help="name of the source whose pipeline to export (default: the last one started)")]
+    = None,
+    max_events: Annotated[int, typer.Option(
+        help="bound every source of the notebook to this many events while it runs")] = 20_000,
+    record: Annotated[Path | None, typer.Option(
+        help="also save what the pipeline read and emitted here (for --input/--output "
+             "parity checks)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds allowed per cell")] = 600.0,
+) -> None:
+    """Execute a notebook headless (sources bounded) and export the pipeline it runs."""
+    from rtnb.errors import ExportError
+    from rtnb.export.notebook import export_notebook
+
+    _existing(notebook, "notebook")
+    if notebook.suffix != ".ipynb":
+        msg = f"{notebook.name!r} is not a notebook (.ipynb)"
+        raise typer.BadParameter(msg, param_hint="NOTEBOOK")
+    if max_events <= 0:
+        msg = f"--max-events must be positive; got {max_events}"
+        raise typer.BadParameter(msg)
+    try:
+        report = export_notebook(notebook, output, pipeline=pipeline, max_events=max_events,
+                                 record=record, timeout=timeout)
+    except ExportError as exc:
+        typer.echo(f"rtnb export: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {report['script']}: pipeline {report['pipeline']!r}, "
+               f"{len(report['nodes'])} nodes, params {report['params']}")
+
+
+_SCHEMES = ("redis", "rediss", "nats", "tls", "mqtt", "mqtts", "amqp", "amqps")
+
+
+@app.command()
+def replay(
+    data: Annotated[Path, typer.Argument(help="a .parquet or .csv file of events")],
+    to: Annotated[str, typer.Option(
+        help="broker URL: redis://, nats://, mqtt:// or amqp:// (or - for JSON lines on "
+             "stdout)")],
+    topic: Annotated[str | None, typer.Option(
+        help="Redis stream / NATS subject / MQTT topic / AMQP routing key")] = None,
+    speed: Annotated[float | None, typer.Option(help="multiple of real time (default: as "
+                                                     "fast as possible)")] = None,
+    time: Annotated[str, typer.Option(help="the event-time column")] = "timestamp",
+    max_events: Annotated[int | None, typer.Option(help="send at most this many rows")] = None,
+    password_env: Annotated[str | None, typer.Option(
+        help="environment variable holding the broker password")] = None,
+) -> None:
+    """Replay a recorded file into a broker at a multiple of real time (demos, load tests)."""
+    import rtnb
+    from rtnb.errors import ConfigError, SourceError
+
+    _existing(data, "data file")
+    if speed is not None and speed <= 0:
+        msg = f"--speed must be positive; got {speed}"
+        raise typer.BadParameter(msg)
+    scheme = urlsplit(to).scheme if to != "-" else "-"
+    if to != "-" and scheme not in _SCHEMES:
+        msg = f"--to must be a redis://, nats://, mqtt:// or amqp:// URL, or -; got {to!r}"
+        raise typer.BadParameter(msg)
+    if to != "-" and not topic:
+        msg = f"--topic is needed for {scheme}:// (the stream, subject, topic or routing key)"
+        raise typer.BadParameter(msg)
+    try:
+        src = rtnb.sources.replay(data, time=time, speed=speed, max_events=max_events,
+                                  name="replay")
+    except (ConfigError, SourceError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="DATA") from exc
+    if to == "-":
+        rtnb.sinks.to_log(src, sys.stdout)
+    elif scheme.startswith("redis"):
+        rtnb.sinks.to_redis_stream(src, str(topic), to, password_env=password_env)
+    elif scheme in ("nats", "tls"):
+        rtnb.sinks.to_nats(src, str(topic), to, password_env=password_env)
+    elif scheme.startswith("mqtt"):
+        rtnb.sinks.to_mqtt(src, str(topic), to, password_env=password_env)
+    else:
+        rtnb.sinks.to_amqp(src, to, routing_key=str(topic), password_env=password_env)
+    src.run()
+    sink = src._graph.sinks[-1]
+    typer.echo(f"replayed {src.counters.events} rows from {data.name} to "
+               f"{_masked(to)}; delivered {sink.stats.delivered_rows}, "
+               f"undeliverable {sink.stats.undeliverable_rows}", err=True)
+    if sink.stats.undeliverable_rows:
+        raise typer.Exit(1)
+
+
+def _masked(url: str) -> str:
+    from rtnb.sources._core import mask_url
+
+    return url if url == "-" else mask_url(url)
+
+
+def main() -> None:
+    """Entry point of the ``rtnb`` console script."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

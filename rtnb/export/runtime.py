@@ -1,0 +1,284 @@
+"""What an exported script runs: the headless loop, signals, metrics, logs, bounded runs.
+
+An exported script calls :func:`build` (its Params from the command line) and then
+:func:`run`. ``run`` owns the asyncio loop (``asyncio.run``), stops the source on SIGTERM or
+SIGINT and lets the stream end normally (windows flush, sinks deliver), serves Prometheus
+metrics on 127.0.0.1, logs structured events (JSON by default) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from rtnb._time import to_ns
+from rtnb.errors import ConfigError, RtnbError
+
+if TYPE_CHECKING:
+    from rtnb.frame import StreamingFrame
+    from rtnb.pipeline import Pipeline
+
+__all__ = ["HELP", "RecordedBatches", "build", "limit", "run"]
+
+#: Help text of the options every exported script has.
+HELP = {
+    "until": "stop after this much wall time, e.g. 10min (windows flush, then exit 0)",
+    "max_events": "stop after the source has read this many events",
+    "metrics_port": "serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: any free port)",
+    "log_format": "json (one JSON object per line) or console",
+    "input": "replay batches recorded with Pipeline.record() / `rtnb export --record` instead of "
+             "reading the source (a Parquet file with a __batch__ column, or its folder)",
+    "output": "write every node's batches as Parquet files (and manifest.json) into this folder",
+}
+
+
+def build(builder: Callable[..., Pipeline], params: dict[str, Any], source: str | None) -> Pipeline:
+    """Call the script's ``build`` with the command-line values (a bad one exits 2)."""
+    import typer
+
+    try:
+        return builder(params, source)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+class RecordedBatches:
+    """A source that emits recorded batches exactly as they were cut (``--input``).
+
+    The file holds the batches concatenated, numbered by a ``__batch__`` column.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path)
+        if p.is_dir():
+            p = p / "input.parquet"
+        if not p.exists():
+            msg = f"--input: no recording at {str(p)!r}"
+            raise ConfigError(msg)
+        data = pd.read_parquet(p)
+        if "__batch__" not in data.columns:
+            msg = f"--input: {p.name} has no __batch__ column (write it with Pipeline.record())"
+            raise ConfigError(msg)
+        self.path = p
+        self.batches = [g.drop(columns="__batch__").reset_index(drop=True)
+                        for _, g in data.groupby("__batch__", sort=True)]
+        self.max_events: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<RecordedBatches {self.path.name}: {len(self.batches)} batches>"
+
+    async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
+        """Emit each recorded batch into ``frame`` (waiting while paused or pressed)."""
+        sent = 0
+        for batch in self.batches:
+            if stop.is_set():
+                return
+            if self.max_events is not None:
+                if sent >= self.max_events:
+                    return
+                batch = batch.iloc[: self.max_events - sent]
+            await frame._graph.wait_running()
+            frame.emit(batch.astype(frame.example.dtypes.to_dict()))
+            sent += len(batch)
+            await asyncio.sleep(0)
+
+
+def limit(source: Any, max_events: int) -> None:
+    """Make ``source`` stop after ``max_events`` events (each kind of source its own way)."""
+    from rtnb.sources.replay import Replay
+
+    if isinstance(source, Replay):
+        source.data = source.data.iloc[:max_events]
+    elif hasattr(source, "max_events"):
+        current = source.max_events
+        source.max_events = max_events if current is None else min(current, max_events)
+    else:  # pragma: no cover - every source has one of the two
+        msg = f"--max-events: source {source!r} cannot be bounded"
+        raise ConfigError(msg)
+
+
+def _logger(log_format: str) -> Any:
+    import structlog
+
+    if log_format not in ("json", "console"):
+        import typer
+
+        msg = f"--log-format must be 'json' or 'console'; got {log_format!r}"
+        raise typer.BadParameter(msg)
+    renderer: Any = (structlog.processors.JSONRenderer() if log_format == "json"
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False)
+    return structlog.get_logger("rtnb")
+
+
+class _Counts:
+    """Rows and batches each node emitted (a cheap sink on every node)."""
+
+    def __init__(self, frames: list[StreamingFrame]) -> None:
+        self.rows: dict[str, int] = {}
+        self.batches: dict[str, int] = {}
+        for frame in frames:
+            self.rows[frame.name] = 0
+            self.batches[frame.name] = 0
+            frame.stream.sink(self._counter(frame.name))
+
+    def _counter(self, name: str) -> Callable[[pd.DataFrame], None]:
+        def count(batch: pd.DataFrame) -> None:
+            self.rows[name] += len(batch)
+            self.batches[name] += 1
+        return count
+
+
+class _Collector:
+    """Prometheus collector reading the pipeline's counters at scrape time."""
+
+    def __init__(self, pipeline: Pipeline, counts: _Counts) -> None:
+        self.pipeline = pipeline
+        self.counts = counts
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["pipeline", "node"]
+        name = self.pipeline.name
+        rows = CounterMetricFamily("rtnb_rows", "Rows each node emitted", labels=labels)
+        batches = CounterMetricFamily("rtnb_batches", "Micro-batches each node emitted",
+                                      labels=labels)
+        late = CounterMetricFamily("rtnb_late_events", "Rows that arrived after their window "
+                                   "closed (sent to the node's late output)", labels=labels)
+        dead = CounterMetricFamily("rtnb_dead_letters", "Rows or records dead-lettered",
+                                   labels=labels)
+        for frame in self.pipeline.frames:
+            rows.add_metric([name, frame.name], self.counts.rows.get(frame.name, 0))
+            batches.add_metric([name, frame.name], self.counts.batches.get(frame.name, 0))
+            late.add_metric([name, frame.name], frame.counters.late)
+            dead.add_metric([name, frame.name], frame.counters.dead_letters)
+        yield from (rows, batches, late, dead)
+        stats = getattr(self.pipeline.root._source, "stats", None)
+        if stats is not None:
+            src = self.pipeline.root.name
+            for field, help_text in (("bytes", "Payload bytes read"),
+                                     ("reconnects", "Reconnections to the source"),
+                                     ("dropped", "Records dropped by the buffer policy"),
+                                     ("messages", "Messages read")):
+                family = CounterMetricFamily(f"rtnb_source_{field}", help_text, labels=labels)
+                family.add_metric([name, src], float(getattr(stats, field, 0) or 0))
+                yield family
+            if getattr(stats, "lag", None) is not None:
+                lag = GaugeMetricFamily("rtnb_source_lag", "Broker-reported lag (messages)",
+                                        labels=labels)
+                lag.add_metric([name, src], float(stats.lag))
+                yield lag
+        for sink in self.pipeline.sinks:
+            s = sink.stats
+            sink_name = getattr(sink, "name", type(sink).__name__)
+            for field in ("delivered_rows", "undeliverable_rows", "spooled_rows",
+                          "failed_attempts"):
+                family = CounterMetricFamily(f"rtnb_sink_{field}", f"Sink {field}",
+                                             labels=labels)
+                family.add_metric([name, sink_name], float(getattr(s, field)))
+                yield family
+
+
+def serve_metrics(pipeline: Pipeline, counts: _Counts, port: int) -> tuple[Any, int]:
+    """Serve ``/metrics`` on 127.0.0.1:``port`` (0 picks a free port); returns (server, port)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(pipeline, counts))
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    del thread
+    return server, int(server.server_address[1])
+
+
+def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None = None,
+        metrics_port: int | None = None, log_format: str = "json",
+        input: Path | None = None, output: Path | None = None) -> int:
+    """Run ``pipeline`` headless until its source ends, ``until``, ``max_events`` or a signal.
+
+    Returns the exit code: 0 when the stream ended normally (also after SIGTERM/SIGINT), 1
+    when the source failed.
+    """
+    import typer
+
+    log = _logger(log_format).bind(pipeline=pipeline.name)
+    root = pipeline.root
+    seconds: float | None = None
+    if until is not None:
+        try:
+            seconds = to_ns(until, name="--until") / 1e9
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    if max_events is not None and max_events < 0:
+        msg = f"--max-events must be >= 0; got {max_events}"
+        raise typer.BadParameter(msg)
+    if input is not None:
+        try:
+            root._source = RecordedBatches(input)  # type: ignore[assignment]
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    if root._source is None:
+        msg = f"pipeline {pipeline.name!r} has no source to run"
+        raise RtnbError(msg)
+    if max_events is not None:
+        limit(root._source, max_events)
+    frames = pipeline.frames
+    counts = _Counts(frames)
+    recording = pipeline.record() if output is not None else None
+    server = None
+    if metrics_port is not None:
+        server, port = serve_metrics(pipeline, counts, metrics_port)
+        log.info("metrics", url=f"http://127.0.0.1:{port}/metrics")
+    started = time.monotonic()
+    log.info("start", source=repr(root._source), nodes=len(frames),
+             params={p.name: str(p.value) for p in pipeline.params})
+    try:
+        code = asyncio.run(_main(pipeline, seconds, log))
+    finally:
+        if server is not None:
+            server.shutdown()
+    if recording is not None and output is not None:
+        recording.save(output)
+        log.info("output", folder=str(output), files=len(recording.batches))
+    log.info("stop", seconds=round(time.monotonic() - started, 3),
+             events=root.counters.events, late=sum(f.counters.late for f in frames),
+             dead_letters=sum(f.counters.dead_letters for f in frames),
+             rows={name: n for name, n in counts.rows.items() if n})
+    return code
+
+
+async def _main(pipeline: Pipeline, seconds: float | None, log: Any) -> int:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("signal", signal=sig.name, action="stopping the source; windows and sinks flush")
+        pipeline.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # pragma: no cover - Windows
+            loop.add_signal_handler(sig, on_signal, sig)
+    timer = loop.call_later(seconds, pipeline.stop) if seconds is not None else None
+    try:
+        await pipeline.arun()
+    except Exception as exc:
+        log.error("failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return 0

@@ -1,0 +1,620 @@
+"""Write a pipeline as a standalone Python script that rebuilds it with the public rtnb API.
+
+The script is code a person would write: one assignment per node, named after the notebook's
+variables; Params at their current (tuned) values with a command-line option each; functions
+the user wrote carried over by source; secrets read from environment variables it documents.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import importlib
+import inspect
+import keyword
+import math
+import re
+import textwrap
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+
+from rtnb import _record
+from rtnb.errors import ExportError
+from rtnb.params import Param
+
+if TYPE_CHECKING:
+    from rtnb.pipeline import Pipeline
+
+__all__ = ["render_script"]
+
+#: Names the generated script defines itself; node variables never take them.
+_RESERVED = {"rtnb", "runtime", "typer", "pd", "np", "Path", "Annotated", "Any", "PARAMS",
+             "HERE", "build", "main", "params", "source", "annotations"}
+
+#: Keyword arguments that hold secrets, and the ``*_env`` argument that replaces each.
+_SECRET_KWARGS = {"password": "password_env", "token": "token_env"}
+_SENSITIVE_HEADERS = re.compile(r"authorization|token|api[-_]?key|cookie|secret|password", re.I)
+
+#: Public modules searched (in order) for the shortest name of a recorded callable.
+_PUBLIC = ("rtnb", "rtnb.detect", "rtnb.sources", "rtnb.sinks", "rtnb.windows", "rtnb.datasets")
+
+
+def public_path(obj: Any) -> str:
+    """``rtnb.detect.ZScore`` for the class, ``rtnb.sources.replay`` for the function."""
+    for module_name in _PUBLIC:
+        module = importlib.import_module(module_name)
+        for attr in getattr(module, "__all__", ()):
+            if getattr(module, attr, None) is obj:
+                return f"{module_name}.{attr}"
+    module_name = str(getattr(obj, "__module__", "") or "")
+    qualname = str(getattr(obj, "__qualname__", "") or "")
+    if module_name and qualname and "<" not in qualname:
+        return f"{module_name}.{qualname}"
+    msg = f"{obj!r} is not part of rtnb's public API and cannot be exported"
+    raise ExportError(msg)
+
+
+def duration_code(td: pd.Timedelta) -> str:
+    """The shortest exact duration string: ``"30s"``, ``"2min"``, ``"1500ms"``."""
+    ns = int(td.value)
+    for unit, size in (("d", 86_400 * 10**9), ("h", 3600 * 10**9), ("min", 60 * 10**9),
+                       ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    return f"{ns}ns"
+
+
+def identifier(text: str, fallback: str = "node") -> str:
+    """A valid, non-keyword Python identifier made from ``text``."""
+    name = re.sub(r"\W+", "_", text).strip("_").lower() or fallback
+    if name[0].isdigit():
+        name = f"{fallback}_{name}"
+    if keyword.iskeyword(name) or name in _RESERVED:
+        name += "_"
+    return name
+
+
+@dataclass
+class _Function:
+    name: str
+    source: str
+
+
+@dataclass
+class _Env:
+    variable: str
+    what: str
+
+
+@dataclass
+class _Option:
+    """A command-line option of the script: a Param, or the source's URL/path."""
+
+    key: str
+    flag: str
+    annotation: str
+    default: str
+    help: str
+
+
+@dataclass
+class ScriptParts:
+    """What :func:`render_script` produces, before it is joined into a file."""
+
+    imports: set[str] = field(default_factory=set)
+    functions: dict[str, _Function] = field(default_factory=dict)
+    params: dict[int, tuple[str, Param]] = field(default_factory=dict)
+    body: list[str] = field(default_factory=list)
+    env: list[_Env] = field(default_factory=list)
+    data_files: dict[str, pd.DataFrame] = field(default_factory=dict)
+    source_option: _Option | None = None
+
+
+class _Writer:
+    def __init__(self, pipeline: Pipeline, names: Mapping[int, str], data_dir: str) -> None:
+        self.pipeline = pipeline
+        self.names = names
+        self.data_dir = data_dir
+        self.parts = ScriptParts()
+        self.vars: dict[int, str] = {}
+        self.taken: set[str] = set(_RESERVED)
+        self.node: list[str] = []
+        self.source_slot: tuple[int, str] | None = None
+
+    # -- naming -------------------------------------------------------------------------
+    def _fresh(self, base: str) -> str:
+        name = identifier(base)
+        candidate, i = name, 2
+        while candidate in self.taken:
+            candidate, i = f"{name}_{i}", i + 1
+        self.taken.add(candidate)
+        return candidate
+
+    def _error(self, what: str) -> ExportError:
+        where = f"node {self.node[-1]!r}: " if self.node else ""
+        return ExportError(where + what)
+
+    # -- frames -------------------------------------------------------------------------
+    def frame(self, frame: Any) -> str:
+        """The variable holding ``frame``, writing its assignment (and its inputs') first."""
+        key = id(frame)
+        if key in self.vars:
+            return self.vars[key]
+        call = _record.call_of(frame)
+        self.node.append(frame.name)
+        try:
+            if call is None:
+                expr = self._attribute_of(frame)
+            else:
+                expr = self.call(call, root=frame if frame.is_root else None)
+        finally:
+            self.node.pop()
+        base = self.names.get(key) or frame.name.rsplit(".", 1)[-1].split("[", 1)[0]
+        var = self._fresh(base)
+        self.vars[key] = var
+        self.parts.body.append(f"{var} = {expr}")
+        return var
+
+    def _attribute_of(self, frame: Any) -> str:
+        for owner in self.pipeline.frames:
+            if getattr(owner, "late", None) is frame:
+                return f"{self.frame(owner)}.late"
+            if getattr(owner, "_dead", None) is frame:
+                return f"{self.frame(owner)}.dead_letters"
+        if frame.is_root:
+            msg = (f"frame {frame.name!r} has no source (batches are emitted into it by hand); "
+                   "an exported script needs a source such as rtnb.sources.replay(...)")
+            raise ExportError(msg)
+        msg = (f"frame {frame.name!r} was built by code export cannot see (not an rtnb call "
+               "on another node); build it with the StreamingFrame API")
+        raise ExportError(msg)
+
+    # -- calls --------------------------------------------------------------------------
+    def call(self, call: _record.Call, *, root: Any = None) -> str:
+        args, kwargs = list(call.args), dict(call.kwargs)
+        if call.kind == "call":
+            path = public_path(call.func)
+            if root is not None:
+                args, kwargs = self._source_arguments(call.func, args, kwargs, root)
+            elif path.startswith("rtnb.sinks."):
+                kwargs = self._secrets(call.func, args, kwargs)
+            head = path
+        elif call.kind == "index":
+            return f"{self.target(call.target)}[{self.value(args[0])}]"
+        else:
+            head = f"{self.target(call.target)}.{call.func}"
+        rendered = [self.value(a) for a in args]
+        rendered += [f"{k}={self.value(v)}" for k, v in kwargs.items()]
+        return f"{head}({', '.join(rendered)})"
+
+    def target(self, obj: Any) -> str:
+        from rtnb.frame import StreamingFrame
+
+        if isinstance(obj, StreamingFrame):
+            return self.frame(obj)
+        return self.value(obj)
+
+    def _source_arguments(self, func: Any, args: list[Any], kwargs: dict[str, Any],
+                          root: Any) -> tuple[list[Any], dict[str, Any]]:
+        """Secrets to environment variables; the URL or path becomes the ``--source`` option."""
+        kwargs = self._secrets(func, args, kwargs)
+        try:
+            bound = inspect.signature(func).bind_partial(*args, **kwargs)
+        except TypeError as exc:  # pragma: no cover - the call already succeeded once
+            msg = (f"cannot read the source's arguments: {exc}")
+            raise self._error(msg) from exc
+        for slot in ("url", "path"):
+            if slot in bound.arguments:
+                default = bound.arguments[slot]
+                bound.arguments[slot] = _Raw(f"source or {self.value(default)}")
+                what = "URL" if slot == "url" else "file"
+                self.parts.source_option = _Option(
+                    "source", "--source", "str | None", "None",
+                    f"{what} of source {root.name!r} (default: as exported)")
+                break
+        return list(bound.args), dict(bound.kwargs)
+
+    def _secrets(self, func: Any, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        node = identifier(self.node[-1] if self.node else "sink").upper()
+        try:
+            params = inspect.signature(func).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            return kwargs
+        for secret, env_kw in _SECRET_KWARGS.items():
+            if kwargs.get(secret) is not None and env_kw in params:
+                variable = f"RTNB_{node}_{secret.upper()}"
+                kwargs.pop(secret)
+                kwargs[env_kw] = variable
+                self.parts.env.append(_Env(variable, f"{secret} of {self.node[-1]!r}"))
+        for env_kw in _SECRET_KWARGS.values():
+            if isinstance(kwargs.get(env_kw), str):
+                entry = _Env(kwargs[env_kw], f"{env_kw[:-4]} of {self.node[-1]!r}")
+                if entry not in self.parts.env:
+                    self.parts.env.append(entry)
+        headers = kwargs.get("headers")
+        if isinstance(headers, Mapping) and any(_SENSITIVE_HEADERS.search(str(k))
+                                                for k in headers):
+            msg = ("a header carries a credential; pass it as token_env=... "
+                  "(read from the environment) so it is not written into the script")
+            raise self._error(msg)
+        # A password inside a URL: drop it from the URL, read it from the environment instead.
+        names = list(params)
+        for i, value in enumerate(args):
+            if isinstance(value, str) and i < len(names) and names[i] == "url":
+                args[i] = self._url_without_password(value, kwargs, params)
+        if isinstance(kwargs.get("url"), str):
+            kwargs["url"] = self._url_without_password(kwargs["url"], kwargs, params)
+        return kwargs
+
+    def _url_without_password(self, url: str, kwargs: dict[str, Any],
+                              params: Mapping[str, Any]) -> str:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        if "password_env" not in params:
+            msg = ("its URL holds a password and the call takes no password_env; "
+                  "remove the password from the URL")
+            raise self._error(msg)
+        if kwargs.get("password_env") is None:
+            node = identifier(self.node[-1]).upper()
+            variable = f"RTNB_{node}_PASSWORD"
+            kwargs["password_env"] = variable
+            self.parts.env.append(_Env(variable, f"password of {self.node[-1]!r}"))
+        host = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        netloc = f"{user}@{host}" if user else host
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    # -- values -------------------------------------------------------------------------
+    def value(self, v: Any) -> str:
+        from rtnb.frame import StreamingFrame, StreamingSeries
+
+        if isinstance(v, _Raw):
+            return v.code
+        if isinstance(v, StreamingFrame):
+            return self.frame(v)
+        if isinstance(v, StreamingSeries):
+            return self._series(v)
+        if isinstance(v, Param):
+            return self.param(v)
+        call = _record.call_of(v)
+        if call is not None:
+            return self.call(call)
+        if v is None or isinstance(v, bool | int | str | bytes):
+            return repr(v)
+        if isinstance(v, float):
+            return repr(v) if math.isfinite(v) else f"float({str(v)!r})"
+        if isinstance(v, np.generic):
+            return self.value(v.item())
+        if isinstance(v, pd.Timedelta | _dt.timedelta):
+            return repr(duration_code(pd.Timedelta(v)))
+        if isinstance(v, pd.Timestamp | _dt.datetime):
+            self.parts.imports.add("import pandas as pd")
+            return f"pd.Timestamp({pd.Timestamp(v).isoformat()!r})"
+        if isinstance(v, PurePath):
+            return self._path(Path(v))
+        if isinstance(v, pd.DataFrame):
+            return self._frame_value(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(self.value(x) for x in v) + "]"
+        if isinstance(v, tuple):
+            items = ", ".join(self.value(x) for x in v)
+            return f"({items},)" if len(v) == 1 else f"({items})"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{self.value(k)}: {self.value(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, set | frozenset):
+            return "{" + ", ".join(sorted(self.value(x) for x in v)) + "}" if v else "set()"
+        if callable(v):
+            return self.function(v)
+        msg = (f"cannot write a {type(v).__name__} ({v!r:.80}) as code; pass "
+              "plain values, Params or rtnb objects")
+        raise self._error(msg)
+
+    def _series(self, series: Any) -> str:
+        out = []
+        for token in series.code:
+            if isinstance(token, str):
+                out.append(token)
+            elif isinstance(token, _record.Value):
+                out.append(self.value(token.value))
+            else:
+                out.append(self.frame(token))
+        return "".join(out)
+
+    def param(self, param: Param) -> str:
+        key = id(param)
+        if key not in self.parts.params:
+            self.parts.params[key] = (self._fresh(param.name), param)
+        return self.parts.params[key][0]
+
+    def _path(self, path: Path) -> str:
+        from rtnb import datasets
+
+        try:
+            if path.resolve() == datasets.path(path.name).resolve():
+                return f"rtnb.datasets.path({path.name!r})"
+        except Exception:
+            pass
+        return repr(str(path))
+
+    def _frame_value(self, df: pd.DataFrame) -> str:
+        self.parts.imports.add("import pandas as pd")
+        if len(df) == 0:
+            cols = ", ".join(f"{self.value(str(c))}: pd.Series(dtype={str(t)!r})"
+                             for c, t in df.dtypes.items())
+            return f"pd.DataFrame({{{cols}}})"
+        base = identifier(self.node[-1] if self.node else "data")
+        name = f"{base}.parquet"
+        i = 2
+        while name in self.parts.data_files:
+            name, i = f"{base}_{i}.parquet", i + 1
+        self.parts.data_files[name] = df
+        return f"pd.read_parquet(HERE / {self.data_dir!r} / {name!r})"
+
+    # -- user functions -----------------------------------------------------------------
+    def function(self, fn: Any) -> str:
+        if isinstance(fn, types.BuiltinFunctionType):
+            module = getattr(fn, "__module__", None) or "builtins"
+            if module == "builtins":
+                return fn.__name__
+            self.parts.imports.add(f"from {module} import {fn.__name__}")
+            return fn.__name__
+        if not isinstance(fn, types.FunctionType):
+            msg = (f"{fn!r:.80} is a callable object, not a function; export "
+                  "carries over functions defined with `def`")
+            raise self._error(msg)
+        if fn.__name__ == "<lambda>":
+            msg = ("got a lambda; define it with `def` (in the notebook or a module) "
+                  "so its source can be written into the exported script")
+            raise self._error(msg)
+        module = str(fn.__module__ or "__main__")
+        if module != "__main__" and not module.startswith("__"):
+            try:
+                found = importlib.import_module(module)
+            except ImportError:
+                found = None
+            qualname = str(fn.__qualname__)
+            if found is not None and getattr(found, qualname, None) is fn:
+                self.parts.imports.add(f"from {module} import {qualname}")
+                return qualname
+        return self._carry(fn)
+
+    def _carry(self, fn: types.FunctionType) -> str:
+        if fn.__name__ in self.parts.functions:
+            return fn.__name__
+        if fn.__code__.co_freevars:
+            msg = (
+    f"function {fn.__name__!r} is a closure over {list(fn.__code__.co_freevars)!r}; "
+    "an exported script cannot rebuild captured state: define it at the top level "
+    "of the notebook and pass values as Params or default arguments")
+            raise self._error(msg)
+        if "." in fn.__qualname__ and "<locals>" in fn.__qualname__:
+            msg = (f"function {fn.__name__!r} is defined inside another function; "
+                  "define it at the top level of the notebook")
+            raise self._error(msg)
+        try:
+            source = textwrap.dedent(inspect.getsource(fn))
+        except (OSError, TypeError) as exc:
+            msg = (f"the source of function {fn.__name__!r} is not available "
+                  f"({exc}); define it in a notebook cell or a module")
+            raise self._error(msg) from exc
+        self.parts.functions[fn.__name__] = _Function(fn.__name__, source)
+        self.taken.add(fn.__name__)
+        for name in sorted(_global_names(fn.__code__)):
+            if name not in fn.__globals__ or name in self.parts.functions:
+                continue
+            self._global(name, fn.__globals__[name], fn.__name__)
+        return fn.__name__
+
+    def _global(self, name: str, value: Any, user: str) -> None:
+        if isinstance(value, types.ModuleType):
+            real = value.__name__
+            if real == name:
+                self.parts.imports.add(f"import {real}")
+            elif "." in real and real.rsplit(".", 1)[1] == name:
+                parent, child = real.rsplit(".", 1)
+                self.parts.imports.add(f"from {parent} import {child}")
+            else:
+                self.parts.imports.add(f"import {real} as {name}")
+        elif isinstance(value, types.FunctionType | type | types.BuiltinFunctionType):
+            if getattr(value, "__module__", None) == "__main__" and isinstance(
+                    value, types.FunctionType):
+                self._carry(value)
+            else:
+                self.function(value) if isinstance(value, types.FunctionType) else (
+                    self.parts.imports.add(f"from {value.__module__} import {value.__qualname__}"))
+        elif value is None or isinstance(value, bool | int | float | str | tuple | frozenset):
+            self.parts.functions[name] = _Function(name, f"{name} = {value!r}\n")
+        else:
+            msg = (
+    f"function {user!r} uses the notebook global {name!r} ({type(value).__name__}), "
+    "which export cannot write as code; pass it as an argument or a Param")
+            raise self._error(msg)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    code: str
+
+
+def _global_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _global_names(const)
+
+
+# -- the file ---------------------------------------------------------------------------------
+_OPTION_TYPES = {"duration": "str", "float": "float", "int": "int", "bool": "bool", "choice": "str"}
+
+
+def _param_code(var: str, param: Param, writer: _Writer) -> str:
+    kwargs = []
+    for attr in ("min", "max", "step", "choices"):
+        value = getattr(param, attr)
+        if value is not None:
+            kwargs.append(f"{attr}={writer.value(list(value) if attr == 'choices' else value)}")
+    kwargs.append(f"name={param.name!r}")
+    if param.doc:
+        kwargs.append(f"doc={param.doc!r}")
+    kwargs.append(f"kind={param.kind!r}")
+    return f"{var} = rtnb.Param(params[{param.name!r}], {', '.join(kwargs)})"
+
+
+def _param_default(param: Param) -> Any:
+    value = param.value
+    if isinstance(value, pd.Timedelta):
+        return duration_code(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, origin: str,
+                  data_dir: str) -> tuple[str, dict[str, pd.DataFrame], list[tuple[str, str]]]:
+    """The script's text, its data files (name -> frame) and environment variables."""
+    writer = _Writer(pipeline, names, data_dir)
+    for frame in pipeline.frames:
+        writer.frame(frame)
+    for sink in pipeline.sinks:
+        call = _record.call_of(sink)
+        if call is None:
+            continue
+        writer.node.append(getattr(sink, "name", "sink"))
+        try:
+            expr = writer.call(call)
+        finally:
+            writer.node.pop()
+        writer.parts.body.append(expr)
+    parts = writer.parts
+    params = list(parts.params.values())
+    lines: list[str] = ["#!/usr/bin/env python3"]
+    lines.append(_DOC.format(title=title, origin=origin).rstrip("\n"))
+    if parts.env:
+        lines.append("")
+        lines.append("Secrets are never written here; they come from these environment variables:")
+        lines.extend(f"    {e.variable}: {e.what}" for e in parts.env)
+    lines.append('"""')
+    lines.append("")
+    lines.append("from __future__ import annotations")
+    lines.append("")
+    lines.extend(_import_block(parts.imports))
+    if parts.data_files:
+        lines.append("#: The data the source replays is kept next to this script.")
+        lines.append("HERE = Path(__file__).resolve().parent")
+        lines.append("")
+    lines.append("#: Every Param at the value it had when the pipeline was exported.")
+    lines.append("PARAMS: dict[str, Any] = {")
+    for _, p in params:
+        lines.append(f"    {p.name!r}: {_param_default(p)!r},")
+    lines.append("}")
+    for fn in parts.functions.values():
+        lines.append("")
+        lines.append("")
+        lines.append(fn.source.rstrip())
+    lines.append("")
+    lines.append("")
+    lines.append("def build(params: dict[str, Any] | None = None, source: str | None = None"
+                 ") -> rtnb.Pipeline:")
+    lines.append('    """The pipeline, with ``params`` overriding Params by name."""')
+    lines.append("    params = {**PARAMS, **(params or {})}")
+    for var, p in params:
+        lines.append(textwrap.indent(_param_code(var, p, writer), "    "))
+    for statement in parts.body:
+        lines.append(textwrap.indent(statement, "    "))
+    leaves = [writer.vars[id(f)] for f in pipeline.leaves() if id(f) in writer.vars]
+    lines.append(f"    return rtnb.Pipeline({', '.join(leaves)}, name={pipeline.name!r})")
+    lines.append("")
+    lines.append("")
+    options: list[_Option] = []
+    for var, p in params:
+        options.append(_Option(p.name, "--" + identifier(p.name).rstrip("_").replace("_", "-"),
+                               _OPTION_TYPES[p.kind], f"PARAMS[{p.name!r}]",
+                               _param_help(p)))
+        del var
+    if parts.source_option is not None:
+        options.append(parts.source_option)
+    lines.append("def main(")
+    for opt in options:
+        arg = identifier(opt.key)
+        lines.append(f"    {arg}: Annotated[{opt.annotation}, typer.Option({opt.flag!r}, "
+                     f"help={opt.help!r})] = {opt.default},")
+    lines.extend(_COMMON_OPTIONS.splitlines())
+    lines.append(") -> None:")
+    lines.append(f'    """Run the {title} pipeline headless."""')
+    overrides = ", ".join(f"{opt.key!r}: {identifier(opt.key)}" for opt in options
+                          if opt.key != "source")
+    src_arg = identifier("source") if parts.source_option is not None else "None"
+    lines.append(f"    pipeline = runtime.build(build, {{{overrides}}}, {src_arg})")
+    lines.append("    code = runtime.run(pipeline, until=until, max_events=max_events,")
+    lines.append("                       metrics_port=metrics_port, log_format=log_format,")
+    lines.append("                       input=input, output=output)")
+    lines.append("    raise typer.Exit(code)")
+    lines.append("")
+    lines.append("")
+    lines.append('if __name__ == "__main__":')
+    lines.append("    typer.run(main)")
+    text = "\n".join(lines) + "\n"
+    ast.parse(text)  # a bug here must not produce a script that does not even parse
+    return text, parts.data_files, [(e.variable, e.what) for e in parts.env]
+
+
+_STDLIB = frozenset({"collections", "datetime", "functools", "itertools", "json", "math",
+                     "operator", "os", "pathlib", "random", "re", "statistics", "string",
+                     "time", "typing", "zoneinfo"})
+
+
+def _import_block(extra: set[str]) -> list[str]:
+    """Imports in isort order (stdlib, then third party), as ``ruff check`` wants them."""
+    wanted = {"from pathlib import Path", "from typing import Annotated, Any", "import rtnb",
+              "import typer", "from rtnb.export import runtime", *extra}
+
+    def module(line: str) -> str:
+        return line.split()[1]
+
+    def order(line: str) -> tuple[int, str]:
+        return (0 if line.startswith("import ") else 1, module(line).lower())
+
+    std = sorted((i for i in wanted if module(i).split(".")[0] in _STDLIB), key=order)
+    third = sorted((i for i in wanted if module(i).split(".")[0] not in _STDLIB), key=order)
+    return [*std, "", *third, ""]
+
+
+_DOC = '''"""{title}: an rtnb pipeline exported from {origin}.
+
+Runs headless until the source ends, ``--until``, ``--max-events`` or SIGTERM, then flushes
+every window and sink and exits 0. ``python <this file> --help`` lists the options; every
+Param has one, defaulting to the value it was tuned to.
+'''
+
+_COMMON_OPTIONS = """\
+    until: Annotated[str | None, typer.Option(help=runtime.HELP["until"])] = None,
+    max_events: Annotated[int | None, typer.Option(help=runtime.HELP["max_events"])] = None,
+    metrics_port: Annotated[int | None, typer.Option(help=runtime.HELP["metrics_port"])] = None,
+    log_format: Annotated[str, typer.Option(help=runtime.HELP["log_format"])] = "json",
+    input: Annotated[Path | None, typer.Option(help=runtime.HELP["input"])] = None,
+    output: Annotated[Path | None, typer.Option(help=runtime.HELP["output"])] = None,
+"""
+
+
+def _param_help(param: Param) -> str:
+    bounds = ""
+    if param.min is not None and param.max is not None:
+        lo, hi = _param_default_value(param.min), _param_default_value(param.max)
+        bounds = f" ({lo} .. {hi})"
+    elif param.choices:
+        bounds = f" (one of {', '.join(map(str, param.choices))})"
+    doc = param.doc or param.name
+    return f"{doc}{bounds}"
+
+
+def _param_default_value(value: Any) -> Any:
+    return duration_code(value) if isinstance(value, pd.Timedelta) else value
+

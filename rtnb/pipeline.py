@@ -1,0 +1,447 @@
+"""A named pipeline graph: what :mod:`rtnb.export` writes out and the CLI runs.
+
+Every node built with the public API remembers the call that built it (see
+:mod:`rtnb._record`), so a :class:`Pipeline` can list its nodes, draw them and write the whole
+graph back as a script that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from rtnb import _record
+from rtnb.errors import ConfigError, ExportError
+from rtnb.frame import StreamingFrame, StreamingSeries
+from rtnb.params import Param
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Pipeline", "Recording"]
+
+
+class Pipeline:
+    """The graph from one source through operators, detectors and alerts to sinks and views.
+
+    Parameters
+    ----------
+    frames
+        Frames of the pipeline (its source is found from them), usually its outputs.
+    name
+        The pipeline's name (default: the source's): metric label and exported script title.
+
+    Examples
+    --------
+    >>> import rtnb
+    >>> src = rtnb.sources.replay(rtnb.datasets.metrics_path(), name="metrics")
+    >>> size = rtnb.Param("10s", min="1s", max="5min", name="window")
+    >>> cpu = src[src["requests"] > 0].window(rtnb.tumbling(size), by="host").agg(
+    ...     mean=("cpu", "mean"))
+    >>> pipeline = rtnb.Pipeline(cpu)
+    >>> pipeline.node_names()
+    ['metrics', 'metrics.filter[(requests > 0)]', 'metrics.filter[(requests > 0)].window']
+    >>> pipeline.describe()["kind"].tolist()
+    ['source', 'filter', 'window']
+    >>> [p.name for p in pipeline.params]
+    ['window']
+    """
+
+    def __init__(self, *frames: StreamingFrame, name: str | None = None) -> None:
+        if not frames:
+            msg = "Pipeline() takes at least one StreamingFrame of the pipeline"
+            raise ConfigError(msg)
+        for frame in frames:
+            if not isinstance(frame, StreamingFrame):
+                msg = (f"Pipeline() takes StreamingFrames of the pipeline; got "
+                       f"{type(frame).__name__}")
+                raise ConfigError(msg)
+        self.root: StreamingFrame = frames[0]._root or frames[0]
+        for frame in frames[1:]:
+            if (frame._root or frame) is not self.root:
+                msg = (f"Pipeline(): {frame.name!r} does not come from the source "
+                       f"{self.root.name!r}; a pipeline has one source")
+                raise ConfigError(msg)
+        self.outputs = list(frames)
+        self.name = name or self.root.name
+
+    def __repr__(self) -> str:
+        return (f"<Pipeline {self.name!r}: {len(self.frames)} nodes, {len(self.params)} params, "
+                f"{len(self.sinks)} sinks, {len(self.views)} views>")
+
+    # -- the graph ------------------------------------------------------------------------
+    @property
+    def frames(self) -> list[StreamingFrame]:
+        """The nodes the user built (the source first), in the order they were built."""
+        return [self.root] + [f for f in self.root._graph.frames
+                              if f is not self.root and _record.call_of(f) is not None]
+
+    @property
+    def sinks(self) -> list[Any]:
+        """The sinks attached to the pipeline's nodes."""
+        return list(self.root._graph.sinks)
+
+    @property
+    def views(self) -> list[Any]:
+        """The live views drawn from the pipeline's nodes."""
+        return list(self.root._graph.views)
+
+    @property
+    def params(self) -> list[Param]:
+        """Every Param the pipeline's nodes use, in the order they are first used."""
+        found: dict[int, Param] = {}
+        for frame in self.frames:
+            for obj in _walk(_record.call_of(frame)):
+                if isinstance(obj, Param):
+                    found.setdefault(id(obj), obj)
+        for sink in self.sinks:
+            for obj in _walk(_record.call_of(sink)):
+                if isinstance(obj, Param):
+                    found.setdefault(id(obj), obj)
+        return list(found.values())
+
+    def leaves(self) -> list[StreamingFrame]:
+        """The nodes no other node is computed from (the pipeline's outputs)."""
+        used = {id(src) for frame in self.frames for src in self.inputs(frame)}
+        return [f for f in self.frames if id(f) not in used]
+
+    def node(self, name: str) -> StreamingFrame:
+        """The node called ``name``."""
+        for frame in self.root._graph.frames:
+            if frame.name == name:
+                return frame
+        msg = f"pipeline {self.name!r} has no node {name!r}; nodes: {self.node_names()}"
+        raise KeyError(msg)
+
+    def node_names(self) -> list[str]:
+        """The names of :attr:`frames`."""
+        return [f.name for f in self.frames]
+
+    def inputs(self, frame: StreamingFrame) -> list[StreamingFrame]:
+        """The nodes ``frame`` is computed from."""
+        call = _record.call_of(frame)
+        if call is None:
+            owner = frame._parent
+            return [owner] if owner is not None else []
+        found: dict[int, StreamingFrame] = {}
+        for obj in _walk(call):
+            if isinstance(obj, StreamingFrame) and obj is not frame:
+                found.setdefault(id(obj), obj)
+        return list(found.values())
+
+    def describe(self) -> pd.DataFrame:
+        """One row per node: name, kind, inputs, output columns and the Params it uses."""
+        rows = []
+        for frame in self.frames:
+            call = _record.call_of(frame)
+            params = sorted({o.name for o in _walk(call) if isinstance(o, Param)})
+            rows.append({
+                "node": frame.name,
+                "kind": _kind(frame, call),
+                "inputs": ", ".join(f.name for f in self.inputs(frame)) if call else "",
+                "columns": ", ".join(map(str, frame.columns)),
+                "params": ", ".join(params),
+            })
+        for sink in self.sinks:
+            rows.append({"node": getattr(sink, "name", type(sink).__name__), "kind": "sink",
+                         "inputs": sink.frame.name if hasattr(sink, "frame") else "",
+                         "columns": "", "params": ""})
+        return pd.DataFrame(rows, columns=["node", "kind", "inputs", "columns", "params"])
+
+    def visualize(self) -> PipelineGraph:
+        """The graph as an SVG drawing (shown inline in a notebook)."""
+        edges: list[tuple[str, str]] = []
+        for frame in self.frames:
+            edges.extend((src.name, frame.name) for src in self.inputs(frame))
+        kinds = {f.name: _kind(f, _record.call_of(f)) for f in self.frames}
+        for sink in self.sinks:
+            name = getattr(sink, "name", type(sink).__name__)
+            kinds[name] = "sink"
+            if hasattr(sink, "frame"):
+                edges.append((sink.frame.name, name))
+        return PipelineGraph(list(kinds), edges, kinds)
+
+    # -- running --------------------------------------------------------------------------
+    def start(self) -> asyncio.Task[None]:
+        """Start the source on the running loop (see :meth:`StreamingFrame.start`)."""
+        return self.root.start()
+
+    def stop(self) -> None:
+        """Stop the source after its current batch; the stream then ends (windows flush)."""
+        self.root.stop()
+
+    async def arun(self) -> None:
+        """Run the source to its end and wait for views and sinks to finish."""
+        await self.root.arun()
+
+    def run(self) -> None:
+        """Run the source to its end, blocking (scripts)."""
+        self.root.run()
+
+    def record(self) -> Recording:
+        """Keep every batch the source and every node emit from now on (see :class:`Recording`)."""
+        return Recording(self)
+
+    # -- export ---------------------------------------------------------------------------
+    def export(self, path: str | Path, *, names: Mapping[str, Any] | None = None,
+               origin: str | None = None, check: bool = True) -> Path:
+        """Write the pipeline as a standalone script that rebuilds and runs it headless.
+
+        Every node becomes one assignment (named after the notebook variable that holds it,
+        or after the node), every Param an option of the script's command line defaulting to
+        its current value, functions defined with ``def`` in the notebook are copied by
+        source, and secrets are read from environment variables listed in the docstring.
+        A DataFrame the source replays is written next to the script (``<name>_data/``).
+
+        Parameters
+        ----------
+        path
+            The script to write (``monitor.py``).
+        names
+            Variable names to use for nodes (``{"cpu": cpu_frame}``); by default the
+            notebook's (``__main__``) global variables that hold the pipeline's frames.
+        origin
+            Where the pipeline came from, for the script's docstring.
+        check
+            Run the written ``build()`` once and check it makes the same nodes with the same
+            schemas (an :class:`~rtnb.ExportError` if not).
+
+        Returns
+        -------
+        Path
+            The script's path. Lambdas, closures and objects that cannot be written as code
+            raise :class:`~rtnb.ExportError` naming the node.
+        """
+        from rtnb.export.script import identifier, render_script
+
+        target = Path(path)
+        data_dir = f"{target.stem}_data"
+        by_id = _variable_names(self, names)
+        text, data, _env = render_script(
+            self, names=by_id, title=identifier(target.stem), origin=origin or _origin(),
+            data_dir=data_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if data:
+            folder = target.parent / data_dir
+            folder.mkdir(exist_ok=True)
+            for file_name, frame in data.items():
+                frame.to_parquet(folder / file_name, index=False)
+        target.write_text(text, encoding="utf-8")
+        target.chmod(0o755)
+        if check:
+            _check(self, target)
+        return target
+
+
+def _check(pipeline: Pipeline, script: Path) -> None:
+    """Rebuild the pipeline from ``script`` and compare node names and schemas."""
+    import runpy
+
+    namespace = runpy.run_path(str(script), run_name="rtnb_export_check")
+    try:
+        rebuilt = namespace["build"]()
+    except ConfigError as exc:
+        if "environment variable" in str(exc):
+            return  # a secret is not set here; the script reads it where it runs
+        raise
+    try:
+        want = [(f.name, list(f.columns), [str(t) for t in f.dtypes]) for f in pipeline.frames]
+        got = [(f.name, list(f.columns), [str(t) for t in f.dtypes]) for f in rebuilt.frames]
+        if want != got:
+            diff = [f"  notebook {w[0]!r} {w[1]} vs script {g[0]!r} {g[1]}"
+                    for w, g in zip(want, got, strict=False) if w != g]
+            msg = (f"the exported script {script.name} does not rebuild the same pipeline "
+                   f"({len(want)} nodes in the notebook, {len(got)} in the script):\n"
+                   + "\n".join(diff[:5]))
+            raise ExportError(msg)
+    finally:
+        rebuilt.root._graph.close_hooks.clear()
+        rebuilt.root._source = None
+
+
+def _origin() -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017
+    return f"a notebook session on {when}"
+
+
+def _variable_names(pipeline: Pipeline, names: Mapping[str, Any] | None) -> dict[int, str]:
+    """Node id -> the variable name the user gave it (explicit ``names`` or __main__'s)."""
+    if names is None:
+        names = _user_namespace()
+    ids = {id(f) for f in pipeline.frames}
+    out: dict[int, str] = {}
+    for name, obj in names.items():
+        if (isinstance(name, str) and name.isidentifier() and not name.startswith("_")
+                and id(obj) in ids and id(obj) not in out):
+            out[id(obj)] = name
+    return out
+
+
+def _user_namespace() -> Mapping[str, Any]:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        shell = None
+    if shell is not None:
+        return dict(shell.user_ns)
+    main = sys.modules.get("__main__")
+    return dict(vars(main)) if main is not None else {}
+
+
+def _walk(obj: Any, _seen: set[int] | None = None) -> Iterator[Any]:
+    """Every object reachable from a :class:`~rtnb._record.Call` (frames end the walk)."""
+    seen = _seen if _seen is not None else set()
+    if obj is None or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, _record.Call):
+        for item in (obj.target, *obj.args, *obj.kwargs.values()):
+            yield from _walk(item, seen)
+        return
+    yield obj
+    if isinstance(obj, StreamingFrame):
+        return
+    if isinstance(obj, StreamingSeries):
+        for token in obj.code:
+            if isinstance(token, _record.Value):
+                yield from _walk(token.value, seen)
+            elif not isinstance(token, str):
+                yield from _walk(token, seen)
+        return
+    if isinstance(obj, list | tuple | set | frozenset):
+        for item in obj:
+            yield from _walk(item, seen)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _walk(item, seen)
+    call = _record.call_of(obj)
+    if call is not None:
+        yield from _walk(call, seen)
+
+
+def _kind(frame: StreamingFrame, call: _record.Call | None) -> str:
+    if frame.is_root:
+        return "source"
+    if call is None:
+        return "output"
+    if call.kind == "index":
+        return "filter" if isinstance(call.args[0], StreamingSeries) else "select"
+    if call.kind == "call":
+        return str(getattr(call.func, "__name__", "call"))
+    target = _record.call_of(call.target)
+    if call.func in ("agg", "count", "sum", "mean", "var", "std", "min", "max"):
+        while target is not None and target.kind == "method" and target.func not in (
+                "window", "rolling"):
+            target = _record.call_of(target.target)
+        return str(target.func) if target is not None else "aggregate"
+    return str(call.func)
+
+
+@dataclass
+class PipelineGraph:
+    """A drawing of a pipeline: nodes in columns by depth, edges left to right (SVG)."""
+
+    nodes: list[str]
+    edges: list[tuple[str, str]]
+    kinds: dict[str, str]
+
+    def depths(self) -> dict[str, int]:
+        depth = dict.fromkeys(self.nodes, 0)
+        for _ in self.nodes:
+            for a, b in self.edges:
+                depth[b] = max(depth[b], depth[a] + 1)
+        return depth
+
+    def _repr_svg_(self) -> str:
+        depth = self.depths()
+        columns: dict[int, list[str]] = {}
+        for node in self.nodes:
+            columns.setdefault(depth[node], []).append(node)
+        box_w, box_h, gap_x, gap_y = 220, 44, 60, 18
+        pos = {}
+        for d, members in columns.items():
+            for i, node in enumerate(members):
+                pos[node] = (10 + d * (box_w + gap_x), 10 + i * (box_h + gap_y))
+        width = 20 + (max(columns) + 1) * (box_w + gap_x)
+        height = 20 + max(len(m) for m in columns.values()) * (box_h + gap_y)
+        colors = {"source": "#cfe8fc", "sink": "#fde2c8", "alert": "#fcd0d0",
+                  "detect": "#fcd0d0", "window": "#d9f2d9", "rolling": "#d9f2d9"}
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                 'font-family="sans-serif" font-size="11">',
+                 '<defs><marker id="arrow" markerWidth="8" markerHeight="8" refX="8" refY="4" '
+                 'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#666"/></marker></defs>']
+        for a, b in self.edges:
+            (x1, y1), (x2, y2) = pos[a], pos[b]
+            parts.append(f'<line x1="{x1 + box_w}" y1="{y1 + box_h / 2}" x2="{x2}" '
+                         f'y2="{y2 + box_h / 2}" stroke="#666" marker-end="url(#arrow)"/>')
+        for node in self.nodes:
+            x, y = pos[node]
+            kind = self.kinds.get(node, "")
+            label = node if len(node) <= 34 else "…" + node[-33:]
+            parts.append(f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" '
+                         f'fill="{colors.get(kind, "#eeeeee")}" stroke="#888"/>')
+            parts.append(f'<text x="{x + 8}" y="{y + 17}" font-weight="bold">'
+                         f'{html.escape(kind)}</text>')
+            parts.append(f'<text x="{x + 8}" y="{y + 34}">{html.escape(label)}</text>')
+        parts.append("</svg>")
+        return "".join(parts)
+
+
+class Recording:
+    """Every batch a pipeline's source and nodes emit, saved as Parquet (parity checks).
+
+    ``save(folder)`` writes ``input.parquet`` (the source's batches) and one file per node,
+    each with a ``__batch__`` column numbering the batches, plus ``manifest.json``. An
+    exported script replays ``input.parquet`` with ``--input`` and writes the same files with
+    ``--output``, so the two folders can be compared file by file.
+    """
+
+    def __init__(self, pipeline: Pipeline, frames: Iterable[StreamingFrame] | None = None,
+                 *, keep_input: bool = True) -> None:
+        self.pipeline = pipeline
+        self.batches: dict[str, list[pd.DataFrame]] = {}
+        self._examples: dict[str, pd.DataFrame] = {}
+        targets = list(frames) if frames is not None else pipeline.frames
+        if keep_input:
+            self._watch("input", pipeline.root)
+        for frame in targets:
+            self._watch(frame.name, frame)
+
+    def _watch(self, key: str, frame: StreamingFrame) -> None:
+        out: list[pd.DataFrame] = []
+        self.batches[key] = out
+        self._examples[key] = frame.example
+        frame.stream.sink(out.append)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the recorded batches to ``folder``; returns it."""
+        from rtnb.export.script import identifier
+
+        target = Path(folder)
+        target.mkdir(parents=True, exist_ok=True)
+        manifest: dict[str, str] = {}
+        used: set[str] = set()
+        for key, batches in self.batches.items():
+            file_name = identifier(key)
+            while file_name in used:
+                file_name += "_"
+            used.add(file_name)
+            manifest[key] = f"{file_name}.parquet"
+            frames = [b.assign(__batch__=i) for i, b in enumerate(batches)]
+            if frames:
+                data = pd.concat(frames, ignore_index=True)
+            else:
+                data = self._examples[key].assign(__batch__=pd.Series([], dtype="int64"))
+            data.to_parquet(target / manifest[key], index=False)
+        (target / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        return target
