@@ -340,8 +340,7 @@ def _kind(frame: StreamingFrame, call: _record.Call | None) -> str:
         return str(getattr(call.func, "__name__", "call"))
     target = _record.call_of(call.target)
     if call.func in ("agg", "count", "sum", "mean", "var", "std", "min", "max"):
-        while target is not None and target.kind == "method" and target.func not in (
-                "window", "rolling"):
+        while target is not None and target.func not in ("window", "rolling"):
             target = _record.call_of(target.target)
         return str(target.func) if target is not None else "aggregate"
     return str(call.func)
@@ -400,7 +399,8 @@ class PipelineGraph:
 class Recording:
     """Every batch a pipeline's source and nodes emit, saved as Parquet (parity checks).
 
-    ``save(folder)`` writes ``input.parquet`` (the source's batches) and one file per node,
+    ``save(folder)`` writes ``input.parquet`` (the source's batches) and one file per node
+    (and per ``.late`` output),
     each with a ``__batch__`` column numbering the batches, plus ``manifest.json``. An
     exported script replays ``input.parquet`` with ``--input`` and writes the same files with
     ``--output``, so the two folders can be compared file by file.
@@ -416,6 +416,9 @@ class Recording:
             self._watch("input", pipeline.root)
         for frame in targets:
             self._watch(frame.name, frame)
+            late = getattr(frame, "late", None)
+            if isinstance(late, StreamingFrame):
+                self._watch(late.name, late)
 
     def _watch(self, key: str, frame: StreamingFrame) -> None:
         out: list[pd.DataFrame] = []

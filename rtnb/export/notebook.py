@@ -135,7 +135,9 @@ def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | No
         try:
             client.execute()
         except nbclient.exceptions.CellExecutionError as exc:
-            msg = f"running {nb_path.name} failed:\n{str(exc)[-2000:]}"
+            ename, evalue = getattr(exc, "ename", ""), getattr(exc, "evalue", "")
+            detail = f"{ename}: {evalue}" if ename else str(exc)[-2000:]
+            msg = f"running {nb_path.name} failed: {detail}"
             raise ExportError(msg) from exc
     finally:
         if saved is None:

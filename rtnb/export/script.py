@@ -14,6 +14,7 @@ import inspect
 import keyword
 import math
 import re
+import sys
 import textwrap
 import types
 from collections.abc import Iterator, Mapping
@@ -64,6 +65,8 @@ def public_path(obj: Any) -> str:
 def duration_code(td: pd.Timedelta) -> str:
     """The shortest exact duration string: ``"30s"``, ``"2min"``, ``"1500ms"``."""
     ns = int(td.value)
+    if ns == 0:
+        return "0s"
     for unit, size in (("d", 86_400 * 10**9), ("h", 3600 * 10**9), ("min", 60 * 10**9),
                        ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
         if ns % size == 0:
@@ -381,7 +384,8 @@ class _Writer:
             except ImportError:
                 found = None
             qualname = str(fn.__qualname__)
-            if found is not None and getattr(found, qualname, None) is fn:
+            if (found is not None and getattr(found, qualname, None) is fn
+                    and _installed(found)):
                 self.parts.imports.add(f"from {module} import {qualname}")
                 return qualname
         return self._carry(fn)
@@ -407,7 +411,7 @@ class _Writer:
             raise self._error(msg) from exc
         self.parts.functions[fn.__name__] = _Function(fn.__name__, source)
         self.taken.add(fn.__name__)
-        for name in sorted(_global_names(fn.__code__)):
+        for name in sorted(set(_global_names(fn.__code__)) | _source_names(source)):
             if name not in fn.__globals__ or name in self.parts.functions:
                 continue
             self._global(name, fn.__globals__[name], fn.__name__)
@@ -415,6 +419,11 @@ class _Writer:
 
     def _global(self, name: str, value: Any, user: str) -> None:
         if isinstance(value, types.ModuleType):
+            if not _installed(value):
+                msg = (f"function {user!r} uses the module {value.__name__!r}, which is not "
+                       "installed (only importable from here); install it, or define what "
+                       "the function needs in the notebook")
+                raise self._error(msg)
             real = value.__name__
             if real == name:
                 self.parts.imports.add(f"import {real}")
@@ -439,9 +448,35 @@ class _Writer:
             raise self._error(msg)
 
 
+def _installed(module: types.ModuleType) -> bool:
+    """Whether ``module`` is importable wherever rtnb is installed (stdlib, site-packages,
+    rtnb itself), not only from this process's working directory or test root."""
+    import sysconfig
+
+    if module.__name__.split(".")[0] in ("rtnb", *sys.builtin_module_names):
+        return True
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return False
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return any(Path(file).resolve().is_relative_to(Path(r).resolve()) for r in roots)
+
+
 @dataclass(frozen=True)
 class _Raw:
     code: str
+
+
+def _source_names(source: str) -> set[str]:
+    """The free names the function's source reads, annotations included."""
+    tree = ast.parse(source)
+    loaded, local = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else local).add(node.id)
+        elif isinstance(node, ast.arg):
+            local.add(node.arg)
+    return loaded - local
 
 
 def _global_names(code: types.CodeType) -> Iterator[str]:
@@ -480,6 +515,10 @@ def _param_default(param: Param) -> Any:
 def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, origin: str,
                   data_dir: str) -> tuple[str, dict[str, pd.DataFrame], list[tuple[str, str]]]:
     """The script's text, its data files (name -> frame) and environment variables."""
+    if pipeline.root._source is None:
+        msg = (f"frame {pipeline.root.name!r} has no source (batches are emitted into it by "
+               "hand); an exported script needs one, e.g. rtnb.sources.replay(...)")
+        raise ExportError(msg)
     writer = _Writer(pipeline, names, data_dir)
     for frame in pipeline.frames:
         writer.frame(frame)
