@@ -449,8 +449,11 @@ class _Writer:
 
 
 def _installed(module: types.ModuleType) -> bool:
-    """Whether ``module`` is importable wherever rtnb is installed (stdlib, site-packages,
-    rtnb itself), not only from this process's working directory or test root."""
+    """Whether ``module`` is importable wherever rtnb is installed.
+
+    True for the standard library, site-packages and rtnb itself; false for modules found only
+    through this process's working directory or test root.
+    """
     import sysconfig
 
     if module.__name__.split(".")[0] in ("rtnb", *sys.builtin_module_names):
@@ -470,7 +473,8 @@ class _Raw:
 def _source_names(source: str) -> set[str]:
     """The free names the function's source reads, annotations included."""
     tree = ast.parse(source)
-    loaded, local = set(), set()
+    loaded: set[str] = set()
+    local: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             (loaded if isinstance(node.ctx, ast.Load) else local).add(node.id)
