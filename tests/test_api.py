@@ -12,8 +12,8 @@ import rtnb
 PUBLIC = [
     "Aggregation", "CheckpointError", "ConfigError", "DecodeError", "ExportError",
     "MissingExtraError", "Param", "Pipeline", "RtnbError", "SchemaError", "SourceError",
-    "StreamingFrame", "StreamingSeries", "WindowedFrame", "alert", "dashboard", "datasets", "demo", "detect",
-    "evaluate", "rows", "session", "sinks", "sliding", "sources", "tumbling",
+    "StreamingFrame", "StreamingSeries", "WindowedFrame", "alert", "dashboard", "datasets",
+    "demo", "detect", "evaluate", "rows", "session", "sinks", "sliding", "sources", "tumbling",
 ]
 
 
