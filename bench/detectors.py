@@ -31,6 +31,7 @@ Run through ``bench/run.py`` (``make bench``).
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime as dt
 import gc
@@ -47,9 +48,10 @@ import numpy as np
 import pandas as pd
 
 import rtnb
-from rtnb.detect import EWMA, RateOfChange, Threshold, ZScore
+from rtnb.detect import EWMA, MAD, RateOfChange, Threshold, ZScore
 
-TITLE = "Detectors: ZScore, EWMA, RateOfChange, Threshold vs River per event (issue 6)"
+TITLE = ("Detectors: ZScore, EWMA, RateOfChange, Threshold, MAD vs River / plain Python per "
+         "event (issue 6)")
 
 N_FULL = 1_000_000
 N_QUICK = 100_000
@@ -73,6 +75,7 @@ ROC_THRESHOLD = 100.0
 ROC_PER = "1s"
 PER_NS = 1_000_000_000
 UPPER = 80.0
+MAD_THRESHOLD = 3.5
 
 EXAMPLE = pd.DataFrame({
     "timestamp": pd.Series([], dtype="datetime64[ns]"),
@@ -85,6 +88,7 @@ DETECTORS: dict[str, Callable[[], Any]] = {
     "EWMA": lambda: EWMA(alpha=ALPHA, threshold=Z_THRESHOLD, min_periods=MIN_PERIODS),
     "RateOfChange": lambda: RateOfChange(threshold=ROC_THRESHOLD, per=ROC_PER),
     "Threshold": lambda: Threshold(upper=UPPER),
+    "MAD": lambda: MAD(window=WINDOW, threshold=MAD_THRESHOLD, min_periods=MIN_PERIODS),
 }
 RTNB_CALL = {
     "ZScore": f'ZScore(window="{WINDOW}", threshold={Z_THRESHOLD:g}, '
@@ -92,6 +96,7 @@ RTNB_CALL = {
     "EWMA": f"EWMA(alpha={ALPHA}, threshold={Z_THRESHOLD:g}, min_periods={MIN_PERIODS})",
     "RateOfChange": f'RateOfChange(threshold={ROC_THRESHOLD:g}, per="{ROC_PER}")',
     "Threshold": f"Threshold(upper={UPPER:g})",
+    "MAD": f'MAD(window="{WINDOW}", threshold={MAD_THRESHOLD:g}, min_periods={MIN_PERIODS})',
 }
 
 
@@ -311,11 +316,65 @@ def python_threshold(data: Data) -> list[float]:
     return out
 
 
+def python_mad(data: Data) -> list[float]:
+    """rtnb's MAD definition per event in plain Python: per key a deque of (t, x) and a sorted
+    list of the window's values (``bisect.insort``, rows older than ``t - 5min`` leave before
+    the row is scored); the median is read off the sorted list and the MAD, the middle of the
+    deviations ``|v - median|``, is selected in O(log n) from the two sorted runs of deviations
+    below and above the median (no list of deviations is built)."""
+    w = int(WINDOW_TD.total_seconds() * 1e9)
+    state: dict[int, tuple[deque[tuple[int, float]], list[float]]] = {}
+    out = [math.nan] * data.n
+    flags = [False] * data.n
+
+    def kth_dev(s: list[float], med: float, p: int, k: int) -> float:
+        """k-th (1-based) smallest |v - med|: i from below (s[p-1], s[p-2], ...), k - i from
+        above (s[p], s[p+1], ...); find the smallest i whose split is consistent."""
+        lo, hi = max(0, k - (len(s) - p)), min(k, p)
+        while lo < hi:
+            i = (lo + hi) // 2
+            if s[p + k - i - 1] - med > med - s[p - i - 1]:
+                lo = i + 1
+            else:
+                hi = i
+        cands = []
+        if lo:
+            cands.append(med - s[p - lo])
+        if k - lo:
+            cands.append(s[p + k - lo - 1] - med)
+        return max(cands)
+
+    for i, (x, k, t) in enumerate(zip(data.xs, data.ks, data.ts, strict=True)):
+        st = state.get(k)
+        if st is None:
+            st = state[k] = (deque(), [])
+        q, s = st
+        lo = t - w
+        while q and q[0][0] < lo:
+            del s[bisect.bisect_left(s, q.popleft()[1])]
+        n = len(s)
+        if n >= MIN_PERIODS:
+            h = n // 2
+            med = s[h] if n % 2 else (s[h - 1] + s[h]) / 2
+            p = bisect.bisect_left(s, med)
+            mad = kth_dev(s, med, p, h + 1) if n % 2 else \
+                (kth_dev(s, med, p, h) + kth_dev(s, med, p, h + 1)) / 2
+            dev = abs(x - med)
+            if mad > 0:
+                z = dev / (1.4826 * mad)
+                out[i] = z
+                flags[i] = z > MAD_THRESHOLD
+        q.append((t, x))
+        bisect.insort(s, x)
+    return out
+
+
 FLAG: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "ZScore": lambda s: np.abs(s) > Z_THRESHOLD,
     "EWMA": lambda s: np.abs(s) > Z_THRESHOLD,
     "RateOfChange": lambda s: np.abs(s) > ROC_THRESHOLD,
     "Threshold": lambda s: s > 0,
+    "MAD": lambda s: s > MAD_THRESHOLD,
 }
 
 PER_EVENT: dict[str, tuple[str, Callable[[Data], list[float]]]] = {
@@ -323,6 +382,7 @@ PER_EVENT: dict[str, tuple[str, Callable[[Data], list[float]]]] = {
     "EWMA": ("River", river_ewma),
     "RateOfChange": ("plain Python", python_roc),
     "Threshold": ("plain Python", python_threshold),
+    "MAD": ("plain Python", python_mad),
 }
 
 
@@ -455,8 +515,15 @@ NOTES = """\
   to rtnb's `var = (1 - a)(var + a d^2)`). RateOfChange and Threshold: River has no model for a
   per-key rate or a fixed bound (`anomaly.ThresholdFilter` wraps another detector's score), so
   the per-event side is plain Python: a dict of (time, value) per key and `(x - x') / (t - t')
-  * 1 s`; a comparison `x - {upper:g}` per event. Every per-event loop also stores the score and
-  the flag per row, as rtnb returns both.
+  * 1 s`; a comparison `x - {upper:g}` per event. MAD: River has no windowed MAD (its
+  `stats.MAD` is an approximate median of deviations from a running P-square median over the
+  key's whole history, and `stats.RollingQuantile` is count-based and cannot give the median of
+  deviations from the *current* median), so the per-event side is plain Python with rtnb's
+  definition: per key a deque of (t, x) and a sorted list (`bisect.insort`, expired rows
+  removed before scoring), median from the list, MAD selected in O(log n) from the deviations
+  below and above the median. rtnb's MAD is itself a per-row loop of the same kind (the exact
+  rolling median of deviations has no vectorised form here), so expect about 1x. Every
+  per-event loop also stores the score and the flag per row, as rtnb returns both.
 * **Why ZScore scores differ at the window edge.** rtnb scores a row at time t against
   `[t - 5min, t)`, as pandas `rolling("5min", closed="left")`. River's `TimeRolling` evicts
   only inside `update`, so before the row it still holds the window of the key's previous row,

@@ -9,16 +9,18 @@ the learned state (so a long incident does not become the new normal).
 
 Detectors here: :class:`Threshold`, :class:`ZScore` (rolling mean and standard deviation over
 an event-time window), :class:`EWMA` (exponentially weighted mean and variance),
-:class:`RateOfChange`, :class:`RollingQuantile`; :func:`absence` notices keys that stopped
-sending. Alert rules (:func:`alert`, also ``rtnb.alert``) turn a condition into
-Prometheus-style pending / firing / resolved transitions per key; :func:`evaluate` scores
-them against labelled incidents (precision, recall, delay, NAB score).
+:class:`RateOfChange`, :class:`RollingQuantile`, :class:`MAD` (rolling median absolute
+deviation); :func:`absence` notices keys that stopped sending. Alert rules (:func:`alert`,
+also ``rtnb.alert``) turn a condition into Prometheus-style pending / firing / resolved
+transitions per key; :func:`evaluate` scores them against labelled incidents (precision,
+recall, delay, NAB score).
 """
 
 from rtnb.detect.absence import absence
 from rtnb.detect.alerts import AlertRule, alert
 from rtnb.detect.detectors import (
     EWMA,
+    MAD,
     Detector,
     RateOfChange,
     RollingQuantile,
@@ -27,5 +29,5 @@ from rtnb.detect.detectors import (
 )
 from rtnb.detect.evaluate import Evaluation, evaluate
 
-__all__ = ["EWMA", "AlertRule", "Detector", "Evaluation", "RateOfChange", "RollingQuantile",
-           "Threshold", "ZScore", "absence", "alert", "evaluate"]
+__all__ = ["EWMA", "MAD", "AlertRule", "Detector", "Evaluation", "RateOfChange",
+           "RollingQuantile", "Threshold", "ZScore", "absence", "alert", "evaluate"]

@@ -7,6 +7,8 @@ computing the same statistic on the whole series, whatever the batch split.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import deque
 from typing import Any
 
@@ -14,30 +16,118 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from rtnb import _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
 
-__all__ = ["EWMA", "Detector", "RateOfChange", "RollingQuantile", "Threshold", "ZScore"]
+__all__ = ["EWMA", "MAD", "Detector", "RateOfChange", "RollingQuantile", "Threshold", "ZScore"]
 
 Floats = npt.NDArray[np.float64]
 
 
 def _groups(keys: npt.NDArray[np.intp]) -> list[tuple[int, npt.NDArray[np.intp]]]:
     """Row positions per key, each in arrival order."""
-    if len(keys) == 0:
-        return []
-    order = np.argsort(keys, kind="stable")
-    bounds = np.flatnonzero(np.diff(keys[order])) + 1
-    return [(int(keys[g[0]]), g) for g in np.split(order, bounds)]
+    seg = _Segments(keys)
+    return [(k, seg.order[s:s + c]) for k, s, c in
+            zip(seg.keys, seg.starts.tolist(), seg.counts.tolist(), strict=True)]
 
 
-class Detector:
+class _Segments:
+    """The rows of a batch grouped by key code, once, for every key at the same time.
+
+    ``order`` lists row positions key by key (each key's rows in arrival order: a stable
+    sort); key ``keys[j]`` holds ``order[starts[j]:starts[j] + counts[j]]``. ``slot`` (which
+    key) and ``rank`` (position within the key) are per sorted row.
+    """
+
+    __slots__ = ("_rank", "_slot", "counts", "keys", "order", "starts")
+
+    def __init__(self, codes: npt.NDArray[np.intp]) -> None:
+        n = len(codes)
+        self._slot: npt.NDArray[np.intp] | None = None
+        self._rank: npt.NDArray[np.intp] | None = None
+        if n == 0:
+            self.order = self.starts = self.counts = np.zeros(0, dtype=np.intp)
+            self.keys: list[int] = []
+            return
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo >= 0 and hi < 65536:
+            # numpy sorts 8- and 16-bit integers with a radix sort (~10x faster than int64),
+            # and the keys and their row counts are a bincount
+            small = codes.astype(np.uint8 if hi < 256 else np.uint16)
+            self.order = np.argsort(small, kind="stable")
+            per_code = np.bincount(small)
+            present = np.flatnonzero(per_code)
+            self.counts = per_code[present]
+            self.starts = np.cumsum(self.counts) - self.counts
+            self.keys = present.tolist()
+            return
+        self.order = np.argsort(codes, kind="stable")
+        ordered = codes[self.order]
+        self.starts = np.concatenate([[0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1])
+        self.counts = np.diff(np.append(self.starts, n))
+        self.keys = ordered[self.starts].tolist()
+
+    @property
+    def slot(self) -> npt.NDArray[np.intp]:
+        """Which key (0 .. len(keys) - 1) each sorted row belongs to."""
+        if self._slot is None:
+            self._slot = np.repeat(np.arange(len(self.counts)), self.counts)
+        return self._slot
+
+    @property
+    def rank(self) -> npt.NDArray[np.intp]:
+        """Each sorted row's position within its key."""
+        if self._rank is None:
+            self._rank = np.arange(len(self.order)) - self.starts[self.slot]
+        return self._rank
+
+    @property
+    def ends(self) -> npt.NDArray[np.intp]:
+        """Sorted position of each key's last row."""
+        return np.asarray(self.starts + self.counts - 1, dtype=np.intp)
+
+    def lockstep(self) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+        """Per row rank r: (slots of the keys that have an r-th row, their sorted positions).
+
+        For rules that depend on the previous row's outcome (``protect``): one step per row
+        of the longest key, each step vectorised across the keys.
+        """
+        by_len = np.argsort(-self.counts, kind="stable")
+        lens = self.counts[by_len]
+        steps = []
+        for r in range(int(lens[0]) if len(lens) else 0):
+            live = by_len[:int(np.searchsorted(-lens, -r, side="left"))]
+            steps.append((live, self.starts[live] + r))
+        return steps
+
+
+def _times(times: Any, n: int) -> npt.NDArray[np.int64]:
+    if times is None:
+        return np.zeros(n, dtype=np.int64)
+    raw = np.asarray(times)
+    return raw.astype("datetime64[ns]", copy=False).view(np.int64) if raw.dtype.kind == "M" \
+        else raw.astype(np.int64, copy=False)
+
+
+class Detector(_record.Recorded):
     """Base class: per-key state, ``process`` = score every row against what came before it.
 
-    Subclasses implement ``_process_key(key, t, x, protect) -> scores`` for the rows of one
-    key (in order) and ``_limit()`` (the score above which, in absolute value, a row is
-    anomalous).
+    Subclasses implement either ``_process_all(codes, t, x, protect) -> scores`` (all keys
+    of a batch at once, vectorised) or ``_process_key(key, t, x, protect) -> scores`` (the
+    rows of one key, in order; the default ``_process_all`` calls it per key), and
+    ``_limit()`` (the score above which, in absolute value, a row is anomalous). Per-key
+    state lives in ``_per_key`` (key code -> a value that is replaced, never changed in
+    place), which is what ``score``/``score_one`` save and restore.
+
+    Examples
+    --------
+    >>> z = ZScore(window="1min", threshold=3, min_periods=2)
+    >>> z.learn([1.0, 2.0, 1.0], times=pd.date_range("2026-01-01", periods=3, freq="s"))
+    ZScore(window='1min', threshold=3)
+    >>> z.score([9.0], times=pd.to_datetime(["2026-01-01 00:00:05"])).round(2).tolist()
+    [13.28]
     """
 
     #: Whether ``protect`` changes anything (stateless detectors ignore it).
@@ -48,7 +138,14 @@ class Detector:
 
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
-        raise NotImplementedError
+        return self._process_all(np.full(len(x), key, dtype=np.intp), t, x, protect)
+
+    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
+                     protect: bool) -> Floats:
+        scores = np.full(len(x), np.nan)
+        for key, rows in _groups(codes):
+            scores[rows] = self._process_key(key, t[rows], x[rows], protect)
+        return scores
 
     def process(self, x: Any, keys: Any = None, times: Any = None, *,
                 protect: bool = False) -> tuple[Floats, npt.NDArray[np.bool_]]:
@@ -60,16 +157,8 @@ class Detector:
         values = np.asarray(x, dtype=np.float64)
         n = len(values)
         codes = np.zeros(n, dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
-        if times is None:
-            t = np.zeros(n, dtype=np.int64)
-        else:
-            raw = np.asarray(times)
-            t = raw.astype("datetime64[ns]").view(np.int64) if raw.dtype.kind == "M" else \
-                raw.astype(np.int64)
-        scores = np.full(n, np.nan)
         self._begin()
-        for key, rows in _groups(codes):
-            scores[rows] = self._process_key(key, t[rows], values[rows], protect)
+        scores = self._process_all(codes, _times(times, n), values, protect)
         return scores, self._flag(scores)
 
     def _begin(self) -> None:
@@ -78,6 +167,24 @@ class Detector:
     def _flag(self, scores: Floats) -> npt.NDArray[np.bool_]:
         with np.errstate(invalid="ignore"):
             return np.asarray(np.abs(scores) > self._limit(), dtype=bool)
+
+    # River's verbs for a batch --------------------------------------------------------------
+    def learn(self, x: Any, keys: Any = None, times: Any = None, *,
+              protect: bool = False) -> Detector:
+        """Fold a batch into the state (``process`` without its output); return ``self``."""
+        self.process(x, keys, times, protect=protect)
+        return self
+
+    def score(self, x: Any, keys: Any = None, times: Any = None) -> Floats:
+        """The scores ``process`` would give the batch; the state is not changed."""
+        state = getattr(self, "_per_key", None)
+        saved = None if state is None else dict(state)
+        try:
+            return self.process(x, keys, times)[0]
+        finally:
+            if state is not None and saved is not None:
+                state.clear()
+                state.update(saved)
 
     # River's verbs, for one value (key and time optional) ---------------------------------
     def score_one(self, x: float, key: int = 0, t: Any = None) -> float:
@@ -289,64 +396,145 @@ class EWMA(Detector):
     def _limit(self) -> float:
         return float(resolve(self.threshold))
 
-    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
+    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
         a = float(resolve(self.alpha))
-        mean, var, n = self._per_key.get(key, (np.nan, 0.0, 0))
         scores = np.full(len(x), np.nan)
-        limit = self._limit()
-        if protect or np.isnan(x).any():
-            for i, xi in enumerate(x.tolist()):
-                if xi != xi:
-                    continue
-                if n >= self.min_periods and var > 0:
-                    scores[i] = (xi - mean) / np.sqrt(var)
-                if protect and abs(scores[i]) > limit:
-                    continue
-                if n == 0:
-                    mean, var = xi, 0.0
-                else:
-                    d = xi - mean
-                    mean += a * d
-                    var = (1 - a) * (var + a * d * d)
-                n += 1
-            self._per_key[key] = (mean, var, n)
+        missing = np.isnan(x)  # missing values: no score, no learning
+        valid = np.flatnonzero(~missing) if missing.any() else None
+        seg = _Segments(codes if valid is None else codes[valid])
+        if not seg.keys:
             return scores
-        # vectorised: both recursions are linear, y_t = (1 - a) y_{t-1} + a z_t
-        k = len(x)
-        if n == 0:
-            means = _ewm(x, a, first=x[0], skip_first=True)
-            prev_mean = np.concatenate([[x[0]], means[:-1]])
+        state = self._per_key
+        saved = np.array([state.get(k, (np.nan, 0.0, 0)) for k in seg.keys], dtype=np.float64)
+        mean0, var0, n0 = saved[:, 0], saved[:, 1], saved[:, 2].astype(np.int64)
+        rows = seg.order if valid is None else valid[seg.order]
+        xs = x[rows]
+        if protect:
+            out, mean, var, n = self._lockstep(seg, xs, mean0, var0, n0, a)
         else:
-            means = _ewm(x, a, first=mean, skip_first=False)
-            prev_mean = np.concatenate([[mean], means[:-1]])
-        d = x - prev_mean
-        z = (1 - a) * d * d
-        if n == 0:
-            z[0] = 0.0
-            variances = _ewm(z, a, first=0.0, skip_first=True)
-            prev_var = np.concatenate([[0.0], variances[:-1]])
-        else:
-            variances = _ewm(z, a, first=var, skip_first=False)
-            prev_var = np.concatenate([[var], variances[:-1]])
-        seen = n + np.arange(k)
+            out, mean, var, n = self._vectorised(seg, xs, mean0, var0, n0, a)
+        scores[rows] = out
+        state.update(zip(seg.keys, zip(mean.tolist(), var.tolist(), n.tolist(), strict=True),
+                         strict=True))
+        return scores
+
+    def _vectorised(self, seg: _Segments, xs: Floats, mean0: Floats, var0: Floats,
+                    n0: npt.NDArray[np.int64], a: float,
+                    ) -> tuple[Floats, Floats, Floats, npt.NDArray[np.int64]]:
+        """Both recursions are linear, ``y_i = (1 - a) y_{i-1} + a z_i``: all keys at once.
+
+        See :class:`_Blocks`; a new key's mean starts at its first value.
+        """
+        fresh = n0 == 0
+        mean_init = np.where(fresh, xs[seg.starts], mean0)
+        # centred on the key's mean so far (the recursion commutes with a shift): the sums
+        # then carry deviations, not the level, and lose less to rounding
+        xc = xs - mean_init[seg.slot]
+        lay = _Blocks(seg, a)
+        prev_mean, last_mean = _linear_recursion(xc, lay, None)
+        d = xc - prev_mean
+        prev_var, last_var = _linear_recursion((1 - a) * d * d, lay, var0)
+        seen = n0[seg.slot] + seg.rank
         with np.errstate(invalid="ignore", divide="ignore"):
-            scores = np.where((seen >= self.min_periods) & (prev_var > 0),
-                              d / np.sqrt(prev_var), np.nan)
-        self._per_key[key] = (float(means[-1]), float(variances[-1]), n + k)
-        return np.asarray(scores, dtype=np.float64)
+            out = np.where((seen >= self.min_periods) & (prev_var > 0),
+                           d / np.sqrt(prev_var), np.nan)
+        return out, last_mean + mean_init, last_var, n0 + seg.counts
+
+    def _lockstep(self, seg: _Segments, xs: Floats, mean0: Floats, var0: Floats,
+                  n0: npt.NDArray[np.int64], a: float,
+                  ) -> tuple[Floats, Floats, Floats, npt.NDArray[np.int64]]:
+        """``protect``: a row is learned only if it is not anomalous, so row by row.
+
+        One step per row rank: the r-th row of every key at once.
+        """
+        mean, var, n = mean0.copy(), var0.copy(), n0.copy()
+        out = np.full(len(xs), np.nan)
+        limit, mp = self._limit(), self.min_periods
+        for live, rows in seg.lockstep():
+            xi, m, v, k = xs[rows], mean[live], var[live], n[live]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                s = np.where((k >= mp) & (v > 0), (xi - m) / np.sqrt(v), np.nan)
+                learn = ~(np.abs(s) > limit)
+            out[rows] = s
+            d = xi - m
+            new_mean = np.where(k == 0, xi, m + a * d)
+            new_var = np.where(k == 0, 0.0, (1 - a) * (v + a * d * d))
+            mean[live] = np.where(learn, new_mean, m)
+            var[live] = np.where(learn, new_var, v)
+            n[live] = k + learn
+        return out, mean, var, n
 
     def __repr__(self) -> str:
         return f"EWMA(alpha={self.alpha!r}, threshold={self.threshold!r})"
 
 
-def _ewm(z: Floats, a: float, *, first: float, skip_first: bool) -> Floats:
-    """``y_i = (1 - a) y_{i-1} + a z_i`` from ``y_{-1} = first`` (or ``y_0 = first``)."""
-    if skip_first:
-        series = pd.Series(np.concatenate([[first], z[1:]]))
-        return series.ewm(alpha=a, adjust=False).mean().to_numpy()
-    series = pd.Series(np.concatenate([[first], z]))
-    return series.ewm(alpha=a, adjust=False).mean().to_numpy()[1:]
+class _Blocks:
+    """How :func:`_linear_recursion` lays out a batch's keys in blocks of ``b`` rows.
+
+    Shared by the mean and the variance recursion of one batch. In a block, with
+    ``c = 1 - a`` and ``S_p = sum_{q<=p} c^-q z_q`` (one ``cumsum`` over a (blocks x b + 1)
+    array for all keys), ``y_p = c^(p+1) y_init + a c^p S_p``, so the value before row ``p``
+    is ``y_{p-1} = c^p y_init + a c^(p-1) S_{p-1}``. ``b`` is kept small enough that
+    ``c^-(b-1) <= 1e50`` (no overflow, and each cumulative sum is dominated by its newest
+    terms, so it is as accurate as the recursion); a key's blocks are chained in a loop over
+    the block number (one step unless a key has more than ``b`` rows in the batch).
+    """
+
+    __slots__ = ("a", "aprev", "b", "block", "c", "cinv", "cprev", "end_block", "end_pos",
+                 "first", "flat", "per_key")
+
+    def __init__(self, seg: _Segments, a: float) -> None:
+        c = 1.0 - a
+        cap = 1 if c <= 0 else min(256, int(50 / -np.log10(c)) + 1)
+        most = int(seg.counts.max())
+        b = max(1, min(cap, most))
+        self.a, self.b, self.c = a, b, c
+        if most <= b:  # one block per key (the usual case)
+            self.per_key = np.ones(len(seg.counts), dtype=np.intp)
+            self.first = np.arange(len(seg.counts))
+            self.block, pos = seg.slot, seg.rank
+        else:
+            self.per_key = (seg.counts + b - 1) // b
+            self.first = np.concatenate([[0], np.cumsum(self.per_key)[:-1]])
+            self.block = self.first[seg.slot] + seg.rank // b
+            pos = seg.rank % b
+        self.flat = self.block * (b + 1) + pos  # S_{p-1} is at flat, z_p goes to flat + 1
+        p = np.arange(b, dtype=np.float64)
+        cpow = c ** p  # powers for b positions, then looked up per row
+        aprev = np.zeros(b)
+        aprev[1:] = a * cpow[:-1]
+        self.cprev, self.aprev = cpow[pos], aprev[pos]
+        self.cinv = (c ** -p)[pos] if c > 0 else np.ones(len(pos))
+        self.end_block = self.first + self.per_key - 1
+        self.end_pos = seg.counts - 1 - (self.per_key - 1) * b
+
+
+def _linear_recursion(z: Floats, lay: _Blocks, init: Floats | None) -> tuple[Floats, Floats]:
+    """``y_i = (1 - a) y_{i-1} + a z_i`` within each key, from ``y_{-1} = init[key]`` (or 0).
+
+    Returns ``y_{i-1}`` for every row (the value before it) and each key's last ``y``.
+    """
+    b, c, a = lay.b, lay.c, lay.a
+    grid = np.zeros((int(lay.per_key.sum()), b + 1))
+    grid.ravel()[lay.flat + 1] = z * lay.cinv
+    cum = np.cumsum(grid, axis=1)
+    y_init = np.zeros(len(grid))
+    if init is not None:
+        y_init[lay.first] = init
+    rounds = int(lay.per_key.max()) if len(lay.per_key) else 0
+    if rounds > 1:
+        tail = a * c ** (b - 1) * cum[:, b]  # a full block's last y, less c^b y_init
+        cb = c ** b
+        for step in range(1, rounds):  # chain a key's blocks
+            blocks = lay.first[lay.per_key > step] + step
+            y_init[blocks] = cb * y_init[blocks - 1] + tail[blocks - 1]
+    prev: Floats = lay.aprev * cum.ravel()[lay.flat]
+    if init is not None or rounds > 1:
+        prev += lay.cprev * y_init[lay.block]
+    e, ep = lay.end_block, lay.end_pos
+    last: Floats = c ** (ep + 1) * y_init[e] + a * c ** ep * cum[e, ep + 1]
+    return prev, last
 
 
 class RateOfChange(Detector):
@@ -370,26 +558,42 @@ class RateOfChange(Detector):
     def _limit(self) -> float:
         return float(resolve(self.threshold))
 
-    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
+    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
-        lt, lx = self._per_key.get(key, (0, np.nan))
-        if protect:
-            scores = np.full(len(x), np.nan)
-            limit = self._limit()
-            for i, (ti, xi) in enumerate(zip(t.tolist(), x.tolist(), strict=True)):
-                if ti != lt and lx == lx:
-                    scores[i] = (xi - lx) / (ti - lt) * self.per_ns
-                if not abs(scores[i]) > limit:
-                    lt, lx = ti, xi
-            self._per_key[key] = (lt, lx)
+        seg = _Segments(codes)
+        scores = np.full(len(x), np.nan)
+        if not seg.keys:
             return scores
-        at = np.concatenate([[lt], t])
-        ax = np.concatenate([[lx], x])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dt = np.diff(at).astype(np.float64)
-            scores = np.where(dt != 0, np.diff(ax) / dt * self.per_ns, np.nan)
-        self._per_key[key] = (int(t[-1]), float(x[-1]))
-        return np.asarray(scores, dtype=np.float64)
+        state = self._per_key
+        last = [state.get(k, (0, np.nan)) for k in seg.keys]
+        last_t = np.array([v[0] for v in last], dtype=np.int64)
+        last_x = np.array([v[1] for v in last], dtype=np.float64)
+        ts, xs = t[seg.order], x[seg.order]
+        per = self.per_ns
+        if protect:  # a row found anomalous does not become the key's previous row
+            limit = self._limit()
+            out = np.full(len(x), np.nan)
+            for live, rows in seg.lockstep():
+                ti, xi, lt, lx = ts[rows], xs[rows], last_t[live], last_x[live]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    s = np.where(ti != lt, (xi - lx) / (ti - lt) * per, np.nan)
+                    keep = ~(np.abs(s) > limit)
+                out[rows] = s
+                last_t[live[keep]], last_x[live[keep]] = ti[keep], xi[keep]
+            scores[seg.order] = out
+        else:  # the previous row: the key's previous row in this batch, or from the state
+            prev_t = np.empty_like(ts)
+            prev_x = np.empty_like(xs)
+            prev_t[1:], prev_x[1:] = ts[:-1], xs[:-1]
+            prev_t[seg.starts], prev_x[seg.starts] = last_t, last_x
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dt = (ts - prev_t).astype(np.float64)
+                scores[seg.order] = np.where(dt != 0, (xs - prev_x) / dt * per, np.nan)
+            ends = seg.ends
+            last_t, last_x = ts[ends], xs[ends]
+        state.update(zip(seg.keys, zip(last_t.tolist(), last_x.tolist(), strict=True),
+                         strict=True))
+        return scores
 
     def __repr__(self) -> str:
         return f"RateOfChange(threshold={self.threshold!r})"
@@ -466,3 +670,110 @@ class RollingQuantile(Detector):
 
     def __repr__(self) -> str:
         return f"RollingQuantile(window={self.window!r}, q={self.q!r}, factor={self.factor!r})"
+
+
+class MAD(Detector):
+    """``|x - median| / (1.4826 * MAD)`` of the key's values in ``[t - window, t)``.
+
+    The median and the median absolute deviation (MAD, the median of ``|v - median|``) are
+    those of the key's values in the ``window`` of event time before the row (the row itself
+    excluded, as pandas' ``rolling(window, closed="left")``); missing values are skipped and
+    fewer than ``min_periods`` values give ``NaN``. ``1.4826 * MAD`` estimates the standard
+    deviation of normal data, so the score reads like a z-score that one outlier in the
+    window cannot inflate. ``score > threshold`` is an anomaly; a window whose values are all
+    equal has MAD 0, and any other value then scores ``inf``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.date_range("2026-01-01", periods=6, freq="s")
+    >>> d = MAD(window="1min", threshold=3.5, min_periods=3)
+    >>> s, a = d.process([10.0, 12.0, 11.0, 13.0, 30.0, 11.0], times=t)
+    >>> s.round(3).tolist(), a.tolist()
+    ([nan, nan, nan, 1.349, 12.478, 0.674], [False, False, False, False, True, False])
+    """
+
+    def __init__(self, window: DurationLike | Param = "5min", threshold: float | Param = 3.5,
+                 min_periods: int = 10) -> None:
+        if to_ns(resolve(window), name="window") <= 0:
+            msg = f"MAD window must be positive; got {resolve(window)!r}"
+            raise ConfigError(msg)
+        if isinstance(min_periods, bool) or not isinstance(min_periods, int) or min_periods < 1:
+            msg = f"MAD min_periods must be an int >= 1; got {min_periods!r}"
+            raise ConfigError(msg)
+        self.window, self.threshold, self.min_periods = window, threshold, min_periods
+        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+        self._w_ns = to_ns(resolve(window), name="window")
+
+    def _limit(self) -> float:
+        return float(resolve(self.threshold))
+
+    def _begin(self) -> None:
+        self._w_ns = to_ns(resolve(self.window), name="window")
+
+    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
+                     protect: bool) -> Floats:
+        w, mp, limit = self._w_ns, self.min_periods, self._limit()
+        ht, hx = self._per_key.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
+        kt, kx = ht.tolist(), hx.tolist()  # the rows windows can hold, in time order
+        lo = bisect.bisect_left(kt, int(t[0]) - w) if len(t) else 0
+        seed = hx[lo:]
+        window = np.sort(seed[~np.isnan(seed)]).tolist()  # the values in it, sorted
+        hi = len(kt)
+        scores = [math.nan] * len(x)
+        for i, (ti, xi) in enumerate(zip(t.tolist(), x.tolist(), strict=True)):
+            if hi < len(kt):  # the previous row, if it was kept
+                v = kx[hi]
+                if v == v:
+                    bisect.insort(window, v)
+                hi += 1
+            while lo < hi and kt[lo] < ti - w:  # rows that left the window
+                v = kx[lo]
+                if v == v:
+                    del window[bisect.bisect_left(window, v)]
+                lo += 1
+            n = len(window)
+            if n >= mp:
+                med, mad = _median_and_mad(window)
+                dev = abs(xi - med)
+                scale = 1.4826 * mad
+                scores[i] = dev / scale if scale else math.inf if dev > 0 else math.nan
+            if not (protect and scores[i] > limit):
+                kt.append(ti)
+                kx.append(xi)
+        at, ax = np.asarray(kt[lo:], dtype=np.int64), np.asarray(kx[lo:], dtype=np.float64)
+        if len(at):  # what the next row's window [t' - w, t') can still hold
+            keep = at >= at.max() - w
+            at, ax = at[keep], ax[keep]
+        self._per_key[key] = (at, ax)
+        return np.asarray(scores, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"MAD(window={self.window!r}, threshold={self.threshold!r})"
+
+
+def _median_and_mad(s: list[float]) -> tuple[float, float]:
+    """Median of sorted ``s`` and median of ``|s - median|``, as numpy computes them.
+
+    The deviations below and above the median are two sorted sequences; the k-th smallest
+    of both is found by bisection on how many come from below (O(log n), no new list).
+    """
+    n = len(s)
+    h = n // 2
+    med = s[h] if n % 2 else (s[h - 1] + s[h]) / 2
+    p = bisect.bisect_left(s, med)  # s[:p] below the median, s[p:] at or above it
+    below, above = p, n - p
+
+    def kth(k: int) -> float:  # the k-th smallest deviation, 1-based
+        lo, hi = max(0, k - above), min(k, below)
+        while lo < hi:  # a deviations from below, k - a from above
+            a = (lo + hi) // 2
+            if s[p + k - a - 1] - med > med - s[p - 1 - a]:
+                lo = a + 1
+            else:
+                hi = a
+        best = med - s[p - lo] if lo > 0 else -math.inf
+        return max(best, s[p + k - lo - 1] - med) if k - lo > 0 else best
+
+    mad = kth(h + 1) if n % 2 else (kth(h) + kth(h + 1)) / 2
+    return med, mad

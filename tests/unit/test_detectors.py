@@ -10,7 +10,7 @@ import pytest
 
 import rtnb
 from rtnb import ConfigError, Param
-from rtnb.detect import EWMA, RateOfChange, Threshold, ZScore
+from rtnb.detect import EWMA, MAD, RateOfChange, Threshold, ZScore
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,10 @@ def test_bad_settings_are_named():
         EWMA(alpha=1.5)
     with pytest.raises(ConfigError, match="min_periods must be an int >= 2"):
         ZScore(min_periods=1)
+    with pytest.raises(ConfigError, match="MAD window must be positive"):
+        MAD(window="0s")
+    with pytest.raises(ConfigError, match="MAD min_periods must be an int >= 1"):
+        MAD(min_periods=0)
     sdf = rtnb.StreamingFrame(pd.DataFrame({"host": pd.Series([], dtype=str)}))
     with pytest.raises(ConfigError, match="no numeric column 'host'"):
         sdf.detect(Threshold(upper=1), on="host")
@@ -256,9 +260,179 @@ def test_score_one_leaves_every_detector_as_it_was():
     t0 = pd.Timestamp("2026-01-01")
     for det in (ZScore("1min", min_periods=2), EWMA(alpha=0.3, min_periods=2),
                 RateOfChange(threshold=1), RollingQuantile("1min", min_periods=2),
-                Threshold(upper=1)):
+                MAD("1min", min_periods=2), Threshold(upper=1)):
         for i, v in enumerate([1.0, 2.0, 1.5]):
             det.learn_one(v, t=t0 + pd.Timedelta(i, "s"))
         at = t0 + pd.Timedelta(5, "s")
         first = det.score_one(9.0, t=at)
         assert det.score_one(9.0, t=at) == first, det
+
+
+# -- every key of a batch at once: the same scores as the textbook loop per key ---------------
+def ewma_loop(x: np.ndarray, a: float, mp: int, limit: float | None = None) -> np.ndarray:
+    """The recursion row by row; with ``limit`` (protect), anomalous rows are not learned."""
+    mean, var, n = np.nan, 0.0, 0
+    out = np.full(len(x), np.nan)
+    for i, xi in enumerate(x):
+        if xi != xi:
+            continue
+        if n >= mp and var > 0:
+            out[i] = (xi - mean) / np.sqrt(var)
+        if limit is not None and abs(out[i]) > limit:
+            continue
+        if n == 0:
+            mean, var = xi, 0.0
+        else:
+            d = xi - mean
+            mean += a * d
+            var = (1 - a) * (var + a * d * d)
+        n += 1
+    return out
+
+
+def batches(n: int, seed: int, cuts: int = 25) -> list[slice]:
+    rng = np.random.default_rng(seed)
+    at = np.sort(rng.choice(np.arange(1, n), cuts, replace=False))
+    return [slice(lo, hi) for lo, hi in zip([0, *at], [*at, n], strict=True)]
+
+
+def keyed_series(n: int, keys: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Values with spikes and missing values, key codes (uneven: key 0 has half the rows),
+    strictly increasing ns times."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(50, 5, n)
+    x[rng.random(n) < 0.01] += 80
+    x[rng.random(n) < 0.01] = np.nan
+    codes = np.where(rng.random(n) < 0.5, 0, rng.integers(0, keys, n))
+    t = np.cumsum(rng.integers(1, 2_000_000_000, n))
+    return x, codes, t
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.1, 0.5, 0.95, 1.0])
+@pytest.mark.parametrize("protect", [False, True])
+def test_ewma_all_keys_at_once_equals_the_loop_per_key(alpha, protect):
+    """Many rows per key in a batch (blocks chained), a hot key, every alpha, protect."""
+    x, codes, t = keyed_series(6000, 7, 3)
+    det = EWMA(alpha=alpha, threshold=3, min_periods=5)
+    got = np.concatenate([det.process(x[s], codes[s], t[s], protect=protect)[0]
+                          for s in batches(len(x), 4)])
+    expected = np.full(len(x), np.nan)
+    for k in np.unique(codes):
+        rows = codes == k
+        expected[rows] = ewma_loop(x[rows], alpha, 5, 3.0 if protect else None)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("halflife", [1.0, 30.0])
+def test_ewma_halflife_equals_pandas_ewm_mean(halflife):
+    """``halflife`` rows: the mean before each row is pandas ``ewm(halflife, adjust=False)``."""
+    x, _, _ = keyed_series(3000, 1, 8)
+    x = x[~np.isnan(x)]
+    det = EWMA(halflife=halflife, threshold=3, min_periods=2)
+    got = np.concatenate([det.process(x[s])[0] for s in batches(len(x), 2)])
+    mean = pd.Series(x).ewm(halflife=halflife, adjust=False).mean().to_numpy()
+    a = 1 - np.exp(-np.log(2) / halflife)
+    var = pd.Series(np.r_[0.0, (1 - a) * (x[1:] - mean[:-1]) ** 2]).ewm(
+        alpha=a, adjust=False).mean().to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.r_[np.nan, (x[1:] - mean[:-1]) / np.sqrt(var[:-1])]
+    expected[:2] = np.nan
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_rate_of_change_protect_equals_a_plain_loop():
+    x, codes, t = keyed_series(4000, 5, 6)
+    det = RateOfChange(threshold=30, per="1s")
+    got = np.concatenate([det.process(x[s], codes[s], t[s], protect=True)[0]
+                          for s in batches(len(x), 7)])
+    expected = np.full(len(x), np.nan)
+    last: dict[int, tuple[int, float]] = {}
+    for i, (xi, k, ti) in enumerate(zip(x, codes, t, strict=True)):
+        lt, lx = last.get(k, (0, np.nan))
+        if ti != lt:
+            expected[i] = (xi - lx) / (ti - lt) * 1e9
+        if not abs(expected[i]) > 30:
+            last[k] = (ti, xi)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_rate_of_change_any_key_codes():
+    """Key codes beyond 16 bits and negative ones group like small ones."""
+    x, codes, t = keyed_series(2000, 4, 1)
+    small = RateOfChange(threshold=1).process(x, codes, t)[0]
+    for shift in (70_000, -3):
+        got = RateOfChange(threshold=1).process(x, codes * shift, t)[0]
+        np.testing.assert_array_equal(got, small)
+
+
+# -- MAD --------------------------------------------------------------------------------------
+def pandas_mad(g: pd.DataFrame, window: str, mp: int) -> pd.Series:
+    """|x - median| / (1.4826 MAD) of the window before each row, straight from pandas."""
+    r = g.set_index("timestamp")["cpu"].rolling(window, closed="left", min_periods=mp)
+    med = r.median().to_numpy()
+    mad = r.apply(lambda v: np.nanmedian(np.abs(v - np.nanmedian(v))), raw=True).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.Series(np.abs(g["cpu"].to_numpy() - med) / (1.4826 * mad), index=g.index)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_mad_equals_pandas(data, seed):
+    got = stream(data, MAD("5min", threshold=3.5, min_periods=10), seed)
+    exp = per_host(data, lambda g: pandas_mad(g, "5min", 10))
+    np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
+    assert got["is_anomaly"].tolist() == (exp > 3.5).tolist()
+    assert got["is_anomaly"].sum() > 10  # the spikes are found
+
+
+def test_mad_of_a_flat_window_and_ties():
+    """Equal values: MAD 0, so another value scores inf and the same value NaN (0/0)."""
+    t = pd.date_range("2026-01-01", periods=8, freq="s")
+    x = [5.0, 5.0, 5.0, 5.0, 6.0, 5.0, 5.0, 5.0]
+    got, flags = MAD("1min", threshold=3, min_periods=3).process(x, times=t)
+    df = pd.DataFrame({"timestamp": t, "cpu": x})
+    np.testing.assert_array_equal(got, pandas_mad(df, "1min", 3).to_numpy())
+    assert np.isinf(got[4]) and flags.tolist() == [False] * 4 + [True] + [False] * 3
+
+
+def test_mad_protect_equals_a_plain_loop(data):
+    df = data[data["host"] == "db-01"].reset_index(drop=True).iloc[:2500]
+    got = stream(df, MAD("2min", threshold=3, min_periods=10), 4, protect=True)
+    t = df["timestamp"].to_numpy().view(np.int64)
+    x = df["cpu"].to_numpy()
+    kept: list[tuple[int, float]] = []
+    exp = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        vals = np.array([v for tt, v in kept if tt >= t[i] - 120 * 10**9 and v == v])
+        if len(vals) >= 10:
+            med = np.median(vals)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                exp[i] = abs(x[i] - med) / (1.4826 * np.median(np.abs(vals - med)))
+        if not exp[i] > 3:
+            kept.append((t[i], x[i]))
+    np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
+    assert got["is_anomaly"].sum() > 0
+
+
+def test_mad_window_is_a_param():
+    window = Param("1min", min="10s", max="10min", name="window")
+    det = MAD(window, threshold=3, min_periods=3)
+    t = pd.date_range("2026-01-01", periods=200, freq="s")
+    x = np.random.default_rng(2).normal(size=200)
+    det.process(x[:100], times=t[:100])
+    window.value = "20s"
+    got = det.process(x[100:], times=t[100:])[0]
+    df = pd.DataFrame({"timestamp": t, "cpu": x})
+    np.testing.assert_allclose(got, pandas_mad(df, "20s", 3).to_numpy()[100:], rtol=1e-12)
+
+
+def test_batch_verbs_learn_and_score():
+    """``score`` gives what ``process`` would and changes nothing; ``learn`` is ``process``."""
+    x, codes, t = keyed_series(3000, 4, 5)
+    for make in (lambda: ZScore("1min", min_periods=3), lambda: EWMA(alpha=0.2),
+                 lambda: RateOfChange(threshold=5), lambda: MAD("1min", min_periods=3)):
+        a, b = make(), make()
+        a.learn(x[:2000], codes[:2000], t[:2000])
+        b.process(x[:2000], codes[:2000], t[:2000])
+        first = a.score(x[2000:], codes[2000:], t[2000:])
+        np.testing.assert_array_equal(a.score(x[2000:], codes[2000:], t[2000:]), first)
+        np.testing.assert_array_equal(b.process(x[2000:], codes[2000:], t[2000:])[0], first)
