@@ -107,6 +107,10 @@ def export(
         raise typer.Exit(1) from None
     typer.echo(f"wrote {report['script']}: pipeline {report['pipeline']!r}, "
                f"{len(report['nodes'])} nodes, params {report['params']}")
+    if report.get("params_changed_during_run"):
+        typer.echo(f"note: {report['params_changed_during_run']} changed while the recorded run "
+                   "went on; the recording mixes settings, the script uses the final values",
+                   err=True)
 
 
 _SCHEMES = ("redis", "rediss", "nats", "tls", "mqtt", "mqtts", "amqp", "amqps")

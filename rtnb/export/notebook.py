@@ -24,6 +24,7 @@ __all__ = ["export_notebook", "finish", "install"]
 
 _started: list[StreamingFrame] = []
 _recordings: dict[int, Recording] = {}
+_params_at_start: dict[int, dict[str, object]] = {}
 _settings: dict[str, Any] = {}
 
 
@@ -32,6 +33,7 @@ def install(*, max_events: int | None = None, record: bool = False) -> None:
     _settings.update(max_events=max_events, record=record)
     _started.clear()
     _recordings.clear()
+    _params_at_start.clear()
     if _on_start not in START_HOOKS:
         START_HOOKS.append(_on_start)
 
@@ -44,7 +46,9 @@ def _on_start(root: StreamingFrame) -> None:
     if _settings.get("max_events") is not None and root._source is not None:
         limit(root._source, int(_settings["max_events"]))
     if _settings.get("record") and id(root) not in _recordings:
-        _recordings[id(root)] = Pipeline(root).record()
+        pipeline = Pipeline(root)
+        _recordings[id(root)] = pipeline.record()
+        _params_at_start[id(root)] = {p.name: p.value for p in pipeline.params}
 
 
 async def finish(out: str, *, pipeline: str | None = None, record: str | None = None,
@@ -80,6 +84,11 @@ async def finish(out: str, *, pipeline: str | None = None, record: str | None = 
             msg = "nothing was recorded: call install(record=True) before the sources start"
             raise ExportError(msg)
         report["record"] = str(recording.save(record))
+        # A Param moved while the recorded run went on: the notebook's output mixes settings
+        # and the exported script (at the final values) cannot match it batch for batch.
+        before = _params_at_start.get(id(root), {})
+        report["params_changed_during_run"] = sorted(
+            p.name for p in chosen.params if before.get(p.name, p.value) != p.value)
     print(json.dumps(report))
     return report
 

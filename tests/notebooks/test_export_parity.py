@@ -33,6 +33,7 @@ CASES = {
     "03-live-dashboards.ipynb": (None, 6_000),
     "04-sources.ipynb": ("ws", 1_500),
     "05-thresholds-and-alerts.ipynb": (None, 40_000),
+    "06-export.ipynb": ("metrics", 6_000),
 }
 
 
@@ -58,6 +59,10 @@ def test_fresh_environment_has_rtnb_and_nothing_from_dev(fresh_python: Path) -> 
     assert extras == "[]"
 
 
+def test_every_notebook_has_a_parity_case() -> None:
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(CASES)
+
+
 @pytest.mark.parametrize("notebook", sorted(CASES))
 def test_exported_notebook_pipeline_matches_the_notebook(notebook: str, tmp_path: Path,
                                                          fresh_python: Path) -> None:
@@ -70,6 +75,7 @@ def test_exported_notebook_pipeline_matches_the_notebook(notebook: str, tmp_path
     exported = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
     assert exported.returncode == 0, exported.stdout + exported.stderr[-3000:]
     assert "wrote" in exported.stdout
+    assert "changed while the recorded run" not in exported.stderr
     ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", script.name],
                           capture_output=True, text=True, check=False, cwd=tmp_path)
     assert ruff.returncode == 0, ruff.stdout
