@@ -185,6 +185,8 @@ class AmqpSource(BufferedSource):
         self._position += 1
         self._held[self._position] = (self._gen, tag, key)
         await self._put(body, self._position)
+        if len(self._held) >= self.prefetch:  # the broker sends no more before our acks
+            self._drained()
 
     async def _ack(self, positions: list[Any]) -> None:
         gen, channel = self._gen, self._channel

@@ -213,6 +213,8 @@ class MqttSource(BufferedSource):
         self._position += 1
         self._held[self._position] = (self._gen, mid, digest)
         await self._put(payload, self._position)
+        if len(self._held) >= self.max_inflight:  # the broker sends no more before our acks
+            self._drained()
 
     async def _ack(self, positions: list[Any]) -> None:
         if self.qos == 0 or not positions:

@@ -303,6 +303,7 @@ class NatsSource(BufferedSource):
                 return
             else:  # 404 no messages, 408 request expired: this request is over
                 self._left = 0
+                self._drained()
                 return
 
     async def _receive(self, nc: Any, msg: Any) -> None:
@@ -317,6 +318,10 @@ class NatsSource(BufferedSource):
             self._seen.add(seq)
             self._held[seq] = msg.reply
         await self._put(msg.data, seq)
+        if msg.metadata.num_pending == 0 or (
+                self.acks and self.max_ack_pending is not None
+                and len(self._held) >= self.max_ack_pending):
+            self._drained()  # the stream has no more now, or the server waits for acks
 
     async def _poll(self, js: Any, stream: str, consumer: str) -> None:
         """Lag (messages not delivered yet) and forgetting sequences below the ack floor."""

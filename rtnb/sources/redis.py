@@ -64,6 +64,7 @@ class RedisStreamSource(BufferedSource):
         self._redis = redis
         self.url, self.stream, self.group, self.consumer = url, stream, group, consumer
         self.start, self.field, self.count, self.block_ms = start, field, count, block_ms
+        self._field_key = b"" if field is None else field.encode()
         self._password = password
         self._ssl = ssl_context
         self.retry_on = (OSError, asyncio.TimeoutError, exceptions.ConnectionError,
@@ -81,14 +82,19 @@ class RedisStreamSource(BufferedSource):
         kwargs: dict[str, Any] = {"decode_responses": False}
         if self._password is not None:
             kwargs["password"] = self._password
-        if self._ssl is not None:
-            kwargs["ssl_context"] = self._ssl
-        return self._redis.from_url(self.url, **kwargs)
+        url = self.url
+        if self._ssl is not None and not url.startswith("unix://"):
+            # redis-py takes TLS settings as file names, not a context: a connection class
+            # that uses ours (a rediss:// URL would pick redis-py's own class instead)
+            kwargs["connection_class"] = _context_ssl_connection()
+            kwargs["rtnb_ssl_context"] = self._ssl
+            url = "redis://" + url.split("://", 1)[1]
+        return self._redis.from_url(url, **kwargs)
 
     def _payload(self, fields: dict[bytes, bytes]) -> bytes:
         if self.field is None:
             return json.dumps({k.decode(): v.decode() for k, v in fields.items()}).encode()
-        value = fields.get(self.field.encode())
+        value = fields.get(self._field_key)
         if value is None:
             return json.dumps({"missing field": self.field}).encode()
         return value
@@ -118,11 +124,15 @@ class RedisStreamSource(BufferedSource):
         while not stop.is_set():
             reply = await client.xread({self.stream: last}, count=self.count,
                                        block=self.block_ms)
+            got = 0
             for _, entries in reply or []:
+                got += len(entries)
                 for entry_id, fields in entries:
                     last = entry_id.decode()
                     await self._put(self._payload(fields), last)
                     self._last_id = last
+            if got < self.count:  # a short read: the stream has nothing more right now
+                self._drained()
 
     async def _read_group(self, client: Any, stop: asyncio.Event) -> None:
         from redis.exceptions import ResponseError
@@ -153,6 +163,8 @@ class RedisStreamSource(BufferedSource):
                     continue
                 self._held.add(eid)
                 await self._put(self._payload(fields or {}), eid)
+            if cursor == ">" and len(entries) < self.count:  # nothing more right now
+                self._drained()
             polls += 1
             if polls % 20 == 0:
                 await self._update_lag(client)
@@ -178,6 +190,18 @@ class RedisStreamSource(BufferedSource):
             if own:
                 with contextlib.suppress(Exception):
                     await client.aclose()
+
+
+def _context_ssl_connection() -> type:
+    """redis-py's asyncio TLS connection, with an :class:`ssl.SSLContext` given by rtnb."""
+    from redis.asyncio.connection import SSLConnection
+
+    class ContextSSLConnection(SSLConnection):
+        def __init__(self, *, rtnb_ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.ssl_context.context = rtnb_ssl_context  # what ssl_context.get() returns
+
+    return ContextSSLConnection
 
 
 def redis_stream(

@@ -76,7 +76,9 @@ class SSESource(BufferedSource):
                     if data and (self.event is None or kind == self.event):
                         if event_id is not None:
                             self.last_event_id = event_id
-                        await self._put("\n".join(data), self.last_event_id)
+                        payload = "\n".join(data)
+                        if not self._offer(payload, self.last_event_id):
+                            await self._put(payload, self.last_event_id)
                     data, event_id, kind = [], None, "message"
                     continue
                 if line.startswith(":"):

@@ -81,10 +81,13 @@ class TailSource(BufferedSource):
                                 skip_header = False
                                 continue
                             if line.strip():
-                                await self._put(line.rstrip(b"\r"), (inode, end))
+                                payload, position = line.rstrip(b"\r"), (inode, end)
+                                if not self._offer(payload, position):
+                                    await self._put(payload, position)
                         continue
                     if not self.follow:
                         return
+                    self._drained()  # at the end of the file: no more lines for now
                     await asyncio.sleep(self.poll_s)
                     try:
                         current = self.path.stat()

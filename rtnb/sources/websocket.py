@@ -54,7 +54,7 @@ class WebSocketSource(BufferedSource):
 
     async def _read(self, stop: asyncio.Event) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus
+        from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 
         try:
             # close_timeout: when stopping with frames still in flight, do not wait 10 s for
@@ -65,9 +65,15 @@ class WebSocketSource(BufferedSource):
                 self._connected()
                 if self.subscribe is not None:
                     await ws.send(self.subscribe)
-                async for message in ws:
+                recv, offer = ws.recv, self._offer
+                while True:  # not `async for`: no async generator step per message
+                    try:
+                        message = await recv()
+                    except ConnectionClosedOK:  # how `async for` ends
+                        break
                     self._position += 1
-                    await self._put(message, self._position)
+                    if not offer(message, self._position):
+                        await self._put(message, self._position)
             if not stop.is_set():
                 # A live feed has no end: a server closing the socket is a lost connection.
                 msg = "the server closed the connection"

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from integration_helpers import Certs, make_certs
+from integration_helpers import Certs, ClientCert, make_certs, make_client_cert
 
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A CA made for this run and a server certificate for 127.0.0.1 signed by it."""
     return make_certs(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def client_cert(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> ClientCert:
+    """A client certificate signed by the test CA (for mutual TLS)."""
+    return make_client_cert(certs, tmp_path_factory.mktemp("tls-client"))
+
+
+@pytest.fixture(scope="session")
+def other_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A second, unrelated CA: a client trusting only it must refuse the test server."""
+    return make_certs(tmp_path_factory.mktemp("tls-other"))

@@ -56,3 +56,86 @@ def service_or_skip(port: int, what: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+# -- TLS brokers: a client certificate, a second CA, servers started by a test ----------------
+@dataclass
+class ClientCert:
+    cert: Path
+    key: Path
+
+
+def make_client_cert(certs: Certs, d: Path) -> ClientCert:
+    """A client certificate (CN ``rtnb-test-client``) signed by ``certs``' CA."""
+    ca_key = certs.ca.parent / "ca.key"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=rtnb-test-client",
+            "-keyout", "client.key", "-out", "client.csr", cwd=d)
+    (d / "client-ext.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", str(certs.ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", "client-ext.cnf", "-out",
+            "client.pem", cwd=d)
+    return ClientCert(cert=d / "client.pem", key=d / "client.key")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def require_binary(name: str, *fallbacks: str) -> str:
+    """The path of a server binary; fail under CI, skip (with the reason) elsewhere."""
+    import shutil
+
+    for candidate in (name, *fallbacks):
+        found = shutil.which(candidate) or (candidate if Path(candidate).exists() else None)
+        if found:
+            return found
+    reason = f"{name} is not installed on this machine"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+    raise AssertionError  # unreachable: skip raises
+
+
+class ServerProcess:
+    """A broker started by a test on a spare loopback port; stopped by its process id."""
+
+    def __init__(self, cmd: list[str], port: int, *, cwd: Path, env: dict[str, str] | None
+                 = None, startup_s: float = 20.0) -> None:
+        self.cmd, self.port, self.cwd = cmd, port, cwd
+        self.env = env
+        self.startup_s = startup_s
+        self.log = cwd / f"server-{port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        import time
+
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stdout=out,
+                                         stderr=subprocess.STDOUT,
+                                         env=None if self.env is None
+                                         else {**os.environ, **self.env})
+        deadline = time.monotonic() + self.startup_s
+        while not listening(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                text = self.log.read_text(errors="replace")[-2000:]
+                msg = f"{self.cmd[0]} did not start on port {self.port}:\n{text}"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,125 @@
+"""Batch decoding and coercion of source messages: the fast paths equal the one-by-one way."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+import numpy as np
+import pandas as pd
+import pandas.testing as tm
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtnb.sources._core import (
+    Decoder,
+    _coerce_general,
+    coerce,
+    make_decoder,
+)
+
+EXAMPLE = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+                        "host": pd.Series([], dtype="str"),
+                        "cpu": pd.Series([], dtype="float64"),
+                        "n": pd.Series([], dtype="int64"),
+                        "up": pd.Series([], dtype="bool")})
+
+
+def one_by_one(decoder: Decoder, payloads: list[Any]) -> tuple[list[Any], list[int],
+                                                               list[tuple[int, str]]]:
+    return Decoder.decode_batch(decoder, payloads)
+
+
+# -- decoding ------------------------------------------------------------------------------
+JSON_PAYLOADS = [
+    b'{"a": 1}', '{"a": "x"}', b'[{"a": 2}, {"a": 3}]', b"[]", b"not json", b"",
+    b'{"a": 1}\n{"a": 2}', b'{\n "a": 1\n}', b' {"a": 4} ', b"1", b"[1, 2]", b'"s"',
+    b'{"a": 1}, {"b": 2}', b"[1", b"2]", '{"h": "h\u00e9llo"}'.encode(), b"\xff\xfe",
+    b'{"a": 1e400}', b"null", b'{"a": {"b": [1, 2]}}', b"12", b"3.5e-1",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(JSON_PAYLOADS), max_size=12))
+def test_json_batch_decoding_equals_one_by_one(payloads):
+    decoder = make_decoder("json", EXAMPLE)
+    assert decoder.decode_batch(payloads) == one_by_one(decoder, payloads)
+
+
+def test_json_batch_decoding_takes_the_fast_path_for_clean_objects(monkeypatch):
+    decoder = make_decoder("json", EXAMPLE)
+    payloads = [json.dumps({"a": i, "s": "\u00e9" * (i % 3)}).encode() for i in range(50)]
+    monkeypatch.setattr(type(decoder), "decode", lambda *_: pytest.fail("one by one"))
+    records, owners, failed = decoder.decode_batch(payloads)
+    assert records == [json.loads(p) for p in payloads]
+    assert owners == list(range(50)) and failed == []
+
+
+MSGPACK_PAYLOADS = [msgpack.packb({"a": 1}), msgpack.packb([{"a": 2}, {"a": 3}]),
+                    msgpack.packb(5), b"\xc1", msgpack.packb({"a": 1}) * 2, b"",
+                    '{"a": 1}', msgpack.packb({"t": 1.5, "h": "x"})]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(MSGPACK_PAYLOADS), max_size=10))
+def test_msgpack_batch_decoding_equals_one_by_one(payloads):
+    decoder = make_decoder("msgpack", EXAMPLE)
+    assert decoder.decode_batch(payloads) == one_by_one(decoder, payloads)
+
+
+# -- coercion ------------------------------------------------------------------------------
+TIMES = ["2026-01-01T00:00:00Z", "2026-01-01T00:00:01.5+02:00", "2026-01-01", 1767225600,
+         1767225600.25, "1767225601", "20260101", "yesterday", None, float("nan"), True,
+         "2026-13-01T00:00:00", 10**30]
+HOSTS = ["a", "b", 7, None, 1.5, float("nan")]
+CPUS = [1.5, 2, "3.25", "high", None, float("nan"), True, 2**70]
+NS = [1, 2, "3", 4.0, 4.5, None, "x", True, 2**64]
+UPS = [True, False, "true", 1, 0, "maybe", None]
+MISSING = object()
+
+
+def record(t: Any, host: Any, cpu: Any, n: Any, up: Any) -> dict[str, Any]:
+    fields = {"t": t, "host": host, "cpu": cpu, "n": n, "up": up}
+    return {k: v for k, v in fields.items() if v is not MISSING}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.builds(record, st.sampled_from([*TIMES, MISSING]),
+                          st.sampled_from([*HOSTS, MISSING]), st.sampled_from([*CPUS, MISSING]),
+                          st.sampled_from([*NS, MISSING]), st.sampled_from([*UPS, MISSING])),
+                max_size=8),
+       st.sampled_from(["s", "ms"]))
+def test_coerce_equals_the_general_path(records, unit):
+    result = coerce(records, EXAMPLE, time_unit=unit)
+    expected = _coerce_general(records, EXAMPLE, unit)
+    tm.assert_frame_equal(result[0], expected[0])
+    assert result[1].tolist() == expected[1].tolist()
+    assert result[2] == expected[2]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+def test_clean_records_take_the_fast_path_with_the_example_dtypes(unit):
+    scale = 1 if unit == "s" else 1000
+    records = [{"t": "2026-01-01T00:00:00.5Z", "host": "a", "cpu": 1, "n": 3, "up": True},
+               {"t": "2026-01-01T01:00:00.5+01:00", "host": "b", "cpu": 2.5, "n": -1,
+                "up": False}]
+    numeric = [{**r, "t": 1767225600.5 * scale} for r in records]
+    expected = pd.DataFrame({"t": pd.to_datetime(["2026-01-01 00:00:00.5"] * 2),
+                             "host": ["a", "b"], "cpu": [1.0, 2.5], "n": [3, -1],
+                             "up": [True, False]}).astype(EXAMPLE.dtypes.to_dict())
+    for batch in (records, numeric):
+        good, bad, reasons = coerce(batch, EXAMPLE, time_unit=unit)
+        tm.assert_frame_equal(good, expected)
+        assert not bad.any() and reasons == []
+
+
+def test_an_unclean_column_falls_back_with_the_reason():
+    records = [{"t": 0, "host": "a", "cpu": 1.0, "n": 1, "up": True},
+               {"t": 1, "host": "b", "cpu": 2.0, "n": 2.5, "up": True}]
+    good, bad, reasons = coerce(records, EXAMPLE)
+    assert len(good) == 1 and bad.tolist() == [False, True]
+    assert len(reasons) == 1 and reasons[0].startswith("column 'n' (int64): ")
+    assert reasons[0].endswith("2.5) is not an integer")  # np.float64(2.5): pandas' value
+    assert good["t"].dtype == np.dtype("datetime64[ns]")
