@@ -10,13 +10,16 @@ rebuilt by the exported ``rtnb.alert(...)`` call, not written out separately.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-__all__ = ["ATTR", "Call", "Code", "Recorded", "Value", "call_of", "function", "method"]
+__all__ = ["ATTR", "CHAIN", "Call", "Code", "Recorded", "Value", "attribute", "call_of",
+           "chain_of", "function", "method"]
 
 #: Attribute that holds an object's :class:`Call`.
 ATTR = "_rtnb_call"
@@ -31,10 +34,11 @@ class Call:
     """One recorded call.
 
     ``func(*args, **kwargs)`` (``kind="call"``), ``target.func(*args, **kwargs)``
-    (``kind="method"``) or ``target[args[0]]`` (``kind="index"``).
+    (``kind="method"``), ``target[args[0]]`` (``kind="index"``) or ``target.func``
+    (``kind="attr"``).
     """
 
-    kind: Literal["call", "method", "index"]
+    kind: Literal["call", "method", "index", "attr"]
     func: Any
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -78,8 +82,27 @@ class _Outermost:
         _depth.n -= 1
 
 
+#: Attribute holding the calls made on an object that returned the object itself
+#: (``view.mark(alerts)``): written after the object's own call, in order.
+CHAIN = "_rtnb_chain"
+
+
+def chain_of(obj: Any) -> list[Call]:
+    """The calls recorded on ``obj`` that returned ``obj`` itself."""
+    found = getattr(obj, CHAIN, None)
+    return list(found) if isinstance(found, list) else []
+
+
+def attribute(obj: Any, target: Any, name: str) -> None:
+    """Record that ``obj`` is ``target.name`` (an accessor such as ``frame.plot``)."""
+    _set(obj, Call("attr", name, target=target))
+
+
 def method(fn: F) -> F:
-    """Record ``self.fn(*args, **kwargs)`` on the object it returns (outermost calls only)."""
+    """Record ``self.fn(*args, **kwargs)`` on the object it returns (outermost calls only).
+
+    A method that returns ``self`` (a fluent call) is added to the object's chain instead.
+    """
 
     @functools.wraps(fn)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -87,14 +110,26 @@ def method(fn: F) -> F:
             out = fn(self, *args, **kwargs)
         if outer:
             kind: Literal["method", "index"] = "index" if fn.__name__ == "__getitem__" else "method"
-            _set(out, Call(kind, fn.__name__, args, dict(kwargs), target=self))
+            call = Call(kind, fn.__name__, args, dict(kwargs), target=self)
+            if out is self:
+                try:
+                    getattr(self, CHAIN).append(call)
+                except AttributeError:
+                    with contextlib.suppress(AttributeError, TypeError):
+                        object.__setattr__(self, CHAIN, [call])
+            else:
+                _set(out, call)
         return out
 
     return wrapper  # type: ignore[return-value]
 
 
-def function(fn: F) -> F:
-    """Record ``fn(*args, **kwargs)`` on the object it returns (outermost calls only)."""
+def function(fn: F, registry: weakref.WeakSet[Any] | None = None) -> F:
+    """Record ``fn(*args, **kwargs)`` on the object it returns (outermost calls only).
+
+    With ``registry``, every recorded result is also added to it (so an exporter can find
+    objects nothing else points to, such as dashboards).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -102,6 +137,8 @@ def function(fn: F) -> F:
             out = fn(*args, **kwargs)
         if outer:
             _set(out, Call("call", wrapper, args, dict(kwargs)))
+            if registry is not None:
+                registry.add(out)
         return out
 
     return wrapper  # type: ignore[return-value]

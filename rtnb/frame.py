@@ -79,6 +79,8 @@ class _Graph:
     pressure: set[Any] = field(default_factory=set)
     _relieved: asyncio.Event | None = None
     sinks: list[Any] = field(default_factory=list)
+    #: Dashboards built from this graph's views (the last one is what an export serves).
+    boards: list[Any] = field(default_factory=list)
 
     @property
     def paused(self) -> bool:
@@ -823,8 +825,11 @@ class StreamingFrame(_record.Recorded):
         """Live Bokeh views of this frame: ``sdf.plot.line(x=..., y=..., by=...)``."""
         from rtnb.viz.plots import PlotAccessor
 
-        return PlotAccessor(self)
+        accessor = PlotAccessor(self)
+        _record.attribute(accessor, self, "plot")
+        return accessor
 
+    @_record.method
     def status(self, *, interval: float = 1.0) -> Status:
         """A live status widget for this frame's pipeline (rates, latency, lag, pause/stop).
 

@@ -241,6 +241,32 @@ class Pipeline:
         return target
 
 
+    def export_dashboard(self, path: str | Path, *, names: Mapping[str, Any] | None = None,
+                         origin: str | None = None) -> Path:
+        """Write the pipeline's live views as a Bokeh server app (``rtnb serve app.py``).
+
+        The app rebuilds the pipeline like :meth:`export` and lays out its views as the
+        notebook's ``rtnb.dashboard(...)`` did, with a Bokeh widget per Param (at its tuned
+        value) and the status lines. ``rtnb serve`` binds it to 127.0.0.1 with an allow-list of
+        websocket origins. Each browser session runs its own copy of the pipeline.
+        """
+        from rtnb.export.script import identifier, render_script
+
+        target = Path(path)
+        data_dir = f"{target.stem}_data"
+        text, data, _env = render_script(
+            self, names=_variable_names(self, names), title=identifier(target.stem),
+            origin=origin or _origin(), data_dir=data_dir, app=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if data:
+            folder = target.parent / data_dir
+            folder.mkdir(exist_ok=True)
+            for file_name, frame in data.items():
+                frame.to_parquet(folder / file_name, index=False)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+
 def _check(pipeline: Pipeline, script: Path) -> None:
     """Rebuild the pipeline from ``script`` and compare node names and schemas."""
     import runpy

@@ -165,6 +165,31 @@ class _Writer:
         self.parts.body.append(f"{var} = {expr}")
         return var
 
+    def node_object(self, obj: Any) -> str:
+        """A view or status widget: one assignment, then its fluent calls (``.mark(...)``)."""
+        key = id(obj)
+        if key in self.vars:
+            return self.vars[key]
+        call = _record.call_of(obj)
+        if call is None:
+            msg = f"{obj!r:.80} was not built by a recorded rtnb call"
+            raise self._error(msg)
+        self.node.append(getattr(getattr(obj, "frame", None), "name", type(obj).__name__))
+        try:
+            expr = self.call(call)
+            for link in _record.chain_of(obj):
+                rendered = [self.value(a) for a in link.args]
+                rendered += [f"{k}={self.value(v)}" for k, v in link.kwargs.items()]
+                expr += f".{link.func}({', '.join(rendered)})"
+        finally:
+            self.node.pop()
+        kind = str(getattr(obj, "kind", "") or type(obj).__name__.lower())
+        frame_var = self.vars.get(id(getattr(obj, "frame", None)), "")
+        var = self._fresh(f"{frame_var}_{kind}" if frame_var else kind)
+        self.vars[key] = var
+        self.parts.body.append(f"{var} = {expr}")
+        return var
+
     def _attribute_of(self, frame: Any) -> str:
         for owner in self.pipeline.frames:
             if getattr(owner, "late", None) is frame:
@@ -191,6 +216,8 @@ class _Writer:
             head = path
         elif call.kind == "index":
             return f"{self.target(call.target)}[{self.value(args[0])}]"
+        elif call.kind == "attr":
+            return f"{self.target(call.target)}.{call.func}"
         else:
             head = f"{self.target(call.target)}.{call.func}"
         rendered = [self.value(a) for a in args]
@@ -278,9 +305,13 @@ class _Writer:
     # -- values -------------------------------------------------------------------------
     def value(self, v: Any) -> str:
         from rtnb.frame import StreamingFrame, StreamingSeries
+        from rtnb.viz.plots import View
+        from rtnb.viz.status import Status
 
         if isinstance(v, _Raw):
             return v.code
+        if isinstance(v, View | Status):
+            return self.node_object(v)
         if isinstance(v, StreamingFrame):
             return self.frame(v)
         if isinstance(v, StreamingSeries):
@@ -517,8 +548,13 @@ def _param_default(param: Param) -> Any:
 
 
 def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, origin: str,
-                  data_dir: str) -> tuple[str, dict[str, pd.DataFrame], list[tuple[str, str]]]:
-    """The script's text, its data files (name -> frame) and environment variables."""
+                  data_dir: str, app: bool = False,
+                  ) -> tuple[str, dict[str, pd.DataFrame], list[tuple[str, str]]]:
+    """The script's text, its data files (name -> frame) and environment variables.
+
+    With ``app=True`` the file is a Bokeh server app (``bokeh serve`` / ``rtnb serve``) that
+    also rebuilds the pipeline's views and its dashboard layout.
+    """
     if pipeline.root._source is None:
         msg = (f"frame {pipeline.root.name!r} has no source (batches are emitted into it by "
                "hand); an exported script needs one, e.g. rtnb.sources.replay(...)")
@@ -536,10 +572,12 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
         finally:
             writer.node.pop()
         writer.parts.body.append(expr)
+    board_var = _app_layout(writer, pipeline) if app else None
     parts = writer.parts
     params = list(parts.params.values())
-    lines: list[str] = ["#!/usr/bin/env python3"]
-    lines.append(_DOC.format(title=title, origin=origin).rstrip("\n"))
+    lines: list[str] = [] if app else ["#!/usr/bin/env python3"]
+    doc = _APP_DOC if app else _DOC
+    lines.append(doc.format(title=title, origin=origin).rstrip("\n"))
     if parts.env:
         lines.append("")
         lines.append("Secrets are never written here; they come from these environment variables:")
@@ -548,7 +586,7 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     lines.append("")
     lines.append("from __future__ import annotations")
     lines.append("")
-    lines.extend(_import_block(parts.imports))
+    lines.extend(_import_block(parts.imports, app=app, path=bool(parts.data_files) or not app))
     if parts.data_files:
         lines.append("#: The data the source replays is kept next to this script.")
         lines.append("HERE = Path(__file__).resolve().parent")
@@ -564,8 +602,9 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
         lines.append(fn.source.rstrip())
     lines.append("")
     lines.append("")
+    returns = "tuple[rtnb.Pipeline, dashboard.Board]" if app else "rtnb.Pipeline"
     lines.append("def build(params: dict[str, Any] | None = None, source: str | None = None"
-                 ") -> rtnb.Pipeline:")
+                 f") -> {returns}:")
     lines.append('    """The pipeline, with ``params`` overriding Params by name."""')
     lines.append("    params = {**PARAMS, **(params or {})}")
     for var, p in params:
@@ -573,7 +612,16 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     for statement in parts.body:
         lines.append(textwrap.indent(statement, "    "))
     leaves = [writer.vars[id(f)] for f in pipeline.leaves() if id(f) in writer.vars]
-    lines.append(f"    return rtnb.Pipeline({', '.join(leaves)}, name={pipeline.name!r})")
+    pipeline_expr = f"rtnb.Pipeline({', '.join(leaves)}, name={pipeline.name!r})"
+    if app:
+        lines.append(f"    return {pipeline_expr}, {board_var}")
+        lines.append("")
+        lines.append("")
+        lines.append(f"dashboard.serve(curdoc(), build, title={title!r})")
+        text = "\n".join(lines) + "\n"
+        ast.parse(text)
+        return text, parts.data_files, [(e.variable, e.what) for e in parts.env]
+    lines.append(f"    return {pipeline_expr}")
     lines.append("")
     lines.append("")
     options: list[_Option] = []
@@ -614,10 +662,16 @@ _STDLIB = frozenset({"collections", "datetime", "functools", "itertools", "json"
                      "time", "typing", "zoneinfo"})
 
 
-def _import_block(extra: set[str]) -> list[str]:
+def _import_block(extra: set[str], *, app: bool = False, path: bool = True) -> list[str]:
     """Imports in isort order (stdlib, then third party), as ``ruff check`` wants them."""
-    wanted = {"from pathlib import Path", "from typing import Annotated, Any", "import rtnb",
-              "import typer", "from rtnb.export import runtime", *extra}
+    if app:
+        wanted = {"from typing import Any", "import rtnb", "from bokeh.io import curdoc",
+                  "from rtnb.export import dashboard", *extra}
+        if path:
+            wanted.add("from pathlib import Path")
+    else:
+        wanted = {"from pathlib import Path", "from typing import Annotated, Any",
+                  "import rtnb", "import typer", "from rtnb.export import runtime", *extra}
 
     def module(line: str) -> str:
         return line.split()[1]
@@ -630,11 +684,54 @@ def _import_block(extra: set[str]) -> list[str]:
     return [*std, "", *third, ""]
 
 
+def _app_layout(writer: _Writer, pipeline: Pipeline) -> str:
+    """Write the pipeline's views and its dashboard's layout; return the board variable."""
+    views = [v for v in pipeline.views if _record.call_of(v) is not None]
+    if not views:
+        msg = (f"pipeline {pipeline.name!r} has no views to serve; draw some with "
+               "frame.plot.line(...) before export_dashboard()")
+        raise ExportError(msg)
+    ids = {id(v) for v in views}
+    boards = [b for b in pipeline.root._graph.boards
+              if any(id(v) in ids and not v.closed for v in b.views)]
+    if boards:
+        board = boards[-1]
+        call = _record.call_of(board)
+        assert call is not None
+        items = [a for a in call.args if _exportable_item(a)]
+        skipped = [a for a in call.args if not _exportable_item(a)]
+        if skipped:
+            writer.parts.body.append(f"# left out of the dashboard (not rtnb objects): "
+                                     f"{', '.join(type(a).__name__ for a in skipped)}")
+        options = {k: v for k, v in call.kwargs.items() if k in ("ncols",)}
+    else:
+        items, options = list(views), {}
+    rendered = [writer.value(i) for i in items]
+    rendered += [f"{k}={writer.value(v)}" for k, v in options.items()]
+    var = writer._fresh("board")
+    writer.parts.body.append(f"{var} = dashboard.Board({', '.join(rendered)})")
+    return var
+
+
+def _exportable_item(item: Any) -> bool:
+    from rtnb.viz.plots import View
+    from rtnb.viz.status import Status
+
+    return isinstance(item, Param | View | Status)
+
+
 _DOC = '''"""{title}: an rtnb pipeline exported from {origin}.
 
 Runs headless until the source ends, ``--until``, ``--max-events`` or SIGTERM, then flushes
 every window and sink and exits 0. ``python <this file> --help`` lists the options; every
 Param has one, defaulting to the value it was tuned to.
+'''
+
+_APP_DOC = '''"""{title}: the live dashboard of an rtnb pipeline exported from {origin}.
+
+Serve it with ``rtnb serve <this file>`` (or ``bokeh serve``): bound to 127.0.0.1 with an
+allow-list of websocket origins. Each browser session builds its own pipeline, starts its
+source, and stops it when the session ends. Every Param is a widget at its tuned value.
 '''
 
 _COMMON_OPTIONS = """\
