@@ -683,6 +683,12 @@ class MAD(Detector):
     window cannot inflate. ``score > threshold`` is an anomaly; a window whose values are all
     equal has MAD 0, and any other value then scores ``inf``.
 
+    Each key's rows are taken one by one: the window's values are kept sorted (``insort``),
+    the median read off, and the MAD's split (how many of the ``k`` smallest deviations lie
+    below the median) searched from the previous row's split, which it rarely leaves by
+    more than one. An exact rolling median of deviations has no vectorised form in numpy:
+    a padded (rows x window) matrix with ``nanmedian`` costs O(window) per row.
+
     Examples
     --------
     >>> import pandas as pd
@@ -718,26 +724,68 @@ class MAD(Detector):
         kt, kx = ht.tolist(), hx.tolist()  # the rows windows can hold, in time order
         lo = bisect.bisect_left(kt, int(t[0]) - w) if len(t) else 0
         seed = hx[lo:]
-        window = np.sort(seed[~np.isnan(seed)]).tolist()  # the values in it, sorted
+        s = np.sort(seed[~np.isnan(seed)]).tolist()  # the window's values, sorted
         hi = len(kt)
         scores = [math.nan] * len(x)
+        insort, bleft, inf = bisect.insort, bisect.bisect_left, math.inf
+        a = 0  # the previous row's split (deviations taken from below the median)
         for i, (ti, xi) in enumerate(zip(t.tolist(), x.tolist(), strict=True)):
             if hi < len(kt):  # the previous row, if it was kept
                 v = kx[hi]
                 if v == v:
-                    bisect.insort(window, v)
+                    insort(s, v)
                 hi += 1
-            while lo < hi and kt[lo] < ti - w:  # rows that left the window
+            cut = ti - w
+            while lo < hi and kt[lo] < cut:  # rows that left the window
                 v = kx[lo]
                 if v == v:
-                    del window[bisect.bisect_left(window, v)]
+                    del s[bleft(s, v)]
                 lo += 1
-            n = len(window)
+            n = len(s)
             if n >= mp:
-                med, mad = _median_and_mad(window)
+                # median; then the k smallest deviations |v - med| are the a nearest values
+                # below the median (s[p - a:p]) and the k - a nearest from it up
+                # (s[p:p + k - a]); the split a moves little from row to row, so it is
+                # searched from the previous one (O(1) probes usually), then bisected
+                h = n >> 1
+                if n & 1:
+                    med, k = s[h], h + 1
+                else:
+                    med, k = (s[h - 1] + s[h]) / 2, h
+                p = bleft(s, med)
+                la, ha = max(0, k - n + p), min(k, p)  # a in [la, ha]
+                g = la if a < la else ha if a > ha else a
+                # a is the least split with s[p + k - a - 1] - med <= med - s[p - 1 - a]
+                if g < ha and s[p + k - g - 1] - med > med - s[p - 1 - g]:
+                    la = g + 1
+                    if la < ha and not s[p + k - la - 1] - med > med - s[p - 1 - la]:
+                        ha = la
+                else:
+                    ha = g
+                    if la < g and s[p + k - g] - med > med - s[p - g]:
+                        la = g
+                while la < ha:
+                    mid = (la + ha) >> 1
+                    if s[p + k - mid - 1] - med > med - s[p - 1 - mid]:
+                        la = mid + 1
+                    else:
+                        ha = mid
+                a = la
+                mad = med - s[p - a] if a else -inf  # the k-th smallest deviation
+                if k > a:
+                    up = s[p + k - a - 1] - med
+                    if up > mad:
+                        mad = up
+                if not n & 1:  # average with the (k + 1)-th: the nearer next value
+                    nxt = med - s[p - a - 1] if a < p else inf
+                    if k - a < n - p:
+                        up = s[p + k - a] - med
+                        if up < nxt:
+                            nxt = up
+                    mad = (mad + nxt) / 2
                 dev = abs(xi - med)
                 scale = 1.4826 * mad
-                scores[i] = dev / scale if scale else math.inf if dev > 0 else math.nan
+                scores[i] = dev / scale if scale else inf if dev > 0 else math.nan
             if not (protect and scores[i] > limit):
                 kt.append(ti)
                 kx.append(xi)
@@ -751,29 +799,3 @@ class MAD(Detector):
     def __repr__(self) -> str:
         return f"MAD(window={self.window!r}, threshold={self.threshold!r})"
 
-
-def _median_and_mad(s: list[float]) -> tuple[float, float]:
-    """Median of sorted ``s`` and median of ``|s - median|``, as numpy computes them.
-
-    The deviations below and above the median are two sorted sequences; the k-th smallest
-    of both is found by bisection on how many come from below (O(log n), no new list).
-    """
-    n = len(s)
-    h = n // 2
-    med = s[h] if n % 2 else (s[h - 1] + s[h]) / 2
-    p = bisect.bisect_left(s, med)  # s[:p] below the median, s[p:] at or above it
-    below, above = p, n - p
-
-    def kth(k: int) -> float:  # the k-th smallest deviation, 1-based
-        lo, hi = max(0, k - above), min(k, below)
-        while lo < hi:  # a deviations from below, k - a from above
-            a = (lo + hi) // 2
-            if s[p + k - a - 1] - med > med - s[p - 1 - a]:
-                lo = a + 1
-            else:
-                hi = a
-        best = med - s[p - lo] if lo > 0 else -math.inf
-        return max(best, s[p + k - lo - 1] - med) if k - lo > 0 else best
-
-    mad = kth(h + 1) if n % 2 else (kth(h) + kth(h + 1)) / 2
-    return med, mad

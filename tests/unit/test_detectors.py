@@ -436,3 +436,48 @@ def test_batch_verbs_learn_and_score():
         first = a.score(x[2000:], codes[2000:], t[2000:])
         np.testing.assert_array_equal(a.score(x[2000:], codes[2000:], t[2000:]), first)
         np.testing.assert_array_equal(b.process(x[2000:], codes[2000:], t[2000:])[0], first)
+
+
+def mad_by_key(x: np.ndarray, codes: np.ndarray, t: np.ndarray, window: str,
+               mp: int) -> np.ndarray:
+    """``pandas_mad`` per key of a keyed series, in the rows' order."""
+    df = pd.DataFrame({"timestamp": t.view("datetime64[ns]"), "cpu": x, "key": codes})
+    expected = np.full(len(x), np.nan)
+    for _, g in df.groupby("key"):
+        expected[g.index.to_numpy()] = pandas_mad(g, window, mp).to_numpy()
+    return expected
+
+
+@pytest.mark.parametrize(("window", "mp", "decimals"),
+                         [("30s", 1, None), ("5min", 10, None), ("5min", 4, 0),
+                          ("3h", 2, 1)])
+def test_mad_all_keys_equals_pandas_for_any_split(window, mp, decimals):
+    """Several keys, missing values, spikes, ties (rounded values), a window longer than
+    the series, odd and even counts: the warm-started split search gives pandas' values."""
+    x, codes, t = keyed_series(2500, 5, 12)
+    if decimals is not None:
+        x = np.round(x / 5, decimals)
+    det = MAD(window, threshold=3.5, min_periods=mp)
+    got = np.concatenate([det.process(x[s], codes[s], t[s])[0] for s in batches(len(x), 3)])
+    np.testing.assert_allclose(got, mad_by_key(x, codes, t, window, mp), rtol=1e-12)
+
+
+def test_mad_min_periods_counts_values_not_rows():
+    """Missing values do not count towards min_periods."""
+    t = pd.date_range("2026-01-01", periods=6, freq="s")
+    x = [1.0, np.nan, 2.0, np.nan, 4.0, 3.0]
+    got = MAD("1min", threshold=3, min_periods=3).process(x, times=t)[0]
+    df = pd.DataFrame({"timestamp": t, "cpu": x})
+    np.testing.assert_array_equal(got, pandas_mad(df, "1min", 3).to_numpy())
+    assert np.isnan(got[:5]).all() and got[5] == pytest.approx(1 / 1.4826)
+
+
+def test_mad_one_value_verbs_equal_process():
+    x, _, t = keyed_series(300, 1, 2)
+    det = MAD("1min", threshold=3, min_periods=5)
+    expected = MAD("1min", threshold=3, min_periods=5).process(x, times=t)[0]
+    got = []
+    for xi, ti in zip(x, t, strict=True):
+        got.append(det.score_one(xi, t=pd.Timestamp(int(ti))))
+        det.learn_one(xi, t=pd.Timestamp(int(ti)))
+    np.testing.assert_array_equal(np.array(got), expected)
