@@ -133,6 +133,11 @@ class _Graph:
                 return name
         raise AssertionError  # pragma: no cover
 
+    def suspend(self) -> None:
+        """End the stream *without* the end-of-stream flush (a checkpoint keeps the open
+        windows and pending rows; the run resumed from it emits them)."""
+        self.closed = True
+
     def close(self) -> None:
         if self.closed:
             return
@@ -581,7 +586,10 @@ class StreamingFrame(_record.Recorded):
 
         example = self.example.assign(**{score: pd.Series([], dtype="float64"),
                                          anomaly: pd.Series([], dtype="bool")})
-        return self._derive(run, example, name or "detect")
+        derived = self._derive(run, example, name or "detect")
+        # What a checkpoint saves and restores (rtnb.state): the detector and the key codes.
+        derived._state = {"detector": detector, "keys": registry}  # type: ignore[attr-defined]
+        return derived
 
     # -- windows ---------------------------------------------------------------------------
     @_record.method

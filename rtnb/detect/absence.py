@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,14 @@ class _Silence:
         self.last = np.zeros(0, dtype=np.int64)
         self.silent = np.zeros(0, dtype=bool)
         self.now = int(np.iinfo(np.int64).min)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The per-key state, for a checkpoint."""
+        return {"last": self.last, "silent": self.silent, "now": self.now}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back."""
+        self.last, self.silent, self.now = state["last"], state["silent"], int(state["now"])
 
 
 @_record.function
@@ -129,4 +137,7 @@ def absence(frame: StreamingFrame, timeout: DurationLike | Param, *, by: str | l
                                        .view("datetime64[ns]")))
         return pd.DataFrame(out).sort_values("time", kind="stable").reset_index(drop=True)
 
-    return frame._derive(run, example, name, time="time")
+    derived = frame._derive(run, example, name, time="time")
+    # What a checkpoint saves and restores (rtnb.state).
+    derived._state = {"silence": state, "keys": registry}  # type: ignore[attr-defined]
+    return derived

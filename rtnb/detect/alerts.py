@@ -73,6 +73,14 @@ class AlertRule:
         """The current state of ``key``."""
         return self._keys.get(key, _KeyState()).state
 
+    def snapshot(self) -> dict[int, tuple[str, int, int | None]]:
+        """Every key's ``(state, started, clear_since)``, for a checkpoint."""
+        return {k: (s.state, s.started, s.clear_since) for k, s in self._keys.items()}
+
+    def restore(self, state: dict[int, tuple[str, int, int | None]]) -> None:
+        """Put a :meth:`snapshot` back."""
+        self._keys = {k: _KeyState(*v) for k, v in state.items()}
+
     def process(self, keys: np.ndarray[Any, Any], t: np.ndarray[Any, Any],
                 cond: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
                 ) -> list[tuple[int, str, int, int, float]]:
@@ -267,6 +275,8 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
 
     derived = frame._derive(run, example, name, time="time")
     derived.rule = rule  # type: ignore[attr-defined]
+    # What a checkpoint saves and restores (rtnb.state): the rule, the key codes, held rows.
+    derived._state = {"rule": rule, "keys": registry, "held": held}  # type: ignore[attr-defined]
     frame._graph.close_hooks.append(at_end)
     assert isinstance(derived, StreamingFrame)
     return derived

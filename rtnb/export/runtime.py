@@ -4,6 +4,15 @@ An exported script calls :func:`build` (its Params from the command line) and th
 :func:`run`. ``run`` owns the asyncio loop (``asyncio.run``), stops the source on SIGTERM or
 SIGINT and lets the stream end normally (windows flush, sinks deliver), serves Prometheus
 metrics on 127.0.0.1, logs structured events (JSON by default) and exits 0.
+
+With ``checkpoint`` (``--checkpoint PATH``) the run starts from the checkpoint saved there (if
+any) and saves one between batches every ``checkpoint_every`` and when it ends (see
+:mod:`rtnb.state`). A run that is *stopped* (SIGTERM/SIGINT, ``--until``, ``--max-events``
+before the source's end) saves its open windows and pending rows in the checkpoint instead of
+flushing them, so the run that resumes from it emits them exactly once, when they close: the
+outputs of the stopped run followed by those of the resumed run are those of one
+uninterrupted run. Only a source that reaches its end flushes (and saves a finished
+checkpoint, from which a restart emits nothing more).
 """
 
 from __future__ import annotations
@@ -21,11 +30,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rtnb._time import to_ns
-from rtnb.errors import ConfigError, RtnbError
+from rtnb.errors import CheckpointError, ConfigError, RtnbError
+from rtnb.sources.replay import Replay
+from rtnb.state.checkpoint import Checkpoint, source_kind
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
     from rtnb.pipeline import Pipeline
+    from rtnb.sources.base import Source
 
 __all__ = ["HELP", "RecordedBatches", "build", "limit", "run"]
 
@@ -38,6 +50,10 @@ HELP = {
     "input": "replay batches recorded with Pipeline.record() / `rtnb export --record` instead of "
              "reading the source (a Parquet file with a __batch__ column, or its folder)",
     "output": "write every node's batches as Parquet files (and manifest.json) into this folder",
+    "checkpoint": "resume from and save checkpoints (source position + operator state) in this "
+                  "SQLite file; a stopped run keeps its open windows there instead of flushing",
+    "checkpoint_every": "how often to save a checkpoint between batches, e.g. 10s (and always "
+                        "at the end)",
 }
 
 
@@ -72,14 +88,35 @@ class RecordedBatches:
         self.batches = [g.drop(columns="__batch__").reset_index(drop=True)
                         for _, g in data.groupby("__batch__", sort=True)]
         self.max_events: int | None = None
+        #: ``(batch, row)``: where the next row comes from (what a checkpoint saves).
+        self.position: tuple[int, int] = (0, 0)
 
     def __repr__(self) -> str:
         return f"<RecordedBatches {self.path.name}: {len(self.batches)} batches>"
 
+    def skip(self, position: tuple[int, int]) -> None:
+        """Start at row ``position[1]`` of batch ``position[0]`` (resuming a checkpoint)."""
+        index, row = int(position[0]), int(position[1])
+        if not (0 <= index <= len(self.batches) and row >= 0 and (
+                row == 0 or (index < len(self.batches) and row < len(self.batches[index])))):
+            msg = f"{self!r} has no batch {index}, row {row}"
+            raise ConfigError(msg)
+        self.position = (index, row)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every recorded batch was emitted."""
+        return self.position[0] >= len(self.batches)
+
     async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
         """Emit each recorded batch into ``frame`` (waiting while paused or pressed)."""
         sent = 0
-        for batch in self.batches:
+        first, skip = self.position
+        for index in range(first, len(self.batches)):
+            batch = self.batches[index]
+            done = skip if index == first else 0
+            if done:
+                batch = batch.iloc[done:]
             if stop.is_set():
                 return
             if self.max_events is not None:
@@ -89,13 +126,13 @@ class RecordedBatches:
             await frame._graph.wait_running()
             frame.emit(batch.astype(frame.example.dtypes.to_dict()))
             sent += len(batch)
+            done += len(batch)
+            self.position = (index + 1, 0) if done >= len(self.batches[index]) else (index, done)
             await asyncio.sleep(0)
 
 
 def limit(source: Any, max_events: int) -> None:
     """Make ``source`` stop after ``max_events`` events (each kind of source its own way)."""
-    from rtnb.sources.replay import Replay
-
     if isinstance(source, Replay):
         source.data = source.data.iloc[:max_events]
     elif hasattr(source, "max_events"):
@@ -132,6 +169,8 @@ class _Counts:
     def __init__(self, frames: list[StreamingFrame]) -> None:
         self.rows: dict[str, int] = {}
         self.batches: dict[str, int] = {}
+        #: Checkpoints saved by this process.
+        self.checkpoints = 0
         for frame in frames:
             self.rows[frame.name] = 0
             self.batches[frame.name] = 0
@@ -169,6 +208,10 @@ class _Collector:
             late.add_metric([name, frame.name], frame.counters.late)
             dead.add_metric([name, frame.name], frame.counters.dead_letters)
         yield from (rows, batches, late, dead)
+        saved = CounterMetricFamily("rtnb_checkpoints", "Checkpoints saved by this process",
+                                    labels=["pipeline"])
+        saved.add_metric([name], self.counts.checkpoints)
+        yield saved
         stats = getattr(self.pipeline.root._source, "stats", None)
         if stats is not None:
             src = self.pipeline.root.name
@@ -208,11 +251,13 @@ def serve_metrics(pipeline: Pipeline, counts: _Counts, port: int) -> tuple[Any, 
 
 def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None = None,
         metrics_port: int | None = None, log_format: str = "json",
-        input: Path | None = None, output: Path | None = None) -> int:
+        input: Path | None = None, output: Path | None = None,
+        checkpoint: Path | None = None, checkpoint_every: str = "10s") -> int:
     """Run ``pipeline`` headless until its source ends, ``until``, ``max_events`` or a signal.
 
     Returns the exit code: 0 when the stream ended normally (also after SIGTERM/SIGINT), 1
-    when the source failed.
+    when the source failed, 2 when the checkpoint cannot be used (corrupt, written by another
+    pipeline, or a source that cannot resume; the log says which).
     """
     import typer
 
@@ -235,10 +280,26 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
     if root._source is None:
         msg = f"pipeline {pipeline.name!r} has no source to run"
         raise RtnbError(msg)
+    saver: _Saver | None = None
+    if checkpoint is not None:
+        try:
+            every = to_ns(checkpoint_every, name="--checkpoint-every") / 1e9
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        if every <= 0:
+            msg = f"--checkpoint-every must be positive; got {checkpoint_every!r}"
+            raise typer.BadParameter(msg)
+        try:
+            saver = _Saver(pipeline, Checkpoint(checkpoint), every, log)
+        except CheckpointError as exc:
+            log.error("checkpoint", action="refused", path=str(checkpoint), error=str(exc))
+            return 2
     if max_events is not None:
-        limit(root._source, max_events)
+        limit(saver.source if saver is not None else root._source, max_events)
     frames = pipeline.frames
     counts = _Counts(frames)
+    if saver is not None:
+        saver.resume_counts(counts)
     recording = pipeline.record() if output is not None else None
     server = None
     if metrics_port is not None:
@@ -248,7 +309,7 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
     log.info("start", source=repr(root._source), nodes=len(frames),
              params={p.name: str(p.value) for p in pipeline.params})
     try:
-        code = asyncio.run(_main(pipeline, seconds, log))
+        code = asyncio.run(_main(pipeline, seconds, log, saver))
     finally:
         if server is not None:
             server.shutdown()
@@ -262,7 +323,8 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
     return code
 
 
-async def _main(pipeline: Pipeline, seconds: float | None, log: Any) -> int:
+async def _main(pipeline: Pipeline, seconds: float | None, log: Any,
+                saver: _Saver | None = None) -> int:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -273,6 +335,7 @@ async def _main(pipeline: Pipeline, seconds: float | None, log: Any) -> int:
         with contextlib.suppress(NotImplementedError):  # pragma: no cover - Windows
             loop.add_signal_handler(sig, on_signal, sig)
     timer = loop.call_later(seconds, pipeline.stop) if seconds is not None else None
+    periodic = loop.create_task(saver.periodic()) if saver is not None else None
     try:
         await pipeline.arun()
     except Exception as exc:
@@ -281,4 +344,108 @@ async def _main(pipeline: Pipeline, seconds: float | None, log: Any) -> int:
     finally:
         if timer is not None:
             timer.cancel()
+        if periodic is not None:
+            periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await periodic
+    if saver is not None and saver.exhausted:
+        saver.save("end", finished=True)  # windows flushed: a restart emits nothing more
     return 0
+
+
+class _Saver:
+    """Checkpoints of one run: restores at start, saves between batches and at the end.
+
+    The source is wrapped so that when it returns *before its end* (a stop) the checkpoint is
+    saved and the stream is marked ended without the end-of-stream flush: open windows,
+    pending rolling rows and held alert rows stay in the checkpoint and are emitted by the
+    run that resumes from it, never twice.
+    """
+
+    def __init__(self, pipeline: Pipeline, store: Checkpoint, every: float, log: Any) -> None:
+        self.pipeline, self.store, self.every = pipeline, store, every
+        self.log = log.bind(checkpoint=str(store.path))
+        root = pipeline.root
+        assert root._source is not None
+        self.source: Source = root._source
+        self.kind = source_kind(self.source)
+        self.counts: _Counts | None = None
+        if store.restore(pipeline):
+            saved = store.restored
+            assert saved is not None
+            self.log.info("checkpoint", action="restored", position=_json(saved.position),
+                          finished=saved.finished, saved_at=saved.saved_at)
+        else:
+            self.log.info("checkpoint", action="fresh", source=self.kind)
+        # Rows a replay has in all (before --max-events cuts it): reaching it is the end.
+        self.total = (self.source.offset + len(self.source.data)
+                      if isinstance(self.source, Replay) else None)
+        root._source = _Checkpointed(self)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the source reached the end of its data (not stopped before it)."""
+        if isinstance(self.source, Replay):
+            return self.source.position >= (self.total or 0)
+        if isinstance(self.source, RecordedBatches):
+            return self.source.exhausted
+        return False  # brokers and live feeds never end by themselves
+
+    def resume_counts(self, counts: _Counts) -> None:
+        """Continue the per-node metric counts of the checkpoint."""
+        self.counts = counts
+        for field in ("rows", "batches"):
+            saved = self.store.extra.get(field, {})
+            target = getattr(counts, field)
+            for name, n in saved.items():
+                if name in target:
+                    target[name] = n
+
+    def save(self, reason: str, *, finished: bool = False) -> None:
+        extra = {} if self.counts is None else {"rows": dict(self.counts.rows),
+                                                "batches": dict(self.counts.batches)}
+        started = time.monotonic()
+        self.store.save(self.pipeline, finished=finished, extra=extra)
+        if self.counts is not None:
+            self.counts.checkpoints += 1
+        self.log.info("checkpoint", action="saved", reason=reason, finished=finished,
+                      position=_json(getattr(self.source, "position", None)),
+                      ms=round((time.monotonic() - started) * 1e3, 1))
+
+    async def periodic(self) -> None:
+        """Save every ``every`` seconds; it runs between batches (emitting never awaits)."""
+        graph = self.pipeline.root._graph
+        while True:
+            await asyncio.sleep(self.every)
+            if not graph.closed:
+                self.save("periodic")
+
+
+class _Checkpointed:
+    """The run's source, saving a checkpoint instead of flushing when it is stopped early."""
+
+    #: :mod:`rtnb.state` looks through it to the source it wraps (``inner``).
+    wraps_source = True
+
+    def __init__(self, saver: _Saver) -> None:
+        self.saver = saver
+        self.inner = saver.source
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # stats, max_events... for metrics and limits
+
+    async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
+        await self.inner.run(frame, stop)
+        if not self.saver.exhausted:
+            self.saver.save("stop")
+            # The stream ends here without the end-of-stream flush (the frame closes the
+            # graph when this returns, and a closed graph does not close twice): what is
+            # open lives on in the checkpoint.
+            frame._graph.suspend()
+
+
+def _json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -646,7 +646,8 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     lines.append(f"    pipeline = runtime.build(build, {{{overrides}}}, {src_arg})")
     lines.append("    code = runtime.run(pipeline, until=until, max_events=max_events,")
     lines.append("                       metrics_port=metrics_port, log_format=log_format,")
-    lines.append("                       input=input, output=output)")
+    lines.append("                       input=input, output=output, checkpoint=checkpoint,")
+    lines.append("                       checkpoint_every=checkpoint_every)")
     lines.append("    raise typer.Exit(code)")
     lines.append("")
     lines.append("")
@@ -741,6 +742,9 @@ _COMMON_OPTIONS = """\
     log_format: Annotated[str, typer.Option(help=runtime.HELP["log_format"])] = "json",
     input: Annotated[Path | None, typer.Option(help=runtime.HELP["input"])] = None,
     output: Annotated[Path | None, typer.Option(help=runtime.HELP["output"])] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help=runtime.HELP["checkpoint"])] = None,
+    checkpoint_every: Annotated[
+        str, typer.Option(help=runtime.HELP["checkpoint_every"])] = "10s",
 """
 
 

@@ -57,6 +57,12 @@ class Replay:
     batch_size: int
     interval_s: float
 
+    #: Rows of ``data`` skipped (a run resumed from a checkpoint starts there).
+    offset: int = field(default=0, init=False)
+    #: Rows of the replayed file emitted so far, ``offset`` included: where a checkpoint
+    #: resumes (rows are sorted stably by time, so a row's position never changes).
+    position: int = field(default=0, init=False)
+
     _clock: tuple[int, float] | None = field(default=None, init=False, repr=False)
     _frozen: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
@@ -76,6 +82,15 @@ class Replay:
         pace = "as fast as possible" if self.speed is None else f"{self.speed:g}x real time"
         return f"<Replay {self.name!r}: {len(self.data)} rows, {pace}>"
 
+    def skip(self, rows: int) -> None:
+        """Start at row ``rows`` of the data (resuming from a checkpoint)."""
+        if not 0 <= rows <= self.offset + len(self.data):
+            msg = (f"replay {self.name!r}: cannot resume at row {rows}; the data has "
+                   f"{self.offset + len(self.data)} rows")
+            raise ConfigError(msg)
+        self.data = self.data.iloc[rows - self.offset:].reset_index(drop=True)
+        self.offset = self.position = rows
+
     async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
         """Emit the recorded rows into ``frame`` in event-time order."""
         data = self.data
@@ -88,7 +103,9 @@ class Replay:
                 await graph.wait_running()
                 if stop.is_set():
                     return
-                frame.emit(data.iloc[lo:lo + self.batch_size].reset_index(drop=True))
+                batch = data.iloc[lo:lo + self.batch_size].reset_index(drop=True)
+                frame.emit(batch)
+                self.position = self.offset + lo + len(batch)
                 await asyncio.sleep(0)
             return
         t = time_ns(data[self.time])
@@ -115,6 +132,7 @@ class Replay:
                 cut = min(hi, lo + self.batch_size)
                 frame.emit(data.iloc[lo:cut].reset_index(drop=True))
                 lo = cut
+                self.position = self.offset + lo
             if lo < n:
                 # Sleep until the next tick, or until the next event is due if that is later.
                 due = (int(t[lo]) - t0_event) / 1e9 / self.speed

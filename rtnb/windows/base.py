@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -12,7 +12,8 @@ import pandas as pd
 from rtnb.aggregations import Aggregation
 from rtnb.windows.keys import KeyRegistry
 
-__all__ = ["NO_WATERMARK", "AggSpec", "KeyedEngine", "WindowOutput", "time_ns"]
+__all__ = ["NO_WATERMARK", "AggSpec", "KeyedEngine", "WindowOutput", "restore_attributes",
+           "snapshot_attributes", "time_ns"]
 
 NO_WATERMARK = int(np.iinfo(np.int64).min)
 END_OF_STREAM = int(np.iinfo(np.int64).max)
@@ -35,6 +36,24 @@ class WindowOutput:
     late: pd.DataFrame | None
 
 
+def snapshot_attributes(engine: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``names`` of ``engine`` and its key registry's snapshot, as a dict (for checkpoints)."""
+    state = {name: getattr(engine, name) for name in names}
+    state["keys"] = engine.keys.snapshot()
+    return state
+
+
+def restore_attributes(engine: Any, names: tuple[str, ...], state: dict[str, Any]) -> None:
+    """Set ``names`` of ``engine`` from :func:`snapshot_attributes`'s ``state``."""
+    missing = [n for n in (*names, "keys") if n not in state]
+    if missing:
+        msg = f"{type(engine).__name__} state lacks {missing!r}"
+        raise ValueError(msg)
+    for name in names:
+        setattr(engine, name, state[name])
+    engine.keys.restore(state["keys"])
+
+
 def time_ns(series: pd.Series) -> npt.NDArray[np.int64]:
     """Event times as int64 nanoseconds, whatever the datetime64 unit (NaT -> int64 min)."""
     values = series.to_numpy()
@@ -45,6 +64,11 @@ def time_ns(series: pd.Series) -> npt.NDArray[np.int64]:
 
 class KeyedEngine:
     """Shared state and helpers of the keyed window engines."""
+
+    #: Attributes holding what the engine has seen (saved by :meth:`snapshot`); everything
+    #: else is configuration, rebuilt from the spec and the Params. Subclasses extend it.
+    STATE: ClassVar[tuple[str, ...]] = ("max_time", "_watermark", "_seq", "late_total",
+                                        "emitted_total", "_floor")
 
     def __init__(self, *, time: str, by: list[str], aggs: list[AggSpec],
                  example: pd.DataFrame, allowed_lateness_ns: int = 0,
@@ -72,6 +96,32 @@ class KeyedEngine:
         # After a reconfigure flushed open windows early, rows older than the newest flushed
         # window end would land in windows overlapping emitted ones: they are late.
         self._floor: int = NO_WATERMARK
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's data state (numpy arrays and numbers, no Params), for a checkpoint.
+
+        Examples
+        --------
+        >>> from rtnb.aggregations import Count
+        >>> from rtnb.windows.engine import WindowAggregator
+        >>> from rtnb.windows.specs import tumbling
+        >>> df = pd.DataFrame({"t": pd.to_datetime(["2026-01-01 00:00:01"]), "x": [1.0]})
+        >>> def fresh():
+        ...     return WindowAggregator(tumbling("10s"), time="t", by=[],
+        ...                             aggs=[AggSpec("n", "x", Count())], example=df.iloc[:0])
+        >>> eng = fresh()
+        >>> _ = eng.process(df)
+        >>> again = fresh()
+        >>> again.restore(eng.snapshot())
+        >>> again.flush().windows["n"].tolist()
+        [1]
+        """
+        return snapshot_attributes(self, self.STATE)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back into this (freshly built, identically configured) engine."""
+        restore_attributes(self, self.STATE, state)
 
     # -- the interface every engine implements --------------------------------------------
     def process(self, batch: pd.DataFrame) -> WindowOutput:

@@ -75,6 +75,9 @@ class WindowAggregator(KeyedEngine):
     0 2026-01-01 09:00:10 2026-01-01 09:00:20   5.0
     """
 
+    STATE = (*KeyedEngine.STATE, "_g_key", "_g_start", "_states", "_touched", "_raw_key",
+             "_raw_start", "_raw_values")
+
     def __init__(
         self,
         spec: Tumbling | Sliding,

@@ -45,6 +45,31 @@ class KeyRegistry:
     def __len__(self) -> int:
         return len(self._lookup) if self.by else 1
 
+    def snapshot(self) -> dict[str, Any]:
+        """The known keys and their codes, for a checkpoint.
+
+        Examples
+        --------
+        >>> reg = KeyRegistry(["host"], pd.DataFrame({"host": pd.Series([], dtype=str)}))
+        >>> _ = reg.codes(pd.DataFrame({"host": ["b", "a"]}))
+        >>> again = KeyRegistry(["host"], pd.DataFrame({"host": pd.Series([], dtype=str)}))
+        >>> again.restore(reg.snapshot())
+        >>> again.codes(pd.DataFrame({"host": ["a", "c", "b"]}))
+        array([1, 2, 0])
+        """
+        return {"lookup": dict(self._lookup), "values": [list(v) for v in self._values]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back (the same ``by`` columns); lookup caches are rebuilt."""
+        if len(state["values"]) != len(self._values):
+            msg = f"key state has {len(state['values'])} key columns; this registry {self.by!r}"
+            raise ValueError(msg)
+        self._lookup = dict(state["lookup"])
+        self._values = [list(v) for v in state["values"]]
+        self._cache.clear()
+        self._index = None
+        self._arrow_lookup = None
+
     def codes(self, batch: pd.DataFrame) -> npt.NDArray[np.intp]:
         """Return the code of every row's key, registering new keys."""
         n = len(batch)

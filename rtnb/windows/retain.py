@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,16 @@ class Retained:
 
     def __len__(self) -> int:
         return len(self._batches)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The retained batches and bookkeeping, for a checkpoint."""
+        return {"batches": list(self._batches), "rows": self.rows, "max_time": self._max_time}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back."""
+        self._batches = deque(state["batches"])
+        self.rows = int(state["rows"])
+        self._max_time = int(state["max_time"])
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         return (b for _, _, b in self._batches)

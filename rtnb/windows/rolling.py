@@ -10,14 +10,14 @@ for count/sum/mean/var, a sparse table for min/max. Memory is bounded by keys x 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from rtnb.errors import ConfigError
-from rtnb.windows.base import NO_WATERMARK, time_ns
+from rtnb.windows.base import NO_WATERMARK, restore_attributes, snapshot_attributes, time_ns
 from rtnb.windows.keys import KeyRegistry
 
 __all__ = ["ROLLING_AGGS", "RollingAggregator", "RollingOutput"]
@@ -69,6 +69,11 @@ class RollingAggregator:
     2 2026-01-01 00:00:05     5.0
     """
 
+    #: Attributes holding what the aggregator has seen (see :meth:`snapshot`).
+    STATE: ClassVar[tuple[str, ...]] = (
+        "max_time", "_watermark", "_seq", "late_total", "_h_key", "_h_t", "_h_seq", "_h_v",
+        "_p_key", "_p_t", "_p_seq", "_p_v", "_p_frames")
+
     def __init__(self, window_ns: int, *, time: str, by: list[str], column: str,
                  hows: list[str], example: pd.DataFrame, allowed_lateness_ns: int = 0,
                  min_periods: int = 1, names: dict[str, str] | None = None) -> None:
@@ -102,6 +107,14 @@ class RollingAggregator:
         if self._watermark == NO_WATERMARK:
             return None
         return pd.Timestamp(min(self._watermark, pd.Timestamp.max.value))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The aggregator's data state (history, pending rows, keys), for a checkpoint."""
+        return snapshot_attributes(self, self.STATE)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back into this (freshly built, identically configured) one."""
+        restore_attributes(self, self.STATE, state)
 
     def process(self, batch: pd.DataFrame) -> RollingOutput:
         """Accept one batch; return the rows the advanced watermark made final."""

@@ -39,6 +39,8 @@ class RowsAggregator(KeyedEngine):
     0 2026-01-01 09:00:04 2026-01-01 09:00:04  5.0
     """
 
+    STATE = (*KeyedEngine.STATE, "_key", "_t", "_q", "_vals")
+
     def __init__(self, spec: Rows, *, time: str, by: list[str], aggs: list[AggSpec],
                  example: pd.DataFrame, allowed_lateness_ns: int = 0,
                  emit: str = "final") -> None:

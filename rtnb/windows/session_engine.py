@@ -45,6 +45,9 @@ class SessionAggregator(KeyedEngine):
     0 2026-01-01 09:00:00 2026-01-01 09:00:50  2
     """
 
+    STATE = (*KeyedEngine.STATE, "_closed_end", "_s_key", "_s_start", "_s_last", "_states",
+             "_touched", "_raw_key", "_raw_t", "_raw_values")
+
     def __init__(self, spec: Session, *, time: str, by: list[str], aggs: list[AggSpec],
                  example: pd.DataFrame, allowed_lateness_ns: int = 0,
                  emit: str = "final") -> None:
