@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rtnb.errors import ExportError
+from rtnb.export.script import shown
 from rtnb.frame import START_HOOKS, StreamingFrame
 from rtnb.pipeline import Pipeline, Recording
 
@@ -75,7 +76,7 @@ async def finish(out: str, *, pipeline: str | None = None, record: str | None = 
     path = chosen.export(out, origin=origin)
     report: dict[str, Any] = {
         "script": str(path), "pipeline": chosen.name, "nodes": chosen.node_names(),
-        "params": {p.name: str(p.value) for p in chosen.params},
+        "params": {p.name: shown(p.value) for p in chosen.params},
         "started": [r.name for r in _started],
     }
     if record is not None:
@@ -160,3 +161,4 @@ def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | No
         raise ExportError(msg)
     report: dict[str, Any] = json.loads(lines[-1])
     return report
+

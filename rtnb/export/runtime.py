@@ -31,6 +31,7 @@ import pandas as pd
 
 from rtnb._time import to_ns
 from rtnb.errors import CheckpointError, ConfigError, RtnbError
+from rtnb.export.script import shown
 from rtnb.sources.replay import Replay
 from rtnb.state.checkpoint import Checkpoint, source_kind
 
@@ -307,7 +308,7 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
         log.info("metrics", url=f"http://127.0.0.1:{port}/metrics")
     started = time.monotonic()
     log.info("start", source=repr(root._source), nodes=len(frames),
-             params={p.name: str(p.value) for p in pipeline.params})
+             params={p.name: shown(p.value) for p in pipeline.params})
     try:
         code = asyncio.run(_main(pipeline, seconds, log, saver))
     finally:
@@ -449,3 +450,4 @@ class _Checkpointed:
 
 def _json(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+

@@ -74,6 +74,11 @@ def duration_code(td: pd.Timedelta) -> str:
     return f"{ns}ns"
 
 
+def shown(value: object) -> object:
+    """A Param value as logs and reports show it (durations as ``"30s"``)."""
+    return duration_code(value) if isinstance(value, pd.Timedelta) else value
+
+
 def identifier(text: str, fallback: str = "node") -> str:
     """A valid, non-keyword Python identifier made from ``text``."""
     name = re.sub(r"\W+", "_", text).strip("_").lower() or fallback
