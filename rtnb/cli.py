@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -71,7 +70,9 @@ def serve(
            "--port", str(port)]
     for origin in origins:
         cmd += ["--allow-websocket-origin", origin]
-    raise typer.Exit(subprocess.call(cmd))
+    # Replace this process, so that signals (Ctrl-C, SIGTERM from a supervisor) reach the server.
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
 
 
 @app.command()
