@@ -134,8 +134,11 @@ class _Graph:
         raise AssertionError  # pragma: no cover
 
     def suspend(self) -> None:
-        """End the stream *without* the end-of-stream flush (a checkpoint keeps the open
-        windows and pending rows; the run resumed from it emits them)."""
+        """End the stream *without* the end-of-stream flush.
+
+        A checkpoint keeps the open windows and pending rows; the run resumed from it emits
+        them.
+        """
         self.closed = True
 
     def close(self) -> None:
