@@ -201,18 +201,23 @@ def _keep_error(task: asyncio.Task[None]) -> None:
 
 
 def _time_updates(name: str, view: Any) -> None:
-    """Record how long each update of ``view`` takes on the kernel's loop (instance wrapper)."""
-    flush = view.flush
+    """Record how long each update of ``view`` takes on the kernel's loop (instance wrapper).
+
+    rtnb's views are updated by their scheduler through ``_flush(now)`` (``flush()`` calls
+    it too); the naive view through ``flush()``.
+    """
+    attr = "_flush" if hasattr(view, "_flush") else "flush"
+    flush = getattr(view, attr)
     durations: list[float] = STATE.setdefault("update_ms", {}).setdefault(name, [])
 
-    def timed_flush() -> None:
+    def timed_flush(*args: Any) -> None:
         before = view.updates
         start = time.perf_counter()
-        flush()
+        flush(*args)
         if view.updates != before:
             durations.append((time.perf_counter() - start) * 1e3)
 
-    view.flush = timed_flush
+    setattr(view, attr, timed_flush)
 
 
 def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover: int = 1_000,

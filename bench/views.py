@@ -673,13 +673,15 @@ def notes(runs: list[KernelStats]) -> list[str]:
         "kernel. RSS is the whole kernel process (both views, the feed, IPython).",
         "- *View updates/s* is the kernel's own count of coalesced updates (`view.updates`); "
         "*max in 1 s* counts update bursts on iopub (PATCH-DOCs of a view less than "
-        f"{UPDATE_GAP_S * 1000:.0f} ms apart, by the kernel's send time) per whole second. The "
-        "pump sleeps `1 / max_fps` after each update, so the rate is below `max_fps` by the "
-        "time an update takes, and the pumps of views on one loop fall into step: each "
-        "waits for the other's update too (*kernel time per update*: `flush()` of that view, "
-        "timed in the kernel by a wrapper around it).",
+        f"{UPDATE_GAP_S * 1000:.0f} ms apart, by the kernel's send time) per whole second. "
+        "Each widget's timer ticks on a fixed schedule of `1 / max_fps` and never sooner than "
+        "that after its previous tick; the naive pump sleeps `1 / max_fps` after each update, "
+        "so its rate is below `max_fps` by the time an update takes (*kernel time per "
+        "update*: the view's flush, timed in the kernel by a wrapper around it).",
         "- *Comm msgs per update*: rtnb sends one PATCH-DOC per line that got rows (all 12 of "
-        "the 12-key view at this rate), each as 3 comm messages; issue 4's \"comm messages per "
+        "the 12-key view at this rate), each as 3 comm messages, plus, for flow control, one "
+        "small PATCH-DOC numbering an update (`PageAck.sent`) at most 4 times a second while "
+        "no page acknowledges (none does here: no browser); issue 4's \"comm messages per "
         "second <= max_fps\" therefore does not hold for any view, while updates (what the "
         "browser redraws) do. The naive `BokehModel` sends 7 per PATCH-DOC (x and y as "
         "binary buffers, 2 messages each).",

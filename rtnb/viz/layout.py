@@ -7,6 +7,7 @@ from typing import Any
 from rtnb.errors import ConfigError
 from rtnb.params import Param
 from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
+from rtnb.viz._schedule import Scheduler
 
 __all__ = ["Dashboard", "dashboard"]
 
@@ -15,7 +16,8 @@ class Dashboard:
     """Views and controls in one layout: controls on top, plots in a grid of ``ncols``.
 
     All plots live in one Bokeh document shown by one widget, so they can share an x-range
-    (pan and zoom together) and the page holds a single Bokeh root.
+    (pan and zoom together), and one timer updates them all: each tick sends every view's
+    changes together and is held while the page has not caught up (``model.max_unacked``).
     """
 
     def __init__(self, items: tuple[Any, ...], *, ncols: int = 1, share_x: bool = True) -> None:
@@ -45,6 +47,7 @@ class Dashboard:
         self.ncols = ncols
         self._widget: Any = None
         self.model: BatchedBokehModel | None = None
+        self.scheduler: Scheduler | None = None
         if self.views:
             from bokeh.layouts import gridplot
 
@@ -52,8 +55,12 @@ class Dashboard:
             layout = gridplot(roots, ncols=ncols, sizing_mode="stretch_width",
                               merge_tools=False) if len(roots) > 1 else roots[0]
             self.model = BatchedBokehModel(layout)
+            # One timer for the whole board: each tick is one numbered update of the
+            # document, held while the page is behind (see rtnb.viz._schedule).
+            self.scheduler = Scheduler("dashboard", self.model)
             for member in self.views:
                 member.model = self.model
+                member._schedule_with(self.scheduler)
 
     @property
     def widget(self) -> Any:

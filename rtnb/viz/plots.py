@@ -2,7 +2,11 @@
 
 Every view follows one frame. Batches are queued as they arrive and sent to the browser by a
 timer on the running event loop (at most ``max_fps`` updates a second, whatever the input
-rate), inside one :meth:`BatchedBokehModel.batch`. New rows travel as
+rate), inside one :meth:`BatchedBokehModel.batch`; the views of a dashboard share one timer
+(:class:`rtnb.viz._schedule.Scheduler`), which holds their updates while the page has not
+acknowledged enough of what it was sent. Held batches are merged in the queue into what one
+update would draw (``max_points`` per line, each key's latest value), so it stays bounded.
+New rows travel as
 ``ColumnDataSource.stream(rows, rollover=max_points)``; rows that replace earlier ones (an
 ``emit="update"`` window that changed, a key's latest value) travel as ``.patch``.
 """
@@ -22,10 +26,12 @@ from bokeh.models.widgets.tables import DataTable, DateFormatter, NumberFormatte
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 
+from rtnb import _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.viz import _cells
 from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
+from rtnb.viz._schedule import Scheduler
 from rtnb.windows.keys import _norm
 
 if TYPE_CHECKING:
@@ -34,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["BarView", "LineView", "PlotAccessor", "TableView", "View", "XYView"]
 
 LATE_COLOR = "#d62728"
+#: Rows a view's queue may hold before it is merged (see ``View._compact_pending``).
+_COMPACT_MIN_ROWS = 50_000
+#: Batches of watermark bounds, late rows or alerts queued before they are merged.
+_COMPACT_SIDE = 64
 
 
 def _browser_only(fig: Any) -> None:
@@ -119,6 +129,7 @@ class PlotAccessor:
     def __init__(self, frame: StreamingFrame) -> None:
         self._frame = frame
 
+    @_record.method
     def line(self, x: str, y: str, *, by: str | None = None, **options: Any) -> XYView:
         """A live line per key (``by``) of ``y`` against ``x``; options: see :class:`XYView`.
 
@@ -132,6 +143,7 @@ class PlotAccessor:
         """
         return XYView(self._frame, "line", x=x, y=y, by=by, **options)
 
+    @_record.method
     def step(self, x: str, y: str, *, by: str | None = None, **options: Any) -> XYView:
         """Like :meth:`line`, drawn as steps (a window's value holds until the next window).
 
@@ -145,6 +157,7 @@ class PlotAccessor:
         """
         return XYView(self._frame, "step", x=x, y=y, by=by, **options)
 
+    @_record.method
     def scatter(self, x: str, y: str, *, by: str | None = None, **options: Any) -> XYView:
         """Live markers per key of ``y`` against ``x``.
 
@@ -158,6 +171,7 @@ class PlotAccessor:
         """
         return XYView(self._frame, "scatter", x=x, y=y, by=by, **options)
 
+    @_record.method
     def band(self, x: str, lower: str, upper: str, *, y: str | None = None,
              by: str | None = None, **options: Any) -> XYView:
         """A shaded band between ``lower`` and ``upper`` per key, with a line for ``y``.
@@ -173,6 +187,7 @@ class PlotAccessor:
         return XYView(self._frame, "band", x=x, y=y, lower=lower, upper=upper, by=by,
                       **options)
 
+    @_record.method
     def bar(self, y: str, *, by: str, **options: Any) -> BarView:
         """One bar per key (``by``) showing its latest ``y``; see :class:`BarView`.
 
@@ -186,6 +201,7 @@ class PlotAccessor:
         """
         return BarView(self._frame, y=y, by=by, **options)
 
+    @_record.method
     def table(self, columns: list[str] | None = None, *, by: str | None = None,
               **options: Any) -> TableView:
         """The latest rows (or the latest row per key) as a table; see :class:`TableView`.
@@ -232,10 +248,26 @@ class View:
         self.rows_sent = 0
         self._pending: list[pd.DataFrame] = []
         self._pending_since = 0.0
+        self._compact_at = _COMPACT_MIN_ROWS
         self._replace = False
         self._last_flush = 0.0
         self._closed = False
-        self._task: asyncio.Task[None] | None = None
+        self._scheduler = Scheduler(f"{frame.name}.{self.kind}")
+
+    @property
+    def period(self) -> float:
+        """Seconds between two updates at most ``max_fps``."""
+        return 1 / self.max_fps
+
+    @property
+    def last_flush(self) -> float:
+        """When the view last sent an update (``time.monotonic()``)."""
+        return self._last_flush
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether something waits to be sent."""
+        return bool(self._pending) or self._replace
 
     def _attach(self) -> None:
         """Subscribe to the frame; call at the end of a subclass's ``__init__``."""
@@ -247,21 +279,16 @@ class View:
         frame._graph.close_hooks.append(self._on_stream_end)
         frame._graph.reset_hooks.append(self._on_reset)
         frame._graph.views.append(self)
-        self._start_pump()
+        self._scheduler.add(self)
+        self._scheduler.wake()
         _cells.track(self)
 
-    def _start_pump(self) -> None:
-        """Run the update timer on the running loop (none: updates happen in ``_on_batch``).
-
-        The timer ends once the stream has ended and everything was sent; a later change
-        (a Param recomputing the history of a finished stream) starts it again.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._task = None  # no loop (a script, a thread): batches flush as they come
-            return
-        self._task = loop.create_task(self._pump(), name=f"rtnb-view:{self.frame.name}")
+    def _schedule_with(self, scheduler: Scheduler) -> None:
+        """Be updated by *scheduler* (a dashboard's) instead of the current one."""
+        self._scheduler.discard(self)
+        self._scheduler = scheduler
+        scheduler.add(self)
+        scheduler.wake()
 
     # -- data in ---------------------------------------------------------------------------
     def _on_batch(self, batch: pd.DataFrame) -> None:
@@ -271,13 +298,28 @@ class View:
             self._pending_since = self.frame._graph.batch_arrival or time.monotonic()
         self._pending.append(batch[self._columns])
         self.rows_in += len(batch)
-        if self._task is not None and self._task.done():
-            self._start_pump()
-        if self._task is None and time.monotonic() - self._last_flush >= 1 / self.max_fps:
-            self.flush()
+        if len(self._pending) > 1 and self.pending_rows > self._compact_at:
+            self._compact_pending()
+        self._scheduler.wake()
+        self._scheduler.poll()
+
+    def _compact_pending(self) -> None:
+        """Merge the queue into what one flush of it would draw (rows kept: bounded).
+
+        Held updates (the page is behind) accumulate here; rows that a flush would drop
+        (beyond ``max_points`` per line, older than a key's latest value) are dropped now.
+        """
+        data = pd.concat(self._pending, ignore_index=True)
+        data = self._compact(data, replace=self._replace)
+        self._pending = [data]
+        self._compact_at = max(_COMPACT_MIN_ROWS, 2 * len(data))
+
+    def _compact(self, data: pd.DataFrame, *, replace: bool) -> pd.DataFrame:
+        """The rows of *data* that one update of all of it would still draw (subclasses)."""
+        return data
 
     def _on_stream_end(self) -> None:
-        if self._task is None:
+        if not self._scheduler.timed:
             self.flush()
 
     def _on_reset(self, engine_frame: StreamingFrame) -> None:
@@ -285,38 +327,17 @@ class View:
         if engine_frame in self.frame._lineage():
             self._pending = []
             self._replace = True
-            if self._task is not None and self._task.done():
-                self._start_pump()
-
-    async def _pump(self) -> None:
-        # Ticks on a fixed schedule (not "sleep a period after each flush"), so the flush time
-        # does not lower the update rate; a tick that fell behind is skipped, not made up.
-        loop = asyncio.get_running_loop()
-        period = 1 / self.max_fps
-        due = loop.time()
-        while not self._closed:
-            # never two updates less than a period apart (at most max_fps in any second)
-            due = max(due + period, self._last_flush + period)
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            if loop.time() - due > period:
-                due = loop.time()
-            try:
-                self.flush()
-            except Exception as exc:  # keep the view alive, say what failed
-                import sys
-
-                print(f"rtnb: {self!r} failed to update: {type(exc).__name__}: {exc}",
-                      file=sys.stderr)
-            if self.frame.closed and not self._pending:
-                return
+            self._scheduler.wake()
 
     async def drain(self) -> None:
         """Wait until every row received so far has been sent (used by ``frame.wait()``)."""
-        if self._task is None or self._task.done():
+        if not self._scheduler.running:
             self.flush()
             return
-        while (self._pending or self._replace) and not self._closed:
-            await asyncio.sleep(1 / self.max_fps / 2)
+        while self.has_pending and not self._closed and self._scheduler.running:
+            await asyncio.sleep(self.period / 2)
+        if self.has_pending:
+            self.flush()
 
     @property
     def pending_rows(self) -> int:
@@ -326,7 +347,10 @@ class View:
     # -- data out --------------------------------------------------------------------------
     def flush(self) -> None:
         """Send what arrived since the last update to the browser, as one coalesced update."""
-        if self._closed or not (self._pending or self._replace):
+        self._flush(time.monotonic())
+
+    def _flush(self, now: float) -> None:
+        if self._closed or not self.has_pending:
             return
         if self._pending:
             data = pd.concat(self._pending, ignore_index=True) if len(self._pending) > 1 \
@@ -334,8 +358,9 @@ class View:
         else:
             data = self.frame.example[self._columns]
         self._pending = []
+        self._compact_at = _COMPACT_MIN_ROWS
         replace, self._replace = self._replace, False
-        self._last_flush = time.monotonic()
+        self._last_flush = now
         batch = self.model.batch() if self.model is not None else contextlib.nullcontext()
         with batch:
             self._render(data, replace=replace)
@@ -374,6 +399,7 @@ class View:
         ensure_bokehjs()
         if self.model is None:
             self.model = BatchedBokehModel(self.root)
+            self._scheduler.model = self.model
         return self.model
 
     def _ipython_display_(self) -> None:
@@ -390,6 +416,8 @@ class View:
             return
         self._closed = True
         self._pending = []
+        self._replace = False
+        self._scheduler.discard(self)
         self._sink.destroy()
         self._detach()
         graph = self.frame._graph
@@ -397,8 +425,6 @@ class View:
                             (graph.close_hooks, self._on_stream_end)):
             if hook in hooks:
                 hooks.remove(hook)  # type: ignore[arg-type]
-        if self._task is not None:
-            self._task.cancel()
         if self.model is not None:
             self.model.close()
 
@@ -578,11 +604,17 @@ class XYView(View):
     def _on_windows(self, windows: pd.DataFrame) -> None:
         if not self._closed and len(windows):
             self._bounds_pending.append(windows["window_end"].to_numpy())
+            if len(self._bounds_pending) > _COMPACT_SIDE:  # held: keep what a flush draws
+                ends = np.unique(_ns(np.concatenate(self._bounds_pending)))
+                self._bounds_pending = [ends[-self.max_points:].view("datetime64[ns]")]
 
     def _on_late(self, rows: pd.DataFrame) -> None:
         if not self._closed and len(rows):
             cols = [c for c in (self._late_x, self._late_y) if c is not None]
             self._late_pending.append(rows[cols])
+            if len(self._late_pending) > _COMPACT_SIDE:
+                late = pd.concat(self._late_pending, ignore_index=True)
+                self._late_pending = [late.iloc[-self.max_points:]]
             if not self._pending:  # late rows alone should reach the plot too
                 self._pending.append(self.frame.example[self._columns])
 
@@ -615,6 +647,7 @@ class XYView(View):
                 sink.destroy()
 
     # -- alerts ----------------------------------------------------------------------------
+    @_record.method
     def mark(self, alerts: StreamingFrame, *, color: str = LATE_COLOR) -> XYView:
         """Draw an alert stream on this time plot: firing markers and episode bands.
 
@@ -660,6 +693,13 @@ class XYView(View):
     def _on_alerts(self, events: pd.DataFrame) -> None:
         if not self._closed and len(events):
             self._alert_pending.append(events[["state", "time", "started", "value"]])
+            if len(self._alert_pending) > _COMPACT_SIDE:  # the newest markers and bands
+                merged = pd.concat(self._alert_pending, ignore_index=True)
+                state = merged["state"]
+                keep = np.zeros(len(merged), dtype=bool)
+                for drawn in ("firing", "resolved"):
+                    keep[np.flatnonzero(state.to_numpy() == drawn)[-self.max_points:]] = True
+                self._alert_pending = [merged[keep]]
             if not self._pending:
                 self._pending.append(self.frame.example[self._columns])
 
@@ -704,6 +744,30 @@ class XYView(View):
             self._render_watermark()
         if getattr(self, "_alert_pending", None):
             self._render_alerts()
+
+    def _compact(self, data: pd.DataFrame, *, replace: bool) -> pd.DataFrame:
+        """Per key, the rows one update would still draw, keys in order of first appearance.
+
+        Appending: the last ``max_points`` rows (with ``span``: of the M4-decimated rows, as
+        ``_append_key`` keeps them). Windows re-sent (``emit="update"``) or a replacement:
+        each x once with its latest value, the ``max_points`` newest x (only the duplicates
+        go with ``span``, where decimation decides which points are drawn).
+        """
+        if len(data) <= self.max_points:
+            return data
+        groups = [data] if self.by is None else \
+            [g for _, g in data.groupby(self.by, sort=False, dropna=False)]
+        kept = []
+        for rows in groups:
+            if self._upsert:
+                rows = rows.drop_duplicates(self.x, keep="last").sort_values(self.x,
+                                                                             kind="stable")
+                if self._bucket is None or replace:
+                    rows = self._decimate(rows).iloc[-self.max_points:]
+            else:
+                rows = self._decimate(rows).iloc[-self.max_points:]
+            kept.append(rows)
+        return pd.concat(kept, ignore_index=True)
 
     def _columns_of(self, rows: pd.DataFrame) -> dict[str, Any]:
         # Writable arrays: Bokeh keeps them as the source's columns and patches them in place
@@ -893,6 +957,10 @@ class BarView(View):
             model.syncable = False
         self._attach()
 
+    def _compact(self, data: pd.DataFrame, *, replace: bool) -> pd.DataFrame:
+        """Each key's latest row (keys in order of first appearance): what a flush draws."""
+        return _latest(data, self.by)
+
     def _render(self, data: pd.DataFrame, *, replace: bool) -> None:
         latest = _latest(data, self.by)
         keys = ["<missing>" if _norm(k) is None else str(k) for k in latest[self.by]]
@@ -1003,6 +1071,10 @@ class TableView(View):
             else:
                 out[str(col)] = ["" if _norm(v) is None else str(v) for v in values]
         return out
+
+    def _compact(self, data: pd.DataFrame, *, replace: bool) -> pd.DataFrame:
+        """The last ``rows`` rows, or each key's latest row: what a flush draws."""
+        return data.iloc[-self.rows:] if self.by is None else _latest(data, self.by)
 
     def _render(self, data: pd.DataFrame, *, replace: bool) -> None:
         if self.by is None:

@@ -49,6 +49,21 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s * 1e3:,.0f} ms" if s < 10 else f"{s:,.1f} s"
 
 
+def _page_lag(views: list[Any]) -> dict[str, Any]:
+    """How far the pages showing *views* are behind (the worst document); None: no page acks.
+
+    ``page_lag_updates``: numbered updates sent and not acknowledged; ``page_lag_messages``:
+    the PATCH-DOCs in them; ``page_held_updates``: updates held back because the page was
+    behind; ``page_ack_timeouts``: times the acknowledgements stopped while updates were held.
+    """
+    models = [m for m in {id(v.model): v.model for v in views if v.model is not None}.values()]
+    lags = [lag for m in models if (lag := m.page_lag) is not None]
+    return {"page_lag_updates": max(lag[0] for lag in lags) if lags else None,
+            "page_lag_messages": max(lag[1] for lag in lags) if lags else None,
+            "page_held_updates": sum(m.held_ticks for m in models),
+            "page_ack_timeouts": sum(m.ack_timeouts for m in models)}
+
+
 class Status:
     """What a running pipeline is doing, refreshed about once a second, with pause/stop buttons.
 
@@ -58,7 +73,8 @@ class Status:
     for live feeds, the replay position for replays), late and dead-lettered rows, and the
     fill of the views' queues and of the what-if buffers; for message sources also bytes/s,
     the source buffer's fill, reconnects, dropped messages and the broker's lag where it
-    reports one. :meth:`snapshot` returns the same figures as a dict.
+    reports one; once a page acknowledges the plots' updates, how many updates (and Bokeh
+    messages) the page is behind. :meth:`snapshot` returns the same figures as a dict.
 
     Examples
     --------
@@ -168,6 +184,7 @@ class Status:
             "whatif_rows": sum(r.rows for r in retained),
             "whatif_fill": max((r.fill for r in retained), default=0.0),
             "updates": sum(v.updates for v in graph.views),
+            **_page_lag(graph.views),
         }
 
     def _html(self, snap: dict[str, Any]) -> str:
@@ -185,6 +202,11 @@ class Status:
             ("buffers", f"views {snap['view_queue_rows']:,} rows · what-if "
                         f"{snap['whatif_rows']:,} rows ({snap['whatif_fill']:.0%})"),
         ]
+        if snap["page_lag_updates"] is not None or snap["page_ack_timeouts"]:
+            lag_text = "-" if snap["page_lag_updates"] is None else \
+                f"{snap['page_lag_updates']:,} updates · {snap['page_lag_messages']:,} messages"
+            cells.append(("page lag", f"{lag_text} · held {snap['page_held_updates']:,} · "
+                                      f"ack timeouts {snap['page_ack_timeouts']}"))
         if getattr(self.root._source, "stats", None) is not None:
             lag = snap["source_lag"]
             cells.append(("source", f"{snap['source_bytes_per_s'] / 1e3:,.1f} kB/s · buffer "
@@ -196,8 +218,10 @@ class Status:
             f'<tr><th style="text-align:left;padding-right:1em">{html.escape(k)}</th>'
             f'<td class="rtnb-status-{k.split()[0]}">{html.escape(str(v))}</td></tr>'
             for k, v in cells)
+        page_lag = snap["page_lag_messages"]
         return (f'<table class="rtnb-status" data-events-in="{snap["events_in"]}" '
-                f'data-updates="{snap["updates"]}" data-state="{snap["state"]}">'
+                f'data-updates="{snap["updates"]}" data-state="{snap["state"]}" '
+                f'data-page-lag="{"" if page_lag is None else page_lag}">'
                 f"{body}</table>")
 
     # -- widget ----------------------------------------------------------------------------

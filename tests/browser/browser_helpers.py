@@ -1637,9 +1637,11 @@ def rtnb_status(page: Page, index: int = 0) -> dict[str, Any]:
     Returns
     -------
     dict[str, Any]
-        ``state`` (``data-state``), ``events_in`` and ``updates`` (ints from ``data-*``) and
-        ``cells``: the text of each row keyed by its header (``"events in"`` ...); an empty
-        dict if there is no such table.
+        ``state`` (``data-state``), ``events_in`` and ``updates`` (ints from ``data-*``),
+        ``page_lag`` (``data-page-lag``: the Bokeh messages the kernel has sent and the page
+        not yet acknowledged, ``None`` while no page acknowledges) and ``cells``: the text of
+        each row keyed by its header (``"events in"`` ...); an empty dict if there is no such
+        table.
     """
     script = """(index) => {
         const tables = document.querySelectorAll('table.rtnb-status');
@@ -1650,8 +1652,10 @@ def rtnb_status(page: Page, index: int = 0) -> dict[str, Any]:
             const th = row.querySelector('th'), td = row.querySelector('td');
             if (th && td) { cells[th.textContent.trim()] = td.textContent.trim(); }
         }
+        const lag = t.dataset.pageLag;
         return {state: t.dataset.state, events_in: Number(t.dataset.eventsIn),
-                updates: Number(t.dataset.updates), cells};
+                updates: Number(t.dataset.updates),
+                page_lag: (lag === undefined || lag === '') ? null : Number(lag), cells};
     }"""
     return dict(page.evaluate(script, index))
 

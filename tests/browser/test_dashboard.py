@@ -10,12 +10,15 @@ late-rows table, fed by a replay of the bundled day. The tests check what a user
 * after "stop", no more comm messages arrive (counted on the kernel websocket);
 * re-running the cells tears the old board down: the update rate does not double and the
   old document stops changing;
-* at a high input rate for a minute, every pause/resume click is answered and the JS heap
-  stays bounded;
+* at a high input rate for a minute, every pause/resume click is answered, the JS heap
+  stays bounded and, once the page has caught up with the start, the kernel never has more
+  than its flow-control budget of Bokeh messages unacknowledged by the page;
 * the end-to-end latency from a row's emit in the kernel to the animation frame that draws it.
 
-The page can lag the kernel by seconds, or tens of seconds on a loaded machine (it applies
-the Bokeh messages more slowly than the kernel sends them), so every wait is generous and
+The page acknowledges the updates it has applied and the kernel holds (and merges) updates
+while the page is behind (flow control, ``rtnb.viz._bokeh.BatchedBokehModel``), but what the
+kernel sent before the page rendered still arrives in a burst, and the other widgets' messages
+are not held: on a loaded machine the page can lag by seconds, so every wait is generous and
 every message is selected by the kernel's send time. Timings are measured and reported, never
 asserted: each test prints its figures and writes them as JSON to
 ``$RTNB_BROWSER_REPORT_DIR/<test>.json`` (default: the test's temporary directory).
@@ -79,6 +82,9 @@ WHOLE_DAY = "2000000"
 DAY_ROWS_PER_S = 1_036_500 / 86_400
 #: How long a wait for the page may take: it can lag the kernel by tens of seconds.
 SLOW = 180.0
+#: The board's flow-control budget: Bokeh messages the page may have unacknowledged before
+#: the kernel holds (and merges) updates (``BatchedBokehModel.max_unacked``'s default).
+MAX_UNACKED = 100
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -136,6 +142,22 @@ def shown_status(page: Page, state: str, timeout: float = SLOW) -> dict[str, Any
         return now if now.get("state") == state else None
 
     return wait_for(shown, lambda: f"status never showed {state!r}: {rtnb_status(page)}",
+                    timeout)
+
+
+def wait_page_caught_up(page: Page, timeout: float = SLOW) -> dict[str, Any]:
+    """Wait until the page acknowledges and is at most the flow-control budget behind.
+
+    What the kernel sent before it knew of the page (the board's first seconds, while the
+    page renders) reaches the page in a burst, and the kernel holds its updates until the
+    page has applied it: rates measured before then are those of the catch-up.
+    """
+    def caught_up() -> dict[str, Any] | None:
+        now = rtnb_status(page)
+        lag = now.get("page_lag")
+        return now if lag is not None and lag <= 2 * MAX_UNACKED else None
+
+    return wait_for(caught_up, lambda: f"the page did not catch up: {rtnb_status(page)}",
                     timeout)
 
 
@@ -256,13 +278,15 @@ def test_stop_means_no_more_comm_messages(
     start_board(page, lab, "dashboard-stop.ipynb")
     wait_all_updating(page, BOARD)
     shown_status(page, "running")
+    wait_page_caught_up(page)
 
     # Before: Bokeh patches keep coming (the log can see them).
     t0 = time.time()
     page.wait_for_timeout(3000)
     log.wait_for_sent(t0 + 3.0)
     running = log.select(kind="bokeh-patch", sent_after=t0, sent_before=t0 + 3.0)
-    assert running, f"no Bokeh patch sent in 3 s while running; sockets {log.sockets}"
+    assert running, (f"no Bokeh patch sent in 3 s while running; sockets {log.sockets}; "
+                     f"status {rtnb_status(page)}")
 
     click_ms = click_status_button(page, "stop", "stopped", timeout=SLOW)
     assert click_ms is not None, f"status never showed 'stopped': {rtnb_status(page)}"
@@ -302,6 +326,7 @@ def test_rerun_does_not_double_updates(
     log = KernelMessageLog(page)
     start_board(page, lab, "dashboard-rerun.ipynb")
     wait_all_updating(page, BOARD)
+    wait_page_caught_up(page)
     window = 6.0
 
     def patch_rate() -> tuple[float, Counter[str | None], set[str | None]]:
@@ -329,6 +354,7 @@ def test_rerun_does_not_double_updates(
                timeout=SLOW, message="no new board after the re-run")
     wait_all_updating(page, BOARD)
     shown_status(page, "running")
+    wait_page_caught_up(page)
     # The page saw the cells finish after the kernel did: 3 s later the old board is gone.
     quiet_from = rerun_at + 3.0
     page.wait_for_timeout(max(0.0, quiet_from - time.time()) * 1000)
@@ -350,6 +376,7 @@ def test_rerun_does_not_double_updates(
         "old_comms": len(active_before),
         "old_comm_msgs_after_rerun": len(old_after),
         "old_doc_updates_during_window": old_to - old_from,
+        "status_after": rtnb_status(page).get("cells"),
     }, tmp_path)
     assert len(live_docs) == 1 and old_doc not in live_docs
     assert old_figures, "the old document is gone from window.Bokeh.documents"
@@ -392,7 +419,9 @@ def test_high_rate_60s_responsive_and_heap_bounded(
     assert "speed=300" in feed.source
     feed.source = feed.source.replace("speed=300", f"speed={HIGH_SPEED}")
     monkeypatch.setenv("RTNB_REPLAY_MAX_EVENTS", WHOLE_DAY)
+    log = KernelMessageLog(page)
     start_board(page, lab, "dashboard-high-rate.ipynb", nb)
+    watch_from = time.time()
     # Watch for HIGH_WATCH_S of wall time from the start cell's end (the replay runs at most
     # that long then), reading the status every second; every CLICK_EVERY_S pause and resume.
     t0 = time.monotonic()
@@ -404,9 +433,11 @@ def test_high_rate_60s_responsive_and_heap_bounded(
     clicks: list[tuple[str, float | str | None]] = []
     rates: list[float] = []
     lags: list[float] = []
+    page_lags: list[int | None] = []  # kernel's view: messages sent, not acknowledged
     while time.monotonic() - t0 < HIGH_WATCH_S or len(clicks) < 2 * MIN_PAIRS:
         page.wait_for_timeout(1000)
         status = rtnb_status(page)
+        page_lags.append(status.get("page_lag"))
         rate = events_per_s(status)
         if status.get("state") == "running" and rate:
             rates.append(rate)
@@ -419,6 +450,9 @@ def test_high_rate_60s_responsive_and_heap_bounded(
         lags += kernel_lag(page)
     heap_end = js_heap_mb(page)
     lags += kernel_lag(page)
+    watch_to = time.time()
+    log.pump(1000)
+    patches = log.select(kind="bokeh-patch", sent_after=watch_from, sent_before=watch_to)
     try:  # plots still updating at the end
         wait_all_updating(page, PLOTS)
         updating = "yes"
@@ -438,9 +472,25 @@ def test_high_rate_60s_responsive_and_heap_bounded(
         "heap_mb_end": round(heap_end, 1),
         "heap_ratio": None if heap_early is None else round(heap_end / heap_early, 2),
         "page_lag_behind_kernel": lag_summary(lags),
+        "bokeh_patches_per_s": round(len(patches) / (watch_to - watch_from), 1),
+        "page_lag_messages": page_lags,
+        "page_lag_messages_max_after_catching_up": max(
+            (lag for lag in itertools.dropwhile(lambda lag: lag is None or lag > 2 * MAX_UNACKED,
+                                                page_lags) if lag is not None), default=None),
         "plots_updating_at_end": updating,
     }, tmp_path)
     assert updating == "yes"
+    # Flow control. Once the page acknowledges (the status shows a lag), it keeps doing so (a
+    # None after that: acknowledgements stopped for the timeout and the kernel sent unheld).
+    # What the kernel sent before it knew of the page arrives in a burst; once the page has
+    # applied that, the kernel never has more than the budget (plus the one tick sent at the
+    # budget's edge) unacknowledged.
+    acked = list(itertools.dropwhile(lambda lag: lag is None, page_lags))
+    assert acked, f"the page never acknowledged an update: {page_lags}"
+    assert None not in acked, f"acknowledgements stopped: {page_lags}"
+    caught_up = list(itertools.dropwhile(lambda lag: lag > 2 * MAX_UNACKED, acked))
+    assert caught_up, f"the page never caught up: {page_lags}"
+    assert max(caught_up) <= 2 * MAX_UNACKED, page_lags
     assert len(answered) == len(clicks), f"clicks not answered within 60 s: {clicks}"
     assert rates, "the status widget never showed an input rate while running"
     assert heap_early is not None
