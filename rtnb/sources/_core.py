@@ -692,7 +692,6 @@ class Buffer:
         _, not_empty = self._events()
         if self._items:
             return True
-        not_empty.clear()
         try:
             await asyncio.wait_for(not_empty.wait(), timeout)
         except TimeoutError:
@@ -908,14 +907,11 @@ class BufferedSource:
             # Cut at max_batch, at max_delay, or as soon as the reader says the broker has
             # nothing more for now (no waiting for messages that cannot come).
             deadline = time.monotonic() + self.max_delay_s
-            while len(buf) < self.max_batch and not self._cut and not reader.done() \
-                    and not self._draining:
+            while len(buf) < self.max_batch and not self._cut and not reader.done():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), left)
+                await asyncio.sleep(min(left, 0.005))
             self._cut = False
             await self._process(frame, buf.take(self.max_batch))
 
