@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -124,12 +123,8 @@ def method(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def function(fn: F, registry: weakref.WeakSet[Any] | None = None) -> F:
-    """Record ``fn(*args, **kwargs)`` on the object it returns (outermost calls only).
-
-    With ``registry``, every recorded result is also added to it (so an exporter can find
-    objects nothing else points to, such as dashboards).
-    """
+def function(fn: F) -> F:
+    """Record ``fn(*args, **kwargs)`` on the object it returns (outermost calls only)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -137,8 +132,6 @@ def function(fn: F, registry: weakref.WeakSet[Any] | None = None) -> F:
             out = fn(*args, **kwargs)
         if outer:
             _set(out, Call("call", wrapper, args, dict(kwargs)))
-            if registry is not None:
-                registry.add(out)
         return out
 
     return wrapper  # type: ignore[return-value]

@@ -220,26 +220,11 @@ class Pipeline:
             The script's path. Lambdas, closures and objects that cannot be written as code
             raise :class:`~rtnb.ExportError` naming the node.
         """
-        from rtnb.export.script import identifier, render_script
-
-        target = Path(path)
-        data_dir = f"{target.stem}_data"
-        by_id = _variable_names(self, names)
-        text, data, _env = render_script(
-            self, names=by_id, title=identifier(target.stem), origin=origin or _origin(),
-            data_dir=data_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if data:
-            folder = target.parent / data_dir
-            folder.mkdir(exist_ok=True)
-            for file_name, frame in data.items():
-                frame.to_parquet(folder / file_name, index=False)
-        target.write_text(text, encoding="utf-8")
+        target = self._write(path, names, origin, app=False)
         target.chmod(0o755)
         if check:
             _check(self, target)
         return target
-
 
     def export_dashboard(self, path: str | Path, *, names: Mapping[str, Any] | None = None,
                          origin: str | None = None) -> Path:
@@ -250,13 +235,18 @@ class Pipeline:
         value) and the status lines. ``rtnb serve`` binds it to 127.0.0.1 with an allow-list of
         websocket origins. Each browser session runs its own copy of the pipeline.
         """
+        return self._write(path, names, origin, app=True)
+
+    def _write(self, path: str | Path, names: Mapping[str, Any] | None, origin: str | None,
+               *, app: bool) -> Path:
+        """Render the script or app, write it and the data files it replays."""
         from rtnb.export.script import identifier, render_script
 
         target = Path(path)
         data_dir = f"{target.stem}_data"
         text, data, _env = render_script(
             self, names=_variable_names(self, names), title=identifier(target.stem),
-            origin=origin or _origin(), data_dir=data_dir, app=True)
+            origin=origin or _origin(), data_dir=data_dir, app=app)
         target.parent.mkdir(parents=True, exist_ok=True)
         if data:
             folder = target.parent / data_dir

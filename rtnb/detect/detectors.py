@@ -220,6 +220,38 @@ class Detector(_record.Recorded):
             state[key] = saved
 
 
+class _EventTimeWindow(Detector):
+    """A detector scoring each row against its key's rows in ``[t - window, t)``.
+
+    Shared: the settings are checked once, the window is resolved at the start of every batch
+    (it may be a Param), and the per-key state is ``(times, values)``.
+    """
+
+    window: DurationLike | Param
+    threshold: float | Param
+    min_periods: int
+
+    def _setup_window(self, window: DurationLike | Param, threshold: float | Param,
+                      min_periods: int, *, least: int) -> None:
+        name = type(self).__name__
+        if to_ns(resolve(window), name="window") <= 0:
+            msg = f"{name} window must be positive; got {resolve(window)!r}"
+            raise ConfigError(msg)
+        if isinstance(min_periods, bool) or not isinstance(min_periods, int) or \
+                min_periods < least:
+            msg = f"{name} min_periods must be an int >= {least}; got {min_periods!r}"
+            raise ConfigError(msg)
+        self.window, self.threshold, self.min_periods = window, threshold, min_periods
+        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+        self._w_ns = to_ns(resolve(window), name="window")
+
+    def _limit(self) -> float:
+        return float(resolve(self.threshold))
+
+    def _begin(self) -> None:
+        self._w_ns = to_ns(resolve(self.window), name="window")
+
+
 class Threshold(Detector):
     """Anomalous above ``upper`` or below ``lower``; the score is the excess (<= 0 inside).
 
@@ -266,7 +298,7 @@ class Threshold(Detector):
         return f"Threshold(upper={self.upper!r}, lower={self.lower!r})"
 
 
-class ZScore(Detector):
+class ZScore(_EventTimeWindow):
     """``(x - mean) / std`` of the key's values in the ``window`` of event time before the row.
 
     The window is ``[t - window, t)`` (the row itself excluded), as pandas'
@@ -285,21 +317,7 @@ class ZScore(Detector):
 
     def __init__(self, window: DurationLike | Param = "5min",
                  threshold: float | Param = 3.0, min_periods: int = 10) -> None:
-        if to_ns(resolve(window), name="window") <= 0:
-            msg = f"ZScore window must be positive; got {resolve(window)!r}"
-            raise ConfigError(msg)
-        if isinstance(min_periods, bool) or not isinstance(min_periods, int) or min_periods < 2:
-            msg = f"ZScore min_periods must be an int >= 2; got {min_periods!r}"
-            raise ConfigError(msg)
-        self.window, self.threshold, self.min_periods = window, threshold, min_periods
-        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
-        self._w_ns = to_ns(resolve(window), name="window")
-
-    def _limit(self) -> float:
-        return float(resolve(self.threshold))
-
-    def _begin(self) -> None:
-        self._w_ns = to_ns(resolve(self.window), name="window")
+        self._setup_window(window, threshold, min_periods, least=2)
 
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
@@ -672,7 +690,7 @@ class RollingQuantile(Detector):
         return f"RollingQuantile(window={self.window!r}, q={self.q!r}, factor={self.factor!r})"
 
 
-class MAD(Detector):
+class MAD(_EventTimeWindow):
     """``|x - median| / (1.4826 * MAD)`` of the key's values in ``[t - window, t)``.
 
     The median and the median absolute deviation (MAD, the median of ``|v - median|``) are
@@ -701,21 +719,7 @@ class MAD(Detector):
 
     def __init__(self, window: DurationLike | Param = "5min", threshold: float | Param = 3.5,
                  min_periods: int = 10) -> None:
-        if to_ns(resolve(window), name="window") <= 0:
-            msg = f"MAD window must be positive; got {resolve(window)!r}"
-            raise ConfigError(msg)
-        if isinstance(min_periods, bool) or not isinstance(min_periods, int) or min_periods < 1:
-            msg = f"MAD min_periods must be an int >= 1; got {min_periods!r}"
-            raise ConfigError(msg)
-        self.window, self.threshold, self.min_periods = window, threshold, min_periods
-        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
-        self._w_ns = to_ns(resolve(window), name="window")
-
-    def _limit(self) -> float:
-        return float(resolve(self.threshold))
-
-    def _begin(self) -> None:
-        self._w_ns = to_ns(resolve(self.window), name="window")
+        self._setup_window(window, threshold, min_periods, least=1)
 
     def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:

@@ -150,7 +150,7 @@ def _status_html(status: Any) -> str:
     return str(status._html(status.snapshot()))
 
 
-def layout(board: Board, doc: Any) -> tuple[Any, Callable[[], None]]:
+def layout(board: Board) -> tuple[Any, Callable[[], None]]:
     """The Bokeh layout of ``board`` and a function that refreshes its status lines."""
     from bokeh.layouts import column, gridplot, row
     from bokeh.models.widgets import Div
@@ -175,14 +175,13 @@ def layout(board: Board, doc: Any) -> tuple[Any, Callable[[], None]]:
         for div, status in zip(divs, board.statuses, strict=True):
             div.text = _status_html(status)
 
-    del doc
     return column(*children, sizing_mode="stretch_width"), refresh
 
 
 def serve(doc: Any, build: Callable[[], tuple[Pipeline, Board]], *, title: str = "rtnb") -> None:
     """Build the pipeline for this session, show its board in ``doc`` and start the source."""
     pipeline, board = build()
-    root, refresh_status = layout(board, doc)
+    root, refresh_status = layout(board)
     doc.title = title
     doc.add_root(root)
     scheduler = _DocumentScheduler(f"app:{pipeline.name}")
