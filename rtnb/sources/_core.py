@@ -410,8 +410,8 @@ def make_decoder(decoder: str | Decoder | Callable[[Payload], Any],
 
 
 def _to_time(values: pd.Series, time_unit: TimeUnit) -> pd.Series:
-    numeric = pd.to_numeric(values, errors="coerce")
-    as_number = numeric.notna()
+    numeric, huge = _to_number(values)
+    as_number = numeric.notna() | huge
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     if as_number.any():
         out[as_number] = pd.to_datetime(numeric[as_number], unit=time_unit, errors="coerce")
@@ -421,6 +421,33 @@ def _to_time(values: pd.Series, time_unit: TimeUnit) -> pd.Series:
                                 errors="coerce", utc=True)
         out[rest] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
     return out
+
+
+def _to_number(values: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]:
+    """``pd.to_numeric(errors="coerce")`` as float or int, and where a value overflowed.
+
+    An integer too large for a float (JSON allows any) makes ``pd.to_numeric`` raise; such
+    values come back as NaN with ``True`` in the mask, every other value as pandas gives it.
+    """
+    try:
+        return pd.to_numeric(values, errors="coerce"), np.zeros(len(values), dtype=bool)
+    except OverflowError:
+        pass
+    huge = np.array([isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2 ** 1023
+                     for v in values], dtype=bool)
+    rest = values.where(~huge, None)
+    return pd.to_numeric(rest, errors="coerce").astype(float), huge
+
+
+def _exact_int(value: Any) -> int:
+    """The integer a number (or a numeric string) stands for, without a float's rounding."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+        return int(float(value))
+    if isinstance(value, int | np.integer):
+        return int(value)
+    return int(float(value))
 
 
 _ABSENT = object()  # a field a record does not have
@@ -461,9 +488,13 @@ def _fast_column(values: list[Any], dtype: Any, time_unit: TimeUnit) -> pd.Serie
         if kinds != {int}:
             return None
         try:
-            return pd.Series(np.array(values, dtype=np.int64)).astype(dtype)
+            ints = np.array(values, dtype=np.int64)
         except OverflowError:
             return None
+        limits = np.iinfo(dtype)
+        if len(ints) and (ints.min() < limits.min or ints.max() > limits.max):
+            return None  # the general path names the values out of range
+        return pd.Series(ints).astype(dtype)
     if pd.api.types.is_float_dtype(dtype):
         if not kinds or not kinds <= {int, float, type(None)}:
             return None
@@ -528,8 +559,13 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
         idx = np.flatnonzero(np.asarray(mask, dtype=bool) & ~bad)
         for i in idx:
             value = raw[col].iloc[i]
+            if isinstance(value, np.generic):  # the reason shows 2.5, not np.float64(2.5)
+                value = value.item()
+            text = repr(value)
+            if len(text) > 60:
+                text = f"{text[:40]}...({len(text)} characters)"
             why[int(i)] = (f"column {col!r} ({dtype}): missing" if problem == "missing" else
-                           f"column {col!r} ({dtype}): {value!r} {problem}")
+                           f"column {col!r} ({dtype}): {text} {problem}")
         bad[idx] = True
 
     present = {c for r in records for c in r} if n else set()
@@ -553,15 +589,29 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
             mark(conv.isna().to_numpy(), name, dtype, "is not a boolean")
             out[name] = conv
         elif pd.api.types.is_integer_dtype(dtype):
-            conv = pd.to_numeric(values, errors="coerce")
+            conv, huge = _to_number(values)
             mark(missing, name, dtype, "missing")
+            limits = np.iinfo(dtype)
+            as_float = conv.fillna(0).to_numpy(dtype=float)
+            if conv.dtype.kind in "iu":
+                outside = (conv.to_numpy() < limits.min) | (conv.to_numpy() > limits.max)
+            else:  # beyond 2**53 a float is not the integer that arrived: take it exactly
+                outside = (as_float < limits.min) | (as_float > limits.max)
+                big = np.flatnonzero(np.abs(as_float) >= 2 ** 53)
+                if len(big):
+                    conv = conv.astype(object)
+                    for i in big.tolist():
+                        exact = _exact_int(values.iloc[i])
+                        conv.iloc[i] = exact
+                        outside[i] = not limits.min <= exact <= limits.max
+            mark(huge | outside, name, dtype, f"is out of range for {dtype}")
             mark(conv.isna().to_numpy(), name, dtype, "is not a number")
-            frac = conv.notna().to_numpy() & (np.mod(conv.fillna(0).to_numpy(dtype=float), 1)
-                                              != 0)
-            mark(frac, name, dtype, "is not an integer")
+            mark(conv.notna().to_numpy() & (np.mod(as_float, 1) != 0), name, dtype,
+                 "is not an integer")
             out[name] = conv
         elif pd.api.types.is_float_dtype(dtype):
-            conv = pd.to_numeric(values, errors="coerce")
+            conv, huge = _to_number(values)
+            mark(huge, name, dtype, f"is out of range for {dtype}")
             mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a number")
             out[name] = conv
         else:
@@ -855,6 +905,9 @@ class BufferedSource:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
 
+    async def _finish(self) -> None:
+        """After a run's last batch, with the reader stopped: settle what is left over."""
+
     def _connected(self) -> None:
         """Call after a successful (re)connection."""
         self.stats.connected = True
@@ -948,6 +1001,7 @@ class BufferedSource:
                     await asyncio.wait_for(asyncio.shield(reader), 0.2)
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
+            await self._finish()
         finally:
             for task in (reader, batcher, stopper, enough):
                 task.cancel()

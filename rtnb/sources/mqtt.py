@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal
@@ -85,6 +86,9 @@ class MqttSource(BufferedSource):
         self._uncertain: dict[int, int] = {}  # mid -> digest: acked, not confirmed yet
         self._dup: dict[int, bool] = {}  # mid -> DUP flag of the message being delivered
         self.duplicates = 0  # messages resent by the broker and skipped (held or processed)
+        self.reclaimed = 0  # acks lost with a connection, sent again at the end of the run
+        self.settle_timeout = 10.0  # seconds for that
+        self._lost = False  # the last connection dropped: its unconfirmed acks may be lost
         self._barriers: set[asyncio.Task[None]] = set()  # confirmations being waited for
 
     def __repr__(self) -> str:
@@ -134,6 +138,7 @@ class MqttSource(BufferedSource):
         paho.on_connect, paho.on_message = connected, received
         try:
             async with client:
+                self._lost = True  # until the connection is closed by this side
                 self._gen += 1
                 present = bool(session and session[0])
                 self._resume(present, first)
@@ -146,6 +151,7 @@ class MqttSource(BufferedSource):
                         await self._receive(message)
                 except asyncio.CancelledError:  # the run is over: the last acks first
                     await self._settle()
+                    self._lost = not paho.is_connected()
                     raise
             if not stop.is_set():
                 msg = "the broker closed the connection"
@@ -260,6 +266,55 @@ class MqttSource(BufferedSource):
         """Wait (a few seconds at most) until the broker confirmed the acks sent so far."""
         if self._barriers:
             await asyncio.wait(set(self._barriers), timeout=5)
+
+    async def _finish(self) -> None:
+        """Acknowledge the resent copies of processed messages whose acks were lost.
+
+        A connection that drops takes with it the acks it had not delivered; the broker
+        then resends those messages on the next connection, where they are recognised and
+        acknowledged without being processed again. A run that ends before that resend
+        (``max_events`` reached while the reader still worked through what the dropped
+        connection had delivered) would leave them in the session, so the next run would
+        process them twice. Here a short connection resumes the session, acknowledges the
+        resent copies of exactly those messages (packet id and payload) and leaves every
+        other message in the session.
+        """
+        if self.qos == 0 or self.clean_session:
+            return
+        at_risk = {**self._uncertain, **self._old_done} if self._lost else dict(self._old_done)
+        if not at_risk:
+            return
+        try:
+            async with asyncio.timeout(self.settle_timeout):
+                self.reclaimed += await self._reclaim(at_risk)
+        except (OSError, TimeoutError, self._aiomqtt.MqttError) as exc:
+            print(f"rtnb: source {self.name!r} could not resume its session to acknowledge "
+                  f"messages already processed ({type(exc).__name__}: {exc}); the broker may "
+                  f"deliver up to {len(at_risk)} of them again", file=sys.stderr)
+
+    async def _reclaim(self, at_risk: dict[int, int]) -> int:
+        client = self._make_client(first=False)
+        paho = client._client
+        paho.manual_ack_set(True)
+        arrived: list[tuple[int, int]] = []
+
+        def received(c: Any, userdata: Any, message: Any) -> None:  # not queued: not processed
+            if message.dup and message.qos == 1:
+                arrived.append((int(message.mid), hash(bytes(message.payload))))
+
+        paho.on_message = received
+        acked = 0
+        async with client:
+            # Answered after the broker resent what it had in flight for the session.
+            await client.unsubscribe(BARRIER)
+            for mid, digest in arrived:
+                if at_risk.get(mid) == digest:
+                    paho.ack(mid, 1)
+                    acked += 1
+            if acked:
+                await client.unsubscribe(BARRIER)  # answered after the broker read the acks
+        self._old_done, self._uncertain, self._lost = {}, {}, False
+        return acked
 
     async def _close(self) -> None:
         for task in list(self._barriers):

@@ -532,6 +532,46 @@ def test_mqtt_connection_cut_mid_stream_every_message_processed_exactly_once(top
     assert left == 0
 
 
+def test_mqtt_acks_lost_with_the_connection_are_sent_again_when_the_run_ends(topic, rows):
+    """The connection drops after it delivered every message but before any was processed.
+
+    The source still works through what the dropped connection delivered and reaches
+    ``max_events`` before it reconnects (its backoff is long), so every ack it sent went
+    into a closed socket. At the end of the run it resumes the session once and
+    acknowledges the broker's resent copies of exactly those messages: the next run of the
+    session gets nothing twice.
+    """
+    client_id = f"rtnb-test-{uid()}"
+    n, buffer = 600, 50
+
+    async def scenario() -> tuple[pd.DataFrame, Any, int]:
+        proxy = await Proxy(1883).start()
+        src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
+                                client_id=client_id, max_batch=buffer, buffer=buffer,
+                                max_events=n)
+        src._source.backoff = rtnb.sources._core.Backoff(base=60, cap=60)  # no reconnect
+        out = src.collect()
+        src.start()
+        await until(lambda: src._source.stats.connected, what="subscribed")
+        src.pause()  # the pipeline holds: the buffer fills, the rest waits in the client
+        await mqtt_publish(topic, payloads(rows.iloc[:n]))
+        mqtt_client = src._source._client
+        await until(lambda: mqtt_client._queue.qsize() >= n - 2 * buffer,
+                    what="the client holds the messages")
+        proxy.cut()
+        await until(lambda: not mqtt_client._client.is_connected(), what="disconnected")
+        src.resume()
+        await asyncio.wait_for(src.wait(), 30)
+        await proxy.stop()
+        return collected(out), src._source, await left_in_session(client_id)
+
+    got, source, left = asyncio.run(scenario())
+    assert got["seq"].is_unique and sorted(got["seq"]) == list(range(n))
+    assert source._gen == 1  # the run itself never reconnected
+    assert left == 0
+    assert source.reclaimed >= n - 2 * buffer
+
+
 # == AMQP ======================================================================================
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
