@@ -221,9 +221,13 @@ def _time_updates(name: str, view: Any) -> None:
 
 
 def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover: int = 1_000,
-          max_fps: float = 10.0, max_seconds: float = 3_600.0) -> str:
+          max_fps: float = 10.0, max_seconds: float = 3_600.0, page_fix: str = "") -> str:
     """Build the feed and its two views (``kind``: ``"rtnb"`` or ``"naive"``), display them
-    and start feeding on the running loop; return :func:`snapshot`."""
+    and start feeding on the running loop; return :func:`snapshot`.
+
+    ``page_fix``: what the rtnb views are told a page reported (``PageAck.fixed``; no page
+    runs here).
+    """
     from IPython.display import display
 
     sdf = rtnb.StreamingFrame(example(), time="t", name="feed")
@@ -234,6 +238,7 @@ def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover
                                          max_fps=max_fps)
         for view in views.values():
             display(view)  # type: ignore[no-untyped-call]
+            view.model.ack.fixed = page_fix
     elif kind == "naive":
         from bokeh.io import output_notebook
         from bokeh.resources import INLINE
@@ -276,6 +281,7 @@ def snapshot(reset_peak: bool = False) -> str:
         if STATE["kind"] == "rtnb":
             model = view.model
             views[name] = {"updates": view.updates, "patch_docs": model.messages_sent,
+                           "comm_messages": model.comm_messages_sent,
                            "payload_bytes": model.bytes_sent, "rows_sent": view.rows_sent,
                            "lines": len(view.sources), "comm_id": model.comm.comm_id,
                            **timing}

@@ -2,6 +2,14 @@
 
 The model also learns from the page how much of it was applied (browser -> kernel flow
 control), see :class:`BatchedBokehModel`.
+
+jupyter_bokeh 4.0.5's front end loses every document change of a PATCH-DOC after the first:
+its ``BokehView`` queues the changes made while it applies a patch in ``this._events``, which
+on an ipywidgets view is Backbone's table of event handlers (an object, not an array). BokehJS
+calls the view's change callback after applying each event of the patch; ``push`` throws
+there and ends BokehJS's loop over the events (every PATCH-DOC throws, silently; a one-event
+patch is applied before). The page script :data:`_FIX_JS` mends that view in the page, and
+the model sends one PATCH-DOC per update only once the page reported the fix.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from bokeh.core.properties import Int
+from bokeh.core.properties import Int, String
 from bokeh.core.serialization import Serializer
 from bokeh.document import Document
 from bokeh.document.events import DocumentPatchedEvent
@@ -26,9 +34,9 @@ from jupyter_bokeh import BokehModel
 __all__ = ["BatchedBokehModel", "PageAck", "ensure_bokehjs", "in_kernel"]
 
 #: The page copies ``sent`` to ``applied`` once it has applied the change of ``sent`` (and so
-#: every message sent before it). Deferred to a microtask: jupyter_bokeh 4.0.5's front end
-#: cannot send a change made while it applies a PATCH-DOC (its ``_change_event`` throws then,
-#: ``this._events`` is undefined), and a CustomJS may run synchronously in the future.
+#: every message sent before it). Deferred to a microtask: a change made while the front end
+#: applies a PATCH-DOC is queued behind it (or, without :data:`_FIX_JS`, lost), and a
+#: CustomJS may run synchronously in a later BokehJS.
 _ACK_JS = """
 const seq = cb_obj.sent;
 Promise.resolve().then(() => {
@@ -36,6 +44,94 @@ Promise.resolve().then(() => {
         cb_obj.applied = seq;
     }
 });
+"""
+
+#: Makes jupyter_bokeh 4.0.5's ``BokehView`` apply every event of a PATCH-DOC (see the module
+#: docstring), and reports how in ``ack.fixed``. Runs in each page when its views are built
+#: (``document_ready``) and again on each numbered update (``sent``); CustomJS runs
+#: asynchronously, which is why the kernel combines events only after ``fixed`` came back.
+#:
+#: * ``"proto"`` (JupyterLab, Notebook 7): the ``BokehView`` class is taken from JupyterLab's
+#:   module federation container (the instance the widget manager uses) and patched once per
+#:   page: changes the kernel made (``sync === false``) are not sent back, changes the page
+#:   makes during a patch wait in an array of their own and go out after it, Backbone's
+#:   ``_events`` is never touched. It also takes ``{"msg": "rtnb_patch", "fragments": [header,
+#:   metadata, content]}``: a whole PATCH-DOC in one comm message.
+#: * ``"doc"`` (no container): per document, jupyter_bokeh's change callback is wrapped to drop
+#:   the kernel's own changes, so nothing throws while a patch is applied.
+#:
+#: Anything missing (another jupyter_bokeh) reports ``"none"``: the kernel then keeps one
+#: event per PATCH-DOC, as before.
+_FIX_JS = r"""
+const report = (how) => { if (ack.fixed !== how) { ack.fixed = how; } };
+const doc = ack.document;
+const viaDoc = () => {
+    if (doc == null) { return "none"; }
+    if (doc.__rtnbFixed) { return "doc"; }
+    let found = 0;
+    const wrapped = Array.from(doc._callbacks).map(([cb, batches]) => {
+        if (String(cb).includes("_change_event")) {
+            found += 1;
+            return [(ev) => { if (ev.sync !== false) { cb(ev); } }, batches];
+        }
+        return [cb, batches];
+    });
+    if (found === 0) { return "none"; }
+    doc._callbacks = new Map(wrapped);
+    doc.__rtnbFixed = true;
+    return "doc";
+};
+const viaProto = () => {
+    if (window.__rtnbJbFix != null) { return Promise.resolve(window.__rtnbJbFix); }
+    const container = window._JUPYTERLAB && window._JUPYTERLAB["@bokeh/jupyter_bokeh"];
+    if (container == null) { return Promise.resolve(null); }
+    return container.get("./index").then((factory) => {
+        const mod = factory();
+        const P = mod.BokehView && mod.BokehView.prototype;
+        if (P == null || typeof P._change_event !== "function" ||
+                typeof P._consume_patch !== "function") { return null; }
+        if (!P.__rtnbFixed) {
+            const change = P._change_event;
+            P._change_event = function (ev) {
+                if (ev.sync === false) { return; }  // the kernel's own change: no echo
+                if (this._blocked) {
+                    (this.__rtnbPending || (this.__rtnbPending = [])).push(ev);
+                    return;
+                }
+                return change.call(this, ev);
+            };
+            P._consume_patch = function (content, buffers) {
+                if (this._document == null) { return; }
+                if (content.msg === "rtnb_patch") {
+                    for (const fragment of content.fragments) { this._receiver.consume(fragment); }
+                } else if (content.msg === "patch") {
+                    const payload = content.payload;
+                    this._receiver.consume(payload != null ? payload : buffers[0].buffer);
+                } else {
+                    return;
+                }
+                const msg = this._receiver.message;
+                if (msg != null && Object.keys(msg.content).length > 0) {
+                    this._blocked = true;
+                    this.__rtnbPending = [];
+                    try {
+                        this._document.apply_json_patch(msg.content, msg.buffers);
+                    } finally {
+                        this._blocked = false;
+                        const pending = this.__rtnbPending;
+                        this.__rtnbPending = [];
+                        for (const ev of pending) { this._change_event(ev); }
+                    }
+                }
+            };
+            P.__rtnbFixed = true;
+        }
+        window.__rtnbJbFix = "proto";
+        return "proto";
+    });
+};
+viaProto().then((how) => report(how != null ? how : viaDoc()))
+          .catch((err) => { console.error("rtnb: jupyter_bokeh fix", err); report(viaDoc()); });
 """
 
 _bokehjs_loaded = False
@@ -78,56 +174,63 @@ class PageAck(DataModel):
 
     sent = Int(0, help="Number of the kernel's latest update")
     applied = Int(0, help="Number of the latest update the page has applied")
+    fixed = String("", help="How the page applies multi-event PATCH-DOCs: 'proto', 'doc' "
+                            "or 'none' (see _FIX_JS); '' until a page reported")
 
 
 class BatchedBokehModel(BokehModel):  # type: ignore[misc]
-    """A ``jupyter_bokeh.BokehModel`` that collects a view's changes and counts what it sends.
+    """A ``jupyter_bokeh.BokehModel`` that sends each coalesced update of a view as one message.
 
-    Inside :meth:`batch`, document changes are held and sent together when the block ends, so
-    one coalesced update of a view leaves the kernel at one moment. Each change still travels
-    as its own PATCH-DOC message: the jupyter_bokeh 4.0.5 front end applies only the first
-    event of a multi-event PATCH-DOC (seen in chromium on 2026-11-29: of three streamed
-    sources only the first grew, and legend items added with new lines never showed).
-    ``messages_sent`` and ``bytes_sent`` count what left the kernel.
+    Inside :meth:`batch`, document changes are held and sent together when the block ends.
+    Once the page reports that it applies multi-event PATCH-DOCs (``ack.fixed``, see
+    :data:`_FIX_JS`), the whole update is one PATCH-DOC, its acknowledgement number included;
+    with the ``"proto"`` fix it also travels as one comm message instead of jupyter_bokeh's
+    three (header, metadata, content). Until then (and with a front end the fix does not
+    know) each change travels as its own PATCH-DOC. ``messages_sent`` counts PATCH-DOCs,
+    ``comm_messages_sent`` comm messages and ``bytes_sent`` what left the kernel.
 
-    Flow control: after each batch that sent something the model numbers it (``ack.sent``,
-    one more small PATCH-DOC) and the page acknowledges the numbers it has applied
-    (:class:`PageAck`). Once a first acknowledgement came back (a page shows the document),
-    :meth:`may_send` says no while more than ``max_unacked`` PATCH-DOCs are unacknowledged,
-    so the views hold and coalesce their updates instead of queueing them in the browser.
-    Until then (no page, a page that has not rendered yet, headless runs) batches are
-    numbered at most once per ``probe_every`` seconds and nothing is held; when the
-    acknowledgements stop for ``ack_timeout`` seconds (page closed) the model stops holding
-    until the next one arrives.
+    Flow control: batches that sent something are numbered (``ack.sent``) and the page
+    acknowledges the numbers it has applied (:class:`PageAck`). Once a first
+    acknowledgement came back (a page shows the document), :meth:`may_send` says no while
+    the page is too far behind (``max_unacked`` PATCH-DOCs, or ``max_unacked_updates``
+    numbered updates when they are combined), so the views hold and coalesce their updates
+    instead of queueing them in the browser. Until then (no page, a page that has not
+    rendered yet, headless runs) batches are numbered at most once per ``probe_every``
+    seconds and nothing is held; when the acknowledgements stop for ``ack_timeout`` seconds
+    (page closed) the model stops holding until the next one arrives.
 
     Parameters
     ----------
     model
         The Bokeh layout to show.
     max_unacked
-        PATCH-DOCs the page may have outstanding before updates are held (about a second of
-        what a loaded chromium applies).
+        PATCH-DOCs the page may have outstanding before updates are held, while each change
+        is its own PATCH-DOC (about a second of what a loaded chromium applies).
+    max_unacked_updates
+        Numbered updates the page may have outstanding while updates are combined (one
+        PATCH-DOC each; 10 is a second at the default ``max_fps``).
     ack_timeout
         Seconds without acknowledgement after which updates flow again, unheld.
     probe_every
         Seconds between numbered batches while no page has acknowledged.
     """
 
-    #: Send one PATCH-DOC per coalesced update (all its events) instead of one per event.
-    #: jupyter_bokeh 4.0.5's front end hands the whole message to ``apply_json_patch``; an
-    #: earlier build of rtnb saw only the first event applied (at the time, held events were
-    #: encoded late, see ``_document_patched``), so this stays off until the browser tests
-    #: show it safe.
-    combine_events = False
+    #: ``None``: one PATCH-DOC per update once a page reported the fix; ``True`` / ``False``
+    #: force it (tests: a page replica applies every event).
+    combine_patches: bool | None = None
+    #: With the ``"proto"`` fix, send a PATCH-DOC as one comm message (``rtnb_patch``).
+    one_comm_message = True
 
-    def __init__(self, model: Any, *, max_unacked: int = 100, ack_timeout: float = 5.0,
-                 probe_every: float = 0.25, **kwargs: Any) -> None:
+    def __init__(self, model: Any, *, max_unacked: int = 100, max_unacked_updates: int = 10,
+                 ack_timeout: float = 5.0, probe_every: float = 0.25, **kwargs: Any) -> None:
         self._held: list[tuple[str, str, str]] | None = None
         self._held_events: list[Any] = []
         self._serializer: Serializer | None = None
         self.messages_sent = 0
+        self.comm_messages_sent = 0
         self.bytes_sent = 0
         self.max_unacked = max_unacked
+        self.max_unacked_updates = max_unacked_updates
         self.ack_timeout = ack_timeout
         self.probe_every = probe_every
         #: Batches numbered, and (number, messages sent up to and with it) not yet acked.
@@ -144,11 +247,14 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         self.held_ticks = 0
         self.ack: Any = PageAck()  # Any: mypy sees Bokeh's property descriptors
         self.ack.js_on_change("sent", CustomJS(code=_ACK_JS))
+        fix = CustomJS(args={"ack": self.ack}, code=_FIX_JS)
+        self.ack.js_on_change("sent", fix)
         doc = model.document
         if doc is None:
             doc = Document()
             doc.add_root(model)
         doc.add_root(self.ack)
+        doc.js_on_event("document_ready", fix)  # in each page, once its views are built
         super().__init__(model, **kwargs)
 
     @classmethod
@@ -195,15 +301,25 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
             return None
         return self.seq - self._acked_seq, self.messages_sent - self._acked_messages
 
+    @property
+    def combining(self) -> bool:
+        """Whether an update goes to the page as one PATCH-DOC (see ``combine_patches``)."""
+        if self.combine_patches is not None:
+            return self.combine_patches
+        return str(self.ack.fixed) in ("proto", "doc")
+
     def may_send(self, now: float | None = None) -> bool:
         """Whether an update may be sent now (no page, or the page keeps up, or went silent).
 
-        No while a page acknowledges and is more than ``max_unacked`` PATCH-DOCs behind,
-        until its acknowledgements have stopped for ``ack_timeout`` seconds.
+        No while a page acknowledges and is more than ``max_unacked`` PATCH-DOCs (combined:
+        ``max_unacked_updates`` updates) behind, until its acknowledgements have stopped for
+        ``ack_timeout`` seconds.
         """
         now = time.monotonic() if now is None else now
         self._read_acks(now)
-        if not self._engaged or self.messages_sent - self._acked_messages <= self.max_unacked:
+        behind = self.seq - self._acked_seq > self.max_unacked_updates if self.combining else \
+            self.messages_sent - self._acked_messages > self.max_unacked
+        if not self._engaged or not behind:
             return True
         if now - self._ack_time > self.ack_timeout:
             self._engaged = False  # the page went away (or froze): flow until it acks again
@@ -217,14 +333,20 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         self.held_ticks += 1
         return False
 
-    def _mark(self, *, force: bool = False) -> None:
-        """Number the batch just sent, so that the page can acknowledge it."""
+    def _may_number(self, *, force: bool = False) -> bool:
+        """Whether to number the batch now (always, once a page acknowledges)."""
         now = time.monotonic()
         if not force and not self._engaged and now - self._last_mark < self.probe_every:
-            return
+            return False
         if self._engaged and not self._marks:
             self._ack_time = now  # nothing was outstanding: the wait starts now
         self._last_mark = now
+        return True
+
+    def _mark(self, *, force: bool = False) -> None:
+        """Number the batch just sent, so that the page can acknowledge it."""
+        if not self._may_number(force=force):
+            return
         self.seq += 1
         self.ack.sent = self.seq  # one more PATCH-DOC (sent now: no batch is open)
         self._marks.append((self.seq, self.messages_sent))
@@ -249,13 +371,20 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         try:
             yield
         finally:
+            numbered = False
+            if self._held_events and self._may_number():  # combined: the number rides along
+                self.seq += 1
+                self.ack.sent = self.seq  # held: the update's last event
+                numbered = True
             held, self._held = self._held, None
             for payloads in held:
                 self._send_payloads(payloads)
             if self._held_events:
                 self._send_payloads(self._message(self._held_events))
             self._held_events, self._serializer = [], None
-            if self.messages_sent > before:
+            if numbered:
+                self._marks.append((self.seq, self.messages_sent))
+            elif self.messages_sent > before:
                 self._mark()
 
     def _document_patched(self, event: DocumentPatchedEvent) -> None:
@@ -265,7 +394,7 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         # the state of that moment. A new line's source added by one event and streamed to by
         # the next would then reach the page with its rows twice (once inside the new source,
         # once in the stream event), and later patches would hit the wrong rows.
-        if self._held is not None and self.combine_events:
+        if self._held is not None and self.combining:
             if self._serializer is None:
                 doc = event.document
                 assert doc is not None
@@ -302,6 +431,11 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
 
     def _send_payloads(self, payloads: tuple[str, str, str]) -> None:
         self.messages_sent += 1
+        self.bytes_sent += sum(len(payload) for payload in payloads)
+        if self.one_comm_message and str(self.ack.fixed) == "proto":
+            self.comm_messages_sent += 1
+            self.send({"msg": "rtnb_patch", "fragments": list(payloads)})
+            return
         for payload in payloads:
-            self.bytes_sent += len(payload)
+            self.comm_messages_sent += 1
             self.send({"msg": "patch", "payload": payload})

@@ -1047,6 +1047,26 @@ def bokeh_sources(page: Page, live_only: bool = True) -> list[list[dict[str, Any
     return list(_bokeh_eval(page, body, live_only))
 
 
+def bokeh_page_acks(page: Page, live_only: bool = True) -> list[dict[str, Any]]:
+    """The rtnb ``PageAck`` model of every BokehJS document: ``sent``, ``applied``, ``fixed``.
+
+    ``fixed`` says how the page was made to apply multi-event PATCH-DOCs (``"proto"``,
+    ``"doc"``, ``"none"``; ``""`` before the page script ran): see ``rtnb.viz._bokeh``.
+    """
+    body = """
+    const out = [];
+    for (const doc of docs) {
+        for (const m of doc.all_models) {
+            if (String(m.type).endsWith("PageAck")) {
+                out.push({sent: m.sent, applied: m.applied, fixed: m.fixed});
+            }
+        }
+    }
+    return out;
+    """
+    return list(_bokeh_eval(page, body, live_only))
+
+
 def bokeh_cds_lengths(page: Page, live_only: bool = True) -> list[list[int]]:
     """Return ``get_length()`` of every ColumnDataSource, per BokehJS document.
 
@@ -1331,8 +1351,9 @@ class KernelMessage:
     comm_id : str or None
         The comm (widget model id) of a ``comm_msg``.
     kind : str
-        ``"bokeh-patch"``: the content part of a Bokeh PATCH-DOC (one per document change
-        sent); ``"bokeh"``: the header/metadata parts of a PATCH-DOC; ``"widget"``: an
+        ``"bokeh-patch"``: the content part of a Bokeh PATCH-DOC (or the whole PATCH-DOC
+        in one ``rtnb_patch`` message); ``"bokeh"``: the header/metadata parts of a
+        PATCH-DOC sent in jupyter_bokeh's three parts; ``"widget"``: an
         ipywidgets state update; ``"comm"``: another comm message; ``"other"``: not a comm.
     events : tuple[str, ...]
         For ``"bokeh-patch"``: the Bokeh event kinds (``"ColumnsStreamed"``,
@@ -1393,9 +1414,12 @@ def parse_kernel_frame(payload: str | bytes) -> KernelMessage | None:
         # ipywidgets wraps a widget's custom message: {"method": "custom", "content": {...}}
         inner = data.get("content") if data.get("method") == "custom" else data
         inner = inner if isinstance(inner, dict) else {}
-        if inner.get("msg") == "patch":
+        if inner.get("msg") in ("patch", "rtnb_patch"):
             kind = "bokeh"
             body = inner.get("payload")
+            if inner.get("msg") == "rtnb_patch":  # a whole PATCH-DOC in one comm message
+                fragments = inner.get("fragments") or []
+                body = fragments[-1] if fragments else None
             if isinstance(body, str) and '"events"' in body:
                 kind = "bokeh-patch"
                 try:

@@ -10,6 +10,9 @@ late-rows table, fed by a replay of the bundled day. The tests check what a user
 * after "stop", no more comm messages arrive (counted on the kernel websocket);
 * re-running the cells tears the old board down: the update rate does not double and the
   old document stops changing;
+* the page applies every event of a multi-event PATCH-DOC (rtnb's page script mends
+  jupyter_bokeh 4.0.5's front end), so each update of a view is one comm message, and every
+  source of every line reaches the page;
 * at a high input rate for a minute, every pause/resume click is answered, the JS heap
   stays bounded and, once the page has caught up with the start, the kernel never has more
   than its flow-control budget of Bokeh messages unacknowledged by the page;
@@ -45,6 +48,8 @@ from browser_helpers import (
     KernelMessageLog,
     bokeh_column,
     bokeh_figures,
+    bokeh_page_acks,
+    bokeh_sources,
     bokeh_titles,
     cell_errors,
     click_status_button,
@@ -388,6 +393,55 @@ def test_rerun_does_not_double_updates(
     # (measured after/before: 0.83 to 1.40), so the bound is not 1.5.
     assert rate_after / rate_before < 1.8
     assert page.locator("table.rtnb-status").count() == 1
+    assert notebook_errors(page) == []
+
+
+# -- 3b. one comm message per view update ----------------------------------------------------
+
+#: The views of notebook 03's board and their ``max_fps`` (the default).
+VIEWS, MAX_FPS = 5, 10
+
+
+def test_one_comm_message_per_view_update_and_every_source_reaches_the_page(
+    lab: JupyterLab, page: Page, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RTNB_REPLAY_MAX_EVENTS", WHOLE_DAY)
+    log = KernelMessageLog(page)
+    start_board(page, lab, "dashboard-messages.ipynb")
+    wait_all_updating(page, BOARD)
+    wait_page_caught_up(page)
+    # The page script ran and patched jupyter_bokeh's view class (JupyterLab: "proto").
+    wait_until(lambda: [a["fixed"] for a in bokeh_page_acks(page)] == ["proto"],
+               timeout=SLOW, message=f"page fix not reported: {bokeh_page_acks(page)}")
+    page.wait_for_timeout(2000)  # what was sent before the kernel read "proto" has passed
+
+    window = 8.0
+    t0 = time.time()
+    page.wait_for_timeout(window * 1000)
+    log.wait_for_sent(t0 + window, timeout=SLOW)
+    msgs = log.select(kind="comm_msg", sent_after=t0, sent_before=t0 + window)
+    patches = [m for m in msgs if m.kind == "bokeh-patch"]
+    parts = [m for m in msgs if m.kind == "bokeh"]  # header/metadata of 3-part PATCH-DOCs
+    per_patch = Counter(len(m.events) for m in patches)
+    # Every named source of every line is in the page and has rows (without the page fix a
+    # combined PATCH-DOC reached only its first source: the others stayed empty).
+    sources = [src for doc in bokeh_sources(page) for src in doc if src["name"]]
+    empty = [src["name"] for src in sources if src["length"] == 0 and ":" in src["name"]
+             and not src["name"].endswith(("late", "watermark", "fired", "bands"))]
+    report("test_one_comm_message_per_view_update_and_every_source_reaches_the_page", {
+        "bokeh_comm_msgs_per_s": round((len(patches) + len(parts)) / window, 1),
+        "patch_docs_per_s": round(len(patches) / window, 1),
+        "events_per_patch_doc": dict(sorted(per_patch.items())),
+        "named_sources": len(sources),
+        "page_acks": bokeh_page_acks(page),
+    }, tmp_path)
+    assert patches, "no Bokeh update in the window"
+    assert parts == [], "PATCH-DOCs still sent in three comm messages"
+    assert max(per_patch) > 1, "no update carried several events"
+    # One comm message per view update: at most max_fps per view.
+    assert len(patches) / window <= VIEWS * MAX_FPS
+    assert empty == [], f"sources that never reached the page: {empty}"
+    assert cell_errors(page) == []
     assert notebook_errors(page) == []
 
 

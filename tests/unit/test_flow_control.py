@@ -44,11 +44,13 @@ class Page:
         bundle = widget.render_bundle
         self.doc = Document.from_json(bundle["docs_json"][next(iter(bundle["docs_json"]))])
         self.widget = widget
-        self.patches = 0
+        self.patches = self.comm_messages = 0
         monkeypatch.setattr(widget, "send", self._receive)
 
     def _receive(self, content: dict[str, Any], buffers: Any = None) -> None:
-        payload = content.get("payload", "")
+        self.comm_messages += 1
+        payload = content["fragments"][2] if content["msg"] == "rtnb_patch" else \
+            content.get("payload", "")
         if payload.startswith('{"events"'):
             self.doc.apply_json_patch(json.loads(payload), setter="page")
             self.patches += 1
@@ -62,6 +64,12 @@ class Page:
         """Send the kernel what the page's CustomJS would: ``applied = sent``."""
         event = {"event": "jsevent", "kind": "ModelChanged",
                  "model": {"id": self.widget.ack.id}, "attr": "applied", "new": self.applied}
+        self.widget._sync_model(self.widget, event, [])
+
+    def report_fix(self, how: str = "proto") -> None:
+        """What the page's script sends once it mended jupyter_bokeh's front end."""
+        event = {"event": "jsevent", "kind": "ModelChanged",
+                 "model": {"id": self.widget.ack.id}, "attr": "fixed", "new": how}
         self.widget._sync_model(self.widget, event, [])
 
     def sources(self) -> dict[str, dict[str, list[Any]]]:
@@ -283,3 +291,40 @@ def test_what_was_sent_before_the_page_was_known_can_be_acknowledged(metrics, mo
     board.scheduler.tick()
     assert model.held_ticks == held and not any(v.has_pending for v in views)
     assert page.sources() == kernel_sources(model)
+
+
+def test_combined_each_tick_is_one_message_carrying_its_number(metrics, monkeypatch):
+    """With the page fix reported, a tick is one PATCH-DOC in one comm message, numbered;
+    behind ``max_unacked_updates`` numbered updates the board holds and merges, as above."""
+    monkeypatch.setattr(plots, "_COMPACT_MIN_ROWS", 100)
+    sdf, views, board = build_board(metrics, probe_every=0.0, max_unacked_updates=BUDGET)
+    model = board.model
+    page = Page(model, monkeypatch)
+    page.report_fix("proto")
+    assert model.combining
+    ref_sdf, ref_views, ref_board = build_board(metrics)  # per event, never held
+    ref_page = Page(ref_board.model, monkeypatch)
+
+    def both(df: pd.DataFrame) -> None:
+        feed(sdf, df, 60)
+        feed(ref_sdf, df, 60)
+
+    both(metrics.iloc[:300])
+    ticks = board.scheduler.ticks
+    assert ticks == len(views) * 5
+    assert model.messages_sent == model.comm_messages_sent == page.comm_messages == ticks
+    assert model.seq == ticks and page.applied == ticks  # every tick numbered, inside it
+    page.acknowledge()
+    assert model.engaged and model.unacked == 0
+    both(metrics.iloc[300:6_000])  # the page applies, but says nothing
+    assert model.held_ticks > 100
+    assert model.seq - page.applied == 0 and model.seq - model._acked_seq == BUDGET + 1
+    page.acknowledge()
+    assert board.scheduler.tick() == len(views)
+    assert not any(v.has_pending for v in views)
+    assert page.sources() == kernel_sources(model)
+    for view, ref in zip(views, ref_views, strict=True):
+        tm.assert_frame_equal(view.data(), ref.data())
+    assert page.comm_messages == model.messages_sent  # one comm message per PATCH-DOC
+    assert ref_page.comm_messages == 3 * ref_page.patches
+    assert page.comm_messages < ref_page.comm_messages / 20

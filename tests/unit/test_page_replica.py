@@ -20,7 +20,6 @@ from bokeh.models import ColumnDataSource
 
 import rtnb
 from rtnb import Param
-from rtnb.viz._bokeh import BatchedBokehModel
 
 NEVER = 1e-9
 
@@ -32,11 +31,18 @@ class PageReplica:
         bundle = widget.render_bundle
         self.doc = Document.from_json(bundle["docs_json"][next(iter(bundle["docs_json"]))])
         self.kernel_doc = widget._document
+        self.comm_messages = self.patch_docs = 0
         monkeypatch.setattr(widget, "send", self._receive)
 
     def _receive(self, content: dict[str, Any], buffers: Any = None) -> None:
-        payload = content.get("payload", "")
+        self.comm_messages += 1
+        if content["msg"] == "rtnb_patch":  # a whole PATCH-DOC in one comm message
+            header, _, payload = content["fragments"]
+            assert json.loads(header)["msgtype"] == "PATCH-DOC"
+        else:
+            payload = content.get("payload", "")
         if payload.startswith('{"events"'):
+            self.patch_docs += 1
             self.doc.apply_json_patch(json.loads(payload), setter="page")
 
     def check(self) -> int:
@@ -81,9 +87,10 @@ def feed_and_check(sdf: rtnb.StreamingFrame, df: pd.DataFrame, views: list[Any],
     return checks
 
 
-@pytest.mark.parametrize("combine", [False, True])
-def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch, combine):
-    monkeypatch.setattr(BatchedBokehModel, "combine_events", combine)
+@pytest.mark.parametrize("fixed", ["", "proto", "doc"])
+def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch, fixed):
+    """Per event (no page fix reported), one PATCH-DOC per update, one comm message each."""
+    combine = fixed != ""
     sdf = rtnb.StreamingFrame(metrics.iloc[:0], time="timestamp", name="m")
     size = Param("30s", min="10s", max="5min", name="size")
     per_host = sdf.window(rtnb.tumbling(size), by="host", emit="update", retain="1h",
@@ -105,6 +112,8 @@ def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch,
     views[3].mark(hot)  # alert markers and bands on the band plot
     board = rtnb.dashboard(size, *views, ncols=2)
     page = PageReplica(board.model, monkeypatch)
+    board.model.ack.fixed = fixed  # what the page reports once _FIX_JS ran
+    assert board.model.combining == combine
     sent_before, marks_before = board.model.messages_sent, board.model.seq
     # a shuffled arrival order within a few seconds: update-mode windows are patched
     rng = np.random.default_rng(5)
@@ -123,11 +132,19 @@ def test_every_view_kind_in_one_dashboard_matches_the_page(metrics, monkeypatch,
     assert checks > 12 * 20  # many sources compared many times
     assert len(views[3]._fired.data["x"]) > 0 and len(views[3]._bands.data["x0"]) > 0
     updates = sum(v.updates for v in views)
-    # (the numbered updates the page acknowledges are one PATCH-DOC each, not counted)
-    messages = board.model.messages_sent - sent_before - (board.model.seq - marks_before)
-    # combined: one PATCH-DOC per view update; otherwise one per changed source or property
-    # (plus the titles the one Param change re-set, sent when they changed)
-    assert (messages <= updates + len(views)) if combine else (messages > 3 * updates)
+    messages = board.model.messages_sent - sent_before
+    if combine:
+        # one PATCH-DOC per view update, the acknowledgement number inside it (plus the
+        # titles the one Param change re-set, sent when they changed)
+        assert board.model.seq - marks_before > 0
+        assert messages <= updates + len(views)
+        frames = 1 if fixed == "proto" else 3  # "doc": jupyter_bokeh's own 3-part framing
+        assert page.comm_messages == frames * page.patch_docs
+    else:
+        # one per changed source or property, and one per numbered update
+        messages -= board.model.seq - marks_before
+        assert messages > 3 * updates
+        assert page.comm_messages == 3 * page.patch_docs
 
 
 @pytest.mark.parametrize("max_points", [5, 1000])
