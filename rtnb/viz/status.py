@@ -239,9 +239,10 @@ class Status:
             self._stop = widgets.Button(description="stop", icon="stop",
                                         button_style="danger",
                                         layout=widgets.Layout(width="90px"))
-            self._pause.on_click(lambda _: self.root.pause())
-            self._resume.on_click(lambda _: self.root.resume())
-            self._stop.on_click(lambda _: self.root.stop())
+            # answered at once, not at the next refresh
+            self._pause.on_click(lambda _: (self.root.pause(), self.refresh()))
+            self._resume.on_click(lambda _: (self.root.resume(), self.refresh()))
+            self._stop.on_click(lambda _: (self.root.stop(), self.refresh()))
             self._sync_buttons()
             buttons = widgets.HBox([self._pause, self._resume, self._stop])
             self._widget = widgets.VBox([self._html_widget, buttons],

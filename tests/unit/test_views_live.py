@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -384,6 +385,26 @@ def test_pause_resume_and_stop_in_the_notebook_loop(metrics):
     assert r["resumed"] > r["still"]
     assert r["final"] == "stopped" and r["closed"]
     assert r["total"] < len(metrics)
+
+
+def test_a_status_button_is_answered_at_once_not_at_the_next_refresh(metrics):
+    async def scenario() -> list[tuple[str, bool, bool]]:
+        sdf = rtnb.sources.replay(metrics, speed=600, interval="20ms", batch_size=500)
+        status = sdf.status(interval=3600)  # no periodic refresh within the test
+        status.widget  # noqa: B018 - builds the buttons
+        sdf.start()
+        await asyncio.sleep(0.2)
+        shown = []
+        for button in (status._pause, status._resume):
+            button.click()
+            html = status._html_widget.value
+            shown.append((re.search(r'data-state="(\w+)"', html).group(1),
+                          status._pause.disabled, status._resume.disabled))
+        sdf.stop()
+        await sdf.wait()
+        return shown
+
+    assert asyncio.run(scenario()) == [("paused", True, False), ("running", False, True)]
 
 
 def test_paused_replay_does_not_burst_on_resume(metrics):
