@@ -6,6 +6,7 @@ import asyncio
 import html
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -239,16 +240,20 @@ class Status:
             self._stop = widgets.Button(description="stop", icon="stop",
                                         button_style="danger",
                                         layout=widgets.Layout(width="90px"))
-            # answered at once, not at the next refresh
-            self._pause.on_click(lambda _: (self.root.pause(), self.refresh()))
-            self._resume.on_click(lambda _: (self.root.resume(), self.refresh()))
-            self._stop.on_click(lambda _: (self.root.stop(), self.refresh()))
+            self._pause.on_click(lambda _: self._act(self.root.pause))
+            self._resume.on_click(lambda _: self._act(self.root.resume))
+            self._stop.on_click(lambda _: self._act(self.root.stop))
             self._sync_buttons()
             buttons = widgets.HBox([self._pause, self._resume, self._stop])
             self._widget = widgets.VBox([self._html_widget, buttons],
                                         layout=widgets.Layout(min_width="360px"))
             self._widget.add_class("rtnb-status-box")
         return self._widget
+
+    def _act(self, action: Callable[[], None]) -> None:
+        """A button's action, shown at once (not at the next refresh)."""
+        action()
+        self.refresh()
 
     def _sync_buttons(self) -> None:
         state = self._state()
