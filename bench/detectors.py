@@ -19,7 +19,10 @@ Same data, same run, side by side:
   ``TimeRolling``), the most favourable form for a per-event loop.
 
 Timing: contenders run interleaved in rounds (one run of each per round), so load from other
-users of the shared machine hits all alike; the table shows the median of the runs. Scores are
+users of the shared machine hits all alike; the table shows the median of the runs. MAD's
+compiled kernel (numba) is warmed up before any timed run; its first-call time in the run
+(read from numba's cache, or compiled) and a cold compile in a fresh process with an empty
+cache are reported apart. Scores are
 checked once per run: rtnb's ``StreamingFrame`` output equals ``process`` output, and rtnb vs
 River/Python (max abs difference; see the notes for why ``ZScore`` differs at the window edge,
 with both sides checked exactly against pandas). pyinstrument profiles of ``ZScore`` and
@@ -36,7 +39,11 @@ import copy
 import datetime as dt
 import gc
 import math
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from collections import deque
@@ -166,6 +173,26 @@ def rtnb_frame(make: Callable[[], Any], frames: list[pd.DataFrame]) -> np.ndarra
         sdf.emit(f)
     sdf.close()
     return np.concatenate(scores) if scores else np.zeros(0)
+
+
+def mad_compile_seconds() -> dict[str, Any]:
+    """MAD's numba kernel: the first call in this process (read from numba's cache, or
+    compiled when there is none), then a cold compile in a fresh process whose cache
+    directory is empty (``NUMBA_CACHE_DIR``)."""
+    from rtnb.detect import _kernels
+
+    first = _kernels.warm_up()
+    cached = sum(_kernels._mad_window.stats.cache_hits.values()) > 0
+    cold: float | None = None
+    with tempfile.TemporaryDirectory() as empty:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from rtnb.detect import _kernels; print(_kernels.warm_up())"],
+            env={**os.environ, "NUMBA_CACHE_DIR": empty}, capture_output=True, text=True,
+            timeout=900, check=False)
+        if proc.returncode == 0:
+            cold = float(proc.stdout.split()[-1])
+    return {"first": first, "cached": cached, "cold": cold,
+            "error": None if cold is not None else proc.stderr.strip()[-300:]}
 
 
 # -- River / plain Python, per event ---------------------------------------------------------
@@ -521,11 +548,15 @@ NOTES = """\
   deviations from the *current* median), so the per-event side is plain Python with rtnb's
   definition: per key a deque of (t, x) and a sorted list (`bisect.insort`, expired rows
   removed before scoring), median from the list, MAD selected in O(log n) from the deviations
-  below and above the median. rtnb's MAD is itself a per-row loop of the same kind (the exact
-  rolling median of deviations has no vectorised form here; its MAD search starts from the
-  previous row's answer, 1-2 comparisons instead of ~12 bisection steps), so expect about
-  1.4x; 10x needs a compiled kernel or an approximate MAD. Every
-  per-event loop also stores the score and the flag per row, as rtnb returns both.
+  below and above the median. rtnb's MAD runs the same algorithm per row, compiled with numba
+  (`rtnb/detect/_kernels.py`, exact: equal to the former pure-Python loop and to pandas):
+  per key the window's values stay sorted across batches in blocks of ~2 sqrt(window) values
+  (a row in or out shifts one block), the median and the MAD's neighbours are read by rank,
+  and the MAD's split search starts from the previous row's answer. A key's state is never
+  changed in place (checkpoints and `score` hold it), so each batch copies each of its keys'
+  windows once: at ~10 rows per key per batch (the 1,000-row cell) that copy, not the rows,
+  is most of the time. Every per-event loop also stores the score and the flag per row, as
+  rtnb returns both.
 * **Why ZScore scores differ at the window edge.** rtnb scores a row at time t against
   `[t - 5min, t)`, as pandas `rolling("5min", closed="left")`. River's `TimeRolling` evicts
   only inside `update`, so before the row it still holds the window of the key's previous row,
@@ -561,6 +592,12 @@ def run(quick: bool, log: Callable[[str], None]) -> tuple[list[str], list[tuple[
     if why_no_river is not None:
         log(f"  {why_no_river}: River rows are n/a")
 
+    log("MAD kernel: warm-up (numba) ...")
+    jit = mad_compile_seconds()
+    log(f"  first call {jit['first']:.2f} s ("
+        + ("read from numba's cache" if jit["cached"] else "compiled") + "); cold compile "
+        + (f"{jit['cold']:.2f} s" if jit["cold"] is not None else f"failed: {jit['error']}"))
+
     cells: dict[str, list[Cell]] = {}
     warmed: dict[str, Any] = {}
     for name, make in DETECTORS.items():
@@ -590,7 +627,7 @@ def run(quick: bool, log: Callable[[str], None]) -> tuple[list[str], list[tuple[
         cells[name] = [j.cell for j in jobs]
 
     log("checks ...")
-    md, targets = report(data, cells, why_no_river, tail)
+    md, targets = report(data, cells, why_no_river, tail, jit)
     log("profile ...")
     md += ["### Profiles (pyinstrument)", "",
            "Seconds per function, nested; `[self]` is time in that function's own lines (the "
@@ -604,7 +641,7 @@ def run(quick: bool, log: Callable[[str], None]) -> tuple[list[str], list[tuple[
 
 
 def report(data: Data, cells: dict[str, list[Cell]], why_no_river: str | None,
-           tail: int) -> tuple[list[str], list[tuple[str, str, str]]]:
+           tail: int, jit: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, str]]]:
     n = data.n
     zmodel = zscore_model()[2] if why_no_river is None else "(River not installed)"
     md = [f"## {TITLE}", "",
@@ -689,6 +726,14 @@ def report(data: Data, cells: dict[str, list[Cell]], why_no_river: str | None,
             detail.append(f"| {c.contender} | {f'{c.batch:,}' if c.batch else 'per event'} "
                           f"| {c.events:,} | {c.status or fmt_rate(c.rate)} "
                           f"| {fmt_ratio(ratio(c))} | {len(c.times)} |")
+        if name == "MAD":
+            checks.append(
+                f"compiled kernel (numba), not in the timed runs: first call in this run "
+                f"{jit['first']:.2f} s ("
+                + ("read from numba's cache" if jit["cached"] else "compiled") + "); cold "
+                "compile in a fresh process with an empty cache "
+                + (f"{jit['cold']:.1f} s" if jit["cold"] is not None else
+                   f"failed: {jit['error']}"))
         detail += ["", *[f"* {c}" for c in checks], ""]
 
         label = (f"{name}: rtnb process ({TARGET_BATCH // 1000}k batches) >= "

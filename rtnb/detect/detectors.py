@@ -7,8 +7,6 @@ computing the same statistic on the whole series, whatever the batch split.
 
 from __future__ import annotations
 
-import bisect
-import math
 from collections import deque
 from typing import Any
 
@@ -224,7 +222,8 @@ class _EventTimeWindow(Detector):
     """A detector scoring each row against its key's rows in ``[t - window, t)``.
 
     Shared: the settings are checked once, the window is resolved at the start of every batch
-    (it may be a Param), and the per-key state is ``(times, values)``.
+    (it may be a Param), and the per-key state is the key's rows the next window can hold,
+    ``(times, values)`` in arrival order (MAD adds the values sorted).
     """
 
     window: DurationLike | Param
@@ -242,7 +241,7 @@ class _EventTimeWindow(Detector):
             msg = f"{name} min_periods must be an int >= {least}; got {min_periods!r}"
             raise ConfigError(msg)
         self.window, self.threshold, self.min_periods = window, threshold, min_periods
-        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+        self._per_key: dict[int, tuple[npt.NDArray[Any], ...]] = {}
         self._w_ns = to_ns(resolve(window), name="window")
 
     def _limit(self) -> float:
@@ -701,11 +700,13 @@ class MAD(_EventTimeWindow):
     window cannot inflate. ``score > threshold`` is an anomaly; a window whose values are all
     equal has MAD 0, and any other value then scores ``inf``.
 
-    Each key's rows are taken one by one: the window's values are kept sorted (``insort``),
-    the median read off, and the MAD's split (how many of the ``k`` smallest deviations lie
-    below the median) searched from the previous row's split, which it rarely leaves by
-    more than one. An exact rolling median of deviations has no vectorised form in numpy:
-    a padded (rows x window) matrix with ``nanmedian`` costs O(window) per row.
+    Each key's rows are taken one by one in a compiled loop (numba: compiled on the first
+    batch in a process, or read from numba's cache): the window's values are kept sorted
+    from batch to batch, in blocks (a row in or out shifts the values of one block), the
+    median is read off, and the MAD's split (how many of the ``k`` smallest deviations lie
+    below the median) is searched from the previous row's split, which it rarely leaves by
+    more than one. An exact rolling median of deviations has no vectorised form in numpy: a
+    padded (rows x window) matrix with ``nanmedian`` costs O(window) per row.
 
     Examples
     --------
@@ -719,87 +720,48 @@ class MAD(_EventTimeWindow):
 
     def __init__(self, window: DurationLike | Param = "5min", threshold: float | Param = 3.5,
                  min_periods: int = 10) -> None:
+        # per key: (times, values) of the rows the next window can hold, in arrival order,
+        # and those values less the missing ones, sorted
         self._setup_window(window, threshold, min_periods, least=1)
 
-    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
+    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
                      protect: bool) -> Floats:
+        from rtnb.detect._kernels import mad_window  # numba: imported on first use
+
+        seg = _Segments(codes)
+        ts, xs = t[seg.order], x[seg.order]  # key by key, each key's rows in arrival order
+        out = np.empty(len(x))
         w, mp, limit = self._w_ns, self.min_periods, self._limit()
-        ht, hx = self._per_key.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
-        kt, kx = ht.tolist(), hx.tolist()  # the rows windows can hold, in time order
-        lo = bisect.bisect_left(kt, int(t[0]) - w) if len(t) else 0
-        seed = hx[lo:]
-        s = np.sort(seed[~np.isnan(seed)]).tolist()  # the window's values, sorted
-        hi = len(kt)
-        scores = [math.nan] * len(x)
-        insort, bleft, inf = bisect.insort, bisect.bisect_left, math.inf
-        a = 0  # the previous row's split (deviations taken from below the median)
-        for i, (ti, xi) in enumerate(zip(t.tolist(), x.tolist(), strict=True)):
-            if hi < len(kt):  # the previous row, if it was kept
-                v = kx[hi]
-                if v == v:
-                    insort(s, v)
-                hi += 1
-            cut = ti - w
-            while lo < hi and kt[lo] < cut:  # rows that left the window
-                v = kx[lo]
-                if v == v:
-                    del s[bleft(s, v)]
-                lo += 1
-            n = len(s)
-            if n >= mp:
-                # median; then the k smallest deviations |v - med| are the a nearest values
-                # below the median (s[p - a:p]) and the k - a nearest from it up
-                # (s[p:p + k - a]); the split a moves little from row to row, so it is
-                # searched from the previous one (O(1) probes usually), then bisected
-                h = n >> 1
-                if n & 1:
-                    med, k = s[h], h + 1
-                else:
-                    med, k = (s[h - 1] + s[h]) / 2, h
-                p = bleft(s, med)
-                la, ha = max(0, k - n + p), min(k, p)  # a in [la, ha]
-                g = la if a < la else ha if a > ha else a
-                # a is the least split with s[p + k - a - 1] - med <= med - s[p - 1 - a]
-                if g < ha and s[p + k - g - 1] - med > med - s[p - 1 - g]:
-                    la = g + 1
-                    if la < ha and not s[p + k - la - 1] - med > med - s[p - 1 - la]:
-                        ha = la
-                else:
-                    ha = g
-                    if la < g and s[p + k - g] - med > med - s[p - g]:
-                        la = g
-                while la < ha:
-                    mid = (la + ha) >> 1
-                    if s[p + k - mid - 1] - med > med - s[p - 1 - mid]:
-                        la = mid + 1
-                    else:
-                        ha = mid
-                a = la
-                mad = med - s[p - a] if a else -inf  # the k-th smallest deviation
-                if k > a:
-                    up = s[p + k - a - 1] - med
-                    if up > mad:
-                        mad = up
-                if not n & 1:  # average with the (k + 1)-th: the nearer next value
-                    nxt = med - s[p - a - 1] if a < p else inf
-                    if k - a < n - p:
-                        up = s[p + k - a] - med
-                        if up < nxt:
-                            nxt = up
-                    mad = (mad + nxt) / 2
-                dev = abs(xi - med)
-                scale = 1.4826 * mad
-                scores[i] = dev / scale if scale else inf if dev > 0 else math.nan
-            if not (protect and scores[i] > limit):
-                kt.append(ti)
-                kx.append(xi)
-        at, ax = np.asarray(kt[lo:], dtype=np.int64), np.asarray(kx[lo:], dtype=np.float64)
-        if len(at):  # what the next row's window [t' - w, t') can still hold
-            keep = at >= at.max() - w
-            at, ax = at[keep], ax[keep]
-        self._per_key[key] = (at, ax)
-        return np.asarray(scores, dtype=np.float64)
+        state = self._per_key
+        for key, start, count in zip(seg.keys, seg.starts.tolist(), seg.counts.tolist(),
+                                     strict=True):
+            rows = slice(start, start + count)
+            ht, hx, hs = _window_state(state.get(key))
+            state[key] = mad_window(ht, hx, hs, ts[rows], xs[rows], w, mp, limit, protect,
+                                    out[rows])
+        scores = np.empty(len(x))
+        scores[seg.order] = out
+        return scores
 
     def __repr__(self) -> str:
         return f"MAD(window={self.window!r}, threshold={self.threshold!r})"
 
+
+def _window_state(saved: tuple[npt.NDArray[Any], ...] | None,
+                  ) -> tuple[npt.NDArray[np.int64], Floats, Floats]:
+    """A key's :class:`MAD` state as the kernel takes it; ``None`` is an empty window.
+
+    A ``(times, values)`` pair (the state before MAD kept its values sorted, as older
+    checkpoints hold it) gets its sorted values computed once.
+    """
+    if saved is None:
+        return _NO_TIMES, _NO_VALUES, _NO_VALUES
+    if len(saved) == 2:
+        ht, hx = saved
+        return ht, hx, np.sort(hx[~np.isnan(hx)])
+    ht, hx, hs = saved
+    return ht, hx, hs
+
+
+_NO_TIMES = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros(0, dtype=np.float64)

@@ -453,13 +453,82 @@ def mad_by_key(x: np.ndarray, codes: np.ndarray, t: np.ndarray, window: str,
                           ("3h", 2, 1)])
 def test_mad_all_keys_equals_pandas_for_any_split(window, mp, decimals):
     """Several keys, missing values, spikes, ties (rounded values), a window longer than
-    the series, odd and even counts: the warm-started split search gives pandas' values."""
+    the series, odd and even counts: the warm-started split search gives pandas' values,
+    whatever the batches (random cuts, one row, 1,000 rows, all at once: the sorted windows
+    carried from batch to batch)."""
     x, codes, t = keyed_series(2500, 5, 12)
     if decimals is not None:
         x = np.round(x / 5, decimals)
-    det = MAD(window, threshold=3.5, min_periods=mp)
-    got = np.concatenate([det.process(x[s], codes[s], t[s])[0] for s in batches(len(x), 3)])
-    np.testing.assert_allclose(got, mad_by_key(x, codes, t, window, mp), rtol=1e-12)
+    expected = mad_by_key(x, codes, t, window, mp)
+    splits = {"random": batches(len(x), 3),
+              "1 row": [slice(i, i + 1) for i in range(len(x))],
+              "1,000 rows": [slice(i, i + 1000) for i in range(0, len(x), 1000)],
+              "whole": [slice(0, len(x))]}
+    for split, parts in splits.items():
+        det = MAD(window, threshold=3.5, min_periods=mp)
+        got = np.concatenate([det.process(x[s], codes[s], t[s])[0] for s in parts])
+        np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=split)
+
+
+@pytest.mark.parametrize("protect", [False, True])
+def test_mad_checkpoint_mid_stream_resumes_exactly(data, tmp_path, protect):
+    """Saved mid-stream (each key's sorted window with it) and restored into a freshly
+    built pipeline, MAD goes on exactly as one uninterrupted run."""
+    from rtnb.state import Checkpoint
+
+    def build():
+        src = rtnb.sources.replay(data, name="m")
+        return src, src.detect(MAD("5min", threshold=3.5, min_periods=10), on="cpu",
+                               by="host", protect=protect)
+
+    parts = [data.iloc[s].reset_index(drop=True) for s in batches(len(data), 7, cuts=12)]
+    src, node = build()
+    expected = node.collect()
+    for part in parts:
+        src.emit(part)
+    src.close()
+
+    src_a, node_a = build()
+    got = node_a.collect()
+    for part in parts[:6]:
+        src_a.emit(part)
+    Checkpoint(tmp_path / "s.db").save(rtnb.Pipeline(src_a))
+    src_b, node_b = build()
+    assert Checkpoint(tmp_path / "s.db").restore(rtnb.Pipeline(src_b))
+    node_b.stream.sink(got.append)
+    for part in parts[6:]:
+        src_b.emit(part)
+    src_b.close()
+    result = pd.concat(got, ignore_index=True)
+    tm.assert_frame_equal(result, pd.concat(expected, ignore_index=True))
+    assert result["is_anomaly"].sum() > 10
+
+
+def test_mad_resumes_from_a_state_without_sorted_values():
+    """A key's state as checkpoints held it before MAD kept its window sorted,
+    ``(times, values)``, goes on as the current state does."""
+    x, codes, t = keyed_series(3000, 3, 4)
+    det, old = MAD("5min", min_periods=5), MAD("5min", min_periods=5)
+    det.process(x[:2000], codes[:2000], t[:2000])
+    old._per_key.update({k: v[:2] for k, v in det._per_key.items()})
+    expected = det.process(x[2000:], codes[2000:], t[2000:])[0]
+    np.testing.assert_array_equal(old.process(x[2000:], codes[2000:], t[2000:])[0], expected)
+
+
+def test_mad_kernel_compiles_where_no_cache_can_be_written(monkeypatch):
+    """Read-only install and home: numba finds no cache directory, so the kernels are
+    compiled without one instead of failing at import."""
+    import numba.core.caching
+
+    from rtnb.detect import _kernels
+
+    def read_only(self):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(numba.core.caching._CacheLocator, "ensure_cache_path", read_only)
+    with pytest.raises(RuntimeError, match="no locator available"):
+        numba.njit(cache=True)(lambda v: v + 1)
+    assert _kernels._jit(lambda v: v + 1)(1) == 2
 
 
 def test_mad_min_periods_counts_values_not_rows():
