@@ -3,10 +3,12 @@
 A dashboard's views share a :class:`Scheduler`: one task on the running loop ticks at the
 fastest view's ``max_fps`` and, in each tick, flushes every view that has something to send and
 whose own period has passed, inside one :meth:`BatchedBokehModel.batch` (so one tick is one
-numbered update for the page to acknowledge). While the page is more than the model's
-``max_unacked`` PATCH-DOCs behind, ticks send nothing: the views keep merging what arrives
-into their pending queue (bounded by ``max_points``/``rows``) and the next tick that may send
-carries all of it. A view that was never displayed, or shown alone, has a scheduler of its own.
+numbered update for the page to acknowledge, and one PATCH-DOC once the page reported its
+fix). While the page is too far behind (the model's ``max_unacked_updates`` numbered updates;
+``max_unacked`` PATCH-DOCs while each change is its own), ticks send nothing: the views keep
+merging what arrives into their pending queue (bounded by ``max_points``/``rows``) and the
+next tick that may send carries all of it. A view that was never displayed, or shown alone,
+has a scheduler of its own.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ class Dashboard:
 
     All plots live in one Bokeh document shown by one widget, so they can share an x-range
     (pan and zoom together), and one timer updates them all: each tick sends every view's
-    changes together and is held while the page has not caught up (``model.max_unacked``).
+    changes together (one PATCH-DOC) and is held while the page has not caught up
+    (``model.max_unacked_updates``).
     """
 
     def __init__(self, items: tuple[Any, ...], *, ncols: int = 1, share_x: bool = True) -> None:
