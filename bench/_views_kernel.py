@@ -220,6 +220,13 @@ def _time_updates(name: str, view: Any) -> None:
     setattr(view, attr, timed_flush)
 
 
+def report_page_fix(model: Any, how: str) -> None:
+    """Set ``PageAck.fixed`` as a page does: a change coming from the page (not echoed)."""
+    event = {"event": "jsevent", "kind": "ModelChanged", "model": {"id": model.ack.id},
+             "attr": "fixed", "new": how}
+    model._sync_model(model, event, [])
+
+
 def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover: int = 1_000,
           max_fps: float = 10.0, max_seconds: float = 3_600.0, page_fix: str = "") -> str:
     """Build the feed and its two views (``kind``: ``"rtnb"`` or ``"naive"``), display them
@@ -238,7 +245,7 @@ def start(kind: str, *, rate: float = 100_000, batch_rows: int = 1_000, rollover
                                          max_fps=max_fps)
         for view in views.values():
             display(view)  # type: ignore[no-untyped-call]
-            view.model.ack.fixed = page_fix
+            report_page_fix(view.model, page_fix)
     elif kind == "naive":
         from bokeh.io import output_notebook
         from bokeh.resources import INLINE

@@ -520,7 +520,7 @@ class Cell:
 def make_cell(kind: str, keys: int, history: int) -> Cell:
     """A view with ``history`` points per line already plotted, ready for 1,000-row updates."""
     import pandas as pd
-    from _views_kernel import HOSTS, Feeder, NaiveView, example
+    from _views_kernel import HOSTS, Feeder, NaiveView, example, report_page_fix
 
     import rtnb
 
@@ -530,7 +530,7 @@ def make_cell(kind: str, keys: int, history: int) -> Cell:
         if kind == "rtnb":
             view: Any = sdf.plot.line(x="t", y="cpu", by=by, rollover=history, max_fps=NEVER)
             view.widget  # noqa: B018 - creates the widget and its comm, as display() does
-            view.model.ack.fixed = PAGE_FIX  # as a page running rtnb's fix reports
+            report_page_fix(view.model, PAGE_FIX)  # as a page running rtnb's fix reports
         else:
             view = NaiveView(sdf, x="t", y="cpu", by=by, rollover=history, max_fps=MAX_FPS)
     # fill every line's history: `history` rows per key, keys in turn
