@@ -19,10 +19,10 @@ Same data, same run, side by side:
   ``TimeRolling``), the most favourable form for a per-event loop.
 
 Timing: contenders run interleaved in rounds (one run of each per round), so load from other
-users of the shared machine hits all alike; the table shows the median of the runs. MAD's
-compiled kernel (numba) is warmed up before any timed run; its first-call time in the run
-(read from numba's cache, or compiled) and a cold compile in a fresh process with an empty
-cache are reported apart. Scores are
+users of the shared machine hits all alike; the table shows the median of the runs. The
+compiled kernels (numba: MAD, EWMA, and ZScore's ``protect`` loop, not timed here) are warmed
+up before any timed run; their first-call time in the run (read from numba's cache, or
+compiled) and a cold compile in a fresh process with an empty cache are reported apart. Scores are
 checked once per run: rtnb's ``StreamingFrame`` output equals ``process`` output, and rtnb vs
 River/Python (max abs difference; see the notes for why ``ZScore`` differs at the window edge,
 with both sides checked exactly against pandas). pyinstrument profiles of ``ZScore`` and
@@ -175,14 +175,16 @@ def rtnb_frame(make: Callable[[], Any], frames: list[pd.DataFrame]) -> np.ndarra
     return np.concatenate(scores) if scores else np.zeros(0)
 
 
-def mad_compile_seconds() -> dict[str, Any]:
-    """MAD's numba kernel: the first call in this process (read from numba's cache, or
-    compiled when there is none), then a cold compile in a fresh process whose cache
-    directory is empty (``NUMBA_CACHE_DIR``)."""
+def kernel_compile_seconds() -> dict[str, Any]:
+    """The numba kernels (MAD, EWMA, ZScore protect): the first call in this process (read
+    from numba's cache, or compiled when there is none), then a cold compile in a fresh
+    process whose cache directory is empty (``NUMBA_CACHE_DIR``)."""
     from rtnb.detect import _kernels
 
     first = _kernels.warm_up()
-    cached = sum(_kernels._mad_window.stats.cache_hits.values()) > 0
+    cached = all(sum(k.stats.cache_hits.values()) > 0
+                 for k in (_kernels._mad_window, _kernels._ewma_keys,
+                           _kernels._zscore_window))
     cold: float | None = None
     with tempfile.TemporaryDirectory() as empty:
         proc = subprocess.run(
@@ -539,7 +541,9 @@ NOTES = """\
   `stats.EWVar(fading_factor={alpha})` (Rust-backed in River >= 0.22) plus a row counter per
   key, the same recursion as rtnb's EWMA (`mean = (1 - a) mean + a x`, first value seeds the
   mean; River's `EWVar` = EW mean of x^2 minus the square of the EW mean, algebraically equal
-  to rtnb's `var = (1 - a)(var + a d^2)`). RateOfChange and Threshold: River has no model for a
+  to rtnb's `var = (1 - a)(var + a d^2)`); rtnb runs that recursion per row in a compiled
+  loop (numba, `rtnb/detect/_kernels.py`), key by key over each batch, carrying each key's
+  (mean, var, n). RateOfChange and Threshold: River has no model for a
   per-key rate or a fixed bound (`anomaly.ThresholdFilter` wraps another detector's score), so
   the per-event side is plain Python: a dict of (time, value) per key and `(x - x') / (t - t')
   * 1 s`; a comparison `x - {upper:g}` per event. MAD: River has no windowed MAD (its
@@ -592,8 +596,8 @@ def run(quick: bool, log: Callable[[str], None]) -> tuple[list[str], list[tuple[
     if why_no_river is not None:
         log(f"  {why_no_river}: River rows are n/a")
 
-    log("MAD kernel: warm-up (numba) ...")
-    jit = mad_compile_seconds()
+    log("kernels (MAD, EWMA, ZScore protect): warm-up (numba) ...")
+    jit = kernel_compile_seconds()
     log(f"  first call {jit['first']:.2f} s ("
         + ("read from numba's cache" if jit["cached"] else "compiled") + "); cold compile "
         + (f"{jit['cold']:.2f} s" if jit["cold"] is not None else f"failed: {jit['error']}"))
@@ -726,9 +730,11 @@ def report(data: Data, cells: dict[str, list[Cell]], why_no_river: str | None,
             detail.append(f"| {c.contender} | {f'{c.batch:,}' if c.batch else 'per event'} "
                           f"| {c.events:,} | {c.status or fmt_rate(c.rate)} "
                           f"| {fmt_ratio(ratio(c))} | {len(c.times)} |")
-        if name == "MAD":
+        if name in ("MAD", "EWMA"):
             checks.append(
-                f"compiled kernel (numba), not in the timed runs: first call in this run "
+                f"compiled kernels (numba: MAD, EWMA, ZScore protect, together), not in "
+                f"the timed runs: "
+                f"first call in this run "
                 f"{jit['first']:.2f} s ("
                 + ("read from numba's cache" if jit["cached"] else "compiled") + "); cold "
                 "compile in a fresh process with an empty cache "

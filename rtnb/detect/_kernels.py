@@ -1,4 +1,4 @@
-"""Compiled loops of the detectors that have no vectorised form (numba).
+"""Compiled per-row loops of the detectors (numba): each key's rows in order, its state carried.
 
 Imported on a detector's first batch, not with ``rtnb`` (numba takes ~0.3 s to import).
 Each kernel is compiled on its first call in a process (a few seconds, see :func:`warm_up`)
@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["mad_window", "warm_up"]
+__all__ = ["ewma_keys", "mad_window", "warm_up", "zscore_window"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Floats = npt.NDArray[np.float64]
@@ -318,6 +318,129 @@ def mad_window(ht: Ints, hx: Floats, hs: Floats, t: Ints, x: Floats, w: int,
     return new
 
 
+# -- EWMA --------------------------------------------------------------------------------------
+@_jit
+def _ewma_keys(x: Floats, order: Ints, starts: Ints, counts: Ints, state: Floats, a: float,
+               min_periods: int, limit: float, protect: bool, out: Floats) -> None:
+    c = 1.0 - a
+    for j in range(starts.shape[0]):
+        mean, var, n = state[j, 0], state[j, 1], np.int64(state[j, 2])
+        for q in range(starts[j], starts[j] + counts[j]):
+            r = order[q]
+            xi = x[r]
+            score = np.nan
+            if xi == xi:  # a missing value is neither scored nor learned
+                if n >= min_periods and var > 0:
+                    score = (xi - mean) / np.sqrt(var)
+                if not (protect and abs(score) > limit):  # protect: anomalies not learned
+                    if n == 0:
+                        mean, var = xi, 0.0
+                    else:
+                        d = xi - mean
+                        mean += a * d
+                        var = c * (var + a * d * d)
+                    n += 1
+            out[r] = score
+        state[j, 0], state[j, 1], state[j, 2] = mean, var, n
+
+
+def ewma_keys(x: Floats, order: Ints, starts: Ints, counts: Ints, state: Floats, a: float,
+              min_periods: int, limit: float, protect: bool, out: Floats) -> None:
+    """Score a batch's rows as :class:`~rtnb.detect.EWMA`, key by key; update ``state``.
+
+    Key ``j``'s rows are ``x[order[starts[j]:starts[j] + counts[j]]]``, in arrival order, and
+    its state before them is ``state[j] = (mean, var, n)`` (``n`` rows learned; 0: a new key,
+    whose first value seeds the mean), changed in place to the state after them. Per row:
+    the score ``(x - mean) / sqrt(var)`` once ``n >= min_periods`` and ``var > 0``, else
+    ``NaN``, into ``out`` at the row's position; then, unless ``protect`` and
+    ``|score| > limit``, ``mean += a d`` and ``var = (1 - a) (var + a d^2)`` with
+    ``d = x - mean``. Missing values score ``NaN`` and are not learned. Arrays C-contiguous.
+    """
+    _ewma_keys(x, order, starts, counts, state, a, min_periods, limit, protect, out)
+
+
+# -- ZScore ------------------------------------------------------------------------------------
+@_jit
+def _zscore_window(ht: Ints, hx: Floats, t: Ints, x: Floats, w: int, min_periods: int,
+                   limit: float, protect: bool, out: Floats) -> tuple[Ints, Floats]:
+    m = t.shape[0]
+    n_old = ht.shape[0]
+    # the rows the windows can hold, in arrival order: the state's, then the learned new rows,
+    # with running sums of the valid values (less ``ref``) and their squares, and counts:
+    # the window ct[lo:hi] has cnt[hi] - cnt[lo] values summing to s1[hi] - s1[lo]
+    ct = np.empty(n_old + m, dtype=np.int64)
+    cx = np.empty(n_old + m, dtype=np.float64)
+    s1 = np.zeros(n_old + m + 1, dtype=np.float64)
+    s2 = np.zeros(n_old + m + 1, dtype=np.float64)
+    cnt = np.zeros(n_old + m + 1, dtype=np.int64)
+    ct[:n_old] = ht
+    cx[:n_old] = hx
+    ref = np.nan  # the first value: sums of deviations from it lose less to rounding
+    for v in hx:
+        if v == v:
+            ref = v
+            break
+    if ref != ref:
+        for v in x:
+            if v == v:
+                ref = v
+                break
+    for q in range(n_old):
+        v = hx[q]
+        d = v - ref if v == v else 0.0
+        s1[q + 1] = s1[q] + d
+        s2[q + 1] = s2[q] + d * d
+        cnt[q + 1] = cnt[q] + (v == v)
+    lo, hi = 0, n_old
+    inf = np.inf
+    for i in range(m):
+        ti = t[i]
+        xi = x[i]
+        cut = ti - w
+        while lo < hi and ct[lo] < cut:  # rows that left the window
+            lo += 1
+        score = np.nan
+        c = cnt[hi] - cnt[lo]
+        if c >= min_periods:
+            n = np.float64(c)
+            mean = (s1[hi] - s1[lo]) / n
+            var = ((s2[hi] - s2[lo]) - n * mean * mean) / (n - 1)
+            std = np.sqrt(var) if var > 0 else 0.0
+            dev = xi - ref - mean
+            if std > 0:
+                score = dev / std
+            elif dev > 0:
+                score = inf
+            elif dev < 0:
+                score = -inf
+        out[i] = score
+        if not (protect and abs(score) > limit):  # protect: anomalous rows are not learned
+            ct[hi] = ti
+            cx[hi] = xi
+            d = xi - ref if xi == xi else 0.0
+            s1[hi + 1] = s1[hi] + d
+            s2[hi + 1] = s2[hi] + d * d
+            cnt[hi + 1] = cnt[hi] + (xi == xi)
+            hi += 1
+    return ct[lo:hi], cx[lo:hi]
+
+
+def zscore_window(ht: Ints, hx: Floats, t: Ints, x: Floats, w: int, min_periods: int,
+                  limit: float, protect: bool, out: Floats) -> tuple[Ints, Floats]:
+    """Score one key's rows ``(t, x)`` into ``out`` as :class:`~rtnb.detect.ZScore`; new state.
+
+    The state is the rows the next window can hold, in arrival order (times ``ht``, values
+    ``hx``); it is read, never changed. Per row: rows older than ``t - w`` leave the window,
+    the mean and sample standard deviation of its valid values are read off running sums
+    (of deviations from the first valid value, as the vectorised path computes them, with
+    the same results), then the row is learned, unless ``protect`` and its score is above
+    ``limit``. Times are int64 ns, values float64, arrays C-contiguous.
+    """
+    new: tuple[Ints, Floats] = _zscore_window(ht, hx, t, x, w, min_periods, limit, protect,
+                                              out)
+    return new
+
+
 def warm_up() -> float:
     """Compile (or load from numba's cache) every kernel on a tiny input; return seconds."""
     import time
@@ -327,4 +450,8 @@ def warm_up() -> float:
     x = np.array([1.0, 2.0, np.nan, 4.0])
     empty = np.zeros(0)
     mad_window(np.zeros(0, dtype=np.int64), empty, empty, t, x, 2, 1, 3.5, True, np.empty(4))
+    state = np.array([[np.nan, 0.0, 0.0]])
+    ewma_keys(x, t, np.zeros(1, dtype=np.int64), np.array([4]), state, 0.5, 1, 3.0, True,
+              np.empty(4))
+    zscore_window(np.zeros(0, dtype=np.int64), empty, t, x, 2, 2, 3.0, True, np.empty(4))
     return time.perf_counter() - started

@@ -3,6 +3,8 @@ of the stream into batches, per key; protect keeps anomalies out of the state.""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pandas.testing as tm
@@ -138,17 +140,69 @@ def test_protect_equals_a_plain_loop(data):
     got = stream(df, ZScore("3min", threshold=2.5, min_periods=5), 9, protect=True)
     t = df["timestamp"].to_numpy().view(np.int64)
     x = df["cpu"].to_numpy()
-    kept_t, kept_x, exp = [], [], np.full(len(x), np.nan)
-    w = 180 * 10**9
+    exp = zscore_protect_loop(x, t, 180 * 10**9, 5, 2.5)
+    # atol: a row equal to its window's mean scores 0 in two passes, ~1e-16 from running sums
+    np.testing.assert_allclose(got["score"], exp, rtol=1e-9, atol=1e-12)
+
+
+def zscore_protect_loop(x: np.ndarray, t: np.ndarray, w: int, mp: int,
+                        limit: float) -> np.ndarray:
+    """ZScore with protect, row by row: mean and std (ddof=1) of the learned rows' values in
+    ``[t - w, t)``; a row scored above ``limit`` is not learned."""
+    kept_t, kept_x, out = [], [], np.full(len(x), np.nan)
     for i in range(len(x)):
         vals = np.array([v for tt, v in zip(kept_t, kept_x, strict=True)
                          if tt >= t[i] - w and v == v])
-        if len(vals) >= 5:
-            exp[i] = (x[i] - vals.mean()) / vals.std(ddof=1)
-        if not abs(exp[i]) > 2.5:
+        if len(vals) >= mp:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[i] = (x[i] - vals.mean()) / vals.std(ddof=1)
+        if not abs(out[i]) > limit:
             kept_t.append(t[i])
             kept_x.append(x[i])
-    np.testing.assert_allclose(got["score"], exp, rtol=1e-9)
+    return out
+
+
+def test_zscore_protect_all_keys_equals_the_loop_for_any_split():
+    """Several keys, missing values, spikes: the compiled loop gives the textbook scores
+    whatever the batches (random cuts, one row, 1,000 rows, all at once)."""
+    x, codes, t = keyed_series(2500, 5, 14)
+    t = t // 20  # ~50 ms apart: ~250 rows per key in a 1 min window
+    w = 60 * 10**9
+    expected = np.full(len(x), np.nan)
+    for k in np.unique(codes):
+        rows = codes == k
+        expected[rows] = zscore_protect_loop(x[rows], t[rows], w, 5, 2.5)
+    assert np.count_nonzero(np.abs(expected) > 2.5) > 40  # rows held out
+    splits = {"random": batches(len(x), 6),
+              "1 row": [slice(i, i + 1) for i in range(len(x))],
+              "1,000 rows": [slice(i, i + 1000) for i in range(0, len(x), 1000)],
+              "whole": [slice(0, len(x))]}
+    for split, parts in splits.items():
+        det = ZScore("1min", threshold=2.5, min_periods=5)
+        got = np.concatenate([det.process(x[s], codes[s], t[s], protect=True)[0]
+                              for s in parts])
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12, err_msg=split)
+
+
+def test_zscore_protect_holding_nothing_out_equals_no_protect():
+    """With no row above the threshold, protect changes nothing, to the last bit."""
+    x, codes, t = keyed_series(3000, 4, 15)
+    cuts = batches(len(x), 8)
+    plain = ZScore("2min", threshold=np.inf, min_periods=3)
+    guarded = ZScore("2min", threshold=np.inf, min_periods=3)
+    for s in cuts:
+        expected = plain.process(x[s], codes[s], t[s])[0]
+        got = guarded.process(x[s], codes[s], t[s], protect=True)[0]
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_zscore_protect_of_a_flat_window():
+    """A window of equal values has std 0: another value scores +-inf (and is held out), the
+    same value NaN, as without protect."""
+    t = pd.date_range("2026-01-01", periods=6, freq="s")
+    x = [1.0, 1.0, 1.0, 1.0, 2.0, 1.0]
+    got = ZScore("1min", min_periods=3).process(x, times=t, protect=True)[0]
+    np.testing.assert_array_equal(got, [np.nan, np.nan, np.nan, np.nan, np.inf, np.nan])
 
 
 def test_one_value_verbs():
@@ -320,7 +374,78 @@ def test_ewma_all_keys_at_once_equals_the_loop_per_key(alpha, protect):
     for k in np.unique(codes):
         rows = codes == k
         expected[rows] = ewma_loop(x[rows], alpha, 5, 3.0 if protect else None)
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("protect", [False, True])
+def test_ewma_equals_the_per_event_loop_for_any_split(protect):
+    """Exactly the per-event recursion, whatever the batches (random cuts, one row, 1,000
+    rows, all at once), with the same state after; the state pickles and resumes."""
+    x, codes, t = keyed_series(5000, 9, 21)
+    codes[4000:4010] = 50  # a new key whose values are all missing: it learns nothing
+    x[4000:4010] = np.nan
+    limit = 3.0 if protect else None
+    expected = np.full(len(x), np.nan)
+    for k in np.unique(codes):
+        rows = codes == k
+        expected[rows] = ewma_loop(x[rows], 0.05, 10, limit)
+    splits = {"random": batches(len(x), 5),
+              "1 row": [slice(i, i + 1) for i in range(len(x))],
+              "1,000 rows": [slice(i, i + 1000) for i in range(0, len(x), 1000)],
+              "whole": [slice(0, len(x))]}
+    states = []
+    for split, parts in splits.items():
+        det = EWMA(alpha=0.05, threshold=3, min_periods=10)
+        got = np.concatenate([det.process(x[s], codes[s], t[s], protect=protect)[0]
+                              for s in parts])
+        np.testing.assert_array_equal(got, expected, err_msg=split)
+        states.append(det._per_key)
+    assert all(state == states[0] for state in states)
+    assert 50 not in states[0] and len(states[0]) == 9
+
+    half = len(x) // 2
+    det = EWMA(alpha=0.05, threshold=3, min_periods=10)
+    det.process(x[:half], codes[:half], t[:half], protect=protect)
+    resumed = EWMA(alpha=0.05, threshold=3, min_periods=10)
+    resumed._per_key.update(pickle.loads(pickle.dumps(det._per_key)))
+    got = resumed.process(x[half:], codes[half:], t[half:], protect=protect)[0]
+    np.testing.assert_array_equal(got, expected[half:])
+
+
+def test_ewma_one_value_verbs_equal_process():
+    x, _, _ = keyed_series(300, 1, 2)
+    det = EWMA(alpha=0.2, threshold=3, min_periods=5)
+    expected = EWMA(alpha=0.2, threshold=3, min_periods=5).process(x)[0]
+    got = []
+    for xi in x:
+        got.append(det.score_one(xi))
+        det.learn_one(xi)
+    np.testing.assert_array_equal(np.array(got), expected)
+
+
+def test_ewma_alpha_and_threshold_are_params():
+    """A Param is read at every batch: the new alpha and threshold apply from the next one."""
+    x, _, _ = keyed_series(400, 1, 3)
+    alpha = Param(0.1, min=0.01, max=1.0, name="alpha")
+    threshold = Param(3.0, min=0.5, max=10.0, name="threshold")
+    det = EWMA(alpha=alpha, threshold=threshold, min_periods=5)
+    det.process(x[:200], protect=True)
+    alpha.value, threshold.value = 0.3, 1.5
+    got = det.process(x[200:], protect=True)[0]
+    loop = EWMA(alpha=0.1, threshold=3, min_periods=5)
+    loop.process(x[:200], protect=True)
+    mean, var, n = loop._per_key[0]
+    expected = np.full(200, np.nan)
+    for i, xi in enumerate(x[200:]):
+        if xi != xi:
+            continue
+        if n >= 5 and var > 0:
+            expected[i] = (xi - mean) / np.sqrt(var)
+        if abs(expected[i]) > 1.5:
+            continue
+        d = xi - mean
+        mean, var, n = mean + 0.3 * d, (1 - 0.3) * (var + 0.3 * d * d), n + 1
+    np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("halflife", [1.0, 30.0])
