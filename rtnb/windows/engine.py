@@ -256,8 +256,14 @@ class WindowAggregator(KeyedEngine):
                           start: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
         n_keys = max(len(self.keys), 1)
         base = min(int(start.min()), int(self._raw_start.min()) if len(self._raw_start) else 0)
-        wanted = pd.Index((start - base) // self.every * n_keys + key)
-        pos = wanted.get_indexer((self._raw_start - base) // self.every * n_keys + self._raw_key)
+        wanted = (start - base) // self.every * n_keys + key
+        raw = (self._raw_start - base) // self.every * n_keys + self._raw_key
+        # Position of every raw row's (window, key) among the wanted ones (-1: not wanted),
+        # as ``pd.Index(wanted).get_indexer(raw)`` without building an Index per emission.
+        order = np.argsort(wanted)
+        ordered = wanted[order]
+        at = np.minimum(np.searchsorted(ordered, raw), len(ordered) - 1)
+        pos = np.where(ordered[at] == raw, order[at], -1).astype(np.intp, copy=False)
         return self._holistic_from_rows(pos, self._raw_values, len(start))
 
 

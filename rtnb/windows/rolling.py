@@ -17,7 +17,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from rtnb.errors import ConfigError
-from rtnb.windows.base import NO_WATERMARK, restore_attributes, snapshot_attributes, time_ns
+from rtnb.windows.base import (
+    NO_WATERMARK,
+    build_frame,
+    restore_attributes,
+    snapshot_attributes,
+    time_ns,
+)
 from rtnb.windows.keys import KeyRegistry
 
 __all__ = ["ROLLING_AGGS", "RollingAggregator", "RollingOutput"]
@@ -123,7 +129,11 @@ class RollingAggregator:
             return RollingOutput(None, None)
         t = time_ns(batch[self.time])
         key = self.keys.codes(batch).astype(np.int64)
-        v = batch[self.column].to_numpy(dtype=np.float64, na_value=np.nan)
+        series = batch[self.column]
+        if isinstance(series.dtype, np.dtype) and series.dtype == np.float64:
+            v = series.to_numpy()  # NaN is float64's own missing value: no conversion
+        else:
+            v = series.to_numpy(dtype=np.float64, na_value=np.nan)
         seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
         self._seq += n
         late_mask = t < self._watermark
@@ -184,13 +194,16 @@ class RollingAggregator:
             r_comp, r_key, r_t = r_comp[order], r_key[order], r_t[order]
             r_seq, r_v = r_seq[order], r_v[order]
             pos = np.searchsorted(h_comp, r_comp, side="right")
-            m_key = np.insert(h_key, pos, r_key)
-            m_t = np.insert(h_t, pos, r_t)
-            m_seq = np.insert(self._h_seq, pos, r_seq)
-            m_v = np.insert(self._h_v, pos, r_v)
-            comp = np.insert(h_comp, pos, r_comp)
-            is_new = np.zeros(len(m_t), dtype=bool)
-            is_new[pos + np.arange(len(pos))] = True
+            # np.insert(h, pos, r) for five arrays, with the destination worked out once.
+            dest = pos + np.arange(len(pos))
+            is_new = np.zeros(len(h_comp) + len(pos), dtype=bool)
+            is_new[dest] = True
+            was_old = ~is_new
+            m_key = _insert(h_key, r_key, was_old, dest)
+            m_t = _insert(h_t, r_t, was_old, dest)
+            m_seq = _insert(self._h_seq, r_seq, was_old, dest)
+            m_v = _insert(self._h_v, r_v, was_old, dest)
+            comp = _insert(h_comp, r_comp, was_old, dest)
 
         out_idx = np.flatnonzero(is_new)
         start = np.searchsorted(comp, comp[out_idx] - self.window_ns, side="right")
@@ -210,7 +223,7 @@ class RollingAggregator:
             cols[c] = self.keys.array(c, o_key)
         for how in self.hows:
             cols[self.names[how]] = values[how]
-        return pd.DataFrame(cols, index=pd.RangeIndex(len(out_idx)), copy=False)
+        return build_frame(cols, len(out_idx))
 
     def _aggregate(self, key: _I64, v: _F64, start: npt.NDArray[np.intp],
                    end: npt.NDArray[np.intp]) -> dict[str, _F64]:
@@ -261,6 +274,15 @@ class RollingAggregator:
             out["max"] = np.where(enough, _range_reduce(np.maximum, np.where(ok, v, -np.inf),
                                                         start, end), np.nan)
         return out
+
+
+def _insert(old: npt.NDArray[Any], new: npt.NDArray[Any], was_old: npt.NDArray[np.bool_],
+            dest: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+    """``old`` and ``new`` interleaved: ``new[i]`` at ``dest[i]``, ``old`` where ``was_old``."""
+    out = np.empty(len(was_old), dtype=old.dtype)
+    out[was_old] = old
+    out[dest] = new
+    return out
 
 
 def _window_sum(x: _F64, seg: npt.NDArray[np.intp], heads: npt.NDArray[np.intp],
