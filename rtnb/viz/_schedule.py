@@ -112,8 +112,10 @@ class Scheduler:
         return len(due)
 
     async def _run(self) -> None:
-        # Ticks on a fixed schedule (not "sleep a period after each tick"), so the flush time
-        # does not lower the update rate; a tick that fell behind is skipped, not made up.
+        # Ticks on a fixed schedule; a tick that fell behind is skipped, not made up. After a
+        # tick that sent, the next one waits a period from the end of the send, so that the
+        # page never gets two updates less than a period apart (a slow flush lowers the rate
+        # a little instead: 10 ticks a second become ~1 / (period + flush time)).
         loop = asyncio.get_running_loop()
         due = loop.time()
         while self.views:
@@ -124,7 +126,10 @@ class Scheduler:
             if loop.time() - due > period:
                 due = loop.time()
             try:
-                self.tick(loop.time())
+                if self.tick(loop.time()):
+                    # the next tick a period after this one's changes left (not after it
+                    # began): the sends, not only the ticks, are a period apart
+                    self._last_tick = loop.time()
             except Exception as exc:  # keep the timer alive, say what failed
                 print(f"rtnb: {self!r} failed to tick: {type(exc).__name__}: {exc}",
                       file=sys.stderr)
