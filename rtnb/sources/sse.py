@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -27,6 +27,37 @@ from rtnb.sources._core import (
 )
 
 __all__ = ["SSESource", "sse"]
+
+
+class EventBlocks:
+    r"""Cuts a ``text/event-stream`` into events: the lines between two blank lines.
+
+    Events are cut from text chunks as they arrive (not read line by line: most events are
+    one ``data:`` line, taken whole); line ends (``\r\n``, ``\r``, ``\n``) become ``\n``.
+
+    Examples
+    --------
+    >>> blocks = EventBlocks()
+    >>> blocks.feed("data: 1\r\n\r"), blocks.feed("\nid: 7\ndata: 2\n\ndata: 3")
+    (['data: 1'], ['id: 7\ndata: 2'])
+    """
+
+    def __init__(self) -> None:
+        self.rest = ""
+        self._after_cr = False  # the last chunk ended with "\r": a "\n" next is its half
+
+    def feed(self, chunk: str) -> list[str]:
+        """The events completed by ``chunk`` (possibly empty strings: extra blank lines)."""
+        if not chunk:
+            return []
+        if self._after_cr and chunk.startswith("\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith("\r")
+        text = self.rest + chunk
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        *blocks, self.rest = text.split("\n\n")
+        return blocks
 
 
 class SSESource(BufferedSource):
@@ -68,31 +99,48 @@ class SSESource(BufferedSource):
                 msg = f"HTTP {response.status_code}"
                 raise OSError(msg)
             self._connected()
-            data: list[str] = []
-            event_id: str | None = None
-            kind = "message"
-            async for line in response.aiter_lines():
-                if line == "":
-                    if data and (self.event is None or kind == self.event):
-                        if event_id is not None:
-                            self.last_event_id = event_id
-                        payload = "\n".join(data)
-                        if not self._offer(payload, self.last_event_id):
-                            await self._put(payload, self.last_event_id)
-                    data, event_id, kind = [], None, "message"
-                    continue
-                if line.startswith(":"):
-                    continue
-                field, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if field == "data":
-                    data.append(value)
-                elif field == "id":
-                    event_id = value
-                elif field == "event":
-                    kind = value
+            events = EventBlocks()
+            async for chunk in response.aiter_text():
+                for payload in self._payloads(events.feed(chunk)):
+                    if not self._offer(payload, self.last_event_id):
+                        await self._put(payload, self.last_event_id)
         msg = "the server closed the event stream"
         raise OSError(msg)
+
+    def _payloads(self, blocks: list[str]) -> Iterator[str]:
+        """The data of the events to read; ``last_event_id`` follows them as they are taken."""
+        any_kind = self.event is None
+        for block in blocks:
+            if any_kind and block.startswith("data: ") and "\n" not in block:
+                yield block[6:]  # the usual event: one data line
+            else:
+                payload = self._event(block)
+                if payload is not None:
+                    yield payload
+
+    def _event(self, block: str) -> str | None:
+        """The data of one event (its lines, between two blank lines), if it is to be read.
+
+        The event's id, if it has one, becomes ``last_event_id``.
+        """
+        data: list[str] = []
+        event_id, kind = None, "message"
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):  # a blank or a comment line
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                data.append(value)
+            elif field == "id":
+                event_id = value
+            elif field == "event":
+                kind = value
+        if not data or (self.event is not None and kind != self.event):
+            return None
+        if event_id is not None:
+            self.last_event_id = event_id
+        return "\n".join(data)
 
 
 def sse(

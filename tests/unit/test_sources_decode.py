@@ -147,3 +147,56 @@ def test_numbers_out_of_range_are_bad_rows_not_errors_or_wrapped_values():
     # alone in its batch (the per-column fast path) the same
     for i, record in enumerate(records[1:]):
         assert coerce([record], example)[2] == [reasons[i]]
+
+
+# -- server-sent events ----------------------------------------------------------------------
+SSE_LINES = ["data: {\"a\": 1}", "data:{\"a\": 2}", "data: x", "data", "data: ", ": comment",
+             "id: 7", "id: 8", "event: tick", "event: other", "retry: 10", "data: two words",
+             "id:9"]
+
+
+def sse_reference(text: str, event: str | None) -> list[tuple[str, str | None]]:
+    """The event-stream parser rtnb had before (line by line, as httpx splits lines)."""
+    out: list[tuple[str, str | None]] = []
+    last_id: str | None = None
+    data: list[str] = []
+    event_id, kind = None, "message"
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")[:-1]:
+        if line == "":
+            if data and (event is None or kind == event):
+                if event_id is not None:
+                    last_id = event_id
+                out.append(("\n".join(data), last_id))
+            data, event_id, kind = [], None, "message"
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+        elif field == "event":
+            kind = value
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(SSE_LINES), max_size=4), max_size=12),
+       st.sampled_from(["\n", "\r\n", "\r"]), st.lists(st.integers(1, 40), max_size=30),
+       st.sampled_from([None, "tick"]))
+def test_sse_events_cut_from_chunks_equal_a_line_by_line_parser(events, eol, cuts, event):
+    """Whatever the chunking and the line ends, the same payloads and last event ids."""
+    import rtnb
+    from rtnb.sources.sse import EventBlocks
+
+    text = "".join(eol.join(lines) + eol + eol for lines in events)
+    source = rtnb.sources.sse("http://127.0.0.1:1/", example={"a": "float64"},
+                              event=event)._source
+    blocks, got, at = EventBlocks(), [], 0
+    for size in [*cuts, len(text)]:
+        chunk, at = text[at:at + size], at + size
+        for payload in source._payloads(blocks.feed(chunk)):
+            got.append((payload, source.last_event_id))
+    assert got == sse_reference(text, event)
