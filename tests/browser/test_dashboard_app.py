@@ -8,6 +8,7 @@ refused.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -53,8 +54,11 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Pa
     script = rtnb.Pipeline(hot).export_dashboard(folder / "fleet.py")
     port = free_port()
     log = (folder / "serve.log").open("w")
+    # the whole bundled day (24 h at speed 300: 288 s), not the test suite's 20,000 rows,
+    # which the app replays in ~6 s: less than a loaded page may take to render
+    env = {**os.environ, "RTNB_REPLAY_MAX_EVENTS": "2000000"}
     with subprocess.Popen([str(RTNB), "serve", str(script), "--port", str(port)],
-                          stdout=log, stderr=subprocess.STDOUT) as server:
+                          stdout=log, stderr=subprocess.STDOUT, env=env) as server:
         try:
             deadline = time.monotonic() + 60
             while "Bokeh app running" not in (folder / "serve.log").read_text():
