@@ -150,6 +150,14 @@ def shown_status(page: Page, state: str, timeout: float = SLOW) -> dict[str, Any
                     timeout)
 
 
+def comm_msgs_in_next(page: Page, log: KernelMessageLog, window: float) -> list[Any]:
+    """The comm messages the kernel sends in the next *window* seconds (by its send time)."""
+    t0 = time.time()
+    page.wait_for_timeout(window * 1000)
+    log.wait_for_sent(t0 + window, timeout=SLOW)
+    return list(log.select(kind="comm_msg", sent_after=t0, sent_before=t0 + window))
+
+
 def wait_page_caught_up(page: Page, timeout: float = SLOW) -> dict[str, Any]:
     """Wait until the page acknowledges and is at most the flow-control budget behind.
 
@@ -336,10 +344,7 @@ def test_rerun_does_not_double_updates(
 
     def patch_rate() -> tuple[float, Counter[str | None], set[str | None]]:
         """Bokeh patches/s the kernel sent in the next *window* seconds, per comm; all comms."""
-        t0 = time.time()
-        page.wait_for_timeout(window * 1000)
-        log.wait_for_sent(t0 + window, timeout=SLOW)
-        msgs = log.select(kind="comm_msg", sent_after=t0, sent_before=t0 + window)
+        msgs = comm_msgs_in_next(page, log, window)
         patches = [m for m in msgs if m.kind == "bokeh-patch"]
         return (len(patches) / window, Counter(m.comm_id for m in patches),
                 {m.comm_id for m in msgs})
@@ -416,10 +421,7 @@ def test_one_comm_message_per_view_update_and_every_source_reaches_the_page(
     page.wait_for_timeout(2000)  # what was sent before the kernel read "proto" has passed
 
     window = 8.0
-    t0 = time.time()
-    page.wait_for_timeout(window * 1000)
-    log.wait_for_sent(t0 + window, timeout=SLOW)
-    msgs = log.select(kind="comm_msg", sent_after=t0, sent_before=t0 + window)
+    msgs = comm_msgs_in_next(page, log, window)
     patches = [m for m in msgs if m.kind == "bokeh-patch"]
     parts = [m for m in msgs if m.kind == "bokeh"]  # header/metadata of 3-part PATCH-DOCs
     per_patch = Counter(len(m.events) for m in patches)

@@ -110,7 +110,9 @@ def test_quickstart_plot_updates_and_slider_retunes_the_running_window(
         has=page.locator(".widget-slider")).first
     dashboard.scroll_into_view_if_needed()
     shot = tmp_path / "quickstart.png"
-    dashboard.screenshot(path=str(shot))
+    # a live plot keeps the page busy: the capture may wait for a frame (a 30 s default
+    # timed out once on a loaded machine)
+    dashboard.screenshot(path=str(shot), timeout=120_000, animations="disabled")
     assert shot.stat().st_size > 10_000
     target = os.environ.get("RTNB_SCREENSHOT_DIR")
     if target:

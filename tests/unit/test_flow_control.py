@@ -119,6 +119,17 @@ def build_board(metrics: pd.DataFrame, **model: Any) -> tuple[Any, list[Any], rt
     return sdf, views, board
 
 
+def catch_up(page: Page, board: rtnb.Dashboard, views: list[Any], ref_views: list[Any]) -> None:
+    """The page acknowledges: the next tick sends everything held, merged; the page then
+    shows what the kernel holds and every view equals its never-held reference."""
+    page.acknowledge()
+    assert board.scheduler.tick() == len(views)
+    assert not any(v.has_pending for v in views)
+    assert page.sources() == kernel_sources(board.model)
+    for view, ref in zip(views, ref_views, strict=True):
+        tm.assert_frame_equal(view.data(), ref.data())
+
+
 def feed(sdf: rtnb.StreamingFrame, df: pd.DataFrame, size: int) -> None:
     for lo in range(0, len(df), size):
         sdf.emit(df.iloc[lo:lo + size].reset_index(drop=True))
@@ -189,12 +200,7 @@ def test_behind_the_budget_updates_are_held_and_merged(metrics, monkeypatch):
     assert views[2].pending_rows <= 2 * 100 and views[3].pending_rows <= 2 * 100
     assert max(v.pending_rows for v in views) < 8_700 // 4
     # the page catches up and acknowledges: the next tick sends everything held, merged
-    page.acknowledge()
-    assert board.scheduler.tick() == len(views)
-    assert not any(v.has_pending for v in views)
-    assert page.sources() == kernel_sources(model)
-    for view, ref in zip(views, ref_views, strict=True):
-        tm.assert_frame_equal(view.data(), ref.data())
+    catch_up(page, board, views, ref_views)
     assert ref_page.sources() == kernel_sources(ref_board.model)
     # and far fewer messages for the same picture
     assert page.patches < ref_page.patches / 4
@@ -319,12 +325,7 @@ def test_combined_each_tick_is_one_message_carrying_its_number(metrics, monkeypa
     both(metrics.iloc[300:6_000])  # the page applies, but says nothing
     assert model.held_ticks > 100
     assert model.seq - page.applied == 0 and model.seq - model._acked_seq == BUDGET + 1
-    page.acknowledge()
-    assert board.scheduler.tick() == len(views)
-    assert not any(v.has_pending for v in views)
-    assert page.sources() == kernel_sources(model)
-    for view, ref in zip(views, ref_views, strict=True):
-        tm.assert_frame_equal(view.data(), ref.data())
+    catch_up(page, board, views, ref_views)
     assert page.comm_messages == model.messages_sent  # one comm message per PATCH-DOC
     assert ref_page.comm_messages == 3 * ref_page.patches
     assert page.comm_messages < ref_page.comm_messages / 20
