@@ -20,6 +20,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -439,15 +440,18 @@ def _to_number(values: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]:
     return pd.to_numeric(rest, errors="coerce").astype(float), huge
 
 
-def _exact_int(value: Any) -> int:
-    """The integer a number (or a numeric string) stands for, without a float's rounding."""
+def _exact_int(value: Any) -> int | None:
+    """The integer a number (or a numeric string) stands for, without a float's rounding.
+
+    ``None`` for an infinity.
+    """
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             return int(value.strip())
-        return int(float(value))
-    if isinstance(value, int | np.integer):
+    elif isinstance(value, int | np.integer):
         return int(value)
-    return int(float(value))
+    number = float(value)
+    return int(number) if math.isfinite(number) else None
 
 
 _ABSENT = object()  # a field a record does not have
@@ -558,7 +562,7 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
     def mark(mask: Any, col: str, dtype: Any, problem: str) -> None:
         idx = np.flatnonzero(np.asarray(mask, dtype=bool) & ~bad)
         for i in idx:
-            value = raw[col].iloc[i]
+            value = records[int(i)].get(col)  # as it arrived, not as pandas inferred it
             if isinstance(value, np.generic):  # the reason shows 2.5, not np.float64(2.5)
                 value = value.item()
             text = repr(value)
@@ -603,10 +607,11 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
                     for i in big.tolist():
                         exact = _exact_int(values.iloc[i])
                         conv.iloc[i] = exact
-                        outside[i] = not limits.min <= exact <= limits.max
+                        outside[i] = exact is None or not limits.min <= exact <= limits.max
             mark(huge | outside, name, dtype, f"is out of range for {dtype}")
             mark(conv.isna().to_numpy(), name, dtype, "is not a number")
-            mark(conv.notna().to_numpy() & (np.mod(as_float, 1) != 0), name, dtype,
+            finite = np.where(np.isfinite(as_float), as_float, 0.0)  # infinities: above
+            mark(conv.notna().to_numpy() & (np.mod(finite, 1) != 0), name, dtype,
                  "is not an integer")
             out[name] = conv
         elif pd.api.types.is_float_dtype(dtype):

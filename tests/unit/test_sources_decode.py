@@ -75,7 +75,8 @@ TIMES = ["2026-01-01T00:00:00Z", "2026-01-01T00:00:01.5+02:00", "2026-01-01", 17
          "2026-13-01T00:00:00", 10**30, 10**400]
 HOSTS = ["a", "b", 7, None, 1.5, float("nan")]
 CPUS = [1.5, 2, "3.25", "high", None, float("nan"), True, 2**70, -(10**400)]
-NS = [1, 2, "3", 4.0, 4.5, None, "x", True, 2**64, 2**63, 2**63 - 1, -(2**63)]
+NS = [1, 2, "3", 4.0, 4.5, None, "x", True, 2**64, 2**63, 2**63 - 1, -(2**63), "inf",
+      float("inf")]
 UPS = [True, False, "true", 1, 0, "maybe", None]
 MISSING = object()
 
@@ -133,9 +134,10 @@ def test_numbers_out_of_range_are_bad_rows_not_errors_or_wrapped_values():
                             "u": pd.Series([], dtype="uint64")})
     ok = {"x": 1.5, "n": 2**63 - 1, "m": -(2**31), "u": 2**64 - 1}
     records = [ok, {**ok, "x": 10**400}, {**ok, "n": 2**63}, {**ok, "m": 2**31},
-               {**ok, "u": -1}, {**ok, "n": "-9223372036854775809"}]
+               {**ok, "u": -1}, {**ok, "n": "-9223372036854775809"}, {**ok, "n": "1e400"},
+               {**ok, "m": float("-inf")}]
     good, bad, reasons = coerce(records, example)
-    assert bad.tolist() == [False, True, True, True, True, True]
+    assert bad.tolist() == [False, True, True, True, True, True, True, True]
     assert good.to_dict("records") == [ok]
     assert reasons[0] == ("column 'x' (float64): 1000000000000000000000000000000000000000"
                           "...(401 characters) is out of range for float64")
@@ -143,7 +145,9 @@ def test_numbers_out_of_range_are_bad_rows_not_errors_or_wrapped_values():
                            "column 'm' (int32): 2147483648 is out of range for int32",
                            "column 'u' (uint64): -1 is out of range for uint64",
                            "column 'n' (int64): '-9223372036854775809' is out of range for "
-                           "int64"]
+                           "int64",
+                           "column 'n' (int64): '1e400' is out of range for int64",
+                           "column 'm' (int32): -inf is out of range for int32"]
     # alone in its batch (the per-column fast path) the same
     for i, record in enumerate(records[1:]):
         assert coerce([record], example)[2] == [reasons[i]]
