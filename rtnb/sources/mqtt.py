@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import sys
 import uuid
 from collections.abc import Callable
@@ -246,8 +247,7 @@ class MqttSource(BufferedSource):
         self._uncertain.update(acks)  # until the broker confirms them (or a reconnect)
         if client is None:
             return
-        for mid, _ in acks:
-            client._client.ack(mid, 1)
+        _send_pubacks(client._client, [mid for mid, _ in acks])
         # The broker answers UNSUBSCRIBE after it read our acks. The answer queues behind
         # the messages it is sending, so wait for it in the background, not here.
         task = asyncio.ensure_future(self._confirm(client, acks, gen))
@@ -319,6 +319,26 @@ class MqttSource(BufferedSource):
     async def _close(self) -> None:
         for task in list(self._barriers):
             task.cancel()
+
+
+_PUBACK = 0x40
+
+
+def _send_pubacks(paho: Any, mids: list[int]) -> None:
+    """PUBACK every message id in ``mids``, in one socket write.
+
+    paho's ``ack(mid, 1)`` queues each PUBACK as its own packet, written with its own
+    ``send``: one system call per message, a fifth of the source's time at 10,000 messages
+    a second. Here the same 4-byte packets (type, remaining length 2, packet id: valid in
+    MQTT 3.1.1 and, with the success reason omitted, in MQTT 5) go out as one queued write.
+    """
+    queue = getattr(paho, "_packet_queue", None)
+    if queue is None or not mids:  # another paho: one at a time through its public call
+        for mid in mids:
+            paho.ack(mid, 1)
+        return
+    blob = b"".join(struct.pack("!BBH", _PUBACK, 2, mid) for mid in mids)
+    queue(_PUBACK, blob, 0, 1)
 
 
 def _host_port(url: str) -> tuple[str, int, str | None, str | None, bool]:
