@@ -35,9 +35,10 @@ lab: venv
 	exec $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG) \
 	  --IdentityProvider.token="$$TOKEN" --ServerApp.root_dir="$(CURDIR)"
 
-## test: lint, unit + property + doctests, notebooks (nbval) and browser tests
+## test: lint, unit + property + doctests, notebooks (nbval) and browser tests; the browser
+## tests run in a second pytest process beside the others (tools/run_tests.sh)
 test: venv services chromium lint
-	$(PY) -m pytest
+	@PY=$(PY) tools/run_tests.sh
 
 ## lint: ruff, mypy --strict, and notebooks committed without outputs
 lint: venv
