@@ -258,13 +258,28 @@ class WindowAggregator(KeyedEngine):
         base = min(int(start.min()), int(self._raw_start.min()) if len(self._raw_start) else 0)
         wanted = (start - base) // self.every * n_keys + key
         raw = (self._raw_start - base) // self.every * n_keys + self._raw_key
-        # Position of every raw row's (window, key) among the wanted ones (-1: not wanted),
-        # as ``pd.Index(wanted).get_indexer(raw)`` without building an Index per emission.
-        order = np.argsort(wanted)
-        ordered = wanted[order]
-        at = np.minimum(np.searchsorted(ordered, raw), len(ordered) - 1)
-        pos = np.where(ordered[at] == raw, order[at], -1).astype(np.intp, copy=False)
-        return self._holistic_from_rows(pos, self._raw_values, len(start))
+        return self._holistic_from_rows(_positions(wanted, raw), self._raw_values, len(start))
+
+
+def _positions(wanted: npt.NDArray[np.int64], codes: npt.NDArray[np.int64]
+               ) -> npt.NDArray[np.intp]:
+    """Position of every code among the distinct ``wanted`` codes (-1: not wanted).
+
+    ``pd.Index(wanted).get_indexer(codes)`` without building an Index per emission. Codes
+    are >= 0; a small code range (the usual case: a few windows x the keys) uses a direct
+    lookup table, a large one a binary search in the sorted wanted codes.
+    """
+    if not len(wanted) or not len(codes):
+        return np.full(len(codes), -1, dtype=np.intp)
+    hi = max(int(wanted.max()), int(codes.max())) + 1
+    if hi <= 8 * (len(wanted) + len(codes)) + 4096:
+        table = np.full(hi, -1, dtype=np.intp)
+        table[wanted] = np.arange(len(wanted))
+        return table[codes]
+    order = np.argsort(wanted)
+    ordered = wanted[order]
+    at = np.minimum(np.searchsorted(ordered, codes), len(ordered) - 1)
+    return np.where(ordered[at] == codes, order[at], -1).astype(np.intp, copy=False)
 
 
 def _assign(code: npt.NDArray[np.int64], open_code: npt.NDArray[np.int64]

@@ -375,3 +375,22 @@ def test_rolling_equals_pandas_groupby_rolling(data, window) -> None:
     # ~3e-6. So std gets the absolute tolerance of var, through the square root.
     tm.assert_series_equal(result["cpu_std"].astype("float64"),
                            expected["cpu_std"].astype("float64"), rtol=1e-9, atol=1e-9**0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(wanted=st.lists(st.integers(0, 2**40), unique=True, max_size=50),
+       codes=st.lists(st.integers(0, 2**40), max_size=200),
+       dense=st.booleans())
+def test_window_positions_equal_pandas_get_indexer(wanted, codes, dense) -> None:
+    """Where every raw row's (window, key) code sits among the emitted ones, by the lookup
+    table (small code range) or the binary search (large range): as ``Index.get_indexer``."""
+    from rtnb.windows.engine import _positions
+
+    if dense:  # a small range: the lookup-table path
+        wanted, codes = sorted({w % 97 for w in wanted}), [c % 101 for c in codes]
+    codes = codes + wanted[::2]  # some wanted ones among them, found however large
+    w, c = np.array(wanted, dtype=np.int64), np.array(codes, dtype=np.int64)
+    np.testing.assert_array_equal(_positions(w, c), pd.Index(w).get_indexer(c))
+    if len(w) > 1:  # wanted in any order
+        rev = w[::-1].copy()
+        np.testing.assert_array_equal(_positions(rev, c), pd.Index(rev).get_indexer(c))
