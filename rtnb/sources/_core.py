@@ -940,11 +940,12 @@ class BufferedSource:
             await frame._graph.wait_running()
             frame.emit(good)
             self.stats.events += len(good)
-        if self.max_events is not None and self.stats.events >= self.max_events:
-            self._enough.set()
         self.stats.batches += 1
         await self._ack([p for _, p in items[:done]])
         self.stats.acked += done
+        # Only now: the run then stops the reader, whose connection the acks may travel on.
+        if self.max_events is not None and self.stats.events >= self.max_events:
+            self._enough.set()
 
     async def _batcher(self, frame: StreamingFrame, reader: asyncio.Task[None]) -> None:
         buf = self.buffer

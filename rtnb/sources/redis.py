@@ -72,6 +72,7 @@ class RedisStreamSource(BufferedSource):
         self._last_id: str | None = None
         self._held: set[str] = set()  # ids buffered or processed but not acknowledged yet
         self._unacked: list[str] = []  # processed; the XACK failed and is sent again
+        self._ack_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._client: Any = None
 
     def __repr__(self) -> str:
@@ -99,6 +100,14 @@ class RedisStreamSource(BufferedSource):
             return json.dumps({"missing field": self.field}).encode()
         return value
 
+    @property
+    def _acking(self) -> asyncio.Lock:
+        """Held while an XACK is in flight, so the reader never closes its client under it."""
+        loop = asyncio.get_running_loop()
+        if self._ack_lock is None or self._ack_lock[0] is not loop:  # one per event loop
+            self._ack_lock = (loop, asyncio.Lock())
+        return self._ack_lock[1]
+
     async def _read(self, stop: asyncio.Event) -> None:
         client = self._connect()
         self._client = client
@@ -110,9 +119,10 @@ class RedisStreamSource(BufferedSource):
             else:
                 await self._read_group(client, stop)
         finally:
-            self._client = None
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            self._client = None  # acks from now on take a connection of their own
+            async with self._acking:  # an XACK in flight on this client ends first
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     async def _read_plain(self, client: Any, stop: asyncio.Event) -> None:
         last = self._last_id or self.start
@@ -178,18 +188,19 @@ class RedisStreamSource(BufferedSource):
     async def _ack(self, positions: list[Any]) -> None:
         if self.group is None or not positions:
             return
-        client, own = self._client, False
-        if client is None:  # the reader has stopped (end of run): ack on a connection of our own
-            client, own = self._connect(), True
-        try:
-            await client.xack(self.stream, self.group, *positions)
-            self._held.difference_update(positions)
-        except self.retry_on:
-            self._unacked.extend(positions)  # sent again after the reconnect
-        finally:
-            if own:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+        async with self._acking:
+            client, own = self._client, False
+            if client is None:  # the reader has stopped: ack on a connection of our own
+                client, own = self._connect(), True
+            try:
+                await client.xack(self.stream, self.group, *positions)
+                self._held.difference_update(positions)
+            except self.retry_on:
+                self._unacked.extend(positions)  # sent again after the reconnect
+            finally:
+                if own:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
 
 
 def _context_ssl_connection() -> type:

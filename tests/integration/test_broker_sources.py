@@ -508,22 +508,26 @@ def test_mqtt_slow_pipeline_pauses_reading_and_the_broker_keeps_the_data(topic, 
 
 def test_mqtt_connection_cut_mid_stream_every_message_processed_exactly_once(topic, rows):
     client_id = f"rtnb-test-{uid()}"
-    n = 2000
+    # The shared Mosquitto keeps at most 1,000 messages (queued and unacknowledged) for an
+    # offline session and drops what comes beyond: the whole run stays below that.
+    n = 900
 
     async def scenario() -> tuple[pd.DataFrame, Any, int]:
         proxy = await Proxy(1883).start()
-        src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
-                                client_id=client_id, max_batch=100, max_events=n)
-        src._source.backoff.cap = 0.5
-        out = src.collect()
-        src.start()
-        await until(lambda: src._source.stats.connected, what="subscribed")
-        publisher = asyncio.ensure_future(mqtt_publish(topic, payloads(rows.iloc[:n])))
-        await until(lambda: sum(len(b) for b in out) >= 500, what="500 rows")
-        proxy.cut()  # the client's connection breaks mid-stream; the broker keeps the session
-        await publisher
-        await asyncio.wait_for(src.wait(), 30)
-        await proxy.stop()
+        try:
+            src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
+                                    client_id=client_id, max_batch=100, max_events=n)
+            src._source.backoff.cap = 0.5
+            out = src.collect()
+            src.start()
+            await until(lambda: src._source.stats.connected, what="subscribed")
+            await mqtt_publish(topic, payloads(rows.iloc[:500]))
+            await until(lambda: sum(len(b) for b in out) >= 250, what="250 rows")
+            proxy.cut()  # the connection breaks mid-stream; the broker keeps the session
+            await mqtt_publish(topic, payloads(rows.iloc[500:n]))  # while it may be away
+            await asyncio.wait_for(src.wait(), 30)
+        finally:
+            await proxy.stop()
         return collected(out), src._source, await left_in_session(client_id)
 
     got, source, left = asyncio.run(scenario())
@@ -546,26 +550,28 @@ def test_mqtt_acks_lost_with_the_connection_are_sent_again_when_the_run_ends(top
 
     async def scenario() -> tuple[pd.DataFrame, Any, int, int]:
         proxy = await Proxy(1883).start()
-        src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
-                                client_id=client_id, max_batch=buffer, buffer=buffer,
-                                max_events=n)
-        src._source.backoff = rtnb.sources._core.Backoff(base=60, cap=60)  # no reconnect
-        out = src.collect()
-        src.start()
-        await until(lambda: src._source.stats.connected, what="subscribed")
-        src.pause()  # the pipeline holds: the buffer fills, the rest waits in the client
-        await mqtt_publish(topic, payloads(rows.iloc[:n]))
-        mqtt_client = src._source._client
-        # every message delivered: what the reader took before the pause (buffer, one batch,
-        # one in its hands: 100 or 101, by timing) plus what waits in the client
-        await until(lambda: mqtt_client._queue.qsize() + src._source.stats.messages >= n,
-                    what="the client holds the messages")
-        held = mqtt_client._queue.qsize()
-        proxy.cut()
-        await until(lambda: not mqtt_client._client.is_connected(), what="disconnected")
-        src.resume()
-        await asyncio.wait_for(src.wait(), 30)
-        await proxy.stop()
+        try:
+            src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
+                                    client_id=client_id, max_batch=buffer, buffer=buffer,
+                                    max_events=n)
+            src._source.backoff = rtnb.sources._core.Backoff(base=60, cap=60)  # no reconnect
+            out = src.collect()
+            src.start()
+            await until(lambda: src._source.stats.connected, what="subscribed")
+            src.pause()  # the pipeline holds: the buffer fills, the rest waits in the client
+            await mqtt_publish(topic, payloads(rows.iloc[:n]))
+            mqtt_client = src._source._client
+            # every message delivered: what the reader took before the pause (buffer, one
+            # batch, one in its hands: 100 or 101, by timing) plus what waits in the client
+            await until(lambda: mqtt_client._queue.qsize() + src._source.stats.messages >= n,
+                        what="the client holds the messages")
+            held = mqtt_client._queue.qsize()
+            proxy.cut()
+            await until(lambda: not mqtt_client._client.is_connected(), what="disconnected")
+            src.resume()
+            await asyncio.wait_for(src.wait(), 30)
+        finally:
+            await proxy.stop()
         return collected(out), src._source, held, await left_in_session(client_id)
 
     got, source, held, left = asyncio.run(scenario())
