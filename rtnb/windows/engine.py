@@ -261,6 +261,11 @@ class WindowAggregator(KeyedEngine):
         return self._holistic_from_rows(_positions(wanted, raw), self._raw_values, len(start))
 
 
+def _table_fits(codes: int, items: int) -> bool:
+    """Whether a lookup table over ``codes`` slots costs about what ``items`` lookups do."""
+    return codes <= 8 * items + 4096
+
+
 def _positions(wanted: npt.NDArray[np.int64], codes: npt.NDArray[np.int64]
                ) -> npt.NDArray[np.intp]:
     """Position of every code among the distinct ``wanted`` codes (-1: not wanted).
@@ -272,7 +277,7 @@ def _positions(wanted: npt.NDArray[np.int64], codes: npt.NDArray[np.int64]
     if not len(wanted) or not len(codes):
         return np.full(len(codes), -1, dtype=np.intp)
     hi = max(int(wanted.max()), int(codes.max())) + 1
-    if hi <= 8 * (len(wanted) + len(codes)) + 4096:
+    if _table_fits(hi, len(wanted) + len(codes)):
         table = np.full(hi, -1, dtype=np.intp)
         table[wanted] = np.arange(len(wanted))
         return table[codes]
@@ -293,7 +298,7 @@ def _assign(code: npt.NDArray[np.int64], open_code: npt.NDArray[np.int64]
     hi = int(code.max()) + 1
     if s:
         hi = max(hi, int(open_code.max()) + 1)
-    if hi <= 8 * (len(code) + s) + 4096:
+    if _table_fits(hi, len(code) + s):
         table = np.full(hi, -1, dtype=np.intp)
         table[open_code] = np.arange(s)
         target = table[code]
