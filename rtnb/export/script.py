@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import datetime as _dt
+import functools
 import importlib
 import inspect
 import keyword
@@ -31,6 +32,8 @@ from rtnb.errors import ExportError
 from rtnb.params import Param
 
 if TYPE_CHECKING:
+    import jinja2
+
     from rtnb.pipeline import Pipeline
 
 __all__ = ["render_script"]
@@ -110,6 +113,11 @@ class _Option:
     annotation: str
     default: str
     help: str
+
+    @property
+    def arg(self) -> str:
+        """The parameter of ``main()`` that receives the option."""
+        return identifier(self.key)
 
 
 @dataclass
@@ -557,10 +565,38 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
                   ) -> tuple[str, dict[str, pd.DataFrame], list[tuple[str, str]]]:
     """The script's text, its data files (name -> frame) and environment variables.
 
-    With ``app=True`` the file is a Bokeh server app (``bokeh serve`` / ``rtnb serve``) that
-    also rebuilds the pipeline's views and its dashboard layout.
+    The code of each piece (node assignments, Params, options, imports) is computed here; the
+    templates in ``rtnb/export/templates/`` lay the file out: ``script.py.jinja`` for a
+    headless script, ``app.py.jinja`` for a Bokeh server app.
+
+    Parameters
+    ----------
+    pipeline
+        The pipeline to write.
+    names
+        Node id -> the variable name the user gave it.
+    title
+        The script's name (an identifier), for its docstring and its ``--help``.
+    origin
+        Where the pipeline came from, for the docstring.
+    data_dir
+        The folder, next to the script, that the data files are written to.
+    app
+        Write a Bokeh server app (``bokeh serve`` / ``rtnb serve``) that also rebuilds the
+        pipeline's views and its dashboard layout.
+
+    Returns
+    -------
+    tuple
+        The text, the data files to write (file name -> frame) and the environment variables
+        the script reads secrets from (``(variable, what it holds)``).
+
+    Raises
+    ------
+    ExportError
+        If the pipeline has no source, or a node cannot be written as code.
     """
-    if pipeline.root._source is None:
+    if pipeline.root.graph.source is None:
         msg = (f"frame {pipeline.root.name!r} has no source (batches are emitted into it by "
                "hand); an exported script needs one, e.g. rtnb.sources.replay(...)")
         raise ExportError(msg)
@@ -580,87 +616,48 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     board_var = _app_layout(writer, pipeline) if app else None
     parts = writer.parts
     params = list(parts.params.values())
-    lines: list[str] = [] if app else ["#!/usr/bin/env python3"]
-    doc = _APP_DOC if app else _DOC
-    lines.append(doc.format(title=title, origin=origin).rstrip("\n"))
-    if parts.env:
-        lines.append("")
-        lines.append("Secrets are never written here; they come from these environment variables:")
-        lines.extend(f"    {e.variable}: {e.what}" for e in parts.env)
-    lines.append('"""')
-    lines.append("")
-    lines.append("from __future__ import annotations")
-    lines.append("")
-    lines.extend(_import_block(parts.imports, app=app, path=bool(parts.data_files) or not app))
-    if parts.data_files:
-        lines.append("#: The data the source replays is kept next to this script.")
-        lines.append("HERE = Path(__file__).resolve().parent")
-        lines.append("")
-    lines.append("#: Every Param at the value it had when the pipeline was exported.")
-    lines.append("PARAMS: dict[str, Any] = {")
-    for _, p in params:
-        lines.append(f"    {p.name!r}: {_param_default(p)!r},")
-    lines.append("}")
-    for fn in parts.functions.values():
-        lines.append("")
-        lines.append("")
-        lines.append(fn.source.rstrip())
-    lines.append("")
-    lines.append("")
-    returns = "tuple[rtnb.Pipeline, dashboard.Board]" if app else "rtnb.Pipeline"
-    lines.append("def build(params: dict[str, Any] | None = None, source: str | None = None"
-                 f") -> {returns}:")
-    lines.append('    """The pipeline, with ``params`` overriding Params by name."""')
-    lines.append("    params = {**PARAMS, **(params or {})}")
-    for var, p in params:
-        lines.append(textwrap.indent(_param_code(var, p, writer), "    "))
-    for statement in parts.body:
-        lines.append(textwrap.indent(statement, "    "))
+    # every piece of code is written before the imports are collected: a value may add one
+    statements = [_param_code(var, p, writer) for var, p in params] + parts.body
     leaves = [writer.vars[id(f)] for f in pipeline.leaves() if id(f) in writer.vars]
-    pipeline_expr = f"rtnb.Pipeline({', '.join(leaves)}, name={pipeline.name!r})"
-    if app:
-        lines.append(f"    return {pipeline_expr}, {board_var}")
-        lines.append("")
-        lines.append("")
-        lines.append(f"dashboard.serve(curdoc(), build, title={title!r})")
-        text = "\n".join(lines) + "\n"
-        ast.parse(text)
-        return text, parts.data_files, [(e.variable, e.what) for e in parts.env]
-    lines.append(f"    return {pipeline_expr}")
-    lines.append("")
-    lines.append("")
-    options: list[_Option] = []
-    for var, p in params:
-        options.append(_Option(p.name, "--" + identifier(p.name).rstrip("_").replace("_", "-"),
-                               _OPTION_TYPES[p.kind], f"PARAMS[{p.name!r}]",
-                               _param_help(p)))
-        del var
+    options = [_Option(p.name, "--" + identifier(p.name).rstrip("_").replace("_", "-"),
+                       _OPTION_TYPES[p.kind], f"PARAMS[{p.name!r}]", _param_help(p))
+               for _, p in params]
+    overrides = ", ".join(f"{opt.key!r}: {opt.arg}" for opt in options)
     if parts.source_option is not None:
         options.append(parts.source_option)
-    lines.append("def main(")
-    for opt in options:
-        arg = identifier(opt.key)
-        lines.append(f"    {arg}: Annotated[{opt.annotation}, typer.Option({opt.flag!r}, "
-                     f"help={opt.help!r})] = {opt.default},")
-    lines.extend(_COMMON_OPTIONS.splitlines())
-    lines.append(") -> None:")
-    lines.append(f'    """Run the {title} pipeline headless."""')
-    overrides = ", ".join(f"{opt.key!r}: {identifier(opt.key)}" for opt in options
-                          if opt.key != "source")
-    src_arg = identifier("source") if parts.source_option is not None else "None"
-    lines.append(f"    pipeline = runtime.build(build, {{{overrides}}}, {src_arg})")
-    lines.append("    code = runtime.run(pipeline, until=until, max_events=max_events,")
-    lines.append("                       metrics_port=metrics_port, log_format=log_format,")
-    lines.append("                       input=input, output=output, checkpoint=checkpoint,")
-    lines.append("                       checkpoint_every=checkpoint_every)")
-    lines.append("    raise typer.Exit(code)")
-    lines.append("")
-    lines.append("")
-    lines.append('if __name__ == "__main__":')
-    lines.append("    typer.run(main)")
-    text = "\n".join(lines) + "\n"
+    stdlib_imports, third_party_imports = _import_block(
+        parts.imports, app=app, path=bool(parts.data_files) or not app)
+    template = _templates().get_template("app.py.jinja" if app else "script.py.jinja")
+    text = template.render(
+        title=title, origin=origin, env=parts.env,
+        stdlib_imports=stdlib_imports, third_party_imports=third_party_imports,
+        data_files=bool(parts.data_files),
+        param_defaults=[(p.name, _param_default(p)) for _, p in params],
+        functions=[fn.source.rstrip() for fn in parts.functions.values()],
+        statements=statements,
+        pipeline=f"rtnb.Pipeline({', '.join(leaves)}, name={pipeline.name!r})",
+        board=board_var, options=options, overrides=f"{{{overrides}}}",
+        source_argument=(parts.source_option.arg if parts.source_option is not None
+                         else "None"),
+    )
     ast.parse(text)  # a bug here must not produce a script that does not even parse
     return text, parts.data_files, [(e.variable, e.what) for e in parts.env]
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The templates of the exported files (Jinja2 is imported on the first export only).
+
+    ``trim_blocks`` and ``lstrip_blocks`` let a ``{% for %}`` or ``{% if %}`` stand on a line
+    of its own without leaving that line in the output; ``repr`` writes a Python literal.
+    """
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("rtnb.export", "templates"),
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             autoescape=False, trim_blocks=True, lstrip_blocks=True)
+    env.filters["repr"] = repr
+    return env
 
 
 _STDLIB = frozenset({"collections", "datetime", "functools", "itertools", "json", "math",
@@ -668,8 +665,9 @@ _STDLIB = frozenset({"collections", "datetime", "functools", "itertools", "json"
                      "time", "typing", "zoneinfo"})
 
 
-def _import_block(extra: set[str], *, app: bool = False, path: bool = True) -> list[str]:
-    """Imports in isort order (stdlib, then third party), as ``ruff check`` wants them."""
+def _import_block(extra: set[str], *, app: bool = False,
+                  path: bool = True) -> tuple[list[str], list[str]]:
+    """Standard-library imports, then third-party ones, each in isort order (as ruff wants)."""
     if app:
         wanted = {"from typing import Any", "import rtnb", "from bokeh.io import curdoc",
                   "from rtnb.export import dashboard", *extra}
@@ -687,7 +685,7 @@ def _import_block(extra: set[str], *, app: bool = False, path: bool = True) -> l
 
     std = sorted((i for i in wanted if module(i).split(".")[0] in _STDLIB), key=order)
     third = sorted((i for i in wanted if module(i).split(".")[0] not in _STDLIB), key=order)
-    return [*std, "", *third, ""]
+    return std, third
 
 
 def _app_layout(writer: _Writer, pipeline: Pipeline) -> str:
@@ -698,7 +696,7 @@ def _app_layout(writer: _Writer, pipeline: Pipeline) -> str:
                "frame.plot.line(...) before export_dashboard()")
         raise ExportError(msg)
     ids = {id(v) for v in views}
-    boards = [b for b in pipeline.root._graph.boards
+    boards = [b for b in pipeline.root.graph.boards
               if any(id(v) in ids and not v.closed for v in b.views)]
     if boards:
         board = boards[-1]
@@ -724,33 +722,6 @@ def _exportable_item(item: Any) -> bool:
     from rtnb.viz.status import Status
 
     return isinstance(item, Param | View | Status)
-
-
-_DOC = '''"""{title}: an rtnb pipeline exported from {origin}.
-
-Runs headless until the source ends, ``--until``, ``--max-events`` or SIGTERM, then flushes
-every window and sink and exits 0. ``python <this file> --help`` lists the options; every
-Param has one, defaulting to the value it was tuned to.
-'''
-
-_APP_DOC = '''"""{title}: the live dashboard of an rtnb pipeline exported from {origin}.
-
-Serve it with ``rtnb serve <this file>`` (or ``bokeh serve``): bound to 127.0.0.1 with an
-allow-list of websocket origins. Each browser session builds its own pipeline, starts its
-source, and stops it when the session ends. Every Param is a widget at its tuned value.
-'''
-
-_COMMON_OPTIONS = """\
-    until: Annotated[str | None, typer.Option(help=runtime.HELP["until"])] = None,
-    max_events: Annotated[int | None, typer.Option(help=runtime.HELP["max_events"])] = None,
-    metrics_port: Annotated[int | None, typer.Option(help=runtime.HELP["metrics_port"])] = None,
-    log_format: Annotated[str, typer.Option(help=runtime.HELP["log_format"])] = "json",
-    input: Annotated[Path | None, typer.Option(help=runtime.HELP["input"])] = None,
-    output: Annotated[Path | None, typer.Option(help=runtime.HELP["output"])] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help=runtime.HELP["checkpoint"])] = None,
-    checkpoint_every: Annotated[
-        str, typer.Option(help=runtime.HELP["checkpoint_every"])] = "10s",
-"""
 
 
 def _param_help(param: Param) -> str:
