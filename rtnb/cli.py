@@ -163,7 +163,7 @@ def replay(
     else:
         rtnb.sinks.to_amqp(src, to, routing_key=str(topic), password_env=password_env)
     src.run()
-    sink = src._graph.sinks[-1]
+    sink = src.graph.sinks[-1]
     typer.echo(f"replayed {src.counters.events} rows from {data.name} to "
                f"{_masked(to)}; delivered {sink.stats.delivered_rows}, "
                f"undeliverable {sink.stats.undeliverable_rows}", err=True)

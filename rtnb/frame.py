@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import operator
-import sys
 import time as _time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import numpy as np
 import pandas as pd
@@ -19,10 +16,15 @@ from streamz import Stream
 from rtnb import _record
 from rtnb._time import DurationLike, format_duration, to_ns
 from rtnb.aggregations import Aggregation, Count, make_aggregation
+from rtnb.detect.detectors import Detector, DetectorLogic
 from rtnb.errors import ConfigError, RtnbError, SchemaError
+from rtnb.graph import Graph
 from rtnb.params import Param, resolve
+from rtnb.series import StreamingSeries
+from rtnb.stateful import StatefulNode
 from rtnb.windows.base import KeyedEngine
 from rtnb.windows.engine import AggSpec, WindowAggregator
+from rtnb.windows.keys import KeyRegistry
 from rtnb.windows.retain import Retained
 from rtnb.windows.rolling import ROLLING_AGGS, RollingAggregator
 from rtnb.windows.rows_engine import RowsAggregator
@@ -31,13 +33,16 @@ from rtnb.windows.specs import Rows, Session, Sliding, Tumbling, WindowSpec
 
 if TYPE_CHECKING:
     from rtnb.sources.base import Source
+    from rtnb.stateful import Logic
     from rtnb.viz.plots import PlotAccessor
     from rtnb.viz.status import Status
 
 __all__ = [
+    "Counters",
     "Rolling",
     "RollingColumn",
     "RollingFrame",
+    "StatefulFrame",
     "StreamingFrame",
     "StreamingSeries",
     "Windowed",
@@ -57,102 +62,6 @@ class Counters:
     dead_letters: int = 0
     #: What-if recomputations (a Param changed and the retained history was recomputed).
     recomputes: int = 0
-
-
-@dataclass
-class _Graph:
-    """What all frames derived from one root share: names, hooks, views, pause state."""
-
-    names: set[str] = field(default_factory=set)
-    close_hooks: list[Callable[[], None]] = field(default_factory=list)
-    #: Called with an engine frame whose whole output is about to be re-emitted (what-if).
-    reset_hooks: list[Callable[[StreamingFrame], None]] = field(default_factory=list)
-    views: list[Any] = field(default_factory=list)
-    frames: list[StreamingFrame] = field(default_factory=list)
-    closed: bool = False
-    #: ``time.monotonic()`` when the batch now flowing through the graph entered the root.
-    batch_arrival: float = 0.0
-    #: Seconds from a batch entering the root to a view sending it (latest 2,048 updates).
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
-    _running: asyncio.Event | None = None
-    #: Sinks that are behind (over their queue's high-water mark).
-    pressure: set[Any] = field(default_factory=set)
-    _relieved: asyncio.Event | None = None
-    sinks: list[Any] = field(default_factory=list)
-    #: Dashboards built from this graph's views (the last one is what an export serves).
-    boards: list[Any] = field(default_factory=list)
-
-    @property
-    def paused(self) -> bool:
-        return self._running is not None and not self._running.is_set()
-
-    def pause(self) -> None:
-        if self._running is None:
-            self._running = asyncio.Event()
-        self._running.clear()
-
-    def resume(self) -> None:
-        if self._running is not None:
-            self._running.set()
-
-    async def wait_running(self) -> None:
-        """Return at once unless paused or a sink is behind; else when that is over.
-
-        Sources call it before every batch: this is how a slow sink pauses them.
-        """
-        while True:
-            if self._running is not None and not self._running.is_set():
-                await self._running.wait()
-                continue
-            if self.pressure:
-                if self._relieved is None:
-                    self._relieved = asyncio.Event()
-                self._relieved.clear()
-                await self._relieved.wait()
-                continue
-            return
-
-    def press(self, who: Any) -> None:
-        """``who`` (a sink) is behind: sources wait before their next batch."""
-        self.pressure.add(who)
-
-    def relieve(self, who: Any) -> None:
-        """``who`` caught up."""
-        self.pressure.discard(who)
-        if not self.pressure and self._relieved is not None:
-            self._relieved.set()
-
-    def unique(self, base: str) -> str:
-        if base not in self.names:
-            self.names.add(base)
-            return base
-        for i in itertools.count(2):
-            name = f"{base}_{i}"
-            if name not in self.names:
-                self.names.add(name)
-                return name
-        raise AssertionError  # pragma: no cover
-
-    def suspend(self) -> None:
-        """End the stream *without* the end-of-stream flush.
-
-        A checkpoint keeps the open windows and pending rows; the run resumed from it emits
-        them.
-        """
-        self.closed = True
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.batch_arrival = _time.monotonic()  # what the end of stream emits is new now
-        for hook in list(self.close_hooks):
-            hook()
-
-
-#: Called with a root frame just before its source starts (``rtnb export`` records and bounds
-#: the pipelines a notebook runs through this).
-START_HOOKS: list[Callable[[StreamingFrame], None]] = []
 
 
 class StreamingFrame(_record.Recorded):
@@ -189,15 +98,15 @@ class StreamingFrame(_record.Recorded):
         time: str | None = None,
         name: str = "frame",
         stream: Stream | None = None,
-        _graph: _Graph | None = None,
-        _root: StreamingFrame | None = None,
+        _graph: Graph | None = None,
         _parent: StreamingFrame | None = None,
     ) -> None:
         if not isinstance(example, pd.DataFrame):
             msg = f"`example` of frame {name!r} must be a pandas DataFrame; got {type(example)!r}"
             raise ConfigError(msg)
-        self._graph = _graph if _graph is not None else _Graph()
-        self.name = self._graph.unique(name)
+        #: The runtime graph this frame belongs to (shared by every frame of the pipeline).
+        self.graph: Graph = _graph if _graph is not None else Graph()
+        self.name = self.graph.unique(name)
         self.example = _normalise_example(example.iloc[:0], self.name)
         if time is not None:
             if time not in self.example.columns:
@@ -210,13 +119,9 @@ class StreamingFrame(_record.Recorded):
                 raise ConfigError(msg)
         self.time = time
         self.stream: Stream = stream if stream is not None else Stream(stream_name=self.name)
-        self._root = _root
         self._parent = _parent
-        self._graph.frames.append(self)
+        self.graph.add(self)
         self.counters = Counters()
-        self._source: Source | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
         self._dead: StreamingFrame | None = None
 
     # -- schema ---------------------------------------------------------------------------
@@ -237,9 +142,24 @@ class StreamingFrame(_record.Recorded):
 
     # -- feeding --------------------------------------------------------------------------
     @property
+    def parent(self) -> StreamingFrame | None:
+        """The frame this one is computed from (``None`` for the root)."""
+        return self._parent
+
+    @property
+    def root(self) -> StreamingFrame:
+        """The frame batches are emitted into (the source's frame)."""
+        return self.graph.root
+
+    @property
     def is_root(self) -> bool:
         """True for a frame that batches are emitted into (not derived from another)."""
-        return self._root is None
+        return self._parent is None
+
+    @property
+    def stateful(self) -> bool:
+        """Whether this node holds state between batches (see :class:`StatefulFrame`)."""
+        return False
 
     def emit(self, batch: pd.DataFrame) -> None:
         """Push one micro-batch through the pipeline (checked against ``example`` first).
@@ -249,20 +169,20 @@ class StreamingFrame(_record.Recorded):
         """
         if not self.is_root:
             msg = (f"emit() into the root frame, not into {self.name!r}, which is derived "
-                   f"from {self._root.name!r}" if self._root else "")
+                   f"from {self.root.name!r}")
             raise RtnbError(msg)
-        if self._graph.closed:
+        if self.graph.closed:
             msg = f"frame {self.name!r} is closed (end of stream); build a new one to emit again"
             raise RtnbError(msg)
         batch = self.validate(batch)
         if self.time is not None:
             missing = np.asarray(batch[self.time].array.isna(), dtype=bool)
             if missing.any():
-                self._dead_letter(batch[missing], f"missing event time in column {self.time!r}")
+                self.dead_letter(batch[missing], f"missing event time in column {self.time!r}")
                 batch = batch[~missing]
         self.counters.batches += 1
         self.counters.events += len(batch)
-        self._graph.batch_arrival = _time.monotonic()
+        self.graph.batch_arrival = _time.monotonic()
         self.stream.emit(batch)
 
     def validate(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -329,12 +249,12 @@ class StreamingFrame(_record.Recorded):
 
         Closing any frame closes the whole graph it belongs to; closing twice does nothing.
         """
-        self._graph.close()
+        self.graph.close()
 
     @property
     def closed(self) -> bool:
         """Whether the stream has ended."""
-        return self._graph.closed
+        return self.graph.closed
 
     @property
     def dead_letters(self) -> StreamingFrame:
@@ -352,11 +272,15 @@ class StreamingFrame(_record.Recorded):
                 dead_letter_position=pd.Series([], dtype=str),
             )
             self._dead = StreamingFrame(example, time=None, name=f"{self.name}.dead_letters",
-                                        _graph=self._graph, _root=self._root or self,
-                                        _parent=self)
+                                        _graph=self.graph, _parent=self)
         return self._dead
 
-    def _dead_letter(self, rows: pd.DataFrame, reason: str) -> None:
+    def dead_letter(self, rows: pd.DataFrame, reason: str) -> None:
+        """Refuse ``rows`` (of this frame's schema) for ``reason``.
+
+        They are counted, and sent to :attr:`dead_letters` with the reason and this node's
+        name.
+        """
         self.counters.dead_letters += len(rows)
         if self._dead is not None:
             self._dead.stream.emit(rows.assign(
@@ -365,9 +289,13 @@ class StreamingFrame(_record.Recorded):
                 dead_letter_position=pd.Series([None] * len(rows), index=rows.index,
                                                dtype=str)))
 
-    def _dead_letter_raw(self, payloads: list[Any], reasons: list[str], positions: list[Any],
-                         *, node: str) -> None:
-        """Messages a source could not turn into rows: kept with the raw payload."""
+    def dead_letter_messages(self, payloads: list[Any], reasons: list[str],
+                             positions: list[Any], *, node: str) -> None:
+        """Messages source ``node`` could not turn into rows.
+
+        They are counted, and sent to :attr:`dead_letters` with the raw payload, the reason
+        and where it was read.
+        """
         n = len(payloads)
         self.counters.dead_letters += n
         if self._dead is None or not n:
@@ -398,8 +326,8 @@ class StreamingFrame(_record.Recorded):
     # -- transforming ----------------------------------------------------------------------
     def _derive(self, func: Callable[[pd.DataFrame], pd.DataFrame], example: pd.DataFrame,
                 name: str, time: str | Literal[False] | None = False) -> StreamingFrame:
-        node_name = self._graph.unique(f"{self.name}.{name}")
-        self._graph.names.discard(node_name)
+        node_name = self.graph.unique(f"{self.name}.{name}")
+        self.graph.release(node_name)
 
         def apply(batch: pd.DataFrame) -> pd.DataFrame:
             try:
@@ -416,9 +344,9 @@ class StreamingFrame(_record.Recorded):
         if keep_time is not None and keep_time not in example.columns:
             keep_time = None
         return StreamingFrame(example, time=keep_time, name=node_name, stream=stream,
-                              _graph=self._graph, _root=self._root or self, _parent=self)
+                              _graph=self.graph, _parent=self)
 
-    def _lineage(self) -> Iterator[StreamingFrame]:
+    def lineage(self) -> Iterator[StreamingFrame]:
         """Yield the frame, then the frame it was derived from, and so on up to the root."""
         frame: StreamingFrame | None = self
         while frame is not None:
@@ -563,9 +491,6 @@ class StreamingFrame(_record.Recorded):
         0    a  -40.0       False
         1    b    5.0        True
         """
-        from rtnb.detect import Detector
-        from rtnb.windows.keys import KeyRegistry
-
         if not isinstance(detector, Detector):
             msg = f"detect() takes an rtnb.detect detector; got {detector!r}"
             raise ConfigError(msg)
@@ -577,22 +502,58 @@ class StreamingFrame(_record.Recorded):
             if out in self.example.columns:
                 msg = f"detect(): {self.name!r} already has a column {out!r}; pass score=/anomaly="
                 raise ConfigError(msg)
-        keys = self._key_columns(by)
-        registry = KeyRegistry(keys, self.example)
-        time_col = self.time
-
-        def run(batch: pd.DataFrame) -> pd.DataFrame:
-            times = batch[time_col].to_numpy() if time_col is not None else None
-            s, a = detector.process(batch[on].to_numpy(dtype=np.float64, na_value=np.nan),
-                                    registry.codes(batch), times, protect=protect)
-            return batch.assign(**{score: s, anomaly: a})
-
+        registry = KeyRegistry(self.key_columns(by), self.example)
+        logic = DetectorLogic(detector, on=on, keys=registry, time=self.time, protect=protect,
+                              score=score, anomaly=anomaly)
         example = self.example.assign(**{score: pd.Series([], dtype="float64"),
                                          anomaly: pd.Series([], dtype="bool")})
-        derived = self._derive(run, example, name or "detect")
-        # What a checkpoint saves and restores (rtnb.state): the detector and the key codes.
-        derived._state = {"detector": detector, "keys": registry}  # type: ignore[attr-defined]
-        return derived
+        return self.process(logic, example=example, name=name or "detect")
+
+    def process(self, logic: Logic, *, example: pd.DataFrame, name: str,
+                time: str | Literal[False] | None = False) -> StatefulFrame:
+        """Run a stateful logic object (see :mod:`rtnb.stateful`) on every batch.
+
+        This is how windows, detectors, alert rules and absence are built; a new stateful
+        operator is one logic object, and checkpoints work for it without new code.
+
+        Parameters
+        ----------
+        logic
+            Implements ``process(batch)``, ``flush()``, ``watermark``, ``snapshot()`` and
+            ``restore(state)``.
+        example
+            The schema of the rows the logic emits.
+        name
+            Node name, under this frame's (``<frame>.<name>``).
+        time
+            The output's event-time column (default: this frame's, if the output has it).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> from rtnb.stateful import Output
+        >>> class Total:
+        ...     watermark = None
+        ...     def __init__(self): self.total = 0.0
+        ...     def process(self, batch):
+        ...         self.total += batch["x"].sum()
+        ...         return Output(pd.DataFrame({"total": [self.total]}))
+        ...     def flush(self): return Output(None)
+        ...     def snapshot(self): return self.total
+        ...     def restore(self, state): self.total = state
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+        >>> out = sdf.process(Total(), example=pd.DataFrame({"total": [0.0]}).iloc[:0],
+        ...                   name="total").collect()
+        >>> sdf.emit(pd.DataFrame({"x": [1.0, 2.0]})); sdf.emit(pd.DataFrame({"x": [4.0]}))
+        >>> [float(b["total"].iloc[0]) for b in out]
+        [3.0, 7.0]
+        """
+        node_name = self.graph.unique(f"{self.name}.{name}")
+        self.graph.release(node_name)
+        keep_time = self.time if time is False else time
+        if keep_time is not None and keep_time not in example.columns:
+            keep_time = None
+        return StatefulFrame(self, logic, example, name=node_name, time=keep_time)
 
     # -- windows ---------------------------------------------------------------------------
     @_record.method
@@ -653,7 +614,7 @@ class StreamingFrame(_record.Recorded):
             msg = (f"window spec must be rtnb.tumbling/sliding/session/rows(...); got "
                    f"{spec!r}")
             raise ConfigError(msg)
-        keys = self._key_columns(by)
+        keys = self.key_columns(by)
         if emit not in ("final", "update"):
             msg = f"`emit` must be 'final' or 'update'; got {emit!r}"
             raise ConfigError(msg)
@@ -693,7 +654,7 @@ class StreamingFrame(_record.Recorded):
         if to_ns(resolve(window), name="window") <= 0:
             msg = f"rolling `window` must be positive; got {resolve(window)!r}"
             raise ConfigError(msg)
-        keys = self._key_columns(by)
+        keys = self.key_columns(by)
         if isinstance(min_periods, bool) or not isinstance(min_periods, int) or min_periods < 0:
             msg = f"`min_periods` must be a non-negative int; got {min_periods!r}"
             raise ConfigError(msg)
@@ -703,7 +664,7 @@ class StreamingFrame(_record.Recorded):
         return Rolling(self, window, keys, allowed_lateness, min_periods,
                        name or f"{self.name}.rolling", retain)
 
-    def _key_columns(self, by: str | Iterable[str] | None) -> list[str]:
+    def key_columns(self, by: str | Iterable[str] | None) -> list[str]:
         """``by`` as a list of this frame's columns (ConfigError naming an unknown one)."""
         keys = [by] if isinstance(by, str) else list(by or [])
         for k in keys:
@@ -713,64 +674,41 @@ class StreamingFrame(_record.Recorded):
         return keys
 
     # -- running a source ------------------------------------------------------------------
-    def _attach_source(self, source: Source) -> None:
-        from rtnb.viz import _cells
+    def attach_source(self, source: Source) -> None:
+        """Feed this root frame from ``source`` (sources call it when they build the frame).
 
-        self._source = source
+        In a notebook, running the cell that built it again stops it and closes its views.
+        """
+        from rtnb import _cells
+
+        self.graph.attach_source(source)
         _cells.track(self)
+
+    @property
+    def source(self) -> Source | None:
+        """The source feeding the pipeline (``None`` for a frame fed with :meth:`emit`)."""
+        source: Source | None = self.graph.source
+        return source
 
     def _teardown(self) -> None:
         """The notebook cell that built this frame runs again: stop it and close its views."""
         self.stop()
-        for view in list(self._graph.views):
+        for view in self.graph.views:
             view.close()
 
     def start(self) -> asyncio.Task[None]:
         """Run the attached source in the background on the running event loop (a notebook's).
 
         Returns the task; :meth:`wait` awaits it, :meth:`stop` ends it early. When the source
-        is exhausted (or stopped) the frame is closed, so every window is emitted.
+        is exhausted (or stopped) the frame is closed, so every window is emitted. If the
+        source fails, the graph's state becomes ``failed``, the error is logged and
+        :meth:`wait` re-raises it.
         """
-        if self._source is None:
-            msg = f"frame {self.name!r} has no source to start; feed it with emit()"
-            raise RtnbError(msg)
-        if self._task is not None and not self._task.done():
-            msg = f"the source of frame {self.name!r} is already running"
-            raise RtnbError(msg)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            msg = ("start() needs a running event loop (as in a notebook); in a script call "
-                   f"{self.name}.run() instead")
-            raise RtnbError(msg) from None
-        for hook in list(START_HOOKS):
-            hook(self)
-        self._stop = asyncio.Event()
-        self._task = loop.create_task(self._run_source(), name=f"rtnb:{self.name}")
-        self._task.add_done_callback(self._report_failure)
-        return self._task
-
-    async def _run_source(self) -> None:
-        assert self._source is not None and self._stop is not None
-        try:
-            await self._source.run(self, self._stop)
-        finally:
-            self.close()
-
-    def _report_failure(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            print(f"rtnb: source of {self.name!r} stopped with an error: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return self.graph.start()
 
     def stop(self) -> None:
         """Ask the running source to stop after its current batch (the stream then ends)."""
-        root = self._root or self
-        if root._stop is not None:
-            root._stop.set()
-        root._graph.resume()  # a paused source must wake up to see the stop
+        self.graph.stop()
 
     def pause(self) -> None:
         """Hold the source between batches (windows, views and Params keep working).
@@ -785,34 +723,25 @@ class StreamingFrame(_record.Recorded):
         >>> sdf.resume(); sdf.paused
         False
         """
-        self._graph.pause()
+        self.graph.pause()
 
     def resume(self) -> None:
         """Let a paused source go on."""
-        self._graph.resume()
+        self.graph.resume()
 
     @property
     def paused(self) -> bool:
         """Whether the source is paused."""
-        return self._graph.paused
+        return self.graph.paused
 
     @property
     def running(self) -> bool:
         """Whether the source's task is running (paused counts as running)."""
-        root = self._root or self
-        return root._task is not None and not root._task.done()
+        return self.graph.running
 
     async def wait(self) -> None:
         """Wait until the source has finished (re-raises its error, if any)."""
-        if self._task is None:
-            msg = f"the source of frame {self.name!r} was not started; call start() first"
-            raise RtnbError(msg)
-        await asyncio.shield(self._task)
-        # Let live views send the last windows, and sinks deliver them, before returning.
-        for view in list(self._graph.views):
-            await view.drain()
-        for sink in list(self._graph.sinks):
-            await sink.flush()
+        await self.graph.wait()
 
     async def arun(self) -> None:
         """Start the source and wait until it finishes."""
@@ -860,160 +789,7 @@ class StreamingFrame(_record.Recorded):
 
     def describe_source(self) -> str:
         """One line saying where the batches come from."""
-        return repr(self._source) if self._source is not None else "emit()"
-
-
-class StreamingSeries:
-    """A column (or an expression of columns) of a :class:`StreamingFrame`, evaluated per batch.
-
-    Comparisons and arithmetic build new expressions lazily; use them as masks
-    (``sdf[sdf["cpu"] > 90]``) or in :meth:`StreamingFrame.assign`.
-
-    Examples
-    --------
-    >>> import pandas as pd, rtnb
-    >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
-    >>> expr = (sdf["x"] * 2 > 3) & (sdf["x"] < 10)
-    >>> expr.name
-    '(((x * 2) > 3) & (x < 10))'
-    """
-
-    __hash__ = None  # type: ignore[assignment]  # == builds an expression, as in pandas
-
-    def __init__(self, frame: StreamingFrame, func: Callable[[pd.DataFrame], pd.Series],
-                 name: str, code: _record.Code = ()) -> None:
-        self.frame = frame
-        self.func = func
-        self.name = name
-        #: The expression as code tokens (for export): the frame, code strings and values.
-        self.code: _record.Code = code or (frame, f"[{name!r}]")
-
-    def __repr__(self) -> str:
-        return f"<StreamingSeries {self.name!r} of {self.frame.name!r}>"
-
-    def __bool__(self) -> bool:
-        msg = (f"the truth value of the expression {self.name!r} is only known per batch: "
-               "combine conditions with & and | (not `and`/`or`) and write a < x < b as "
-               "(x > a) & (x < b)")
-        raise ValueError(msg)
-
-    def _binary(self, other: Any, op: Callable[[Any, Any], Any], sym: str,
-                reflected: bool = False) -> StreamingSeries:
-        f = self.func
-        if isinstance(other, StreamingSeries):
-            if other.frame is not self.frame:
-                msg = "both sides of an expression must come from the same frame"
-                raise ConfigError(msg)
-            g = other.func
-            other_name = other.name
-            if reflected:
-                return StreamingSeries(self.frame, lambda df: op(g(df), f(df)),
-                                       f"({other_name} {sym} {self.name})",
-                                       ("(", *other.code, f" {sym} ", *self.code, ")"))
-            return StreamingSeries(self.frame, lambda df: op(f(df), g(df)),
-                                   f"({self.name} {sym} {other_name})",
-                                   ("(", *self.code, f" {sym} ", *other.code, ")"))
-        value = other
-        literal = _record.Value(value)
-        if reflected:
-            return StreamingSeries(self.frame, lambda df: op(resolve(value), f(df)),
-                                   f"({_label(value)} {sym} {self.name})",
-                                   ("(", literal, f" {sym} ", *self.code, ")"))
-        return StreamingSeries(self.frame, lambda df: op(f(df), resolve(value)),
-                               f"({self.name} {sym} {_label(value)})",
-                               ("(", *self.code, f" {sym} ", literal, ")"))
-
-    def __gt__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.gt, ">")
-
-    def __ge__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.ge, ">=")
-
-    def __lt__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.lt, "<")
-
-    def __le__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.le, "<=")
-
-    def __eq__(self, other: Any) -> StreamingSeries:  # type: ignore[override]
-        return self._binary(other, operator.eq, "==")
-
-    def __ne__(self, other: Any) -> StreamingSeries:  # type: ignore[override]
-        return self._binary(other, operator.ne, "!=")
-
-    def __and__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.and_, "&")
-
-    def __or__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.or_, "|")
-
-    def __add__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.add, "+")
-
-    def __radd__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.add, "+", reflected=True)
-
-    def __sub__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.sub, "-")
-
-    def __rsub__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.sub, "-", reflected=True)
-
-    def __mul__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.mul, "*")
-
-    def __rmul__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.mul, "*", reflected=True)
-
-    def __truediv__(self, other: Any) -> StreamingSeries:
-        return self._binary(other, operator.truediv, "/")
-
-    def __invert__(self) -> StreamingSeries:
-        f = self.func
-        return StreamingSeries(self.frame, lambda df: ~f(df), f"~{self.name}",
-                               ("~", *self.code))
-
-    def isin(self, values: Iterable[Any]) -> StreamingSeries:
-        """Membership test, as ``Series.isin``."""
-        items = list(values)
-        f = self.func
-        return StreamingSeries(self.frame, lambda df: f(df).isin(items),
-                               f"{self.name}.isin({items!r})",
-                               (*self.code, ".isin(", _record.Value(items), ")"))
-
-    def isna(self) -> StreamingSeries:
-        """Missing values, as ``Series.isna``."""
-        f = self.func
-        return StreamingSeries(self.frame, lambda df: f(df).isna(), f"{self.name}.isna()",
-                               (*self.code, ".isna()"))
-
-    def notna(self) -> StreamingSeries:
-        """Present values, as ``Series.notna``."""
-        f = self.func
-        return StreamingSeries(self.frame, lambda df: f(df).notna(), f"{self.name}.notna()",
-                               (*self.code, ".notna()"))
-
-    def between(self, left: Any, right: Any) -> StreamingSeries:
-        """Values in ``[left, right]``, as ``Series.between``."""
-        f = self.func
-        return StreamingSeries(self.frame,
-                               lambda df: f(df).between(resolve(left), resolve(right)),
-                               f"{self.name}.between({_label(left)}, {_label(right)})",
-                               (*self.code, ".between(", _record.Value(left), ", ",
-                                _record.Value(right), ")"))
-
-    def collect(self) -> list[pd.Series]:
-        """Return a list that fills with this expression's value for every batch."""
-        out: list[pd.Series] = []
-        f = self.func
-        self.frame.stream.map(f).sink(out.append)
-        return out
-
-
-def _label(value: Any) -> str:
-    if isinstance(value, Param):
-        return value.name
-    return repr(value)
+        return repr(self.graph.source) if self.graph.source is not None else "emit()"
 
 
 class Windowed:
@@ -1085,22 +861,35 @@ def _window_example(windowed: Windowed, specs: list[AggSpec]) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-class _EngineFrame(StreamingFrame):
-    """A frame computed by a stateful engine from its parent: late rows, end of stream, Params.
+class StatefulFrame(StreamingFrame):
+    """A frame computed from its parent by a stateful logic object (:mod:`rtnb.stateful`).
 
-    With ``retain`` set, the frame keeps its parent's recent batches; a Param change then
-    rebuilds the engine at the new setting and replays them (a *what-if* recomputation), so
-    the whole retained history reflects the new setting at once: views are reset and receive
-    the recomputed rows. Without it, a change applies to data that arrives afterwards.
+    One generic node (:class:`rtnb.stateful.StatefulNode`, a streamz node) runs the logic on
+    every batch and flushes it at the end of the stream; the frame's :meth:`snapshot` and
+    :meth:`restore` are what checkpoints call, whatever the logic is. Windows, rolling
+    aggregations, detectors, alert rules and absence are all frames of this kind.
+
+    With ``late=True`` the frame has a ``.late`` output of parent rows that came after their
+    window closed. With ``retain`` set, the frame keeps its parent's recent batches; a Param
+    change then rebuilds the logic at the new setting and replays them (a *what-if*
+    recomputation), so the whole retained history reflects the new setting at once: views
+    are reset and receive the recomputed rows. Without it, a change applies to data that
+    arrives afterwards.
     """
 
-    engine: Any
     _retained: Retained | None = None
 
-    def _connect(self, parent: StreamingFrame, retain: DurationLike | None = None) -> None:
-        """Subscribe to ``parent`` and give this frame a ``.late`` output of parent rows."""
-        self.late = StreamingFrame(parent.example, time=parent.time, name=f"{self.name}.late",
-                                   _graph=self._graph, _root=self._root, _parent=self)
+    def __init__(self, parent: StreamingFrame, logic: Logic, example: pd.DataFrame, *,
+                 name: str, time: str | None, late: bool = False,
+                 retain: DurationLike | None = None) -> None:
+        super().__init__(example, time=time, name=name, stream=None,
+                         _graph=parent.graph, _parent=parent)
+        self.logic: Logic = logic
+        self._late: StreamingFrame | None = None
+        if late:
+            self._late = StreamingFrame(parent.example, time=parent.time,
+                                       name=f"{self.name}.late", _graph=self.graph,
+                                       _parent=self)
         self._listeners: list[Callable[[Any], None]] = []
         self._unwatch: list[Callable[[], None]] = []
         if retain is not None:
@@ -1109,17 +898,39 @@ class _EngineFrame(StreamingFrame):
                 msg = f"`retain` of {self.name!r} must be a positive duration; got {retain!r}"
                 raise ConfigError(msg)
             self._retained = Retained(span, time=str(parent.time))
-        self._upstream = parent.stream.sink(self._on_batch)
-        self._graph.close_hooks.append(self._on_close)
+        self.stream = StatefulNode(parent.stream, logic, on_late=self._on_late,
+                                   on_input=self._on_input, stream_name=self.name)
+        self._unsubscribe = self.graph.on_close(self.stream.flush)
 
-    def _new_engine(self) -> Any:
-        """A fresh engine at the Params' current values."""
-        raise NotImplementedError
+    @property
+    def stateful(self) -> bool:
+        """Always true (the node holds state between batches)."""
+        return True
+
+    def _on_input(self, batch: pd.DataFrame) -> None:
+        if self._retained is not None:
+            self._retained.append(batch)
+        counters = self.counters
+        counters.batches += 1
+        counters.events += len(batch)
+
+    def _on_late(self, rows: pd.DataFrame) -> None:
+        self.counters.late += len(rows)
+        if self._late is not None:
+            self._late.stream.emit(rows)
+
+    @property
+    def late(self) -> StreamingFrame:
+        """Input rows that arrived after their window had closed (windows and rolling)."""
+        if self._late is None:
+            msg = f"node {self.name!r} has no late output (windows and rolling frames have one)"
+            raise AttributeError(msg)
+        return self._late
 
     @property
     def watermark(self) -> pd.Timestamp | None:
         """Newest event time seen minus the allowed lateness (``None`` before any event)."""
-        wm: pd.Timestamp | None = self.engine.watermark
+        wm: pd.Timestamp | None = self.logic.watermark
         return wm
 
     @property
@@ -1127,28 +938,19 @@ class _EngineFrame(StreamingFrame):
         """The recent input batches kept for what-if recomputation (``retain=``), or None."""
         return self._retained
 
-    @staticmethod
-    def _rows(out: Any) -> pd.DataFrame | None:
-        """The frame an engine output carries (windows or per-event rows)."""
-        raise NotImplementedError
-
-    def _on_batch(self, batch: pd.DataFrame) -> None:
-        out = self.engine.process(batch)
+    # -- checkpoints -------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The node's data state: the logic's snapshot and the what-if history, if kept."""
+        state: dict[str, Any] = {"logic": self.logic.snapshot()}
         if self._retained is not None:
-            self._retained.append(batch)
-        self.counters.batches += 1
-        self.counters.events += len(batch)
-        if out.late is not None and len(out.late):
-            self.counters.late += len(out.late)
-            self.late.stream.emit(out.late)
-        rows = self._rows(out)
-        if rows is not None:
-            self.stream.emit(rows)
+            state["retained"] = self._retained.snapshot()
+        return state
 
-    def _on_close(self) -> None:
-        rows = self._rows(self.engine.flush())
-        if rows is not None:
-            self.stream.emit(rows)
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back into this (freshly built, identically set up) node."""
+        self.logic.restore(state["logic"])
+        if self._retained is not None:
+            self._retained.restore(state["retained"])
 
     # -- Params ----------------------------------------------------------------------------
     def on_reconfigure(self, callback: Callable[[Any], None]) -> None:
@@ -1158,6 +960,17 @@ class _EngineFrame(StreamingFrame):
     def _reconfigured(self) -> None:
         for callback in list(self._listeners):
             callback(self)
+
+    def _new_logic(self) -> Any:
+        """A fresh logic object at the Params' current values (what-if recomputes)."""
+        msg = f"{self.name!r} cannot rebuild its logic"
+        raise NotImplementedError(msg)
+
+    def swap_logic(self, logic: Logic) -> None:
+        """Run ``logic`` from the next batch on (a Param change, a recompute)."""
+        self.logic = logic
+        node: StatefulNode = self.stream
+        node.logic = logic
 
     def recompute(self) -> pd.DataFrame:
         """Rebuild the engine at the current settings and replay the retained batches.
@@ -1185,22 +998,21 @@ class _EngineFrame(StreamingFrame):
             msg = (f"{self.name!r} keeps no history to recompute from: build it with "
                    "retain='10min' (how much event time to keep)")
             raise ConfigError(msg)
-        engine = self._new_engine()
+        engine = self._new_logic()
         parts = []
         for batch in self._retained.replay_chunks(engine.allowed_lateness_ns):
-            rows = self._rows(engine.process(batch))
+            rows = engine.process(batch).rows
             if rows is not None and len(rows):
                 parts.append(rows)
         if self.closed:
-            rows = self._rows(engine.flush())
+            rows = engine.flush().rows
             if rows is not None and len(rows):
                 parts.append(rows)
-        self.engine = engine
+        self.swap_logic(engine)
         out = pd.concat(parts, ignore_index=True) if parts else self.example.copy()
         out = self._complete(out)
         self.counters.recomputes += 1
-        for hook in list(self._graph.reset_hooks):
-            hook(self)
+        self.graph.reset(self)
         if len(out):
             self.stream.emit(out)
         return out
@@ -1227,10 +1039,11 @@ class _EngineFrame(StreamingFrame):
         """Disconnect from the upstream frame and stop following Params."""
         for unwatch in self._unwatch:
             unwatch()
-        self._upstream.destroy()
+        self._unsubscribe()
+        self.stream.destroy()
 
 
-class WindowedFrame(_EngineFrame):
+class WindowedFrame(StatefulFrame):
     """The output of ``sdf.window(...).agg(...)``: one row per (window, key).
 
     Columns: ``window_start``, ``window_end``, the ``by`` columns, then the aggregations.
@@ -1253,21 +1066,23 @@ class WindowedFrame(_EngineFrame):
     def __init__(self, windowed: Windowed, specs: list[AggSpec]) -> None:
         parent = windowed.frame
         example = _window_example(windowed, specs)
-        super().__init__(example, time="window_start", name=windowed.name,
-                         stream=Stream(stream_name=windowed.name), _graph=parent._graph,
-                         _root=parent._root or parent, _parent=parent)
         self.windowed = windowed
         self.spec = windowed.spec
         self._specs = specs
-        self.engine: KeyedEngine = self._new_engine()
-        self._connect(parent, windowed.retain)
+        super().__init__(parent, self._new_logic(), example, name=windowed.name,
+                         time="window_start", late=True, retain=windowed.retain)
         self._unwatch = [p.watch(self._on_spec_param) for p in self.spec.params()]
         if isinstance(windowed.allowed_lateness, Param):
             self._unwatch.append(windowed.allowed_lateness.watch(self._on_lateness_param))
         #: Columns that identify a row; an ``emit="update"`` frame re-sends a row with new values.
         self.row_key = ["window_start", "window_end", *windowed.by]
 
-    def _new_engine(self) -> KeyedEngine:
+    @property
+    def engine(self) -> KeyedEngine:
+        """The window engine (this node's logic)."""
+        return cast("KeyedEngine", self.logic)
+
+    def _new_logic(self) -> KeyedEngine:
         engine_type: Any = _ENGINES[type(self.spec)]
         parent = self.windowed.frame
         engine: KeyedEngine = engine_type(
@@ -1278,11 +1093,6 @@ class WindowedFrame(_EngineFrame):
             emit=self.windowed.emit,
         )
         return engine
-
-    @staticmethod
-    def _rows(out: Any) -> pd.DataFrame | None:
-        rows: pd.DataFrame | None = out.windows
-        return rows
 
     def _complete(self, rows: pd.DataFrame) -> pd.DataFrame:
         if self.windowed.emit == "update" and len(rows):
@@ -1431,7 +1241,7 @@ class RollingColumn:
         return self._one("max")
 
 
-class RollingFrame(_EngineFrame):
+class RollingFrame(StatefulFrame):
     """Output of ``sdf.rolling(...)[col].<agg>()``: the time, the keys and the rolling values.
 
     Rows are emitted once the watermark passes their time; ``.late`` holds rows older than the
@@ -1447,18 +1257,20 @@ class RollingFrame(_EngineFrame):
             cols[k] = parent.example[k].iloc[:0]
         for h in hows:
             cols[names[h]] = pd.Series([], dtype="float64")
-        super().__init__(pd.DataFrame(cols), time=time, name=rolling.name,
-                         stream=Stream(stream_name=rolling.name), _graph=parent._graph,
-                         _root=parent._root or parent, _parent=parent)
         self.roll = rolling
         self._column, self._hows, self._names = column.column, hows, names
-        self.engine = self._new_engine()
-        self._connect(parent, rolling.retain)
+        super().__init__(parent, self._new_logic(), pd.DataFrame(cols), name=rolling.name,
+                         time=time, late=True, retain=rolling.retain)
         for setting in (rolling.window, rolling.allowed_lateness):
             if isinstance(setting, Param):
                 self._unwatch.append(setting.watch(self._on_param))
 
-    def _new_engine(self) -> RollingAggregator:
+    @property
+    def engine(self) -> RollingAggregator:
+        """The rolling engine (this node's logic)."""
+        return cast("RollingAggregator", self.logic)
+
+    def _new_logic(self) -> RollingAggregator:
         rolling = self.roll
         return RollingAggregator(
             to_ns(resolve(rolling.window), name="window"), time=str(rolling.frame.time),
@@ -1476,17 +1288,12 @@ class RollingFrame(_EngineFrame):
         def reconfigure() -> pd.DataFrame | None:
             # Rows already emitted keep their values; rows from now on use the new window
             # (their history restarts: the old engine's state was for the old window).
-            old_engine, self.engine = self.engine, self._new_engine()
-            self.engine._watermark = old_engine._watermark
-            self.engine.max_time = old_engine.max_time
-            return self._rows(old_engine.flush())
+            old_engine, engine = self.engine, self._new_logic()
+            engine.carry_time(old_engine)
+            self.swap_logic(engine)
+            return old_engine.flush().rows
 
         self._apply_change(reconfigure)
-
-    @staticmethod
-    def _rows(out: Any) -> pd.DataFrame | None:
-        rows: pd.DataFrame | None = out.rows
-        return rows
 
     def describe(self) -> str:
         """What this frame computes, at the Params' current values (used as plot title)."""

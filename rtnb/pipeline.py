@@ -26,6 +26,8 @@ from rtnb.params import Param
 if TYPE_CHECKING:
     import asyncio
 
+    from rtnb.graph import Graph
+
 __all__ = ["Pipeline", "Recording"]
 
 
@@ -64,9 +66,9 @@ class Pipeline:
                 msg = (f"Pipeline() takes StreamingFrames of the pipeline; got "
                        f"{type(frame).__name__}")
                 raise ConfigError(msg)
-        self.root: StreamingFrame = frames[0]._root or frames[0]
+        self.root: StreamingFrame = frames[0].root
         for frame in frames[1:]:
-            if (frame._root or frame) is not self.root:
+            if frame.root is not self.root:
                 msg = (f"Pipeline(): {frame.name!r} does not come from the source "
                        f"{self.root.name!r}; a pipeline has one source")
                 raise ConfigError(msg)
@@ -81,18 +83,23 @@ class Pipeline:
     @property
     def frames(self) -> list[StreamingFrame]:
         """The nodes the user built (the source first), in the order they were built."""
-        return [self.root] + [f for f in self.root._graph.frames
+        return [self.root] + [f for f in self.graph.nodes
                               if f is not self.root and _record.call_of(f) is not None]
+
+    @property
+    def graph(self) -> Graph:
+        """The runtime graph (every node, side outputs included; lifecycle and hooks)."""
+        return self.root.graph
 
     @property
     def sinks(self) -> list[Any]:
         """The sinks attached to the pipeline's nodes."""
-        return list(self.root._graph.sinks)
+        return list(self.graph.sinks)
 
     @property
     def views(self) -> list[Any]:
         """The live views drawn from the pipeline's nodes."""
-        return list(self.root._graph.views)
+        return list(self.graph.views)
 
     @property
     def params(self) -> list[Param]:
@@ -115,7 +122,7 @@ class Pipeline:
 
     def node(self, name: str) -> StreamingFrame:
         """The node called ``name``."""
-        for frame in self.root._graph.frames:
+        for frame in self.graph.nodes:
             if frame.name == name:
                 return frame
         msg = f"pipeline {self.name!r} has no node {name!r}; nodes: {self.node_names()}"
@@ -129,8 +136,7 @@ class Pipeline:
         """The nodes ``frame`` is computed from."""
         call = _record.call_of(frame)
         if call is None:
-            owner = frame._parent
-            return [owner] if owner is not None else []
+            return self.graph.inputs(frame)
         found: dict[int, StreamingFrame] = {}
         for obj in _walk(call):
             if isinstance(obj, StreamingFrame) and obj is not frame:
@@ -279,8 +285,7 @@ def _check(pipeline: Pipeline, script: Path) -> None:
                    + "\n".join(diff[:5]))
             raise ExportError(msg)
     finally:
-        rebuilt.root._graph.close_hooks.clear()
-        rebuilt.root._source = None
+        rebuilt.graph.dispose()
 
 
 def _origin() -> str:

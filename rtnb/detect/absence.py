@@ -11,11 +11,13 @@ from rtnb import _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
+from rtnb.stateful import Output
+from rtnb.windows.keys import KeyRegistry
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
 
-__all__ = ["absence"]
+__all__ = ["AbsenceLogic", "absence"]
 
 
 class _Silence:
@@ -65,40 +67,66 @@ def absence(frame: StreamingFrame, timeout: DurationLike | Param, *, by: str | l
     0 2026-01-01 00:00:30    b       True
     1 2026-01-01 00:00:50    b      False
     """
-    from rtnb.windows.keys import KeyRegistry
-
     if frame.time is None:
         msg = f"absence of {frame.name!r}: the frame has no event-time column"
         raise ConfigError(msg)
     if to_ns(resolve(timeout), name="timeout") <= 0:
         msg = f"absence timeout must be positive; got {resolve(timeout)!r}"
         raise ConfigError(msg)
-    keys = frame._key_columns(by)
+    keys = frame.key_columns(by)
     if not keys:
         msg = "absence needs `by`: the keys that are expected to keep sending"
         raise ConfigError(msg)
-    registry = KeyRegistry(keys, frame.example)
-    time_col = frame.time
-    state = _Silence()
     cols: dict[str, pd.Series] = {"time": pd.Series([], dtype="datetime64[ns]")}
     for k in keys:
         cols[k] = frame.example[k].iloc[:0]
     cols.update(is_silent=pd.Series([], dtype=bool),
                 last_seen=pd.Series([], dtype="datetime64[ns]"))
-    example = pd.DataFrame(cols)
+    logic = AbsenceLogic(KeyRegistry(keys, frame.example), timeout, time=str(frame.time),
+                         example=pd.DataFrame(cols))
+    return frame.process(logic, example=logic.example, name=name, time="time")
 
-    def run(batch: pd.DataFrame) -> pd.DataFrame:
+
+class AbsenceLogic:
+    """The logic of an :func:`absence` node (see :mod:`rtnb.stateful`)."""
+
+    watermark = None
+
+    def __init__(self, keys: KeyRegistry, timeout: DurationLike | Param, *, time: str,
+                 example: pd.DataFrame) -> None:
+        self.keys, self.timeout, self.time, self.example = keys, timeout, time, example
+        self.state = _Silence()
+
+    def flush(self) -> Output:
+        """Nothing is held back."""
+        return Output(None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The per-key silence state and the key codes."""
+        return {"silence": self.state.snapshot(), "keys": self.keys.snapshot()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back."""
+        self.state.restore(state["silence"])
+        self.keys.restore(state["keys"])
+
+    def process(self, batch: pd.DataFrame) -> Output:
+        """Changes of silence the batch shows, in time order."""
+        return Output(self._run(batch))
+
+    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
+        example, registry, state, keys = self.example, self.keys, self.state, self.keys.by
         if not len(batch):
             return example.copy()
         lowest = int(np.iinfo(np.int64).min)
         codes = registry.codes(batch)
-        t = batch[time_col].to_numpy().astype("datetime64[ns]").view(np.int64)
+        t = batch[self.time].to_numpy().astype("datetime64[ns]").view(np.int64)
         n = len(registry)
         last, silent = state.last, state.silent
         if len(last) < n:  # new keys
             last = np.concatenate([last, np.full(n - len(last), lowest)])
             silent = np.concatenate([silent, np.zeros(n - len(silent), dtype=bool)])
-        wait = to_ns(resolve(timeout))
+        wait = to_ns(resolve(self.timeout))
         # gaps between a key's consecutive rows (the first one against its previous batch)
         order = np.lexsort((t, codes))
         sc, st = codes[order], t[order]
@@ -136,8 +164,3 @@ def absence(frame: StreamingFrame, timeout: DurationLike | Param, *, by: str | l
                    last_seen=pd.Series(np.asarray(np.concatenate(ev_last), dtype=np.int64)
                                        .view("datetime64[ns]")))
         return pd.DataFrame(out).sort_values("time", kind="stable").reset_index(drop=True)
-
-    derived = frame._derive(run, example, name, time="time")
-    # What a checkpoint saves and restores (rtnb.state).
-    derived._state = {"silence": state, "keys": registry}  # type: ignore[attr-defined]
-    return derived

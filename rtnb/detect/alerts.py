@@ -19,6 +19,7 @@ firing, or whose condition holds in the batch are walked through.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,14 @@ from rtnb import _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
+from rtnb.series import StreamingSeries
+from rtnb.stateful import Output
+from rtnb.windows.keys import KeyRegistry
 
 if TYPE_CHECKING:
-    from rtnb.frame import StreamingFrame, StreamingSeries
+    from rtnb.frame import StreamingFrame
 
-__all__ = ["AlertRule", "alert"]
+__all__ = ["AlertLogic", "AlertRule", "alert"]
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 
@@ -173,9 +177,6 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
     1    a    firing 2026-01-01 00:00:03   97.0
     2    a  resolved 2026-01-01 00:00:04   60.0
     """
-    from rtnb.frame import StreamingFrame, StreamingSeries
-    from rtnb.windows.keys import KeyRegistry
-
     if frame.time is None:
         msg = f"alert {name!r}: frame {frame.name!r} has no event-time column"
         raise ConfigError(msg)
@@ -203,7 +204,7 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
     if clear_below is not None and on is None:
         msg = f"alert {name!r}: clear_below needs `on`, the column it applies to"
         raise ConfigError(msg)
-    keys = frame._key_columns(by)
+    keys = frame.key_columns(by)
     registry = KeyRegistry(keys, frame.example)
     rule = AlertRule(for_=for_, keep_firing_for=keep_firing_for, clear_below=clear_below)
     time_col = frame.time
@@ -215,17 +216,42 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
                 value=pd.Series([], dtype="float64"))
     example = pd.DataFrame(cols)
 
-    lateness = to_ns(allowed_lateness, name="allowed_lateness")
-    held: dict[str, Any] = {"rows": None, "max": np.iinfo(np.int64).min,
-                            "done": np.iinfo(np.int64).min}
+    logic = AlertLogic(rule, registry, evaluate, name=name, on=on, time=str(time_col),
+                       allowed_lateness_ns=to_ns(allowed_lateness, name="allowed_lateness"),
+                       example=example)
+    derived = frame.process(logic, example=logic.example, name=name, time="time")
+    derived.rule = rule  # type: ignore[attr-defined]
+    return derived
 
-    def to_frame(events: list[tuple[int, str, int, int, float]]) -> pd.DataFrame:
+
+class AlertLogic:
+    """The logic of an :func:`alert` node (see :mod:`rtnb.stateful`).
+
+    Rows are held until the newest time seen is ``allowed_lateness`` past them, then run
+    through the rule in event-time order; older rows are late (counted, not evaluated).
+    """
+
+    def __init__(self, rule: AlertRule, keys: Any,
+                 condition: Callable[[pd.DataFrame], np.ndarray[Any, Any]], *, name: str,
+                 on: str | None, time: str, allowed_lateness_ns: int,
+                 example: pd.DataFrame) -> None:
+        self.rule, self.keys, self.condition = rule, keys, condition
+        self.name, self.on, self.time = name, on, time
+        self.allowed_lateness_ns = allowed_lateness_ns
+        self.example = example
+        lowest = np.iinfo(np.int64).min
+        self.held: dict[str, Any] = {"rows": None, "max": lowest, "done": lowest}
+
+    #: Alert transitions carry their own times; the pipeline's watermark comes from windows.
+    watermark = None
+
+    def _to_frame(self, events: list[tuple[int, str, int, int, float]]) -> pd.DataFrame:
         if not events:
-            return example.copy()
+            return self.example.copy()
         k, state, when, started, value = zip(*events, strict=True)
-        out = {"alert": pd.Series([name] * len(events), dtype=str)}
-        key_frame = registry.frame(np.asarray(k, dtype=np.intp))
-        for col in keys:
+        out = {"alert": pd.Series([self.name] * len(events), dtype=str)}
+        key_frame = self.keys.frame(np.asarray(k, dtype=np.intp))
+        for col in self.keys.by:
             out[col] = key_frame[col]
         out.update(state=pd.Series(state, dtype=str),
                    time=pd.Series(np.asarray(when, dtype=np.int64).view("datetime64[ns]")),
@@ -234,30 +260,34 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
                    value=pd.Series(value, dtype="float64"))
         return pd.DataFrame(out)
 
-    def release(everything: bool) -> pd.DataFrame:
+    def _release(self, everything: bool) -> pd.DataFrame:
+        held = self.held
         rows = held["rows"]
         if rows is None or not len(rows[0]):
-            return example.copy()
+            return self.example.copy()
         codes, t, cond, values = rows
         ready = np.ones(len(t), dtype=bool) if everything else \
-            t <= held["max"] - lateness
+            t <= held["max"] - self.allowed_lateness_ns
         if not ready.any():
-            return example.copy()
+            return self.example.copy()
         order = np.flatnonzero(ready)[np.argsort(t[ready], kind="stable")]
-        events = rule.process(codes[order], t[order], cond[order], values[order])
+        events = self.rule.process(codes[order], t[order], cond[order], values[order])
         held["done"] = max(held["done"], int(t[order].max()))
         held["rows"] = tuple(a[~ready] for a in rows)
-        return to_frame(events)
+        return self._to_frame(events)
 
-    def run(batch: pd.DataFrame) -> pd.DataFrame:
-        codes = registry.codes(batch)
-        t = batch[time_col].to_numpy().astype("datetime64[ns]").view(np.int64)
-        values = batch[on].to_numpy(dtype=np.float64, na_value=np.nan) if on is not None \
-            else np.full(len(batch), np.nan)
-        cond = evaluate(batch)
+    def process(self, batch: pd.DataFrame) -> Output:
+        """Hold the batch's rows; run the rule over those the lateness lets go."""
+        held = self.held
+        codes = self.keys.codes(batch)
+        t = batch[self.time].to_numpy().astype("datetime64[ns]").view(np.int64)
+        values = batch[self.on].to_numpy(dtype=np.float64, na_value=np.nan) \
+            if self.on is not None else np.full(len(batch), np.nan)
+        cond = self.condition(batch)
         late = t < held["done"]
+        late_rows = None
         if late.any():
-            derived.counters.late += int(late.sum())
+            late_rows = batch[late]
             codes, t, cond, values = codes[~late], t[~late], cond[~late], values[~late]
         if len(t):
             held["max"] = max(held["max"], int(t.max()))
@@ -265,18 +295,23 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
         rows = held["rows"]
         held["rows"] = new if rows is None else tuple(
             np.concatenate([a, b]) for a, b in zip(rows, new, strict=True))
-        return release(everything=False)
+        return Output(self._release(everything=False), late_rows)
 
-    def at_end() -> None:
-        if held["rows"] is not None:
-            out = release(everything=True)
-            if len(out):
-                derived.stream.emit(out)
+    def flush(self) -> Output:
+        """End of stream: evaluate every held row."""
+        if self.held["rows"] is None:
+            return Output(None)
+        out = self._release(everything=True)
+        return Output(out if len(out) else None)
 
-    derived = frame._derive(run, example, name, time="time")
-    derived.rule = rule  # type: ignore[attr-defined]
-    # What a checkpoint saves and restores (rtnb.state): the rule, the key codes, held rows.
-    derived._state = {"rule": rule, "keys": registry, "held": held}  # type: ignore[attr-defined]
-    frame._graph.close_hooks.append(at_end)
-    assert isinstance(derived, StreamingFrame)
-    return derived
+    def snapshot(self) -> dict[str, Any]:
+        """The rule's state per key, the key codes and the held rows."""
+        return {"rule": self.rule.snapshot(), "keys": self.keys.snapshot(),
+                "held": dict(self.held)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back."""
+        self.rule.restore(state["rule"])
+        self.keys.restore(state["keys"])
+        self.held.clear()
+        self.held.update(state["held"])

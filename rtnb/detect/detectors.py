@@ -18,8 +18,10 @@ from rtnb import _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
+from rtnb.stateful import Output
 
-__all__ = ["EWMA", "MAD", "Detector", "RateOfChange", "RollingQuantile", "Threshold", "ZScore"]
+__all__ = ["EWMA", "MAD", "Detector", "DetectorLogic", "RateOfChange", "RollingQuantile",
+           "Threshold", "ZScore"]
 
 Floats = npt.NDArray[np.float64]
 
@@ -158,14 +160,11 @@ class Detector(_record.Recorded):
 
     def score(self, x: Any, keys: Any = None, times: Any = None) -> Floats:
         """The scores ``process`` would give the batch; the state is not changed."""
-        state = getattr(self, "_per_key", None)
-        saved = None if state is None else dict(state)
+        saved = self.snapshot()
         try:
             return self.process(x, keys, times)[0]
         finally:
-            if state is not None and saved is not None:
-                state.clear()
-                state.update(saved)
+            self.restore(saved)
 
     # River's verbs, for one value (key and time optional) ---------------------------------
     def score_one(self, x: float, key: int = 0, t: Any = None) -> float:
@@ -187,6 +186,30 @@ class Detector(_record.Recorded):
 
     #: Each stateful detector's state, per key code (what ``score_one`` saves and restores).
     _per_key: dict[int, Any]
+
+    # checkpoints --------------------------------------------------------------------------
+    def snapshot(self) -> dict[int, Any] | None:
+        """The per-key data state (``None`` for a stateless detector).
+
+        Values are replaced, never changed in place; settings (Params) are not part of it.
+
+        Examples
+        --------
+        >>> z = ZScore(window="1min", min_periods=2)
+        >>> times = pd.date_range("2026-01-01", periods=3, freq="s")
+        >>> z.learn([1.0, 2.0, 1.0], times=times).snapshot().keys()
+        dict_keys([0])
+        """
+        per_key = getattr(self, "_per_key", None)
+        return None if per_key is None else dict(per_key)
+
+    def restore(self, state: dict[int, Any] | None) -> None:
+        """Put a :meth:`snapshot` back (into a detector built with the same settings)."""
+        per_key = getattr(self, "_per_key", None)
+        if per_key is None or state is None:
+            return
+        per_key.clear()
+        per_key.update(state)
 
     def _save(self, key: int) -> Any:
         return getattr(self, "_per_key", {}).get(key)
@@ -638,3 +661,52 @@ def _window_state(saved: tuple[npt.NDArray[Any], ...] | None,
 
 _NO_TIMES = np.zeros(0, dtype=np.int64)
 _NO_VALUES = np.zeros(0, dtype=np.float64)
+
+
+class DetectorLogic:
+    """A detector run on a frame's batches: the logic of ``sdf.detect`` (:mod:`rtnb.stateful`).
+
+    It adds the ``score`` and ``anomaly`` columns, per key.
+
+    Parameters
+    ----------
+    detector
+        The detector (its per-key state is this logic's state).
+    on
+        The numeric column scored.
+    keys
+        The key registry mapping the ``by`` columns to integer codes.
+    time
+        The event-time column (``None``: detectors that need no time).
+    protect, score, anomaly
+        As in :meth:`rtnb.StreamingFrame.detect`.
+    """
+
+    watermark = None
+
+    def __init__(self, detector: Detector, *, on: str, keys: Any, time: str | None,
+                 protect: bool = False, score: str = "score",
+                 anomaly: str = "is_anomaly") -> None:
+        self.detector, self.on, self.keys, self.time = detector, on, keys, time
+        self.protect, self.score, self.anomaly = protect, score, anomaly
+
+    def process(self, batch: pd.DataFrame) -> Any:
+        """Score and learn the batch; the rows go on with two more columns."""
+        times = batch[self.time].to_numpy() if self.time is not None else None
+        s, a = self.detector.process(
+            batch[self.on].to_numpy(dtype=np.float64, na_value=np.nan),
+            self.keys.codes(batch), times, protect=self.protect)
+        return Output(batch.assign(**{self.score: s, self.anomaly: a}))
+
+    def flush(self) -> Any:
+        """Nothing is held back."""
+        return Output(None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The detector's per-key state and the key codes."""
+        return {"detector": self.detector.snapshot(), "keys": self.keys.snapshot()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back."""
+        self.detector.restore(state["detector"])
+        self.keys.restore(state["keys"])

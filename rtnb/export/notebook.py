@@ -18,7 +18,8 @@ from typing import Any
 
 from rtnb.errors import ExportError
 from rtnb.export.script import shown
-from rtnb.frame import START_HOOKS, StreamingFrame
+from rtnb.frame import StreamingFrame
+from rtnb.graph import START_HOOKS
 from rtnb.pipeline import Pipeline, Recording
 
 __all__ = ["export_notebook", "finish", "install"]
@@ -44,8 +45,8 @@ def _on_start(root: StreamingFrame) -> None:
 
     if root not in _started:
         _started.append(root)
-    if _settings.get("max_events") is not None and root._source is not None:
-        limit(root._source, int(_settings["max_events"]))
+    if _settings.get("max_events") is not None and root.source is not None:
+        limit(root.source, int(_settings["max_events"]))
     if _settings.get("record") and id(root) not in _recordings:
         pipeline = Pipeline(root)
         _recordings[id(root)] = pipeline.record()

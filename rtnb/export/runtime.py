@@ -74,6 +74,10 @@ class RecordedBatches:
     The file holds the batches concatenated, numbered by a ``__batch__`` column.
     """
 
+    def resume_kind(self) -> str:
+        """At the next recorded batch: ``"recorded"``."""
+        return "recorded"
+
     def __init__(self, path: str | Path) -> None:
         p = Path(path)
         if p.is_dir():
@@ -124,7 +128,7 @@ class RecordedBatches:
                 if sent >= self.max_events:
                     return
                 batch = batch.iloc[: self.max_events - sent]
-            await frame._graph.wait_running()
+            await frame.graph.wait_running()
             frame.emit(batch.astype(frame.example.dtypes.to_dict()))
             sent += len(batch)
             done += len(batch)
@@ -213,7 +217,7 @@ class _Collector:
                                     labels=["pipeline"])
         saved.add_metric([name], self.counts.checkpoints)
         yield saved
-        stats = getattr(self.pipeline.root._source, "stats", None)
+        stats = getattr(self.pipeline.root.source, "stats", None)
         if stats is not None:
             src = self.pipeline.root.name
             for field, help_text in (("bytes", "Payload bytes read"),
@@ -275,10 +279,10 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
         raise typer.BadParameter(msg)
     if input is not None:
         try:
-            root._source = RecordedBatches(input)  # type: ignore[assignment]
+            root.graph.attach_source(RecordedBatches(input))
         except ConfigError as exc:
             raise typer.BadParameter(str(exc)) from exc
-    if root._source is None:
+    if root.source is None:
         msg = f"pipeline {pipeline.name!r} has no source to run"
         raise RtnbError(msg)
     saver: _Saver | None = None
@@ -296,7 +300,7 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
             log.error("checkpoint", action="refused", path=str(checkpoint), error=str(exc))
             return 2
     if max_events is not None:
-        limit(saver.source if saver is not None else root._source, max_events)
+        limit(saver.source if saver is not None else root.source, max_events)
     frames = pipeline.frames
     counts = _Counts(frames)
     if saver is not None:
@@ -307,7 +311,7 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
         server, port = serve_metrics(pipeline, counts, metrics_port)
         log.info("metrics", url=f"http://127.0.0.1:{port}/metrics")
     started = time.monotonic()
-    log.info("start", source=repr(root._source), nodes=len(frames),
+    log.info("start", source=repr(root.source), nodes=len(frames),
              params={p.name: shown(p.value) for p in pipeline.params})
     try:
         code = asyncio.run(_main(pipeline, seconds, log, saver))
@@ -367,8 +371,8 @@ class _Saver:
         self.pipeline, self.store, self.every = pipeline, store, every
         self.log = log.bind(checkpoint=str(store.path))
         root = pipeline.root
-        assert root._source is not None
-        self.source: Source = root._source
+        assert root.source is not None
+        self.source: Source = root.source
         self.kind = source_kind(self.source)
         self.counts: _Counts | None = None
         if store.restore(pipeline):
@@ -381,7 +385,7 @@ class _Saver:
         # Rows a replay has in all (before --max-events cuts it): reaching it is the end.
         self.total = (self.source.offset + len(self.source.data)
                       if isinstance(self.source, Replay) else None)
-        root._source = _Checkpointed(self)
+        root.graph.attach_source(_Checkpointed(self))
 
     @property
     def exhausted(self) -> bool:
@@ -415,7 +419,7 @@ class _Saver:
 
     async def periodic(self) -> None:
         """Save every ``every`` seconds; it runs between batches (emitting never awaits)."""
-        graph = self.pipeline.root._graph
+        graph = self.pipeline.root.graph
         while True:
             await asyncio.sleep(self.every)
             if not graph.closed:
@@ -445,7 +449,7 @@ class _Checkpointed:
             # The stream ends here without the end-of-stream flush (the frame closes the
             # graph when this returns, and a closed graph does not close twice): what is
             # open lives on in the checkpoint.
-            frame._graph.suspend()
+            frame.graph.suspend()
 
 
 def _json(value: Any) -> Any:

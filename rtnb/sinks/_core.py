@@ -15,7 +15,6 @@ sink presses on the pipeline: sources wait before their next batch until it has 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -123,7 +122,7 @@ class Sink:
         self._closed = False
         self._spooled: list[Path] = sorted(self.spool.glob("*.parquet")) if self.spool else []
         self._sink_node = frame.sink(self._enqueue)
-        frame._graph.sinks.append(self)
+        self._unregister = frame.graph.add_sink(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} of {self.frame.name!r}>"
@@ -136,7 +135,7 @@ class Sink:
         self._queue.append((f"{self._run}-{self._seq}", batch))
         self.stats.queued_max = max(self.stats.queued_max, len(self._queue))
         if len(self._queue) >= self.max_queue:
-            self.frame._graph.press(self)
+            self.frame.graph.press(self)
         self._ensure_writer()
         if self._wakeup is not None:
             self._wakeup.set()
@@ -167,7 +166,7 @@ class Sink:
             await self._handle(key, batch)
             self._queue.pop(0)
             if len(self._queue) < max(1, self.max_queue // 2):
-                self.frame._graph.relieve(self)
+                self.frame.graph.relieve(self)
 
     # -- delivery --------------------------------------------------------------------------
     async def _attempt(self, key: str, batch: pd.DataFrame) -> bool:
@@ -251,8 +250,7 @@ class Sink:
         """Stop delivering (what is queued is dropped; call ``await flush()`` first)."""
         self._closed = True
         self._sink_node.destroy()
-        self.frame._graph.relieve(self)
+        self.frame.graph.relieve(self)
         if self._task is not None:
             self._task.cancel()
-        with contextlib.suppress(ValueError):
-            self.frame._graph.sinks.remove(self)
+        self._unregister()

@@ -168,7 +168,7 @@ def attach(source: BufferedSource, time: str | None) -> StreamingFrame:
     from rtnb.frame import StreamingFrame
 
     frame = StreamingFrame(source.example, time=time, name=source.name)
-    frame._attach_source(source)
+    frame.attach_source(source)
     return frame
 
 Decoded: TypeAlias = tuple[list[Record], list[int], list[tuple[int, str]]]
@@ -798,6 +798,17 @@ class BufferedSource:
     replayable = False
     retry_on: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
 
+    def resume_kind(self) -> str:
+        """How a run from a checkpoint resumes this source (see :mod:`rtnb.state`).
+
+        ``"replay"`` / ``"recorded"``: at the source's own saved position; ``"broker"``: the
+        broker keeps the acknowledged consumer position; ``"live"``: nothing to resume, the
+        feed goes on from what it sends now. Raises :class:`~rtnb.CheckpointError` for a
+        source whose restored state would be wrong (it would re-read data it already
+        counted). This default is for sources that only deliver what is sent from now on.
+        """
+        return "live"
+
     def __init__(self, *, name: str, decoder: str | Decoder | Callable[[Payload], Any],
                  example: pd.DataFrame, max_batch: int = 10_000,
                  max_delay: DurationLike = "50ms", buffer: int = 100_000,
@@ -927,7 +938,7 @@ class BufferedSource:
         if dead:
             dead.sort(key=lambda d: d[0])  # in arrival order
             self.stats.dead_letters += len(dead)
-            frame._dead_letter_raw([items[i][0] for i, _ in dead], [r for _, r in dead],
+            frame.dead_letter_messages([items[i][0] for i, _ in dead], [r for _, r in dead],
                                    [items[i][1] for i, _ in dead], node=self.name)
         done = len(items)  # messages fully handled (emitted or dead-lettered): acknowledged
         if self.max_events is not None and len(good) > self.max_events - self.stats.events:
@@ -937,7 +948,7 @@ class BufferedSource:
             done = good_owner[keep] if keep < len(good_owner) else len(items)
             good = good.iloc[:keep]
         if len(good):
-            await frame._graph.wait_running()
+            await frame.graph.wait_running()
             frame.emit(good)
             self.stats.events += len(good)
         self.stats.batches += 1

@@ -56,6 +56,10 @@ class AmqpSource(BufferedSource):
     connection, could be taken for one).
     """
 
+    def resume_kind(self) -> str:
+        """A named queue keeps what was not acknowledged: ``"broker"``; else ``"live"``."""
+        return "broker" if self.queue is not None else "live"
+
     def __init__(self, url: str, *, queue: str | None, exchange: str | None,
                  routing_key: str, prefetch: int, ssl_context: ssl.SSLContext | None,
                  **options: Any) -> None:

@@ -38,6 +38,10 @@ class KafkaSource(BufferedSource):
 
     replayable = True
 
+    def resume_kind(self) -> str:
+        """The consumer group's committed offsets: ``"broker"``."""
+        return "broker"
+
     def __init__(self, topic: str, servers: str, *, group: str, start: str,
                  ssl_context: ssl.SSLContext | None, username: str | None,
                  password: str | None, **options: Any) -> None:

@@ -63,6 +63,10 @@ class MqttSource(BufferedSource):
     ``qos=0`` is live-only: nothing is acknowledged, and a full buffer drops by ``policy``.
     """
 
+    def resume_kind(self) -> str:
+        """A persistent session with qos > 0: ``"broker"``; else ``"live"``."""
+        return "broker" if self.qos > 0 and not self.clean_session else "live"
+
     def __init__(self, host: str, port: int, topics: list[str], *, url: str, qos: int,
                  client_id: str, clean_session: bool, protocol: Literal["5", "3.1.1"],
                  session_expiry_s: int, max_inflight: int, keepalive: int,

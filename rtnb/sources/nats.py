@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from rtnb._time import DurationLike, to_ns
-from rtnb.errors import ConfigError, SourceError
+from rtnb.errors import CheckpointError, ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._core import (
     BufferedSource,
@@ -71,6 +71,17 @@ class NatsSource(BufferedSource):
     logic (``allow_reconnect=False``): every lost connection is counted in
     ``stats.reconnects``, re-creates the subscription and resends acks that did not make it.
     """
+
+    def resume_kind(self) -> str:
+        """A durable JetStream consumer: ``"broker"``; core NATS: ``"live"``."""
+        if self.durable is not None:
+            return "broker"
+        if self.stream is not None:
+            msg = (f"source {self.name!r}: an ephemeral JetStream consumer starts again from its "
+                   "deliver policy on every run, so restored state would count messages "
+                   "twice; give it durable=... to use --checkpoint")
+            raise CheckpointError(msg)
+        return "live"
 
     def __init__(self, url: str, subject: str, *, stream: str | None, durable: str | None,
                  deliver: Deliver, user: str | None, password: str | None,

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from rtnb._time import DurationLike, to_ns
-from rtnb.errors import ConfigError
+from rtnb.errors import CheckpointError, ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._core import (
     BufferedSource,
@@ -53,6 +53,15 @@ class RedisStreamSource(BufferedSource):
     """
 
     replayable = True
+
+    def resume_kind(self) -> str:
+        """With a consumer group, the group's acknowledged entries: ``"broker"``."""
+        if self.group is None:
+            msg = (f"source {self.name!r}: a Redis stream read without a consumer group starts "
+                   "again at `start` on every run, so state restored from a checkpoint would "
+                   "count entries twice; read it with group=... to use --checkpoint")
+            raise CheckpointError(msg)
+        return "broker"
 
     def __init__(self, url: str, stream: str, *, group: str | None, consumer: str,
                  start: str, field: str | None, count: int, block_ms: int,

@@ -66,6 +66,10 @@ class Replay:
     _clock: tuple[int, float] | None = field(default=None, init=False, repr=False)
     _frozen: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
+    def resume_kind(self) -> str:
+        """At the first row not emitted yet: ``"replay"``."""
+        return "replay"
+
     def event_clock(self) -> pd.Timestamp | None:
         """The event time the replay has reached now (``None`` unpaced or not started).
 
@@ -97,7 +101,7 @@ class Replay:
         n = len(data)
         if n == 0:
             return
-        graph = frame._graph
+        graph = frame.graph
         if self.speed is None:
             for lo in range(0, n, self.batch_size):
                 await graph.wait_running()
@@ -237,5 +241,5 @@ def replay(
         data = data.iloc[:max_events]
     data = data.reset_index(drop=True)
     frame = StreamingFrame(data.iloc[:0], time=time, name=name)
-    frame._attach_source(Replay(frame.name, data, time, speed, batch_size, interval_ns / 1e9))
+    frame.attach_source(Replay(frame.name, data, time, speed, batch_size, interval_ns / 1e9))
     return frame

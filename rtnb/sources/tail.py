@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from rtnb._time import DurationLike, to_ns
-from rtnb.errors import ConfigError
+from rtnb.errors import CheckpointError, ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._core import (
     BufferedSource,
@@ -36,6 +36,12 @@ class TailSource(BufferedSource):
     """
 
     replayable = True
+
+    def resume_kind(self) -> str:
+        """Not resumable yet (it would re-read the file from its start)."""
+        msg = (f"source {self.name!r}: tail cannot resume at a file offset yet, so a checkpoint "
+               "cannot say where to go on; run it without --checkpoint")
+        raise CheckpointError(msg)
 
     def __init__(self, path: Path, *, from_start: bool, poll_s: float, header: bool,
                  follow: bool, **options: Any) -> None:

@@ -46,13 +46,12 @@ from typing import TYPE_CHECKING, Any
 from rtnb.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from rtnb.frame import StreamingFrame
     from rtnb.pipeline import Pipeline
 
 __all__ = ["Checkpoint", "source_kind"]
 
 #: Format of the state blob; a checkpoint of another format is refused.
-VERSION = 1
+VERSION = 2
 
 _TABLE = "rtnb_checkpoints"
 _SCHEMA = (f"CREATE TABLE IF NOT EXISTS {_TABLE} (pipeline TEXT PRIMARY KEY, "
@@ -60,133 +59,44 @@ _SCHEMA = (f"CREATE TABLE IF NOT EXISTS {_TABLE} (pipeline TEXT PRIMARY KEY, "
            "position BLOB NOT NULL, state BLOB NOT NULL, finished INTEGER NOT NULL, "
            "saved_at REAL NOT NULL)")
 
-#: Source classes (by name) whose broker keeps the consumer position.
-_BROKER = {"KafkaSource"}
-#: Source classes that only deliver what is sent from now on.
-_LIVE = {"WebSocketSource", "SSESource"}
-
-
 def source_kind(source: Any) -> str:
     """How a run from a checkpoint resumes ``source``: replay, recorded, broker or live.
 
-    Raises :class:`~rtnb.CheckpointError` for a source that cannot resume.
+    Each source type says it (``resume_kind()``); raises :class:`~rtnb.CheckpointError` for a
+    source that cannot resume.
 
     Examples
     --------
     >>> import pandas as pd, rtnb
     >>> src = rtnb.sources.replay(pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01"])}))
-    >>> source_kind(src._source)
+    >>> source_kind(src.source)
     'replay'
     """
-    from rtnb.export.runtime import RecordedBatches
-    from rtnb.sources.replay import Replay
-
-    if isinstance(source, Replay):
-        return "replay"
-    if isinstance(source, RecordedBatches):
-        return "recorded"
-    kind = type(source).__name__
-    name = getattr(source, "name", kind)
-    if kind in _BROKER:
-        return "broker"
-    if kind in _LIVE:
-        return "live"
-    if kind == "RedisStreamSource":
-        if getattr(source, "group", None) is None:
-            msg = (f"source {name!r}: a Redis stream read without a consumer group starts "
-                   "again at `start` on every run, so state restored from a checkpoint would "
-                   "count entries twice; read it with group=... to use --checkpoint")
-            raise CheckpointError(msg)
-        return "broker"
-    if kind == "NatsSource":
-        if getattr(source, "durable", None) is not None:
-            return "broker"
-        if getattr(source, "stream", None) is not None:
-            msg = (f"source {name!r}: an ephemeral JetStream consumer starts again from its "
-                   "deliver policy on every run, so restored state would count messages "
-                   "twice; give it durable=... to use --checkpoint")
-            raise CheckpointError(msg)
-        return "live"
-    if kind == "AmqpSource":
-        return "broker" if getattr(source, "queue", None) is not None else "live"
-    if kind == "MqttSource":
-        persistent = getattr(source, "qos", 0) > 0 and not getattr(source, "clean_session", True)
-        return "broker" if persistent else "live"
-    if kind == "TailSource":
-        msg = (f"source {name!r}: tail cannot resume at a file offset yet, so a checkpoint "
-               "cannot say where to go on; run it without --checkpoint")
+    resume_kind = getattr(source, "resume_kind", None)
+    if resume_kind is None:
+        name = getattr(source, "name", type(source).__name__)
+        msg = (f"source {name!r} ({type(source).__name__}) is not supported by checkpoints: "
+               "it does not say how it resumes (resume_kind())")
         raise CheckpointError(msg)
-    msg = f"source {name!r} ({kind}) is not supported by checkpoints"
-    raise CheckpointError(msg)
+    kind: str = resume_kind()
+    return kind
 
 
 def _source_of(pipeline: Pipeline) -> Any:
     """The pipeline's source, under any wrapper that says so (``wraps_source``, ``inner``)."""
-    source = pipeline.root._source
+    source = pipeline.root.source
     while getattr(type(source), "wraps_source", False):
         source = source.inner  # type: ignore[union-attr]
     return source
 
 
-def _stateful(frame: StreamingFrame) -> dict[str, Any]:
-    """The objects holding ``frame``'s state, by label."""
-    from rtnb.frame import _EngineFrame
-
-    found: dict[str, Any] = {}
-    if isinstance(frame, _EngineFrame):
-        found["engine"] = frame.engine
-        if frame._retained is not None:
-            found["retained"] = frame._retained
-    extra = frame.__dict__.get("_state")
-    if isinstance(extra, dict):
-        found.update(extra)
-    return found
-
-
-def _snapshot(obj: Any, where: str) -> Any:
-    from rtnb.detect.detectors import Detector
-
-    if isinstance(obj, Detector):
-        # Each detector's state is its ``_per_key`` dict (values replaced, never changed in
-        # place); stateless detectors have none. Params are read again from the objects.
-        per_key = getattr(obj, "_per_key", None)
-        return None if per_key is None else dict(per_key)
-    if isinstance(obj, dict):
-        return dict(obj)
-    snapshot = getattr(obj, "snapshot", None)
-    if callable(snapshot):
-        return snapshot()
-    msg = f"node {where}: {type(obj).__name__} has no snapshot(); it cannot be checkpointed"
-    raise CheckpointError(msg)
-
-
-def _restore(obj: Any, state: Any, where: str) -> None:
-    from rtnb.detect.detectors import Detector
-
-    if isinstance(obj, Detector):
-        per_key = getattr(obj, "_per_key", None)
-        if per_key is not None and state is not None:
-            per_key.clear()
-            per_key.update(state)
-        return
-    if isinstance(obj, dict):
-        obj.clear()
-        obj.update(state)
-        return
-    try:
-        obj.restore(state)
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        msg = f"node {where}: the saved {type(obj).__name__} state does not fit: {exc}"
-        raise CheckpointError(msg) from exc
-
-
 def _fingerprint(pipeline: Pipeline) -> dict[str, Any]:
     """What must be equal for a checkpoint to fit a pipeline: nodes, schemas, Params."""
     nodes = []
-    for frame in pipeline.root._graph.frames:
+    for frame in pipeline.graph.nodes:
         schema = [[str(c), str(t)] for c, t in frame.example.dtypes.items()]
         nodes.append({"name": frame.name, "kind": type(frame).__name__,
-                      "state": sorted(_stateful(frame)), "schema": schema})
+                      "stateful": frame.stateful, "schema": schema})
     params = {p.name: _value(p.value) for p in pipeline.params}
     return {"nodes": nodes, "params": params}
 
@@ -217,7 +127,8 @@ def _mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
         if old[name]["schema"] != new[name]["schema"]:
             parts.append(f"node {name!r} has columns {new[name]['schema']!r}; the checkpoint "
                          f"has {old[name]['schema']!r}")
-        elif old[name]["kind"] != new[name]["kind"] or old[name]["state"] != new[name]["state"]:
+        elif old[name]["kind"] != new[name]["kind"] or \
+                old[name]["stateful"] != new[name]["stateful"]:
             parts.append(f"node {name!r} is a different kind of node")
     params_old, params_new = saved.get("params", {}), now["params"]
     for key in sorted(params_old.keys() | params_new.keys()):
@@ -336,18 +247,14 @@ class Checkpoint:
         ``finished`` marks a stream that ended (windows flushed); ``extra`` is kept as is
         (the runtime's metric counts).
         """
-        root = pipeline.root
         source = _source_of(pipeline)
         kind = source_kind(source)
         position = getattr(source, "position", None) if kind in ("replay", "recorded") else None
         frames: dict[str, Any] = {}
-        for frame in root._graph.frames:
-            objects = _stateful(frame)
-            frames[frame.name] = {
-                "counters": dataclasses.asdict(frame.counters),
-                "state": {label: _snapshot(obj, f"{frame.name!r} ({label})")
-                          for label, obj in objects.items()},
-            }
+        for frame in pipeline.graph.nodes:
+            frames[frame.name] = {"counters": dataclasses.asdict(frame.counters)}
+        for node in pipeline.graph.stateful():
+            frames[node.name]["state"] = node.snapshot()
         blob = pickle.dumps({"frames": frames, "extra": dict(extra or {})},
                             protocol=pickle.HIGHEST_PROTOCOL)
         fingerprint = json.dumps(_fingerprint(pipeline), sort_keys=True)
@@ -381,12 +288,16 @@ class Checkpoint:
                    "one away) to start afresh")
             raise CheckpointError(msg)
         frames = saved.state["frames"]
-        for frame in root._graph.frames:
-            entry = frames[frame.name]
-            for field, value in entry["counters"].items():
+        for frame in pipeline.graph.nodes:
+            for field, value in frames[frame.name]["counters"].items():
                 setattr(frame.counters, field, value)
-            for label, obj in _stateful(frame).items():
-                _restore(obj, entry["state"][label], f"{frame.name!r} ({label})")
+        for node in pipeline.graph.stateful():
+            try:
+                node.restore(frames[node.name]["state"])
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                msg = (f"checkpoint {str(self.path)!r}: the saved state of node {node.name!r} "
+                       f"does not fit: {type(exc).__name__}: {exc}")
+                raise CheckpointError(msg) from exc
         if saved.position is not None:
             try:
                 getattr(source, "skip")(saved.position)  # noqa: B009 (not in Source)

@@ -12,8 +12,8 @@ _dashboard = dashboard
 
 def _remembered(*items: Any, **options: Any) -> Dashboard:
     board = _dashboard(*items, **options)
-    for graph in {id(v.frame._graph): v.frame._graph for v in board.views}.values():
-        graph.boards.append(board)  # Pipeline.export_dashboard serves this layout
+    for graph in {id(v.frame.graph): v.frame.graph for v in board.views}.values():
+        graph.add_board(board)  # Pipeline.export_dashboard serves this layout
     return board
 
 

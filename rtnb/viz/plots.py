@@ -26,13 +26,14 @@ from bokeh.models.widgets.tables import DataTable, DateFormatter, NumberFormatte
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 
-from rtnb import _record
+from rtnb import _cells, _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
-from rtnb.viz import _cells
+from rtnb.frame import RollingFrame, WindowedFrame
 from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
 from rtnb.viz._schedule import Scheduler
-from rtnb.windows.keys import _norm
+from rtnb.windows.keys import norm_key
+from rtnb.windows.specs import Sliding, Tumbling
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
@@ -66,11 +67,10 @@ def _ns(values: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.asarray(values).astype("datetime64[ns]").view(np.int64)
 
 
-def _engine_frame(frame: StreamingFrame) -> Any:
+def _engine_frame(frame: StreamingFrame) -> WindowedFrame | RollingFrame | None:
     """The nearest frame computed by a window or rolling engine: the frame or an ancestor."""
-    from rtnb.frame import _EngineFrame
-
-    return next((f for f in frame._lineage() if isinstance(f, _EngineFrame)), None)
+    return next((f for f in frame.lineage() if isinstance(f, WindowedFrame | RollingFrame)),
+                None)
 
 
 def _latest(data: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -276,9 +276,9 @@ class View:
         engine = _engine_frame(frame)
         if engine is not None:
             engine.on_reconfigure(self._on_reconfigure)
-        frame._graph.close_hooks.append(self._on_stream_end)
-        frame._graph.reset_hooks.append(self._on_reset)
-        frame._graph.views.append(self)
+        graph = frame.graph
+        self._unsubscribe = [graph.on_close(self._on_stream_end), graph.on_reset(self._on_reset),
+                             graph.add_view(self)]
         self._scheduler.add(self)
         self._scheduler.wake()
         _cells.track(self)
@@ -295,7 +295,7 @@ class View:
         if self._closed or not len(batch):
             return
         if not self._pending:
-            self._pending_since = self.frame._graph.batch_arrival or time.monotonic()
+            self._pending_since = self.frame.graph.batch_arrival or time.monotonic()
         self._pending.append(batch[self._columns])
         self.rows_in += len(batch)
         if len(self._pending) > 1 and self.pending_rows > self._compact_at:
@@ -324,7 +324,7 @@ class View:
 
     def _on_reset(self, engine_frame: StreamingFrame) -> None:
         """The engine this view follows re-emits its history (what-if): replace, not add."""
-        if engine_frame in self.frame._lineage():
+        if engine_frame in self.frame.lineage():
             self._pending = []
             self._replace = True
             self._scheduler.wake()
@@ -366,7 +366,7 @@ class View:
             self._render(data, replace=replace)
         self.updates += 1
         if self._pending_since:
-            self.frame._graph.latencies.append(time.monotonic() - self._pending_since)
+            self.frame.graph.record_latency(time.monotonic() - self._pending_since)
             self._pending_since = 0.0
 
     def _render(self, data: pd.DataFrame, *, replace: bool) -> None:
@@ -420,11 +420,8 @@ class View:
         self._scheduler.discard(self)
         self._sink.destroy()
         self._detach()
-        graph = self.frame._graph
-        for hooks, hook in ((graph.views, self), (graph.reset_hooks, self._on_reset),
-                            (graph.close_hooks, self._on_stream_end)):
-            if hook in hooks:
-                hooks.remove(hook)  # type: ignore[arg-type]
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         if self.model is not None:
             self.model.close()
 
@@ -561,10 +558,8 @@ class XYView(View):
 
     # -- watermark, window boundaries, late events -----------------------------------------
     def _setup_watermark(self, show: bool | StreamingFrame) -> None:
-        from rtnb.frame import WindowedFrame, _EngineFrame
-
         target = _engine_frame(self.frame) if show is True else show
-        if not isinstance(target, _EngineFrame):
+        if not isinstance(target, WindowedFrame | RollingFrame):
             msg = (f"show_watermark needs a windowed frame: {self.frame.name!r} does not come "
                    "from a window; pass the windowed frame, show_watermark=agg")
             raise ConfigError(msg)
@@ -584,7 +579,7 @@ class XYView(View):
         self._bound_max = np.iinfo(np.int64).min
         self._bound_sink = None
         spec = getattr(target, "spec", None)
-        if isinstance(target, WindowedFrame) and type(spec).__name__ in ("Tumbling", "Sliding"):
+        if isinstance(target, WindowedFrame) and isinstance(spec, Tumbling | Sliding):
             self._bound_sink = target.sink(self._on_windows)
         late_cols = list(target.late.columns)
         self._late_y = self.y if self.y in late_cols else None
@@ -723,7 +718,7 @@ class XYView(View):
         if self.by is None:
             groups = [(self.y or "band", data)]
         else:
-            groups = [(_norm(k), g) for k, g in data.groupby(self.by, sort=False, dropna=False)]
+            groups = [(norm_key(k), g) for k, g in data.groupby(self.by, sort=False, dropna=False)]
         if replace:
             seen = {k for k, _ in groups}
             empty = self.frame.example[self._columns]
@@ -963,7 +958,7 @@ class BarView(View):
 
     def _render(self, data: pd.DataFrame, *, replace: bool) -> None:
         latest = _latest(data, self.by)
-        keys = ["<missing>" if _norm(k) is None else str(k) for k in latest[self.by]]
+        keys = ["<missing>" if norm_key(k) is None else str(k) for k in latest[self.by]]
         values = latest[self.y].to_numpy(dtype=np.float64, na_value=np.nan)
         if replace:
             self._index = {k: i for i, k in enumerate(keys)}
@@ -1069,7 +1064,7 @@ class TableView(View):
             elif pd.api.types.is_integer_dtype(dtype) and not values.hasnans:
                 out[str(col)] = _writable(values.to_numpy())
             else:
-                out[str(col)] = ["" if _norm(v) is None else str(v) for v in values]
+                out[str(col)] = ["" if norm_key(v) is None else str(v) for v in values]
         return out
 
     def _compact(self, data: pd.DataFrame, *, replace: bool) -> pd.DataFrame:
@@ -1086,7 +1081,7 @@ class TableView(View):
             self.rows_sent += len(tail)
             return
         latest = _latest(data, self.by)
-        keys = [_norm(k) for k in latest[self.by]]
+        keys = [norm_key(k) for k in latest[self.by]]
         if replace:
             self._index = {k: i for i, k in enumerate(keys)}
             self.source.data = self._to_columns(latest)

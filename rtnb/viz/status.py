@@ -10,10 +10,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
+from rtnb import _cells, metrics
 from rtnb.errors import ConfigError
-from rtnb.viz import _cells
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
@@ -95,7 +94,7 @@ class Status:
             msg = f"status `interval` must be a positive number of seconds; got {interval!r}"
             raise ConfigError(msg)
         self.frame = frame
-        self.root = frame._root or frame
+        self.root = frame.root
         self.interval = float(interval)
         self._samples: deque[tuple[float, int, int]] = deque()
         self._bytes: deque[tuple[float, int]] = deque()
@@ -112,27 +111,15 @@ class Status:
 
     # -- figures ---------------------------------------------------------------------------
     def _state(self) -> str:
-        root = self.root
-        if root._task is None:
-            return "finished" if root.closed else "not started"
-        if not root._task.done():
-            if root._stop is not None and root._stop.is_set():
-                return "stopping"
-            return "paused" if root.paused else "running"
-        if root._task.cancelled():
-            return "stopped"
-        if root._task.exception() is not None:
-            return "failed"
-        return "stopped" if root._stop is not None and root._stop.is_set() else "finished"
+        state = self.root.graph.state
+        return "not started" if state == "idle" else state
 
     def snapshot(self) -> dict[str, Any]:
         """The figures the widget shows, as a dict (rates over the last 5 s)."""
-        from rtnb.frame import _EngineFrame
-
-        graph = self.root._graph
+        snap = metrics.snapshot(self.root.graph)
         now = time.monotonic()
-        events_in = self.root.counters.events
-        rows_out = sum(v.rows_sent for v in graph.views)
+        events_in = snap.events_in
+        rows_out = snap.rows_to_views
         samples = self._samples
         samples.append((now, events_in, rows_out))
         while len(samples) > 2 and now - samples[1][0] >= _RATE_WINDOW_S:
@@ -141,51 +128,40 @@ class Status:
         span = now - t0
         rate_in = (events_in - in0) / span if span > 0 else 0.0
         rate_out = (rows_out - out0) / span if span > 0 else 0.0
-        recent = list(graph.latencies)[-200:]
-        p50 = float(np.percentile(recent, 50)) if recent else None
-        p99 = float(np.percentile(recent, 99)) if recent else None
-        engines = [f for f in graph.frames if isinstance(f, _EngineFrame)]
-        marks = [w for w in (f.watermark for f in engines)
-                 if w is not None and w < pd.Timestamp.max]
-        watermark = min(marks) if marks else None
-        clock_of = getattr(self.root._source, "event_clock", None)
-        clock = clock_of() if clock_of is not None else None
-        if clock is None and self.root._source is not None and self.root._task is not None:
-            clock = pd.Timestamp.now("UTC").tz_localize(None)
+        state = self._state()
+        watermark, clock = snap.watermark, snap.source_clock
         lag = None
-        if watermark is not None and clock is not None and self._state() in ("running",
-                                                                              "paused"):
+        if watermark is not None and clock is not None and state in ("running", "paused"):
             lag = max(0.0, (clock - watermark).total_seconds())
-        retained = [f.retained for f in engines if f.retained is not None]
-        source = getattr(self.root._source, "stats", None)
+        source = snap.source
         bytes_in = source.bytes if source is not None else 0
         self._bytes.append((now, bytes_in))
         while len(self._bytes) > 2 and now - self._bytes[1][0] >= _RATE_WINDOW_S:
             self._bytes.popleft()
         b_span = now - self._bytes[0][0]
+        graph = self.root.graph
         return {
             "source_bytes_per_s": (bytes_in - self._bytes[0][1]) / b_span if b_span > 0 else 0.0,
             "source_reconnects": source.reconnects if source is not None else 0,
             "source_dropped": source.dropped if source is not None else 0,
             "source_lag": source.lag if source is not None else None,
-            "source_buffer_fill": getattr(getattr(self.root._source, "buffer", None), "fill",
-                                          0.0),
-            "state": self._state(),
+            "source_buffer_fill": snap.source_buffer_fill,
+            "state": state,
             "events_in": events_in,
             "events_in_per_s": rate_in,
             "rows_out": rows_out,
             "rows_out_per_s": rate_out,
-            "latency_p50_s": p50,
-            "latency_p99_s": p99,
+            "latency_p50_s": snap.latency_p50_s,
+            "latency_p99_s": snap.latency_p99_s,
             "watermark": watermark,
             "watermark_lag_s": lag,
-            "late": sum(f.counters.late for f in graph.frames),
-            "dead_letters": sum(f.counters.dead_letters for f in graph.frames),
-            "view_queue_rows": sum(v.pending_rows for v in graph.views),
-            "whatif_rows": sum(r.rows for r in retained),
-            "whatif_fill": max((r.fill for r in retained), default=0.0),
-            "updates": sum(v.updates for v in graph.views),
-            **_page_lag(graph.views),
+            "late": snap.late,
+            "dead_letters": snap.dead_letters,
+            "view_queue_rows": snap.view_queue_rows,
+            "whatif_rows": snap.whatif_rows,
+            "whatif_fill": snap.whatif_fill,
+            "updates": snap.view_updates,
+            **_page_lag(list(graph.views)),
         }
 
     def _html(self, snap: dict[str, Any]) -> str:
@@ -208,7 +184,7 @@ class Status:
                 f"{snap['page_lag_updates']:,} updates · {snap['page_lag_messages']:,} messages"
             cells.append(("page lag", f"{lag_text} · held {snap['page_held_updates']:,} · "
                                       f"ack timeouts {snap['page_ack_timeouts']}"))
-        if getattr(self.root._source, "stats", None) is not None:
+        if getattr(self.root.source, "stats", None) is not None:
             lag = snap["source_lag"]
             cells.append(("source", f"{snap['source_bytes_per_s'] / 1e3:,.1f} kB/s · buffer "
                                     f"{snap['source_buffer_fill']:.0%} · reconnects "
@@ -275,8 +251,8 @@ class Status:
             await asyncio.sleep(self.interval)
             self.refresh()
             root = self.root
-            if root.closed and (root._task is None or root._task.done()) and not any(
-                    v.pending_rows for v in root._graph.views):
+            if root.closed and not root.running and not any(
+                    v.pending_rows for v in root.graph.views):
                 self.refresh()
                 return
 

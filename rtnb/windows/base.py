@@ -40,6 +40,11 @@ class WindowOutput:
     windows: pd.DataFrame | None
     late: pd.DataFrame | None
 
+    @property
+    def rows(self) -> pd.DataFrame | None:
+        """The emitted windows: what every stateful operator's output calls ``rows``."""
+        return self.windows
+
 
 def snapshot_attributes(engine: Any, names: tuple[str, ...]) -> dict[str, Any]:
     """``names`` of ``engine`` and its key registry's snapshot, as a dict (for checkpoints)."""

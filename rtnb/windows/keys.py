@@ -88,7 +88,7 @@ class KeyRegistry:
                 known = self._index.get_indexer(uniques)
                 if (known >= 0).all():
                     return known[np.asarray(local, dtype=np.intp)]
-            keys: list[Any] = [_norm(u) for u in uniques]
+            keys: list[Any] = [norm_key(u) for u in uniques]
         else:
             parts = [pd.factorize(batch[c], use_na_sentinel=False) for c in self.by]
             sizes = [len(u) for _, u in parts]
@@ -96,7 +96,7 @@ class KeyRegistry:
                 0, dtype=np.intp)
             local, combos = pd.factorize(flat)
             unravelled = np.unravel_index(combos, sizes)
-            keys = [tuple(_norm(parts[j][1][unravelled[j][i]]) for j in range(len(self.by)))
+            keys = [tuple(norm_key(parts[j][1][unravelled[j][i]]) for j in range(len(self.by)))
                     for i in range(len(combos))]
         mapping = np.empty(len(keys), dtype=np.intp)
         lookup = self._lookup
@@ -150,7 +150,7 @@ def _arrow_lookup(index: pd.Index | None) -> pc.SetLookupOptions | None:
     return pc.SetLookupOptions(value_set=values)
 
 
-def _norm(value: Any) -> Any:
+def norm_key(value: Any) -> Any:
     """One representation per null, so NaN, None and NA are the same key."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None

@@ -114,6 +114,11 @@ class RollingAggregator:
             return None
         return pd.Timestamp(min(self._watermark, pd.Timestamp.max.value))
 
+    def carry_time(self, other: RollingAggregator) -> None:
+        """Go on from ``other``'s event time (a new window setting replaced ``other``)."""
+        self._watermark = other._watermark
+        self.max_time = other.max_time
+
     def snapshot(self) -> dict[str, Any]:
         """The aggregator's data state (history, pending rows, keys), for a checkpoint."""
         return snapshot_attributes(self, self.STATE)

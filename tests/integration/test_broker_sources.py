@@ -206,7 +206,7 @@ def test_nats_jetstream_durable_in_order_coerced_dead_letters_and_all_acked(subj
         out, dead = src.collect(), src.dead_letters.collect()
         await src.arun()
         await eventually(lambda: all_acked(NATS_URL, stream, "d1"), what="all acked")
-        return collected(out), collected(dead), seqs[1000:1002], src._source
+        return collected(out), collected(dead), seqs[1000:1002], src.source
 
     got, dead, bad_seqs, source = asyncio.run(scenario())
     tm.assert_frame_equal(got, rows)  # in order, strings coerced to the schema's dtypes
@@ -271,14 +271,14 @@ def test_nats_core_subscription_is_live(rows):
         src = rtnb.sources.nats(subj, example=EXAMPLE, time="timestamp", max_events=1000)
         out, dead = src.collect(), src.dead_letters.collect()
         src.start()
-        await until(lambda: src._source.stats.connected, what="subscribed")
+        await until(lambda: src.source.stats.connected, what="subscribed")
         nc = await nats.connect(NATS_URL)
         for p in [*payloads(rows.iloc[:500]), BAD, *payloads(rows.iloc[500:1000])]:
             await nc.publish(subj, p)
         await nc.flush()
         await asyncio.wait_for(src.wait(), 20)
         await nc.close()
-        return collected(out), collected(dead), src._source
+        return collected(out), collected(dead), src.source
 
     got, dead, source = asyncio.run(scenario())
     tm.assert_frame_equal(got, rows.iloc[:1000])
@@ -297,7 +297,7 @@ def test_nats_slow_pipeline_pauses_reading_and_the_stream_keeps_the_data(subject
         src.pause()
         src.start()
         await asyncio.sleep(1.0)
-        read_while_paused = src._source.stats.messages
+        read_while_paused = src.source.stats.messages
         info = await consumer_info(NATS_URL, stream, "slow")
         src.resume()
         await asyncio.wait_for(src.wait(), 30)
@@ -342,7 +342,7 @@ def test_nats_server_killed_mid_stream_every_message_processed_exactly_once(tmp_
         src = rtnb.sources.nats("m.cpu", url, example=EXAMPLE, time="timestamp", durable="g",
                                 count=100, max_batch=200, fetch_wait="100ms", ack_wait="2s",
                                 max_events=len(rows))
-        src._source.backoff.cap = 0.5
+        src.source.backoff.cap = 0.5
         counts = src.window(rtnb.tumbling("1min"), by="host").agg(n=("cpu", "count"),
                                                                    s=("seq", "sum"))
         out, windows = src.collect(), counts.collect()
@@ -355,7 +355,7 @@ def test_nats_server_killed_mid_stream_every_message_processed_exactly_once(tmp_
         await js_publish(url, "m.cpu", payloads(rows.iloc[2000:]))
         await asyncio.wait_for(src.wait(), 60)
         await eventually(lambda: all_acked(url, "m", "g"), what="all acked")
-        return (collected(out), collected(windows), src._source,
+        return (collected(out), collected(windows), src.source,
                 await consumer_info(url, "m", "g"))
 
     try:
@@ -412,11 +412,11 @@ def test_mqtt_qos1_in_order_coerced_dead_letters_and_nothing_left_unacknowledged
                                 max_events=2000)
         out, dead = src.collect(), src.dead_letters.collect()
         src.start()
-        await until(lambda: src._source.stats.connected, what="subscribed")
+        await until(lambda: src.source.stats.connected, what="subscribed")
         await mqtt_publish(topic, [*payloads(rows.iloc[:1000]), BAD, NOT_JSON,
                                    *payloads(rows.iloc[1000:2000])])
         await asyncio.wait_for(src.wait(), 30)
-        return collected(out), collected(dead), src._source, await left_in_session(client_id)
+        return collected(out), collected(dead), src.source, await left_in_session(client_id)
 
     got, dead, source, left = asyncio.run(scenario())
     tm.assert_frame_equal(got, rows.iloc[:2000])
@@ -434,7 +434,7 @@ def test_mqtt_session_resumes_in_the_next_run_without_duplicates(topic, rows):
                                   max_batch=64)
         out1 = first.collect()
         first.start()
-        await until(lambda: first._source.stats.connected, what="subscribed")
+        await until(lambda: first.source.stats.connected, what="subscribed")
         await mqtt_publish(topic, payloads(rows.iloc[:600]))
         await asyncio.wait_for(first.wait(), 20)
         # the broker resends what the first run left unacknowledged, then what it queued
@@ -456,7 +456,7 @@ def test_mqtt_qos0_is_live_and_unacknowledged(topic, rows):
                                 policy="drop_oldest", clean_session=True)
         out = src.collect()
         src.start()
-        await until(lambda: src._source.stats.connected, what="subscribed")
+        await until(lambda: src.source.stats.connected, what="subscribed")
         await mqtt_publish(topic, payloads(rows.iloc[:300]))
         await asyncio.wait_for(src.wait(), 20)
         return collected(out)
@@ -472,10 +472,10 @@ def test_mqtt_protocol_311(topic, rows):
                                 clean_session=True, max_events=300)
         out = src.collect()
         src.start()
-        await until(lambda: src._source.stats.connected, what="subscribed")
+        await until(lambda: src.source.stats.connected, what="subscribed")
         await mqtt_publish(topic, payloads(rows.iloc[:300]))
         await asyncio.wait_for(src.wait(), 20)
-        return collected(out), src._source.stats.acked
+        return collected(out), src.source.stats.acked
 
     got, acked = asyncio.run(scenario())
     tm.assert_frame_equal(got, rows.iloc[:300])
@@ -492,10 +492,10 @@ def test_mqtt_slow_pipeline_pauses_reading_and_the_broker_keeps_the_data(topic, 
         out = src.collect()
         src.pause()
         src.start()
-        await until(lambda: src._source.stats.connected, what="subscribed")
+        await until(lambda: src.source.stats.connected, what="subscribed")
         await mqtt_publish(topic, payloads(rows.iloc[:n]))
         await asyncio.sleep(1.0)
-        read_while_paused = src._source.stats.messages
+        read_while_paused = src.source.stats.messages
         src.resume()
         await asyncio.wait_for(src.wait(), 30)
         return read_while_paused, len(collected(out)), await left_in_session(client_id)
@@ -517,10 +517,10 @@ def test_mqtt_connection_cut_mid_stream_every_message_processed_exactly_once(top
         try:
             src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
                                     client_id=client_id, max_batch=100, max_events=n)
-            src._source.backoff.cap = 0.5
+            src.source.backoff.cap = 0.5
             out = src.collect()
             src.start()
-            await until(lambda: src._source.stats.connected, what="subscribed")
+            await until(lambda: src.source.stats.connected, what="subscribed")
             await mqtt_publish(topic, payloads(rows.iloc[:500]))
             await until(lambda: sum(len(b) for b in out) >= 250, what="250 rows")
             proxy.cut()  # the connection breaks mid-stream; the broker keeps the session
@@ -528,7 +528,7 @@ def test_mqtt_connection_cut_mid_stream_every_message_processed_exactly_once(top
             await asyncio.wait_for(src.wait(), 30)
         finally:
             await proxy.stop()
-        return collected(out), src._source, await left_in_session(client_id)
+        return collected(out), src.source, await left_in_session(client_id)
 
     got, source, left = asyncio.run(scenario())
     assert source.stats.reconnects >= 1
@@ -554,16 +554,16 @@ def test_mqtt_acks_lost_with_the_connection_are_sent_again_when_the_run_ends(top
             src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
                                     client_id=client_id, max_batch=buffer, buffer=buffer,
                                     max_events=n)
-            src._source.backoff = rtnb.sources._core.Backoff(base=60, cap=60)  # no reconnect
+            src.source.backoff = rtnb.sources._core.Backoff(base=60, cap=60)  # no reconnect
             out = src.collect()
             src.start()
-            await until(lambda: src._source.stats.connected, what="subscribed")
+            await until(lambda: src.source.stats.connected, what="subscribed")
             src.pause()  # the pipeline holds: the buffer fills, the rest waits in the client
             await mqtt_publish(topic, payloads(rows.iloc[:n]))
-            mqtt_client = src._source._client
+            mqtt_client = src.source._client
             # every message delivered: what the reader took before the pause (buffer, one
             # batch, one in its hands: 100 or 101, by timing) plus what waits in the client
-            await until(lambda: mqtt_client._queue.qsize() + src._source.stats.messages >= n,
+            await until(lambda: mqtt_client._queue.qsize() + src.source.stats.messages >= n,
                         what="the client holds the messages")
             held = mqtt_client._queue.qsize()
             proxy.cut()
@@ -572,7 +572,7 @@ def test_mqtt_acks_lost_with_the_connection_are_sent_again_when_the_run_ends(top
             await asyncio.wait_for(src.wait(), 30)
         finally:
             await proxy.stop()
-        return collected(out), src._source, held, await left_in_session(client_id)
+        return collected(out), src.source, held, await left_in_session(client_id)
 
     got, source, held, left = asyncio.run(scenario())
     assert got["seq"].is_unique and sorted(got["seq"]) == list(range(n))
@@ -636,7 +636,7 @@ def test_amqp_queue_in_order_coerced_dead_letters_and_nothing_left_unacknowledge
         out, dead = src.collect(), src.dead_letters.collect()
         await asyncio.wait_for(src.arun(), 30)
         # the source's connection is closed: anything not acknowledged would be back
-        return collected(out), collected(dead), src._source, await ready(queue)
+        return collected(out), collected(dead), src.source, await ready(queue)
 
     got, dead, source, left = asyncio.run(scenario())
     tm.assert_frame_equal(got, rows)
@@ -677,7 +677,7 @@ def test_amqp_slow_pipeline_pauses_reading_and_the_queue_keeps_the_data(queue, r
         src.pause()
         src.start()
         await asyncio.sleep(1.0)
-        read_while_paused = src._source.stats.messages
+        read_while_paused = src.source.stats.messages
         in_queue = await ready(queue)
         src.resume()
         await asyncio.wait_for(src.wait(), 30)
@@ -699,7 +699,7 @@ def test_amqp_exclusive_queue_bound_to_an_exchange_is_live(rows):
                                 example=EXAMPLE, max_events=500)
         out = src.collect()
         src.start()
-        await until(lambda: src._source.stats.connected, what="bound")
+        await until(lambda: src.source.stats.connected, what="bound")
         await amqp_publish(payloads(rows.iloc[:500]), exchange="amq.topic",
                            routing_key=f"{key}.cpu")
         await asyncio.wait_for(src.wait(), 20)
@@ -715,14 +715,14 @@ def test_amqp_connection_cut_mid_stream_every_message_processed_exactly_once(que
         src = rtnb.sources.amqp(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", queue=queue,
                                 example=EXAMPLE, prefetch=500, max_batch=100,
                                 max_events=len(rows))
-        src._source.backoff.cap = 0.5
+        src.source.backoff.cap = 0.5
         out = src.collect()
         src.start()
         await until(lambda: sum(len(b) for b in out) >= 500, what="500 rows")
         proxy.cut()  # the broker requeues what was not acknowledged
         await asyncio.wait_for(src.wait(), 30)
         await proxy.stop()
-        return collected(out), src._source, await ready(queue)
+        return collected(out), src.source, await ready(queue)
 
     got, source, left = asyncio.run(scenario())
     assert source.stats.reconnects >= 1
@@ -765,5 +765,5 @@ def test_passwords_never_appear_in_reprs(monkeypatch):
         rtnb.sources.amqp(queue="q", example=EXAMPLE, password_env="RTNB_TEST_SECRET"),
     ]
     for frame in sources:
-        assert "s3cret" not in repr(frame._source) and "s3cret" not in frame.describe_source()
-    assert "u:***@" in repr(sources[0]._source) and "guest:***@" in repr(sources[2]._source)
+        assert "s3cret" not in repr(frame.source) and "s3cret" not in frame.describe_source()
+    assert "u:***@" in repr(sources[0].source) and "guest:***@" in repr(sources[2].source)

@@ -228,7 +228,7 @@ def test_mqtt_over_mutual_tls(mqtt_tls, certs, client_cert, other_certs, rows):
         out = src.collect()
         src.start()
         deadline = time.monotonic() + 30
-        while not src._source.stats.connected:  # subscribed: what is published now arrives
+        while not src.source.stats.connected:  # subscribed: what is published now arrives
             assert time.monotonic() < deadline, "the MQTT source did not connect over TLS"
             await asyncio.sleep(0.02)
         await asyncio.get_running_loop().run_in_executor(None, publish)

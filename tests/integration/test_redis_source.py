@@ -91,7 +91,7 @@ def test_consumer_group_acks_after_processing_and_dead_letters_bad_entries(
     assert d["dead_letter_reason"].iloc[0] == "column 'cpu' (float64): 'n/a' is not a number"
     pending = shared.xpending(stream, "g1")
     assert pending["pending"] == 0  # every entry, good or bad, was acknowledged
-    assert src._source.stats.acked == 2002
+    assert src.source.stats.acked == 2002
 
 
 def test_entry_fields_as_the_record(shared, stream, rows):
@@ -114,7 +114,7 @@ def test_start_now_reads_only_new_entries(shared, stream, rows):
         out = src.collect()
         src.start()
         for _ in range(3000):  # until the source has pinned "now" (under load it takes a while)
-            if src._source._last_id is not None:
+            if src.source._last_id is not None:
                 break
             await asyncio.sleep(0.01)
         await asyncio.to_thread(produce, shared, stream, rows.iloc[100:200])
@@ -136,7 +136,7 @@ def test_slow_pipeline_pauses_reading_and_the_stream_keeps_the_data(shared, stre
         src.pause()
         src.start()
         await asyncio.sleep(1.0)
-        source = src._source
+        source = src.source
         read_while_paused = source.stats.messages
         lag_before = shared.xinfo_groups(stream)[0]["lag"]
         src.resume()
@@ -190,7 +190,7 @@ def test_server_killed_mid_stream_nothing_lost_or_duplicated(tmp_path: Path, row
         proc = start()
         await asyncio.to_thread(produce, redis.Redis(port=port), "m", rows.iloc[2000:])
         await asyncio.wait_for(src.wait(), 60)
-        return collected(out), (collected(windows), src._source)
+        return collected(out), (collected(windows), src.source)
 
     try:
         got, (windows, source) = asyncio.run(scenario())
@@ -218,7 +218,7 @@ def test_max_events_below_what_the_stream_holds_ends_the_run(shared, stream, row
         src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp",
                                         group=group, max_events=1000)
         await asyncio.wait_for(src.arun(), 30)
-        return src.counters.events, src._source.stats
+        return src.counters.events, src.source.stats
 
     events, stats = asyncio.run(scenario())
     assert events == 1000

@@ -68,7 +68,7 @@ def test_every_record_arrives_once_in_order_with_the_schema(data, kind, per_mess
         out = src.collect()
         await src.arun()
         await feed.stop()
-        return collected(out), feed, src._source
+        return collected(out), feed, src.source
 
     got, feed, source = asyncio.run(scenario())
     tm.assert_frame_equal(got, expected_rows(feed))
@@ -110,7 +110,7 @@ def test_strings_are_coerced_to_the_schema_and_bad_records_dead_lettered():
     assert "must be an object or a list of objects" in reasons[3]
     assert dead["dead_letter_position"].tolist() == ["2", "3", "5", "6"]
     assert set(dead["dead_letter_node"]) == {"websocket"}
-    assert src.counters.dead_letters == 4 == src._source.stats.dead_letters
+    assert src.counters.dead_letters == 4 == src.source.stats.dead_letters
 
 
 # -- auth, secrets and TLS -------------------------------------------------------------------
@@ -127,7 +127,7 @@ def test_token_from_the_environment_and_a_clear_refusal(data, monkeypatch, capsy
         with pytest.raises(SourceError) as refused:
             await wrong.arun()
         await feed.stop()
-        return len(collected(out)), str(refused.value), repr(ok._source) + repr(ok)
+        return len(collected(out)), str(refused.value), repr(ok.source) + repr(ok)
 
     n, message, reprs = asyncio.run(scenario())
     assert n == 100
@@ -177,7 +177,7 @@ def test_sse_resumes_after_the_server_restarts_nothing_lost_or_repeated(data):
         await feed.start()  # same port
         await asyncio.wait_for(src.wait(), 60)
         await feed.stop()
-        return collected(out), src._source, feed
+        return collected(out), src.source, feed
 
     got, source, feed = asyncio.run(scenario())
     assert source.stats.reconnects >= 1
@@ -203,9 +203,9 @@ def test_websocket_reconnects_with_backoff_and_keeps_order(data):
         await src.wait()
         await feed.stop()
         snap = status.snapshot()
-        assert snap["source_reconnects"] == src._source.stats.reconnects
+        assert snap["source_reconnects"] == src.source.stats.reconnects
         assert "reconnects" in status.widget.children[0].value
-        return collected(out), src._source, feed, sent_before
+        return collected(out), src.source, feed, sent_before
 
     got, source, feed, sent_before = asyncio.run(scenario())
     seq = got["seq"].to_numpy()
@@ -226,13 +226,13 @@ def test_live_feed_drop_policies_count_exactly(data, policy):
         out = src.collect()
         src.pause()  # downstream stalls: the buffer fills and the policy drops
         src.start()
-        await wait_for(lambda: src._source.stats.messages >= N)
+        await wait_for(lambda: src.source.stats.messages >= N)
         src.resume()
         await asyncio.sleep(0.5)
         src.stop()
         await src.wait()
         await feed.stop()
-        stats = src._source.stats
+        stats = src.source.stats
         return len(collected(out)), stats.dropped, stats.messages, feed.sent
 
     received, dropped, messages, sent = asyncio.run(scenario())
@@ -250,9 +250,9 @@ def test_block_policy_bounds_memory_and_loses_nothing(data):
         src.pause()
         src.start()
         for _ in range(100):  # stalled for a second: the reader must wait, not buffer
-            high = max(high, len(src._source.buffer))
+            high = max(high, len(src.source.buffer))
             await asyncio.sleep(0.01)
-        stalled_at = src._source.stats.messages
+        stalled_at = src.source.stats.messages
         src.resume()
         await src.wait()
         await feed.stop()
@@ -310,7 +310,7 @@ def test_tail_follows_rotation_truncation_and_partial_lines(tmp_path, data):
         await wait_rows(out, 900)
         src.stop()
         await src.wait()
-        return collected(out), src._source
+        return collected(out), src.source
 
     got, source = asyncio.run(scenario())
     assert got["seq"].tolist() == list(range(900))
@@ -365,7 +365,7 @@ def test_kafka_without_a_broker_says_so():
 
     src = rtnb.sources.kafka("t", f"127.0.0.1:{free_port()}", example={"x": "float64"},
                              max_reconnects=0)
-    assert repr(src._source).startswith("<KafkaSource 'kafka'")
+    assert repr(src.source).startswith("<KafkaSource 'kafka'")
     with pytest.raises(Exception, match=r"(?i)connect|unable|bootstrap"):
         src.run()
     with pytest.raises(rtnb.ConfigError, match="'earliest' or 'latest'"):

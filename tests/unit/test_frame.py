@@ -682,9 +682,9 @@ def test_run_replays_everything_and_closes(data):
     assert src.closed
 
 
-def test_source_error_surfaces_from_wait_and_closes_the_frame(data, capsys):
+def test_source_error_surfaces_from_wait_and_closes_the_frame(data, caplog):
     sdf = frame()
-    sdf._attach_source(FailingSource(data.iloc[:2]))  # no public way to plug a custom Source yet
+    sdf.attach_source(FailingSource(data.iloc[:2]))
     agg = sdf.window(rtnb.tumbling("1min")).agg(n=("cpu", "count"))
     out = agg.collect()
 
@@ -697,8 +697,8 @@ def test_source_error_surfaces_from_wait_and_closes_the_frame(data, capsys):
     assert info.value.source == "feed"
     assert sdf.closed
     assert emitted(out)["n"].tolist() == [2]  # what arrived before the failure is not lost
-    assert "rtnb: source of 'metrics' stopped with an error: SourceError: feed 'feed' went " \
-           "away" in capsys.readouterr().err
+    assert sdf.graph.state == "failed" and isinstance(sdf.graph.error, SourceError)
+    assert "source of 'metrics' failed: SourceError: feed 'feed' went away" in caplog.text
 
 
 def test_pipeline_error_surfaces_from_wait(data):

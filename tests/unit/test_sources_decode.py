@@ -197,7 +197,7 @@ def test_sse_events_cut_from_chunks_equal_a_line_by_line_parser(events, eol, cut
 
     text = "".join(eol.join(lines) + eol + eol for lines in events)
     source = rtnb.sources.sse("http://127.0.0.1:1/", example={"a": "float64"},
-                              event=event)._source
+                              event=event).source
     blocks, got, at = EventBlocks(), [], 0
     for size in [*cuts, len(text)]:
         chunk, at = text[at:at + size], at + size

@@ -20,8 +20,8 @@ import pandas.testing as tm
 import pytest
 
 import rtnb
-from rtnb import ConfigError, Param
-from rtnb.viz import BarView, Status, TableView, XYView, _cells
+from rtnb import ConfigError, Param, _cells
+from rtnb.viz import BarView, Status, TableView, XYView
 from rtnb.viz.plots import m4
 
 NEVER = 1e-9
@@ -461,7 +461,7 @@ def test_rerunning_a_cell_tears_down_what_it_built(metrics, monkeypatch):
     other = sdf.plot.bar(y="cpu", by="host", max_fps=NEVER)
     _cells._pre_run_cell(SimpleNamespace(cell_id="cell-1"))  # cell 1 runs again
     assert first.closed and status._closed and not other.closed
-    assert sdf._graph.views == [other]
+    assert list(sdf.graph.views) == [other]
     feed(sdf, metrics.iloc[:100], 100)
     other.flush()
     assert first.sources == {} and len(other.data()) == 12
@@ -495,14 +495,14 @@ def test_closed_view_sends_nothing_more(metrics, monkeypatch):
     view.close()
     feed(sdf, metrics.iloc[100:200], 100)
     view.flush()
-    assert len(kinds) == sent and view not in sdf._graph.views
+    assert len(kinds) == sent and view not in sdf.graph.views
 
 
 @pytest.mark.parametrize("view_type", [BarView, TableView])
 def test_bar_and_table_are_views(metrics, view_type):
     sdf = root_of(metrics)
     view = sdf.plot.bar(y="cpu", by="host") if view_type is BarView else sdf.plot.table()
-    assert isinstance(view, view_type) and view in sdf._graph.views
+    assert isinstance(view, view_type) and view in sdf.graph.views
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

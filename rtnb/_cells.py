@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import weakref
 from typing import Any, Protocol
 
@@ -34,9 +35,10 @@ def _install() -> bool:
     global _installed
     if _installed:
         return True
-    from rtnb.viz._bokeh import in_kernel
-
-    if not in_kernel():
+    # Inside a kernel IPython is loaded already: a script never imports it through here.
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or getattr(shell, "kernel", None) is None:
         return False
     from IPython import get_ipython
 
