@@ -40,10 +40,11 @@ lab: venv
 test: venv services chromium lint
 	@PY=$(PY) tools/run_tests.sh
 
-## lint: ruff, mypy --strict, and notebooks committed without outputs
+## lint: ruff, mypy --strict, import layers and cycles, notebooks committed without outputs
 lint: venv
 	$(PY) -m ruff check rtnb tests bench data
 	$(PY) -m mypy
+	$(PY) tools/check_imports.py
 	$(PY) tools/check_notebooks.py notebooks
 
 ## bench: speed and memory benchmarks; results in bench/RESULTS.md

@@ -31,27 +31,31 @@ def _pre_run_cell(info: Any) -> None:
             obj._teardown()
 
 
+def _shell() -> Any:
+    """The running IPython shell, or ``None``.
+
+    Inside a kernel IPython is loaded already; a script never imports it through here.
+    """
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None
+
+
 def _install() -> bool:
     global _installed
     if _installed:
         return True
-    # Inside a kernel IPython is loaded already: a script never imports it through here.
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
+    shell = _shell()
     if shell is None or getattr(shell, "kernel", None) is None:
         return False
-    from IPython import get_ipython
 
-    get_ipython().events.register("pre_run_cell", _pre_run_cell)
+    shell.events.register("pre_run_cell", _pre_run_cell)
     _installed = True
     return True
 
 
 def _cell_id() -> str | None:
     """The id of the cell being executed (JupyterLab sends it in the request's metadata)."""
-    from IPython import get_ipython
-
-    kernel = getattr(get_ipython(), "kernel", None)
+    kernel = getattr(_shell(), "kernel", None)
     try:
         parent = kernel.get_parent() if kernel is not None else None
     except Exception:  # an older kernel without get_parent

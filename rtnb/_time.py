@@ -10,7 +10,7 @@ import pandas as pd
 
 from rtnb.errors import ConfigError
 
-__all__ = ["DurationLike", "format_duration", "to_ns", "to_timedelta"]
+__all__ = ["DurationLike", "duration_code", "format_duration", "shown", "to_ns", "to_timedelta"]
 
 DurationLike: TypeAlias = str | dt.timedelta | pd.Timedelta | np.timedelta64
 
@@ -76,3 +76,20 @@ def format_duration(ns: int) -> str:
                 return f"{ns / bigger_size:g}{bigger}"
             return f"{ns // size}{unit}"
     return f"{ns}ns"  # pragma: no cover - the ns unit always divides
+
+
+def duration_code(td: pd.Timedelta) -> str:
+    """The shortest exact duration string: ``"30s"``, ``"2min"``, ``"1500ms"``."""
+    ns = int(td.value)
+    if ns == 0:
+        return "0s"
+    for unit, size in (("d", 86_400 * 10**9), ("h", 3600 * 10**9), ("min", 60 * 10**9),
+                       ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    return f"{ns}ns"
+
+
+def shown(value: object) -> object:
+    """A Param value as logs and reports show it (durations as ``"30s"``)."""
+    return duration_code(value) if isinstance(value, pd.Timedelta) else value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import operator
 import time as _time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,8 +35,7 @@ from rtnb.windows.specs import Rows, Session, Sliding, Tumbling, WindowSpec
 if TYPE_CHECKING:
     from rtnb.sources.base import Source
     from rtnb.stateful import Logic
-    from rtnb.viz.plots import PlotAccessor
-    from rtnb.viz.status import Status
+    from rtnb.viz import PlotAccessor, Status
 
 __all__ = [
     "Counters",
@@ -763,9 +763,7 @@ class StreamingFrame(_record.Recorded):
     @property
     def plot(self) -> PlotAccessor:
         """Live Bokeh views of this frame: ``sdf.plot.line(x=..., y=..., by=...)``."""
-        from rtnb.viz.plots import PlotAccessor
-
-        accessor = PlotAccessor(self)
+        accessor: PlotAccessor = _views().PlotAccessor(self)
         _record.attribute(accessor, self, "plot")
         return accessor
 
@@ -783,9 +781,8 @@ class StreamingFrame(_record.Recorded):
         >>> sdf.status().snapshot()["events_in"]
         2
         """
-        from rtnb.viz.status import Status
-
-        return Status(self, interval=interval)
+        status: Status = _views().Status(self, interval=interval)
+        return status
 
     def describe_source(self) -> str:
         """One line saying where the batches come from."""
@@ -1299,6 +1296,15 @@ class RollingFrame(StatefulFrame):
         """What this frame computes, at the Params' current values (used as plot title)."""
         by = f" per {', '.join(self.roll.by)}" if self.roll.by else ""
         return f"rolling {format_duration(to_ns(resolve(self.roll.window)))}{by}"
+
+
+#: The views layer, loaded by name on first use (as pandas loads its plotting backend), so
+#: the core never imports Bokeh, ipywidgets or IPython: a headless script pays for none of them.
+VIEWS_MODULE = "rtnb.viz"
+
+
+def _views() -> Any:
+    return importlib.import_module(VIEWS_MODULE)
 
 
 def _normalise_example(example: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -9,6 +9,7 @@ slider moved in the notebook reconfigures the pipeline without restarting its so
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias
@@ -220,7 +221,14 @@ class Param:
             self._widget = self._build_widget()
         return self._widget
 
-    def _duration_options(self) -> list[tuple[str, pd.Timedelta]]:
+    def duration_options(self) -> list[tuple[str, pd.Timedelta]]:
+        """The (label, value) steps a duration slider offers: round values within bounds.
+
+        Examples
+        --------
+        >>> [label for label, _ in Param("10s", min="5s", max="1min").duration_options()]
+        ['5s', '10s', '15s', '20s', '30s', '45s', '1min']
+        """
         assert self.min is not None and self.max is not None
         values = {pd.Timedelta(seconds=s) for s in _NICE_SECONDS}
         values |= {self.min, self.max, self._value}
@@ -228,35 +236,8 @@ class Param:
         return [(format_duration(int(v.value)), v) for v in chosen]
 
     def _build_widget(self) -> Any:
-        import ipywidgets as widgets
-
-        common: dict[str, Any] = {
-            "description": self.name,
-            "description_allow_html": False,
-            "tooltip": self.doc,
-            "style": {"description_width": "initial"},
-            "continuous_update": False,
-        }
-        if self.kind == "duration":
-            w = widgets.SelectionSlider(
-                options=self._duration_options(), value=self._value, **common
-            )
-        elif self.kind == "int":
-            w = widgets.IntSlider(
-                value=self._value, min=self.min, max=self.max, step=int(self.step or 1), **common
-            )
-        elif self.kind == "float":
-            assert self.min is not None and self.max is not None
-            step = self.step or (self.max - self.min) / 100
-            w = widgets.FloatSlider(
-                value=self._value, min=self.min, max=self.max, step=step, **common
-            )
-        elif self.kind == "choice":
-            common.pop("continuous_update")
-            w = widgets.Dropdown(options=list(self.choices or ()), value=self._value, **common)
-        else:
-            common.pop("continuous_update")
-            w = widgets.Checkbox(value=self._value, indent=False, **common)
+        # The widget layer is loaded by name on first use: the core never imports ipywidgets.
+        w = importlib.import_module(WIDGETS_MODULE).param_widget(self)
         w.observe(self._on_widget, names="value")
         return w
 
@@ -274,7 +255,7 @@ class Param:
         self._syncing = True
         try:
             if self.kind == "duration" and self._value not in [v for _, v in w.options]:
-                w.options = self._duration_options()
+                w.options = self.duration_options()
             if not _equal(w.value, self._value):
                 w.value = self._value
         finally:
@@ -282,6 +263,10 @@ class Param:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+#: Builds a Param's ipywidget (``param_widget(param)``); imported on a widget's first use.
+WIDGETS_MODULE = "rtnb.viz._params"
 
 
 def _infer_kind(value: Any, choices: Sequence[Any] | None, name: str) -> ParamKind:

@@ -307,12 +307,9 @@ def _variable_names(pipeline: Pipeline, names: Mapping[str, Any] | None) -> dict
 
 
 def _user_namespace() -> Mapping[str, Any]:
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:  # pragma: no cover - IPython comes with ipykernel
-        shell = None
+    # In a kernel IPython is loaded already; a script never imports it through here.
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
     if shell is not None:
         return dict(shell.user_ns)
     main = sys.modules.get("__main__")

@@ -89,7 +89,7 @@ def param_widget(param: Param) -> Any:
     to_value: Callable[[Any], Any]
     to_widget: Callable[[Any], Any]
     if param.kind == "duration":
-        options = param._duration_options()
+        options = param.duration_options()
         labels = {label: value for label, value in options}
         current = next(label for label, value in options if value == param.value)
         widget = Select(title=param.name, options=list[Any](labels), value=current)
@@ -98,7 +98,7 @@ def param_widget(param: Param) -> Any:
             return labels[new]
 
         def duration_label(value: Any) -> Any:
-            fresh = param._duration_options()
+            fresh = param.duration_options()
             labels.clear()
             labels.update(fresh)
             widget.options = list(labels)

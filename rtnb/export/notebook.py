@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rtnb._time import shown
 from rtnb.errors import ExportError
-from rtnb.export.script import shown
 from rtnb.frame import StreamingFrame
 from rtnb.graph import START_HOOKS
 from rtnb.pipeline import Pipeline, Recording

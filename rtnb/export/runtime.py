@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from rtnb._time import to_ns
+from rtnb._time import shown, to_ns
 from rtnb.errors import CheckpointError, ConfigError, RtnbError
-from rtnb.export.script import shown
 from rtnb.sources.replay import Replay
 from rtnb.state.checkpoint import Checkpoint, source_kind
 

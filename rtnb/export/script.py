@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from rtnb import _record
+from rtnb._time import duration_code
 from rtnb.errors import ExportError
 from rtnb.params import Param
 
@@ -63,23 +64,6 @@ def public_path(obj: Any) -> str:
         return f"{module_name}.{qualname}"
     msg = f"{obj!r} is not part of rtnb's public API and cannot be exported"
     raise ExportError(msg)
-
-
-def duration_code(td: pd.Timedelta) -> str:
-    """The shortest exact duration string: ``"30s"``, ``"2min"``, ``"1500ms"``."""
-    ns = int(td.value)
-    if ns == 0:
-        return "0s"
-    for unit, size in (("d", 86_400 * 10**9), ("h", 3600 * 10**9), ("min", 60 * 10**9),
-                       ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
-        if ns % size == 0:
-            return f"{ns // size}{unit}"
-    return f"{ns}ns"
-
-
-def shown(value: object) -> object:
-    """A Param value as logs and reports show it (durations as ``"30s"``)."""
-    return duration_code(value) if isinstance(value, pd.Timedelta) else value
 
 
 def identifier(text: str, fallback: str = "node") -> str:
@@ -318,12 +302,10 @@ class _Writer:
     # -- values -------------------------------------------------------------------------
     def value(self, v: Any) -> str:
         from rtnb.frame import StreamingFrame, StreamingSeries
-        from rtnb.viz.plots import View
-        from rtnb.viz.status import Status
 
         if isinstance(v, _Raw):
             return v.code
-        if isinstance(v, View | Status):
+        if _is_view(v):
             return self.node_object(v)
         if isinstance(v, StreamingFrame):
             return self.frame(v)
@@ -718,10 +700,16 @@ def _app_layout(writer: _Writer, pipeline: Pipeline) -> str:
 
 
 def _exportable_item(item: Any) -> bool:
-    from rtnb.viz.plots import View
-    from rtnb.viz.status import Status
+    return isinstance(item, Param) or _is_view(item)
 
-    return isinstance(item, Param | View | Status)
+
+def _is_view(obj: Any) -> bool:
+    """Whether ``obj`` is a live view or a status widget (``rtnb.viz``).
+
+    Without ``rtnb.viz`` loaded no view can exist: exporting never imports the plotting layer.
+    """
+    viz = sys.modules.get("rtnb.viz")
+    return viz is not None and isinstance(obj, viz.View | viz.Status)
 
 
 def _param_help(param: Param) -> str:
