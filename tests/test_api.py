@@ -23,6 +23,20 @@ def test_all_is_the_sorted_curated_namespace() -> None:
         assert hasattr(rtnb, name), name
 
 
+TESTING = ["Collected", "assert_frame_equal_unordered", "collect", "collect_all", "feed",
+           "pandas_windows", "random_splits"]
+
+
+def test_testing_helpers_are_a_module_of_their_own() -> None:
+    """A module of its own, imported as ``import rtnb.testing`` (like ``pandas.testing``)."""
+    import rtnb.testing
+
+    assert rtnb.testing.__all__ == sorted(TESTING)
+    for name in TESTING:
+        doc = inspect.getdoc(getattr(rtnb.testing, name)) or ""
+        assert ">>>" in doc, f"rtnb.testing.{name} has no example"
+
+
 def public_callables() -> list[tuple[str, object]]:
     found = []
     for name in rtnb.__all__:
