@@ -24,6 +24,7 @@ import pytest
 
 import rtnb
 from rtnb.state import Checkpoint
+from rtnb.testing import assert_frame_equal_unordered, collect_all, feed
 
 ROWS = 6_000  # 12 hosts x 500 s
 BATCH = 240
@@ -63,13 +64,6 @@ def joined(*folders: Path) -> dict[str, pd.DataFrame]:
     """Each node's outputs of several runs, one after the other."""
     parts = [read_folder(f) for f in folders]
     return {node: pd.concat([p[node] for p in parts], ignore_index=True) for node in parts[0]}
-
-
-def canonical(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows in one order whatever the batch cuts: by every non-float column, then the rest."""
-    keys = [c for c in frame.columns if not pd.api.types.is_float_dtype(frame[c].dtype)]
-    rest = [c for c in frame.columns if c not in keys]
-    return frame.sort_values(keys + rest, kind="stable", ignore_index=True)
 
 
 def events(stderr: str) -> list[dict[str, object]]:
@@ -112,7 +106,7 @@ def test_stop_by_max_events_then_resume_equals_uninterrupted(
         if stop_at % BATCH == 0:  # the same batches: the same rows in the same order
             pd.testing.assert_frame_equal(got[node], expected, obj=node)
         else:  # a batch was cut in two: rolling rows leave in another order
-            pd.testing.assert_frame_equal(canonical(got[node]), canonical(expected), obj=node)
+            assert_frame_equal_unordered(got[node], expected, obj=node)
     # the first run did not flush its open windows: they came out of the second run only
     first_windows = read_folder(tmp_path / "a")["metrics.window"]
     assert first_windows["window_end"].max() <= pd.Timestamp("2026-01-05") + pd.Timedelta(
@@ -158,8 +152,8 @@ def test_sigterm_at_any_batch_then_resume_equals_uninterrupted(
     assert second.returncode == 0, second.stderr
     got = joined(tmp_path / "a", tmp_path / "b")
     for node, expected in full.items():
-        pd.testing.assert_frame_equal(canonical(got[node]), canonical(expected), obj=node,
-                                      check_exact=False, rtol=1e-9)
+        assert_frame_equal_unordered(got[node], expected, obj=node, check_exact=False,
+                                     rtol=1e-9)
 
 
 # -- what is refused -------------------------------------------------------------------------
@@ -250,26 +244,21 @@ def test_every_stateful_node_resumes_exactly_in_process(tmp_path: Path) -> None:
     batches = [data.iloc[lo:hi].reset_index(drop=True) for lo, hi in itertools.pairwise(cuts)]
 
     src, nodes = build_all(data)
-    expected = [n.collect() for n in nodes]
-    for batch in batches:
-        src.emit(batch)
-    src.close()
+    expected = collect_all(src)  # the source and every node
+    feed(src, batches)
 
-    src_a, nodes_a = build_all(data)
-    got = [n.collect() for n in nodes_a]
-    for batch in batches[:6]:
-        src_a.emit(batch)
+    src_a, _ = build_all(data)
+    got = collect_all(src_a)
+    feed(src_a, batches[:6], close=False)
     Checkpoint(tmp_path / "s.db").save(rtnb.Pipeline(src_a))
-    src_b, nodes_b = build_all(data)
-    assert Checkpoint(tmp_path / "s.db").restore(rtnb.Pipeline(src_b))
-    for out, node in zip(got, nodes_b, strict=True):
-        node.stream.sink(out.append)
-    for batch in batches[6:]:
-        src_b.emit(batch)
-    src_b.close()
-    for node, want, have in zip(nodes, expected, got, strict=True):
-        want_frame = pd.concat(want, ignore_index=True)
-        have_frame = pd.concat(have, ignore_index=True)
-        assert len(want_frame) > 0, node.name
-        pd.testing.assert_frame_equal(have_frame, want_frame, obj=node.name)
+    src_b, _ = build_all(data)
+    pipeline_b = rtnb.Pipeline(src_b)
+    assert Checkpoint(tmp_path / "s.db").restore(pipeline_b)
+    for name, out in got.items():  # the resumed run adds to what the stopped one emitted
+        pipeline_b.node(name).sink(out.append)
+    feed(src_b, batches[6:])
+    assert list(got) == list(expected) == [src.name, *(n.name for n in nodes)]
+    for name, want in expected.items():
+        assert len(want.frame()) > 0, name
+        pd.testing.assert_frame_equal(got[name].frame(), want.frame(), obj=name)
     assert src_b.counters.events == len(data)

@@ -22,6 +22,7 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource
 
 import rtnb
+from rtnb.testing import feed
 from rtnb.viz import plots
 from rtnb.viz._bokeh import BatchedBokehModel
 
@@ -130,17 +131,12 @@ def catch_up(page: Page, board: rtnb.Dashboard, views: list[Any], ref_views: lis
         tm.assert_frame_equal(view.data(), ref.data())
 
 
-def feed(sdf: rtnb.StreamingFrame, df: pd.DataFrame, size: int) -> None:
-    for lo in range(0, len(df), size):
-        sdf.emit(df.iloc[lo:lo + size].reset_index(drop=True))
-
-
 def test_one_scheduler_numbers_each_tick_of_the_board(metrics, monkeypatch):
     sdf, views, board = build_board(metrics, probe_every=0.0)
     model = board.model
     page = Page(model, monkeypatch)
     assert {id(v._scheduler) for v in views} == {id(board.scheduler)}
-    feed(sdf, metrics.iloc[:240], 24)
+    feed(sdf, metrics.iloc[:240], batch_size=24, close=False)
     # Without a loop a view's batch runs a tick (with a loop, the timer ticks): here each
     # emit reaches the five views in turn, and each tick is one numbered update.
     assert [v.updates for v in views] == [10] * len(views)
@@ -151,7 +147,7 @@ def test_one_scheduler_numbers_each_tick_of_the_board(metrics, monkeypatch):
 def test_without_a_page_nothing_is_held(metrics, monkeypatch):
     sdf, views, board = build_board(metrics, probe_every=0.0, max_unacked=BUDGET)
     page = Page(board.model, monkeypatch)  # applies, never acknowledges
-    feed(sdf, metrics.iloc[:3000], 60)
+    feed(sdf, metrics.iloc[:3000], batch_size=60, close=False)
     emits = 3000 // 60
     assert not board.model.engaged
     assert board.model.held_ticks == 0
@@ -171,8 +167,8 @@ def test_behind_the_budget_updates_are_held_and_merged(metrics, monkeypatch):
     ref_page = Page(ref_board.model, monkeypatch)
 
     def both(df: pd.DataFrame) -> None:
-        feed(sdf, df, 60)
-        feed(ref_sdf, df, 60)
+        feed(sdf, df, batch_size=60, close=False)
+        feed(ref_sdf, df, batch_size=60, close=False)
 
     both(metrics.iloc[:300])
     page.acknowledge()  # a page shows the board: flow control engages
@@ -213,9 +209,10 @@ def test_acknowledgements_that_stop_time_out(metrics, monkeypatch):
                                     ack_timeout=5.0)
     model = board.model
     page = Page(model, monkeypatch)
-    feed(sdf, metrics.iloc[:120], 30)
+    feed(sdf, metrics.iloc[:120], batch_size=30, close=False)
     page.acknowledge()
-    feed(sdf, metrics.iloc[120:1200], 30)  # the page closed: no acknowledgement
+    # the page closed: no acknowledgement
+    feed(sdf, metrics.iloc[120:1200], batch_size=30, close=False)
     assert views[0].has_pending and model.held_ticks > 0
     sent = model.messages_sent
     skew[0] = 5.5  # 5.5 s later
@@ -223,7 +220,7 @@ def test_acknowledgements_that_stop_time_out(metrics, monkeypatch):
     assert flushed == len(views) and model.messages_sent > sent
     assert not model.engaged and model.ack_timeouts == 1
     held = model.held_ticks
-    feed(sdf, metrics.iloc[1200:2400], 30)  # flows as without a page
+    feed(sdf, metrics.iloc[1200:2400], batch_size=30, close=False)  # flows as without a page
     assert model.held_ticks == held and not any(v.has_pending for v in views)
     page.acknowledge()  # a page again: engaged again
     assert model.engaged and model.unacked == 0
@@ -237,12 +234,12 @@ def test_a_view_shown_alone_has_flow_control_too(metrics, monkeypatch):
     model = view.widget
     model.probe_every, model.max_unacked = 0.0, BUDGET
     page = Page(model, monkeypatch)
-    feed(sdf, metrics.iloc[:120], 12)
+    feed(sdf, metrics.iloc[:120], batch_size=12, close=False)
     page.acknowledge()
-    feed(sdf, metrics.iloc[120:3000], 12)
+    feed(sdf, metrics.iloc[120:3000], batch_size=12, close=False)
     assert model.held_ticks > 0 and view.has_pending
     page.acknowledge()
-    feed(sdf, metrics.iloc[3000:3012], 12)
+    feed(sdf, metrics.iloc[3000:3012], batch_size=12, close=False)
     expected = metrics.iloc[:3012].groupby("host", sort=False).tail(30)
     got = view.data()
     assert page.sources() == kernel_sources(model)
@@ -285,7 +282,7 @@ def test_what_was_sent_before_the_page_was_known_can_be_acknowledged(metrics, mo
     model = board.model
     model._last_mark = -float("inf")  # the first update is a probe, the next ones are not
     page = Page(model, monkeypatch)
-    feed(sdf, metrics.iloc[:600], 60)
+    feed(sdf, metrics.iloc[:600], batch_size=60, close=False)
     assert model.seq == 1
     page.acknowledge()
     assert model.engaged and model.unacked > BUDGET
@@ -312,8 +309,8 @@ def test_combined_each_tick_is_one_message_carrying_its_number(metrics, monkeypa
     ref_page = Page(ref_board.model, monkeypatch)
 
     def both(df: pd.DataFrame) -> None:
-        feed(sdf, df, 60)
-        feed(ref_sdf, df, 60)
+        feed(sdf, df, batch_size=60, close=False)
+        feed(ref_sdf, df, batch_size=60, close=False)
 
     both(metrics.iloc[:300])
     ticks = board.scheduler.ticks

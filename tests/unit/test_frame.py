@@ -12,6 +12,7 @@ import pytest
 
 import rtnb
 from rtnb import ConfigError, Param, RtnbError, SchemaError, SourceError, StreamingSeries
+from rtnb.testing import collect, feed
 
 T0 = pd.Timestamp("2026-01-01")
 
@@ -46,11 +47,6 @@ def data() -> pd.DataFrame:
     return batch([1, 2, 3, 4, 5, 6],
                  ["a", "b", "a", "c", "b", "a"],
                  [10.0, 60.0, 75.0, np.nan, 50.0, 95.0])
-
-
-def emitted(out: list[pd.DataFrame]) -> pd.DataFrame:
-    assert out, "nothing was emitted"
-    return pd.concat(out)
 
 
 # -- construction ------------------------------------------------------------------------------
@@ -133,18 +129,18 @@ def test_refused_batch_reaches_nobody_and_is_not_counted(sdf, data):
 
 
 def test_datetime64_us_batch_is_converted_to_ns(sdf, data):
-    out = sdf.collect()
+    out = collect(sdf)
     sdf.emit(data.assign(t=data["t"].astype("datetime64[us]")))
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data
     tm.assert_frame_equal(result, expected)
     assert result["t"].dtype == np.dtype("datetime64[ns]")
 
 
 def test_columns_in_another_order_are_reordered(sdf, data):
-    out = sdf.collect()
+    out = collect(sdf)
     sdf.emit(data[["cpu", "t", "host"]])
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data
     tm.assert_frame_equal(result, expected)
 
@@ -164,15 +160,15 @@ def test_counters_count_batches_and_events(sdf, data):
 # -- dead letters ------------------------------------------------------------------------------
 def test_rows_without_event_time_go_to_dead_letters(sdf, data):
     data.loc[[1, 4], "t"] = pd.NaT
-    out = sdf.collect()
-    dead = sdf.dead_letters.collect()
+    out = collect(sdf)
+    dead = collect(sdf.dead_letters)
     sdf.emit(data)
 
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data.drop(index=[1, 4])
     tm.assert_frame_equal(result, expected)
 
-    result = emitted(dead)
+    result = dead.frame(ignore_index=False)
     expected = data.loc[[1, 4]].assign(
         dead_letter_reason=pd.Series(["missing event time in column 't'"] * 2, index=[1, 4],
                                      dtype=str),
@@ -234,9 +230,9 @@ def test_closing_a_derived_frame_closes_the_graph_once(sdf, data):
 # -- column selection ----------------------------------------------------------------------------
 def test_select_columns(sdf, data):
     sel = sdf[["host", "cpu"]]
-    out = sel.collect()
+    out = collect(sel)
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data[["host", "cpu"]]
     tm.assert_frame_equal(result, expected)
     assert sel.time is None
@@ -267,9 +263,9 @@ def test_indexing_by_something_else_raises(sdf):
 def test_attribute_column_access(sdf, data):
     assert isinstance(sdf.cpu, StreamingSeries)
     assert sdf.cpu.name == "cpu"
-    out = sdf[sdf.cpu > 50].collect()
+    out = collect(sdf[sdf.cpu > 50])
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data[data.cpu > 50]
     tm.assert_frame_equal(result, expected)
 
@@ -308,17 +304,17 @@ def test_series_collect(sdf, data):
 ], ids=[">", ">=", "<", "<=", "==", "!=", "&", "|", "~", "isin", "between", "isna", "notna&~",
         "arith", "rsub"])
 def test_mask_matches_pandas(sdf, data, build, pandas_mask):
-    out = sdf[build(sdf)].collect()
+    out = collect(sdf[build(sdf)])
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data[pandas_mask(data)]
     tm.assert_frame_equal(result, expected)
 
 
 def test_between_includes_both_ends(sdf, data):
-    out = sdf[sdf["cpu"].between(60, 95)].collect()
+    out = collect(sdf[sdf["cpu"].between(60, 95)])
     sdf.emit(data)
-    assert emitted(out)["cpu"].tolist() == [60.0, 75.0, 95.0]
+    assert out.frame()["cpu"].tolist() == [60.0, 75.0, 95.0]
 
 
 def test_mask_expression_name(sdf):
@@ -335,18 +331,18 @@ def test_missing_values_in_a_nullable_mask_count_as_false():
     data = pd.DataFrame({"t": pd.date_range(T0, periods=4, freq="s"),
                          "ok": pd.array([True, None, False, True], dtype="boolean"),
                          "cpu": pd.array([70.0, 80.0, None, 10.0], dtype="Float64")})
-    kept, dropped, hot = sdf[sdf["ok"]].collect(), sdf[~sdf["ok"]].collect(), \
-        sdf[sdf["cpu"] > 50].collect()
+    kept, dropped, hot = (collect(sdf[sdf["ok"]]), collect(sdf[~sdf["ok"]]),
+                          collect(sdf[sdf["cpu"] > 50]))
     sdf.emit(data)
-    assert emitted(kept).index.tolist() == [0, 3]
-    assert emitted(dropped).index.tolist() == [2]
-    assert emitted(hot).index.tolist() == [0, 1]
+    assert kept.frame(ignore_index=False).index.tolist() == [0, 3]
+    assert dropped.frame(ignore_index=False).index.tolist() == [2]
+    assert hot.frame(ignore_index=False).index.tolist() == [0, 1]
 
 
 def test_mask_with_nan_float_values_drops_them(sdf, data):
-    out = sdf[(sdf["cpu"] > 0) | (sdf["cpu"] < 0)].collect()
+    out = collect(sdf[(sdf["cpu"] > 0) | (sdf["cpu"] < 0)])
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data.dropna(subset=["cpu"])
     tm.assert_frame_equal(result, expected)
 
@@ -394,9 +390,9 @@ def test_series_truth_value_is_ambiguous(sdf, data):
 
 # -- query, assign, map_batches --------------------------------------------------------------
 def test_query(sdf, data):
-    out = sdf.query("cpu > 50 and host == 'a'").collect()
+    out = collect(sdf.query("cpu > 50 and host == 'a'"))
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data.query("cpu > 50 and host == 'a'")
     tm.assert_frame_equal(result, expected)
 
@@ -408,9 +404,9 @@ def test_invalid_query_raises_at_construction(sdf):
 
 def test_assign_callable_and_series(sdf, data):
     out_frame = sdf.assign(load=lambda df: df["cpu"] / 100, double=sdf["cpu"] * 2)
-    out = out_frame.collect()
+    out = collect(out_frame)
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data.assign(load=data["cpu"] / 100, double=data["cpu"] * 2)
     tm.assert_frame_equal(result, expected)
     assert list(out_frame.columns) == ["t", "host", "cpu", "load", "double"]
@@ -418,9 +414,9 @@ def test_assign_callable_and_series(sdf, data):
 
 
 def test_assign_replaces_a_column(sdf, data):
-    out = sdf.assign(cpu=sdf["cpu"] / 100).collect()
+    out = collect(sdf.assign(cpu=sdf["cpu"] / 100))
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data.assign(cpu=data["cpu"] / 100)
     tm.assert_frame_equal(result, expected)
 
@@ -447,9 +443,9 @@ def test_map_batches(sdf, data):
         return df.nlargest(2, "cpu")
 
     node = sdf.map_batches(top2)
-    out = node.collect()
+    out = collect(node)
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = data.nlargest(2, "cpu")
     tm.assert_frame_equal(result, expected)
     assert node.name == "metrics.top2"
@@ -464,9 +460,9 @@ def test_map_batches_with_explicit_example_and_time(sdf, data):
                        "last": pd.Series([], dtype="datetime64[ns]"),
                        "cpu": pd.Series([], dtype=float)})
     node = sdf.map_batches(per_host, example=ex, time="last", name="per_host")
-    out = node.collect()
+    out = collect(node)
     sdf.emit(data)
-    result = emitted(out)
+    result = out.frame(ignore_index=False)
     expected = per_host(data)
     tm.assert_frame_equal(result, expected)
     assert (node.name, node.time) == ("metrics.per_host", "last")
@@ -527,10 +523,9 @@ def test_agg_mean_of_a_non_numeric_column(sdf):
 
 def test_agg_count_of_a_non_numeric_column_is_allowed(sdf, data):
     agg = sdf.window(rtnb.tumbling("10s")).agg(n=("host", "count"))
-    out = agg.collect()
-    sdf.emit(data)
-    sdf.close()
-    assert emitted(out)["n"].tolist() == [6]
+    out = collect(agg)
+    feed(sdf, data)
+    assert out.frame()["n"].tolist() == [6]
 
 
 @pytest.mark.parametrize("out_name", ["host", "window_start", "window_end"])
@@ -559,11 +554,9 @@ def test_agg_spec_must_be_a_tuple(sdf):
 def test_windowed_mean_matches_pandas(sdf, data):
     agg = sdf.window(rtnb.tumbling("2s"), by="host").agg(mean=("cpu", "mean"),
                                                           n=("cpu", "count"))
-    out = agg.collect()
-    sdf.emit(data.iloc[:3])
-    sdf.emit(data.iloc[3:])
-    sdf.close()
-    result = emitted(out).reset_index(drop=True)
+    out = collect(agg)
+    feed(sdf, data, splits=[3])
+    result = out.frame()
     g = data.assign(window_start=data["t"].dt.floor("2s")).groupby(["window_start", "host"])
     expected = g["cpu"].agg(mean="mean", n="count").reset_index()
     expected.insert(1, "window_end", expected["window_start"] + pd.Timedelta("2s"))
@@ -674,11 +667,11 @@ def test_start_twice_raises(data):
 
 def test_run_replays_everything_and_closes(data):
     src = rtnb.sources.replay(data, time="t", name="src", batch_size=4)
-    out = src.collect()
+    out = collect(src)
     src.run()
-    result = emitted(out)
+    result = out.frame()
     expected = data
-    tm.assert_frame_equal(result.reset_index(drop=True), expected)
+    tm.assert_frame_equal(result, expected)
     assert src.closed
 
 
@@ -686,7 +679,7 @@ def test_source_error_surfaces_from_wait_and_closes_the_frame(data, caplog):
     sdf = frame()
     sdf.attach_source(FailingSource(data.iloc[:2]))
     agg = sdf.window(rtnb.tumbling("1min")).agg(n=("cpu", "count"))
-    out = agg.collect()
+    out = collect(agg)
 
     async def main() -> None:
         sdf.start()
@@ -696,7 +689,7 @@ def test_source_error_surfaces_from_wait_and_closes_the_frame(data, caplog):
         asyncio.run(main())
     assert info.value.source == "feed"
     assert sdf.closed
-    assert emitted(out)["n"].tolist() == [2]  # what arrived before the failure is not lost
+    assert out.frame()["n"].tolist() == [2]  # what arrived before the failure is not lost
     assert sdf.graph.state == "failed" and isinstance(sdf.graph.error, SourceError)
     assert "source of 'metrics' failed: SourceError: feed 'feed' went away" in caplog.text
 

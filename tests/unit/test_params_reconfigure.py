@@ -11,6 +11,7 @@ import pytest
 
 import rtnb
 from rtnb import ConfigError, Param
+from rtnb.testing import collect
 
 T0 = pd.Timestamp("2026-01-01")
 
@@ -29,11 +30,6 @@ def batch(secs: list[float], host: str = "a", cpu: list[float] | None = None) ->
         "host": pd.Series([host] * len(secs), dtype=str),
         "cpu": pd.Series(cpu if cpu is not None else [1.0] * len(secs), dtype=float),
     })
-
-
-def windows(out: list[pd.DataFrame]) -> pd.DataFrame:
-    assert out, "no window was emitted"
-    return pd.concat(out, ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +70,14 @@ def test_windows_after_the_change_use_the_new_size():
     size = size_param("10s")
     sdf = rtnb.StreamingFrame(example(), time="t")
     agg = sdf.window(rtnb.tumbling(size)).agg(n=("cpu", "count"))
-    out = agg.collect()
+    out = collect(agg)
     sdf.emit(batch([1, 5, 12]))
     size.value = "5s"
-    before = len(windows(out))
+    assert out, "no window was emitted"
+    before = len(out.frame())
     sdf.emit(batch([21, 22, 26, 33, 41]))
     sdf.close()
-    after = windows(out).iloc[before:]
+    after = out.frame().iloc[before:]
     assert (after["window_end"] - after["window_start"] == pd.Timedelta("5s")).all()
     assert after["window_start"].tolist() == [T0 + pd.Timedelta(s, unit="s")
                                               for s in (20, 25, 30, 40)]
@@ -108,15 +105,15 @@ def test_nothing_is_lost_or_counted_twice_across_changes(metrics, sizes):
     sdf = rtnb.StreamingFrame(metrics.iloc[:0], time="timestamp")
     agg = sdf.window(rtnb.tumbling(size), by="host").agg(n=("cpu", "count"),
                                                          total=("cpu", "sum"))
-    out = agg.collect()
-    late = agg.late.collect()
+    out = collect(agg)
+    late = collect(agg.late)
     chunks = np.array_split(np.arange(len(metrics)), len(sizes) + 1)
     for i, rows in enumerate(chunks):
         sdf.emit(metrics.iloc[rows])
         if i < len(sizes):
             size.value = sizes[i]
     sdf.close()
-    result = windows(out)
+    result = out.frame()
     assert late == []
     assert result["n"].sum() == metrics["cpu"].notna().sum()
     assert result["total"].sum() == pytest.approx(metrics["cpu"].sum())
@@ -130,7 +127,7 @@ def test_change_from_the_widget_while_a_replay_runs(metrics):
     size = size_param("10s")
     src = rtnb.sources.replay(metrics, batch_size=600, name="src")
     agg = src.window(rtnb.tumbling(size), by="host").agg(n=("cpu", "count"))
-    out = agg.collect()
+    out = collect(agg)
     seen = []
 
     def move_slider(b: pd.DataFrame) -> None:
@@ -140,7 +137,7 @@ def test_change_from_the_widget_while_a_replay_runs(metrics):
 
     src.sink(move_slider)
     asyncio.run(src.arun())
-    result = windows(out)
+    result = out.frame()
     assert size.value == pd.Timedelta("1min")
     assert src.closed
     assert result["n"].sum() == metrics["cpu"].notna().sum()
@@ -152,32 +149,33 @@ def test_rows_for_an_already_closed_window_stay_late_after_a_change():
     size = size_param("10s")
     sdf = rtnb.StreamingFrame(example(), time="t")
     agg = sdf.window(rtnb.tumbling(size)).agg(n=("cpu", "count"))
-    out = agg.collect()
-    late = agg.late.collect()
+    out = collect(agg)
+    late = collect(agg.late)
     sdf.emit(batch([1, 12]))  # [0s, 10s) closed before the change
     size.value = "5s"
     sdf.emit(batch([3]))
-    result = windows(late)
+    result = late.frame()
     expected = batch([3])
     tm.assert_frame_equal(result, expected)
     assert agg.counters.late == 1
-    assert windows(out)["n"].sum() == 2
+    assert out.frame()["n"].sum() == 2
 
 
 def test_rows_for_a_window_flushed_by_the_change_go_to_late():
     size = size_param("10s")
     sdf = rtnb.StreamingFrame(example(), time="t")
     agg = sdf.window(rtnb.tumbling(size)).agg(n=("cpu", "count"))
-    out = agg.collect()
-    late = agg.late.collect()
+    out = collect(agg)
+    late = collect(agg.late)
     sdf.emit(batch([1, 5, 12]))  # watermark 12s; [10s, 20s) is open
     size.value = "5s"  # [10s, 20s) is emitted with the row at 12s
     sdf.emit(batch([11]))  # behind the watermark, inside the flushed [10s, 20s)
     sdf.close()
-    result = windows(late)
+    result = late.frame()
     expected = batch([11])
     tm.assert_frame_equal(result, expected)
-    emitted = windows(out)
+    assert out, "no window was emitted"
+    emitted = out.frame()
     # Tumbling windows never overlap: [10s, 20s) and [10s, 15s) must not both be emitted.
     assert not (emitted["window_start"].iloc[1:].to_numpy()
                 < emitted["window_end"].iloc[:-1].to_numpy()).any()
@@ -187,14 +185,14 @@ def test_a_refused_size_loses_nothing():
     size = Param("1min", min="1s", max="5min", name="size")
     sdf = rtnb.StreamingFrame(example(), time="t")
     agg = sdf.window(rtnb.sliding(size, "10s")).agg(n=("cpu", "count"))
-    out = agg.collect()
+    out = collect(agg)
     sdf.emit(batch([1, 2, 3]))
     with pytest.raises(ConfigError, match="sliding window `every` \\(10s\\) can't be longer "
                                           "than `size` \\(5s\\)"):
         size.value = "5s"
     sdf.emit(batch([4]))
     sdf.close()
-    result = windows(out)
+    result = out.frame()
     # The rows at 1s, 2s and 3s were in the open windows when the slider moved.
     assert result.loc[result["window_start"] == T0, "n"].tolist() == [4]
 
@@ -204,36 +202,36 @@ def test_allowed_lateness_param_keeps_windows_open_longer():
     lateness = Param("0s", min="0s", max="1min", name="lateness")
     sdf = rtnb.StreamingFrame(example(), time="t")
     agg = sdf.window(rtnb.tumbling("10s"), allowed_lateness=lateness).agg(n=("cpu", "count"))
-    out = agg.collect()
-    late = agg.late.collect()
+    out = collect(agg)
+    late = collect(agg.late)
     lateness.value = "15s"
     sdf.emit(batch([1, 25]))  # watermark 10s: only [0s, 10s) closes
     assert agg.watermark == T0 + pd.Timedelta("10s")
     sdf.emit(batch([12]))  # accepted: [10s, 20s) is still open
     assert late == []
-    assert windows(out)["window_start"].tolist() == [T0]
+    assert out.frame()["window_start"].tolist() == [T0]
 
     lateness.value = "0s"
     sdf.emit(batch([26]))  # watermark 26s: [10s, 20s) closes now
     assert agg.watermark == T0 + pd.Timedelta("26s")
-    result = windows(out)
+    result = out.frame()
     assert result["window_start"].tolist() == [T0, T0 + pd.Timedelta("10s")]
     assert result["n"].tolist() == [1, 1]
     sdf.emit(batch([15]))
-    tm.assert_frame_equal(windows(late), batch([15]))
+    tm.assert_frame_equal(late.frame(), batch([15]))
 
 
 def test_raising_the_lateness_never_moves_the_watermark_back():
     lateness = Param("0s", min="0s", max="1min", name="lateness")
     sdf = rtnb.StreamingFrame(example(), time="t")
     agg = sdf.window(rtnb.tumbling("10s"), allowed_lateness=lateness).agg(n=("cpu", "count"))
-    late = agg.late.collect()
+    late = collect(agg.late)
     sdf.emit(batch([25]))
     lateness.value = "30s"
     sdf.emit(batch([26]))
     assert agg.watermark == T0 + pd.Timedelta("25s")
     sdf.emit(batch([5]))  # its window closed before the change: still late
-    tm.assert_frame_equal(windows(late), batch([5]))
+    tm.assert_frame_equal(late.frame(), batch([5]))
 
 
 def test_lateness_change_notifies_listeners_and_describe():

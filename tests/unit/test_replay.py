@@ -13,6 +13,7 @@ import pytest
 import rtnb
 from rtnb import ConfigError, SourceError
 from rtnb.sources.replay import MAX_EVENTS_ENV
+from rtnb.testing import collect
 
 T0 = pd.Timestamp("2026-01-01")
 
@@ -28,11 +29,6 @@ def recorded(secs: list[float] | None = None) -> pd.DataFrame:
     })
 
 
-def replayed(out: list[pd.DataFrame]) -> pd.DataFrame:
-    assert out, "nothing was replayed"
-    return pd.concat(out, ignore_index=True)
-
-
 @pytest.fixture(autouse=True)
 def _no_env_cap(monkeypatch):
     monkeypatch.delenv(MAX_EVENTS_ENV, raising=False)
@@ -42,9 +38,9 @@ def _no_env_cap(monkeypatch):
 def test_replay_a_dataframe():
     df = recorded()
     src = rtnb.sources.replay(df)
-    out = src.collect()
+    out = collect(src)
     src.run()
-    result = replayed(out)
+    result = out.frame()
     expected = df
     tm.assert_frame_equal(result, expected)
     assert (src.name, src.time) == ("replay", "timestamp")
@@ -63,9 +59,9 @@ def test_replay_parquet(tmp_path):
     path = tmp_path / "metrics.parquet"
     df.to_parquet(path)
     src = rtnb.sources.replay(path)
-    out = src.collect()
+    out = collect(src)
     src.run()
-    result = replayed(out)
+    result = out.frame()
     expected = df
     tm.assert_frame_equal(result, expected)
 
@@ -77,9 +73,9 @@ def test_replay_csv(tmp_path, filename):
     path = tmp_path / filename
     df.to_csv(path, index=False)
     src = rtnb.sources.replay(str(path))
-    out = src.collect()
+    out = collect(src)
     src.run()
-    result = replayed(out)
+    result = out.frame()
     expected = df
     tm.assert_frame_equal(result, expected)
 
@@ -87,10 +83,10 @@ def test_replay_csv(tmp_path, filename):
 def test_time_column_of_another_unit_becomes_ns():
     df = recorded()
     src = rtnb.sources.replay(df.assign(timestamp=df["timestamp"].astype("datetime64[us]")))
-    out = src.collect()
+    out = collect(src)
     src.run()
     assert src.dtypes["timestamp"] == np.dtype("datetime64[ns]")
-    tm.assert_frame_equal(replayed(out), df)
+    tm.assert_frame_equal(out.frame(), df)
 
 
 def test_the_bundled_sample_replays_into_windows():
@@ -99,9 +95,9 @@ def test_the_bundled_sample_replays_into_windows():
         ("timestamp", "<", pd.Timestamp("2026-01-05 00:01"))])
     src = rtnb.sources.replay(first_minute.sample(frac=1, random_state=0), batch_size=100)
     agg = src.window(rtnb.tumbling("10s"), by="host").agg(n=("cpu", "count"))
-    out = agg.collect()
+    out = collect(agg)
     src.run()
-    result = replayed(out)
+    result = out.frame()
     assert len(result) == 6 * 12  # six 10 s windows for each of the 12 hosts
     assert (result["n"] == 10).all()
 
@@ -115,9 +111,9 @@ def test_unsorted_input_is_replayed_in_stable_event_time_order():
         "requests": np.arange(6, dtype=np.int64),
     })
     src = rtnb.sources.replay(df, batch_size=2)
-    out = src.collect()
+    out = collect(src)
     src.run()
-    result = replayed(out)
+    result = out.frame()
     expected = df.sort_values("timestamp", kind="stable", ignore_index=True)
     tm.assert_frame_equal(result, expected)
     assert result["host"].tolist() == ["a", "b", "z", "c", "d", "e"]
@@ -126,19 +122,19 @@ def test_unsorted_input_is_replayed_in_stable_event_time_order():
 def test_batch_size_splits_the_replay():
     df = recorded()
     src = rtnb.sources.replay(df, batch_size=2)
-    out = src.collect()
+    out = collect(src)
     src.run()
     assert [len(b) for b in out] == [2, 2, 1]
     assert [b.index.tolist() for b in out] == [[0, 1], [0, 1], [0]]
-    tm.assert_frame_equal(replayed(out), df)
+    tm.assert_frame_equal(out.frame(), df)
 
 
 def test_start_and_end_select_a_half_open_interval():
     df = recorded()
     src = rtnb.sources.replay(df, start=T0 + pd.Timedelta("0.5s"), end="2026-01-01 00:00:01.5")
-    out = src.collect()
+    out = collect(src)
     src.run()
-    result = replayed(out)
+    result = out.frame()
     expected = df.iloc[1:3].reset_index(drop=True)
     tm.assert_frame_equal(result, expected)
 
@@ -155,34 +151,34 @@ def test_nothing_left_after_filtering_closes_at_once():
 def test_max_events():
     df = recorded()
     src = rtnb.sources.replay(df, max_events=3, batch_size=2)
-    out = src.collect()
+    out = collect(src)
     src.run()
-    tm.assert_frame_equal(replayed(out), df.iloc[:3])
+    tm.assert_frame_equal(out.frame(), df.iloc[:3])
 
 
 def test_max_events_counts_from_start():
     df = recorded()
     src = rtnb.sources.replay(df, start="2026-01-01 00:00:01", max_events=2)
-    out = src.collect()
+    out = collect(src)
     src.run()
-    tm.assert_frame_equal(replayed(out), df.iloc[2:4].reset_index(drop=True))
+    tm.assert_frame_equal(out.frame(), df.iloc[2:4].reset_index(drop=True))
 
 
 def test_max_events_from_the_environment(monkeypatch):
     monkeypatch.setenv(MAX_EVENTS_ENV, "2")
     src = rtnb.sources.replay(recorded())
-    out = src.collect()
+    out = collect(src)
     src.run()
-    tm.assert_frame_equal(replayed(out), recorded().iloc[:2])
+    tm.assert_frame_equal(out.frame(), recorded().iloc[:2])
     assert MAX_EVENTS_ENV == "RTNB_REPLAY_MAX_EVENTS"
 
 
 def test_empty_max_events_variable_means_no_cap(monkeypatch):
     monkeypatch.setenv(MAX_EVENTS_ENV, "")
     src = rtnb.sources.replay(recorded())
-    out = src.collect()
+    out = collect(src)
     src.run()
-    assert len(replayed(out)) == 5
+    assert len(out.frame()) == 5
 
 
 def test_max_events_variable_must_be_an_integer(monkeypatch):
@@ -200,10 +196,10 @@ def test_rows_without_time_go_to_dead_letters():
     df = recorded()
     df.loc[1, "timestamp"] = pd.NaT
     src = rtnb.sources.replay(df, batch_size=2)
-    out, dead = src.collect(), src.dead_letters.collect()
+    out, dead = collect(src), collect(src.dead_letters)
     src.run()
-    tm.assert_frame_equal(replayed(out), df.drop(index=1).reset_index(drop=True))
-    assert replayed(dead)["cpu"].tolist() == [10.0]
+    tm.assert_frame_equal(out.frame(), df.drop(index=1).reset_index(drop=True))
+    assert dead.frame()["cpu"].tolist() == [10.0]
     assert src.counters.dead_letters == 1
 
 
@@ -278,9 +274,9 @@ def test_paced_replay_delivers_everything_in_order_and_closes():
     # 2 s of data at 3600x real time: about a millisecond of pacing, plus the ticks.
     df = recorded([0, 0.25, 0.5, 1, 1, 1.5, 2, 2])
     src = rtnb.sources.replay(df, speed=3600, interval="5ms", batch_size=3)
-    out = src.collect()
+    out = collect(src)
     agg = src.window(rtnb.tumbling("1s")).agg(n=("cpu", "count"))
-    windows = agg.collect()
+    windows = collect(agg)
 
     async def main() -> None:
         task = src.start()
@@ -289,12 +285,12 @@ def test_paced_replay_delivers_everything_in_order_and_closes():
         assert task.done()
 
     asyncio.run(main())
-    result = replayed(out)
+    result = out.frame()
     expected = df
     tm.assert_frame_equal(result, expected)
     assert all(len(b) <= 3 for b in out)
     assert src.closed
-    assert replayed(windows)["n"].tolist() == [3, 3, 2]
+    assert windows.frame()["n"].tolist() == [3, 3, 2]
 
 
 def test_stop_ends_a_paced_replay_early_and_still_closes():
@@ -304,7 +300,7 @@ def test_stop_ends_a_paced_replay_early_and_still_closes():
     })
     src = rtnb.sources.replay(df, speed=1.0)  # an hour at real time: only stop() can end it
     agg = src.window(rtnb.tumbling("1h")).agg(n=("cpu", "count"))
-    windows = agg.collect()
+    windows = collect(agg)
     delivered: list[int] = []
 
     def stop_after_first(batch: pd.DataFrame) -> None:
@@ -315,7 +311,7 @@ def test_stop_ends_a_paced_replay_early_and_still_closes():
     asyncio.run(src.arun())
     assert 0 < sum(delivered) < len(df)
     assert src.closed
-    assert replayed(windows)["n"].tolist() == [sum(delivered)]
+    assert windows.frame()["n"].tolist() == [sum(delivered)]
 
 
 def test_stop_ends_an_unpaced_replay_after_the_current_batch():
@@ -330,6 +326,6 @@ def test_stop_ends_an_unpaced_replay_after_the_current_batch():
 def test_stop_before_start_does_nothing():
     src = rtnb.sources.replay(recorded())
     src.stop()
-    out = src.collect()
+    out = collect(src)
     src.run()
-    assert len(replayed(out)) == 5
+    assert len(out.frame()) == 5

@@ -8,7 +8,6 @@ a test calls ``flush()``; the tests that need the notebook's loop run one with a
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ import pytest
 
 import rtnb
 from rtnb import ConfigError, Param, _cells
+from rtnb.testing import assert_frame_equal_unordered, collect, feed, pandas_windows
 from rtnb.viz import BarView, Status, TableView, XYView
 from rtnb.viz.plots import m4
 
@@ -35,22 +35,14 @@ def metrics() -> pd.DataFrame:
         drop=True)
 
 
-def feed(sdf: rtnb.StreamingFrame, df: pd.DataFrame, size: int) -> None:
-    for lo in range(0, len(df), size):
-        sdf.emit(df.iloc[lo:lo + size].reset_index(drop=True))
-
-
 def root_of(df: pd.DataFrame) -> rtnb.StreamingFrame:
     return rtnb.StreamingFrame(df.iloc[:0], time="timestamp", name="metrics")
 
 
-def pandas_windows(df: pd.DataFrame, freq: str, how: str = "mean") -> pd.DataFrame:
-    out = df.groupby(["host", pd.Grouper(key="timestamp", freq=freq)])["cpu"].agg(how)
-    return out.reset_index().rename(columns={"timestamp": "x", "cpu": "y"})
-
-
-def sorted_frame(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return df.sort_values(keys).reset_index(drop=True)
+def drawn_window_means(df: pd.DataFrame, size: str) -> pd.DataFrame:
+    """Each host's tumbling-window cpu means as a line view draws them (x: window start)."""
+    means = pandas_windows(df, time="timestamp", size=size, by="host", aggs={"y": ("cpu", "mean")})
+    return means.rename(columns={"window_start": "x"})[["host", "x", "y"]]
 
 
 def events_sent(view: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -75,10 +67,10 @@ def test_updated_windows_are_patched_and_the_plot_equals_pandas(metrics, monkeyp
     for lo in range(0, len(metrics), 240):  # 20 s of data per batch: windows update 3 times
         sdf.emit(metrics.iloc[lo:lo + 240].reset_index(drop=True))
         view.flush()
-    got = sorted_frame(view.data(), ["host", "x"])
-    expected = sorted_frame(pandas_windows(metrics, "1min"), ["host", "x"])
+    got = view.data()
     assert not got.duplicated(["host", "x"]).any()
-    tm.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12, check_dtype=False)
+    assert_frame_equal_unordered(got, drawn_window_means(metrics, "1min"), by=["host", "x"],
+                                 check_exact=False, rtol=1e-12, check_dtype=False)
     assert "ColumnsPatched" in kinds and "ColumnsStreamed" in kinds
     # a patch carries the changed windows only: far fewer points than were drawn
     assert view.rows_sent < len(metrics) / 10
@@ -108,12 +100,10 @@ def test_every_xy_kind_plots_the_rows_it_was_given(metrics, kind):
     sdf = root_of(metrics)
     view = getattr(sdf.plot, kind)(x="timestamp", y="cpu", by="host", max_points=100_000,
                                    max_fps=NEVER)
-    feed(sdf, metrics, 1000)
+    feed(sdf, metrics, batch_size=1000, close=False)
     view.flush()
-    got = sorted_frame(view.data(), ["host", "x"])
-    expected = sorted_frame(metrics.rename(columns={"timestamp": "x", "cpu": "y"})[
-        ["host", "x", "y"]], ["host", "x"])
-    tm.assert_frame_equal(got, expected, check_dtype=False)
+    expected = metrics.rename(columns={"timestamp": "x", "cpu": "y"})[["host", "x", "y"]]
+    assert_frame_equal_unordered(view.data(), expected, by=["host", "x"], check_dtype=False)
     glyphs = {type(r.glyph).__name__ for r in view.figure.renderers}
     assert glyphs == {"line": {"Line"}, "step": {"Step"}, "scatter": {"Scatter"}}[kind]
 
@@ -124,15 +114,14 @@ def test_band_plots_lower_upper_and_a_line(metrics):
         lo=("cpu", "min"), hi=("cpu", "max"), mid=("cpu", "mean"))
     view = agg.plot.band(x="window_start", lower="lo", upper="hi", y="mid", by="host",
                          max_fps=NEVER)
-    feed(sdf, metrics, 500)
-    sdf.close()
+    feed(sdf, metrics, batch_size=500)
     view.flush()
-    got = sorted_frame(view.data(), ["host", "x"])
+    got = view.data()
     g = metrics.groupby(["host", pd.Grouper(key="timestamp", freq="1min")])["cpu"]
     expected = pd.DataFrame({"y": g.mean(), "lower": g.min(), "upper": g.max()}
                             ).reset_index().rename(columns={"timestamp": "x"})
-    tm.assert_frame_equal(got, sorted_frame(expected, ["host", "x"])[got.columns],
-                          check_exact=False, rtol=1e-12, check_dtype=False)
+    assert_frame_equal_unordered(got, expected[got.columns], by=["host", "x"],
+                                 check_exact=False, rtol=1e-12, check_dtype=False)
     glyphs = sorted(type(r.glyph).__name__ for r in view.figure.renderers)
     assert glyphs == ["Line"] * 12 + ["VArea"] * 12
 
@@ -146,9 +135,9 @@ def test_bar_shows_each_keys_latest_value(metrics, monkeypatch):
     sdf = root_of(metrics)
     bars = sdf.plot.bar(y="cpu", by="host", max_fps=NEVER)
     kinds = events_sent(bars, monkeypatch)
-    feed(sdf, metrics.iloc[:6000], 700)
+    feed(sdf, metrics.iloc[:6000], batch_size=700, close=False)
     bars.flush()
-    feed(sdf, metrics.iloc[6000:12000], 700)
+    feed(sdf, metrics.iloc[6000:12000], batch_size=700, close=False)
     bars.flush()
     expected = metrics.iloc[:12000].groupby("host", sort=False)["cpu"].last().reset_index()
     tm.assert_frame_equal(bars.data(), expected, check_dtype=False)
@@ -160,9 +149,9 @@ def test_bar_shows_each_keys_latest_value(metrics, monkeypatch):
 def test_table_keeps_the_latest_rows(metrics):
     sdf = root_of(metrics)
     table = sdf.plot.table(["timestamp", "host", "cpu"], rows=7, max_fps=NEVER)
-    feed(sdf, metrics.iloc[:5000], 999)
+    feed(sdf, metrics.iloc[:5000], batch_size=999, close=False)
     table.flush()
-    feed(sdf, metrics.iloc[5000:5003], 999)
+    feed(sdf, metrics.iloc[5000:5003], batch_size=999, close=False)
     table.flush()
     expected = metrics.iloc[5003 - 7:5003][["timestamp", "host", "cpu"]].reset_index(drop=True)
     tm.assert_frame_equal(table.data(), expected, check_dtype=False)
@@ -171,9 +160,9 @@ def test_table_keeps_the_latest_rows(metrics):
 def test_table_by_key_patches_each_keys_row(metrics):
     sdf = root_of(metrics)
     table = sdf.plot.table(["timestamp", "cpu", "requests"], by="host", max_fps=NEVER)
-    feed(sdf, metrics.iloc[:3000], 500)
+    feed(sdf, metrics.iloc[:3000], batch_size=500, close=False)
     table.flush()
-    feed(sdf, metrics.iloc[3000:7000], 500)
+    feed(sdf, metrics.iloc[3000:7000], batch_size=500, close=False)
     table.flush()
     expected = metrics.iloc[:7000].groupby("host", sort=False)[
         ["timestamp", "cpu", "requests"]].last().reset_index()
@@ -212,7 +201,7 @@ def test_span_decimates_a_fast_feed_and_keeps_the_extremes(metrics):
     sdf = root_of(metrics)
     view = sdf.plot.line(x="timestamp", y="cpu", by="host", span="40min", max_points=200,
                          max_fps=NEVER)
-    feed(sdf, metrics, 2000)
+    feed(sdf, metrics, batch_size=2000, close=False)
     view.flush()
     got = view.data()
     per_key = got.groupby("host").size()
@@ -270,16 +259,15 @@ def test_what_if_recomputes_the_visible_history_at_the_new_size(metrics):
     size = Param("30s", min="10s", max="10min", name="size")
     agg = sdf.window(rtnb.tumbling(size), by="host", retain="2h").agg(cpu=("cpu", "mean"))
     view = agg.plot.line(x="window_start", y="cpu", by="host", max_fps=NEVER)
-    feed(sdf, metrics, 1000)
+    feed(sdf, metrics, batch_size=1000, close=False)
     view.flush()
     size.value = "2min"
     view.flush()
-    got = sorted_frame(view.data(), ["host", "x"])
     # every window that the retained rows complete, at the new size (the last one is open)
-    expected = pandas_windows(metrics, "2min")
+    expected = drawn_window_means(metrics, "2min")
     expected = expected[expected["x"] + pd.Timedelta("2min") <= metrics["timestamp"].max()]
-    tm.assert_frame_equal(got, sorted_frame(expected, ["host", "x"]), check_exact=False,
-                          rtol=1e-12, check_dtype=False)
+    assert_frame_equal_unordered(view.data(), expected, by=["host", "x"], check_exact=False,
+                                 rtol=1e-12, check_dtype=False)
     assert agg.counters.recomputes == 1
     assert "2min" in view.figure.title.text
 
@@ -288,7 +276,7 @@ def test_what_if_keeps_only_the_retained_span(metrics):
     sdf = root_of(metrics)
     size = Param("1min", min="10s", max="10min", name="size")
     agg = sdf.window(rtnb.tumbling(size), retain="10min").agg(n=("cpu", "count"))
-    feed(sdf, metrics, 1200)
+    feed(sdf, metrics, batch_size=1200, close=False)
     assert agg.retained.rows < len(metrics) / 2
     start = agg.retained.start
     size.value = "5min"
@@ -306,15 +294,14 @@ def test_what_if_on_rolling_smoothing(metrics):
     roll = sdf.rolling(smooth, by="host", retain="1h")["cpu"].mean()
     view = roll.plot.line(x="timestamp", y="cpu", by="host", max_points=10_000,
                           max_fps=NEVER)
-    feed(sdf, metrics, 1000)
+    feed(sdf, metrics, batch_size=1000, close=False)
     smooth.value = "2min"
     view.flush()
-    got = sorted_frame(view.data(), ["host", "x"])
     ordered = metrics.sort_values("timestamp", kind="stable")
     expected = (ordered.groupby("host").rolling("2min", on="timestamp")["cpu"].mean()
                 .reset_index().rename(columns={"timestamp": "x", "cpu": "y"})[["host", "x", "y"]])
-    tm.assert_frame_equal(got, sorted_frame(expected, ["host", "x"]), check_exact=False,
-                          rtol=1e-9, check_dtype=False)
+    assert_frame_equal_unordered(view.data(), expected, by=["host", "x"], check_exact=False,
+                                 rtol=1e-9, check_dtype=False)
 
 
 def test_without_retain_a_change_applies_from_then_on(metrics):
@@ -322,9 +309,9 @@ def test_without_retain_a_change_applies_from_then_on(metrics):
     smooth = Param("30s", min="5s", max="5min", name="smoothing")
     roll = sdf.rolling(smooth, by="host")["cpu"].mean()
     out = roll.collect()
-    feed(sdf, metrics.iloc[:6000], 1000)
+    feed(sdf, metrics.iloc[:6000], batch_size=1000, close=False)
     smooth.value = "1min"
-    feed(sdf, metrics.iloc[6000:], 1000)
+    feed(sdf, metrics.iloc[6000:], batch_size=1000, close=False)
     assert sum(len(b) for b in out) == len(metrics)  # nothing lost, nothing repeated
     with pytest.raises(ConfigError, match="keeps no history to recompute from"):
         roll.recompute()
@@ -462,7 +449,7 @@ def test_rerunning_a_cell_tears_down_what_it_built(metrics, monkeypatch):
     _cells._pre_run_cell(SimpleNamespace(cell_id="cell-1"))  # cell 1 runs again
     assert first.closed and status._closed and not other.closed
     assert list(sdf.graph.views) == [other]
-    feed(sdf, metrics.iloc[:100], 100)
+    feed(sdf, metrics.iloc[:100], batch_size=100, close=False)
     other.flush()
     assert first.sources == {} and len(other.data()) == 12
 
@@ -489,11 +476,11 @@ def test_closed_view_sends_nothing_more(metrics, monkeypatch):
     sdf = root_of(metrics)
     view = sdf.plot.line(x="timestamp", y="cpu", by="host", max_fps=NEVER)
     kinds = events_sent(view, monkeypatch)
-    feed(sdf, metrics.iloc[:100], 100)
+    feed(sdf, metrics.iloc[:100], batch_size=100, close=False)
     view.flush()
     sent = len(kinds)
     view.close()
-    feed(sdf, metrics.iloc[100:200], 100)
+    feed(sdf, metrics.iloc[100:200], batch_size=100, close=False)
     view.flush()
     assert len(kinds) == sent and view not in sdf.graph.views
 
@@ -516,10 +503,7 @@ def test_what_if_equals_a_fresh_run_with_the_new_setting_on_a_disordered_feed(
         rng.random(len(df)) < 0.02)
     feed_df = df.assign(arrival=df["timestamp"] + pd.to_timedelta(delay, unit="s")) \
         .sort_values("arrival", kind="stable").drop(columns="arrival").reset_index(drop=True)
-    cuts = np.sort(rng.choice(np.arange(1, len(feed_df)), 300, replace=False))
-    bounds = [0, *cuts.tolist(), len(feed_df)]
-    batches = [feed_df.iloc[lo:hi].reset_index(drop=True)
-               for lo, hi in itertools.pairwise(bounds)]
+    splits = np.sort(rng.choice(np.arange(1, len(feed_df)), 300, replace=False)).tolist()
 
     def build(sdf: rtnb.StreamingFrame, lateness: Any, setting: Any, retain: Any) -> Any:
         if kind == "rolling":
@@ -535,8 +519,7 @@ def test_what_if_equals_a_fresh_run_with_the_new_setting_on_a_disordered_feed(
     setting = Param(first, min="1s", max="10min", name="setting")
     sdf = root_of(metrics)
     live = build(sdf, lateness, setting, "1h")
-    for b in batches:
-        sdf.emit(b)
+    feed(sdf, feed_df, splits=splits, close=False)
     lateness.value = "10s"
     setting.value = second
     sdf.close()
@@ -544,13 +527,12 @@ def test_what_if_equals_a_fresh_run_with_the_new_setting_on_a_disordered_feed(
 
     fresh_root = root_of(metrics)
     fresh = build(fresh_root, "10s", second, None)
-    out = fresh.collect()
-    for b in batches:
-        fresh_root.emit(b)
-    fresh_root.close()
-    expected = pd.concat(out, ignore_index=True)
+    out = collect(fresh)
+    feed(fresh_root, feed_df, splits=splits)
+    expected = out.frame()
+    assert len(expected) > 0
     keys = [c for c in ("window_start", "timestamp", "host") if c in expected.columns]
-    tm.assert_frame_equal(sorted_frame(got, keys), sorted_frame(expected, keys))
+    assert_frame_equal_unordered(got, expected, by=keys)
     assert live.counters.recomputes == 3  # two Param changes and the explicit call
 
 

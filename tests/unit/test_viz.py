@@ -24,6 +24,7 @@ from bokeh.plotting import figure
 
 import rtnb
 from rtnb import ConfigError, Param
+from rtnb.testing import assert_frame_equal_unordered, pandas_windows
 from rtnb.viz import Dashboard, LineView
 from rtnb.viz._bokeh import BatchedBokehModel
 
@@ -442,15 +443,14 @@ def metrics() -> pd.DataFrame:
     return df
 
 
-def pandas_window_mean(df: pd.DataFrame, size: str) -> pd.DataFrame:
-    start = df["timestamp"].dt.floor(size).rename("window_start")
-    return df.groupby(["host", start])["cpu"].mean().reset_index()
-
-
-def plotted(view: LineView) -> pd.DataFrame:
-    data = view.data().rename(columns={"x": "window_start", "y": "cpu"})
-    data["window_start"] = data["window_start"].astype("datetime64[ns]")
-    return data.sort_values(["host", "window_start"], ignore_index=True)
+def assert_plotted_window_means(view: LineView, df: pd.DataFrame, size: str) -> None:
+    """The view's lines are pandas' tumbling-window cpu means, per host."""
+    result = view.data().rename(columns={"x": "window_start", "y": "cpu"})
+    result = result.astype({"window_start": "datetime64[ns]", "host": object})
+    expected = pandas_windows(df, time="timestamp", size=size, by="host",
+                              aggs={"cpu": ("cpu", "mean")})
+    expected = expected[["host", "window_start", "cpu"]].astype({"host": object})
+    assert_frame_equal_unordered(result, expected, by=["host", "window_start"])
 
 
 def test_plotted_window_means_equal_pandas(metrics):
@@ -461,10 +461,7 @@ def test_plotted_window_means_equal_pandas(metrics):
         sdf.emit(metrics.iloc[rows].sample(frac=1, random_state=i))  # disorder inside batches
         view.flush()
     sdf.close()
-    result = plotted(view)
-    expected = pandas_window_mean(metrics, "1min").astype({"host": object})
-    result = result.astype({"host": object})
-    tm.assert_frame_equal(result, expected)
+    assert_plotted_window_means(view, metrics, "1min")
     assert len(view.sources) == 4
 
 
@@ -486,5 +483,4 @@ def test_plotted_values_in_a_running_notebook_loop_equal_pandas(metrics):
     view = result["view"]
     # per update, one message per line that got rows, plus the few that add each line
     assert view.model.messages_sent <= (view.updates + 6) * len(view.sources)
-    tm.assert_frame_equal(plotted(view).astype({"host": object}),
-                          pandas_window_mean(metrics, "30s").astype({"host": object}))
+    assert_plotted_window_means(view, metrics, "30s")

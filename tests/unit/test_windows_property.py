@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rtnb
+from rtnb.testing import collect, feed, pandas_windows
 
 S = 1_000_000_000  # ns per second
 BASE = pd.Timestamp("2026-01-05").value
@@ -67,56 +68,16 @@ def run_stream(spec: object, batches: list[pd.DataFrame], example: pd.DataFrame,
                lateness_ns: int, by: str | None = "host"):
     sdf = rtnb.StreamingFrame(example=example, time="timestamp")
     agg = sdf.window(spec, by=by, allowed_lateness=pd.Timedelta(lateness_ns)).agg(**AGGS)
-    out = agg.collect()
-    late = agg.late.collect()
-    for batch in batches:
-        sdf.emit(batch)
-    sdf.close()
-    result = (pd.concat(out, ignore_index=True) if out else agg.example)
-    return result, late
+    out = collect(agg)
+    late = collect(agg.late)
+    feed(sdf, batches)
+    return out.frame(), late
 
 
-def pandas_windows(df: pd.DataFrame, size: int, every: int, by: str | None) -> pd.DataFrame:
-    """Reference: every window [s, s + size) with s a multiple of ``every``, computed with
-    boolean masks on the whole frame (independent of the engine's row replication)."""
-    ordered = df.sort_values("timestamp", kind="stable")  # first/last = by event time
-    t = ordered["timestamp"].astype("int64").to_numpy()
-    frames = []
-    if len(t):
-        starts = np.arange((t.min() - size) // every * every + every, t.max() + 1, every)
-        for s in starts:
-            rows = ordered[(t >= s) & (t < s + size)]
-            if not len(rows):
-                continue
-            keys = [by] if by else []
-            grouped = (rows.groupby(keys, dropna=False, sort=False) if by
-                       else rows.groupby(np.zeros(len(rows), dtype=int)))
-            res = grouped["cpu"].agg(
-                n="count", total="sum", mean="mean", var="var", std="std", lo="min", hi="max",
-                first="first", last="last",
-                p90=lambda x: x.quantile(0.9), med="median",
-            ).reset_index(drop=not by)
-            res.insert(0, "window_end", pd.Timestamp(int(s + size)))
-            res.insert(0, "window_start", pd.Timestamp(int(s)))
-            frames.append(res)
-    cols = ["window_start", "window_end", *([by] if by else []), *AGGS]
-    if not frames:
-        return pd.DataFrame(columns=cols)
-    return pd.concat(frames, ignore_index=True)[cols]
-
-
-def pandas_tumbling(df: pd.DataFrame, freq: str) -> pd.DataFrame:
-    """Reference for tumbling windows the way a pandas user writes it."""
-    ordered = df.sort_values("timestamp", kind="stable")
-    grouped = ordered.groupby(["host", pd.Grouper(key="timestamp", freq=freq, origin="epoch")],
-                              dropna=False)
-    res = grouped["cpu"].agg(
-        rows="size", n="count", total="sum", mean="mean", var="var", std="std", lo="min",
-        hi="max", first="first", last="last", p90=lambda x: x.quantile(0.9), med="median")
-    res = res[res["rows"] > 0].drop(columns="rows").reset_index()
-    res = res.rename(columns={"timestamp": "window_start"})
-    res.insert(1, "window_end", res["window_start"] + pd.Timedelta(freq))
-    return res[["window_start", "window_end", "host", *AGGS]]
+def reference(df: pd.DataFrame, size: str, every: str | None = None,
+              by: str | None = "host") -> pd.DataFrame:
+    """pandas on the whole frame: every window [s, s + size) with s a multiple of ``every``."""
+    return pandas_windows(df, time="timestamp", size=size, every=every, by=by, aggs=AGGS)
 
 
 def canonical(frame: pd.DataFrame, by: str | None = "host") -> pd.DataFrame:
@@ -151,7 +112,7 @@ def test_tumbling_equals_pandas_grouper(data, size) -> None:
     df, batches, lateness = data
     result, late = run_stream(rtnb.tumbling(size), batches, df.iloc[:0], lateness)
     assert late == []  # disorder stayed within the lateness: nothing is late
-    expected = pandas_tumbling(df, size)
+    expected = reference(df, size)
     assert_windows_equal(result, expected)
 
 
@@ -160,10 +121,9 @@ def test_tumbling_equals_pandas_grouper(data, size) -> None:
                                               ("5s", "5s")]))
 def test_sliding_equals_pandas_masks(data, shape) -> None:
     df, batches, lateness = data
-    size, every = (pd.Timedelta(x).value for x in shape)
     result, late = run_stream(rtnb.sliding(*shape), batches, df.iloc[:0], lateness)
     assert late == []
-    expected = pandas_windows(df, size, every, "host")
+    expected = reference(df, *shape)
     assert_windows_equal(result, expected)
 
 
@@ -176,7 +136,7 @@ def test_unkeyed_tumbling_with_offset(data) -> None:
     assert late == []
     t = df["timestamp"].astype("int64")
     shifted = df.assign(timestamp=(t - 3 * S).astype("datetime64[ns]"))
-    expected = pandas_windows(shifted, 10 * S, 10 * S, None)
+    expected = reference(shifted, "10s", by=None)
     for c in ["window_start", "window_end"]:
         expected[c] = expected[c] + pd.Timedelta("3s")
     assert_windows_equal(result, expected, by=None)
@@ -188,17 +148,14 @@ def test_update_mode_last_value_of_each_window_is_final(data, size) -> None:
     """emit="update": the last update of every window equals the final result."""
     df, batches, lateness = data
     sdf = rtnb.StreamingFrame(example=df.iloc[:0], time="timestamp")
-    upd = sdf.window(rtnb.tumbling(size), by="host", allowed_lateness=pd.Timedelta(lateness),
-                     emit="update").agg(**AGGS).collect()
-    for batch in batches:
-        sdf.emit(batch)
-    sdf.close()
+    upd = collect(sdf.window(rtnb.tumbling(size), by="host",
+                             allowed_lateness=pd.Timedelta(lateness), emit="update").agg(**AGGS))
+    feed(sdf, batches)
     if not upd:
-        assert pandas_tumbling(df, size).empty
+        assert reference(df, size).empty
         return
-    updates = pd.concat(upd, ignore_index=True)
-    last = updates.drop_duplicates(["window_start", "host"], keep="last")
-    assert_windows_equal(last, pandas_tumbling(df, size))
+    last = upd.frame().drop_duplicates(["window_start", "host"], keep="last")
+    assert_windows_equal(last, reference(df, size))
 
 
 @SETTINGS
@@ -213,9 +170,8 @@ def test_late_events_go_to_late_output_and_nothing_is_lost(data, size, late_by) 
         timestamp=df["timestamp"].max() - pd.Timedelta(lateness) - pd.Timedelta(seconds=late_by)
         - pd.Timedelta(size), cpu=1.0)
     result, late = run_stream(rtnb.tumbling(size), [*batches, straggler], df.iloc[:0], lateness)
-    late_rows = pd.concat(late, ignore_index=True) if late else df.iloc[:0]
-    tm.assert_frame_equal(late_rows.reset_index(drop=True), straggler.reset_index(drop=True))
-    assert_windows_equal(result, pandas_tumbling(df, size))
+    tm.assert_frame_equal(late.frame(), straggler.reset_index(drop=True))
+    assert_windows_equal(result, reference(df, size))
 
 
 def test_within_lateness_updates_window_before_it_closes() -> None:
@@ -348,9 +304,7 @@ def test_rolling_equals_pandas_groupby_rolling(data, window) -> None:
     sdf = rtnb.StreamingFrame(example=df.iloc[:0], time="timestamp")
     roll = sdf.rolling(window, by="host", allowed_lateness=pd.Timedelta(lateness))["cpu"]
     out = roll.agg(*ROLLING).collect()
-    for batch in batches:
-        sdf.emit(batch)
-    sdf.close()
+    feed(sdf, batches)
     ordered = df.sort_values("timestamp", kind="stable").assign(
         host=lambda d: d["host"].fillna("\0"))
     r = ordered.groupby("host", sort=False).rolling(window, on="timestamp")["cpu"]
