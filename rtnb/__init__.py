@@ -27,7 +27,7 @@ from rtnb.errors import (
 from rtnb.frame import StreamingFrame, StreamingSeries, WindowedFrame
 from rtnb.params import Param
 from rtnb.pipeline import Pipeline
-from rtnb.viz import dashboard
+from rtnb.viz import dashboard  # light: views, Bokeh and ipywidgets load on first use
 from rtnb.windows import rows, session, sliding, tumbling
 
 __version__ = "0.1.0.dev0"

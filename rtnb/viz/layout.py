@@ -1,4 +1,7 @@
-"""Lay out live views and Param widgets together in one ipywidgets layout."""
+"""Lay out live views and Param widgets together in one ipywidgets layout.
+
+:func:`rtnb.dashboard` (defined in :mod:`rtnb.viz`, light) builds a :class:`Dashboard`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from rtnb.params import Param
 from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
 from rtnb.viz._schedule import Scheduler
 
-__all__ = ["Dashboard", "dashboard"]
+__all__ = ["Dashboard"]
 
 
 class Dashboard:
@@ -102,25 +105,3 @@ def _is_widget(obj: Any) -> bool:
         return False
     return isinstance(obj, widgets.Widget)
 
-
-def dashboard(*items: Any, ncols: int = 1, share_x: bool = True) -> Dashboard:
-    """Show live views with the Params that tune them, in one layout.
-
-    Parameters
-    ----------
-    *items
-        Views (``sdf.plot.line(...)``), :class:`~rtnb.Param` s and ipywidgets.
-    ncols
-        Plots per row.
-    share_x
-        Pan and zoom all plots together.
-
-    Examples
-    --------
-    >>> import rtnb
-    >>> size = rtnb.Param("10s", min="1s", max="1min", name="window")
-    >>> board = rtnb.dashboard(size)
-    >>> board.controls
-    [Param(window='10s', kind='duration', min='1s', max='1min')]
-    """
-    return Dashboard(items, ncols=ncols, share_x=share_x)
