@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rtnb import metrics
 from rtnb._time import shown, to_ns
 from rtnb.errors import CheckpointError, ConfigError, RtnbError
 from rtnb.sources.replay import Replay
@@ -206,17 +207,19 @@ class _Collector:
                                    "closed (sent to the node's late output)", labels=labels)
         dead = CounterMetricFamily("rtnb_dead_letters", "Rows or records dead-lettered",
                                    labels=labels)
+        snap = metrics.snapshot(self.pipeline.graph)  # what the status widget reads too
         for frame in self.pipeline.frames:
+            node = snap.nodes[frame.name]
             rows.add_metric([name, frame.name], self.counts.rows.get(frame.name, 0))
             batches.add_metric([name, frame.name], self.counts.batches.get(frame.name, 0))
-            late.add_metric([name, frame.name], frame.counters.late)
-            dead.add_metric([name, frame.name], frame.counters.dead_letters)
+            late.add_metric([name, frame.name], node.late)
+            dead.add_metric([name, frame.name], node.dead_letters)
         yield from (rows, batches, late, dead)
         saved = CounterMetricFamily("rtnb_checkpoints", "Checkpoints saved by this process",
                                     labels=["pipeline"])
         saved.add_metric([name], self.counts.checkpoints)
         yield saved
-        stats = getattr(self.pipeline.root.source, "stats", None)
+        stats = snap.source
         if stats is not None:
             src = self.pipeline.root.name
             for field, help_text in (("bytes", "Payload bytes read"),
@@ -231,9 +234,7 @@ class _Collector:
                                         labels=labels)
                 lag.add_metric([name, src], float(stats.lag))
                 yield lag
-        for sink in self.pipeline.sinks:
-            s = sink.stats
-            sink_name = getattr(sink, "name", type(sink).__name__)
+        for sink_name, s in snap.sinks.items():
             for field in ("delivered_rows", "undeliverable_rows", "spooled_rows",
                           "failed_attempts"):
                 family = CounterMetricFamily(f"rtnb_sink_{field}", f"Sink {field}",
