@@ -57,7 +57,7 @@ async def finish(out: str, *, pipeline: str | None = None, record: str | None = 
                  origin: str = "a notebook", timeout: float = 300.0) -> dict[str, Any]:
     """In the notebook's kernel, after its cells: wait for the sources, export, report."""
     for root in _started:
-        if root._task is not None:
+        if root.graph.task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(root.wait(), timeout)
     if not _started:
