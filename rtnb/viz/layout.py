@@ -43,7 +43,7 @@ class Dashboard:
             msg = (f"{shown[0]!r} is already displayed on its own; a view can be shown alone "
                    "or in one dashboard, not both: build a new view for the dashboard")
             raise ConfigError(msg)
-        timed: list[XYView] = [v for v in self.views if isinstance(v, XYView) and v._time_x]
+        timed: list[XYView] = [v for v in self.views if isinstance(v, XYView) and v.time_axis]
         if share_x and len(timed) > 1:
             shared = timed[0].figure.x_range
             for view in timed[1:]:

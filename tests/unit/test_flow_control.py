@@ -23,7 +23,7 @@ from bokeh.models import ColumnDataSource
 
 import rtnb
 from rtnb.testing import feed
-from rtnb.viz import plots
+from rtnb.viz import _view as plots
 from rtnb.viz._bokeh import BatchedBokehModel
 
 EVERY_EMIT = 1e9  # max_fps: a tick per emit (the period is 1 ns)
