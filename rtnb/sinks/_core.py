@@ -15,7 +15,7 @@ sink presses on the pipeline: sources wait before their next batch until it has 
 from __future__ import annotations
 
 import asyncio
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
 
 __all__ = ["CircuitBreaker", "Sink", "SinkStats"]
+
+log = logging.getLogger(__name__)
 
 
 class CircuitBreaker:
@@ -202,8 +204,8 @@ class Sink:
             self.stats.spooled_rows += len(batch)
         else:
             self.stats.undeliverable_rows += len(batch)
-            print(f"rtnb: sink {self.name!r} could not deliver {len(batch)} rows "
-                  f"({self.stats.last_error}); circuit {self.breaker.state}", file=sys.stderr)
+            log.warning("sink %r could not deliver %d rows (%s); circuit %s", self.name,
+                        len(batch), self.stats.last_error, self.breaker.state)
 
     async def _retry_spool(self) -> None:
         while self._spooled:

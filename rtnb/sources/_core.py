@@ -20,12 +20,12 @@ import csv
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import random
 import re
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -62,6 +62,8 @@ Policy: TypeAlias = Literal["block", "drop_oldest", "sample"]
 TimeUnit: TypeAlias = Literal["s", "ms", "us", "ns"]
 Payload: TypeAlias = bytes | str
 Record: TypeAlias = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 def require(module: str, extra: str) -> Any:
@@ -175,21 +177,38 @@ Decoded: TypeAlias = tuple[list[Record], list[int], list[tuple[int, str]]]
 DECODE_ERRORS = (ValueError, UnicodeDecodeError, TypeError)
 
 
+def _failure(decoder: str, exc: Exception) -> str:
+    """The dead-letter reason for a payload ``decoder`` could not decode.
+
+    The error's own words for a malformed payload; with its type for anything else (a
+    ``RecursionError`` on JSON nested too deep, a bug in a user's function).
+    """
+    if isinstance(exc, DECODE_ERRORS):
+        return f"{decoder} decode failed: {exc}"
+    return f"{decoder} decode failed: {type(exc).__name__}: {exc}"
+
+
 class Decoder:
     """Turns one payload into records (a dict, or a list of dicts for a payload with many)."""
 
     name = "decoder"
 
     def decode(self, payload: Payload) -> list[Record]:
-        """The records of ``payload``; raise ``ValueError`` (with the reason) if malformed."""
+        """The records of ``payload``; raise ``ValueError`` (with the reason) if malformed.
+
+        Whatever it raises for a payload makes that payload a dead letter with the error as
+        the reason (so does a ``RecursionError`` on JSON nested too deep); the other
+        payloads of the batch go on.
+        """
         raise NotImplementedError
 
     def decode_batch(self, payloads: Sequence[Payload]) -> Decoded:
         """The records of many payloads: ``(records, owners, failed)``.
 
         ``owners[j]`` is the index of the payload record ``j`` came from; ``failed`` lists
-        ``(index, reason)`` of the payloads that could not be decoded. The result equals
-        calling :meth:`decode` on every payload; subclasses override it to go faster.
+        ``(index, reason)`` of the payloads that could not be decoded (any exception of
+        :meth:`decode` for that payload). The result equals calling :meth:`decode` on every
+        payload; subclasses override it to go faster.
 
         Examples
         --------
@@ -202,8 +221,8 @@ class Decoder:
         for i, payload in enumerate(payloads):
             try:
                 recs = self.decode(payload)
-            except DECODE_ERRORS as exc:
-                failed.append((i, f"{self.name} decode failed: {exc}"))
+            except Exception as exc:  # one payload's problem: its dead letter says which
+                failed.append((i, _failure(self.name, exc)))
                 continue
             records.extend(recs)
             owners.extend([i] * len(recs))
@@ -257,7 +276,7 @@ class JsonDecoder(Decoder):
         starts = list(itertools.accumulate((k + 1 for k in lengths[:-1]), initial=0))
         try:
             parsed = [scan(joined, i) for i in starts]
-        except (StopIteration, ValueError):
+        except Exception:  # malformed or too deep: decode() says which payload, and why
             return super().decode_batch(payloads)
         ends = [e for _, e in parsed]
         values = [v for v, _ in parsed]
@@ -275,8 +294,8 @@ class JsonDecoder(Decoder):
                 continue
             try:  # arrays, and whatever is not an object: the one-by-one way
                 recs = self.decode(payloads[i])
-            except DECODE_ERRORS as exc:
-                failed.append((i, f"{self.name} decode failed: {exc}"))
+            except Exception as exc:
+                failed.append((i, _failure(self.name, exc)))
                 continue
             records.extend(recs)
             owners.extend([i] * len(recs))
@@ -410,18 +429,48 @@ def make_decoder(decoder: str | Decoder | Callable[[Payload], Any],
     raise ConfigError(msg)
 
 
-def _to_time(values: pd.Series, time_unit: TimeUnit) -> pd.Series:
+# What datetime64[ns] holds; pandas parses times beyond it (microseconds), rtnb keeps ns.
+_TIME_MIN, _TIME_MAX = pd.Timestamp.min, pd.Timestamp.max
+TIME_RANGE = f"{_TIME_MIN:%Y-%m-%d} .. {_TIME_MAX:%Y-%m-%d}"
+_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def _outside_ns(times: pd.Series) -> np.ndarray[Any, Any]:
+    """Where a parsed (naive) time is outside what ``datetime64[ns]`` holds."""
+    return ((times < _TIME_MIN) | (times > _TIME_MAX)).to_numpy()
+
+
+def _to_time(values: pd.Series,
+             time_unit: TimeUnit) -> tuple[pd.Series, np.ndarray[Any, Any]]:
+    """Times as ``datetime64[ns]`` (NaT where not a time), and where a time was out of range.
+
+    Numbers are epoch ``time_unit``; other values are parsed as ISO 8601. A time that is
+    one but does not fit in ``datetime64[ns]`` (``"9999-12-31"``, ``2**40`` seconds) is NaT
+    with ``True`` in the mask.
+    """
     numeric, huge = _to_number(values)
     as_number = numeric.notna() | huge
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    outside = huge.copy()
     if as_number.any():
-        out[as_number] = pd.to_datetime(numeric[as_number], unit=time_unit, errors="coerce")
+        numbers = numeric[as_number]
+        floats = numbers.to_numpy(dtype=float, na_value=np.nan)
+        scale = _UNIT_NS[time_unit]
+        beyond = np.isfinite(floats) & ((floats < _TIME_MIN.value / scale) |
+                                        (floats > _TIME_MAX.value / scale))
+        parsed = pd.Series(pd.to_datetime(numbers.where(~beyond), unit=time_unit,
+                                          errors="coerce"), index=numbers.index)
+        beyond = beyond | _outside_ns(parsed)
+        out[as_number] = parsed.where(~beyond).astype("datetime64[ns]")
+        outside[np.flatnonzero(as_number.to_numpy())] |= beyond
     rest = values.notna() & ~as_number
     if rest.any():
         parsed = pd.to_datetime(pd.Series(values[rest].astype(str)), format="ISO8601",
-                                errors="coerce", utc=True)
-        out[rest] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
-    return out
+                                errors="coerce", utc=True).dt.tz_localize(None)
+        beyond = _outside_ns(parsed)
+        out[rest] = parsed.where(~beyond).astype("datetime64[ns]")
+        outside[np.flatnonzero(rest.to_numpy())] |= beyond
+    return out, outside
 
 
 def _to_number(values: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]:
@@ -471,20 +520,19 @@ def _fast_column(values: list[Any], dtype: Any, time_unit: TimeUnit) -> pd.Serie
             if len(heads) != 5 * len(values) or not _ISO_HEADS.fullmatch(heads):
                 return None
             parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601",
-                                    errors="coerce", utc=True)
-            conv = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+                                    errors="coerce", utc=True).dt.tz_localize(None)
         elif kinds and kinds <= {int, float}:
             numbers = np.array(values)
             if numbers.dtype.kind not in "if" or (numbers.dtype.kind == "f"
                                                   and np.isnan(numbers).any()):
                 return None
-            conv = pd.Series(pd.to_datetime(numbers, unit=time_unit, errors="coerce"))
-            conv = conv.astype("datetime64[ns]")
+            parsed = pd.Series(pd.to_datetime(numbers, unit=time_unit, errors="coerce"))
         else:
             return None
-        if conv.isna().any():
+        # NaT, or a time beyond datetime64[ns]: the general path names the values
+        if parsed.isna().any() or _outside_ns(parsed).any():
             return None
-        return conv.astype(dtype)
+        return parsed.astype("datetime64[ns]").astype(dtype)
     if pd.api.types.is_bool_dtype(dtype):
         return pd.Series(np.array(values, dtype=bool)).astype(dtype) if kinds == {bool} \
             else None
@@ -503,9 +551,13 @@ def _fast_column(values: list[Any], dtype: Any, time_unit: TimeUnit) -> pd.Serie
         if not kinds or not kinds <= {int, float, type(None)}:
             return None
         try:
-            return pd.Series(np.array(values, dtype=np.float64)).astype(dtype)
+            floats = np.array(values, dtype=np.float64)
         except OverflowError:
             return None
+        if not np.isfinite(floats).all() and (
+                np.isinf(floats).any() or np.isnan(floats).sum() != values.count(None)):
+            return None  # a NaN or an infinity that arrived as a value: the general path
+        return pd.Series(floats).astype(dtype)
     if kinds == {str}:
         return pd.Series(values, dtype=object).astype(dtype)
     return None
@@ -517,9 +569,13 @@ def coerce(records: list[Record], example: pd.DataFrame, *,
 
     Numbers arriving as strings are converted; a value that cannot be converted, a missing
     value in an integer or boolean column, or a missing field, makes its row bad. Datetime
-    columns accept ISO 8601 strings and numbers (epoch ``time_unit``); a missing time is left
-    to the frame (its rows go to the dead letters there). Returns the coerced frame of the
-    good rows, the boolean mask of bad rows (over ``records``) and the reason for each bad row.
+    columns accept ISO 8601 strings and numbers (epoch ``time_unit``) within what
+    ``datetime64[ns]`` holds (1677-09-21 .. 2262-04-11); a missing time is left to the frame
+    (its rows go to the dead letters there). In float columns ``None`` or no field is a
+    missing value (NaN), while a NaN or an infinity that arrived as the value (JSON's
+    ``NaN``, ``Infinity``, ``1e400``) is not a measurement: its row is bad. Returns the
+    coerced frame of the good rows, the boolean mask of bad rows (over ``records``) and the
+    reason for each bad row.
 
     Examples
     --------
@@ -580,7 +636,8 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
             values = pd.Series([None] * n, index=raw.index, dtype=object)
         missing = values.isna().to_numpy()
         if pd.api.types.is_datetime64_any_dtype(dtype):
-            conv = _to_time(values, time_unit)
+            conv, outside = _to_time(values, time_unit)
+            mark(outside, name, dtype, f"is out of range for datetime64[ns] ({TIME_RANGE})")
             mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a time")
             out[name] = conv.astype(dtype)
         elif pd.api.types.is_bool_dtype(dtype):
@@ -618,6 +675,14 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
             conv, huge = _to_number(values)
             mark(huge, name, dtype, f"is out of range for {dtype}")
             mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a number")
+            # None (or no field) is a missing value; a NaN or an infinity that arrived (JSON's
+            # NaN, Infinity, 1e400; "inf") is not a measurement
+            floats = conv.to_numpy(dtype=float, na_value=np.nan)
+            nonfinite = np.isinf(floats)
+            for i in np.flatnonzero(np.isnan(floats) & missing).tolist():
+                value = records[i].get(name)
+                nonfinite[i] = isinstance(value, float | np.floating) and math.isnan(value)
+            mark(nonfinite, name, dtype, "is not a finite number")
             out[name] = conv
         else:
             out[name] = values.map(lambda v: v if v is None or isinstance(v, str)
@@ -792,6 +857,13 @@ class BufferedSource:
     :meth:`_ack` (called with the positions of a batch once it was processed). Connection
     errors (``OSError``, and the protocol's own errors listed in ``retry_on``) reconnect with
     :class:`Backoff`; other errors stop the source and are re-raised by ``frame.wait()``.
+
+    Both tasks are supervised. Whatever goes wrong with one message (it does not decode,
+    for any reason, or does not fit the schema) makes it a dead letter with the reason and
+    the raw payload, and the rest of its batch goes on; a batch that fails as a whole is
+    processed again one message at a time, so only the messages at fault are dead letters.
+    Any other error of the reader or of the batcher stops the run and is re-raised: the
+    graph's state becomes ``failed``, with the error logged and in ``graph.error``.
     """
 
     name: str = "source"
@@ -916,8 +988,8 @@ class BufferedSource:
                     raise
                 self.stats.reconnects += 1
                 delay = self.backoff.next()
-                print(f"rtnb: source {self.name!r} lost its connection ({self.stats.last_error});"
-                      f" reconnecting in {delay:.2f} s", file=sys.stderr)
+                log.warning("source %r lost its connection (%s); reconnecting in %.2f s",
+                            self.name, self.stats.last_error, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
 
@@ -929,12 +1001,48 @@ class BufferedSource:
         self.stats.connected = True
         self.backoff.reset()
 
-    async def _process(self, frame: StreamingFrame, items: list[tuple[Payload, Any]]) -> None:
-        records, owners, dead = self.decoder.decode_batch([payload for payload, _ in items])
+    def _convert(self, payloads: Sequence[Payload]) -> tuple[pd.DataFrame, list[int],
+                                                              list[tuple[int, str]]]:
+        """Decode and coerce: the good rows, the payload of each row, ``(payload, reason)``."""
+        records, owners, dead = self.decoder.decode_batch(payloads)
         good, bad, reasons = coerce(records, self.example, time_unit=self.time_unit)
-        if reasons:
-            bad_owner = [owners[j] for j in np.flatnonzero(bad)]
-            dead.extend(zip(bad_owner, reasons, strict=True))
+        if not reasons:
+            return good, owners, dead
+        dead.extend(zip([owners[j] for j in np.flatnonzero(bad)], reasons, strict=True))
+        return good, [owners[j] for j in np.flatnonzero(~bad)], dead
+
+    def _convert_each(self, payloads: Sequence[Payload],
+                      error: Exception) -> tuple[pd.DataFrame, list[int], list[tuple[int, str]]]:
+        """:meth:`_convert` one payload at a time, after it failed for the whole batch.
+
+        A payload it still fails for is a dead letter with the error; the others go on.
+        """
+        log.warning("source %r: a batch of %d messages failed (%s: %s); processing it one "
+                    "message at a time", self.name, len(payloads), type(error).__name__, error)
+        frames: list[pd.DataFrame] = []
+        owners: list[int] = []
+        dead: list[tuple[int, str]] = []
+        for i, payload in enumerate(payloads):
+            try:
+                good, _, failed = self._convert([payload])
+            except Exception as exc:  # this message's own problem: its dead letter says what
+                dead.append((i, f"{self.name} could not process the message: "
+                                f"{type(exc).__name__}: {exc}"))
+                continue
+            dead.extend((i, reason) for _, reason in failed)
+            if len(good):
+                frames.append(good)
+                owners.extend([i] * len(good))
+        good = pd.concat(frames, ignore_index=True) if frames else \
+            coerce([], self.example, time_unit=self.time_unit)[0]
+        return good, owners, dead
+
+    async def _process(self, frame: StreamingFrame, items: list[tuple[Payload, Any]]) -> None:
+        payloads = [payload for payload, _ in items]
+        try:
+            good, good_owner, dead = self._convert(payloads)
+        except Exception as exc:  # which message(s): found out one by one
+            good, good_owner, dead = self._convert_each(payloads, exc)
         if dead:
             dead.sort(key=lambda d: d[0])  # in arrival order
             self.stats.dead_letters += len(dead)
@@ -943,7 +1051,6 @@ class BufferedSource:
         done = len(items)  # messages fully handled (emitted or dead-lettered): acknowledged
         if self.max_events is not None and len(good) > self.max_events - self.stats.events:
             keep = max(0, self.max_events - self.stats.events)
-            good_owner = [owners[j] for j in np.flatnonzero(~bad)]
             # the messages whose rows were cut off stay unacknowledged (read again next run)
             done = good_owner[keep] if keep < len(good_owner) else len(items)
             good = good.iloc[:keep]
@@ -1003,19 +1110,19 @@ class BufferedSource:
         stopper = asyncio.ensure_future(stop.wait())
         enough = asyncio.ensure_future(self._enough.wait())
         try:
-            await asyncio.wait({reader, stopper, enough}, return_when=asyncio.FIRST_COMPLETED)
+            # Both tasks are watched: whichever fails first stops the run with its error.
+            await asyncio.wait({reader, batcher, stopper, enough},
+                               return_when=asyncio.FIRST_COMPLETED)
             halt.set()
             self._wake.set()
+            if batcher.done():  # it only ends on its own when the reader did, or on a bug
+                await self._stop_reader(reader)
+                batcher.result()  # raises the batcher's error
             # Process what is buffered while the reader's connection is still open (acks
             # travel on it), then stop the reader.
             self._draining = True
             await batcher
-            for _ in range(50):  # cancel until it is done (a client may swallow one)
-                if reader.done():
-                    break
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(reader), 0.2)
+            await self._stop_reader(reader)
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
             await self._finish()
@@ -1023,6 +1130,16 @@ class BufferedSource:
             for task in (reader, batcher, stopper, enough):
                 task.cancel()
             await self._close()
+
+    @staticmethod
+    async def _stop_reader(reader: asyncio.Task[None]) -> None:
+        """Cancel the reader until it is done (a client may swallow a cancellation)."""
+        for _ in range(50):
+            if reader.done():
+                return
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), 0.2)
 
     def event_clock(self) -> pd.Timestamp:
         """Live sources: event time now is the wall clock (UTC, naive)."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import struct
-import sys
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal
@@ -33,6 +33,8 @@ from rtnb.sources._core import (
 )
 
 __all__ = ["MqttSource", "mqtt"]
+
+log = logging.getLogger(__name__)
 
 BARRIER = "$rtnb/ack-barrier"  # never subscribed: UNSUBSCRIBE from it is a no-op round trip
 AUTH_FAILED = {4, 5, 134, 135}  # bad user name or password / not authorized (3.1.1 and 5)
@@ -300,9 +302,9 @@ class MqttSource(BufferedSource):
             async with asyncio.timeout(self.settle_timeout):
                 self.reclaimed += await self._reclaim(at_risk)
         except (OSError, TimeoutError, self._aiomqtt.MqttError) as exc:
-            print(f"rtnb: source {self.name!r} could not resume its session to acknowledge "
-                  f"messages already processed ({type(exc).__name__}: {exc}); the broker may "
-                  f"deliver up to {len(at_risk)} of them again", file=sys.stderr)
+            log.warning("source %r could not resume its session to acknowledge messages "
+                        "already processed (%s: %s); the broker may deliver up to %d of them "
+                        "again", self.name, type(exc).__name__, exc, len(at_risk))
 
     async def _reclaim(self, at_risk: dict[int, int]) -> int:
         client = self._make_client(first=False)
