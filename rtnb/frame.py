@@ -19,7 +19,7 @@ from rtnb._time import DurationLike, format_duration, to_ns
 from rtnb.aggregations import Aggregation, Count, make_aggregation
 from rtnb.detect.detectors import Detector, DetectorLogic
 from rtnb.errors import ConfigError, RtnbError, SchemaError
-from rtnb.graph import Graph
+from rtnb.graph import Graph, Unsubscribe
 from rtnb.params import Param, resolve
 from rtnb.series import StreamingSeries
 from rtnb.stateful import StatefulNode
@@ -950,9 +950,18 @@ class StatefulFrame(StreamingFrame):
             self._retained.restore(state["retained"])
 
     # -- Params ----------------------------------------------------------------------------
-    def on_reconfigure(self, callback: Callable[[Any], None]) -> None:
-        """Call ``callback(frame)`` after a Param changed this frame's setting."""
+    def on_reconfigure(self, callback: Callable[[Any], None]) -> Unsubscribe:
+        """Call ``callback(frame)`` after a Param changed this frame's setting.
+
+        Returns the handle that unsubscribes ``callback``.
+        """
         self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return unsubscribe
 
     def _reconfigured(self) -> None:
         for callback in list(self._listeners):

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
+import logging
 import time
 from typing import TYPE_CHECKING
+
+log = logging.getLogger("rtnb")
 
 if TYPE_CHECKING:
     from rtnb.viz._bokeh import BatchedBokehModel
@@ -106,8 +108,8 @@ class Scheduler:
                 try:
                     view._flush(now)
                 except Exception as exc:  # keep the other views alive, say what failed
-                    print(f"rtnb: {view!r} failed to update: {type(exc).__name__}: {exc}",
-                          file=sys.stderr)
+                    log.exception("%r failed to update: %s: %s", view, type(exc).__name__,
+                                  exc)
         self.ticks += 1
         return len(due)
 
@@ -131,8 +133,7 @@ class Scheduler:
                     # began): the sends, not only the ticks, are a period apart
                     self._last_tick = loop.time()
             except Exception as exc:  # keep the timer alive, say what failed
-                print(f"rtnb: {self!r} failed to tick: {type(exc).__name__}: {exc}",
-                      file=sys.stderr)
+                log.exception("%r failed to tick: %s: %s", self, type(exc).__name__, exc)
             if all(v.closed or (v.frame.closed and not v.has_pending) for v in self.views):
                 return
 

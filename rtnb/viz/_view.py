@@ -142,12 +142,12 @@ class View:
         """Subscribe to the frame; call at the end of a subclass's ``__init__``."""
         frame = self.frame
         self._sink = frame.sink(self._on_batch)
-        engine = _engine_frame(frame)
-        if engine is not None:
-            engine.on_reconfigure(self._on_reconfigure)
         graph = frame.graph
         self._unsubscribe = [graph.on_close(self._on_stream_end), graph.on_reset(self._on_reset),
                              graph.add_view(self)]
+        engine = _engine_frame(frame)
+        if engine is not None:
+            self._unsubscribe.append(engine.on_reconfigure(self._on_reconfigure))
         self._scheduler.add(self)
         self._scheduler.wake()
         _cells.track(self)
