@@ -172,7 +172,7 @@ def replay(
 
 
 def _masked(url: str) -> str:
-    from rtnb.sources._core import mask_url
+    from rtnb._net import mask_url
 
     return url if url == "-" else mask_url(url)
 

@@ -16,7 +16,8 @@ transitions per key; :func:`evaluate` scores them against labelled incidents (pr
 recall, delay, NAB score).
 """
 
-from rtnb.detect.absence import absence
+from rtnb.detect._absence import absence
+from rtnb.detect._evaluate import Evaluation, evaluate
 from rtnb.detect.alerts import AlertRule, alert
 from rtnb.detect.detectors import (
     EWMA,
@@ -27,7 +28,6 @@ from rtnb.detect.detectors import (
     Threshold,
     ZScore,
 )
-from rtnb.detect.evaluate import Evaluation, evaluate
 
 __all__ = ["EWMA", "MAD", "AlertRule", "Detector", "Evaluation", "RateOfChange",
            "RollingQuantile", "Threshold", "ZScore", "absence", "alert", "evaluate"]

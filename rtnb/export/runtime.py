@@ -32,7 +32,7 @@ import pandas as pd
 from rtnb import metrics
 from rtnb._time import shown, to_ns
 from rtnb.errors import CheckpointError, ConfigError, RtnbError
-from rtnb.sources.replay import Replay
+from rtnb.sources._replay import Replay
 from rtnb.state.checkpoint import Checkpoint, source_kind
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
+from rtnb._net import Backoff
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
-from rtnb.sources._core import Backoff
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame

@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
+from rtnb._net import mask_url, require, secret, tls_context
 from rtnb.errors import ConfigError
 from rtnb.sinks._core import Sink
 from rtnb.sinks.targets import records
-from rtnb.sources._core import mask_url, require, secret, tls_context
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame

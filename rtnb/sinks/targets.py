@@ -13,10 +13,10 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from rtnb._net import mask_url, require, secret, tls_context
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.sinks._core import Sink
-from rtnb.sources._core import mask_url, require, secret, tls_context
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame

@@ -9,16 +9,16 @@ rtnb[redis]``); a missing one raises :class:`~rtnb.MissingExtraError` naming the
 """
 
 from rtnb import _record
-from rtnb.sources.amqp import amqp
+from rtnb.sources._amqp import amqp
+from rtnb.sources._kafka import kafka
+from rtnb.sources._mqtt import mqtt
+from rtnb.sources._nats import nats
+from rtnb.sources._redis import redis_stream
+from rtnb.sources._replay import replay
+from rtnb.sources._sse import sse
+from rtnb.sources._tail import tail
+from rtnb.sources._websocket import websocket
 from rtnb.sources.base import Source
-from rtnb.sources.kafka import kafka
-from rtnb.sources.mqtt import mqtt
-from rtnb.sources.nats import nats
-from rtnb.sources.redis import redis_stream
-from rtnb.sources.replay import replay
-from rtnb.sources.sse import sse
-from rtnb.sources.tail import tail
-from rtnb.sources.websocket import websocket
 
 # Each source call is recorded on the frame it returns, so a pipeline can be exported as code.
 amqp = _record.function(amqp)

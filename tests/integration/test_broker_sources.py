@@ -554,7 +554,7 @@ def test_mqtt_acks_lost_with_the_connection_are_sent_again_when_the_run_ends(top
             src = rtnb.sources.mqtt(topic, f"mqtt://127.0.0.1:{proxy.port}", example=EXAMPLE,
                                     client_id=client_id, max_batch=buffer, buffer=buffer,
                                     max_events=n)
-            src.source.backoff = rtnb.sources._core.Backoff(base=60, cap=60)  # no reconnect
+            src.source.backoff = rtnb._net.Backoff(base=60, cap=60)  # no reconnect
             out = src.collect()
             src.start()
             await until(lambda: src.source.stats.connected, what="subscribed")

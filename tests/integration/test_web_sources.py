@@ -265,7 +265,7 @@ def test_block_policy_bounds_memory_and_loses_nothing(data):
 
 
 def test_replayable_sources_refuse_dropping_policies(tmp_path):
-    from rtnb.sources.tail import TailSource
+    from rtnb.sources._tail import TailSource
 
     with pytest.raises(rtnb.ConfigError, match="would lose data it could keep"):
         TailSource(tmp_path / "x", from_start=True, poll_s=0.1, header=False, follow=False,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import rtnb
-from rtnb.detect.evaluate import evaluate, scaled_sigmoid
+from rtnb.detect._evaluate import evaluate, scaled_sigmoid
 
 T = pd.Timestamp("2026-01-01")
 

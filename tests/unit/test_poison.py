@@ -19,8 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rtnb
-from rtnb.sources import _core
-from rtnb.sources._core import BufferedSource, Decoder, _coerce_general, attach, coerce
+from rtnb.sources import _runner
+from rtnb.sources._coerce import _coerce_general, coerce
+from rtnb.sources._decode import Decoder, make_decoder
+from rtnb.sources._runner import BufferedSource, attach
 
 EXAMPLE = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
                         "host": pd.Series([], dtype="str"),
@@ -132,8 +134,7 @@ def test_decoders_turn_any_error_of_one_payload_into_its_dead_letter():
     deep = json.dumps(good(1))[:-1] + f', "x": {DEEP}}}'
     payloads = [json.dumps(good(0)).encode(), deep.encode(), json.dumps(good(2)).encode()]
     for batch in (payloads, [p.decode() for p in payloads], payloads[1:2]):
-        records, owners, failed = rtnb.sources._core.make_decoder(
-            "json", EXAMPLE).decode_batch(batch)
+        records, owners, failed = make_decoder("json", EXAMPLE).decode_batch(batch)
         assert [i for i, _ in failed] == [1 if len(batch) == 3 else 0]
         assert failed[0][1].startswith("json decode failed: RecursionError: maximum recursion")
         assert records == [good(0), good(2)][:len(batch) - 1]
@@ -143,7 +144,7 @@ def test_decoders_turn_any_error_of_one_payload_into_its_dead_letter():
             raise KeyError("boom")
         return json.loads(payload)
 
-    records, owners, failed = rtnb.sources._core.make_decoder(parse, EXAMPLE).decode_batch(
+    records, owners, failed = make_decoder(parse, EXAMPLE).decode_batch(
         [b'{"a": 1}', b"boom", b'{"a": 2}'])
     assert records == [{"a": 1}, {"a": 2}] and owners == [0, 2]
     assert failed == [(1, "parse decode failed: KeyError: 'boom'")]
@@ -204,7 +205,7 @@ def test_a_batch_that_fails_as_a_whole_is_processed_one_message_at_a_time(monkey
     payloads = [json.dumps(r).encode() for r in records]
     payloads[1] = b"boom"
     payloads[4] = json.dumps({**good(4), "host": "kaboom"}).encode()
-    real_coerce = _core.coerce
+    real_coerce = _runner.coerce
 
     def fragile_coerce(batch: list[dict[str, Any]], example: pd.DataFrame,
                        **kwargs: Any) -> Any:
@@ -213,7 +214,7 @@ def test_a_batch_that_fails_as_a_whole_is_processed_one_message_at_a_time(monkey
             raise ZeroDivisionError(msg)
         return real_coerce(batch, example, **kwargs)
 
-    monkeypatch.setattr(_core, "coerce", fragile_coerce)
+    monkeypatch.setattr(_runner, "coerce", fragile_coerce)
     source = Feed(payloads, decoder=BatchBug(), max_events=4)
     rows, dead, _ = run(source)
     tm.assert_frame_equal(rows, expected_frame([records[i] for i in (0, 2, 3, 5)]))

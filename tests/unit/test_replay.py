@@ -12,7 +12,7 @@ import pytest
 
 import rtnb
 from rtnb import ConfigError, SourceError
-from rtnb.sources.replay import MAX_EVENTS_ENV
+from rtnb.sources._replay import MAX_EVENTS_ENV
 from rtnb.testing import collect
 
 T0 = pd.Timestamp("2026-01-01")

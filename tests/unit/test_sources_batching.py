@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 import rtnb
-from rtnb.sources._core import BufferedSource
+from rtnb.sources._runner import BufferedSource
 
 EXAMPLE = pd.DataFrame({"i": pd.Series([], dtype="int64")})
 
@@ -55,7 +55,7 @@ class Windowed(BufferedSource):
 def test_a_small_delivery_window_does_not_wait_max_delay_per_batch():
     source = Windowed(100, 10, name="windowed", decoder="json", example=EXAMPLE,
                       max_batch=10_000, max_delay="1h", max_events=100)
-    frame = rtnb.sources._core.attach(source, None)
+    frame = rtnb.sources._runner.attach(source, None)
     batches = frame.collect()
 
     asyncio.run(asyncio.wait_for(frame.arun(), 60))

@@ -13,12 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtnb.sources._core import (
-    Decoder,
-    _coerce_general,
-    coerce,
-    make_decoder,
-)
+from rtnb.sources._coerce import _coerce_general, coerce
+from rtnb.sources._decode import Decoder, make_decoder
 
 EXAMPLE = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
                         "host": pd.Series([], dtype="str"),
@@ -193,7 +189,7 @@ def sse_reference(text: str, event: str | None) -> list[tuple[str, str | None]]:
 def test_sse_events_cut_from_chunks_equal_a_line_by_line_parser(events, eol, cuts, event):
     """Whatever the chunking and the line ends, the same payloads and last event ids."""
     import rtnb
-    from rtnb.sources.sse import EventBlocks
+    from rtnb.sources._sse import EventBlocks
 
     text = "".join(eol.join(lines) + eol + eol for lines in events)
     source = rtnb.sources.sse("http://127.0.0.1:1/", example={"a": "float64"},

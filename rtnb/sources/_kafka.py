@@ -15,20 +15,13 @@ from typing import Any
 
 import pandas as pd
 
+from rtnb._net import require, secret, tls_context
 from rtnb._time import DurationLike
 from rtnb.errors import ConfigError
 from rtnb.frame import StreamingFrame
-from rtnb.sources._core import (
-    BufferedSource,
-    Decoder,
-    Payload,
-    TimeUnit,
-    as_example,
-    attach,
-    require,
-    secret,
-    tls_context,
-)
+from rtnb.sources._coerce import TimeUnit, as_example
+from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["KafkaSource", "kafka"]
 

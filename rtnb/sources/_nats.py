@@ -13,22 +13,13 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from rtnb._net import mask_url, require, secret, tls_context
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import CheckpointError, ConfigError, SourceError
 from rtnb.frame import StreamingFrame
-from rtnb.sources._core import (
-    BufferedSource,
-    Decoder,
-    Payload,
-    Policy,
-    TimeUnit,
-    as_example,
-    attach,
-    mask_url,
-    require,
-    secret,
-    tls_context,
-)
+from rtnb.sources._coerce import TimeUnit, as_example
+from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._runner import BufferedSource, Policy, attach
 
 __all__ = ["NatsSource", "nats"]
 
@@ -67,7 +58,7 @@ class NatsSource(BufferedSource):
     if it was processed. Messages left over when the run stops (``max_events``) are
     negatively acknowledged so the next run gets them at once.
 
-    Reconnects use rtnb's :class:`~rtnb.sources._core.Backoff`, not nats-py's own reconnect
+    Reconnects use rtnb's :class:`~rtnb._net.Backoff`, not nats-py's own reconnect
     logic (``allow_reconnect=False``): every lost connection is counted in
     ``stats.reconnects``, re-creates the subscription and resends acks that did not make it.
     """

@@ -13,15 +13,9 @@ import pandas as pd
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import CheckpointError, ConfigError
 from rtnb.frame import StreamingFrame
-from rtnb.sources._core import (
-    BufferedSource,
-    CsvDecoder,
-    Decoder,
-    Payload,
-    TimeUnit,
-    as_example,
-    attach,
-)
+from rtnb.sources._coerce import TimeUnit, as_example
+from rtnb.sources._decode import CsvDecoder, Decoder, Payload
+from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["TailSource", "tail"]
 

@@ -9,22 +9,13 @@ from typing import Any
 
 import pandas as pd
 
+from rtnb._net import mask_url, require, secret, tls_context
 from rtnb._time import DurationLike
 from rtnb.errors import SourceError
 from rtnb.frame import StreamingFrame
-from rtnb.sources._core import (
-    BufferedSource,
-    Decoder,
-    Payload,
-    Policy,
-    TimeUnit,
-    as_example,
-    attach,
-    mask_url,
-    require,
-    secret,
-    tls_context,
-)
+from rtnb.sources._coerce import TimeUnit, as_example
+from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._runner import BufferedSource, Policy, attach
 
 __all__ = ["SSESource", "sse"]
 

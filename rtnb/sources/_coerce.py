@@ -1,0 +1,314 @@
+"""Coercion: decoded records into the columns and dtypes of a frame's ``example``.
+
+Each column is converted in one vectorised step when its values are clean (the fast path);
+otherwise row by row where needed, with a reason for every row that does not fit (the
+general path). Both give the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from rtnb.errors import ConfigError
+from rtnb.sources._decode import Record
+
+__all__ = ["TIME_RANGE", "TimeUnit", "as_example", "coerce"]
+
+TimeUnit: TypeAlias = Literal["s", "ms", "us", "ns"]
+
+
+def as_example(example: pd.DataFrame | dict[str, Any], what: str) -> pd.DataFrame:
+    """An empty frame with the schema: a DataFrame, or ``{"column": dtype}``.
+
+    Examples
+    --------
+    >>> as_example({"t": "datetime64[ns]", "host": "str", "cpu": "float64"}, "feed").dtypes
+    t       datetime64[ns]
+    host               str
+    cpu            float64
+    dtype: object
+    """
+    if isinstance(example, pd.DataFrame):
+        return example.iloc[:0]
+    if isinstance(example, dict) and example:
+        try:
+            return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in example.items()})
+        except (TypeError, ValueError) as exc:
+            msg = f"{what}: bad schema {example!r}: {exc}"
+            raise ConfigError(msg) from exc
+    msg = (f"{what} needs `example`: an empty DataFrame with the columns and dtypes of the "
+           f"records, or a dict such as {{'timestamp': 'datetime64[ns]', 'cpu': 'float64'}}; "
+           f"got {example!r}")
+    raise ConfigError(msg)
+
+
+# What datetime64[ns] holds; pandas parses times beyond it (microseconds), rtnb keeps ns.
+_TIME_MIN, _TIME_MAX = pd.Timestamp.min, pd.Timestamp.max
+TIME_RANGE = f"{_TIME_MIN:%Y-%m-%d} .. {_TIME_MAX:%Y-%m-%d}"
+_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def _outside_ns(times: pd.Series) -> np.ndarray[Any, Any]:
+    """Where a parsed (naive) time is outside what ``datetime64[ns]`` holds."""
+    return ((times < _TIME_MIN) | (times > _TIME_MAX)).to_numpy()
+
+
+def _to_time(values: pd.Series,
+             time_unit: TimeUnit) -> tuple[pd.Series, np.ndarray[Any, Any]]:
+    """Times as ``datetime64[ns]`` (NaT where not a time), and where a time was out of range.
+
+    Numbers are epoch ``time_unit``; other values are parsed as ISO 8601. A time that is
+    one but does not fit in ``datetime64[ns]`` (``"9999-12-31"``, ``2**40`` seconds) is NaT
+    with ``True`` in the mask.
+    """
+    numeric, huge = _to_number(values)
+    as_number = numeric.notna() | huge
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    outside = huge.copy()
+    if as_number.any():
+        numbers = numeric[as_number]
+        floats = numbers.to_numpy(dtype=float, na_value=np.nan)
+        scale = _UNIT_NS[time_unit]
+        beyond = np.isfinite(floats) & ((floats < _TIME_MIN.value / scale) |
+                                        (floats > _TIME_MAX.value / scale))
+        parsed = pd.Series(pd.to_datetime(numbers.where(~beyond), unit=time_unit,
+                                          errors="coerce"), index=numbers.index)
+        beyond = beyond | _outside_ns(parsed)
+        out[as_number] = parsed.where(~beyond).astype("datetime64[ns]")
+        outside[np.flatnonzero(as_number.to_numpy())] |= beyond
+    rest = values.notna() & ~as_number
+    if rest.any():
+        parsed = pd.to_datetime(pd.Series(values[rest].astype(str)), format="ISO8601",
+                                errors="coerce", utc=True).dt.tz_localize(None)
+        beyond = _outside_ns(parsed)
+        out[rest] = parsed.where(~beyond).astype("datetime64[ns]")
+        outside[np.flatnonzero(rest.to_numpy())] |= beyond
+    return out, outside
+
+
+def _to_number(values: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]:
+    """``pd.to_numeric(errors="coerce")`` as float or int, and where a value overflowed.
+
+    An integer too large for a float (JSON allows any) makes ``pd.to_numeric`` raise; such
+    values come back as NaN with ``True`` in the mask, every other value as pandas gives it.
+    """
+    try:
+        return pd.to_numeric(values, errors="coerce"), np.zeros(len(values), dtype=bool)
+    except OverflowError:
+        pass
+    huge = np.array([isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2 ** 1023
+                     for v in values], dtype=bool)
+    rest = values.where(~huge, None)
+    return pd.to_numeric(rest, errors="coerce").astype(float), huge
+
+
+def _exact_int(value: Any) -> int | None:
+    """The integer a number (or a numeric string) stands for, without a float's rounding.
+
+    ``None`` for an infinity.
+    """
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+    elif isinstance(value, int | np.integer):
+        return int(value)
+    number = float(value)
+    return int(number) if math.isfinite(number) else None
+
+
+_ABSENT = object()  # a field a record does not have
+_ISO_HEADS = re.compile(r"(?:[0-9]{4}-)*")  # "YYYY-" x n: never a number
+
+
+def _fast_column(values: list[Any], dtype: Any, time_unit: TimeUnit) -> pd.Series | None:
+    """One column of clean values converted to ``dtype`` without a per-row Python step.
+
+    ``None`` when the column needs the general path (other types, anything bad).
+    """
+    kinds = set(map(type, values))
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        if kinds == {str}:
+            # to_numeric would try every string first; "YYYY-..." can't be a number
+            heads = "".join([v[:5] for v in values])
+            if len(heads) != 5 * len(values) or not _ISO_HEADS.fullmatch(heads):
+                return None
+            parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601",
+                                    errors="coerce", utc=True).dt.tz_localize(None)
+        elif kinds and kinds <= {int, float}:
+            numbers = np.array(values)
+            if numbers.dtype.kind not in "if" or (numbers.dtype.kind == "f"
+                                                  and np.isnan(numbers).any()):
+                return None
+            parsed = pd.Series(pd.to_datetime(numbers, unit=time_unit, errors="coerce"))
+        else:
+            return None
+        # NaT, or a time beyond datetime64[ns]: the general path names the values
+        if parsed.isna().any() or _outside_ns(parsed).any():
+            return None
+        return parsed.astype("datetime64[ns]").astype(dtype)
+    if pd.api.types.is_bool_dtype(dtype):
+        return pd.Series(np.array(values, dtype=bool)).astype(dtype) if kinds == {bool} \
+            else None
+    if pd.api.types.is_integer_dtype(dtype):
+        if kinds != {int}:
+            return None
+        try:
+            ints = np.array(values, dtype=np.int64)
+        except OverflowError:
+            return None
+        limits = np.iinfo(dtype)
+        if len(ints) and (ints.min() < limits.min or ints.max() > limits.max):
+            return None  # the general path names the values out of range
+        return pd.Series(ints).astype(dtype)
+    if pd.api.types.is_float_dtype(dtype):
+        if not kinds or not kinds <= {int, float, type(None)}:
+            return None
+        try:
+            floats = np.array(values, dtype=np.float64)
+        except OverflowError:
+            return None
+        if not np.isfinite(floats).all() and (
+                np.isinf(floats).any() or np.isnan(floats).sum() != values.count(None)):
+            return None  # a NaN or an infinity that arrived as a value: the general path
+        return pd.Series(floats).astype(dtype)
+    if kinds == {str}:
+        return pd.Series(values, dtype=object).astype(dtype)
+    return None
+
+
+def coerce(records: list[Record], example: pd.DataFrame, *,
+           time_unit: TimeUnit = "s") -> tuple[pd.DataFrame, np.ndarray[Any, Any], list[str]]:
+    """Build the example's columns from decoded records; say which rows do not fit and why.
+
+    Numbers arriving as strings are converted; a value that cannot be converted, a missing
+    value in an integer or boolean column, or a missing field, makes its row bad. Datetime
+    columns accept ISO 8601 strings and numbers (epoch ``time_unit``) within what
+    ``datetime64[ns]`` holds (1677-09-21 .. 2262-04-11); a missing time is left to the frame
+    (its rows go to the dead letters there). In float columns ``None`` or no field is a
+    missing value (NaN), while a NaN or an infinity that arrived as the value (JSON's
+    ``NaN``, ``Infinity``, ``1e400``) is not a measurement: its row is bad. Returns the
+    coerced frame of the good rows, the boolean mask of bad rows (over ``records``) and the
+    reason for each bad row.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+    ...                    "n": pd.Series([], dtype="int64")})
+    >>> good, bad, reasons = coerce([{"t": "2026-01-01T00:00:00Z", "n": "3"},
+    ...                              {"t": 0, "n": "x"}], ex)
+    >>> good
+               t  n
+    0 2026-01-01  3
+    >>> bad.tolist(), reasons
+    ([False, True], ["column 'n' (int64): 'x' is not a number"])
+    """
+    n = len(records)
+    if n:
+        columns: dict[str, pd.Series] = {}
+        for col, dtype in example.dtypes.items():
+            name = str(col)
+            column = _fast_column([r.get(name, _ABSENT) for r in records], dtype, time_unit)
+            if column is None:
+                break
+            columns[name] = column
+        else:  # every column clean and every row good
+            return pd.DataFrame(columns), np.zeros(n, dtype=bool), []
+    return _coerce_general(records, example, time_unit)
+
+
+def _coerce_general(records: list[Record], example: pd.DataFrame,
+                    time_unit: TimeUnit) -> tuple[pd.DataFrame, np.ndarray[Any, Any], list[str]]:
+    """:func:`coerce` for any records: row by row where needed, with the reasons."""
+    n = len(records)
+    raw = pd.DataFrame.from_records(records, columns=list(example.columns)) if n else \
+        pd.DataFrame(columns=list(example.columns))
+    raw.index = pd.RangeIndex(n)
+    bad = np.zeros(n, dtype=bool)
+    why: dict[int, str] = {}
+    out: dict[str, Any] = {}
+
+    def mark(mask: Any, col: str, dtype: Any, problem: str) -> None:
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool) & ~bad)
+        for i in idx:
+            value = records[int(i)].get(col)  # as it arrived, not as pandas inferred it
+            if isinstance(value, np.generic):  # the reason shows 2.5, not np.float64(2.5)
+                value = value.item()
+            text = repr(value)
+            if len(text) > 60:
+                text = f"{text[:40]}...({len(text)} characters)"
+            why[int(i)] = (f"column {col!r} ({dtype}): missing" if problem == "missing" else
+                           f"column {col!r} ({dtype}): {text} {problem}")
+        bad[idx] = True
+
+    present = {c for r in records for c in r} if n else set()
+    for col, dtype in example.dtypes.items():
+        name = str(col)
+        values = raw[name]
+        if name not in present:
+            values = pd.Series([None] * n, index=raw.index, dtype=object)
+        missing = values.isna().to_numpy()
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            conv, outside = _to_time(values, time_unit)
+            mark(outside, name, dtype, f"is out of range for datetime64[ns] ({TIME_RANGE})")
+            mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a time")
+            out[name] = conv.astype(dtype)
+        elif pd.api.types.is_bool_dtype(dtype):
+            # True == 1 and False == 0 as dict keys, so the booleans cover the ints 1 and 0
+            mapping = {True: True, False: False, "true": True, "false": False, "True": True,
+                       "False": False, "1": True, "0": False}
+            conv = values.map(lambda v, m=mapping: m.get(v) if isinstance(v, bool | int | str)
+                              else None)
+            mark(missing, name, dtype, "missing")
+            mark(conv.isna().to_numpy(), name, dtype, "is not a boolean")
+            out[name] = conv
+        elif pd.api.types.is_integer_dtype(dtype):
+            conv, huge = _to_number(values)
+            mark(missing, name, dtype, "missing")
+            limits = np.iinfo(dtype)
+            as_float = conv.fillna(0).to_numpy(dtype=float)
+            if conv.dtype.kind in "iu":
+                outside = (conv.to_numpy() < limits.min) | (conv.to_numpy() > limits.max)
+            else:  # beyond 2**53 a float is not the integer that arrived: take it exactly
+                outside = (as_float < limits.min) | (as_float > limits.max)
+                big = np.flatnonzero(np.abs(as_float) >= 2 ** 53)
+                if len(big):
+                    conv = conv.astype(object)
+                    for i in big.tolist():
+                        exact = _exact_int(values.iloc[i])
+                        conv.iloc[i] = exact
+                        outside[i] = exact is None or not limits.min <= exact <= limits.max
+            mark(huge | outside, name, dtype, f"is out of range for {dtype}")
+            mark(conv.isna().to_numpy(), name, dtype, "is not a number")
+            finite = np.where(np.isfinite(as_float), as_float, 0.0)  # infinities: above
+            mark(conv.notna().to_numpy() & (np.mod(finite, 1) != 0), name, dtype,
+                 "is not an integer")
+            out[name] = conv
+        elif pd.api.types.is_float_dtype(dtype):
+            conv, huge = _to_number(values)
+            mark(huge, name, dtype, f"is out of range for {dtype}")
+            mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a number")
+            # None (or no field) is a missing value; a NaN or an infinity that arrived (JSON's
+            # NaN, Infinity, 1e400; "inf") is not a measurement
+            floats = conv.to_numpy(dtype=float, na_value=np.nan)
+            nonfinite = np.isinf(floats)
+            for i in np.flatnonzero(np.isnan(floats) & missing).tolist():
+                value = records[i].get(name)
+                nonfinite[i] = isinstance(value, float | np.floating) and math.isnan(value)
+            mark(nonfinite, name, dtype, "is not a finite number")
+            out[name] = conv
+        else:
+            out[name] = values.map(lambda v: v if v is None or isinstance(v, str)
+                                   or (isinstance(v, float) and np.isnan(v)) else str(v))
+    good = ~bad
+    frame = pd.DataFrame({c: pd.Series(v).iloc[np.flatnonzero(good)].reset_index(drop=True)
+                          for c, v in out.items()})
+    for col, dtype in example.dtypes.items():
+        frame[col] = frame[col].astype(dtype)
+    return frame, bad, [why[i] for i in sorted(why)]

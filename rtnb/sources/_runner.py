@@ -1,0 +1,474 @@
+"""The buffered runner of the message sources: reader, buffer, batcher, acks, supervision.
+
+A source is split in two tasks on the running loop:
+
+* the **reader** (one per protocol) receives messages and puts ``(payload, position)`` into a
+  bounded :class:`Buffer`; a full buffer makes it wait (``"block"``: replayable sources then
+  simply stop reading from the broker, which keeps the data) or drops by policy
+  (``"drop_oldest"``, ``"sample"``: live-only feeds, counted exactly);
+* the **batcher** takes up to ``max_batch`` messages or whatever arrived within ``max_delay``,
+  decodes them, coerces them to the frame's ``example`` schema, emits the good rows, sends the
+  bad ones to the frame's dead letters with the raw payload, the reason and the position, and
+  only then acknowledges the positions (so nothing accepted is lost if the process dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from rtnb._net import Backoff
+from rtnb._time import DurationLike, to_ns
+from rtnb.errors import ConfigError
+from rtnb.sources._coerce import TimeUnit, coerce
+from rtnb.sources._decode import Decoder, Payload, make_decoder
+
+if TYPE_CHECKING:
+    from rtnb.frame import StreamingFrame
+
+__all__ = ["Buffer", "BufferedSource", "Policy", "SourceStats", "attach"]
+
+Policy: TypeAlias = Literal["block", "drop_oldest", "sample"]
+
+log = logging.getLogger(__name__)
+
+
+def attach(source: BufferedSource, time: str | None) -> StreamingFrame:
+    """The root frame fed by ``source``."""
+    from rtnb.frame import StreamingFrame
+
+    frame = StreamingFrame(source.example, time=time, name=source.name)
+    frame.attach_source(source)
+    return frame
+
+
+# -- buffering and backpressure --------------------------------------------------------------
+@dataclass
+class SourceStats:
+    """What a source counts; rates are derived by the status widget and metrics."""
+
+    messages: int = 0
+    events: int = 0
+    bytes: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    acked: int = 0
+    lag: int | None = None
+    connected: bool = False
+    last_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Buffer:
+    """A bounded FIFO of ``(payload, position)`` between a reader and the batcher.
+
+    ``policy`` says what a full buffer does to the reader: ``"block"`` makes ``put`` wait
+    (the reader stops reading: right for replayable sources, nothing is lost);
+    ``"drop_oldest"`` drops the oldest message; ``"sample"`` keeps a uniform sample of the
+    messages that arrived while full (reservoir sampling). Dropped messages are counted.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> buf = Buffer(2, policy="drop_oldest")
+    >>> for i in range(5):
+    ...     asyncio.run(buf.put(str(i), i))
+    >>> buf.take(10), buf.dropped
+    ([('3', 3), ('4', 4)], 3)
+    """
+
+    def __init__(self, capacity: int, policy: Policy = "block") -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
+            msg = f"buffer capacity must be a positive int; got {capacity!r}"
+            raise ConfigError(msg)
+        if policy not in ("block", "drop_oldest", "sample"):
+            msg = f"backpressure policy must be 'block', 'drop_oldest' or 'sample'; got {policy!r}"
+            raise ConfigError(msg)
+        self.capacity = capacity
+        self.policy = policy
+        self._items: deque[tuple[Payload, Any]] = deque()
+        self.dropped = 0
+        self._overflow_seen = 0
+        self._not_full: asyncio.Event | None = None
+        self._not_empty: asyncio.Event | None = None
+        self._rng = random.Random(0)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def fill(self) -> float:
+        """How full the buffer is (0..1)."""
+        return len(self._items) / self.capacity
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        if self._not_full is None or self._not_empty is None:
+            self._not_full, self._not_empty = asyncio.Event(), asyncio.Event()
+            self._not_full.set()
+        return self._not_full, self._not_empty
+
+    async def put(self, payload: Payload, position: Any = None) -> None:
+        """Add a message; wait, drop or sample when full, by policy."""
+        not_full, not_empty = self._events()
+        if len(self._items) >= self.capacity:
+            if self.policy == "block":
+                while len(self._items) >= self.capacity:
+                    not_full.clear()
+                    await not_full.wait()
+            elif self.policy == "drop_oldest":
+                self._items.popleft()
+                self.dropped += 1
+            else:
+                self._overflow_seen += 1
+                self.dropped += 1
+                slot = self._rng.randrange(self.capacity + self._overflow_seen)
+                if slot < self.capacity:
+                    self._items[slot] = (payload, position)
+                return
+        else:
+            self._overflow_seen = 0
+        self._items.append((payload, position))
+        not_empty.set()
+
+    def offer(self, payload: Payload, position: Any = None) -> bool:
+        """Add a message if there is room (``False``: full, :meth:`put` decides)."""
+        items = self._items
+        if len(items) >= self.capacity:
+            return False
+        self._overflow_seen = 0
+        items.append((payload, position))
+        if self._not_empty is not None and len(items) == 1:
+            self._not_empty.set()
+        return True
+
+    def take(self, n: int) -> list[tuple[Payload, Any]]:
+        """Up to ``n`` messages, oldest first."""
+        k = min(n, len(self._items))
+        out = [self._items.popleft() for _ in range(k)]
+        not_full, not_empty = self._events()
+        if len(self._items) < self.capacity:
+            not_full.set()
+        if not self._items:
+            not_empty.clear()
+        return out
+
+    async def wait_not_empty(self, timeout: float | None = None) -> bool:
+        """Wait until something is buffered (``False`` on timeout)."""
+        _, not_empty = self._events()
+        if self._items:
+            return True
+        try:
+            await asyncio.wait_for(not_empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+# -- the source ------------------------------------------------------------------------------
+class BufferedSource:
+    """Base class of the message sources: a reader task, a buffer, a batcher, acks.
+
+    Subclasses implement :meth:`_read` (connect, read, ``await self._put(payload, position)``
+    for every message, raise on a lost connection) and, when the protocol has them,
+    :meth:`_ack` (called with the positions of a batch once it was processed). Connection
+    errors (``OSError``, and the protocol's own errors listed in ``retry_on``) reconnect with
+    :class:`Backoff`; other errors stop the source and are re-raised by ``frame.wait()``.
+
+    Both tasks are supervised. Whatever goes wrong with one message (it does not decode,
+    for any reason, or does not fit the schema) makes it a dead letter with the reason and
+    the raw payload, and the rest of its batch goes on; a batch that fails as a whole is
+    processed again one message at a time, so only the messages at fault are dead letters.
+    Any other error of the reader or of the batcher stops the run and is re-raised: the
+    graph's state becomes ``failed``, with the error logged and in ``graph.error``.
+    """
+
+    name: str = "source"
+    replayable = False
+    retry_on: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+
+    def resume_kind(self) -> str:
+        """How a run from a checkpoint resumes this source (see :mod:`rtnb.state`).
+
+        ``"replay"`` / ``"recorded"``: at the source's own saved position; ``"broker"``: the
+        broker keeps the acknowledged consumer position; ``"live"``: nothing to resume, the
+        feed goes on from what it sends now. Raises :class:`~rtnb.CheckpointError` for a
+        source whose restored state would be wrong (it would re-read data it already
+        counted). This default is for sources that only deliver what is sent from now on.
+        """
+        return "live"
+
+    def __init__(self, *, name: str, decoder: str | Decoder | Callable[[Payload], Any],
+                 example: pd.DataFrame, max_batch: int = 10_000,
+                 max_delay: DurationLike = "50ms", buffer: int = 100_000,
+                 policy: Policy | None = None, time_unit: TimeUnit = "s",
+                 backoff: Backoff | None = None, max_reconnects: int | None = None,
+                 max_events: int | None = None) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch <= 0:
+            msg = f"`max_batch` must be a positive int; got {max_batch!r}"
+            raise ConfigError(msg)
+        self.name = name
+        self.example = example
+        self.decoder = make_decoder(decoder, example)
+        self.max_batch = max_batch
+        self.max_delay_s = to_ns(max_delay, name="max_delay") / 1e9
+        if policy is None:
+            policy = "block"
+        if self.replayable and policy != "block":
+            msg = (f"{name}: a replayable source pauses reading when downstream is slow; "
+                   f"policy {policy!r} would lose data it could keep (use 'block')")
+            raise ConfigError(msg)
+        self.buffer = Buffer(buffer, policy)
+        self.time_unit = time_unit
+        self.backoff = backoff or Backoff()
+        self.max_reconnects = max_reconnects
+        if max_events is not None and (isinstance(max_events, bool) or
+                                       not isinstance(max_events, int) or max_events < 0):
+            msg = f"`max_events` must be a non-negative int or None; got {max_events!r}"
+            raise ConfigError(msg)
+        self.max_events = max_events
+        self.stats = SourceStats()
+        self._enough = asyncio.Event()
+        self._draining = False
+        self._wake = asyncio.Event()  # the batcher: a batch is full, or the reader drained
+        self._cut = False  # the reader drained: cut the batch now
+
+    # -- to implement ----------------------------------------------------------------------
+    async def _read(self, stop: asyncio.Event) -> None:
+        raise NotImplementedError
+
+    async def _ack(self, positions: list[Any]) -> None:
+        """Acknowledge processed messages (protocols with acks)."""
+
+    async def _close(self) -> None:
+        """Release connections (called once at the end)."""
+
+    # -- shared ----------------------------------------------------------------------------
+    def _offer(self, payload: Payload, position: Any = None) -> bool:
+        """:meth:`_put` without waiting: ``False`` (nothing done) when the buffer is full.
+
+        Readers call it per message on their hot path (no coroutine per message) and
+        ``await self._put(...)`` only when it returns ``False``.
+        """
+        buffer = self.buffer
+        if not buffer.offer(payload, position):
+            return False
+        stats = self.stats
+        stats.messages += 1
+        stats.bytes += len(payload)
+        if len(buffer) >= self.max_batch:
+            self._wake.set()
+        return True
+
+    async def _put(self, payload: Payload, position: Any = None) -> None:
+        if self._offer(payload, position):  # the common case: room, nothing to wait for
+            return
+        stats = self.stats
+        stats.messages += 1
+        stats.bytes += len(payload)
+        buffer = self.buffer
+        await buffer.put(payload, position)
+        stats.dropped = buffer.dropped
+        if len(buffer) >= self.max_batch:
+            self._wake.set()
+
+    async def _put_many(self, messages: Sequence[tuple[Payload, Any]]) -> None:
+        """:meth:`_put` for each ``(payload, position)``."""
+        for payload, position in messages:
+            await self._put(payload, position)
+
+    def _drained(self) -> None:
+        """The reader has everything the broker will send for now.
+
+        Call it when the broker has no more messages at the moment (a short read, the end
+        of a file) or the delivery window is used up (prefetch, receive maximum, unacked
+        limit: the broker waits for acks, which come only after the batch). The batcher
+        then cuts the batch at once instead of waiting ``max_delay`` for messages that
+        cannot come.
+        """
+        if len(self.buffer):
+            self._cut = True
+            self._wake.set()
+
+    async def _reader(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._read(stop)
+                return
+            except asyncio.CancelledError:
+                raise
+            except self.retry_on as exc:
+                self.stats.connected = False
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if self.max_reconnects is not None and \
+                        self.stats.reconnects >= self.max_reconnects:
+                    raise
+                self.stats.reconnects += 1
+                delay = self.backoff.next()
+                log.warning("source %r lost its connection (%s); reconnecting in %.2f s",
+                            self.name, self.stats.last_error, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _finish(self) -> None:
+        """After a run's last batch, with the reader stopped: settle what is left over."""
+
+    def _connected(self) -> None:
+        """Call after a successful (re)connection."""
+        self.stats.connected = True
+        self.backoff.reset()
+
+    def _convert(self, payloads: Sequence[Payload]) -> tuple[pd.DataFrame, list[int],
+                                                              list[tuple[int, str]]]:
+        """Decode and coerce: the good rows, the payload of each row, ``(payload, reason)``."""
+        records, owners, dead = self.decoder.decode_batch(payloads)
+        good, bad, reasons = coerce(records, self.example, time_unit=self.time_unit)
+        if not reasons:
+            return good, owners, dead
+        dead.extend(zip([owners[j] for j in np.flatnonzero(bad)], reasons, strict=True))
+        return good, [owners[j] for j in np.flatnonzero(~bad)], dead
+
+    def _convert_each(self, payloads: Sequence[Payload],
+                      error: Exception) -> tuple[pd.DataFrame, list[int], list[tuple[int, str]]]:
+        """:meth:`_convert` one payload at a time, after it failed for the whole batch.
+
+        A payload it still fails for is a dead letter with the error; the others go on.
+        """
+        log.warning("source %r: a batch of %d messages failed (%s: %s); processing it one "
+                    "message at a time", self.name, len(payloads), type(error).__name__, error)
+        frames: list[pd.DataFrame] = []
+        owners: list[int] = []
+        dead: list[tuple[int, str]] = []
+        for i, payload in enumerate(payloads):
+            try:
+                good, _, failed = self._convert([payload])
+            except Exception as exc:  # this message's own problem: its dead letter says what
+                dead.append((i, f"{self.name} could not process the message: "
+                                f"{type(exc).__name__}: {exc}"))
+                continue
+            dead.extend((i, reason) for _, reason in failed)
+            if len(good):
+                frames.append(good)
+                owners.extend([i] * len(good))
+        good = pd.concat(frames, ignore_index=True) if frames else \
+            coerce([], self.example, time_unit=self.time_unit)[0]
+        return good, owners, dead
+
+    async def _process(self, frame: StreamingFrame, items: list[tuple[Payload, Any]]) -> None:
+        payloads = [payload for payload, _ in items]
+        try:
+            good, good_owner, dead = self._convert(payloads)
+        except Exception as exc:  # which message(s): found out one by one
+            good, good_owner, dead = self._convert_each(payloads, exc)
+        if dead:
+            dead.sort(key=lambda d: d[0])  # in arrival order
+            self.stats.dead_letters += len(dead)
+            frame.dead_letter_messages([items[i][0] for i, _ in dead], [r for _, r in dead],
+                                   [items[i][1] for i, _ in dead], node=self.name)
+        done = len(items)  # messages fully handled (emitted or dead-lettered): acknowledged
+        if self.max_events is not None and len(good) > self.max_events - self.stats.events:
+            keep = max(0, self.max_events - self.stats.events)
+            # the messages whose rows were cut off stay unacknowledged (read again next run)
+            done = good_owner[keep] if keep < len(good_owner) else len(items)
+            good = good.iloc[:keep]
+        if len(good):
+            await frame.graph.wait_running()
+            frame.emit(good)
+            self.stats.events += len(good)
+        self.stats.batches += 1
+        await self._ack([p for _, p in items[:done]])
+        self.stats.acked += done
+        # Only now: the run then stops the reader, whose connection the acks may travel on.
+        if self.max_events is not None and self.stats.events >= self.max_events:
+            self._enough.set()
+
+    async def _batcher(self, frame: StreamingFrame, reader: asyncio.Task[None]) -> None:
+        buf = self.buffer
+        drain_left: int | None = None
+        while not self._enough.is_set():
+            if self._draining:  # stopping: what is buffered now (not what keeps coming)
+                drain_left = len(buf) if drain_left is None else drain_left
+                if drain_left > 0:
+                    items = buf.take(min(drain_left, self.max_batch))
+                    drain_left -= len(items)
+                    await self._process(frame, items)
+                    continue
+                return
+            if not await buf.wait_not_empty(timeout=0.2):
+                if reader.done():
+                    return
+                continue
+            # Cut at max_batch, at max_delay, or as soon as the reader says the broker has
+            # nothing more for now (no waiting for messages that cannot come).
+            deadline = time.monotonic() + self.max_delay_s
+            while len(buf) < self.max_batch and not self._cut and not reader.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, 0.005))
+            self._cut = False
+            await self._process(frame, buf.take(self.max_batch))
+
+    async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
+        """Read until ``stop`` (or the end of a finite source); flush what is buffered."""
+        self.stats.started = time.monotonic()
+        self._enough = asyncio.Event()
+        self._draining = False
+        if self.max_events == 0:
+            return
+        # The readers' loops watch `halt`: set by the caller's stop or by max_events, so a
+        # reader whose client swallows a cancellation (redis-py's wait_for on Python 3.11)
+        # still ends after its current read.
+        halt = asyncio.Event()
+        self._wake, self._cut = asyncio.Event(), False
+        reader = asyncio.ensure_future(self._reader(halt))
+        reader.add_done_callback(lambda _: self._wake.set())
+        batcher = asyncio.ensure_future(self._batcher(frame, reader))
+        stopper = asyncio.ensure_future(stop.wait())
+        enough = asyncio.ensure_future(self._enough.wait())
+        try:
+            # Both tasks are watched: whichever fails first stops the run with its error.
+            await asyncio.wait({reader, batcher, stopper, enough},
+                               return_when=asyncio.FIRST_COMPLETED)
+            halt.set()
+            self._wake.set()
+            if batcher.done():  # it only ends on its own when the reader did, or on a bug
+                await self._stop_reader(reader)
+                batcher.result()  # raises the batcher's error
+            # Process what is buffered while the reader's connection is still open (acks
+            # travel on it), then stop the reader.
+            self._draining = True
+            await batcher
+            await self._stop_reader(reader)
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+            await self._finish()
+        finally:
+            for task in (reader, batcher, stopper, enough):
+                task.cancel()
+            await self._close()
+
+    @staticmethod
+    async def _stop_reader(reader: asyncio.Task[None]) -> None:
+        """Cancel the reader until it is done (a client may swallow a cancellation)."""
+        for _ in range(50):
+            if reader.done():
+                return
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), 0.2)
+
+    def event_clock(self) -> pd.Timestamp:
+        """Live sources: event time now is the wall clock (UTC, naive)."""
+        return pd.Timestamp.now("UTC").tz_localize(None)
