@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtnb.errors import ConfigError
 from rtnb.params import Param
-from rtnb.viz._schedule import Scheduler
+from rtnb.viz import Scheduler
 
 if TYPE_CHECKING:
     from rtnb.pipeline import Pipeline
@@ -147,7 +147,7 @@ def param_widget(param: Param) -> Any:
 
 
 def _status_html(status: Any) -> str:
-    return str(status._html(status.snapshot()))
+    return str(status.html(status.snapshot()))
 
 
 def layout(board: Board) -> tuple[Any, Callable[[], None]]:
@@ -158,7 +158,7 @@ def layout(board: Board) -> tuple[Any, Callable[[], None]]:
     controls: list[Any] = [param_widget(p) for p in board.params]
     divs = [Div(text=_status_html(s), sizing_mode="stretch_width") for s in board.statuses]
     roots = [v.root for v in board.views]
-    timed: list[Any] = [v for v in board.views if getattr(v, "_time_x", False)]
+    timed: list[Any] = [v for v in board.views if getattr(v, "time_axis", False)]
     if len(timed) > 1:
         shared = timed[0].figure.x_range
         for view in timed[1:]:
@@ -186,7 +186,7 @@ def serve(doc: Any, build: Callable[[], tuple[Pipeline, Board]], *, title: str =
     doc.add_root(root)
     scheduler = _DocumentScheduler(f"app:{pipeline.name}")
     for view in board.views:
-        view._schedule_with(scheduler)
+        view.schedule_with(scheduler)
     period_ms = max(20, int(1000 * min((v.period for v in board.views), default=0.1)))
     doc.add_periodic_callback(scheduler.tick, period_ms)
     doc.add_periodic_callback(refresh_status, 1000)

@@ -32,7 +32,6 @@ import pandas as pd
 from rtnb import metrics
 from rtnb._time import shown, to_ns
 from rtnb.errors import CheckpointError, ConfigError, RtnbError
-from rtnb.sources._replay import Replay
 from rtnb.state.checkpoint import Checkpoint, source_kind
 
 if TYPE_CHECKING:
@@ -74,9 +73,17 @@ class RecordedBatches:
     The file holds the batches concatenated, numbered by a ``__batch__`` column.
     """
 
+    #: Stop after this many rows of this run (``None``: every recorded batch).
+    max_events: int | None
+
     def resume_kind(self) -> str:
         """At the next recorded batch: ``"recorded"``."""
         return "recorded"
+
+    def limit(self, max_events: int) -> None:
+        """Stop after ``max_events`` rows of this run."""
+        current = self.max_events
+        self.max_events = max_events if current is None else min(current, max_events)
 
     def __init__(self, path: str | Path) -> None:
         p = Path(path)
@@ -92,7 +99,7 @@ class RecordedBatches:
         self.path = p
         self.batches = [g.drop(columns="__batch__").reset_index(drop=True)
                         for _, g in data.groupby("__batch__", sort=True)]
-        self.max_events: int | None = None
+        self.max_events = None
         #: ``(batch, row)``: where the next row comes from (what a checkpoint saves).
         self.position: tuple[int, int] = (0, 0)
 
@@ -138,14 +145,11 @@ class RecordedBatches:
 
 def limit(source: Any, max_events: int) -> None:
     """Make ``source`` stop after ``max_events`` events (each kind of source its own way)."""
-    if isinstance(source, Replay):
-        source.data = source.data.iloc[:max_events]
-    elif hasattr(source, "max_events"):
-        current = source.max_events
-        source.max_events = max_events if current is None else min(current, max_events)
-    else:  # pragma: no cover - every source has one of the two
-        msg = f"--max-events: source {source!r} cannot be bounded"
+    bound = getattr(source, "limit", None)
+    if bound is None:
+        msg = f"--max-events: source {source!r} cannot be bounded (it has no limit())"
         raise ConfigError(msg)
+    bound(max_events)
 
 
 def _logger(log_format: str) -> Any:
@@ -382,19 +386,12 @@ class _Saver:
                           finished=saved.finished, saved_at=saved.saved_at)
         else:
             self.log.info("checkpoint", action="fresh", source=self.kind)
-        # Rows a replay has in all (before --max-events cuts it): reaching it is the end.
-        self.total = (self.source.offset + len(self.source.data)
-                      if isinstance(self.source, Replay) else None)
         root.graph.attach_source(_Checkpointed(self))
 
     @property
     def exhausted(self) -> bool:
         """Whether the source reached the end of its data (not stopped before it)."""
-        if isinstance(self.source, Replay):
-            return self.source.position >= (self.total or 0)
-        if isinstance(self.source, RecordedBatches):
-            return self.source.exhausted
-        return False  # brokers and live feeds never end by themselves
+        return bool(getattr(self.source, "exhausted", False))  # feeds never end by themselves
 
     def resume_counts(self, counts: _Counts) -> None:
         """Continue the per-node metric counts of the checkpoint."""

@@ -66,9 +66,22 @@ class Replay:
     _clock: tuple[int, float] | None = field(default=None, init=False, repr=False)
     _frozen: pd.Timestamp | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        #: Rows the replayed data has in all (what reaching the end means).
+        self.total_rows = len(self.data)
+
     def resume_kind(self) -> str:
         """At the first row not emitted yet: ``"replay"``."""
         return "replay"
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every row of the data was emitted (not stopped or limited before)."""
+        return self.position >= self.total_rows
+
+    def limit(self, max_events: int) -> None:
+        """Stop after ``max_events`` rows of this run."""
+        self.data = self.data.iloc[:max_events]
 
     def event_clock(self) -> pd.Timestamp | None:
         """The event time the replay has reached now (``None`` unpaced or not started).

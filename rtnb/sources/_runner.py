@@ -198,6 +198,16 @@ class BufferedSource:
     replayable = False
     retry_on: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
 
+    #: A feed never ends by itself (a finite one ends the run; it is not "exhausted").
+    exhausted = False
+    #: Stop after this many events (``None``: never).
+    max_events: int | None
+
+    def limit(self, max_events: int) -> None:
+        """Stop after ``max_events`` events (the smaller of this and any earlier limit)."""
+        current = self.max_events
+        self.max_events = max_events if current is None else min(current, max_events)
+
     def resume_kind(self) -> str:
         """How a run from a checkpoint resumes this source (see :mod:`rtnb.state`).
 

@@ -152,7 +152,7 @@ class View:
         self._scheduler.wake()
         _cells.track(self)
 
-    def _schedule_with(self, scheduler: Scheduler) -> None:
+    def schedule_with(self, scheduler: Scheduler) -> None:
         """Be updated by *scheduler* (a dashboard's) instead of the current one."""
         self._scheduler.discard(self)
         self._scheduler = scheduler

@@ -64,7 +64,7 @@ class Dashboard:
             self.scheduler = Scheduler("dashboard", self.model)
             for member in self.views:
                 member.model = self.model
-                member._schedule_with(self.scheduler)
+                member.schedule_with(self.scheduler)
 
     @property
     def widget(self) -> Any:

@@ -164,7 +164,8 @@ class Status:
             **_page_lag(list(graph.views)),
         }
 
-    def _html(self, snap: dict[str, Any]) -> str:
+    def html(self, snap: dict[str, Any]) -> str:
+        """The status table for ``snap`` (a :meth:`snapshot`) as HTML (also the served app's)."""
         wm = snap["watermark"]
         lag = snap["watermark_lag_s"]
         cells = [
@@ -208,7 +209,7 @@ class Status:
         if self._widget is None:
             import ipywidgets as widgets
 
-            self._html_widget = widgets.HTML(self._html(self.snapshot()))
+            self._html_widget = widgets.HTML(self.html(self.snapshot()))
             self._pause = widgets.Button(description="pause", icon="pause",
                                          layout=widgets.Layout(width="90px"))
             self._resume = widgets.Button(description="resume", icon="play",
@@ -241,7 +242,7 @@ class Status:
         """Recompute the figures and update the widget now."""
         if self._widget is None or self._closed:
             return
-        text = self._html(self.snapshot())
+        text = self.html(self.snapshot())
         if text != self._html_widget.value:
             self._html_widget.value = text
         self._sync_buttons()

@@ -548,7 +548,7 @@ def test_watermark_lag_stands_still_while_paused(metrics):
         first = status.snapshot()["watermark_lag_s"]
         await asyncio.sleep(1.0)
         second = status.snapshot()["watermark_lag_s"]
-        html = status._html(status.snapshot())
+        html = status.html(status.snapshot())
         src.stop()
         await src.wait()
         return first, second, html
