@@ -272,6 +272,12 @@ def amqp_tls(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield port
 
 
+# aiormq leaves the socket of a refused TLS handshake to the garbage collector (the two refused
+# connections below); when it is collected during this test, pytest reports the
+# ResourceWarning as unraisable (seen once in a fresh make test under load, 0 in 4 reruns).
+# The socket is aiormq's, not rtnb's: rtnb's own sockets are closed (no such warning elsewhere).
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <ssl.SSLSocket:"
+                            "pytest.PytestUnraisableExceptionWarning")
 def test_amqp_over_mutual_tls(amqp_tls, certs, client_cert, other_certs, rows, monkeypatch):
     import aio_pika
 
