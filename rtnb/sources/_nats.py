@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import ssl
 import time as _clock
 import uuid
@@ -26,7 +27,23 @@ __all__ = ["NatsSource", "nats"]
 Deliver = str | int | pd.Timestamp
 ACK = b"+ACK"
 NAK = b"-NAK"
+NAK_SPAN = 200_000  # at most this many stream sequences are negatively acknowledged at once
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def _sequence(reply: str) -> int:
+    """The stream sequence in a JetStream ack subject (``-1`` if it is not one).
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>``, or with domain
+    and account hash after ``$JS.ACK`` (12 tokens or more, servers 2.10+).
+    """
+    tokens = reply.split(".")
+    index = 5 if len(tokens) == 9 else 7 if len(tokens) >= 11 else -1
+    try:
+        return int(tokens[index]) if index > 0 else -1
+    except ValueError:
+        return -1
 
 
 def _check_deliver(deliver: Deliver) -> Deliver:
@@ -61,6 +78,19 @@ class NatsSource(BufferedSource):
     Reconnects use rtnb's :class:`~rtnb._net.Backoff`, not nats-py's own reconnect
     logic (``allow_reconnect=False``): every lost connection is counted in
     ``stats.reconnects``, re-creates the subscription and resends acks that did not make it.
+
+    With checkpoints (``defer_acks``) a durable consumer's positions are the messages' ack
+    reply subjects (strings: an ack can be sent on any connection, after a restart too):
+    a message is acknowledged only by :meth:`ack`, after the checkpoint holding its effects
+    is durable. A run first acknowledges the restored checkpoint's barrier
+    (:meth:`resume_acks`) and skips those messages if they come again; then, on every
+    (re)connection, it negatively acknowledges (``-NAK``) what the consumer delivered and
+    this run does not hold (in flight at a crash or a cut), so the server sends it again at
+    once and before newer messages, not ``ack_wait`` later as late events. That assumes
+    the source is the durable's only consumer, as checkpoints do. ``max_ack_pending`` (by
+    default ``buffer + max_batch + count``) bounds what waits for a checkpoint: when it is
+    full the source sets :attr:`window_full` so the runtime checkpoints at once; keep
+    ``ack_wait`` above the checkpoint interval (a message redelivered meanwhile is skipped).
     """
 
     def resume_kind(self) -> str:
@@ -105,6 +135,8 @@ class NatsSource(BufferedSource):
         self._seen: set[int] = set()  # sequences received in this run (above the ack floor)
         self._floor = 0  # the consumer's ack floor at the previous lag poll
         self._unacked: list[str] = []  # reply subjects of processed messages not yet acked
+        self._pending: dict[int, str] = {}  # deferred acks: handled, waiting for a checkpoint
+        self._skip: set[int] = set()  # resume_acks(): acknowledged already, never emitted
         self.duplicates = 0  # deliveries skipped: the sequence was held or processed already
 
     def __repr__(self) -> str:
@@ -255,6 +287,14 @@ class NatsSource(BufferedSource):
                 await nc.publish(subject, ACK)
             await nc.flush()
             self._unacked = []
+        if self.acks and self._resumed:  # the restored checkpoint's barrier: acks maybe lost
+            for subject in self._resumed:
+                await nc.publish(subject, ACK)
+            await nc.flush()
+            self._skip.update(_sequence(subject) for subject in self._resumed)
+            self._resumed = []
+        if self.acks and self.defer_acks:
+            await self._nak_in_flight(nc, js, stream, consumer)
         self._connected()
         request = json.dumps({"batch": self.count,
                               "expires": int(self.fetch_wait_s * 1e9)}).encode()
@@ -310,9 +350,11 @@ class NatsSource(BufferedSource):
 
     async def _receive(self, nc: Any, msg: Any) -> None:
         seq = int(msg.metadata.sequence.stream)
-        if self.acks and seq in self._seen:
+        if self.acks and (seq in self._seen or seq in self._skip):
             self.duplicates += 1
-            if seq not in self._held:  # processed already: acknowledge this delivery
+            if seq in self._pending:  # waits for its checkpoint: acknowledged with it
+                self._pending[seq] = msg.reply
+            elif seq not in self._held:  # processed already: acknowledge this delivery
                 await nc.publish(msg.reply, ACK)
             return
         self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
@@ -320,9 +362,7 @@ class NatsSource(BufferedSource):
             self._seen.add(seq)
             self._held[seq] = msg.reply
         await self._put(msg.data, seq)
-        if msg.metadata.num_pending == 0 or (
-                self.acks and self.max_ack_pending is not None
-                and len(self._held) >= self.max_ack_pending):
+        if msg.metadata.num_pending == 0 or self._window_blocked():
             self._drained()  # the stream has no more now, or the server waits for acks
 
     async def _poll(self, js: Any, stream: str, consumer: str) -> None:
@@ -341,19 +381,100 @@ class NatsSource(BufferedSource):
             self._seen = {s for s in self._seen if s > self._floor}
         self._floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
 
+    def _window_blocked(self) -> bool:
+        return self.acks and self.max_ack_pending is not None and \
+            len(self._held) + len(self._pending) >= self.max_ack_pending
+
+    def _defer(self, positions: list[Any]) -> list[Any]:
+        """Handled messages wait for a checkpoint: their reply subjects."""
+        if not self.acks:
+            return []  # nothing to acknowledge (core NATS, an ephemeral consumer)
+        replies = []
+        for seq in positions:
+            reply = self._held.pop(seq, None)
+            if reply is not None:
+                self._pending[seq] = reply
+                replies.append(reply)
+        return replies
+
     async def _ack(self, positions: list[Any]) -> None:
         if not self.acks or not positions:
             return
-        replies = [self._held.pop(seq) for seq in positions if seq in self._held]
+        replies: list[str] = []
+        for position in positions:
+            if isinstance(position, str):  # deferred: a reply subject (maybe of a past run)
+                replies.append(position)
+                newest = self._pending.pop(_sequence(position), None)
+                if newest is not None and newest != position:  # delivered again meanwhile
+                    replies.append(newest)
+            elif position in self._held:
+                replies.append(self._held.pop(position))
         nc = self._nc
-        if nc is None or nc.is_closed:  # reconnecting: sent once the connection is back
-            self._unacked.extend(replies)
+        if nc is None or nc.is_closed:
+            if not self._in_run:  # the run is over: on a connection of our own
+                await self._ack_alone(replies)
+                return
+            self._unacked.extend(replies)  # reconnecting: sent once the connection is back
+            if self.defer_acks:
+                self._retake([p for p in positions if isinstance(p, str)])
             return
         try:  # no flush: one lost with the connection is redelivered, then skipped and acked
             for reply in replies:
                 await nc.publish(reply, ACK)
         except self.retry_on:
             self._unacked.extend(replies)
+            if self.defer_acks:
+                self._retake([p for p in positions if isinstance(p, str)])
+
+    async def _ack_alone(self, replies: list[str]) -> None:
+        """Acknowledge after the run, on a connection of its own (reply subjects outlive one)."""
+        if not replies:
+            return
+        try:
+            nc = await self._connect()
+            try:
+                for reply in replies:
+                    await nc.publish(reply, ACK)
+                await nc.flush(timeout=5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+        except (*self.retry_on, self._nats.errors.Error) as exc:
+            self._retake(replies)
+            log.warning("source %r could not acknowledge %d messages (%s: %s); the run "
+                        "resuming from the checkpoint acknowledges them", self.name,
+                        len(replies), type(exc).__name__, exc)
+
+    async def _nak_in_flight(self, nc: Any, js: Any, stream: str, consumer: str) -> None:
+        """Ask the server to send again, now, what it delivered that this run does not hold.
+
+        Messages delivered to a process that died (or lost with a cut connection) would
+        otherwise come back only after ``ack_wait``, behind newer ones (late events). The
+        server takes a ``-NAK`` on the ack subject of the message's stream sequence; their
+        delivery sequence only needs to be one the consumer has delivered, so the subjects
+        are made from the consumer's state (the ack-subject form every 2.x server accepts).
+        Sequences the stream does not hold for this consumer are ignored by the server.
+        """
+        try:
+            info = await self._guard(js.consumer_info(stream, consumer))
+        except self._nats.errors.Error:
+            return
+        if not info.num_ack_pending or info.delivered is None:
+            return
+        low = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+        high, dseq = int(info.delivered.stream_seq), int(info.delivered.consumer_seq)
+        if high - low > NAK_SPAN:  # too many to ask for one by one: they come at ack_wait
+            log.warning("source %r: %d messages in flight are redelivered after ack_wait",
+                        self.name, int(info.num_ack_pending))
+            return
+        sent = 0
+        for seq in range(low + 1, high + 1):
+            if seq in self._seen or seq in self._skip:
+                continue  # held, handled or acknowledged by this run
+            await nc.publish(f"$JS.ACK.{stream}.{consumer}.1.{seq}.{dseq}.0.0", NAK)
+            sent += 1
+        if sent:
+            await nc.flush()
 
     async def _nak_leftovers(self, nc: Any) -> None:
         """Received but not processed when the run stops: ask the server to redeliver now."""

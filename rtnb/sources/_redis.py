@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from rtnb.sources._decode import Decoder, Payload
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["RedisStreamSource", "redis_stream"]
+
+log = logging.getLogger(__name__)
 
 
 def _start_id(start: str | pd.Timestamp) -> str:
@@ -42,6 +45,15 @@ class RedisStreamSource(BufferedSource):
     for this consumer, skipping those it holds already (buffered, or processed with the ack
     not yet confirmed: that ack is sent again), so within a run every entry is processed once.
     A full buffer stops the reads: the stream keeps the data.
+
+    With checkpoints (``defer_acks``) the positions are the entry ids: an entry is
+    acknowledged only by :meth:`ack`, after the checkpoint holding its effects is durable.
+    A run (with the same group and consumer) first acknowledges the ids of the restored
+    checkpoint's barrier (:meth:`resume_acks`, whose ``XACK`` the crash may have lost) and
+    skips them, then reads this consumer's pending entries (id ``0``: exactly those read
+    after that barrier and never acknowledged), then new ones (``>``): exactly once. The
+    group has no delivery window (its pending list is unbounded), so deferred acks never
+    stall reading.
     """
 
     replayable = True
@@ -73,6 +85,7 @@ class RedisStreamSource(BufferedSource):
         self._last_id: str | None = None
         self._held: set[str] = set()  # ids buffered or processed but not acknowledged yet
         self._unacked: list[str] = []  # processed; the XACK failed and is sent again
+        self._skip: set[str] = set()  # resume_acks(): acknowledged already, never emitted
         self._ack_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._client: Any = None
 
@@ -157,6 +170,10 @@ class RedisStreamSource(BufferedSource):
             await client.xack(self.stream, self.group, *self._unacked)
             self._held.difference_update(self._unacked)
             self._unacked = []
+        if self._resumed:  # the restored checkpoint's barrier: its XACK may have been lost
+            await client.xack(self.stream, self.group, *self._resumed)
+            self._skip.update(self._resumed)
+            self._resumed = []
         cursor = "0"  # first this consumer's pending entries, then new ones
         polls = 0
         while not stop.is_set():
@@ -170,7 +187,7 @@ class RedisStreamSource(BufferedSource):
                 eid = entry_id.decode()
                 if cursor != ">":
                     cursor = eid
-                if eid in self._held:
+                if eid in self._held or eid in self._skip:
                     continue
                 self._held.add(eid)
                 await self._put(self._payload(fields or {}), eid)
@@ -198,6 +215,12 @@ class RedisStreamSource(BufferedSource):
                 self._held.difference_update(positions)
             except self.retry_on:
                 self._unacked.extend(positions)  # sent again after the reconnect
+                if self.defer_acks:  # and taken by the next barrier (then resume_acks)
+                    self._retake(positions)
+                    if not self._in_run:  # the last checkpoint holds them: resume_acks
+                        log.warning("source %r could not acknowledge %d entries (the broker "
+                                    "is unreachable); the run resuming from the checkpoint "
+                                    "acknowledges them", self.name, len(positions))
             finally:
                 if own:
                     with contextlib.suppress(Exception):

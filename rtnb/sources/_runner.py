@@ -10,6 +10,12 @@ A source is split in two tasks on the running loop:
   decodes them, coerces them to the frame's ``example`` schema, emits the good rows, sends the
   bad ones to the frame's dead letters with the raw payload, the reason and the position, and
   only then acknowledges the positions (so nothing accepted is lost if the process dies).
+
+With checkpoints (``defer_acks``, set by the exported runtime) a batch is not acknowledged
+after it was emitted: its positions wait in :meth:`BufferedSource.take_acks` for the next
+checkpoint barrier, and the runtime calls :meth:`BufferedSource.ack` once the checkpoint that
+holds their effects is durable (Flink's model: nothing acknowledged before its effects are
+saved, nothing saved whose acknowledgement could be lost without a trace).
 """
 
 from __future__ import annotations
@@ -202,6 +208,9 @@ class BufferedSource:
     exhausted = False
     #: Stop after this many events (``None``: never).
     max_events: int | None
+    #: Set by the runtime before run() when it checkpoints: acknowledgements wait for the
+    #: checkpoint that holds the messages' effects (:meth:`take_acks`, :meth:`ack`).
+    defer_acks: bool = False
 
     def limit(self, max_events: int) -> None:
         """Stop after ``max_events`` events (the smaller of this and any earlier limit)."""
@@ -253,6 +262,16 @@ class BufferedSource:
         self._draining = False
         self._wake = asyncio.Event()  # the batcher: a batch is full, or the reader drained
         self._cut = False  # the reader drained: cut the batch now
+        self._taken: list[Any] = []  # deferred acks: handled since the last take_acks()
+        self._resumed: list[Any] = []  # resume_acks(): acknowledged on connecting, skipped
+        self._in_run = False  # between run()'s start and its end (the reader may reconnect)
+        #: With deferred acks: set when the broker's delivery window (prefetch, unacked
+        #: limit, receive maximum) is full and part of it waits for a checkpoint; the broker
+        #: sends no more until those are acknowledged, so the runtime should checkpoint now
+        #: rather than at its next tick (``await source.window_full.wait()``). Cleared by
+        #: :meth:`take_acks`. Without it the source does not deadlock (the periodic
+        #: checkpoint acknowledges the window), it only reads one window per interval.
+        self.window_full = asyncio.Event()
 
     # -- to implement ----------------------------------------------------------------------
     async def _read(self, stop: asyncio.Event) -> None:
@@ -263,6 +282,63 @@ class BufferedSource:
 
     async def _close(self) -> None:
         """Release connections (called once at the end)."""
+
+    def _defer(self, positions: list[Any]) -> list[Any]:
+        """Deferred acks: ``positions`` were handled; what :meth:`take_acks` returns for them.
+
+        Called synchronously right after the batch was emitted. Protocols whose buffer
+        positions are not what an ack after a restart needs return their own (picklable)
+        positions and remember that these messages wait for a checkpoint.
+        """
+        return positions
+
+    def _window_blocked(self) -> bool:
+        """Whether the broker waits for acks before it sends more (deferred acks)."""
+        return False
+
+    def _retake(self, positions: list[Any]) -> None:
+        """An :meth:`ack` that could not be sent: the next barrier takes these again.
+
+        They are sent again after the reconnect; should the process die first, the next
+        checkpoint holds them, so :meth:`resume_acks` sends them in the next run.
+        """
+        have = set(self._taken)  # positions are hashable (ids, strings, tuples)
+        self._taken[:0] = [p for p in positions if p not in have]
+
+    # -- checkpoint barriers ---------------------------------------------------------------
+    def take_acks(self) -> list[Any]:
+        """Positions of every message fully handled since the last call, in order.
+
+        Handled: emitted or dead-lettered. The runtime calls it synchronously at a
+        checkpoint barrier, between batches. Positions are picklable (they are stored in the
+        checkpoint). Positions whose :meth:`ack` could not be sent (a lost connection) are
+        taken again by the next call, first.
+        """
+        taken, self._taken = self._taken, []
+        self.window_full.clear()
+        return taken
+
+    async def ack(self, positions: list[Any]) -> None:
+        """Acknowledge ``positions`` now (the checkpoint holding their effects is durable).
+
+        Idempotent: acknowledging twice, or after a reconnect, is harmless. During a run
+        the acks travel on the reader's connection (or wait for its reconnect); after the
+        run, protocols whose positions outlive a connection open one of their own.
+        """
+        positions = list(positions)
+        if not positions:
+            return
+        await self._ack(positions)
+        self.stats.acked += len(positions)
+
+    def resume_acks(self, positions: list[Any]) -> None:
+        """Acknowledge the restored checkpoint's barrier positions first; never emit them.
+
+        Called before run() with the positions the restored checkpoint took at its barrier
+        (whose ack may have been lost in a crash): once connected, the source acknowledges
+        them before reading, and never emits them if the broker delivers them again.
+        """
+        self._resumed = list(positions)
 
     # -- shared ----------------------------------------------------------------------------
     def _offer(self, payload: Payload, position: Any = None) -> bool:
@@ -381,11 +457,14 @@ class BufferedSource:
             good, good_owner, dead = self._convert(payloads)
         except Exception as exc:  # which message(s): found out one by one
             good, good_owner, dead = self._convert_each(payloads, exc)
+        defer = self.defer_acks
         if dead:
             dead.sort(key=lambda d: d[0])  # in arrival order
             self.stats.dead_letters += len(dead)
-            frame.dead_letter_messages([items[i][0] for i, _ in dead], [r for _, r in dead],
-                                   [items[i][1] for i, _ in dead], node=self.name)
+            if not defer:
+                frame.dead_letter_messages([items[i][0] for i, _ in dead],
+                                           [r for _, r in dead],
+                                           [items[i][1] for i, _ in dead], node=self.name)
         done = len(items)  # messages fully handled (emitted or dead-lettered): acknowledged
         if self.max_events is not None and len(good) > self.max_events - self.stats.events:
             keep = max(0, self.max_events - self.stats.events)
@@ -394,11 +473,20 @@ class BufferedSource:
             good = good.iloc[:keep]
         if len(good):
             await frame.graph.wait_running()
+        if defer and dead:  # with the rows, no await in between: a barrier sees both or none
+            frame.dead_letter_messages([items[i][0] for i, _ in dead], [r for _, r in dead],
+                                       [items[i][1] for i, _ in dead], node=self.name)
+        if len(good):
             frame.emit(good)
             self.stats.events += len(good)
         self.stats.batches += 1
-        await self._ack([p for _, p in items[:done]])
-        self.stats.acked += done
+        if defer:  # acknowledged once a checkpoint holds the effects (take_acks, ack)
+            self._taken.extend(self._defer([p for _, p in items[:done]]))
+            if self._taken and self._window_blocked():
+                self.window_full.set()
+        else:
+            await self._ack([p for _, p in items[:done]])
+            self.stats.acked += done
         # Only now: the run then stops the reader, whose connection the acks may travel on.
         if self.max_events is not None and self.stats.events >= self.max_events:
             self._enough.set()
@@ -437,6 +525,7 @@ class BufferedSource:
         self._draining = False
         if self.max_events == 0:
             return
+        self._in_run = True
         # The readers' loops watch `halt`: set by the caller's stop or by max_events, so a
         # reader whose client swallows a cancellation (redis-py's wait_for on Python 3.11)
         # still ends after its current read.
@@ -465,6 +554,7 @@ class BufferedSource:
                 raise reader.exception()  # type: ignore[misc]
             await self._finish()
         finally:
+            self._in_run = False
             for task in (reader, batcher, stopper, enough):
                 task.cancel()
             await self._close()
