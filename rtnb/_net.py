@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import ssl
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from rtnb.errors import ConfigError, MissingExtraError
 
-__all__ = ["Backoff", "mask_url", "require", "secret", "tls_context"]
+__all__ = ["SECRET_PARAMS", "Backoff", "mask_url", "require", "secret", "secret_header",
+           "secret_param", "tls_context", "token_user"]
 
 
 def require(module: str, extra: str) -> Any:
@@ -34,8 +36,65 @@ def secret(value: str | None, env: str | None, what: str) -> str | None:
     return found
 
 
+#: Query parameters that hold credentials (compared lower-case, ``-`` read as ``_``).
+SECRET_PARAMS = frozenset({
+    "token", "access_token", "api_key", "apikey", "key", "password", "passwd", "pwd", "secret",
+    "sig", "signature", "auth", "client_secret", "refresh_token", "id_token", "jwt",
+    "access_key", "secret_key", "private_key", "subscription_key"})
+#: ... and any parameter whose name ends like one of these (``auth_token``, ``x-amz-signature``).
+_SECRET_PARAM_ENDS = ("_token", "_secret", "_password", "_passwd", "_signature", "_sig",
+                      "_apikey", "_api_key", "_auth")
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|passw|cookie|session|signature", re.I)
+#: Schemes whose URLs may carry a token as the user name (``nats://TOKEN@host``).
+_TOKEN_USER_SCHEMES = ("nats", "tls")
+
+
+def secret_param(name: str) -> bool:
+    """Whether the URL query parameter ``name`` (raw or decoded) holds a credential.
+
+    Examples
+    --------
+    >>> [secret_param(n) for n in ("token", "API_KEY", "api-key", "X-Amz-Signature", "x")]
+    [True, True, True, True, False]
+    >>> secret_param("api%5Fkey"), secret_param("keyword"), secret_param("auth_token")
+    (True, False, True)
+    """
+    normal = unquote_plus(name).strip().lower().replace("-", "_")
+    return normal in SECRET_PARAMS or normal.endswith(_SECRET_PARAM_ENDS)
+
+
+def secret_header(name: str) -> bool:
+    """Whether the HTTP header ``name`` holds a credential (``Authorization``, ``X-Api-Key``).
+
+    Examples
+    --------
+    >>> [secret_header(n) for n in ("Authorization", "X-Auth", "X-Api-Key", "Cookie",
+    ...                             "X-Session-Id", "Accept", "Content-Type")]
+    [True, True, True, True, True, False, False]
+    """
+    return _SECRET_HEADER.search(name) is not None
+
+
+def token_user(url: str) -> bool:
+    """Whether the user name of ``url`` is a token (``nats://TOKEN@host``, no password)."""
+    try:
+        parts = urlsplit(url)
+        return (parts.scheme.lower() in _TOKEN_USER_SCHEMES and parts.password is None
+                and bool(parts.username))
+    except ValueError:
+        return False
+
+
+def _mask_pairs(text: str) -> str:
+    return "&".join(
+        f"{k}=***" if v and secret_param(k) else f"{k}{sep}{v}"
+        for k, sep, v in (item.partition("=") for item in text.split("&")))
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password (and token query values) replaced by ``***``.
+    """The URL with any password and credential query values replaced by ``***``.
+
+    Used wherever a URL is shown: reprs, log lines and error messages.
 
     Examples
     --------
@@ -43,18 +102,34 @@ def mask_url(url: str) -> str:
     'redis://user:***@127.0.0.1:6379/0'
     >>> mask_url("wss://feed.example/ws?token=abc&x=1")
     'wss://feed.example/ws?token=***&x=1'
+    >>> mask_url("https://hooks.example/in?API_KEY=abc&apikey=d&Sig=e&signature=f&passwd=g")
+    'https://hooks.example/in?API_KEY=***&apikey=***&Sig=***&signature=***&passwd=***'
+    >>> mask_url("https://h.example/x?auth=a&access_token=b&secret=c&key=d&keys=e&page=2")
+    'https://h.example/x?auth=***&access_token=***&secret=***&key=***&keys=e&page=2'
+    >>> mask_url("https://h.example/cb#access_token=abc&state=1")
+    'https://h.example/cb#access_token=***&state=1'
+    >>> mask_url("nats://s3cret@127.0.0.1:4222"), mask_url("amqp://guest@127.0.0.1/")
+    ('nats://***@127.0.0.1:4222', 'amqp://guest@127.0.0.1/')
+    >>> mask_url("ws://[::1/?token=abc")  # not a URL urlsplit accepts: masked all the same
+    'ws://[::1/?token=***'
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return re.sub(r"(?<=[?&#;])([^=&#;]*)=([^&#;]*)",
+                      lambda m: f"{m[1]}=***" if secret_param(m[1]) else m[0],
+                      re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url))
     netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
+    if password is not None:
+        user = netloc.rsplit("@", 1)[0].split(":", 1)[0]
         host = netloc.rsplit("@", 1)[1]
         netloc = f"{user}:***@{host}"
-    query = "&".join(
-        f"{k}=***" if k.lower() in ("token", "password", "key", "secret", "access_token")
-        else f"{k}={v}" if sep else k
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    elif token_user(url):
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = _mask_pairs(parts.query) if parts.query else ""
+    fragment = _mask_pairs(parts.fragment) if "=" in parts.fragment else parts.fragment
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 def tls_context(tls: bool | ssl.SSLContext | None = None, *, ca: str | None = None,

@@ -22,12 +22,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
 from rtnb import _record
+from rtnb._net import secret_header, secret_param, token_user
 from rtnb._time import duration_code
 from rtnb.errors import ExportError
 from rtnb.params import Param
@@ -41,11 +42,13 @@ __all__ = ["render_script"]
 
 #: Names the generated script defines itself; node variables never take them.
 _RESERVED = {"rtnb", "runtime", "typer", "pd", "np", "Path", "Annotated", "Any", "PARAMS",
-             "HERE", "build", "main", "params", "source", "annotations"}
+             "HERE", "build", "main", "params", "source", "annotations", "os", "urllib",
+             "env_secret", "url_with_secrets"}
 
 #: Keyword arguments that hold secrets, and the ``*_env`` argument that replaces each.
+#: Credential query parameters and headers (``rtnb._net.secret_param``/``secret_header``) are
+#: read through the helpers ``env_secret`` and ``url_with_secrets`` the script then defines.
 _SECRET_KWARGS = {"password": "password_env", "token": "token_env"}
-_SENSITIVE_HEADERS = re.compile(r"authorization|token|api[-_]?key|cookie|secret|password", re.I)
 
 #: Public modules searched (in order) for the shortest name of a recorded callable.
 _PUBLIC = ("rtnb", "rtnb.detect", "rtnb.sources", "rtnb.sinks", "rtnb.windows", "rtnb.datasets")
@@ -88,6 +91,33 @@ class _Env:
     what: str
 
 
+@dataclass(frozen=True)
+class _SecretURL:
+    """A URL whose secrets were taken out: the script puts them back from the environment.
+
+    ``url`` keeps each credential query parameter with an empty value (``?token=&x=1``);
+    ``query`` maps the parameter's name to its variable, ``user``/``password`` name the
+    variables of the URL's user name (a token) and password.
+    """
+
+    url: str
+    query: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    password: str | None = None
+
+    def code(self, url_code: str) -> str:
+        """``url_with_secrets(<url_code>, ...)``."""
+        args = [url_code]
+        if self.query:
+            args.append("{" + ", ".join(f"{name!r}: env_secret({variable!r})"
+                                        for name, variable in self.query) + "}")
+        if self.user is not None:
+            args.append(f"user=env_secret({self.user!r})")
+        if self.password is not None:
+            args.append(f"password=env_secret({self.password!r})")
+        return f"url_with_secrets({', '.join(args)})"
+
+
 @dataclass
 class _Option:
     """A command-line option of the script: a Param, or the source's URL/path."""
@@ -115,6 +145,9 @@ class ScriptParts:
     env: list[_Env] = field(default_factory=list)
     data_files: dict[str, pd.DataFrame] = field(default_factory=dict)
     source_option: _Option | None = None
+    #: Whether the script needs ``env_secret`` (and ``url_with_secrets``) to read secrets.
+    secret_helpers: bool = False
+    url_helper: bool = False
 
 
 class _Writer:
@@ -240,11 +273,17 @@ class _Writer:
         for slot in ("url", "path"):
             if slot in bound.arguments:
                 default = bound.arguments[slot]
-                bound.arguments[slot] = _Raw(f"source or {self.value(default)}")
                 what = "URL" if slot == "url" else "file"
+                extra = ""
+                if isinstance(default, _SecretURL):
+                    bound.arguments[slot] = _Raw(default.code(f"source or {default.url!r}"))
+                    extra = ("; its credential query parameters, when empty or missing, "
+                             "come from the environment")
+                else:
+                    bound.arguments[slot] = _Raw(f"source or {self.value(default)}")
                 self.parts.source_option = _Option(
                     "source", "--source", "str | None", "None",
-                    f"{what} of source {root.name!r} (default: as exported)")
+                    f"{what} of source {root.name!r} (default: as exported){extra}")
                 break
         return list(bound.args), dict(bound.kwargs)
 
@@ -255,49 +294,117 @@ class _Writer:
         except (TypeError, ValueError):  # pragma: no cover
             return kwargs
         for secret, env_kw in _SECRET_KWARGS.items():
-            if kwargs.get(secret) is not None and env_kw in params:
-                variable = f"RTNB_{node}_{secret.upper()}"
+            if kwargs.get(secret) is None:
+                continue
+            variable = self._variable(f"RTNB_{node}_{secret.upper()}")
+            if env_kw in params:
                 kwargs.pop(secret)
                 kwargs[env_kw] = variable
-                self.parts.env.append(_Env(variable, f"{secret} of {self.node[-1]!r}"))
+            else:
+                kwargs[secret] = self._env_code(variable)
+            self.parts.env.append(_Env(variable, f"{secret} of {self.node[-1]!r}"))
         for env_kw in _SECRET_KWARGS.values():
             if isinstance(kwargs.get(env_kw), str):
                 entry = _Env(kwargs[env_kw], f"{env_kw[:-4]} of {self.node[-1]!r}")
                 if entry not in self.parts.env:
                     self.parts.env.append(entry)
         headers = kwargs.get("headers")
-        if isinstance(headers, Mapping) and any(_SENSITIVE_HEADERS.search(str(k))
-                                                for k in headers):
-            msg = ("a header carries a credential; pass it as token_env=... "
-                  "(read from the environment) so it is not written into the script")
-            raise self._error(msg)
-        # A password inside a URL: drop it from the URL, read it from the environment instead.
+        if isinstance(headers, Mapping) and any(secret_header(str(k)) for k in headers):
+            kwargs["headers"] = {
+                k: self._header_secret(node, str(k)) if secret_header(str(k)) and v else v
+                for k, v in headers.items()}
+        # Credentials inside a URL (password, token user name, query parameters): taken out
+        # of the URL, read from the environment instead.
         names = list(params)
         for i, value in enumerate(args):
             if isinstance(value, str) and i < len(names) and names[i] == "url":
-                args[i] = self._url_without_password(value, kwargs, params)
+                args[i] = self._url_secrets(value, kwargs, params)
         if isinstance(kwargs.get("url"), str):
-            kwargs["url"] = self._url_without_password(kwargs["url"], kwargs, params)
+            kwargs["url"] = self._url_secrets(kwargs["url"], kwargs, params)
         return kwargs
 
-    def _url_without_password(self, url: str, kwargs: dict[str, Any],
-                              params: Mapping[str, Any]) -> str:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        if "password_env" not in params:
-            msg = ("its URL holds a password and the call takes no password_env; "
-                  "remove the password from the URL")
+    def _variable(self, name: str) -> str:
+        """``name`` as an environment variable (``A-Z0-9_``) no other secret of the script uses."""
+        base = re.sub(r"[^A-Z0-9_]+", "_", name.upper()).strip("_")
+        taken = {e.variable for e in self.parts.env}
+        variable, i = base, 2
+        while variable in taken:
+            variable, i = f"{base}_{i}", i + 1
+        return variable
+
+    def _helpers(self, *, url: bool = False) -> None:
+        """The script defines ``env_secret`` (and ``url_with_secrets``) and imports theirs."""
+        self.parts.secret_helpers = True
+        self.parts.imports.add("import os")
+        if url:
+            self.parts.url_helper = True
+            self.parts.imports.add("import urllib.parse")
+
+    def _env_code(self, variable: str) -> _Raw:
+        self._helpers()
+        return _Raw(f"env_secret({variable!r})")
+
+    def _header_secret(self, node: str, header: str) -> _Raw:
+        variable = self._variable(f"RTNB_{node}_{header}")
+        self.parts.env.append(_Env(variable, f"header {header!r} of {self.node[-1]!r}"))
+        return self._env_code(variable)
+
+    def _url_secrets(self, url: str, kwargs: dict[str, Any],
+                     params: Mapping[str, Any]) -> str | _SecretURL:
+        """``url`` without its credentials; a :class:`_SecretURL` if the script puts some back."""
+        node = identifier(self.node[-1]).upper()
+        where = self.node[-1]
+        try:
+            parts = urlsplit(url)
+            password = parts.password
+        except ValueError as exc:
+            msg = f"cannot read its URL ({exc})"
+            raise self._error(msg) from exc
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user_var = password_var = None
+        if password is not None:
+            userinfo = userinfo.split(":", 1)[0]
+            if "password_env" not in params:  # the script puts it back into the URL
+                password_var = self._variable(f"RTNB_{node}_URL_PASSWORD")
+                self.parts.env.append(_Env(password_var, f"password of {where!r}"))
+            elif kwargs.get("password_env") is None:  # the call reads it itself
+                kwargs["password_env"] = self._variable(f"RTNB_{node}_PASSWORD")
+                self.parts.env.append(_Env(kwargs["password_env"], f"password of {where!r}"))
+        elif token_user(url):
+            userinfo = ""
+            if "token_env" not in params:
+                user_var = self._variable(f"RTNB_{node}_URL_TOKEN")
+                self.parts.env.append(_Env(user_var, f"token (URL user name) of {where!r}"))
+            elif kwargs.get("token_env") is None:
+                kwargs["token_env"] = self._variable(f"RTNB_{node}_TOKEN")
+                self.parts.env.append(_Env(kwargs["token_env"], f"token of {where!r}"))
+        netloc = f"{userinfo}@{host}" if userinfo else host
+        query: list[tuple[str, str]] = []
+        items = []
+        for item in parts.query.split("&") if parts.query else []:
+            name, sep, value = item.partition("=")
+            if value and secret_param(name):
+                decoded = unquote_plus(name)
+                if decoded in dict(query):
+                    msg = (f"its URL gives the credential query parameter {decoded!r} twice; "
+                           "give it once")
+                    raise self._error(msg)
+                variable = self._variable(f"RTNB_{node}_{decoded}")
+                query.append((decoded, variable))
+                self.parts.env.append(_Env(variable, f"query parameter {decoded!r} of the URL "
+                                                     f"of {where!r}"))
+                value = ""
+            items.append(f"{name}{sep}{value}")
+        if any(secret_param(item.partition("=")[0]) and item.partition("=")[2]
+               for item in parts.fragment.split("&")):
+            msg = ("its URL's #fragment holds a credential; remove it (a client never sends "
+                   "the fragment to the server)")
             raise self._error(msg)
-        if kwargs.get("password_env") is None:
-            node = identifier(self.node[-1]).upper()
-            variable = f"RTNB_{node}_PASSWORD"
-            kwargs["password_env"] = variable
-            self.parts.env.append(_Env(variable, f"password of {self.node[-1]!r}"))
-        host = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        netloc = f"{user}@{host}" if user else host
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        clean = urlunsplit((parts.scheme, netloc, parts.path, "&".join(items), parts.fragment))
+        if not query and user_var is None and password_var is None:
+            return clean
+        self._helpers(url=True)
+        return _SecretURL(clean, tuple(query), user_var, password_var)
 
     # -- values -------------------------------------------------------------------------
     def value(self, v: Any) -> str:
@@ -305,6 +412,8 @@ class _Writer:
 
         if isinstance(v, _Raw):
             return v.code
+        if isinstance(v, _SecretURL):
+            return v.code(repr(v.url))
         if _is_view(v):
             return self.node_object(v)
         if isinstance(v, StreamingFrame):
@@ -612,6 +721,7 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     template = _templates().get_template("app.py.jinja" if app else "script.py.jinja")
     text = template.render(
         title=title, origin=origin, env=parts.env,
+        secret_helpers=parts.secret_helpers, url_helper=parts.url_helper,
         stdlib_imports=stdlib_imports, third_party_imports=third_party_imports,
         data_files=bool(parts.data_files),
         param_defaults=[(p.name, _param_default(p)) for _, p in params],
@@ -644,7 +754,7 @@ def _templates() -> jinja2.Environment:
 
 _STDLIB = frozenset({"collections", "datetime", "functools", "itertools", "json", "math",
                      "operator", "os", "pathlib", "random", "re", "statistics", "string",
-                     "time", "typing", "zoneinfo"})
+                     "time", "typing", "urllib", "zoneinfo"})
 
 
 def _import_block(extra: set[str], *, app: bool = False,

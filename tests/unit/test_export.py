@@ -290,12 +290,14 @@ def test_secrets_are_read_from_the_environment_never_written(tmp_path: Path) -> 
     assert done.stdout.strip() == "['feed'] 1"
 
 
-def test_credential_header_is_refused(tmp_path: Path) -> None:
+def test_credential_header_is_read_from_the_environment(tmp_path: Path) -> None:
+    # (more in test_export_secrets.py: query parameters, headers, URL passwords)
     example = {"timestamp": "datetime64[ns]", "cpu": "float64"}
     ws = rtnb.sources.websocket("ws://127.0.0.1:1/", example=example, time="timestamp",
-                                headers={"Authorization": "Bearer x"}, name="feed")
-    with pytest.raises(rtnb.ExportError, match="header carries a credential"):
-        rtnb.Pipeline(ws).export(tmp_path / "x.py", check=False)
+                                headers={"Authorization": "Bearer x-SECRET"}, name="feed")
+    text = rtnb.Pipeline(ws).export(tmp_path / "x.py", check=False).read_text()
+    assert "SECRET" not in text
+    assert "headers={'Authorization': env_secret('RTNB_FEED_AUTHORIZATION')}" in text
 
 
 def test_replayed_dataframe_travels_as_a_parquet_file(tmp_path: Path) -> None:
