@@ -18,22 +18,23 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## demo: JupyterLab on 127.0.0.1 with the quickstart notebook (replay of the bundled data)
+## (the token travels in JUPYTER_TOKEN, not on the command line where `ps` shows it)
 demo: venv
 	@TOKEN=$${RTNB_LAB_TOKEN:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))')}; \
 	echo ""; \
 	echo "  rtnb demo: open http://127.0.0.1:$(PORT)/lab/tree/notebooks/01-quickstart.ipynb?token=$$TOKEN"; \
 	echo "  (Run > Run All Cells, then move the window slider; Ctrl-C here stops JupyterLab)"; \
 	echo ""; \
-	exec $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG) \
-	  --IdentityProvider.token="$$TOKEN" --ServerApp.root_dir="$(CURDIR)" \
+	JUPYTER_TOKEN="$$TOKEN" exec $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) \
+	  --no-browser $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)" \
 	  notebooks/01-quickstart.ipynb
 
 ## lab: JupyterLab on 127.0.0.1 over the whole repository
 lab: venv
 	@TOKEN=$${RTNB_LAB_TOKEN:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))')}; \
 	echo "  rtnb lab: http://127.0.0.1:$(PORT)/lab?token=$$TOKEN"; \
-	exec $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG) \
-	  --IdentityProvider.token="$$TOKEN" --ServerApp.root_dir="$(CURDIR)"
+	JUPYTER_TOKEN="$$TOKEN" exec $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) \
+	  --no-browser $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)"
 
 ## test: lint, unit + property + doctests, notebooks (nbval) and browser tests; the browser
 ## tests run in a second pytest process beside the others (tools/run_tests.sh)

@@ -500,6 +500,8 @@ def start_lab(base_dir: Path, startup_timeout: float = 90.0) -> JupyterLab:
         JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
         JUPYTERLAB_WORKSPACES_DIR=str(dirs["ws"]),
         PYTHONUNBUFFERED="1",
+        # the server reads its token here: on the command line, `ps` would show it to anyone
+        JUPYTER_TOKEN=token,
     )
     log_path = base_dir / "jupyterlab.log"
     for attempt in range(3):  # retry only if another process grabbed the free port meanwhile
@@ -514,7 +516,6 @@ def start_lab(base_dir: Path, startup_timeout: float = 90.0) -> JupyterLab:
             "--ip=127.0.0.1",
             f"--port={port}",
             "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={dirs['root']}",
             "--LabApp.expose_app_in_browser=True",
             "--LabApp.news_url=None",
