@@ -18,6 +18,7 @@ from rtnb.errors import CheckpointError, ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["RedisStreamSource", "redis_stream"]
@@ -264,6 +265,7 @@ def redis_stream(
     time_unit: TimeUnit = "s",
     max_events: int | None = None,
     max_reconnects: int | None = None,
+    max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
     name: str = "redis",
 ) -> StreamingFrame:
     """A Redis stream as a StreamingFrame of micro-batches.
@@ -286,6 +288,10 @@ def redis_stream(
         entry's fields themselves as the record (values arrive as strings and are coerced).
     count, block
         Entries per read and how long a read waits for new entries.
+    max_future
+        Rows whose event time is more than this ahead of the wall clock (UTC; default
+        ``"5min"``) are dead letters with the reason, so that one event from the far future
+        does not move the watermark and make every later event late. ``None`` disables it.
 
     Examples
     --------
@@ -306,4 +312,4 @@ def redis_stream(
         ssl_context=context, name=name, decoder=decoder, example=schema, max_batch=max_batch,
         max_delay=max_delay, buffer=buffer, time_unit=time_unit, max_events=max_events,
         max_reconnects=max_reconnects)
-    return attach(source, time)
+    return attach(set_max_future(source, max_future), time)

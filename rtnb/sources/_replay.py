@@ -179,6 +179,10 @@ def replay(
     ``speed`` times real time: every ``interval`` of wall time, the rows whose event time has
     come are emitted. When the data is exhausted the frame closes, so every window is emitted.
 
+    A replay has no ``max_future`` guard (the live sources' check of event times against the
+    wall clock): a recording's clock is its own event time, so nothing in it is "ahead";
+    filter the data (``end=``) to leave out rows dated implausibly far ahead.
+
     Parameters
     ----------
     path

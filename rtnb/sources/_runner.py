@@ -38,6 +38,7 @@ from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.sources._coerce import TimeUnit, coerce
 from rtnb.sources._decode import Decoder, Payload, make_decoder
+from rtnb.sources._guard import future_guard
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
@@ -457,6 +458,8 @@ class BufferedSource:
             good, good_owner, dead = self._convert(payloads)
         except Exception as exc:  # which message(s): found out one by one
             good, good_owner, dead = self._convert_each(payloads, exc)
+        # rows dated beyond max_future of the source's clock: dead letters, not the watermark
+        good, good_owner = future_guard(self, frame.time, good, good_owner, dead)
         defer = self.defer_acks
         if dead:
             dead.sort(key=lambda d: d[0])  # in arrival order

@@ -15,6 +15,7 @@ from rtnb.errors import CheckpointError, ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._decode import CsvDecoder, Decoder, Payload
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["TailSource", "tail"]
@@ -117,6 +118,7 @@ def tail(
     buffer: int = 100_000,
     time_unit: TimeUnit = "s",
     max_events: int | None = None,
+    max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
     name: str = "tail",
 ) -> StreamingFrame:
     r"""Follow a log file as it grows: every new line becomes a row.
@@ -139,6 +141,10 @@ def tail(
         Keep waiting for new lines (default); ``False`` stops at the end of the file.
     poll
         How often to look for new data when at the end of the file.
+    max_future
+        Rows whose event time is more than this ahead of the wall clock (UTC; default
+        ``"5min"``) are dead letters with the reason, so that one event from the far future
+        does not move the watermark and make every later event late. ``None`` disables it.
 
     Examples
     --------
@@ -165,4 +171,4 @@ def tail(
                         header=bool(header), follow=follow, name=name, decoder=decoder,
                         example=schema, max_batch=max_batch, max_delay=max_delay,
                         buffer=buffer, time_unit=time_unit, max_events=max_events)
-    return attach(source, time)
+    return attach(set_max_future(source, max_future), time)

@@ -15,26 +15,46 @@ from rtnb.errors import SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._guard import (
+    DEFAULT_MAX_FUTURE,
+    RefusingSource,
+    bytes_text,
+    set_max_future,
+    size_limit,
+)
 from rtnb.sources._runner import BufferedSource, Policy, attach
 
 __all__ = ["WebSocketSource", "websocket"]
 
 
-class WebSocketSource(BufferedSource):
+class WebSocketSource(RefusingSource, BufferedSource):
     """Reads every message of a WebSocket; reconnects with backoff when the connection drops.
 
     A WebSocket feed is live-only: messages sent while disconnected are gone. A full buffer
     blocks reading (``policy="block"``, TCP then slows the sender) or drops by policy.
+
+    A message over ``max_message_bytes`` is a dead letter (its first 1,024 bytes, or
+    characters for a text message, and the reason) and the connection goes on: the client
+    itself accepts messages up to ``READ_LIMIT_FACTOR`` x ``max_message_bytes``, so that it
+    never closes the connection (and loses what the server sent after the message) for one
+    it can still hold. A message larger still would have to be held whole: the client
+    closes the connection (code 1009), the dead letter says so, and the source reconnects.
     """
 
+    #: The client reads messages up to this many times ``max_message_bytes`` (to refuse
+    #: them without losing the connection); larger ones close it.
+    READ_LIMIT_FACTOR = 4
+
     def __init__(self, url: str, *, headers: dict[str, str], ssl_context: ssl.SSLContext | None,
-                 ping_interval: float | None, subscribe: str | None, **options: Any) -> None:
+                 ping_interval: float | None, subscribe: str | None,
+                 max_message_bytes: int | None = 2 ** 24, **options: Any) -> None:
         super().__init__(**options)
         self.url = url
         self._headers = headers
         self._ssl = ssl_context
         self.ping_interval = ping_interval
         self.subscribe = subscribe
+        self.max_message_bytes = size_limit(max_message_bytes, "max_message_bytes")
         exceptions = require("websockets.exceptions", "ws")
         self.retry_on = (OSError, asyncio.TimeoutError, exceptions.ConnectionClosed,
                          exceptions.InvalidMessage)
@@ -43,16 +63,40 @@ class WebSocketSource(BufferedSource):
     def __repr__(self) -> str:
         return f"<WebSocketSource {self.name!r} {mask_url(self.url)}>"
 
+    def _too_large(self, message: Payload) -> Payload | None:
+        """The dead letter standing for ``message`` if it is over ``max_message_bytes``."""
+        limit = self.max_message_bytes
+        assert limit is not None
+        size = len(message.encode()) if isinstance(message, str) else len(message)
+        if size <= limit:
+            return None
+        return self._refuse(message, f"message of {size} bytes is over max_message_bytes="
+                                     f"{limit} ({bytes_text(limit)})")
+
+    def _closed_for_size(self, exc: Exception) -> Payload | None:
+        """The dead letter of a message so large that the client closed the connection."""
+        sent = getattr(exc, "sent", None)
+        if sent is None or getattr(sent, "code", None) != 1009:  # 1009: message too big
+            return None
+        return self._refuse(b"", f"message over the client's read limit ({sent.reason}; "
+                                 f"max_message_bytes={self.max_message_bytes}): the client "
+                                 f"closed the connection (1009) and reconnects; what the "
+                                 f"server sent after it on that connection is lost")
+
     async def _read(self, stop: asyncio.Event) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosedOK, InvalidStatus
+        from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
+        limit = self.max_message_bytes
+        # Below `check`, no message can be over the limit (a character is at most 4 bytes).
+        check = None if limit is None else limit // 4
         try:
             # close_timeout: when stopping with frames still in flight, do not wait 10 s for
             # the closing handshake behind them
             async with connect(self.url, additional_headers=self._headers, ssl=self._ssl,
                                ping_interval=self.ping_interval, close_timeout=1,
-                               max_size=2 ** 24) as ws:
+                               max_size=None if limit is None else
+                               limit * self.READ_LIMIT_FACTOR) as ws:
                 self._connected()
                 if self.subscribe is not None:
                     await ws.send(self.subscribe)
@@ -62,7 +106,15 @@ class WebSocketSource(BufferedSource):
                         message = await recv()
                     except ConnectionClosedOK:  # how `async for` ends
                         break
+                    except ConnectionClosedError as exc:
+                        letter = self._closed_for_size(exc)
+                        if letter is not None:
+                            self._position += 1
+                            await self._put(letter, self._position)
+                        raise
                     self._position += 1
+                    if check is not None and len(message) > check:
+                        message = self._too_large(message) or message
                     if not offer(message, self._position):
                         await self._put(message, self._position)
             if not stop.is_set():
@@ -101,6 +153,8 @@ def websocket(
     time_unit: TimeUnit = "s",
     max_events: int | None = None,
     max_reconnects: int | None = None,
+    max_message_bytes: int | None = 2 ** 24,
+    max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
     name: str = "websocket",
 ) -> StreamingFrame:
     """A WebSocket client feed as a StreamingFrame of micro-batches.
@@ -133,6 +187,18 @@ def websocket(
         reading), ``"drop_oldest"`` or ``"sample"`` (counted in ``source.stats.dropped``).
     max_events, max_reconnects
         Stop after that many rows; give up after that many reconnects (default: never).
+    max_message_bytes
+        A message larger than this (default 16 MiB) is a dead letter: its first 1,024 bytes
+        (characters, for a text message) and the reason (its size and the limit); the
+        connection and the messages after it go on.
+        The client reads messages of up to 4 x ``max_message_bytes`` to refuse them; a
+        larger one closes the connection (a dead letter says so) and the source reconnects:
+        what the server sent after it on that connection is lost. ``None``: no limit (a
+        message is held whole, however large).
+    max_future
+        Rows whose event time is more than this ahead of the wall clock (UTC; default
+        ``"5min"``) are dead letters with the reason, so that one event from the far future
+        does not move the watermark and make every later event late. ``None`` disables it.
 
     Examples
     --------
@@ -156,7 +222,7 @@ def websocket(
     source = WebSocketSource(
         url, headers=all_headers, ssl_context=context,
         ping_interval=None if ping_interval is None else to_ns(ping_interval) / 1e9,
-        subscribe=subscribe, name=name, decoder=decoder, example=schema, max_batch=max_batch,
-        max_delay=max_delay, buffer=buffer, policy=policy, time_unit=time_unit,
-        max_events=max_events, max_reconnects=max_reconnects)
-    return attach(source, time)
+        subscribe=subscribe, max_message_bytes=max_message_bytes, name=name, decoder=decoder,
+        example=schema, max_batch=max_batch, max_delay=max_delay, buffer=buffer, policy=policy,
+        time_unit=time_unit, max_events=max_events, max_reconnects=max_reconnects)
+    return attach(set_max_future(source, max_future), time)
