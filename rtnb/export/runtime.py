@@ -178,8 +178,9 @@ class _Counts:
     def __init__(self, frames: list[StreamingFrame]) -> None:
         self.rows: dict[str, int] = {}
         self.batches: dict[str, int] = {}
-        #: Checkpoints saved by this process.
+        #: Checkpoints saved by this process, and those that could not be written.
         self.checkpoints = 0
+        self.checkpoint_failures = 0
         for frame in frames:
             self.rows[frame.name] = 0
             self.batches[frame.name] = 0
@@ -223,6 +224,10 @@ class _Collector:
                                     labels=["pipeline"])
         saved.add_metric([name], self.counts.checkpoints)
         yield saved
+        failed = CounterMetricFamily("rtnb_checkpoint_failures", "Checkpoints that could not "
+                                     "be written (retried at the next one)", labels=["pipeline"])
+        failed.add_metric([name], self.counts.checkpoint_failures)
+        yield failed
         stats = snap.source
         if stats is not None:
             src = self.pipeline.root.name
@@ -336,14 +341,31 @@ async def _main(pipeline: Pipeline, seconds: float | None, log: Any,
                 saver: _Saver | None = None) -> int:
     loop = asyncio.get_running_loop()
 
+    signals: list[str] = []
+
     def on_signal(sig: signal.Signals) -> None:
-        log.info("signal", signal=sig.name, action="stopping the source; windows and sinks flush")
-        pipeline.stop()
+        signals.append(sig.name)
+        if len(signals) == 1:
+            log.info("signal", signal=sig.name,
+                     action="stopping the source; windows and sinks flush")
+            pipeline.stop()
+            return
+        # A second signal: do not wait for a sink that cannot deliver (what it holds is
+        # dropped, counted, and the exit code says so).
+        log.warning("signal", signal=sig.name, action="giving up on undelivered rows")
+        for sink in pipeline.sinks:
+            sink.abandon()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):  # pragma: no cover - Windows
             loop.add_signal_handler(sig, on_signal, sig)
     timer = loop.call_later(seconds, pipeline.stop) if seconds is not None else None
+    if saver is not None:
+        try:
+            await saver.recover()
+        except (CheckpointError, OSError) as exc:
+            log.error("checkpoint", action="recover failed", error=f"{type(exc).__name__}: {exc}")
+            return 2
     periodic = loop.create_task(saver.periodic()) if saver is not None else None
     try:
         await pipeline.arun()
@@ -357,9 +379,24 @@ async def _main(pipeline: Pipeline, seconds: float | None, log: Any,
             periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await periodic
-    if saver is not None and saver.exhausted:
-        saver.save("end", finished=True)  # windows flushed: a restart emits nothing more
-    return 0
+    code = 0
+    if saver is not None:
+        if saver.exhausted:
+            try:  # windows flushed: a restart emits nothing more
+                await saver.checkpoint("end", finished=True)
+            except CheckpointError as exc:
+                log.error("checkpoint", action="failed", reason="end", error=str(exc))
+                code = 1
+        if saver.failures:
+            code = 1
+        for sink in pipeline.sinks:
+            await sink.flush()  # release what the last commit opened
+    dropped = {s.name: s.stats.undeliverable_rows for s in pipeline.sinks
+               if s.stats.undeliverable_rows}
+    if dropped:
+        log.error("sinks", action="dropped rows", rows=dropped)
+        code = 1
+    return code
 
 
 class _Saver:
@@ -379,6 +416,9 @@ class _Saver:
         self.source: Source = root.source
         self.kind = source_kind(self.source)
         self.counts: _Counts | None = None
+        self._lock: asyncio.Lock | None = None
+        #: Checkpoints that could not be written (the run exits 1 if any).
+        self.failures = 0
         if store.restore(pipeline):
             saved = store.restored
             assert saved is not None
@@ -403,24 +443,80 @@ class _Saver:
                 if name in target:
                     target[name] = n
 
-    def save(self, reason: str, *, finished: bool = False) -> None:
-        extra = {} if self.counts is None else {"rows": dict(self.counts.rows),
-                                                "batches": dict(self.counts.batches)}
-        started = time.monotonic()
-        self.store.save(self.pipeline, finished=finished, extra=extra)
-        if self.counts is not None:
-            self.counts.checkpoints += 1
-        self.log.info("checkpoint", action="saved", reason=reason, finished=finished,
-                      position=_json(getattr(self.source, "position", None)),
-                      ms=round((time.monotonic() - started) * 1e3, 1))
+    def _extra(self) -> dict[str, Any]:
+        return {} if self.counts is None else {"rows": dict(self.counts.rows),
+                                               "batches": dict(self.counts.batches)}
+
+    async def recover(self) -> None:
+        """Before the source starts: sinks back to the restored checkpoint, acks resumed.
+
+        Then a first checkpoint: the baseline a crash before the first periodic one goes
+        back to (a fresh run's sinks are cut back to where they were when it started).
+        """
+        restored = self.store.restored is not None
+        txs = self.store.sinks
+        for sink in self.pipeline.sinks:
+            sink.transactional = True
+            if restored and sink.name in txs:
+                await sink.recover(txs[sink.name])
+        if hasattr(self.source, "defer_acks"):
+            self.source.defer_acks = True
+        resumed = list(self.store.acks)
+        if resumed and hasattr(self.source, "resume_acks"):
+            self.source.resume_acks(resumed)
+        await self.checkpoint("start", acks=resumed)
+
+    async def checkpoint(self, reason: str, *, finished: bool = False,
+                         acks: list[Any] | None = None) -> None:
+        """One checkpoint barrier (Flink's model), between two batches.
+
+        The operator state and the source position are captured at once; each sink then
+        delivers what was queued before the barrier and makes it durable (its transaction
+        state goes into the checkpoint); the checkpoint is written off the event loop; only
+        then do the sinks commit and the source acknowledge the messages it covers.
+        """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            sinks = self.pipeline.sinks
+            marks = {sink.name: sink.barrier() for sink in sinks}
+            captured = self.store.capture(self.pipeline, finished=finished, extra=self._extra())
+            take = getattr(self.source, "take_acks", None)
+            taken: list[Any] = list(acks or []) + (take() if take is not None else [])
+            started = time.monotonic()
+            txs = {sink.name: await sink.prepare_commit(marks[sink.name]) for sink in sinks}
+            try:
+                await asyncio.to_thread(self.store.write, captured, sinks=txs, acks=taken)
+            except CheckpointError:
+                if taken and hasattr(self.source, "resume_acks"):
+                    self.source.resume_acks(taken)  # acknowledged with the next checkpoint
+                raise
+            if self.counts is not None:
+                self.counts.checkpoints += 1
+            for sink in sinks:
+                await sink.commit(txs[sink.name])
+            ack = getattr(self.source, "ack", None)
+            if taken and ack is not None:
+                await ack(taken)
+            self.log.info("checkpoint", action="saved", reason=reason, finished=finished,
+                          position=_json(getattr(self.source, "position", None)),
+                          acks=len(taken), ms=round((time.monotonic() - started) * 1e3, 1))
 
     async def periodic(self) -> None:
-        """Save every ``every`` seconds; it runs between batches (emitting never awaits)."""
+        """A checkpoint every ``every`` seconds; a failed one is logged, counted, retried."""
         graph = self.pipeline.root.graph
         while True:
             await asyncio.sleep(self.every)
-            if not graph.closed:
-                self.save("periodic")
+            if graph.closed:
+                continue
+            try:
+                await self.checkpoint("periodic")
+            except CheckpointError as exc:
+                self.failures += 1
+                if self.counts is not None:
+                    self.counts.checkpoint_failures += 1
+                self.log.error("checkpoint", action="failed", reason="periodic",
+                               error=str(exc), failures=self.failures)
 
 
 class _Checkpointed:
@@ -442,7 +538,7 @@ class _Checkpointed:
     async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
         await self.inner.run(frame, stop)
         if not self.saver.exhausted:
-            self.saver.save("stop")
+            await self.saver.checkpoint("stop")
             # The stream ends here without the end-of-stream flush (the frame closes the
             # graph when this returns, and a closed graph does not close twice): what is
             # open lives on in the checkpoint.

@@ -6,20 +6,34 @@ retried with exponential backoff and jitter; after ``failures`` consecutive fail
 circuit opens: nothing is attempted for ``reset_after``, then one probe batch is tried
 (half-open), which closes the circuit on success. A batch that cannot be delivered is spooled
 to disk (``spool=`` a folder; retried, oldest first, once deliveries succeed again) or, without
-a spool, counted in ``stats.undeliverable_rows``. Delivery is at least once: a batch whose
-acknowledgement was lost is sent again, with the same key (``Idempotency-Key`` for
-webhooks), so the receiver can drop the repeat. When the queue holds ``max_queue`` batches the
-sink presses on the pipeline: sources wait before their next batch until it has caught up.
+a spool, held: the sink presses on the pipeline (sources wait) and retries until the target
+answers again, so nothing is dropped unless asked (``on_failure="drop"``: counted in
+``stats.undeliverable_rows``, logged, and the exported script exits 1). Delivery is at least
+once: a batch whose acknowledgement was lost is sent again with the same key, derived from
+the batch's content (``Idempotency-Key`` for webhooks, ``Nats-Msg-Id`` for JetStream), so
+the receiver can drop the repeat, also after a restart. When the queue holds ``max_queue``
+batches the sink presses on the pipeline: sources wait before their next batch until it
+has caught up.
+
+Checkpoints (the exported script's ``--checkpoint``) make a sink *transactional*: at each
+checkpoint barrier :meth:`Sink.prepare_commit` delivers everything queued before the barrier
+and returns the sink's transaction state, stored in the checkpoint; once the checkpoint is
+durable :meth:`Sink.commit` makes that output final; a restarted run first calls
+:meth:`Sink.recover` with the restored checkpoint's state, which undoes what was written
+after it (the run then writes it again). Each sink says what this gives in ``delivery``:
+``"exactly-once"`` (the output equals an uninterrupted run's after any number of crashes) or
+``"at-least-once"`` (repeats carry the same key).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pandas as pd
 
@@ -95,16 +109,23 @@ class Sink:
     """Base class: subclasses implement ``async _deliver(batch)`` (raise to report failure)."""
 
     kind = "sink"
+    #: What a run with checkpoints guarantees for this sink (see the module docstring).
+    delivery: ClassVar[str] = "at-least-once"
 
     def __init__(self, frame: StreamingFrame, *, name: str, retries: int = 3,
                  max_queue: int = 64, failures: int = 5,
-                 reset_after: DurationLike = "5s", spool: str | Path | None = None) -> None:
+                 reset_after: DurationLike = "5s", spool: str | Path | None = None,
+                 on_failure: Literal["block", "drop"] = "block") -> None:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             msg = f"sink {name!r}: `retries` must be a non-negative int; got {retries!r}"
             raise ConfigError(msg)
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             msg = f"sink {name!r}: `max_queue` must be a positive int; got {max_queue!r}"
             raise ConfigError(msg)
+        if on_failure not in ("block", "drop"):
+            msg = f"sink {name!r}: `on_failure` must be 'block' or 'drop'; got {on_failure!r}"
+            raise ConfigError(msg)
+        self.on_failure = on_failure
         self.frame = frame
         self.name = name
         self.retries = retries
@@ -116,9 +137,13 @@ class Sink:
         self.stats = SinkStats()
         self.backoff = Backoff(base=0.05, cap=2.0)
         self._queue: list[tuple[str, pd.DataFrame]] = []
-        self._seq = 0
-        #: Identifies this run's batches: ``<sink name>-<run>-<n>``, the idempotency key.
-        self._run = f"{name}-{time.time_ns():x}"
+        self._seq = 0  # batches queued so far
+        self._handled = 0  # of them, delivered, spooled or dropped
+        self._progress = asyncio.Event()
+        self._blocked = False
+        self._hold: int | None = None  # a barrier: deliver no batch queued after it
+        #: Set by the exported runtime when it checkpoints (see prepare_commit).
+        self.transactional = False
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -134,13 +159,31 @@ class Sink:
         if self._closed or not len(batch):
             return
         self._seq += 1
-        self._queue.append((f"{self._run}-{self._seq}", batch))
+        self._queue.append((self.key_of(batch), batch))
         self.stats.queued_max = max(self.stats.queued_max, len(self._queue))
         if len(self._queue) >= self.max_queue:
             self.frame.graph.press(self)
         self._ensure_writer()
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def key_of(self, batch: pd.DataFrame) -> str:
+        """The batch's delivery key: the sink's name and a digest of the rows' values.
+
+        The same rows give the same key in every run (a restart re-sends them with it), so
+        a receiver can drop a repeat.
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+        >>> sink = rtnb.sinks.to_log(sdf, "/dev/null")
+        >>> sink.key_of(pd.DataFrame({"x": [1.0]})) == sink.key_of(pd.DataFrame({"x": [1.0]}))
+        True
+        """
+        hashed = pd.util.hash_pandas_object(batch, index=False).to_numpy()
+        digest = hashlib.blake2b(hashed.tobytes(), digest_size=12).hexdigest()
+        return f"{self.name}-{digest}"
 
     def _ensure_writer(self) -> None:
         if self._task is not None and not self._task.done():
@@ -156,17 +199,23 @@ class Sink:
     async def _writer(self) -> None:
         assert self._wakeup is not None
         while not self._closed:
-            if not self._queue:
+            if not self._queue or self._held():
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             await self._drain_once()
 
+    def _held(self) -> bool:
+        """The next batch was queued after a barrier whose transaction is being prepared."""
+        return self._hold is not None and self._handled >= self._hold
+
     async def _drain_once(self) -> None:
-        while self._queue:
+        while self._queue and not self._held():
             key, batch = self._queue[0]
             await self._handle(key, batch)
             self._queue.pop(0)
+            self._handled += 1
+            self._progress.set()
             if len(self._queue) < max(1, self.max_queue // 2):
                 self.frame.graph.relieve(self)
 
@@ -190,22 +239,40 @@ class Sink:
         return False
 
     async def _handle(self, key: str, batch: pd.DataFrame) -> None:
-        if self._spooled and self.breaker.allow():
-            await self._retry_spool()
-        if not self._spooled and await self._attempt(key, batch):
-            self.stats.delivered_rows += len(batch)
-            self.stats.delivered_batches += 1
-            return
-        if self.spool is not None:
-            path = self.spool / f"{time.time_ns()}_{key}.parquet"
-            batch.to_parquet(path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").rename(path)
-            self._spooled.append(path)
-            self.stats.spooled_rows += len(batch)
-        else:
-            self.stats.undeliverable_rows += len(batch)
-            log.warning("sink %r could not deliver %d rows (%s); circuit %s", self.name,
-                        len(batch), self.stats.last_error, self.breaker.state)
+        while True:
+            if self._spooled and self.breaker.allow():
+                await self._retry_spool()
+            if not self._spooled and await self._attempt(key, batch):
+                self.stats.delivered_rows += len(batch)
+                self.stats.delivered_batches += 1
+                if self._blocked:
+                    self._blocked = False
+                    log.warning("sink %r delivers again", self.name)
+                return
+            if self.spool is not None:
+                path = self.spool / f"{time.time_ns()}_{key}.parquet"
+                batch.to_parquet(path.with_suffix(".tmp"))
+                path.with_suffix(".tmp").rename(path)
+                self._spooled.append(path)
+                self.stats.spooled_rows += len(batch)
+                return
+            if self.on_failure == "drop" or self._closed:
+                self.stats.undeliverable_rows += len(batch)
+                log.error("sink %r dropped %d rows it could not deliver (%s); circuit %s",
+                          self.name, len(batch), self.stats.last_error, self.breaker.state)
+                return
+            # on_failure="block": hold the sources (they wait before their next batch) and
+            # try again when the circuit lets us; nothing is dropped.
+            if not self._blocked:
+                self._blocked = True
+                log.warning("sink %r cannot deliver (%s); holding the sources until it "
+                            "answers again", self.name, self.stats.last_error)
+            self.frame.graph.press(self)
+            if self.breaker.state == "open":
+                wait = self.breaker.reset_after_s - (time.monotonic() - self.breaker.opened_at)
+            else:
+                wait = self.backoff.next()
+            await asyncio.sleep(max(0.05, wait))
 
     async def _retry_spool(self) -> None:
         while self._spooled:
@@ -223,6 +290,50 @@ class Sink:
     async def _deliver(self, batch: pd.DataFrame, key: str) -> None:
         """Deliver one batch (raise on failure); ``key`` is the same on every retry of it."""
         raise NotImplementedError
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def barrier(self) -> int:
+        """Mark the checkpoint barrier: the batches queued so far belong to this checkpoint."""
+        return self._seq
+
+    async def prepare_commit(self, barrier: int) -> Any:
+        """Deliver every batch queued before ``barrier``; return the transaction state.
+
+        The state is stored in the checkpoint; :meth:`commit` receives it once the
+        checkpoint is durable, :meth:`recover` after a restart from that checkpoint.
+        """
+        self._hold = barrier
+        try:
+            while self._handled < barrier and not self._closed:
+                self._ensure_writer()
+                self._progress.clear()
+                if self._handled >= barrier:
+                    break
+                await self._progress.wait()
+            return await self._pre_commit()
+        finally:
+            self._hold = None
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    async def _pre_commit(self) -> Any:
+        """Make what was delivered durable; the transaction state (subclasses)."""
+        return None
+
+    async def commit(self, state: Any) -> None:
+        """The checkpoint holding ``state`` is durable: make its output final (subclasses)."""
+
+    async def recover(self, state: Any) -> None:
+        """Before a run restarted from a checkpoint: undo what was written after ``state``.
+
+        ``state`` is what :meth:`prepare_commit` returned for that checkpoint; the output is
+        brought back to exactly that point, its pending part committed (subclasses).
+        """
+
+    def abandon(self) -> None:
+        """Give up on what cannot be delivered (a second stop signal): drop it, counted."""
+        self._closed = True
+        self._progress.set()
 
     # -- end -------------------------------------------------------------------------------
     async def flush(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 import sys
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["LogSink", "ParquetSink", "RedisStreamSink", "WebhookSink", "records",
            "to_log", "to_parquet", "to_redis_stream", "to_webhook"]
 
+log = logging.getLogger("rtnb")
+
 
 def records(batch: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: times as ISO 8601 strings, missing values as ``None``.
@@ -43,11 +46,27 @@ def records(batch: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # -- files -----------------------------------------------------------------------------------
 class ParquetSink(Sink):
-    """Rolling Parquet files ``part-000000.parquet``, ... in a folder, each written atomically."""
+    """Rolling Parquet files ``part-000000.parquet``, ... in a folder, each written atomically.
+
+    With checkpoints (transactional) every file written between two checkpoints is first a
+    hidden ``.part-NNNNNN.parquet.pending`` (readers such as ``pd.read_parquet(folder)``
+    skip hidden files) and becomes ``part-NNNNNN.parquet`` by an atomic rename once the
+    checkpoint that holds it is durable; a restart removes what no checkpoint committed.
+    """
 
     kind = "parquet"
+    delivery = "exactly-once"
 
     def __init__(self, frame: StreamingFrame, folder: Path, *, rotate_rows: int,
                  rotate_every_s: float, **options: Any) -> None:
@@ -59,6 +78,15 @@ class ParquetSink(Sink):
         self._rows = 0
         self._opened = time.monotonic()
         self.files: list[Path] = sorted(folder.glob("part-*.parquet"))
+        self._pending: list[Path] = []  # written, waiting for their checkpoint (transactional)
+
+    def _next_path(self) -> Path:
+        index = len(self.files) + len(self._pending)
+        return self.folder / f"part-{index:06d}.parquet"
+
+    @staticmethod
+    def _pending_name(path: Path) -> Path:
+        return path.with_name(f".{path.name}.pending")
 
     async def _deliver(self, batch: pd.DataFrame, key: str) -> None:
         self._parts.append(batch)
@@ -70,15 +98,57 @@ class ParquetSink(Sink):
     def _roll(self) -> None:
         if not self._parts:
             return
-        path = self.folder / f"part-{len(self.files):06d}.parquet"
-        tmp = path.with_suffix(".tmp")
+        path = self._next_path()
+        tmp = path.with_name(f".{path.name}.tmp")  # hidden: readers of the folder skip it
         pd.concat(self._parts, ignore_index=True).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        self.files.append(path)
+        _fsync(tmp)
+        if self.transactional:
+            os.replace(tmp, self._pending_name(path))
+            self._pending.append(path)
+        else:
+            os.replace(tmp, path)
+            self.files.append(path)
         self._parts, self._rows, self._opened = [], 0, time.monotonic()
 
     async def _close_target(self) -> None:
         self._roll()
+
+    async def _pre_commit(self) -> Any:
+        self._roll()
+        _fsync(self.folder)
+        return {"files": [p.name for p in self.files], "pending": [p.name for p in self._pending]}
+
+    async def commit(self, state: Any) -> None:
+        """Rename the checkpoint's pending files to their final names."""
+        for name in state["pending"]:
+            path = self.folder / name
+            pending = self._pending_name(path)
+            if pending.exists():
+                os.replace(pending, path)
+            if path in self._pending:
+                self._pending.remove(path)
+                self.files.append(path)
+        _fsync(self.folder)
+
+    async def recover(self, state: Any) -> None:
+        """Keep exactly the checkpoint's files (its pending ones committed); remove the rest."""
+        if state is None:
+            return
+        keep = set(state["files"]) | set(state["pending"])
+        for name in state["pending"]:
+            pending = self._pending_name(self.folder / name)
+            if pending.exists():
+                os.replace(pending, self.folder / name)
+        for path in self.folder.iterdir():
+            hidden = path.name.startswith(".part-")
+            final = path.name.startswith("part-") and path.suffix == ".parquet"
+            if hidden or (final and path.name not in keep):
+                path.unlink()
+                log.warning("sink %r removed %s, written after the checkpoint", self.name,
+                            path.name)
+        _fsync(self.folder)
+        self.files = sorted(self.folder / n for n in keep)
+        self._pending = []
 
 
 def to_parquet(frame: StreamingFrame, folder: str | os.PathLike[str], *,
@@ -111,7 +181,11 @@ def to_parquet(frame: StreamingFrame, folder: str | os.PathLike[str], *,
 
 
 class LogSink(Sink):
-    """One JSON object per row, with the node name, to a file or a text stream."""
+    """One JSON object per row, with the node name, to a file or a text stream.
+
+    To a file with checkpoints: exactly-once (a checkpoint records the file's length after
+    an fsync; a restart truncates the file to it). To a stream: at-least-once.
+    """
 
     kind = "log"
 
@@ -119,6 +193,32 @@ class LogSink(Sink):
                  **options: Any) -> None:
         super().__init__(frame, **options)
         self.target = target
+
+    @property
+    def delivery(self) -> str:  # type: ignore[override]  # per target
+        """``"exactly-once"`` to a file, ``"at-least-once"`` to a stream."""
+        return "exactly-once" if isinstance(self.target, Path) else "at-least-once"
+
+    async def _pre_commit(self) -> Any:
+        if not isinstance(self.target, Path):
+            return None
+        if not self.target.exists():
+            return {"offset": 0}
+        with self.target.open("rb") as f:
+            os.fsync(f.fileno())
+            return {"offset": f.seek(0, os.SEEK_END)}
+
+    async def recover(self, state: Any) -> None:
+        """Cut the file back to the checkpoint's length (what came after is written again)."""
+        if state is None or not isinstance(self.target, Path) or not self.target.exists():
+            return
+        size = self.target.stat().st_size
+        if size > state["offset"]:
+            with self.target.open("r+b") as f:
+                f.truncate(state["offset"])
+                os.fsync(f.fileno())
+            log.warning("sink %r cut %s back to %d bytes (%d written after the checkpoint)",
+                        self.name, self.target, state["offset"], size - state["offset"])
 
     async def _deliver(self, batch: pd.DataFrame, key: str) -> None:
         lines = "".join(json.dumps({"node": self.frame.name, **r}) + "\n"
@@ -226,9 +326,14 @@ def to_webhook(frame: StreamingFrame, url: str, *, headers: dict[str, str] | Non
 
 # -- Redis -----------------------------------------------------------------------------------
 class RedisStreamSink(Sink):
-    """``XADD`` of every row (field ``data``: the JSON record), pipelined per batch."""
+    """``XADD`` of every row (field ``data``: the JSON record), pipelined per batch.
+
+    With checkpoints: exactly-once, provided this sink is the stream's only writer (a
+    checkpoint records the stream's last entry id; a restart deletes the entries after it).
+    """
 
     kind = "redis"
+    delivery = "exactly-once"
 
     def __init__(self, frame: StreamingFrame, stream: str, url: str, *, field: str,
                  maxlen: int | None, password: str | None, **options: Any) -> None:
@@ -242,11 +347,9 @@ class RedisStreamSink(Sink):
         return f"<RedisStreamSink {self.name!r} -> {mask_url(self.url)} {self.stream!r}>"
 
     async def _deliver(self, batch: pd.DataFrame, key: str) -> None:
-        if self._client is None:
-            kwargs = {"password": self._password} if self._password else {}
-            self._client = self._redis.from_url(self.url, **kwargs)
+        client = self._connection()
         try:
-            pipe = self._client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for record in records(batch):
                 pipe.xadd(self.stream, {self.field: json.dumps(record)}, maxlen=self.maxlen,
                           approximate=self.maxlen is not None)
@@ -260,6 +363,32 @@ class RedisStreamSink(Sink):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def _connection(self) -> Any:
+        if self._client is None:
+            kwargs = {"password": self._password} if self._password else {}
+            self._client = self._redis.from_url(self.url, **kwargs)
+        return self._client
+
+    async def _pre_commit(self) -> Any:
+        last = await self._connection().xrevrange(self.stream, count=1)
+        entry = last[0][0] if last else b"0-0"
+        return {"last_id": entry.decode() if isinstance(entry, bytes) else str(entry)}
+
+    async def recover(self, state: Any) -> None:
+        """Delete the entries written after the checkpoint's last entry."""
+        if state is None:
+            return
+        client = self._connection()
+        removed = 0
+        while True:
+            after = await client.xrange(self.stream, min=f"({state['last_id']}", count=1000)
+            if not after:
+                break
+            removed += await client.xdel(self.stream, *[entry for entry, _ in after])
+        if removed:
+            log.warning("sink %r deleted %d entries of %r written after the checkpoint",
+                        self.name, removed, self.stream)
 
 
 def to_redis_stream(frame: StreamingFrame, stream: str, url: str = "redis://127.0.0.1:6379/0",

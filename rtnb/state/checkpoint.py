@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import sqlite3
@@ -48,7 +49,9 @@ from rtnb.errors import CheckpointError
 if TYPE_CHECKING:
     from rtnb.pipeline import Pipeline
 
-__all__ = ["Checkpoint", "source_kind"]
+__all__ = ["Captured", "Checkpoint", "source_kind"]
+
+log = logging.getLogger("rtnb")
 
 #: Format of the state blob; a checkpoint of another format is refused.
 VERSION = 2
@@ -139,6 +142,18 @@ def _mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Captured:
+    """A pipeline's state taken between batches, ready to be written (:meth:`Checkpoint.write`)."""
+
+    pipeline: str
+    source: str
+    position: bytes
+    blob: bytes
+    fingerprint: str
+    finished: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Saved:
     """One pipeline's row of a checkpoint file."""
 
@@ -226,7 +241,9 @@ class Checkpoint:
                    f"{version}; this rtnb reads format {VERSION}")
             raise CheckpointError(msg)
         try:
-            blob = pickle.loads(state)
+            outer = pickle.loads(state)
+            blob = pickle.loads(outer["core"])
+            blob["sinks"], blob["acks"] = outer["sinks"], outer["acks"]
             where = pickle.loads(position)
             print_ = json.loads(fingerprint)
         except Exception as exc:
@@ -245,7 +262,17 @@ class Checkpoint:
         """Write the pipeline's source position and state (call it between batches).
 
         ``finished`` marks a stream that ended (windows flushed); ``extra`` is kept as is
-        (the runtime's metric counts).
+        (the runtime's metric counts). The same as :meth:`capture` then :meth:`write`.
+        """
+        self.write(self.capture(pipeline, finished=finished, extra=extra))
+
+    def capture(self, pipeline: Pipeline, *, finished: bool = False,
+                extra: dict[str, Any] | None = None) -> Captured:
+        """Take the pipeline's state now (between batches) as bytes; :meth:`write` saves it.
+
+        Every node's snapshot and the source position are pickled at once, so the pipeline
+        may go on while the capture is written (off the event loop, with the sinks'
+        transaction state added).
         """
         source = _source_of(pipeline)
         kind = source_kind(source)
@@ -257,14 +284,47 @@ class Checkpoint:
             frames[node.name]["state"] = node.snapshot()
         blob = pickle.dumps({"frames": frames, "extra": dict(extra or {})},
                             protocol=pickle.HIGHEST_PROTOCOL)
-        fingerprint = json.dumps(_fingerprint(pipeline), sort_keys=True)
+        return Captured(pipeline.name, kind, pickle.dumps(position), blob,
+                        json.dumps(_fingerprint(pipeline), sort_keys=True), finished)
+
+    def write(self, captured: Captured, *, sinks: dict[str, Any] | None = None,
+              acks: list[Any] | None = None, attempts: int = 5) -> None:
+        """Write ``captured`` with the sinks' transaction states and the acks to send.
+
+        One SQLite transaction: a process killed while writing leaves the previous checkpoint
+        whole. A file locked by another process is retried ``attempts`` times with backoff
+        (each logged), then :class:`~rtnb.CheckpointError`. The file is created readable by
+        its owner only (it holds the pipeline's data).
+        """
+        state = pickle.dumps({"core": captured.blob, "sinks": dict(sinks or {}),
+                              "acks": list(acks or [])}, protocol=pickle.HIGHEST_PROTOCOL)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            with conn:  # one transaction: the previous row stays until this one is complete
-                conn.execute(_SCHEMA)
-                conn.execute(f"INSERT OR REPLACE INTO {_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (pipeline.name, VERSION, fingerprint, kind,
-                              pickle.dumps(position), blob, int(finished), time.time()))
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        delay = 0.1
+        for attempt in range(1, attempts + 1):
+            try:
+                with closing(sqlite3.connect(self.path, timeout=2)) as conn, conn:
+                    conn.execute(_SCHEMA)
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO {_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (captured.pipeline, VERSION, captured.fingerprint, captured.source,
+                         captured.position, state, int(captured.finished), time.time()))
+                return
+            except sqlite3.OperationalError as exc:  # locked, busy, disk full ...
+                log.warning("checkpoint %s: write %d of %d failed: %s", self.path, attempt,
+                            attempts, exc)
+                if attempt == attempts:
+                    msg = (f"checkpoint {str(self.path)!r} could not be written after "
+                           f"{attempts} attempts: {exc}")
+                    raise CheckpointError(msg) from exc
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+            except sqlite3.DatabaseError as exc:
+                msg = (f"checkpoint {str(self.path)!r} is not a writable rtnb checkpoint "
+                       f"(corrupt or another kind of file): {exc}; move it away to start "
+                       "afresh")
+                raise CheckpointError(msg) from exc
 
     def restore(self, pipeline: Pipeline) -> bool:
         """Put the saved state into ``pipeline`` (freshly built) and move its source on.
@@ -306,6 +366,22 @@ class Checkpoint:
                        f"at {saved.position!r}: {exc}")
                 raise CheckpointError(msg) from exc
         return True
+
+    @property
+    def sinks(self) -> dict[str, Any]:
+        """The sinks' transaction states of the last restored checkpoint (by sink name)."""
+        if self.restored is None:
+            return {}
+        sinks: dict[str, Any] = self.restored.state.get("sinks", {})
+        return sinks
+
+    @property
+    def acks(self) -> list[Any]:
+        """The source positions the last restored checkpoint took at its barrier."""
+        if self.restored is None:
+            return []
+        acks: list[Any] = self.restored.state.get("acks", [])
+        return acks
 
     @property
     def extra(self) -> dict[str, Any]:

@@ -130,12 +130,35 @@ def test_webhook_retries_opens_the_circuit_spools_and_delivers_everything_in_ord
     assert not list((tmp_path / "spool").glob("*.parquet"))
 
 
-def test_without_a_spool_undeliverable_rows_are_counted(rows):
+def test_a_failing_sink_without_a_spool_holds_the_source_and_drops_nothing(rows):
+    async def scenario() -> tuple[Any, Hook, int]:
+        hook = await Hook().start()
+        hook.fail_next = 10**6  # down until told otherwise
+        src = rtnb.sources.replay(rows.iloc[:1000], batch_size=100)
+        sink = rtnb.sinks.to_webhook(src, hook.url, retries=1, failures=2, reset_after="100ms",
+                                     max_queue=2)
+        run = asyncio.ensure_future(src.arun())
+        await asyncio.sleep(1.5)  # the target stays down: the sink holds the source
+        events_while_down = src.counters.events
+        assert not run.done()
+        hook.fail_next = 0  # back: everything queued and everything after it arrives
+        await asyncio.wait_for(run, 60)
+        await hook.stop()
+        return sink, hook, events_while_down
+
+    sink, hook, events_while_down = asyncio.run(scenario())
+    assert events_while_down < 1000  # the source waited for the sink
+    assert sink.stats.undeliverable_rows == 0 and sink.stats.delivered_rows == 1000
+    assert [r["seq"] for r in hook.received] == list(range(1000))  # all, in order, once
+
+
+def test_on_failure_drop_counts_what_it_drops(rows):
     async def scenario() -> Any:
         hook = await Hook().start()
         hook.fail_next = 10**6  # never answers well
         src = rtnb.sources.replay(rows.iloc[:500], batch_size=100)
-        sink = rtnb.sinks.to_webhook(src, hook.url, retries=1, failures=2, reset_after="10s")
+        sink = rtnb.sinks.to_webhook(src, hook.url, retries=1, failures=2, reset_after="10s",
+                                     on_failure="drop")
         await src.arun()
         await hook.stop()
         return sink, hook
