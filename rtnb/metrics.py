@@ -51,6 +51,8 @@ class Snapshot:
     """What a pipeline has done so far, and how it is doing now."""
 
     state: str
+    #: Why the source failed (``"SourceError: ..."``) when ``state`` is ``failed``.
+    error: str | None
     events_in: int
     late: int
     dead_letters: int
@@ -88,8 +90,10 @@ def snapshot(graph: Graph, *, latencies: int = 200) -> Snapshot:
     if clock is None and source is not None and graph.task is not None:
         clock = pd.Timestamp.now("UTC").tz_localize(None)
     views = graph.views
+    error = graph.error
     return Snapshot(
         state=graph.state,
+        error=None if error is None else f"{type(error).__name__}: {error}",
         events_in=root.counters.events,
         late=sum(n.counters.late for n in nodes),
         dead_letters=sum(n.counters.dead_letters for n in nodes),

@@ -224,6 +224,10 @@ class _Collector:
                                     labels=["pipeline"])
         saved.add_metric([name], self.counts.checkpoints)
         yield saved
+        state = GaugeMetricFamily("rtnb_pipeline_failed", "1 when the source stopped with an "
+                                  "error (the script then exits 1)", labels=["pipeline"])
+        state.add_metric([name], 1.0 if snap.state == "failed" else 0.0)
+        yield state
         failed = CounterMetricFamily("rtnb_checkpoint_failures", "Checkpoints that could not "
                                      "be written (retried at the next one)", labels=["pipeline"])
         failed.add_metric([name], self.counts.checkpoint_failures)

@@ -147,6 +147,7 @@ class Status:
             "source_lag": source.lag if source is not None else None,
             "source_buffer_fill": snap.source_buffer_fill,
             "state": state,
+            "error": snap.error,
             "events_in": events_in,
             "events_in_per_s": rate_in,
             "rows_out": rows_out,
@@ -169,7 +170,8 @@ class Status:
         wm = snap["watermark"]
         lag = snap["watermark_lag_s"]
         cells = [
-            ("state", snap["state"]),
+            ("state", snap["state"] if snap["error"] is None
+             else f"{snap['state']}: {snap['error']}"),
             ("events in", f"{snap['events_in']:,} · {_fmt_rate(snap['events_in_per_s'])}"),
             ("rows to views", f"{snap['rows_out']:,} · {_fmt_rate(snap['rows_out_per_s'])}"),
             ("latency p50 / p99", f"{_fmt_seconds(snap['latency_p50_s'])} / "

@@ -236,6 +236,7 @@ def test_metrics_count_every_node() -> None:
     assert expected["metrics"] == ROWS
     assert expected[names["alerts"].name] > 0  # type: ignore[attr-defined]
     assert 'rtnb_late_events_total{node="' in text
+    assert 'rtnb_pipeline_failed{pipeline="metrics"} 0.0' in text
 
 
 # -- what export refuses and what it never writes -------------------------------------------

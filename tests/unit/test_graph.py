@@ -130,6 +130,11 @@ def test_a_failing_source_makes_the_graph_failed_and_wait_raises(caplog):
     assert sdf.graph.state == "failed" and isinstance(sdf.graph.error, SourceError)
     assert len(out.frame()) == 3  # what came before the failure went through
     assert "source of 'feed' failed: SourceError" in caplog.text
+    status = sdf.status()
+    shown = status.snapshot()
+    status.close()
+    assert shown["state"] == "failed" and "connection reset" in shown["error"]
+    assert "failed: SourceError: connection reset" in status.html(shown)
 
 
 def test_metrics_snapshot_is_what_the_status_widget_shows():
