@@ -485,6 +485,7 @@ class _Saver:
             sinks = self.pipeline.sinks
             marks = {sink.name: sink.barrier() for sink in sinks}
             captured = self.store.capture(self.pipeline, finished=finished, extra=self._extra())
+            position = _json(getattr(self.source, "position", None))  # the captured one
             take = getattr(self.source, "take_acks", None)
             taken: list[Any] = list(acks or []) + (take() if take is not None else [])
             started = time.monotonic()
@@ -503,8 +504,7 @@ class _Saver:
             if taken and ack is not None:
                 await ack(taken)
             self.log.info("checkpoint", action="saved", reason=reason, finished=finished,
-                          position=_json(getattr(self.source, "position", None)),
-                          acks=len(taken), ms=round((time.monotonic() - started) * 1e3, 1))
+                          position=position, acks=len(taken), ms=round((time.monotonic() - started) * 1e3, 1))
 
     async def periodic(self) -> None:
         """A checkpoint every ``every`` seconds; a failed one is logged, counted, retried."""
