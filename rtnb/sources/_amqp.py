@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import ssl
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from rtnb.errors import ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
 from rtnb.sources._runner import BufferedSource, Policy, attach
 
 __all__ = ["AmqpSource", "amqp"]
@@ -45,6 +47,17 @@ class AmqpSource(BufferedSource):
     every message is processed once (publishers that set ``message_id`` make this exact;
     without it, two different messages with equal bodies, both redelivered after a lost
     connection, could be taken for one).
+
+    With checkpoints (``defer_acks``) a handled message stays unacknowledged on the live
+    channel until :meth:`ack` (after the checkpoint holding its effects is durable); its
+    position is ``(run id, counter, message_id or body digest)``. Delivery tags die with the
+    connection: after a crash or a stop the broker requeues everything not acknowledged,
+    the last barrier's messages included, and the next run skips those
+    (:meth:`resume_acks`: a redelivered message whose id is one of theirs is acknowledged,
+    not emitted). Exactly once when publishers set ``message_id``; without it, by body
+    digest (two equal bodies, one before and one after the barrier, keep their queue
+    order, so the right one is skipped). ``prefetch`` caps what waits for a checkpoint:
+    when it is full the source sets :attr:`window_full` so the runtime checkpoints at once.
     """
 
     def resume_kind(self) -> str:
@@ -74,6 +87,8 @@ class AmqpSource(BufferedSource):
         self._uncertain: Counter[str] = Counter()  # acked on this channel, not confirmed
         self._barriers: set[asyncio.Task[None]] = set()  # confirmations being waited for
         self.duplicates = 0  # redeliveries skipped: held or processed already
+        self._run_id = uuid.uuid4().hex[:12]  # deferred positions of other runs are not ours
+        self._skip: Counter[str] = Counter()  # resume_acks(): ids acknowledged at the barrier
 
     def __repr__(self) -> str:
         what = (f" queue {self.queue!r}" if self.queue else "") + \
@@ -165,6 +180,15 @@ class AmqpSource(BufferedSource):
         body = bytes(message.body)
         key = message.message_id or hashlib.blake2b(body, digest_size=16).hexdigest()
         tag = int(message.delivery_tag)
+        if self._skip:
+            if message.redelivered and self._skip[key] > 0:  # the restored barrier's
+                self._skip[key] -= 1
+                self.duplicates += 1
+                underlay = await channel.get_underlay_channel()
+                await underlay.basic_ack(tag)
+                return
+            if not message.redelivered:  # the requeued messages come first: that was all
+                self._skip = Counter()
         if message.redelivered:
             held = self._old.get(key)
             if held:  # the first copy waits to be processed: ack this one with it
@@ -183,7 +207,21 @@ class AmqpSource(BufferedSource):
         if len(self._held) >= self.prefetch:  # the broker sends no more before our acks
             self._drained()
 
+    def _defer(self, positions: list[Any]) -> list[Any]:
+        return [(self._run_id, pos, self._held[pos][2]) for pos in positions
+                if pos in self._held]
+
+    def _window_blocked(self) -> bool:
+        return len(self._held) >= self.prefetch
+
+    def resume_acks(self, positions: list[Any]) -> None:
+        """Skip (and acknowledge) the redelivered messages of the restored barrier."""
+        super().resume_acks(positions)
+        self._skip = Counter(str(key) for _, _, key in positions)
+
     async def _ack(self, positions: list[Any]) -> None:
+        if positions and isinstance(positions[0], tuple):  # deferred: (run id, pos, key)
+            positions = [pos for run, pos, _ in positions if run == self._run_id]
         gen, channel = self._gen, self._channel
         tags: list[int] = []
         keys: list[str] = []
@@ -257,6 +295,7 @@ def amqp(
     time_unit: TimeUnit = "s",
     max_events: int | None = None,
     max_reconnects: int | None = None,
+    max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
     name: str = "amqp",
 ) -> StreamingFrame:
     """An AMQP 0-9-1 queue (RabbitMQ) as a StreamingFrame of micro-batches.
@@ -289,6 +328,10 @@ def amqp(
         queue always blocks; the live exclusive queue may ``"drop_oldest"`` or ``"sample"``.
     max_events, max_reconnects
         Stop after that many rows; give up after that many reconnects (default: never).
+    max_future
+        Rows whose event time is more than this ahead of the wall clock (UTC; default
+        ``"5min"``) are dead letters with the reason, so that one event from the far future
+        does not move the watermark and make every later event late. ``None`` disables it.
 
     Examples
     --------
@@ -320,4 +363,4 @@ def amqp(
         ssl_context=context, name=name, decoder=decoder, example=schema,
         max_batch=max_batch, max_delay=max_delay, buffer=buffer, policy=policy,
         time_unit=time_unit, max_events=max_events, max_reconnects=max_reconnects)
-    return attach(source, time)
+    return attach(set_max_future(source, max_future), time)

@@ -9,6 +9,7 @@ servers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +22,23 @@ from rtnb.errors import ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["KafkaSource", "kafka"]
 
+log = logging.getLogger(__name__)
+
 
 class KafkaSource(BufferedSource):
-    """Reads a topic as a consumer group member; commits offsets after processing."""
+    """Reads a topic as a consumer group member; commits offsets after processing.
+
+    Auto-commit is off. With checkpoints (``defer_acks``) positions are ``(partition,
+    offset)`` and offsets are committed only by :meth:`ack` (after the checkpoint holding
+    their effects is durable; after the run on a short consumer of its own that is assigned
+    the partitions). :meth:`resume_acks` skips the restored barrier's offsets and commits
+    them with the next ack. Kafka has no delivery window. Untested against a broker.
+    """
 
     replayable = True
 
@@ -46,6 +57,17 @@ class KafkaSource(BufferedSource):
         self._ssl = ssl_context
         self._username, self._password = username, password
         self._consumer: Any = None
+        self._floor: dict[int, int] = {}  # resume_acks(): last offset per partition, skipped
+
+    def _security(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self._ssl is not None:
+            kwargs.update(security_protocol="SSL", ssl_context=self._ssl)
+        if self._username is not None:
+            kwargs.update(security_protocol="SASL_SSL" if self._ssl else "SASL_PLAINTEXT",
+                          sasl_mechanism="PLAIN", sasl_plain_username=self._username,
+                          sasl_plain_password=self._password)
+        return kwargs
 
     def __repr__(self) -> str:
         return f"<KafkaSource {self.name!r} {self.servers} {self.topic!r} group {self.group!r}>"
@@ -53,13 +75,7 @@ class KafkaSource(BufferedSource):
     async def _read(self, stop: asyncio.Event) -> None:
         kwargs: dict[str, Any] = {
             "bootstrap_servers": self.servers, "group_id": self.group,
-            "enable_auto_commit": False, "auto_offset_reset": self.start}
-        if self._ssl is not None:
-            kwargs.update(security_protocol="SSL", ssl_context=self._ssl)
-        if self._username is not None:
-            kwargs.update(security_protocol="SASL_SSL" if self._ssl else "SASL_PLAINTEXT",
-                          sasl_mechanism="PLAIN", sasl_plain_username=self._username,
-                          sasl_plain_password=self._password)
+            "enable_auto_commit": False, "auto_offset_reset": self.start, **self._security()}
         consumer = self._aiokafka.AIOKafkaConsumer(self.topic, **kwargs)
         try:
             await consumer.start()
@@ -72,22 +88,53 @@ class KafkaSource(BufferedSource):
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=1000)
                 for tp, messages in batches.items():
+                    floor = self._floor.get(tp.partition, -1)
                     for message in messages:
+                        if message.offset <= floor:  # the restored barrier's: not again
+                            continue
                         await self._put(message.value, (tp.partition, message.offset))
         finally:
             self._consumer = None
             await consumer.stop()
 
+    def resume_acks(self, positions: list[Any]) -> None:
+        """Skip the restored barrier's offsets; they are committed with the next ack."""
+        super().resume_acks(positions)
+        for partition, offset in positions:
+            self._floor[int(partition)] = max(self._floor.get(int(partition), -1), int(offset))
+
     async def _ack(self, positions: list[Any]) -> None:
-        consumer = self._consumer
-        if consumer is None or not positions:
-            return  # uncommitted offsets are read again by the group: at least once
+        if not positions:
+            return
         from aiokafka import TopicPartition
 
         last: dict[int, int] = {}
         for partition, offset in positions:
-            last[partition] = max(last.get(partition, -1), offset)
-        await consumer.commit({TopicPartition(self.topic, p): o + 1 for p, o in last.items()})
+            last[partition] = max(last.get(partition, -1), offset, self._floor.get(partition, -1))
+        offsets = {TopicPartition(self.topic, p): o + 1 for p, o in last.items()}
+        consumer = self._consumer
+        if consumer is None:
+            if self.defer_acks and not self._in_run:
+                await self._commit_alone(offsets)
+            elif self.defer_acks:
+                self._retake(positions)  # reconnecting: the next barrier takes them again
+            return  # uncommitted offsets are read again by the group: at least once
+        await consumer.commit(offsets)
+
+    async def _commit_alone(self, offsets: dict[Any, int]) -> None:
+        """Commit after the run, as a consumer assigned the partitions (not a group member)."""
+        consumer = self._aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=self.servers, group_id=self.group, enable_auto_commit=False,
+            **self._security())
+        try:
+            await consumer.start()
+            consumer.assign(list(offsets))
+            await consumer.commit(offsets)
+        except Exception as exc:  # the checkpoint holds them: resume_acks commits them
+            log.warning("source %r could not commit offsets (%s: %s); the run resuming from "
+                        "the checkpoint commits them", self.name, type(exc).__name__, exc)
+        finally:
+            await consumer.stop()
 
 
 def kafka(
@@ -112,6 +159,7 @@ def kafka(
     time_unit: TimeUnit = "s",
     max_events: int | None = None,
     max_reconnects: int | None = None,
+    max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
     name: str = "kafka",
 ) -> StreamingFrame:
     """A Kafka topic as a StreamingFrame (``pip install rtnb[kafka]``; untested here: no broker).
@@ -120,6 +168,8 @@ def kafka(
     ``start`` (``"earliest"`` or ``"latest"``); offsets are committed after the batch holding
     the messages went through the pipeline. SASL/PLAIN with ``username``/``password_env``,
     TLS with ``ca``/``cert``/``key``.
+    ``max_future`` (default ``"5min"``, ``None``: off) sends rows dated further ahead of
+    the wall clock to the dead letters, as for :func:`rtnb.sources.nats`.
 
     Examples
     --------
@@ -138,4 +188,4 @@ def kafka(
         decoder=decoder, example=schema, max_batch=max_batch, max_delay=max_delay,
         buffer=buffer, time_unit=time_unit, max_events=max_events,
         max_reconnects=max_reconnects)
-    return attach(source, time)
+    return attach(set_max_future(source, max_future), time)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
@@ -21,6 +22,7 @@ from rtnb.errors import ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
 from rtnb.sources._runner import BufferedSource, Policy, attach
 
 __all__ = ["MqttSource", "mqtt"]
@@ -54,6 +56,18 @@ class MqttSource(BufferedSource):
     default) and drops the rest, and a broker restart loses what it had not saved.
 
     ``qos=0`` is live-only: nothing is acknowledged, and a full buffer drops by ``policy``.
+
+    With checkpoints (``defer_acks``) a handled message is acknowledged only by :meth:`ack`,
+    after the checkpoint holding its effects is durable; its position is ``(run id,
+    counter, packet id, payload digest)``. Packet ids die with the connection: an ack after
+    the run resumes the session on a short connection of its own and acknowledges the
+    resent copies of exactly those messages. After a crash the broker resends everything
+    not acknowledged (flagged DUP), the last barrier's messages included; the next run
+    skips (and acknowledges) a resent message whose payload digest is one of theirs
+    (:meth:`resume_acks`), so equal payloads on both sides of the barrier are the one case
+    that is at least once. ``max_inflight`` (MQTT 5 Receive Maximum) caps what waits for a
+    checkpoint: when it is full the source sets :attr:`window_full` so the runtime
+    checkpoints at once (with MQTT 3.1.1 the broker's own limit applies, Mosquitto: 20).
     """
 
     def resume_kind(self) -> str:
@@ -90,6 +104,8 @@ class MqttSource(BufferedSource):
         self.settle_timeout = 10.0  # seconds for that
         self._lost = False  # the last connection dropped: its unconfirmed acks may be lost
         self._barriers: set[asyncio.Task[None]] = set()  # confirmations being waited for
+        self._run_id = uuid.uuid4().hex[:12]  # deferred positions of other runs are not ours
+        self._skip: dict[int, int] = {}  # resume_acks(): payload digest -> count to skip
 
     def __repr__(self) -> str:
         topics = self.topics[0] if len(self.topics) == 1 else self.topics
@@ -208,7 +224,16 @@ class MqttSource(BufferedSource):
             self._position += 1
             await self._put(payload, self._position)
             return
-        mid, digest = int(message.mid), hash(bytes(payload))
+        mid, digest = int(message.mid), _digest(bytes(payload))
+        if self._skip:
+            if self._dup.get(mid, False) and self._skip.get(digest, 0) > 0:
+                del self._dup[mid]  # the restored barrier's: acknowledged, never emitted
+                self._skip[digest] -= 1
+                self._client._client.ack(mid, 1)
+                self.duplicates += 1
+                return
+            if not self._dup.get(mid, False):  # resent messages come first: that was all
+                self._skip = {}
         if self._dup.pop(mid, False):
             if mid in self._old:  # resent while the first copy waits to be processed
                 self._twin[self._old.pop(mid)] = (mid, digest)
@@ -229,9 +254,30 @@ class MqttSource(BufferedSource):
         # with it, a connection cut mid-stream left acknowledgements unsent in one run of
         # three (tests/integration/test_broker_sources.py); batches wait max_delay instead.
 
+    def _defer(self, positions: list[Any]) -> list[Any]:
+        if self.qos == 0:
+            return []
+        return [(self._run_id, pos, self._held[pos][1], self._held[pos][2])
+                for pos in positions if pos in self._held]
+
+    def _window_blocked(self) -> bool:
+        return self.qos > 0 and len(self._held) >= self.max_inflight
+
+    def resume_acks(self, positions: list[Any]) -> None:
+        """Skip (and acknowledge) the resent messages of the restored barrier."""
+        super().resume_acks(positions)
+        self._skip = {}
+        for _, _, _, digest in positions:
+            self._skip[int(digest)] = self._skip.get(int(digest), 0) + 1
+
     async def _ack(self, positions: list[Any]) -> None:
         if self.qos == 0 or not positions:
             return
+        if isinstance(positions[0], tuple):  # deferred: (run id, pos, packet id, digest)
+            positions = [pos for run, pos, _, _ in positions if run == self._run_id]
+            if not self._in_run:  # the connection is gone: resume the session to ack them
+                await self._ack_after_run(positions)
+                return
         gen, client = self._gen, self._client
         acks: list[tuple[int, int]] = []
         for pos in positions:
@@ -305,7 +351,7 @@ class MqttSource(BufferedSource):
 
         def received(c: Any, userdata: Any, message: Any) -> None:  # not queued: not processed
             if message.dup and message.qos == 1:
-                arrived.append((int(message.mid), hash(bytes(message.payload))))
+                arrived.append((int(message.mid), _digest(bytes(message.payload))))
 
         paho.on_message = received
         acked = 0
@@ -321,9 +367,31 @@ class MqttSource(BufferedSource):
         self._old_done, self._uncertain, self._lost = {}, {}, False
         return acked
 
+    async def _ack_after_run(self, positions: list[Any]) -> None:
+        """Acknowledge handled messages once the run's connection is closed (see _finish)."""
+        at_risk = {}
+        for pos in positions:
+            entry = self._held.pop(pos, None)
+            if entry is not None:
+                at_risk[entry[1]] = entry[2]
+        if not at_risk or self.clean_session:
+            return
+        try:
+            async with asyncio.timeout(self.settle_timeout):
+                await self._reclaim(at_risk)
+        except (OSError, TimeoutError, self._aiomqtt.MqttError) as exc:
+            log.warning("source %r could not resume its session to acknowledge %d messages "
+                        "(%s: %s); the run resuming from the checkpoint skips them", self.name,
+                        len(at_risk), type(exc).__name__, exc)
+
     async def _close(self) -> None:
         for task in list(self._barriers):
             task.cancel()
+
+
+def _digest(payload: bytes) -> int:
+    """A payload's digest, the same in every process (resume_acks compares across runs)."""
+    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big")
 
 
 def _send_pubacks(paho: Any, mids: list[int]) -> None:
@@ -382,6 +450,7 @@ def mqtt(
     time_unit: TimeUnit = "s",
     max_events: int | None = None,
     max_reconnects: int | None = None,
+    max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
     name: str = "mqtt",
 ) -> StreamingFrame:
     """An MQTT topic (or several) as a StreamingFrame of micro-batches.
@@ -424,6 +493,10 @@ def mqtt(
         broker holds the rest); with ``qos=0`` it may ``"drop_oldest"`` or ``"sample"``.
     max_events, max_reconnects
         Stop after that many rows; give up after that many reconnects (default: never).
+    max_future
+        Rows whose event time is more than this ahead of the wall clock (UTC; default
+        ``"5min"``) are dead letters with the reason, so that one event from the far future
+        does not move the watermark and make every later event late. ``None`` disables it.
 
     Examples
     --------
@@ -463,4 +536,4 @@ def mqtt(
         ssl_context=context, name=name, decoder=decoder, example=schema,
         max_batch=max_batch, max_delay=max_delay, buffer=buffer, policy=policy,
         time_unit=time_unit, max_events=max_events, max_reconnects=max_reconnects)
-    return attach(source, time)
+    return attach(set_max_future(source, max_future), time)

@@ -20,6 +20,7 @@ from rtnb.errors import CheckpointError, ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
 from rtnb.sources._runner import BufferedSource, Policy, attach
 
 __all__ = ["NatsSource", "nats"]
@@ -467,14 +468,17 @@ class NatsSource(BufferedSource):
             log.warning("source %r: %d messages in flight are redelivered after ack_wait",
                         self.name, int(info.num_ack_pending))
             return
-        sent = 0
-        for seq in range(low + 1, high + 1):
-            if seq in self._seen or seq in self._skip:
-                continue  # held, handled or acknowledged by this run
-            await nc.publish(f"$JS.ACK.{stream}.{consumer}.1.{seq}.{dseq}.0.0", NAK)
-            sent += 1
-        if sent:
-            await nc.flush()
+        subjects = [f"$JS.ACK.{stream}.{consumer}.1.{seq}.{dseq}.0.0"
+                    for seq in range(low + 1, high + 1)
+                    if seq not in self._seen and seq not in self._skip]  # not held by this run
+        if not subjects:
+            return
+        for subject in subjects[:-1]:
+            await nc.publish(subject, NAK)
+        # The server handles a consumer's acks in order, apart from pull requests: the answer
+        # to the last one says all were handled, so the first pull gets them, first.
+        with contextlib.suppress(self._nats.errors.TimeoutError):
+            await self._guard(nc.request(subjects[-1], NAK, timeout=2))
 
     async def _nak_leftovers(self, nc: Any) -> None:
         """Received but not processed when the run stops: ask the server to redeliver now."""
@@ -535,6 +539,7 @@ def nats(
     time_unit: TimeUnit = "s",
     max_events: int | None = None,
     max_reconnects: int | None = None,
+    max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
     name: str = "nats",
 ) -> StreamingFrame:
     """A NATS subject as a StreamingFrame of micro-batches (core NATS or JetStream).
@@ -578,6 +583,10 @@ def nats(
         ``"sample"``.
     max_events, max_reconnects
         Stop after that many rows; give up after that many reconnects (default: never).
+    max_future
+        Rows whose event time is more than this ahead of the wall clock (UTC; default
+        ``"5min"``) are dead letters with the reason, so that one event from the far future
+        does not move the watermark and make every later event late. ``None`` disables it.
 
     Examples
     --------
@@ -608,4 +617,4 @@ def nats(
         decoder=decoder, example=schema, max_batch=max_batch, max_delay=max_delay,
         buffer=buffer, policy=policy, time_unit=time_unit, max_events=max_events,
         max_reconnects=max_reconnects)
-    return attach(source, time)
+    return attach(set_max_future(source, max_future), time)

@@ -19,11 +19,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aio_pika
+import aiomqtt
 import nats
 import pandas as pd
 import pytest
 import redis
 from integration_helpers import service_or_skip
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 import rtnb
 
@@ -281,3 +285,140 @@ def test_nats_full_window_sets_window_full_and_acks_release_it(subject):
     assert sum(sizes) + len(final) == N
     assert len(sizes) >= N // 100 - 1 and all(0 < n <= 100 for n in sizes)
     assert unacked and all(n == 100 for n in unacked)  # blocked exactly at the window
+
+
+# == AMQP named queue ==========================================================================
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture
+def queue() -> Any:
+    service_or_skip(5672, "RabbitMQ")
+    name = f"rtnb-defer-{uid()}"
+
+    async def publish() -> None:  # persistent, confirmed, each with a message_id
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.declare_queue(name, durable=True)
+            for i in range(0, N, 100):
+                await asyncio.gather(*(channel.default_exchange.publish(aio_pika.Message(
+                    payload(j), message_id=f"m{j}",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT), name)
+                    for j in range(i, i + 100)))
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(name)
+
+    asyncio.run(publish())
+    yield name
+    asyncio.run(delete())
+
+
+async def in_queue(name: str) -> int:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(name, passive=True)
+        return int(declared.declaration_result.message_count)
+
+
+def amqp_source(name: str, max_events: int | None) -> Any:
+    src = rtnb.sources.amqp(AMQP_URL, queue=name, example=EXAMPLE, time="timestamp",
+                            max_events=max_events, max_batch=40, prefetch=1000)
+    src.source.defer_acks = True
+    return src
+
+
+def test_amqp_crash_after_a_barrier_redelivers_and_skips_the_barrier_by_message_id(queue):
+    async def scenario() -> tuple[list[int], list[int], int, int, int, int]:
+        first = amqp_source(queue, 300)
+        out1 = first.collect()
+        first.start()
+        (taken1, _), (taken2, rows2) = await barriers(first, [100, 200])
+        assert [key for _, _, key in taken1 + taken2] == [f"m{i}" for i in range(rows2)]
+        await first.source.ack(taken1)  # on the live channel
+        await asyncio.wait_for(first.wait(), 30)  # then the connection closes: a crash
+        requeued = await in_queue(queue)
+        second = amqp_source(queue, None)
+        second.source.resume_acks(pickle.loads(pickle.dumps(taken2)))
+        out2 = second.collect()
+        second.start()
+        await until(lambda: second.counters.events >= N - rows2, what="the rest")
+        await asyncio.sleep(0.2)  # nothing more comes
+        events = second.counters.events
+        await second.source.ack(second.source.take_acks())  # on the live channel
+        await asyncio.sleep(0.2)
+        second.stop()
+        await asyncio.wait_for(second.wait(), 20)
+        return seqs(out1), seqs(out2), rows2, requeued, events, await in_queue(queue)
+
+    one, two, rows2, requeued, events, left = asyncio.run(scenario())
+    assert one == list(range(300))
+    assert requeued == N - 100 or requeued > N - rows2  # nothing after barrier 1 was acked
+    assert two == list(range(rows2, N)) and events == N - rows2  # each once, in order
+    assert left == 0
+
+
+# == MQTT persistent session ===================================================================
+def test_mqtt_deferred_acks_after_the_run_and_a_crash_skips_the_barrier(subject_free_topic):
+    topic, client_id = subject_free_topic
+
+    async def scenario() -> tuple[list[int], list[int], int, int, int, int]:
+        first = rtnb.sources.mqtt(topic, example=EXAMPLE, client_id=client_id,
+                                  max_events=300, max_batch=40)
+        first.source.defer_acks = True
+        out1 = first.collect()
+        first.start()
+        await until(lambda: first.source.stats.connected, what="subscribed")
+        await mqtt_publish(topic, [payload(i) for i in range(N)])
+        (taken1, _), (taken2, rows2) = await barriers(first, [100, 200])
+        await first.source.ack(taken1)  # on the live connection
+        await asyncio.wait_for(first.wait(), 30)  # no more acks: a crash for the broker
+        second = rtnb.sources.mqtt(topic, example=EXAMPLE, client_id=client_id,
+                                   max_events=N - rows2, max_batch=40)
+        second.source.defer_acks = True
+        second.source.resume_acks(pickle.loads(pickle.dumps(taken2)))
+        out2 = second.collect()
+        await asyncio.wait_for(second.arun(), 30)
+        duplicates = second.source.duplicates
+        await second.source.ack(second.source.take_acks())  # after the run: session resumed
+        return (seqs(out1), seqs(out2), rows2, len(taken2), duplicates,
+                await left_in_session(client_id))
+
+    one, two, rows2, last_barrier, duplicates, left = asyncio.run(scenario())
+    assert one == list(range(300))
+    assert two == list(range(rows2, N))  # after the barrier, each once, in order
+    assert duplicates == last_barrier  # the barrier's messages came again and were skipped
+    assert left == 0
+
+
+@pytest.fixture
+def subject_free_topic() -> Any:
+    service_or_skip(1883, "Mosquitto")
+    return f"rtnb/defer/{uid()}", f"rtnb-defer-{uid()}"
+
+
+async def mqtt_publish(topic: str, messages: list[bytes]) -> None:
+    async with aiomqtt.Client("127.0.0.1", 1883, max_inflight_messages=200) as client:
+        client.pending_calls_threshold = len(messages)
+        for i in range(0, len(messages), 200):
+            await asyncio.gather(*(client.publish(topic, m, qos=1)
+                                   for m in messages[i:i + 200]))
+
+
+async def left_in_session(client_id: str) -> int:
+    """What the broker still has for the session (then it ends)."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    n = 0
+    async with aiomqtt.Client("127.0.0.1", identifier=client_id, clean_start=False,
+                              protocol=aiomqtt.ProtocolVersion.V5, properties=props) as client:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for _ in client.messages:
+                    n += 1
+    return n
