@@ -421,6 +421,7 @@ class _Saver:
         self.kind = source_kind(self.source)
         self.counts: _Counts | None = None
         self._lock: asyncio.Lock | None = None
+        self._carried: list[Any] = []  # positions of a checkpoint that could not be written
         #: Checkpoints that could not be written (the run exits 1 if any).
         self.failures = 0
         if store.restore(pipeline):
@@ -487,14 +488,15 @@ class _Saver:
             captured = self.store.capture(self.pipeline, finished=finished, extra=self._extra())
             position = _json(getattr(self.source, "position", None))  # the captured one
             take = getattr(self.source, "take_acks", None)
-            taken: list[Any] = list(acks or []) + (take() if take is not None else [])
+            taken: list[Any] = (self._carried + list(acks or [])
+                                + (take() if take is not None else []))
+            self._carried = []
             started = time.monotonic()
             txs = {sink.name: await sink.prepare_commit(marks[sink.name]) for sink in sinks}
             try:
                 await asyncio.to_thread(self.store.write, captured, sinks=txs, acks=taken)
             except CheckpointError:
-                if taken and hasattr(self.source, "resume_acks"):
-                    self.source.resume_acks(taken)  # acknowledged with the next checkpoint
+                self._carried = taken  # acknowledged after the next checkpoint that is written
                 raise
             if self.counts is not None:
                 self.counts.checkpoints += 1
@@ -504,13 +506,23 @@ class _Saver:
             if taken and ack is not None:
                 await ack(taken)
             self.log.info("checkpoint", action="saved", reason=reason, finished=finished,
-                          position=position, acks=len(taken), ms=round((time.monotonic() - started) * 1e3, 1))
+                          position=position, acks=len(taken),
+                          ms=round((time.monotonic() - started) * 1e3, 1))
 
     async def periodic(self) -> None:
-        """A checkpoint every ``every`` seconds; a failed one is logged, counted, retried."""
+        """A checkpoint every ``every`` seconds; a failed one is logged, counted, retried.
+
+        Earlier when the source says its broker's delivery window is full of messages that
+        wait for a checkpoint to be acknowledged (``window_full``).
+        """
         graph = self.pipeline.root.graph
+        full: asyncio.Event | None = getattr(self.source, "window_full", None)
         while True:
-            await asyncio.sleep(self.every)
+            if full is None:
+                await asyncio.sleep(self.every)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(full.wait(), self.every)
             if graph.closed:
                 continue
             try:
