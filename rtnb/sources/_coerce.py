@@ -173,9 +173,8 @@ def _fast_column(values: list[Any], dtype: Any, time_unit: TimeUnit) -> pd.Serie
             floats = np.array(values, dtype=np.float64)
         except OverflowError:
             return None
-        if not np.isfinite(floats).all() and (
-                np.isinf(floats).any() or np.isnan(floats).sum() != values.count(None)):
-            return None  # a NaN or an infinity that arrived as a value: the general path
+        if np.isinf(floats).any():
+            return None  # an infinity that arrived as a value: the general path refuses it
         return pd.Series(floats).astype(dtype)
     if kinds == {str}:
         return pd.Series(values, dtype=object).astype(dtype)
@@ -294,14 +293,10 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
             conv, huge = _to_number(values)
             mark(huge, name, dtype, f"is out of range for {dtype}")
             mark(conv.isna().to_numpy() & ~missing, name, dtype, "is not a number")
-            # None (or no field) is a missing value; a NaN or an infinity that arrived (JSON's
-            # NaN, Infinity, 1e400; "inf") is not a measurement
+            # None, no field and a NaN value (JSON's NaN, as pandas writes missing values) are
+            # missing values; an infinity (JSON's Infinity, 1e400, "inf") is not a measurement
             floats = conv.to_numpy(dtype=float, na_value=np.nan)
-            nonfinite = np.isinf(floats)
-            for i in np.flatnonzero(np.isnan(floats) & missing).tolist():
-                value = records[i].get(name)
-                nonfinite[i] = isinstance(value, float | np.floating) and math.isnan(value)
-            mark(nonfinite, name, dtype, "is not a finite number")
+            mark(np.isinf(floats), name, dtype, "is not a finite number")
             out[name] = conv
         else:
             out[name] = values.map(lambda v: v if v is None or isinstance(v, str)

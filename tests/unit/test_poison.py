@@ -97,11 +97,22 @@ def test_a_time_outside_datetime64_ns_is_a_bad_row_with_the_reason(t, unit, show
     assert coerce(mixed, EXAMPLE, time_unit=unit)[2][0].endswith(TIME_RANGE)
 
 
+def test_a_nan_value_is_a_missing_value_like_none():
+    records = [{"t": 0, "host": "a", "cpu": float("nan")}, {"t": 1, "host": "b", "cpu": None},
+               {"t": 2, "host": "c", "cpu": 2.5}]
+    good_rows, bad, reasons = coerce(records, EXAMPLE)
+    expected = pd.DataFrame({"t": pd.to_datetime([0, 1, 2], unit="s"), "host": ["a", "b", "c"],
+                             "cpu": [np.nan, np.nan, 2.5]}).astype(EXAMPLE.dtypes.to_dict())
+    tm.assert_frame_equal(good_rows, expected)
+    assert not bad.any() and reasons == []
+    tm.assert_frame_equal(_coerce_general(records, EXAMPLE, "s")[0], expected)
+
+
 @pytest.mark.parametrize(("cpu", "shown"), [
-    (float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf"), ("inf", "'inf'"),
+    (float("inf"), "inf"), (float("-inf"), "-inf"), ("inf", "'inf'"),
     ("-Infinity", "'-Infinity'"),
 ])
-def test_a_non_finite_float_is_a_bad_row_and_none_stays_missing(cpu, shown):
+def test_an_infinite_float_is_a_bad_row_and_none_stays_missing(cpu, shown):
     records = [{"t": 0, "host": "a", "cpu": 1.5}, {"t": 1, "host": "b", "cpu": cpu},
                {"t": 2, "host": "c", "cpu": None}, {"t": 3, "host": "d"}]
     good_rows, bad, reasons = coerce(records, EXAMPLE)
@@ -157,11 +168,12 @@ def test_poison_messages_are_dead_letters_and_the_source_goes_on():
         2: json.dumps({**good(2), "t": "9999-12-31T00:00:00Z"}),
         3: json.dumps({**good(3), "t": 253402214400}),
         5: json.dumps(good(5))[:-1] + f', "x": {DEEP}}}',
-        7: '{"t": "2026-01-01T00:00:07Z", "host": "h1", "cpu": NaN}',
         8: '{"t": "2026-01-01T00:00:08Z", "host": "h2", "cpu": Infinity}',
         9: '{"t": "2026-01-01T00:00:09Z", "host": "h0", "cpu": 1e400}',
     }
     payloads = [poison.get(i, json.dumps(r)).encode() for i, r in enumerate(records)]
+    payloads[7] = b'{"t": "2026-01-01T00:00:07Z", "host": "h1", "cpu": NaN}'  # missing
+    records[7] = {**records[7], "cpu": None}
     payloads.append(json.dumps({**good(12), "cpu": None}).encode())  # missing: kept as NaN
     kept = [r for i, r in enumerate(records) if i not in poison] + [{**good(12), "cpu": None}]
     for max_batch in (4, 10_000):  # poison in several batches, or all in one
@@ -176,11 +188,11 @@ def test_poison_messages_are_dead_letters_and_the_source_goes_on():
         assert reasons[1] == f"column 't' (datetime64[ns]): 253402214400 {TIME_RANGE}"
         assert reasons[2].startswith("json decode failed: RecursionError: ")
         assert reasons[3:] == [f"column 'cpu' (float64): {v} is not a finite number"
-                               for v in ("nan", "inf", "inf")]
+                               for v in ("inf", "inf")]
         stats = source.stats
         assert (stats.messages, stats.events, stats.dead_letters, stats.acked) == \
-            (13, 7, 6, 13)
-        assert frame.counters.dead_letters == 6
+            (13, 8, 5, 13)
+        assert frame.counters.dead_letters == 5
         assert frame.graph.state == "finished" and frame.graph.error is None
 
 
