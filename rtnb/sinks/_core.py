@@ -185,6 +185,31 @@ class Sink:
         digest = hashlib.blake2b(hashed.tobytes(), digest_size=12).hexdigest()
         return f"{self.name}-{digest}"
 
+    def row_ids(self, batch: pd.DataFrame) -> list[str]:
+        """A deterministic id per row: the sink's node and a digest of the row's values.
+
+        The same row gets the same id in every run, however the stream was cut into batches
+        (a restart re-sends it with it): brokers and receivers de-duplicate on it
+        (``Nats-Msg-Id``, AMQP ``message_id``, the ``id`` field of Redis entries). Equal rows
+        in one batch are numbered (``-1``, ``-2`` ...); equal rows in different batches share
+        an id (window outputs never repeat: each window and key is one row).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}),
+        ...                           name="cpu")
+        >>> sink = rtnb.sinks.to_log(sdf, "/dev/null")
+        >>> a, b = sink.row_ids(pd.DataFrame({"x": [1.0, 2.0]}))
+        >>> a.startswith("cpu:") and a != b and sink.row_ids(pd.DataFrame({"x": [2.0]})) == [b]
+        True
+        """
+        hashed = pd.util.hash_pandas_object(batch, index=False)
+        repeat = hashed.groupby(hashed.to_numpy()).cumcount().to_numpy()
+        node = self.frame.name
+        return [f"{node}:{h:016x}" if k == 0 else f"{node}:{h:016x}-{k}"
+                for h, k in zip(hashed.tolist(), repeat.tolist(), strict=True)]
+
     def _ensure_writer(self) -> None:
         if self._task is not None and not self._task.done():
             return

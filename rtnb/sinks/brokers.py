@@ -51,9 +51,10 @@ class NatsSink(Sink):
         try:
             if self.jetstream:
                 js = self._nc.jetstream()
-                for i, message in enumerate(_messages(batch)):
-                    # Nats-Msg-Id: JetStream drops a repeat of the same id (retries)
-                    await js.publish(self.subject, message, headers={"Nats-Msg-Id": f"{key}-{i}"})
+                for row_id, message in zip(self.row_ids(batch), _messages(batch), strict=True):
+                    # Nats-Msg-Id: JetStream drops a repeat of the same row (a retry, a
+                    # restart from a checkpoint) within its duplicate window
+                    await js.publish(self.subject, message, headers={"Nats-Msg-Id": row_id})
             else:
                 for message in _messages(batch):
                     await self._nc.publish(self.subject, message)
@@ -190,10 +191,10 @@ class AmqpSink(Sink):
         try:
             exchange = (await self._channel.get_exchange(self.exchange) if self.exchange
                         else self._channel.default_exchange)
-            for i, message in enumerate(_messages(batch)):
+            for row_id, message in zip(self.row_ids(batch), _messages(batch), strict=True):
                 await exchange.publish(
                     aio_pika.Message(message, content_type="application/json",
-                                     message_id=f"{key}-{i}",
+                                     message_id=row_id,
                                      delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                     routing_key=self.routing_key)
         except Exception:

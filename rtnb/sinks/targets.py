@@ -350,9 +350,9 @@ class RedisStreamSink(Sink):
         client = self._connection()
         try:
             pipe = client.pipeline(transaction=False)
-            for record in records(batch):
-                pipe.xadd(self.stream, {self.field: json.dumps(record)}, maxlen=self.maxlen,
-                          approximate=self.maxlen is not None)
+            for row_id, record in zip(self.row_ids(batch), records(batch), strict=True):
+                pipe.xadd(self.stream, {self.field: json.dumps(record), "id": row_id},
+                          maxlen=self.maxlen, approximate=self.maxlen is not None)
             await pipe.execute()
         except Exception:
             client, self._client = self._client, None  # reconnect on the next attempt

@@ -46,3 +46,26 @@ def test_recover_deletes_entries_written_after_the_checkpoint():
         return [json.loads(fields[b"data"])["n"] for _, fields in entries]
 
     assert asyncio.run(scenario()) == [-1, 0, 1, 2, 3, 4, 5]
+
+
+def test_each_entry_carries_the_rows_id_the_same_in_every_run():
+    import redis.asyncio as aioredis
+
+    stream = f"rtnb-ids-{uuid.uuid4().hex[:8]}"
+
+    async def write(splits: list[int]) -> list[bytes]:
+        sdf = frame()
+        sink = rtnb.sinks.to_redis_stream(sdf, stream, URL)
+        data = pd.DataFrame({"n": [5, 6, 7, 7]})
+        for lo, hi in zip([0, *splits], [*splits, len(data)], strict=True):
+            sdf.emit(data.iloc[lo:hi].reset_index(drop=True))
+        await sink.flush()
+        client = aioredis.from_url(URL)
+        entries = await client.xrange(stream)
+        await client.delete(stream)
+        await client.aclose()
+        return [fields[b"id"] for _, fields in entries]
+
+    one_batch, three_batches = asyncio.run(write([])), asyncio.run(write([1, 3]))
+    assert len(set(one_batch)) == 4  # the repeated 7 is numbered within its batch
+    assert one_batch[:3] == three_batches[:3]  # the same rows, the same ids, however cut
