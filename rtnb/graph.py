@@ -101,6 +101,7 @@ class Graph:
         self._pressure: set[Any] = set()
         self._relieved: asyncio.Event | None = None
         self._source: Any = None
+        self._failure: BaseException | None = None  # a sink's or another task's fatal error
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
         #: ``time.monotonic()`` when the batch now flowing through the graph entered the root.
@@ -185,6 +186,8 @@ class Graph:
         ``failed``: the source raised; the error is :attr:`error`.
         """
         task = self._task
+        if self._failure is not None and (task is None or task.done()):
+            return "failed"
         if task is None:
             return "finished" if self._closed else "idle"
         if not task.done():
@@ -200,6 +203,8 @@ class Graph:
     @property
     def error(self) -> BaseException | None:
         """The error that stopped the source (state ``failed``), else ``None``."""
+        if self._failure is not None:
+            return self._failure
         task = self._task
         if task is None or not task.done() or task.cancelled():
             return None
@@ -258,6 +263,17 @@ class Graph:
         if exc is not None:
             log.error("source of %r failed: %s: %s", self.root.name, type(exc).__name__, exc)
 
+    def fail(self, error: BaseException, *, where: str) -> None:
+        """A task of the pipeline other than the source (a sink's writer) died of ``error``.
+
+        The source is stopped, the state becomes ``failed``, the error is logged and
+        :meth:`wait` re-raises it: no silent stall.
+        """
+        if self._failure is None:
+            self._failure = error
+            log.error("%s failed: %s: %s", where, type(error).__name__, error)
+        self.stop()
+
     def stop(self) -> None:
         """Ask the running source to stop after its current batch (the stream then ends)."""
         if self._stop is not None:
@@ -276,7 +292,11 @@ class Graph:
         for view in list(self._views):
             await view.drain()
         for sink in list(self._sinks):
+            if self._failure is not None:
+                break
             await sink.flush()
+        if self._failure is not None:
+            raise self._failure
 
     @property
     def paused(self) -> bool:

@@ -39,7 +39,7 @@ import pandas as pd
 
 from rtnb._net import Backoff
 from rtnb._time import DurationLike, to_ns
-from rtnb.errors import ConfigError
+from rtnb.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
@@ -220,6 +220,17 @@ class Sink:
             return
         self._wakeup = asyncio.Event()
         self._task = loop.create_task(self._writer(), name=f"rtnb-sink:{self.name}")
+        self._task.add_done_callback(self._writer_done)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        """Supervision: a writer that dies (not a failed delivery: a bug) fails the pipeline."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        assert error is not None
+        self._closed = True
+        self._progress.set()  # a checkpoint waiting on this sink sees it closed
+        self.frame.graph.fail(error, where=f"sink {self.name!r}")
 
     async def _writer(self) -> None:
         assert self._wakeup is not None
@@ -335,6 +346,10 @@ class Sink:
                 if self._handled >= barrier:
                     break
                 await self._progress.wait()
+            if self._handled < barrier:
+                msg = (f"sink {self.name!r} was closed before it delivered the batches of this "
+                       "checkpoint; the checkpoint is not written")
+                raise CheckpointError(msg)
             return await self._pre_commit()
         finally:
             self._hold = None

@@ -148,3 +148,21 @@ def test_metrics_snapshot_is_what_the_status_widget_shows():
     assert snap.late == shown["late"] and snap.dead_letters == shown["dead_letters"]
     assert snap.state == shown["state"] == "finished"
     assert snap.nodes[agg.name].events == 40
+
+
+def test_a_sink_writer_that_dies_fails_the_pipeline_visibly(caplog):
+    sdf = rtnb.sources.replay(data(), time="t", batch_size=5)
+    sink = rtnb.sinks.to_log(sdf, "/dev/null")
+
+    async def broken(key: str, batch: pd.DataFrame) -> None:
+        raise RuntimeError("spool unreadable")
+
+    sink._handle = broken  # type: ignore[method-assign]  # a bug outside delivery attempts
+
+    async def main() -> None:
+        await asyncio.wait_for(sdf.arun(), 10)
+
+    with pytest.raises(RuntimeError, match="spool unreadable"):
+        asyncio.run(main())
+    assert sdf.graph.state == "failed" and isinstance(sdf.graph.error, RuntimeError)
+    assert "sink 'replay.log' failed: RuntimeError: spool unreadable" in caplog.text
