@@ -552,9 +552,19 @@ class _Checkpointed:
         return getattr(self.inner, name)  # stats, max_events... for metrics and limits
 
     async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
+        saved: list[bool] = []
+
+        async def at_stop() -> None:  # the last batch is handled, the connection still open
+            if not self.saver.exhausted:
+                await self.saver.checkpoint("stop")
+                saved.append(True)
+
+        if hasattr(self.inner, "before_close"):  # its acks travel on the live connection
+            self.inner.before_close = at_stop
         await self.inner.run(frame, stop)
         if not self.saver.exhausted:
-            await self.saver.checkpoint("stop")
+            if not saved:
+                await self.saver.checkpoint("stop")
             # The stream ends here without the end-of-stream flush (the frame closes the
             # graph when this returns, and a closed graph does not close twice): what is
             # open lives on in the checkpoint.

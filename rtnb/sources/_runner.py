@@ -41,6 +41,8 @@ from rtnb.sources._decode import Decoder, Payload, make_decoder
 from rtnb.sources._guard import future_guard
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from rtnb.frame import StreamingFrame
 
 __all__ = ["Buffer", "BufferedSource", "Policy", "SourceStats", "attach"]
@@ -212,6 +214,10 @@ class BufferedSource:
     #: Set by the runtime before run() when it checkpoints: acknowledgements wait for the
     #: checkpoint that holds the messages' effects (:meth:`take_acks`, :meth:`ack`).
     defer_acks: bool = False
+    #: Set by the runtime when it checkpoints: awaited once a stopped run has handled its
+    #: last batch, while the reader's connection is still open (the stop's checkpoint, whose
+    #: acks can then travel on it: AMQP delivery tags die with their channel).
+    before_close: Callable[[], Awaitable[None]] | None = None
 
     def limit(self, max_events: int) -> None:
         """Stop after ``max_events`` events (the smaller of this and any earlier limit)."""
@@ -552,6 +558,9 @@ class BufferedSource:
             # travel on it), then stop the reader.
             self._draining = True
             await batcher
+            failed = reader.done() and not reader.cancelled() and reader.exception() is not None
+            if self.before_close is not None and not failed:
+                await self.before_close()
             await self._stop_reader(reader)
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
