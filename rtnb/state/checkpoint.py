@@ -215,6 +215,10 @@ class Checkpoint:
         try:
             with closing(sqlite3.connect(self.path, timeout=30)) as conn:
                 yield conn
+        except sqlite3.OperationalError as exc:
+            msg = (f"checkpoint {str(self.path)!r} cannot be read now: {exc} (another process "
+                   "may hold it: is another copy of this job running?)")
+            raise CheckpointError(msg) from exc
         except sqlite3.DatabaseError as exc:
             msg = (f"checkpoint {str(self.path)!r} is not a readable rtnb checkpoint "
                    f"(corrupt or another kind of file): {exc}; move it away to start afresh")
