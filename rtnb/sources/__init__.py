@@ -6,6 +6,9 @@ the frame's ``example`` schema, send what does not fit to ``frame.dead_letters``
 payload, cut micro-batches at ``max_batch`` records or ``max_delay``, and reconnect with
 exponential backoff and jitter. Broker clients are optional extras (``pip install
 rtnb[redis]``); a missing one raises :class:`~rtnb.MissingExtraError` naming the extra.
+
+The options the message sources share (decoding, batching, backpressure, limits, the
+watermark guard, TLS) are documented once, on :class:`SourceOptions` and :class:`TlsOptions`.
 """
 
 from rtnb import _record
@@ -13,6 +16,7 @@ from rtnb.sources._amqp import amqp
 from rtnb.sources._kafka import kafka
 from rtnb.sources._mqtt import mqtt
 from rtnb.sources._nats import nats
+from rtnb.sources._options import SourceOptions, TlsOptions
 from rtnb.sources._redis import redis_stream
 from rtnb.sources._replay import replay
 from rtnb.sources._sse import sse
@@ -31,5 +35,5 @@ sse = _record.function(sse)
 tail = _record.function(tail)
 websocket = _record.function(websocket)
 
-__all__ = ["Source", "amqp", "kafka", "mqtt", "nats", "redis_stream", "replay", "sse", "tail",
-           "websocket"]
+__all__ = ["Source", "SourceOptions", "TlsOptions", "amqp", "kafka", "mqtt", "nats",
+           "redis_stream", "replay", "sse", "tail", "websocket"]

@@ -8,19 +8,18 @@ import hashlib
 import ssl
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from rtnb._net import mask_url, require, secret, tls_context
+from rtnb._net import mask_url, require, secret
 from rtnb._time import DurationLike
 from rtnb.errors import ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import Decoder, Payload
-from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
-from rtnb.sources._runner import BufferedSource, Policy, attach
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._options import DecoderLike, Policy, SourceOptions, TlsOptions
+from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["AmqpSource", "amqp"]
 
@@ -281,7 +280,7 @@ def amqp(
     example: pd.DataFrame | dict[str, Any],
     time: str | None = None,
     prefetch: int = 1_000,
-    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    decoder: DecoderLike = "json",
     password: str | None = None,
     password_env: str | None = None,
     tls: bool | ssl.SSLContext | None = None,
@@ -312,26 +311,22 @@ def amqp(
     exchange, routing_key
         Bind the queue to this existing exchange with this routing key (``#``: everything
         on a topic exchange).
-    example, time, decoder
-        The records' schema (records are coerced to it; the rest go to
-        ``frame.dead_letters`` with the raw payload, the reason and the position), the
-        event-time column, and how message bodies are decoded.
+    example, time
+        The records' schema and the event-time column (see
+        :class:`~rtnb.sources.SourceOptions`).
     prefetch
         ``basic.qos`` prefetch count: messages delivered ahead of the acknowledgements.
     password, password_env
         The password (else the URL's); ``password_env`` names the environment variable.
+
+    Other Parameters
+    ----------------
+    decoder, time_unit, max_batch, max_delay, buffer, policy, max_events, max_reconnects, max_future
+        As for every message source: :class:`~rtnb.sources.SourceOptions` (``prefetch``
+        keeps the buffer below ``buffer``). A named queue always blocks; the live exclusive
+        queue may ``"drop_oldest"`` or ``"sample"``.
     tls, ca, cert, key
-        TLS for ``amqps://``: a custom CA file, a client certificate and key, or a context.
-    max_batch, max_delay, buffer, policy
-        Batches of up to ``max_batch`` messages or ``max_delay``; ``buffer`` messages held
-        between the connection and the pipeline (``prefetch`` keeps it below that). A named
-        queue always blocks; the live exclusive queue may ``"drop_oldest"`` or ``"sample"``.
-    max_events, max_reconnects
-        Stop after that many rows; give up after that many reconnects (default: never).
-    max_future
-        Rows whose event time is more than this ahead of the wall clock (UTC; default
-        ``"5min"``) are dead letters with the reason, so that one event from the far future
-        does not move the watermark and make every later event late. ``None`` disables it.
+        TLS for ``amqps://``: :class:`~rtnb.sources.TlsOptions`.
 
     Examples
     --------
@@ -357,10 +352,8 @@ def amqp(
         from yarl import URL
 
         url = str(URL(url).with_password(pw))
-    context = tls_context(tls, ca=ca, cert=cert, key=key)
     source = AmqpSource(
         url, queue=queue, exchange=exchange, routing_key=routing_key, prefetch=prefetch,
-        ssl_context=context, name=name, decoder=decoder, example=schema,
-        max_batch=max_batch, max_delay=max_delay, buffer=buffer, policy=policy,
-        time_unit=time_unit, max_events=max_events, max_reconnects=max_reconnects)
-    return attach(set_max_future(source, max_future), time)
+        ssl_context=TlsOptions.of(locals()).context(), name=name, example=schema,
+        options=SourceOptions.of(locals()))
+    return attach(source, time)

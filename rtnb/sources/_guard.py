@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rtnb.sources._decode import Payload
 
 __all__ = ["DEFAULT_MAX_FUTURE", "RAW_PREFIX", "RefusedBytes", "RefusedText", "RefusingSource",
-           "future_guard", "is_refused", "refused", "set_max_future", "size_limit"]
+           "future_guard", "future_ns", "is_refused", "refused", "set_max_future", "size_limit"]
 
 #: How much of a refused message its dead letter keeps (memory stays bounded).
 RAW_PREFIX = 1024
@@ -125,21 +125,31 @@ def bytes_text(n: int) -> str:
 
 
 # -- the watermark guard ---------------------------------------------------------------------
-def set_max_future(source: Any, max_future: DurationLike | None) -> Any:
-    """Set ``source``'s watermark guard (``None``: none) and return the source.
+def future_ns(max_future: DurationLike | None) -> int | None:
+    """``max_future`` in nanoseconds (``None``: no guard), checked.
 
-    Rows whose event time is more than ``max_future`` ahead of ``source.event_clock()``
-    become dead letters (:func:`future_guard`); a source never set keeps the default,
-    ``"5min"``.
+    Examples
+    --------
+    >>> future_ns("5min"), future_ns(None)
+    (300000000000, None)
     """
     if max_future is None:
-        source.max_future_ns = None
-        return source
+        return None
     td = to_timedelta(max_future, name="max_future")
     if td < pd.Timedelta(0):
         msg = f"`max_future` must be a duration >= 0 or None; got {max_future!r}"
         raise ConfigError(msg)
-    source.max_future_ns = int(td.value)
+    return int(td.value)
+
+
+def set_max_future(source: Any, max_future: DurationLike | None) -> Any:
+    """Set ``source``'s watermark guard (``None``: none) and return the source.
+
+    Rows whose event time is more than ``max_future`` ahead of ``source.event_clock()``
+    become dead letters (:func:`future_guard`). The message sources take it as an option
+    (``SourceOptions.max_future``, default ``"5min"``); this changes it afterwards.
+    """
+    source.max_future_ns = future_ns(max_future)
     return source
 
 

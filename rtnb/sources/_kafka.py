@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from rtnb._net import require, secret, tls_context
+from rtnb._net import require, secret
 from rtnb._time import DurationLike
 from rtnb.errors import ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import Decoder, Payload
-from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._options import DecoderLike, SourceOptions, TlsOptions
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["KafkaSource", "kafka"]
@@ -145,7 +144,7 @@ def kafka(
     time: str | None = None,
     group: str = "rtnb",
     start: str = "earliest",
-    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    decoder: DecoderLike = "json",
     username: str | None = None,
     password: str | None = None,
     password_env: str | None = None,
@@ -166,10 +165,15 @@ def kafka(
 
     Reads as member ``group``, from the committed offsets or, for a new group, from
     ``start`` (``"earliest"`` or ``"latest"``); offsets are committed after the batch holding
-    the messages went through the pipeline. SASL/PLAIN with ``username``/``password_env``,
-    TLS with ``ca``/``cert``/``key``.
-    ``max_future`` (default ``"5min"``, ``None``: off) sends rows dated further ahead of
-    the wall clock to the dead letters, as for :func:`rtnb.sources.nats`.
+    the messages went through the pipeline. SASL/PLAIN with ``username`` and ``password``
+    or ``password_env`` (the environment variable holding it).
+
+    Other Parameters
+    ----------------
+    decoder, time_unit, max_batch, max_delay, buffer, max_events, max_reconnects, max_future
+        As for every message source: :class:`~rtnb.sources.SourceOptions`.
+    tls, ca, cert, key
+        TLS: :class:`~rtnb.sources.TlsOptions`.
 
     Examples
     --------
@@ -182,10 +186,7 @@ def kafka(
         raise ConfigError(msg)
     schema = as_example(example, f"kafka {name!r}")
     source = KafkaSource(
-        topic, servers, group=group, start=start,
-        ssl_context=tls_context(tls, ca=ca, cert=cert, key=key), username=username,
-        password=secret(password, password_env, f"kafka {name!r}"), name=name,
-        decoder=decoder, example=schema, max_batch=max_batch, max_delay=max_delay,
-        buffer=buffer, time_unit=time_unit, max_events=max_events,
-        max_reconnects=max_reconnects)
-    return attach(set_max_future(source, max_future), time)
+        topic, servers, group=group, start=start, ssl_context=TlsOptions.of(locals()).context(),
+        username=username, password=secret(password, password_env, f"kafka {name!r}"),
+        name=name, example=schema, options=SourceOptions.of(locals()))
+    return attach(source, time)

@@ -10,20 +10,19 @@ import socket
 import ssl
 import struct
 import uuid
-from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
-from rtnb._net import mask_url, require, secret, tls_context
+from rtnb._net import mask_url, require, secret
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import Decoder, Payload
-from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
-from rtnb.sources._runner import BufferedSource, Policy, attach
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._options import DecoderLike, Policy, SourceOptions, TlsOptions
+from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["MqttSource", "mqtt"]
 
@@ -435,7 +434,7 @@ def mqtt(
     session_expiry: DurationLike = "1h",
     max_inflight: int = 10_000,
     keepalive: int = 30,
-    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    decoder: DecoderLike = "json",
     username: str | None = None,
     password: str | None = None,
     password_env: str | None = None,
@@ -462,10 +461,9 @@ def mqtt(
     url
         ``mqtt://host[:port]`` or ``mqtts://host[:port]`` (TLS, port 8883 by default); a
         password in the URL is never shown, but prefer ``password_env``.
-    example, time, decoder
-        The records' schema (records are coerced to it; the rest go to
-        ``frame.dead_letters`` with the raw payload, the reason and the position), the
-        event-time column, and how payloads are decoded.
+    example, time
+        The records' schema and the event-time column (see
+        :class:`~rtnb.sources.SourceOptions`).
     qos
         ``1`` (default): at least once from the broker, acknowledged after processing and
         duplicates skipped within a run. ``0``: at most once, live-only. QoS 2 is refused:
@@ -485,18 +483,15 @@ def mqtt(
         connection.
     username, password, password_env
         Credentials; ``password_env`` names the environment variable holding the password.
+
+    Other Parameters
+    ----------------
+    decoder, time_unit, max_batch, max_delay, buffer, policy, max_events, max_reconnects, max_future
+        As for every message source: :class:`~rtnb.sources.SourceOptions`. With ``qos=1``
+        a full buffer blocks (the broker holds the rest); with ``qos=0`` it may
+        ``"drop_oldest"`` or ``"sample"``.
     tls, ca, cert, key
-        TLS: a custom CA file, a client certificate and key (mutual TLS), or a context.
-    max_batch, max_delay, buffer, policy
-        Batches of up to ``max_batch`` messages or ``max_delay``; ``buffer`` messages held
-        between the connection and the pipeline. With ``qos=1`` a full buffer blocks (the
-        broker holds the rest); with ``qos=0`` it may ``"drop_oldest"`` or ``"sample"``.
-    max_events, max_reconnects
-        Stop after that many rows; give up after that many reconnects (default: never).
-    max_future
-        Rows whose event time is more than this ahead of the wall clock (UTC; default
-        ``"5min"``) are dead letters with the reason, so that one event from the far future
-        does not move the watermark and make every later event late. ``None`` disables it.
+        TLS (``mqtts://`` uses it by default): :class:`~rtnb.sources.TlsOptions`.
 
     Examples
     --------
@@ -523,9 +518,7 @@ def mqtt(
             not 0 < max_inflight <= 65_535:
         msg = f"mqtt `max_inflight` must be an int in 1..65535; got {max_inflight!r}"
         raise ConfigError(msg)
-    context = tls_context(tls, ca=ca, cert=cert, key=key)
-    if context is None and url_tls:
-        context = tls_context(True)
+    context = TlsOptions.of(locals()).context(default=url_tls)
     source = MqttSource(
         host, port, topics, url=url, qos=qos,
         client_id=client_id or f"rtnb-{name}-{uuid.uuid4().hex[:8]}",
@@ -533,7 +526,5 @@ def mqtt(
         session_expiry_s=int(to_ns(session_expiry, name="session_expiry") // 1_000_000_000),
         max_inflight=max_inflight, keepalive=keepalive, username=username or url_user,
         password=secret(password, password_env, f"mqtt {name!r}") or url_password,
-        ssl_context=context, name=name, decoder=decoder, example=schema,
-        max_batch=max_batch, max_delay=max_delay, buffer=buffer, policy=policy,
-        time_unit=time_unit, max_events=max_events, max_reconnects=max_reconnects)
-    return attach(set_max_future(source, max_future), time)
+        ssl_context=context, name=name, example=schema, options=SourceOptions.of(locals()))
+    return attach(source, time)

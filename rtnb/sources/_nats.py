@@ -9,19 +9,19 @@ import logging
 import ssl
 import time as _clock
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pandas as pd
 
-from rtnb._net import mask_url, require, secret, tls_context
+from rtnb._net import mask_url, require, secret
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import CheckpointError, ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import Decoder, Payload
-from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
-from rtnb.sources._runner import BufferedSource, Policy, attach
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._options import DecoderLike, Policy, SourceOptions, TlsOptions
+from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["NatsSource", "nats"]
 
@@ -518,7 +518,7 @@ def nats(
     stream: str | None = None,
     durable: str | None = None,
     deliver: str | int | pd.Timestamp = "all",
-    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    decoder: DecoderLike = "json",
     user: str | None = None,
     password: str | None = None,
     password_env: str | None = None,
@@ -551,11 +551,9 @@ def nats(
     url
         ``nats://host:port`` or ``tls://host:port``; a password in the URL is never shown,
         but prefer ``password_env`` or ``token_env``.
-    example, time, decoder
-        The records' schema (records are coerced to it; the rest go to
-        ``frame.dead_letters`` with the raw payload, the reason and the position), the
-        event-time column, and how payloads are decoded (``"json"``, ``"msgpack"``,
-        ``"csv"`` or a function).
+    example, time
+        The records' schema and the event-time column (see
+        :class:`~rtnb.sources.SourceOptions`).
     stream, durable
         Neither: a core NATS subscription (live-only; a full buffer drops by ``policy``).
         ``durable``: a durable JetStream pull consumer of that name (in ``stream``, or the
@@ -568,25 +566,21 @@ def nats(
         consumer keeps its position and settings.
     user, password, password_env, token, token_env
         Credentials; ``*_env`` names the environment variable holding the secret.
-    tls, ca, cert, key
-        TLS: a custom CA file, a client certificate and key (mutual TLS), or a context.
     count, fetch_wait
         Messages per JetStream pull request, and how long a request waits for new ones.
     ack_wait, max_ack_pending
         How long the server waits for an ack before it redelivers (choose more than a
         message can spend in the buffer), and how many unacknowledged messages it lets out
         (default: ``buffer + max_batch + count``, so the buffer is what limits reading).
-    max_batch, max_delay, buffer, policy
-        Batches of up to ``max_batch`` messages or ``max_delay``; ``buffer`` messages held
-        between the connection and the pipeline. JetStream sources always block (reading
-        stops and the stream keeps the data); core NATS may ``"drop_oldest"`` or
-        ``"sample"``.
-    max_events, max_reconnects
-        Stop after that many rows; give up after that many reconnects (default: never).
-    max_future
-        Rows whose event time is more than this ahead of the wall clock (UTC; default
-        ``"5min"``) are dead letters with the reason, so that one event from the far future
-        does not move the watermark and make every later event late. ``None`` disables it.
+
+    Other Parameters
+    ----------------
+    decoder, time_unit, max_batch, max_delay, buffer, policy, max_events, max_reconnects, max_future
+        As for every message source: :class:`~rtnb.sources.SourceOptions`. A full buffer
+        of a JetStream source always blocks (the stream keeps the data); core NATS may
+        ``"drop_oldest"`` or ``"sample"``.
+    tls, ca, cert, key
+        TLS (``tls://`` uses it by default): :class:`~rtnb.sources.TlsOptions`.
 
     Examples
     --------
@@ -604,9 +598,7 @@ def nats(
                                   or value <= 0):
             msg = f"nats `{arg}` must be a positive int; got {value!r}"
             raise ConfigError(msg)
-    context = tls_context(tls, ca=ca, cert=cert, key=key)
-    if context is None and url.startswith("tls://"):
-        context = tls_context(True)
+    context = TlsOptions.of(locals()).context(default=url.startswith("tls://"))
     source = NatsSource(
         url, subject, stream=stream, durable=durable, deliver=_check_deliver(deliver),
         user=user, password=secret(password, password_env, f"nats {name!r}"),
@@ -614,7 +606,5 @@ def nats(
         fetch_wait_s=to_ns(fetch_wait, name="fetch_wait") / 1e9,
         ack_wait_s=to_ns(ack_wait, name="ack_wait") / 1e9,
         max_ack_pending=max_ack_pending or buffer + max_batch + count, name=name,
-        decoder=decoder, example=schema, max_batch=max_batch, max_delay=max_delay,
-        buffer=buffer, policy=policy, time_unit=time_unit, max_events=max_events,
-        max_reconnects=max_reconnects)
-    return attach(set_max_future(source, max_future), time)
+        example=schema, options=SourceOptions.of(locals()))
+    return attach(source, time)

@@ -7,18 +7,17 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from rtnb._net import mask_url, require, secret, tls_context
+from rtnb._net import mask_url, require, secret
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import CheckpointError, ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import Decoder, Payload
-from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._options import DecoderLike, SourceOptions, TlsOptions
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["RedisStreamSource", "redis_stream"]
@@ -250,7 +249,7 @@ def redis_stream(
     consumer: str = "rtnb",
     start: str | pd.Timestamp = "0",
     field: str | None = "data",
-    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    decoder: DecoderLike = "json",
     password: str | None = None,
     password_env: str | None = None,
     tls: bool | ssl.SSLContext | None = None,
@@ -288,10 +287,17 @@ def redis_stream(
         entry's fields themselves as the record (values arrive as strings and are coerced).
     count, block
         Entries per read and how long a read waits for new entries.
-    max_future
-        Rows whose event time is more than this ahead of the wall clock (UTC; default
-        ``"5min"``) are dead letters with the reason, so that one event from the far future
-        does not move the watermark and make every later event late. ``None`` disables it.
+    password, password_env
+        The password (else the URL's); ``password_env`` names the environment variable
+        holding it (never logged or shown).
+
+    Other Parameters
+    ----------------
+    decoder, time_unit, max_batch, max_delay, buffer, max_events, max_reconnects, max_future
+        As for every message source: :class:`~rtnb.sources.SourceOptions` (a full buffer
+        stops the reads: the stream keeps the data).
+    tls, ca, cert, key
+        TLS (``rediss://`` uses it by default): :class:`~rtnb.sources.TlsOptions`.
 
     Examples
     --------
@@ -304,12 +310,10 @@ def redis_stream(
     if not url.startswith(("redis://", "rediss://", "unix://")):
         msg = f"redis url must start with redis://, rediss:// or unix://; got {mask_url(url)!r}"
         raise ConfigError(msg)
-    context = tls_context(tls, ca=ca, cert=cert, key=key)
+    context = TlsOptions.of(locals()).context()
     source = RedisStreamSource(
         url, stream, group=group, consumer=consumer, start=_start_id(start), field=field,
         count=count, block_ms=max(1, to_ns(block) // 1_000_000),
         password=secret(password, password_env, f"redis_stream {name!r}"),
-        ssl_context=context, name=name, decoder=decoder, example=schema, max_batch=max_batch,
-        max_delay=max_delay, buffer=buffer, time_unit=time_unit, max_events=max_events,
-        max_reconnects=max_reconnects)
-    return attach(set_max_future(source, max_future), time)
+        ssl_context=context, name=name, example=schema, options=SourceOptions.of(locals()))
+    return attach(source, time)

@@ -26,19 +26,19 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from rtnb._net import Backoff
-from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
-from rtnb.sources._coerce import TimeUnit, coerce
-from rtnb.sources._decode import Decoder, Payload, make_decoder
+from rtnb.sources._coerce import coerce
+from rtnb.sources._decode import Payload, make_decoder
 from rtnb.sources._guard import future_guard
+from rtnb.sources._options import Policy, SourceOptions, check_capacity, check_policy
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
 
 __all__ = ["Buffer", "BufferedSource", "Policy", "SourceStats", "attach"]
-
-Policy: TypeAlias = Literal["block", "drop_oldest", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +97,8 @@ class Buffer:
     """
 
     def __init__(self, capacity: int, policy: Policy = "block") -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
-            msg = f"buffer capacity must be a positive int; got {capacity!r}"
-            raise ConfigError(msg)
-        if policy not in ("block", "drop_oldest", "sample"):
-            msg = f"backpressure policy must be 'block', 'drop_oldest' or 'sample'; got {policy!r}"
-            raise ConfigError(msg)
+        check_capacity(capacity)
+        check_policy(policy)
         self.capacity = capacity
         self.policy = policy
         self._items: deque[tuple[Payload, Any]] = deque()
@@ -209,8 +203,10 @@ class BufferedSource:
 
     #: A feed never ends by itself (a finite one ends the run; it is not "exhausted").
     exhausted = False
-    #: Stop after this many events (``None``: never).
+    #: Stop after this many events (``None``: never); :meth:`limit` lowers it.
     max_events: int | None
+    #: The watermark guard (``None``: none); :func:`~rtnb.sources._guard.set_max_future`.
+    max_future_ns: int | None
     #: Set by the runtime before run() when it checkpoints: acknowledgements wait for the
     #: checkpoint that holds the messages' effects (:meth:`take_acks`, :meth:`ack`).
     defer_acks: bool = False
@@ -235,35 +231,35 @@ class BufferedSource:
         """
         return "live"
 
-    def __init__(self, *, name: str, decoder: str | Decoder | Callable[[Payload], Any],
-                 example: pd.DataFrame, max_batch: int = 10_000,
-                 max_delay: DurationLike = "50ms", buffer: int = 100_000,
-                 policy: Policy | None = None, time_unit: TimeUnit = "s",
-                 backoff: Backoff | None = None, max_reconnects: int | None = None,
-                 max_events: int | None = None) -> None:
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch <= 0:
-            msg = f"`max_batch` must be a positive int; got {max_batch!r}"
-            raise ConfigError(msg)
+    def __init__(self, *, name: str, example: pd.DataFrame,
+                 options: SourceOptions | None = None, **given: Any) -> None:
+        """A source called ``name`` of records shaped like ``example``, with ``options``.
+
+        ``given`` keywords are options one by one (fields of :class:`SourceOptions`), over
+        ``options`` or the defaults.
+        """
+        if options is None:
+            options = SourceOptions(**given)
+        elif given:
+            options = replace(options, **given)
         self.name = name
         self.example = example
-        self.decoder = make_decoder(decoder, example)
-        self.max_batch = max_batch
-        self.max_delay_s = to_ns(max_delay, name="max_delay") / 1e9
-        if policy is None:
-            policy = "block"
+        #: What the source was built with (``max_events`` and ``max_future_ns`` may change).
+        self.options = options
+        self.decoder = make_decoder(options.decoder, example)
+        self.max_batch = options.max_batch
+        self.max_delay_s = options.max_delay_s
+        policy = options.policy or "block"
         if self.replayable and policy != "block":
             msg = (f"{name}: a replayable source pauses reading when downstream is slow; "
                    f"policy {policy!r} would lose data it could keep (use 'block')")
             raise ConfigError(msg)
-        self.buffer = Buffer(buffer, policy)
-        self.time_unit = time_unit
-        self.backoff = backoff or Backoff()
-        self.max_reconnects = max_reconnects
-        if max_events is not None and (isinstance(max_events, bool) or
-                                       not isinstance(max_events, int) or max_events < 0):
-            msg = f"`max_events` must be a non-negative int or None; got {max_events!r}"
-            raise ConfigError(msg)
-        self.max_events = max_events
+        self.buffer = Buffer(options.buffer, policy)
+        self.time_unit = options.time_unit
+        self.backoff = options.backoff or Backoff()
+        self.max_reconnects = options.max_reconnects
+        self.max_events = options.max_events
+        self.max_future_ns = options.max_future_ns
         self.stats = SourceStats()
         self._enough = asyncio.Event()
         self._draining = False

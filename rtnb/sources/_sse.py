@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 
-from rtnb._net import mask_url, require, secret, tls_context
+from rtnb._net import mask_url, require
 from rtnb._time import DurationLike
 from rtnb.errors import SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import Decoder, Payload
+from rtnb.sources._decode import Payload
 from rtnb.sources._guard import (
     DEFAULT_MAX_FUTURE,
     RAW_PREFIX,
@@ -22,10 +22,16 @@ from rtnb.sources._guard import (
     RefusingSource,
     bytes_text,
     refused,
-    set_max_future,
     size_limit,
 )
-from rtnb.sources._runner import BufferedSource, Policy, attach
+from rtnb.sources._options import (
+    DecoderLike,
+    Policy,
+    SourceOptions,
+    TlsOptions,
+    bearer_headers,
+)
+from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["SSESource", "sse"]
 
@@ -286,7 +292,7 @@ def sse(
     *,
     example: pd.DataFrame | dict[str, Any],
     time: str | None = None,
-    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    decoder: DecoderLike = "json",
     event: str | None = None,
     last_event_id: str | None = None,
     headers: dict[str, str] | None = None,
@@ -311,8 +317,8 @@ def sse(
 
     Each event's ``data`` is decoded (JSON by default); ``event=`` keeps one event type.
     The client resumes with ``Last-Event-ID`` after a reconnect (start from
-    ``last_event_id``). Options as for :func:`rtnb.sources.websocket` (``max_future`` too);
-    ``https://`` with a custom CA or client certificate through ``tls``/``ca``/``cert``/``key``.
+    ``last_event_id``). ``example``, ``time``, ``headers``, ``token`` and ``token_env``
+    as for :func:`rtnb.sources.websocket`.
 
     Parameters
     ----------
@@ -322,6 +328,14 @@ def sse(
         that prefix is held while the rest streams past, and the stream goes on at the next
         event. ``None``: no limit. An event that is not valid UTF-8 is a dead letter too
         ("invalid UTF-8 at byte N of the event", with the event's bytes).
+
+    Other Parameters
+    ----------------
+    decoder, time_unit, max_batch, max_delay, buffer, policy, max_events, max_reconnects, max_future
+        As for every message source: :class:`~rtnb.sources.SourceOptions`.
+    tls, ca, cert, key
+        TLS for ``https://`` (a custom CA, a client certificate):
+        :class:`~rtnb.sources.TlsOptions`.
 
     Examples
     --------
@@ -333,14 +347,9 @@ def sse(
         msg = f"sse url must start with http:// or https://; got {mask_url(url)!r}"
         raise SourceError(msg)
     schema = as_example(example, f"sse {name!r}")
-    all_headers = dict(headers or {})
-    bearer = secret(token, token_env, f"sse {name!r}")
-    if bearer is not None:
-        all_headers["Authorization"] = f"Bearer {bearer}"
+    all_headers = bearer_headers(headers, token, token_env, f"sse {name!r}")
     source = SSESource(
-        url, headers=all_headers, ssl_context=tls_context(tls, ca=ca, cert=cert, key=key),
-        event=event, last_event_id=last_event_id, max_event_bytes=max_event_bytes, name=name,
-        decoder=decoder, example=schema, max_batch=max_batch, max_delay=max_delay,
-        buffer=buffer, policy=policy, time_unit=time_unit, max_events=max_events,
-        max_reconnects=max_reconnects)
-    return attach(set_max_future(source, max_future), time)
+        url, headers=all_headers, ssl_context=TlsOptions.of(locals()).context(), event=event,
+        last_event_id=last_event_id, max_event_bytes=max_event_bytes, name=name,
+        example=schema, options=SourceOptions.of(locals()))
+    return attach(source, time)

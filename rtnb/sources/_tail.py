@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ from rtnb._time import DurationLike, to_ns
 from rtnb.errors import CheckpointError, ConfigError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import CsvDecoder, Decoder, Payload
-from rtnb.sources._guard import DEFAULT_MAX_FUTURE, set_max_future
+from rtnb.sources._decode import CsvDecoder
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._options import DecoderLike, SourceOptions
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["TailSource", "tail"]
@@ -108,7 +108,7 @@ def tail(
     *,
     example: pd.DataFrame | dict[str, Any],
     time: str | None = None,
-    format: str | Decoder | Callable[[Payload], Any] = "json",
+    format: DecoderLike = "json",
     header: bool | None = None,
     from_start: bool = True,
     follow: bool = True,
@@ -129,10 +129,10 @@ def tail(
         The file; it may not exist yet, and may be rotated (renamed and recreated) or
         truncated while followed.
     example, time
-        The rows' schema (DataFrame or ``{"column": dtype}``) and event-time column.
+        The rows' schema and the event-time column (see :class:`~rtnb.sources.SourceOptions`).
     format
         ``"json"`` (one object per line), ``"csv"`` (fields in the example's column order)
-        or a decoder / function ``line -> dict``.
+        or a decoder / function ``line -> dict``: the ``decoder`` of other sources.
     header
         CSV files start with a header line to skip (default: True for ``"csv"``).
     from_start
@@ -141,10 +141,12 @@ def tail(
         Keep waiting for new lines (default); ``False`` stops at the end of the file.
     poll
         How often to look for new data when at the end of the file.
-    max_future
-        Rows whose event time is more than this ahead of the wall clock (UTC; default
-        ``"5min"``) are dead letters with the reason, so that one event from the far future
-        does not move the watermark and make every later event late. ``None`` disables it.
+
+    Other Parameters
+    ----------------
+    max_batch, max_delay, buffer, time_unit, max_events, max_future
+        As for every message source: :class:`~rtnb.sources.SourceOptions` (a full buffer
+        stops reading: the file keeps the rest).
 
     Examples
     --------
@@ -168,7 +170,6 @@ def tail(
         msg = f"tail format must be 'json', 'csv' or a decoder; got {format!r}"
         raise ConfigError(msg)
     source = TailSource(Path(path), from_start=from_start, poll_s=to_ns(poll) / 1e9,
-                        header=bool(header), follow=follow, name=name, decoder=decoder,
-                        example=schema, max_batch=max_batch, max_delay=max_delay,
-                        buffer=buffer, time_unit=time_unit, max_events=max_events)
-    return attach(set_max_future(source, max_future), time)
+                        header=bool(header), follow=follow, name=name, example=schema,
+                        options=SourceOptions.of(locals(), decoder=decoder))
+    return attach(source, time)

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from rtnb._net import mask_url, require, secret, tls_context
+from rtnb._net import mask_url, require
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
-from rtnb.sources._decode import Decoder, Payload
-from rtnb.sources._guard import (
-    DEFAULT_MAX_FUTURE,
-    RefusingSource,
-    bytes_text,
-    set_max_future,
-    size_limit,
+from rtnb.sources._decode import Payload
+from rtnb.sources._guard import DEFAULT_MAX_FUTURE, RefusingSource, bytes_text, size_limit
+from rtnb.sources._options import (
+    DecoderLike,
+    Policy,
+    SourceOptions,
+    TlsOptions,
+    bearer_headers,
 )
-from rtnb.sources._runner import BufferedSource, Policy, attach
+from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["WebSocketSource", "websocket"]
 
@@ -136,7 +136,7 @@ def websocket(
     *,
     example: pd.DataFrame | dict[str, Any],
     time: str | None = None,
-    decoder: str | Decoder | Callable[[Payload], Any] = "json",
+    decoder: DecoderLike = "json",
     headers: dict[str, str] | None = None,
     token: str | None = None,
     token_env: str | None = None,
@@ -163,30 +163,16 @@ def websocket(
     ----------
     url
         ``ws://`` or ``wss://`` URL.
-    example
-        The records' schema: an empty DataFrame or ``{"column": dtype}``; records are coerced
-        to it, and those that do not fit go to ``frame.dead_letters`` with the raw message.
-    time
-        The event-time column.
-    decoder
-        ``"json"`` (objects, arrays of objects or JSON lines), ``"msgpack"``, ``"csv"`` or a
-        function ``payload -> dict | list[dict]``.
+    example, time
+        The records' schema and the event-time column (see
+        :class:`~rtnb.sources.SourceOptions`).
     headers, token, token_env
         Extra handshake headers; a bearer token (or the environment variable holding it: the
         token is never logged or shown).
-    tls, ca, cert, key
-        TLS for ``wss://``: a custom CA file, a client certificate and key, or a context.
     subscribe
         A message sent after every (re)connection, for feeds that need one.
     ping_interval
         Keep-alive pings (``None`` disables them); a missing pong counts as a lost connection.
-    max_batch, max_delay
-        A batch is cut at ``max_batch`` messages or ``max_delay`` after its first message.
-    buffer, policy
-        Messages held between the socket and processing; when full: ``"block"`` (stop
-        reading), ``"drop_oldest"`` or ``"sample"`` (counted in ``source.stats.dropped``).
-    max_events, max_reconnects
-        Stop after that many rows; give up after that many reconnects (default: never).
     max_message_bytes
         A message larger than this (default 16 MiB) is a dead letter: its first 1,024 bytes
         (characters, for a text message) and the reason (its size and the limit); the
@@ -195,10 +181,15 @@ def websocket(
         larger one closes the connection (a dead letter says so) and the source reconnects:
         what the server sent after it on that connection is lost. ``None``: no limit (a
         message is held whole, however large).
-    max_future
-        Rows whose event time is more than this ahead of the wall clock (UTC; default
-        ``"5min"``) are dead letters with the reason, so that one event from the far future
-        does not move the watermark and make every later event late. ``None`` disables it.
+
+    Other Parameters
+    ----------------
+    decoder, time_unit, max_batch, max_delay, buffer, policy, max_events, max_reconnects, max_future
+        Decoding, batching, backpressure (a full buffer blocks reading, TCP then slows the
+        sender, or drops by ``policy``), limits and the watermark guard, as for every
+        message source: :class:`~rtnb.sources.SourceOptions`.
+    tls, ca, cert, key
+        TLS (``wss://`` uses it by default): :class:`~rtnb.sources.TlsOptions`.
 
     Examples
     --------
@@ -212,17 +203,11 @@ def websocket(
         msg = f"websocket url must start with ws:// or wss://; got {mask_url(url)!r}"
         raise SourceError(msg)
     schema = as_example(example, f"websocket {name!r}")
-    all_headers = dict(headers or {})
-    bearer = secret(token, token_env, f"websocket {name!r}")
-    if bearer is not None:
-        all_headers["Authorization"] = f"Bearer {bearer}"
-    context = tls_context(tls, ca=ca, cert=cert, key=key)
-    if context is None and url.startswith("wss://"):
-        context = tls_context(True)
+    all_headers = bearer_headers(headers, token, token_env, f"websocket {name!r}")
+    context = TlsOptions.of(locals()).context(default=url.startswith("wss://"))
     source = WebSocketSource(
         url, headers=all_headers, ssl_context=context,
         ping_interval=None if ping_interval is None else to_ns(ping_interval) / 1e9,
-        subscribe=subscribe, max_message_bytes=max_message_bytes, name=name, decoder=decoder,
-        example=schema, max_batch=max_batch, max_delay=max_delay, buffer=buffer, policy=policy,
-        time_unit=time_unit, max_events=max_events, max_reconnects=max_reconnects)
-    return attach(set_max_future(source, max_future), time)
+        subscribe=subscribe, max_message_bytes=max_message_bytes, name=name, example=schema,
+        options=SourceOptions.of(locals()))
+    return attach(source, time)
