@@ -92,7 +92,18 @@ class NatsSource(BufferedSource):
     default ``buffer + max_batch + count``) bounds what waits for a checkpoint: when it is
     full the source sets :attr:`window_full` so the runtime checkpoints at once; keep
     ``ack_wait`` above the checkpoint interval (a message redelivered meanwhile is skipped).
+    A barrier's positions also carry ``("floor", n)``: every stream sequence up to ``n`` was
+    handled (the consumer's ack floor when the run connected, then this run's messages
+    without a gap). A server killed with kill -9 can lose its consumer's most recent acks
+    and deliver those messages again; a run resuming from the checkpoint skips (and
+    acknowledges) every sequence up to the restored floor, so that is exact too, also when
+    the script died while the server was down (gaps in the stream's sequences, e.g. other
+    subjects of the stream, stop the floor: what lies beyond is at least once).
     """
+
+    #: Deferred acks: every stream sequence up to this one was handled (see take_acks).
+    _done_floor = 0
+    _done_above: set[int] | None = None  # handled sequences above the floor
 
     def resume_kind(self) -> str:
         """A durable JetStream consumer: ``"broker"``; core NATS: ``"live"``."""
@@ -351,7 +362,7 @@ class NatsSource(BufferedSource):
 
     async def _receive(self, nc: Any, msg: Any) -> None:
         seq = int(msg.metadata.sequence.stream)
-        if self.acks and (seq in self._seen or seq in self._skip):
+        if self.acks and (seq in self._seen or seq in self._skip or seq <= self._done_floor):
             self.duplicates += 1
             if seq in self._pending:  # waits for its checkpoint: acknowledged with it
                 self._pending[seq] = msg.reply
@@ -391,12 +402,33 @@ class NatsSource(BufferedSource):
         if not self.acks:
             return []  # nothing to acknowledge (core NATS, an ephemeral consumer)
         replies = []
+        above = self._done_above if self._done_above is not None else set()
         for seq in positions:
             reply = self._held.pop(seq, None)
             if reply is not None:
                 self._pending[seq] = reply
                 replies.append(reply)
+                above.add(seq)
+        floor = self._done_floor
+        while floor + 1 in above:
+            floor += 1
+            above.discard(floor)
+        self._done_floor, self._done_above = floor, {s for s in above if s > floor}
         return replies
+
+    def take_acks(self) -> list[Any]:
+        """The barrier's reply subjects, and ``("floor", n)``: sequences up to n handled."""
+        taken = super().take_acks()
+        if self.acks and self._done_floor:
+            taken.append(("floor", self._done_floor))
+        return taken
+
+    def resume_acks(self, positions: list[Any]) -> None:
+        """Acknowledge and skip the barrier's messages, and every sequence to its floor."""
+        for p in positions:
+            if isinstance(p, tuple | list) and len(p) == 2 and p[0] == "floor":
+                self._done_floor = max(self._done_floor, int(p[1]))
+        super().resume_acks([p for p in positions if isinstance(p, str)])
 
     async def _ack(self, positions: list[Any]) -> None:
         if not self.acks or not positions:
@@ -460,18 +492,32 @@ class NatsSource(BufferedSource):
             info = await self._guard(js.consumer_info(stream, consumer))
         except self._nats.errors.Error:
             return
+        low = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+        if low > self._done_floor:  # acknowledged: handled by this run or an earlier one
+            self._done_floor = low
+            if self._done_above is not None:
+                self._done_above = {s for s in self._done_above if s > low}
         if not info.num_ack_pending or info.delivered is None:
             return
-        low = int(info.ack_floor.stream_seq) if info.ack_floor else 0
         high, dseq = int(info.delivered.stream_seq), int(info.delivered.consumer_seq)
         if high - low > NAK_SPAN:  # too many to ask for one by one: they come at ack_wait
             log.warning("source %r: %d messages in flight are redelivered after ack_wait",
                         self.name, int(info.num_ack_pending))
             return
-        subjects = [f"$JS.ACK.{stream}.{consumer}.1.{seq}.{dseq}.0.0"
-                    for seq in range(low + 1, high + 1)
-                    if seq not in self._seen and seq not in self._skip]  # not held by this run
+        prefix = f"$JS.ACK.{stream}.{consumer}.1"
+        subjects: list[str] = []
+        for seq in range(low + 1, high + 1):
+            if seq in self._held or seq in self._pending:
+                continue  # acknowledged once a checkpoint holds it
+            if seq in self._seen or seq in self._skip or seq <= self._done_floor:
+                # handled and acknowledged, but a restarted server lost the ack: it would
+                # hold the message (and its max_ack_pending window) until ack_wait
+                await nc.publish(f"{prefix}.{seq}.{dseq}.0.0", ACK)
+            else:  # in flight at a crash or a cut, not held by this run
+                subjects.append(f"{prefix}.{seq}.{dseq}.0.0")
         if not subjects:
+            with contextlib.suppress(self._nats.errors.TimeoutError):
+                await nc.flush(timeout=2)
             return
         for subject in subjects[:-1]:
             await nc.publish(subject, NAK)

@@ -233,7 +233,20 @@ class PrivateBroker:
         assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-2000:]
         if self.kind == "nats":  # JetStream answers once the store is recovered
             wait_until(self._jetstream_ready, timeout, "JetStream ready")
+        else:  # Redis answers LOADING until it has read its append-only file
+            wait_until(self._redis_ready, timeout, "Redis loaded")
         return self
+
+    def _redis_ready(self) -> bool:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.exceptions.RedisError:
+            return False
+        finally:
+            client.close()
 
     def _jetstream_ready(self) -> bool:
         async def probe() -> bool:
