@@ -257,7 +257,10 @@ class WebhookSink(Sink):
 
     Each batch carries an ``Idempotency-Key`` header, the same on every retry: a receiver
     that saw the key already can answer 2xx and drop the repeat (a retry after a lost
-    answer), which turns at-least-once delivery into exactly-once processing.
+    answer). Each record also carries ``rtnb_id``, its row's id (:meth:`Sink.row_ids`), the
+    same in every run: after a restart from a checkpoint the rows sent again may come in
+    batches cut differently (other keys), so de-duplicate on ``rtnb_id`` for exactly-once
+    processing.
     """
 
     kind = "webhook"
@@ -279,7 +282,9 @@ class WebhookSink(Sink):
         if self._client is None:
             self._client = httpx.AsyncClient(
                 verify=self._ssl if self._ssl is not None else True, timeout=self.timeout_s)
-        response = await self._client.post(self.url, json=records(batch),
+        body = [{**record, "rtnb_id": row_id}
+                for row_id, record in zip(self.row_ids(batch), records(batch), strict=True)]
+        response = await self._client.post(self.url, json=body,
                                            headers={**self._headers, "Idempotency-Key": key})
         if not 200 <= response.status_code < 300:
             msg = f"HTTP {response.status_code} from {mask_url(self.url)}"

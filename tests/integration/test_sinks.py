@@ -96,7 +96,10 @@ class Hook:
 
 
 def received_frame(hook: Hook) -> pd.DataFrame:
+    """What the receiver got, as rows of the sent frame (each record's rtnb_id checked, dropped)."""
     got = pd.DataFrame(hook.received)
+    assert got["rtnb_id"].is_unique  # every row its own id, none delivered twice
+    got = got.drop(columns="rtnb_id")
     got["timestamp"] = pd.to_datetime(got["timestamp"]).astype("datetime64[ns]")
     return got
 
