@@ -96,8 +96,14 @@ def _to_number(values: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]:
     """``pd.to_numeric(errors="coerce")`` as float or int, and where a value overflowed.
 
     An integer too large for a float (JSON allows any) makes ``pd.to_numeric`` raise; such
-    values come back as NaN with ``True`` in the mask, every other value as pandas gives it.
+    values come back as NaN with ``True`` in the mask, every other value as pandas gives it,
+    except booleans: JSON's ``true`` is not the number 1 (nor an epoch second), so a boolean
+    comes back as NaN (not a number) instead of pandas' 1.0.
     """
+    if values.dtype.kind == "b" or (values.dtype == object and any(
+            isinstance(v, bool | np.bool_) for v in values)):
+        flags = values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        values = values.astype(object).where(~flags, "")  # "": not a number, not missing
     try:
         return pd.to_numeric(values, errors="coerce"), np.zeros(len(values), dtype=bool)
     except OverflowError:
@@ -185,15 +191,18 @@ def coerce(records: list[Record], example: pd.DataFrame, *,
            time_unit: TimeUnit = "s") -> tuple[pd.DataFrame, np.ndarray[Any, Any], list[str]]:
     """Build the example's columns from decoded records; say which rows do not fit and why.
 
-    Numbers arriving as strings are converted; a value that cannot be converted, a missing
-    value in an integer or boolean column, or a missing field, makes its row bad. Datetime
-    columns accept ISO 8601 strings and numbers (epoch ``time_unit``) within what
-    ``datetime64[ns]`` holds (1677-09-21 .. 2262-04-11); a missing time is left to the frame
-    (its rows go to the dead letters there). In float columns ``None`` or no field is a
-    missing value (NaN), while a NaN or an infinity that arrived as the value (JSON's
-    ``NaN``, ``Infinity``, ``1e400``) is not a measurement: its row is bad. Returns the
-    coerced frame of the good rows, the boolean mask of bad rows (over ``records``) and the
-    reason for each bad row.
+    Numbers arriving as strings are converted (``"2.5"``, ``"7"``); a value that cannot be
+    converted, a missing value in an integer or boolean column, or a missing field, makes
+    its row bad. Booleans are not numbers: ``true`` in a number or time column is bad, not
+    1. Datetime columns accept ISO 8601 strings and numbers (epoch ``time_unit``) within
+    what ``datetime64[ns]`` holds (1677-09-21 .. 2262-04-11); a missing time is left to the
+    caller (a source makes it a dead letter with the message). In float columns ``None``,
+    no field and a NaN value (JSON's ``NaN``, as pandas writes missing values) are missing
+    values (NaN), while an infinity (``Infinity``, ``1e400``, ``"inf"``) is not a
+    measurement: its row is bad. String columns take numbers and booleans as their text;
+    an object, a list or bytes is bad (its text would be Python's repr). Fields that are
+    not in the example are ignored. Returns the coerced frame of the good rows, the boolean
+    mask of bad rows (over ``records``) and the reason for each bad row.
 
     Examples
     --------
@@ -299,6 +308,10 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
             mark(np.isinf(floats), name, dtype, "is not a finite number")
             out[name] = conv
         else:
+            # numbers and booleans become their text; an object, a list or bytes (whose
+            # text would be Python's repr, not what was sent) is not a string
+            mark(values.map(lambda v: isinstance(v, dict | list | tuple | bytes | bytearray))
+                 .to_numpy(dtype=bool), name, dtype, "is not a string")
             out[name] = values.map(lambda v: v if v is None or isinstance(v, str)
                                    or (isinstance(v, float) and np.isnan(v)) else str(v))
     good = ~bad

@@ -93,13 +93,23 @@ def _records(value: Any, what: str) -> list[Record]:
 
 
 class JsonDecoder(Decoder):
-    """JSON objects (or arrays of objects); several JSON lines in one payload are fine."""
+    r"""JSON objects (or arrays of objects); several JSON lines in one payload are fine.
+
+    As most JSON parsers do, a leading UTF-8 byte order mark is ignored (RFC 8259 8.1 lets
+    a parser ignore it; some producers write one), and a key given twice in one object
+    takes its last value. A payload must be UTF-8.
+
+    Examples
+    --------
+    >>> JsonDecoder().decode(b'\xef\xbb\xbf{"a": 1, "a": 2}')
+    [{'a': 2}]
+    """
 
     name = "json"
 
     def decode(self, payload: Payload) -> list[Record]:
         text = payload.decode() if isinstance(payload, bytes | bytearray) else payload
-        text = text.strip()
+        text = text.removeprefix("\ufeff").strip()
         if "\n" in text and not text.startswith("["):
             out: list[Record] = []
             for line in text.splitlines():
@@ -222,7 +232,17 @@ class MsgpackDecoder(Decoder):
 
 
 class CsvDecoder(Decoder):
-    """CSV lines without a header, in the example's column order (or ``columns``)."""
+    """CSV lines without a header, in the example's column order (or ``columns``).
+
+    An empty field is a missing value, as in ``pandas.read_csv`` (``None``: NaN in a float
+    or string column; a missing time or integer makes the row a dead letter). A line with
+    another number of fields is a dead letter.
+
+    Examples
+    --------
+    >>> CsvDecoder(["t", "cpu"]).decode("2026-01-01,")
+    [{'t': '2026-01-01', 'cpu': None}]
+    """
 
     name = "csv"
 
@@ -238,7 +258,7 @@ class CsvDecoder(Decoder):
             if len(row) != len(self.columns):
                 msg = f"CSV line has {len(row)} fields; expected {len(self.columns)}"
                 raise ValueError(msg)
-            out.append(dict(zip(self.columns, row, strict=True)))
+            out.append({c: v if v else None for c, v in zip(self.columns, row, strict=True)})
         return out
 
 

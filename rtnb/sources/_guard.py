@@ -178,9 +178,11 @@ def future_guard(source: Any, time: str | None, good: pd.DataFrame, owners: list
     """The rows of ``good`` within ``max_future`` of the source's clock, and their owners.
 
     A row whose event time (column ``time``) is more than ``source.max_future_ns`` ahead of
-    ``source.event_clock()`` is left out and ``(its payload, reason)`` appended to ``dead``.
-    No time column, no guard (``max_future_ns`` ``None``) or no row too far ahead: ``good``
-    and ``owners`` as they are.
+    ``source.event_clock()`` is left out and ``(its payload, reason)`` appended to ``dead``;
+    so is a row without an event time (``"missing event time in column 't'"``: a dead
+    letter with its message, counted by the source, rather than one the frame makes without
+    the raw payload). No time column, no guard (``max_future_ns`` ``None``) or no row too far
+    ahead: ``good`` and ``owners`` as they are.
 
     Examples
     --------
@@ -197,8 +199,16 @@ def future_guard(source: Any, time: str | None, good: pd.DataFrame, owners: list
     >>> print(*dead[0])
     1 event time 2200-01-01 00:00:00 is 174 years ahead of the source's clock (max_future=5min)
     """
+    if time is None or not len(good) or time not in good.columns:
+        return good, owners
+    missing = good[time].isna().to_numpy()
+    if missing.any():  # the frame would drop them too, but without the message
+        dead.extend((owners[j], f"missing event time in column {time!r}")
+                    for j in np.flatnonzero(missing).tolist())
+        keep = np.flatnonzero(~missing)
+        good, owners = good.iloc[keep].reset_index(drop=True), [owners[j] for j in keep.tolist()]
     limit = getattr(source, "max_future_ns", _DEFAULT_MAX_FUTURE_NS)
-    if limit is None or time is None or not len(good) or time not in good.columns:
+    if limit is None or not len(good):
         return good, owners
     times = good[time]
     if not pd.api.types.is_datetime64_any_dtype(times.dtype):
