@@ -635,7 +635,7 @@ def problems(p: Plan, out: Outcome, source: str) -> list[str]:
         have = set(map(tuple, got.astype(str).to_numpy().tolist()))
         missing = [r for r in expected.astype(str).to_numpy().tolist() if tuple(r) not in have]
         found.append(f"rows differ ({len(got)} rows, {len(expected)} expected; "
-                     f"missing {[[*r[:2], r[2][:20]] for r in missing][:8]}): "
+                     f"missing {[[*r[:2], str(r[2])[:20]] for r in missing][:8]}): "
                      f"{str(exc)[:600]}")
     bad_kinds = [(i, k) for i, k in enumerate(p.kinds) if k is not None
                  and k.on(source).reason is not None]
