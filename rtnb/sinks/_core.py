@@ -9,9 +9,10 @@ to disk (``spool=`` a folder; retried, oldest first, once deliveries succeed aga
 a spool, held: the sink presses on the pipeline (sources wait) and retries until the target
 answers again, so nothing is dropped unless asked (``on_failure="drop"``: counted in
 ``stats.undeliverable_rows``, logged, and the exported script exits 1). Delivery is at least
-once: a batch whose acknowledgement was lost is sent again with the same key, derived from
-the batch's content (``Idempotency-Key`` for webhooks, ``Nats-Msg-Id`` for JetStream), so
-the receiver can drop the repeat, also after a restart. When the queue holds ``max_queue``
+once: a batch whose acknowledgement was lost is sent again, and every row carries an id
+derived from what identifies it (:meth:`Sink.row_ids`: ``Nats-Msg-Id`` for JetStream, AMQP
+``message_id``, ``rtnb_id`` in webhook records; webhooks also send an ``Idempotency-Key``),
+so the receiver can drop the repeat, also after a restart. When the queue holds ``max_queue``
 batches the sink presses on the pipeline: sources wait before their next batch until it
 has caught up.
 
@@ -112,6 +113,8 @@ class Sink:
     kind = "sink"
     #: What a run with checkpoints guarantees for this sink (see the module docstring).
     delivery: ClassVar[str] = "at-least-once"
+    #: Whether ``_deliver`` sends the batch's key (:meth:`key_of`); others get ``""``.
+    uses_key: ClassVar[bool] = False
 
     def __init__(self, frame: StreamingFrame, *, name: str, retries: int = 3,
                  max_queue: int = 64, failures: int = 5,
@@ -160,7 +163,10 @@ class Sink:
         if self._closed or not len(batch):
             return
         self._seq += 1
-        self._queue.append((self.key_of(batch), batch))
+        # The key hashes every row: only sinks that send it (and spool files named by it)
+        # pay for it on the hot path.
+        key = self.key_of(batch) if self.uses_key or self.spool is not None else ""
+        self._queue.append((key, batch))
         self.stats.queued_max = max(self.stats.queued_max, len(self._queue))
         if len(self._queue) >= self.max_queue:
             self.frame.graph.press(self)
@@ -345,7 +351,10 @@ class Sink:
             self._spooled.pop(0)
 
     async def _deliver(self, batch: pd.DataFrame, key: str) -> None:
-        """Deliver one batch (raise on failure); ``key`` is the same on every retry of it."""
+        """Deliver one batch (raise on failure).
+
+        ``key`` (:meth:`key_of`, ``""`` unless ``uses_key``) is the same on every retry.
+        """
         raise NotImplementedError
 
     # -- checkpoints ----------------------------------------------------------------------

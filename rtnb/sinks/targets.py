@@ -264,6 +264,7 @@ class WebhookSink(Sink):
     """
 
     kind = "webhook"
+    uses_key = True
 
     def __init__(self, frame: StreamingFrame, url: str, *, headers: dict[str, str],
                  ssl_context: ssl.SSLContext | None, timeout_s: float, **options: Any) -> None:
