@@ -39,12 +39,12 @@ import logging
 import time as _time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 if TYPE_CHECKING:
     from rtnb.frame import StatefulFrame, StreamingFrame
 
-__all__ = ["START_HOOKS", "Graph", "GraphState", "Node", "Unsubscribe"]
+__all__ = ["START_HOOKS", "Graph", "GraphState", "Unsubscribe"]
 
 log = logging.getLogger("rtnb")
 
@@ -58,17 +58,6 @@ GraphState: TypeAlias = Literal["idle", "running", "paused", "stopping", "stoppe
 #: Called with a root frame just before its source starts (``rtnb export`` records and bounds
 #: the pipelines a notebook runs through this).
 START_HOOKS: list[Callable[[StreamingFrame], None]] = []
-
-
-class Node(Protocol):
-    """What the graph needs of a node: a unique name and the node it is computed from."""
-
-    name: str
-
-    @property
-    def parent(self) -> Any:
-        """The node this one is computed from (``None`` for the root)."""
-        ...
 
 
 def _remover(items: list[Any], item: Any) -> Unsubscribe:
