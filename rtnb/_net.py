@@ -161,7 +161,9 @@ def tls_context(tls: bool | ssl.SSLContext | None = None, *, ca: str | None = No
 
 
 class Backoff:
-    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``.
+    """Exponential backoff with jitter: ``uniform(c / 10, c)``, ``c = min(cap, base * 2**n)``.
+
+    Any number of attempts is fine (a source that retries forever through a long outage).
 
     Examples
     --------
@@ -169,6 +171,9 @@ class Backoff:
     >>> delays = [b.next() for _ in range(6)]
     >>> all(0 <= d <= 1.0 for d in delays), b.attempt
     (True, 6)
+    >>> b.attempt = 5_000  # a day of failed reconnects
+    >>> 0.1 <= b.next() <= 1.0
+    True
     >>> b.reset(); b.attempt
     0
     """
@@ -180,7 +185,8 @@ class Backoff:
 
     def next(self) -> float:
         """The next delay (seconds)."""
-        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        # 2.0 ** 1024 overflows a float: past ~60 doublings every base has reached its cap
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 60))
         self.attempt += 1
         return self._rng.uniform(ceiling / 10, ceiling)
 

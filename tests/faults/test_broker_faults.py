@@ -18,8 +18,8 @@ counts it: lost / duplicated / wrong windows.
   too while the broker is down.
 * TCP cuts (and a stall) through a proxy between the script and the shared NATS, Mosquitto
   and RabbitMQ.
-* A slow webhook receiver and 5 SIGKILLs of the script: nothing lost, every repeated delivery
-  carries a key the receiver saw before (deduplicated by key: exactly the windows).
+* A slow webhook receiver and 5 SIGKILLs of the script: nothing lost, every window delivered
+  again carries the rtnb_id it had (deduplicated by rtnb_id: exactly the windows).
 """
 
 from __future__ import annotations
@@ -452,12 +452,13 @@ def test_connection_cuts_during_a_checkpointed_run_equal_pandas(
 
 # == 4. a slow webhook, the script killed =====================================================
 @pytest.mark.timeout(150)
-def test_slow_webhook_killed_5_times_loses_nothing_and_repeats_carry_seen_keys(
+def test_slow_webhook_killed_5_times_loses_nothing_and_repeats_carry_their_ids(
         tmp_path: Path) -> None:
     """A replay into ``to_webhook`` of a receiver that answers after 50 ms (a checkpoint
     waits for the windows queued before it); 5 SIGKILLs. Every window arrives; a window
-    that arrives again comes in a request whose ``Idempotency-Key`` the receiver saw
-    before, so deduplicating by key gives exactly pandas' windows."""
+    that arrives again carries the same ``rtnb_id`` (possibly in a batch cut differently,
+    so under another ``Idempotency-Key``), so deduplicating by ``rtnb_id`` gives exactly
+    pandas' windows."""
     events = make_events(40_000, seed=15)
     expected = expected_windows(events)
     data = tmp_path / "events.parquet"
@@ -493,7 +494,7 @@ def test_slow_webhook_killed_5_times_loses_nothing_and_repeats_carry_seen_keys(
         deduped = tally(normalize(by_row.drop(columns="rtnb_id")), expected)
         # a window delivered twice under two different keys would survive the dedup
         print(f"webhook: {len(requests)} requests, {repeats} repeated keys; as delivered: "
-              f"{everything}; deduplicated by key: {deduped}\n{describe(history)}")
+              f"{everything}; deduplicated by rtnb_id: {deduped}\n{describe(history)}")
         assert None not in seen, "a request without an Idempotency-Key"
         assert everything.lost == 0 and everything.wrong == 0, everything
         assert sum(k.killed for k in history) >= 4, describe(history)

@@ -32,21 +32,25 @@ def test_a_locked_file_is_retried_until_the_lock_goes(tmp_path: Path, caplog):
     path = tmp_path / "state.db"
     store = Checkpoint(path)
     store.save(pipeline())  # the table exists
-    locked, done = threading.Event(), threading.Event()
+    locked, release = threading.Event(), threading.Event()
 
-    def hold() -> None:  # another process holds the file for 3 s
+    def hold() -> None:  # another process holds the file until the first attempt failed
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         locked.set()
-        time.sleep(3)
+        deadline = time.monotonic() + 30
+        while "write 1 of 5 failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
         holder.execute("COMMIT")
         holder.close()
-        done.set()
+        release.set()
 
-    threading.Thread(target=hold).start()
-    locked.wait(5)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert locked.wait(10)
     store.write(store.capture(pipeline()), attempts=5)  # waits, logs, then succeeds
-    assert done.is_set()
+    thread.join(10)
+    assert release.is_set()
     assert "write 1 of 5 failed: database is locked" in caplog.text
     assert Checkpoint(path).read("demo") is not None
 
