@@ -403,17 +403,18 @@ class NatsSource(BufferedSource):
             return []  # nothing to acknowledge (core NATS, an ephemeral consumer)
         replies = []
         above = self._done_above if self._done_above is not None else set()
+        floor = self._done_floor
         for seq in positions:
             reply = self._held.pop(seq, None)
             if reply is not None:
                 self._pending[seq] = reply
                 replies.append(reply)
-                above.add(seq)
-        floor = self._done_floor
-        while floor + 1 in above:
+                if seq > floor:
+                    above.add(seq)
+        while floor + 1 in above:  # in place: no copy of the set per batch
             floor += 1
             above.discard(floor)
-        self._done_floor, self._done_above = floor, {s for s in above if s > floor}
+        self._done_floor, self._done_above = floor, above
         return replies
 
     def take_acks(self) -> list[Any]:
