@@ -387,8 +387,10 @@ def test_broker_killed_mid_run_and_restarted_the_script_finishes_exactly(
               f"{' and script SIGKILL' if script_killed else ''}", got, expected,
               case.left(), extra=story)
         assert broker.kills == (1 if script_killed else 2)
-        # the kills interrupted work: the broker held unacknowledged input at the time
-        assert all(case_left(o["before"]) for o in outages), story
+        # a kill interrupted work: the broker held unacknowledged input at the time (the
+        # first one always waits for a checkpoint with acks; on a fast machine the job may
+        # have read everything before the second, seen in a clean make test)
+        assert case_left(outages[0]["before"]), story
     finally:
         broker.stop()
 
