@@ -1,0 +1,137 @@
+"""Fast micro-batch primitives: column reads, row takes and column appends without pandas'
+per-call machinery.
+
+A 100-row micro-batch makes pandas' fixed costs the whole bill: ``df[col]`` builds a Series
+(~20 us), ``df[mask]`` or ``df.take`` ~100-150 us, ``df.assign(a=..., b=...)`` ~200-300 us,
+``df.dtypes`` ~30 us, whatever the number of rows. These functions do the same work on the
+frame's blocks (``pandas.api.internals.create_dataframe_from_blocks``, the low-level
+constructor pandas publishes for this purpose) in a few microseconds, and return ordinary
+DataFrames equal to what the pandas call returns (``tests/unit/test_frames.py`` checks each
+against pandas on every dtype rtnb uses).
+
+pandas is pinned to 3.1.x (pyproject): ``_get_column_array``, ``_mgr`` and the block
+constructors are used here and nowhere else, so a pandas upgrade has one module to check.
+Frames built here share the input's arrays the way pandas' own results do (Copy-on-Write
+references are kept), so writing into either frame later never changes the other.
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "k": ["a", "b", "a"]})
+>>> column(df, "x").tolist()
+[1.0, 2.0, 3.0]
+>>> take(df, np.array([True, False, True]))["k"].tolist()
+['a', 'a']
+>>> with_columns(df, ["y"], [np.array([1, 2, 3])]).columns.tolist()
+['x', 'k', 'y']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pandas._libs.internals import BlockPlacement
+from pandas.api.internals import create_dataframe_from_blocks
+from pandas.core.internals.blocks import new_block
+from pandas.core.internals.managers import BlockManager
+
+__all__ = ["column", "column_at", "dtypes", "same_schema", "take", "with_columns"]
+
+
+def column(df: pd.DataFrame, name: Any) -> Any:
+    """The values of column ``name`` (a numpy array or an ExtensionArray), no Series built.
+
+    The array is the frame's own (not a copy): do not change it in place.
+    """
+    loc = df.columns.get_loc(name)
+    if not isinstance(loc, int):
+        return df[name].array  # duplicated column labels: let pandas complain or choose
+    return df._get_column_array(loc)
+
+
+def column_at(df: pd.DataFrame, loc: int) -> Any:
+    """The values of the column at position ``loc`` (see :func:`column`)."""
+    return df._get_column_array(loc)
+
+
+def dtypes(df: pd.DataFrame) -> list[Any]:
+    """The column dtypes, in column order, as a list (no Series built)."""
+    return list(df._mgr.get_dtypes())
+
+
+def same_schema(df: pd.DataFrame, columns: pd.Index, types: Sequence[Any]) -> bool:
+    """Whether ``df`` has exactly these column labels (in order) and dtypes."""
+    cols = df.columns
+    if cols is not columns and not cols.equals(columns):
+        return False
+    got = df._mgr.get_dtypes()
+    return len(got) == len(types) and all(a == b for a, b in zip(got, types, strict=True))
+
+
+def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:
+    """The rows of ``df`` at integer positions ``rows`` (or where boolean ``rows`` is True).
+
+    Same result as ``df.take(positions)`` / ``df[mask]``, index labels included; a mask
+    that keeps every row returns ``df`` itself (frames are never changed in place here).
+    """
+    if rows.dtype == bool:
+        if len(rows) != len(df):
+            msg = f"boolean mask of length {len(rows)} for a frame of {len(df)} rows"
+            raise IndexError(msg)
+        if rows.all():
+            return df
+        positions = np.flatnonzero(rows)
+    else:
+        positions = np.asarray(rows, dtype=np.intp)
+    blocks = []
+    for block in df._mgr.blocks:
+        values = block.values
+        if getattr(values, "ndim", 1) == 2:
+            values = values[:, positions]
+        else:
+            values = values.take(positions)
+        blocks.append((values, block.mgr_locs.as_array))
+    return create_dataframe_from_blocks(blocks, index=_take_index(df.index, positions),
+                                        columns=df.columns)
+
+
+def _take_index(index: pd.Index, positions: npt.NDArray[np.intp]) -> pd.Index:
+    if isinstance(index, pd.RangeIndex) and index.step == 1:
+        # what pandas gives for a default index: the kept labels as int64
+        return pd.Index(positions + index.start if index.start else positions,
+                        dtype=np.int64, copy=False)
+    return index.take(positions)
+
+
+def with_columns(df: pd.DataFrame, names: Sequence[Any], arrays: Sequence[Any], *,
+                 columns: pd.Index | None = None) -> pd.DataFrame:
+    """``df.assign(**dict(zip(names, arrays)))`` for new 1-D arrays of ``len(df)`` rows.
+
+    New numeric or boolean numpy columns take the fast path; names already in ``df`` (which
+    replace that column) and other arrays go through ``assign``.
+    ``columns`` is the result's column index when the caller has it cached (it must be
+    ``df.columns`` followed by ``names``).
+    """
+    existing = df.columns
+    if any(name in existing for name in names) or not all(
+            isinstance(v, np.ndarray) and v.dtype.kind in "biuf" for v in arrays):
+        return df.assign(**{str(k): v for k, v in zip(names, arrays, strict=True)})
+    n = len(df)
+    width = len(existing)
+    # the frame's blocks as views whose sharing pandas tracks (Copy-on-Write: writing into
+    # either frame later copies first), then one block per new column
+    blocks = [b.copy(deep=False) for b in df._mgr.blocks]
+    for i, values in enumerate(arrays):
+        if len(values) != n:
+            msg = f"column {names[i]!r} has {len(values)} values for a frame of {n} rows"
+            raise ValueError(msg)
+        blocks.append(new_block(values.reshape(1, -1),
+                                BlockPlacement(slice(width + i, width + i + 1)), ndim=2))
+    if columns is None:
+        columns = existing.append(pd.Index(list(names)))
+    mgr = BlockManager(blocks, [columns, df.index], verify_integrity=False)
+    return pd.DataFrame._from_mgr(mgr, axes=mgr.axes)
