@@ -1,13 +1,12 @@
-"""Fast micro-batch primitives: column reads, row takes and column appends without pandas'
-per-call machinery.
+"""Column reads, row takes and column appends on micro-batches, without pandas' call overhead.
 
 A 100-row micro-batch makes pandas' fixed costs the whole bill: ``df[col]`` builds a Series
 (~20 us), ``df[mask]`` or ``df.take`` ~100-150 us, ``df.assign(a=..., b=...)`` ~200-300 us,
 ``df.dtypes`` ~30 us, whatever the number of rows. These functions do the same work on the
-frame's blocks (``pandas.api.internals.create_dataframe_from_blocks``, the low-level
-constructor pandas publishes for this purpose) in a few microseconds, and return ordinary
-DataFrames equal to what the pandas call returns (``tests/unit/test_frames.py`` checks each
-against pandas on every dtype rtnb uses).
+frame's blocks (as ``pandas.api.internals.create_dataframe_from_blocks``, the low-level
+constructor pandas publishes for this purpose, does, without its integrity checks) in a few
+microseconds, and return ordinary DataFrames equal to what the pandas call returns
+(``tests/unit/test_frames.py`` checks each against pandas on every dtype a batch can hold).
 
 pandas is pinned to 3.1.x (pyproject): ``_get_column_array``, ``_mgr`` and the block
 constructors are used here and nowhere else, so a pandas upgrade has one module to check.
@@ -34,12 +33,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pandas._libs.internals import BlockPlacement
-from pandas.api.internals import create_dataframe_from_blocks
-from pandas.core.internals.blocks import new_block
-from pandas.core.internals.managers import BlockManager
+from pandas._libs.internals import BlockPlacement  # type: ignore[import-not-found]
+from pandas.core.internals.blocks import new_block  # type: ignore[import-not-found]
+from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
 __all__ = ["column", "column_at", "dtypes", "same_schema", "take", "with_columns"]
+
+# pandas' private constructors, untyped in its stubs
+_DataFrame: Any = pd.DataFrame
+_Index: Any = pd.Index
 
 
 def column(df: pd.DataFrame, name: Any) -> Any:
@@ -50,12 +52,14 @@ def column(df: pd.DataFrame, name: Any) -> Any:
     loc = df.columns.get_loc(name)
     if not isinstance(loc, int):
         return df[name].array  # duplicated column labels: let pandas complain or choose
-    return df._get_column_array(loc)
+    frame: Any = df
+    return frame._get_column_array(loc)
 
 
 def column_at(df: pd.DataFrame, loc: int) -> Any:
     """The values of the column at position ``loc`` (see :func:`column`)."""
-    return df._get_column_array(loc)
+    frame: Any = df
+    return frame._get_column_array(loc)
 
 
 def dtypes(df: pd.DataFrame) -> list[Any]:
@@ -90,20 +94,24 @@ def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:
     blocks = []
     for block in df._mgr.blocks:
         values = block.values
-        if getattr(values, "ndim", 1) == 2:
+        if isinstance(values, np.ndarray):
             values = values[:, positions]
+        elif getattr(values, "ndim", 1) == 2:  # datetimes, timedeltas: numpy-backed arrays
+            values = values.take(positions, axis=1)
         else:
             values = values.take(positions)
-        blocks.append((values, block.mgr_locs.as_array))
-    return create_dataframe_from_blocks(blocks, index=_take_index(df.index, positions),
-                                        columns=df.columns)
+        blocks.append(new_block(values, block.mgr_locs, ndim=2))
+    mgr = BlockManager(blocks, [df.columns, _take_index(df.index, positions)],
+                       verify_integrity=False)
+    return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
 
 
 def _take_index(index: pd.Index, positions: npt.NDArray[np.intp]) -> pd.Index:
     if isinstance(index, pd.RangeIndex) and index.step == 1:
         # what pandas gives for a default index: the kept labels as int64
-        return pd.Index(positions + index.start if index.start else positions,
-                        dtype=np.int64, copy=False)
+        labels = positions.astype(np.int64) + index.start if index.start else \
+            positions.astype(np.int64)
+        return _Index._simple_new(labels, name=index.name)  # type: ignore[no-any-return]
     return index.take(positions)
 
 
@@ -134,4 +142,4 @@ def with_columns(df: pd.DataFrame, names: Sequence[Any], arrays: Sequence[Any], 
     if columns is None:
         columns = existing.append(pd.Index(list(names)))
     mgr = BlockManager(blocks, [columns, df.index], verify_integrity=False)
-    return pd.DataFrame._from_mgr(mgr, axes=mgr.axes)
+    return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
