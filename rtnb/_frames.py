@@ -37,7 +37,8 @@ from pandas._libs.internals import BlockPlacement  # type: ignore[import-not-fou
 from pandas.core.internals.blocks import new_block  # type: ignore[import-not-found]
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
-__all__ = ["column", "column_at", "dtypes", "same_schema", "take", "with_columns"]
+__all__ = ["column", "column_at", "dtypes", "empty", "floats", "same_schema", "take",
+           "times_ns", "with_columns"]
 
 # pandas' private constructors, untyped in its stubs
 _DataFrame: Any = pd.DataFrame
@@ -60,6 +61,35 @@ def column_at(df: pd.DataFrame, loc: int) -> Any:
     """The values of the column at position ``loc`` (see :func:`column`)."""
     frame: Any = df
     return frame._get_column_array(loc)
+
+
+def times_ns(df: pd.DataFrame, name: Any) -> npt.NDArray[np.int64]:
+    """Datetime column ``name`` as int64 nanoseconds since the epoch (NaT: int64 min).
+
+    Any unit; tz-aware columns give their UTC instants. A view, not a copy, for the usual
+    tz-naive nanoseconds.
+    """
+    values = column(df, name)
+    if isinstance(values, np.ndarray):
+        raw = values
+    else:
+        if getattr(values, "tz", None) is not None:
+            values = values.tz_convert("UTC").tz_localize(None)
+        raw = values._ndarray if hasattr(values, "_ndarray") else np.asarray(values)
+    if raw.dtype != _NS:
+        raw = raw.astype(_NS)
+    return raw.view(np.int64)
+
+
+def floats(df: pd.DataFrame, name: Any) -> npt.NDArray[np.float64]:
+    """Numeric column ``name`` as float64 (missing values of nullable dtypes: NaN)."""
+    values = column(df, name)
+    if isinstance(values, np.ndarray):
+        return values if values.dtype == np.float64 else values.astype(np.float64)
+    return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+
+
+_NS = np.dtype("datetime64[ns]")
 
 
 def dtypes(df: pd.DataFrame) -> list[Any]:
@@ -103,6 +133,15 @@ def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:
         blocks.append(new_block(values, block.mgr_locs, ndim=2))
     mgr = BlockManager(blocks, [df.columns, _take_index(df.index, positions)],
                        verify_integrity=False)
+    return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
+
+
+def empty(example: pd.DataFrame) -> pd.DataFrame:
+    """A new frame with ``example``'s columns and dtypes and no rows (~4x ``copy()``)."""
+    if len(example):
+        example = example.iloc[:0]
+    blocks = [new_block(b.values, b.mgr_locs, ndim=2) for b in example._mgr.blocks]
+    mgr = BlockManager(blocks, [example.columns, pd.RangeIndex(0)], verify_integrity=False)
     return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rtnb import _record
+from rtnb import _frames, _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -72,6 +72,18 @@ class AlertRule:
                 raise ConfigError(msg)
         self.for_, self.keep_firing_for, self.clear_below = for_, keep_firing_for, clear_below
         self._keys: dict[int, _KeyState] = {}
+        # the keys not inactive (pending or firing), kept up to date by process(): only their
+        # rows and the rows whose condition holds are walked
+        self._active: set[int] = set()
+        self._parsed: tuple[tuple[Any, Any], tuple[int, int]] | None = None
+
+    def _durations(self) -> tuple[int, int]:
+        """``for_`` and ``keep_firing_for`` in ns (parsed again only when a Param changed)."""
+        now = (resolve(self.for_), resolve(self.keep_firing_for))
+        cached = self._parsed
+        if cached is None or cached[0] != now:
+            cached = self._parsed = (now, (to_ns(now[0]), to_ns(now[1])))
+        return cached[1]
 
     def state(self, key: int = 0) -> str:
         """The current state of ``key``."""
@@ -84,22 +96,27 @@ class AlertRule:
     def restore(self, state: dict[int, tuple[str, int, int | None]]) -> None:
         """Put a :meth:`snapshot` back."""
         self._keys = {k: _KeyState(*v) for k, v in state.items()}
+        self._active = {k for k, st in self._keys.items() if st.state != INACTIVE}
 
     def process(self, keys: np.ndarray[Any, Any], t: np.ndarray[Any, Any],
                 cond: np.ndarray[Any, Any], values: np.ndarray[Any, Any]
                 ) -> list[tuple[int, str, int, int, float]]:
         """Walk the rows; return the transitions ``(key, state, time, started, value)``."""
-        for_ns = to_ns(resolve(self.for_))
-        keep_ns = to_ns(resolve(self.keep_firing_for))
+        for_ns, keep_ns = self._durations()
         clear = None if self.clear_below is None else float(resolve(self.clear_below))
         events: list[tuple[int, str, int, int, float]] = []
         if len(keys) == 0:
             return events
-        busy = set(np.unique(keys[cond]).tolist()) | {
-            k for k, s in self._keys.items() if s.state != INACTIVE}
-        if not busy:
+        active = self._active
+        # the keys pending or firing, and those whose condition holds in the batch: all
+        # their rows (the others stay inactive whatever happens)
+        starting = cond.any()
+        if not active and not starting:
             return events
-        rows = np.flatnonzero(np.isin(keys, np.fromiter(busy, dtype=np.intp)))
+        busy = np.fromiter(active, dtype=np.intp, count=len(active))
+        if starting:
+            busy = np.union1d(busy, keys[cond])
+        rows = np.flatnonzero(np.isin(keys, busy))
         for i in rows.tolist():
             key, ti, ci, vi = int(keys[i]), int(t[i]), bool(cond[i]), float(values[i])
             st = self._keys.get(key)
@@ -108,6 +125,7 @@ class AlertRule:
             if st.state == INACTIVE:
                 if ci:
                     st.started, st.clear_since = ti, None
+                    active.add(key)
                     if for_ns == 0:
                         st.state = FIRING
                         events.append((key, FIRING, ti, ti, vi))
@@ -117,19 +135,21 @@ class AlertRule:
             elif st.state == PENDING:
                 if not ci:
                     st.state = INACTIVE
+                    active.discard(key)
                     events.append((key, INACTIVE, ti, st.started, vi))
                 elif ti - st.started >= for_ns:
                     st.state = FIRING
                     events.append((key, FIRING, ti, st.started, vi))
             else:  # firing
-                active = ci if clear is None else (ci or vi >= clear)
-                if active:
+                holds = ci if clear is None else (ci or vi >= clear)
+                if holds:
                     st.clear_since = None
                     continue
                 if st.clear_since is None:
                     st.clear_since = ti
                 if ti - st.clear_since >= keep_ns:
                     st.state = INACTIVE
+                    active.discard(key)
                     events.append((key, "resolved", ti, st.started, vi))
                     st.clear_since = None
         return events
@@ -188,12 +208,12 @@ def alert(frame: StreamingFrame, condition: StreamingSeries | str, *,
         column = condition
 
         def evaluate(batch: pd.DataFrame) -> np.ndarray[Any, Any]:
-            return np.asarray(batch[column].to_numpy(dtype=bool, na_value=False))
+            values = _frames.column(batch, column)
+            if isinstance(values, np.ndarray) and values.dtype == bool:
+                return values
+            return np.asarray(values.to_numpy(dtype=bool, na_value=False), dtype=bool)
     elif isinstance(condition, StreamingSeries):
-        series = condition
-
-        def evaluate(batch: pd.DataFrame) -> np.ndarray[Any, Any]:
-            return np.asarray(series.func(batch).to_numpy(dtype=bool, na_value=False))
+        evaluate = condition.mask_of
     else:
         msg = f"alert {name!r}: condition must be an expression or a column name; got " \
               f"{condition!r}"
@@ -247,7 +267,7 @@ class AlertLogic:
 
     def _to_frame(self, events: list[tuple[int, str, int, int, float]]) -> pd.DataFrame:
         if not events:
-            return self.example.copy()
+            return _frames.empty(self.example)
         k, state, when, started, value = zip(*events, strict=True)
         out = {"alert": pd.Series([self.name] * len(events), dtype=str)}
         key_frame = self.keys.frame(np.asarray(k, dtype=np.intp))
@@ -261,36 +281,54 @@ class AlertLogic:
         return pd.DataFrame(out)
 
     def _release(self, everything: bool) -> pd.DataFrame:
+        """Run the rule over the held rows the lateness lets go; their transitions."""
         held = self.held
         rows = held["rows"]
         if rows is None or not len(rows[0]):
-            return self.example.copy()
+            return _frames.empty(self.example)
         codes, t, cond, values = rows
-        ready = np.ones(len(t), dtype=bool) if everything else \
-            t <= held["max"] - self.allowed_lateness_ns
-        if not ready.any():
-            return self.example.copy()
-        order = np.flatnonzero(ready)[np.argsort(t[ready], kind="stable")]
-        events = self.rule.process(codes[order], t[order], cond[order], values[order])
-        held["done"] = max(held["done"], int(t[order].max()))
-        held["rows"] = tuple(a[~ready] for a in rows)
+        ready: np.ndarray[Any, Any] | None = None  # None: every held row
+        if not everything:
+            ready = t <= held["max"] - self.allowed_lateness_ns
+            if ready.all():  # the usual case with no lateness allowed
+                ready = None
+            elif not ready.any():
+                return _frames.empty(self.example)
+        if ready is None:
+            order = np.argsort(t, kind="stable") if len(t) > 1 and bool(
+                (t[1:] < t[:-1]).any()) else slice(None)
+            held["rows"] = None
+        else:
+            order = np.flatnonzero(ready)[np.argsort(t[ready], kind="stable")]
+            held["rows"] = tuple(a[~ready] for a in rows)
+        t_sorted = t[order]
+        events = self.rule.process(codes[order], t_sorted, cond[order], values[order])
+        held["done"] = max(held["done"], int(t_sorted[-1]))
         return self._to_frame(events)
 
     def process(self, batch: pd.DataFrame) -> Output:
-        """Hold the batch's rows; run the rule over those the lateness lets go."""
+        """Hold the batch's rows; run the rule over those the lateness lets go.
+
+        Every batch gives a frame of transitions downstream (empty when nothing changed).
+        """
         held = self.held
+        n = len(batch)
+        if not n:
+            return Output(_frames.empty(self.example))
         codes = self.keys.codes(batch)
-        t = batch[self.time].to_numpy().astype("datetime64[ns]").view(np.int64)
-        values = batch[self.on].to_numpy(dtype=np.float64, na_value=np.nan) \
-            if self.on is not None else np.full(len(batch), np.nan)
+        t = _frames.times_ns(batch, self.time)
+        values = _frames.floats(batch, self.on) if self.on is not None else \
+            np.full(n, np.nan)
         cond = self.condition(batch)
         late = t < held["done"]
         late_rows = None
         if late.any():
-            late_rows = batch[late]
-            codes, t, cond, values = codes[~late], t[~late], cond[~late], values[~late]
-        if len(t):
-            held["max"] = max(held["max"], int(t.max()))
+            late_rows = _frames.take(batch, late)
+            keep = ~late
+            codes, t, cond, values = codes[keep], t[keep], cond[keep], values[keep]
+            if not len(t):
+                return Output(_frames.empty(self.example), late_rows)
+        held["max"] = max(held["max"], int(t.max()))
         new = (codes, t, cond, values)
         rows = held["rows"]
         held["rows"] = new if rows is None else tuple(

@@ -152,3 +152,26 @@ def test_filter_through_the_frame_equals_pandas_with_a_param() -> None:
     want1 = df[(df["x"] > -1.0) & (df["s"] == "a")]
     pd.testing.assert_frame_equal(out[0], want0)
     pd.testing.assert_frame_equal(out[1], want1)
+
+
+def test_empty_has_the_schema_and_is_a_new_frame() -> None:
+    df = _every_dtype()
+    for example in (df, df.iloc[:0]):
+        got = _frames.empty(example)
+        pd.testing.assert_frame_equal(got, df.iloc[:0].reset_index(drop=True))
+        got["extra"] = 1  # the caller's frame is its own
+        assert "extra" not in example.columns
+
+
+def test_times_and_floats_equal_pandas_conversions() -> None:
+    df = _every_dtype()
+    df.loc[3, "t"] = pd.NaT
+    df["us"] = df["t"].astype("datetime64[us]")
+    for col in ("t", "us"):
+        np.testing.assert_array_equal(_frames.times_ns(df, col),
+                                      df[col].astype("datetime64[ns]").to_numpy().view("i8"))
+    np.testing.assert_array_equal(_frames.times_ns(df, "tz"),
+                                  df["tz"].dt.tz_localize(None).to_numpy().view("i8"))
+    for col in ("x", "i", "ni", "f32", "b"):
+        np.testing.assert_array_equal(_frames.floats(df, col),
+                                      df[col].to_numpy(dtype=np.float64, na_value=np.nan))
