@@ -171,7 +171,8 @@ def test_times_and_floats_equal_pandas_conversions() -> None:
         np.testing.assert_array_equal(_frames.times_ns(df, col),
                                       df[col].astype("datetime64[ns]").to_numpy().view("i8"))
     np.testing.assert_array_equal(_frames.times_ns(df, "tz"),
-                                  df["tz"].dt.tz_localize(None).to_numpy().view("i8"))
+                                  df["tz"].dt.tz_localize(None).astype("datetime64[ns]")
+                                  .to_numpy().view("i8"))
     for col in ("x", "i", "ni", "f32", "b"):
         np.testing.assert_array_equal(_frames.floats(df, col),
                                       df[col].to_numpy(dtype=np.float64, na_value=np.nan))
