@@ -448,7 +448,24 @@ class StreamingFrame(_record.Recorded):
         except Exception as exc:
             msg = f"assign on frame {self.name!r} fails on the example: {exc}"
             raise ConfigError(msg) from exc
-        return self._derive(lambda df: df.assign(**funcs), example, "assign")
+        getters = [v.values if isinstance(v, StreamingSeries) else None
+                   for v in columns.values()]
+        if any(g is None for g in getters) or any(c in self.example.columns for c in funcs):
+            return self._derive(lambda df: df.assign(**funcs), example, "assign")
+        names, out_columns = list(funcs), example.columns
+        array_getters = cast(list[Callable[[pd.DataFrame], Any]], getters)
+
+        def assign_arrays(df: pd.DataFrame) -> pd.DataFrame:
+            # new columns from plain numeric expressions: computed on the arrays and
+            # appended as blocks; anything else (nullable, strings, dates) as pandas does it
+            with np.errstate(all="ignore"):
+                arrays = [g(df) for g in array_getters]
+            if all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "biuf"
+                   for a in arrays):
+                return _frames.with_columns(df, names, arrays, columns=out_columns)
+            return df.assign(**funcs)
+
+        return self._derive(assign_arrays, example, "assign")
 
     @_record.method
     def map_batches(self, func: Callable[[pd.DataFrame], pd.DataFrame], *,

@@ -176,3 +176,19 @@ def test_times_and_floats_equal_pandas_conversions() -> None:
     for col in ("x", "i", "ni", "f32", "b"):
         np.testing.assert_array_equal(_frames.floats(df, col),
                                       df[col].to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+@pytest.mark.parametrize("col", ["x", "i", "ni", "f32", "b", "nb"])
+def test_assign_of_expressions_equals_pandas(col: str) -> None:
+    df = _every_dtype()
+    sdf = rtnb.StreamingFrame(df.iloc[:0], time="t")
+    factor = rtnb.Param(2.0, min=0.0, max=10.0, name="factor")
+    out = sdf.assign(double=sdf[col] * factor, ratio=sdf["x"] / sdf["i"],
+                     flag=sdf[col] > 0, shifted=1 - sdf[col]).collect()
+    sdf.emit(df)
+    factor.value = 3.0
+    sdf.emit(df)
+    for got, f in zip(out, (2.0, 3.0), strict=True):
+        want = df.assign(double=df[col] * f, ratio=df["x"] / df["i"], flag=df[col] > 0,
+                         shifted=1 - df[col])
+        pd.testing.assert_frame_equal(got, want)
