@@ -3,11 +3,17 @@
 Rows of one key are taken in arrival order, which for these detectors must also be event-time
 order per key (as a source delivers them, or after a window); the scores then equal pandas
 computing the same statistic on the whole series, whatever the batch split.
+
+A batch is scored in one compiled call over its rows in arrival order (numba,
+:mod:`rtnb.detect._kernels`), every key at once: each key code has a *slot*, and the state of
+every key lives in arrays indexed by slot (an EWMA's mean, variance and count; the last row
+for RateOfChange; for the windowed detectors a ring buffer of the window's values in shared
+pools, with running sums or the values sorted), so a batch costs time in proportion to its
+rows, not to its keys or to the window's length.
 """
 
 from __future__ import annotations
 
-from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -15,6 +21,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from rtnb import _record
+from rtnb._frames import column_at, with_columns
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -24,85 +31,47 @@ __all__ = ["EWMA", "MAD", "Detector", "DetectorLogic", "RateOfChange", "RollingQ
            "Threshold", "ZScore"]
 
 Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+_DIRECT = 1 << 22  # key codes in [0, _DIRECT) find their slot in a table, others in a dict
 
 
-def _groups(keys: npt.NDArray[np.intp]) -> list[tuple[int, npt.NDArray[np.intp]]]:
-    """Row positions per key, each in arrival order."""
-    seg = _Segments(keys)
-    return [(k, seg.order[s:s + c]) for k, s, c in
-            zip(seg.keys, seg.starts.tolist(), seg.counts.tolist(), strict=True)]
-
-
-class _Segments:
-    """The rows of a batch grouped by key code, once, for every key at the same time.
-
-    ``order`` lists row positions key by key (each key's rows in arrival order: a stable
-    sort); key ``keys[j]`` holds ``order[starts[j]:starts[j] + counts[j]]``.
-    """
-
-    __slots__ = ("counts", "keys", "order", "starts")
-
-    def __init__(self, codes: npt.NDArray[np.intp]) -> None:
-        n = len(codes)
-        if n == 0:
-            self.order = self.starts = self.counts = np.zeros(0, dtype=np.intp)
-            self.keys: list[int] = []
-            return
-        lo, hi = int(codes.min()), int(codes.max())
-        if lo >= 0 and hi < 65536:
-            # numpy sorts 8- and 16-bit integers with a radix sort (~10x faster than int64),
-            # and the keys and their row counts are a bincount
-            small = codes.astype(np.uint8 if hi < 256 else np.uint16)
-            self.order = np.argsort(small, kind="stable")
-            per_code = np.bincount(small)
-            present = np.flatnonzero(per_code)
-            self.counts = per_code[present]
-            self.starts = np.cumsum(self.counts) - self.counts
-            self.keys = present.tolist()
-            return
-        self.order = np.argsort(codes, kind="stable")
-        ordered = codes[self.order]
-        self.starts = np.concatenate([[0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1])
-        self.counts = np.diff(np.append(self.starts, n))
-        self.keys = ordered[self.starts].tolist()
-
-    @property
-    def ends(self) -> npt.NDArray[np.intp]:
-        """Sorted position of each key's last row."""
-        return np.asarray(self.starts + self.counts - 1, dtype=np.intp)
-
-    def lockstep(self) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
-        """Per row rank r: (slots of the keys that have an r-th row, their sorted positions).
-
-        For rules that depend on the previous row's outcome (``protect``): one step per row
-        of the longest key, each step vectorised across the keys.
-        """
-        by_len = np.argsort(-self.counts, kind="stable")
-        lens = self.counts[by_len]
-        steps = []
-        for r in range(int(lens[0]) if len(lens) else 0):
-            live = by_len[:int(np.searchsorted(-lens, -r, side="left"))]
-            steps.append((live, self.starts[live] + r))
-        return steps
-
-
-def _times(times: Any, n: int) -> npt.NDArray[np.int64]:
+def _times(times: Any, n: int) -> Ints:
+    """Event times as int64 nanoseconds (zeros when there are none)."""
     if times is None:
         return np.zeros(n, dtype=np.int64)
-    raw = np.asarray(times)
-    return raw.astype("datetime64[ns]", copy=False).view(np.int64) if raw.dtype.kind == "M" \
-        else raw.astype(np.int64, copy=False)
+    if isinstance(times, np.ndarray):
+        raw = times
+    elif isinstance(getattr(times, "dtype", None), pd.DatetimeTZDtype):  # UTC instants
+        return np.asarray(pd.DatetimeIndex(times).as_unit("ns").asi8, dtype=np.int64)
+    else:
+        raw = np.asarray(times)
+    if raw.dtype.kind == "M":
+        if raw.dtype != "datetime64[ns]":
+            raw = raw.astype("datetime64[ns]")
+        return np.ascontiguousarray(raw).view(np.int64)
+    return np.ascontiguousarray(raw, dtype=np.int64)
+
+
+def _grown(a: npt.NDArray[Any], n: int, fill: Any) -> npt.NDArray[Any]:
+    """``a`` with ``n`` rows (its first ones), the new ones set to ``fill``."""
+    out = np.empty((n, *a.shape[1:]), dtype=a.dtype)
+    kept = min(n, len(a))
+    out[:kept] = a[:kept]
+    out[kept:] = fill
+    return out
 
 
 class Detector(_record.Recorded):
-    """Base class: per-key state, ``process`` = score every row against what came before it.
+    """Base class: per-key state in arrays by key slot; ``process`` scores, then learns.
 
-    Subclasses implement either ``_process_all(codes, t, x, protect) -> scores`` (all keys
-    of a batch at once, vectorised) or ``_process_key(key, t, x, protect) -> scores`` (the
-    rows of one key, in order; the default ``_process_all`` calls it per key), and
-    ``_limit()`` (the score above which, in absolute value, a row is anomalous). Per-key
-    state lives in ``_per_key`` (key code -> a value that is replaced, never changed in
-    place), which is what ``score``/``score_one`` save and restore.
+    Each row is scored against what came before it in its key, then learned.
+
+    Subclasses implement ``_run(slots, t, x, protect) -> (scores, flags)`` (one batch, every
+    key: ``slots[r]`` is row r's key slot), ``_resize(n)`` (room for ``n`` slots),
+    ``_state()`` / ``_load(state)`` (the per-slot data for :meth:`snapshot` / :meth:`restore`)
+    and ``_limit()`` (the score above which, in absolute value, a row is anomalous).
 
     Examples
     --------
@@ -116,40 +85,92 @@ class Detector(_record.Recorded):
     #: Whether ``protect`` changes anything (stateless detectors ignore it).
     stateful = True
 
+    # key codes -> slots -------------------------------------------------------------------
+    _table: npt.NDArray[np.intp]  # code -> slot (-1: none) for codes in [0, _DIRECT)
+    _other: dict[int, int]  # code -> slot for the other codes
+    _codes: Ints  # slot -> code
+    _n: int  # slots in use
+
+    def _init_slots(self) -> None:
+        self._table = np.full(0, -1, dtype=np.intp)
+        self._other = {}
+        self._codes = np.zeros(0, dtype=np.int64)
+        self._n = 0
+        self._resize(0)
+
+    def _slots(self, codes: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+        """The slot of each row's key code, new codes getting new slots."""
+        if len(codes) == 0:
+            return np.zeros(0, dtype=np.intp)
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo >= 0 and hi < _DIRECT:
+            table = self._table
+            if hi >= len(table):
+                self._table = table = _grown(table, max(2 * len(table), hi + 1, 64), -1)
+            slots = table[codes]
+            if slots.min() >= 0:
+                return np.asarray(slots, dtype=np.intp)
+            self._add(np.unique(codes[slots < 0]))
+            return np.asarray(self._table[codes], dtype=np.intp)
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        found = [self._slot_of(int(c)) for c in uniq.tolist()]
+        missing = [int(c) for c, s in zip(uniq.tolist(), found, strict=True) if s < 0]
+        if missing:
+            self._add(np.asarray(missing, dtype=np.int64))
+            found = [self._slot_of(int(c)) for c in uniq.tolist()]
+        return np.asarray(found, dtype=np.intp)[inverse.reshape(-1)]
+
+    def _slot_of(self, code: int) -> int:
+        if 0 <= code < _DIRECT:
+            return int(self._table[code]) if code < len(self._table) else -1
+        return self._other.get(code, -1)
+
+    def _add(self, codes: npt.NDArray[Any]) -> None:
+        """New slots for new key codes."""
+        n = self._n + len(codes)
+        if n > len(self._codes):
+            size = max(2 * len(self._codes), n, 16)
+            self._codes = _grown(self._codes, size, 0)
+            self._resize(size)
+        self._codes[self._n:n] = codes
+        slots = np.arange(self._n, n, dtype=np.intp)
+        direct = (codes >= 0) & (codes < _DIRECT)
+        if direct.any():
+            top = int(codes[direct].max())
+            if top >= len(self._table):
+                self._table = _grown(self._table, max(2 * len(self._table), top + 1), -1)
+            self._table[codes[direct]] = slots[direct]
+        for c, s in zip(codes[~direct].tolist(), slots[~direct].tolist(), strict=True):
+            self._other[int(c)] = int(s)
+        self._n = n
+
+    def _resize(self, n: int) -> None:
+        """Make room for ``n`` slots in the state arrays (subclasses)."""
+
+    # the hooks ------------------------------------------------------------------------------
     def _limit(self) -> float:
         raise NotImplementedError
 
-    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        return self._process_all(np.full(len(x), key, dtype=np.intp), t, x, protect)
-
-    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        scores = np.full(len(x), np.nan)
-        for key, rows in _groups(codes):
-            scores[rows] = self._process_key(key, t[rows], x[rows], protect)
-        return scores
+    def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
+             protect: bool) -> tuple[Floats, Bools]:
+        raise NotImplementedError
 
     def process(self, x: Any, keys: Any = None, times: Any = None, *,
-                protect: bool = False) -> tuple[Floats, npt.NDArray[np.bool_]]:
+                protect: bool = False) -> tuple[Floats, Bools]:
         """Score each row against its key's earlier rows, learn it; return (score, anomaly).
 
         ``keys`` are integer key codes (default: one key); ``times`` are int64 nanoseconds or
         datetimes (needed by time-windowed detectors).
         """
-        values = np.asarray(x, dtype=np.float64)
+        values = np.ascontiguousarray(x, dtype=np.float64)
         n = len(values)
-        codes = np.zeros(n, dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
-        self._begin()
-        scores = self._process_all(codes, _times(times, n), values, protect)
-        return scores, self._flag(scores)
-
-    def _begin(self) -> None:
-        """Read the Params once per batch (subclasses)."""
-
-    def _flag(self, scores: Floats) -> npt.NDArray[np.bool_]:
-        with np.errstate(invalid="ignore"):
-            return np.asarray(np.abs(scores) > self._limit(), dtype=bool)
+        if keys is None:
+            if self._slot_of(0) < 0:
+                self._add(np.zeros(1, dtype=np.int64))
+            slots = np.full(n, self._slot_of(0), dtype=np.intp)
+        else:
+            slots = self._slots(np.asarray(keys))
+        return self._run(slots, _times(times, n), values, protect)
 
     # River's verbs for a batch --------------------------------------------------------------
     def learn(self, x: Any, keys: Any = None, times: Any = None, *,
@@ -169,92 +190,70 @@ class Detector(_record.Recorded):
     # River's verbs, for one value (key and time optional) ---------------------------------
     def score_one(self, x: float, key: int = 0, t: Any = None) -> float:
         """The score ``x`` would get now (the state is not changed)."""
-        self._begin()
-        saved = self._save(key)
-        score = self._process_key(key, self._t_one(t), np.array([float(x)]), False)
-        self._restore(key, saved)
-        return float(score[0])
+        saved = self._save_key(int(key))
+        try:
+            return float(self.process([float(x)], [int(key)], self._t_one(t))[0][0])
+        finally:
+            self._restore_key(saved)
 
     def learn_one(self, x: float, key: int = 0, t: Any = None) -> None:
         """Fold ``x`` into the key's state."""
-        self._begin()
-        self._process_key(key, self._t_one(t), np.array([float(x)]), False)
+        self.process([float(x)], [int(key)], self._t_one(t))
 
     @staticmethod
-    def _t_one(t: Any) -> npt.NDArray[np.int64]:
+    def _t_one(t: Any) -> Ints:
         return np.array([0 if t is None else pd.Timestamp(t).value], dtype=np.int64)
 
-    #: Each stateful detector's state, per key code (what ``score_one`` saves and restores).
-    _per_key: dict[int, Any]
+    def _save_key(self, key: int) -> Any:
+        """What :meth:`_restore_key` needs to undo one row of ``key`` (default: everything)."""
+        return self.snapshot()
+
+    def _restore_key(self, saved: Any) -> None:
+        self.restore(saved)
 
     # checkpoints --------------------------------------------------------------------------
-    def snapshot(self) -> dict[int, Any] | None:
-        """The per-key data state (``None`` for a stateless detector).
+    def _state(self) -> dict[str, Any]:
+        raise NotImplementedError
 
-        Values are replaced, never changed in place; settings (Params) are not part of it.
+    def _load(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _from_per_key(self, per_key: dict[int, Any]) -> dict[str, Any]:
+        """A snapshot from the per-key dict earlier versions saved (subclasses)."""
+        raise NotImplementedError
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The data state, as new arrays (``None`` for a stateless detector).
+
+        ``"keys"`` holds the key codes that have state, the other entries their state in the
+        same order; settings (Params) are not part of it. It pickles, and :meth:`restore`
+        takes it back.
 
         Examples
         --------
         >>> z = ZScore(window="1min", min_periods=2)
         >>> times = pd.date_range("2026-01-01", periods=3, freq="s")
-        >>> z.learn([1.0, 2.0, 1.0], times=times).snapshot().keys()
-        dict_keys([0])
+        >>> z.learn([1.0, 2.0, 1.0], times=times).snapshot()["keys"].tolist()
+        [0]
         """
-        per_key = getattr(self, "_per_key", None)
-        return None if per_key is None else dict(per_key)
+        if not self.stateful:
+            return None
+        return self._state()
 
-    def restore(self, state: dict[int, Any] | None) -> None:
-        """Put a :meth:`snapshot` back (into a detector built with the same settings)."""
-        per_key = getattr(self, "_per_key", None)
-        if per_key is None or state is None:
+    def restore(self, state: dict[Any, Any] | None) -> None:
+        """Put a :meth:`snapshot` back (into a detector built with the same settings).
+
+        Also takes the per-key dicts that earlier versions' snapshots held (key code ->
+        that key's state as a tuple), as older checkpoints have them.
+        """
+        if not self.stateful or state is None:
             return
-        per_key.clear()
-        per_key.update(state)
-
-    def _save(self, key: int) -> Any:
-        return getattr(self, "_per_key", {}).get(key)
-
-    def _restore(self, key: int, saved: Any) -> None:
-        state = getattr(self, "_per_key", None)
-        if state is None:  # stateless (Threshold)
-            return
-        if saved is None:
-            state.pop(key, None)
-        else:
-            state[key] = saved
-
-
-class _EventTimeWindow(Detector):
-    """A detector scoring each row against its key's rows in ``[t - window, t)``.
-
-    Shared: the settings are checked once, the window is resolved at the start of every batch
-    (it may be a Param), and the per-key state is the key's rows the next window can hold,
-    ``(times, values)`` in arrival order (MAD adds the values sorted).
-    """
-
-    window: DurationLike | Param
-    threshold: float | Param
-    min_periods: int
-
-    def _setup_window(self, window: DurationLike | Param, threshold: float | Param,
-                      min_periods: int, *, least: int) -> None:
-        name = type(self).__name__
-        if to_ns(resolve(window), name="window") <= 0:
-            msg = f"{name} window must be positive; got {resolve(window)!r}"
-            raise ConfigError(msg)
-        if isinstance(min_periods, bool) or not isinstance(min_periods, int) or \
-                min_periods < least:
-            msg = f"{name} min_periods must be an int >= {least}; got {min_periods!r}"
-            raise ConfigError(msg)
-        self.window, self.threshold, self.min_periods = window, threshold, min_periods
-        self._per_key: dict[int, tuple[npt.NDArray[Any], ...]] = {}
-        self._w_ns = to_ns(resolve(window), name="window")
-
-    def _limit(self) -> float:
-        return float(resolve(self.threshold))
-
-    def _begin(self) -> None:
-        self._w_ns = to_ns(resolve(self.window), name="window")
+        if "keys" not in state:
+            state = self._from_per_key(state)
+        self._init_slots()
+        keys = np.asarray(state["keys"], dtype=np.int64)
+        self._add(keys)
+        self._load(state)
 
 
 class Threshold(Detector):
@@ -280,27 +279,177 @@ class Threshold(Detector):
         return 0.0
 
     def process(self, x: Any, keys: Any = None, times: Any = None, *,
-                protect: bool = False) -> tuple[Floats, npt.NDArray[np.bool_]]:
+                protect: bool = False) -> tuple[Floats, Bools]:
         """Score every row at once (no state, so keys do not matter)."""
-        scores = self._process_key(0, np.zeros(0, dtype=np.int64),
-                                   np.asarray(x, dtype=np.float64), protect)
-        return scores, self._flag(scores)
+        values = np.asarray(x, dtype=np.float64)
+        upper, lower = self.upper, self.lower
+        if lower is None:
+            scores = values - float(resolve(upper))
+        elif upper is None:
+            scores = float(resolve(lower)) - values
+        else:
+            scores = np.maximum(values - float(resolve(upper)), float(resolve(lower)) - values)
+        return scores, scores > 0
 
-    def _flag(self, scores: Floats) -> npt.NDArray[np.bool_]:
-        with np.errstate(invalid="ignore"):
-            return np.asarray(scores > 0, dtype=bool)
+    def score_one(self, x: float, key: int = 0, t: Any = None) -> float:
+        """The score of ``x``."""
+        return float(self.process([float(x)])[0][0])
 
-    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        parts = []
-        if self.upper is not None:
-            parts.append(x - float(resolve(self.upper)))
-        if self.lower is not None:
-            parts.append(float(resolve(self.lower)) - x)
-        return np.maximum.reduce(parts) if len(parts) > 1 else parts[0]
+    def learn_one(self, x: float, key: int = 0, t: Any = None) -> None:
+        """Nothing to learn."""
 
     def __repr__(self) -> str:
         return f"Threshold(upper={self.upper!r}, lower={self.lower!r})"
+
+
+class _EventTimeWindow(Detector):
+    """A detector scoring each row against its key's values in ``[t - window, t)``.
+
+    Shared: the settings are checked once, the window is resolved at the start of every
+    batch (it may be a Param), and the state: per key slot a ring buffer of the learned
+    values (and their times) the next window can hold, in shared pools
+    (:func:`rtnb.detect._kernels.window_rows`), with ZScore's running sums or MAD's and
+    RollingQuantile's values kept sorted.
+    """
+
+    window: DurationLike | Param
+    min_periods: int
+    _kind: int  # the kernel's detector kind
+    _sorted = True  # whether the kernel keeps the window's values sorted
+
+    def _setup_window(self, window: DurationLike | Param, min_periods: int, *,
+                      least: int) -> None:
+        name = type(self).__name__
+        if to_ns(resolve(window), name="window") <= 0:
+            msg = f"{name} window must be positive; got {resolve(window)!r}"
+            raise ConfigError(msg)
+        if isinstance(min_periods, bool) or not isinstance(min_periods, int) or \
+                min_periods < least:
+            msg = f"{name} min_periods must be an int >= {least}; got {min_periods!r}"
+            raise ConfigError(msg)
+        self.window, self.min_periods = window, min_periods
+        self._w_of: tuple[Any, int] = (None, 0)  # (window value, its ns) last resolved
+        self._pools()
+        self._init_slots()
+
+    def _pools(self) -> None:
+        self._pool_t = np.zeros(0, dtype=np.int64)
+        self._pool_x = np.zeros(0, dtype=np.float64)
+        self._pool_s = np.zeros(0, dtype=np.float64)
+        self._used = np.zeros(1, dtype=np.int64)
+        self._meta = np.zeros((0, 5), dtype=np.int64)
+        self._fm = np.zeros((0, 3), dtype=np.float64)
+
+    def _resize(self, n: int) -> None:
+        self._meta = _grown(self._meta, n, 0)
+        self._fm = _grown(self._fm, n, 0.0)
+
+    def _window_ns(self) -> int:
+        value = resolve(self.window)
+        if value is not self._w_of[0]:
+            self._w_of = (value, to_ns(value, name="window"))
+        return self._w_of[1]
+
+    def _params(self) -> tuple[float, float, float]:
+        """(limit, q, factor) for the kernel."""
+        return self._limit(), 0.0, 1.0
+
+    def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
+             protect: bool) -> tuple[Floats, Bools]:
+        from rtnb.detect._kernels import window_rows  # numba: imported on first use
+
+        n = len(x)
+        scores = np.empty(n)
+        flags = np.empty(n, dtype=np.bool_)
+        limit, q, factor = self._params()
+        self._pool_t, self._pool_x, self._pool_s = window_rows(
+            self._kind, slots, t, x, self._meta, self._fm, self._pool_t, self._pool_x,
+            self._pool_s, self._used, self._window_ns(), self.min_periods, limit, q, factor,
+            protect, scores, flags)
+        return scores, flags
+
+    # state ----------------------------------------------------------------------------------
+    def _rows(self, slot: int) -> npt.NDArray[np.intp]:
+        """Pool positions of a slot's values, oldest first."""
+        off, cap, head, cnt = (int(v) for v in self._meta[slot, :4])
+        return np.asarray(off + (head + np.arange(cnt)) % max(cap, 1), dtype=np.intp)
+
+    def _state(self) -> dict[str, Any]:
+        meta = self._meta[:self._n]
+        has = np.flatnonzero(meta[:, 3] > 0)
+        rows = [self._rows(int(s)) for s in has.tolist()]
+        at = np.concatenate(rows) if rows else np.zeros(0, dtype=np.intp)
+        return {"keys": self._codes[has].copy(), "count": meta[has, 3].copy(),
+                "times": self._pool_t[at], "values": self._pool_x[at],
+                "aux": meta[has, 4].copy(), "sums": self._fm[has].copy()}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        count = np.asarray(state["count"], dtype=np.int64)
+        k = len(count)
+        cap = np.maximum(8, 1 << np.ceil(np.log2(np.maximum(count, 1))).astype(np.int64))
+        off = np.cumsum(cap) - cap
+        size = max(int(cap.sum()) * 2, 1024)
+        self._pool_t = np.zeros(size, dtype=np.int64)
+        self._pool_x = np.zeros(size, dtype=np.float64)
+        self._pool_s = np.zeros(size if self._sorted else 0, dtype=np.float64)
+        self._used[0] = int(cap.sum())
+        at = np.repeat(off - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+        values = np.asarray(state["values"], dtype=np.float64)
+        self._pool_t[at] = np.asarray(state["times"], dtype=np.int64)
+        self._pool_x[at] = values
+        meta = self._meta
+        meta[:k, 0], meta[:k, 1], meta[:k, 2], meta[:k, 3] = off, cap, 0, count
+        meta[:k, 4] = np.asarray(state["aux"], dtype=np.int64)
+        self._fm[:k] = np.asarray(state["sums"], dtype=np.float64)
+        if self._sorted:
+            ends = np.cumsum(count)
+            for j in range(k):
+                lo = int(ends[j] - count[j])
+                self._pool_s[off[j]:off[j] + count[j]] = np.sort(values[lo:int(ends[j])])
+
+    def _from_per_key(self, per_key: dict[int, Any]) -> dict[str, Any]:
+        # earlier versions: per key (times, values[, sorted values]) in arrival order,
+        # missing values included
+        keys, count, times, values, sums = [], [], [], [], []
+        for code, saved in per_key.items():
+            ht, hx = np.asarray(saved[0], dtype=np.int64), np.asarray(saved[1], dtype=float)
+            valid = hx == hx
+            if not valid.any():
+                continue
+            ht, hx = ht[valid], hx[valid]
+            keys.append(int(code))
+            count.append(len(hx))
+            times.append(ht)
+            values.append(hx)
+            d = hx - hx[0]
+            sums.append((hx[0], float(d.sum()), float((d * d).sum())))
+        return {"keys": np.asarray(keys, dtype=np.int64),
+                "count": np.asarray(count, dtype=np.int64),
+                "times": np.concatenate(times) if times else np.zeros(0, dtype=np.int64),
+                "values": np.concatenate(values) if values else np.zeros(0),
+                "aux": np.zeros(len(keys), dtype=np.int64),
+                "sums": np.asarray(sums, dtype=np.float64).reshape(-1, 3)}
+
+    def _save_key(self, key: int) -> Any:
+        slot = self._slot_of(key)
+        if slot < 0 or self._meta[slot, 3] == self._meta[slot, 1]:
+            return ("all", self.snapshot())  # a new key or a full ring: the row may move it
+        off, cap = int(self._meta[slot, 0]), int(self._meta[slot, 1])
+        region = slice(off, off + cap)
+        return ("key", slot, self._meta[slot].copy(), self._fm[slot].copy(),
+                self._pool_t[region].copy(), self._pool_x[region].copy(),
+                self._pool_s[region].copy() if self._sorted else None)
+
+    def _restore_key(self, saved: Any) -> None:
+        if saved[0] == "all":
+            self.restore(saved[1])
+            return
+        _, slot, meta, fm, pt, px, ps = saved
+        self._meta[slot], self._fm[slot] = meta, fm
+        region = slice(int(meta[0]), int(meta[0]) + len(pt))
+        self._pool_t[region], self._pool_x[region] = pt, px
+        if ps is not None:
+            self._pool_s[region] = ps
 
 
 class ZScore(_EventTimeWindow):
@@ -310,11 +459,15 @@ class ZScore(_EventTimeWindow):
     ``rolling(window, closed="left")``; fewer than ``min_periods`` values give ``NaN``.
     ``|score| > threshold`` is an anomaly.
 
-    The mean and variance come from running sums over the key's retained window and the
-    batch (vectorised). With ``protect`` (an anomalous row is not learned, so each row's
-    window depends on the scores before it), the same sums are carried row by row in a
-    compiled loop (numba: compiled on the first protected batch in a process, or read from
-    numba's cache); with no row held out, the scores equal those without ``protect``.
+    Per key, the window's values are kept in a ring buffer with running sums of their
+    deviations from a reference value (the oldest value when the sums were last rebuilt)
+    and of their squares: a value entering or leaving the window adds or subtracts its
+    terms, and the sums are rebuilt from the ring once as many values have left as the
+    window holds (amortised O(1) per row), so rounding does not build up over a long stream.
+    All keys' rows of a batch are taken in one compiled loop (numba: compiled on the first
+    batch in a process, or read from numba's cache); ``protect`` (an anomalous row is not
+    learned) costs nothing more, and with no row held out, the scores equal those without
+    it to the last bit.
 
     Examples
     --------
@@ -326,51 +479,16 @@ class ZScore(_EventTimeWindow):
     ([nan, nan, nan, 1.15, -0.87, 13.88], [False, False, False, False, False, True])
     """
 
+    _kind = 0
+    _sorted = False
+
     def __init__(self, window: DurationLike | Param = "5min",
                  threshold: float | Param = 3.0, min_periods: int = 10) -> None:
-        self._setup_window(window, threshold, min_periods, least=2)
+        self.threshold = threshold
+        self._setup_window(window, min_periods, least=2)
 
-    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        w = self._w_ns
-        ht, hx = self._per_key.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
-        if protect:  # anomalous rows stay out of the state: row by row, compiled
-            from rtnb.detect._kernels import zscore_window  # numba: imported on first use
-
-            scores = np.empty(len(x))
-            ht, hx = zscore_window(ht, hx, np.ascontiguousarray(t), np.ascontiguousarray(x), w,
-                                   self.min_periods, self._limit(), True, scores)
-        else:
-            scores = self._vectorised(ht, hx, t, x, w)
-            ht, hx = np.concatenate([ht, t]), np.concatenate([hx, x])
-        if len(ht):  # what the next row's window [t' - w, t') can still hold
-            keep = ht >= ht.max() - w
-            ht, hx = ht[keep], hx[keep]
-        self._per_key[key] = (ht, hx)
-        return scores
-
-    def _vectorised(self, ht: npt.NDArray[np.int64], hx: Floats, t: npt.NDArray[np.int64],
-                    x: Floats, w: int) -> Floats:
-        at = np.concatenate([ht, t])
-        ax = np.concatenate([hx, x])
-        valid = ~np.isnan(ax)
-        # shift by a value of the data: sums of squares then lose less to rounding
-        first = int(np.argmax(valid)) if valid.any() else -1
-        ref = float(ax[first]) if first >= 0 else 0.0
-        v = np.where(valid, ax - ref, 0.0)
-        s1 = np.concatenate([[0.0], np.cumsum(v)])
-        s2 = np.concatenate([[0.0], np.cumsum(v * v)])
-        cnt = np.concatenate([[0], np.cumsum(valid)])
-        right = np.arange(len(ht), len(at))
-        left = np.searchsorted(at, t - w, side="left")
-        n = (cnt[right] - cnt[left]).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (s1[right] - s1[left]) / n
-            var = ((s2[right] - s2[left]) - n * mean * mean) / (n - 1)
-            std = np.sqrt(np.maximum(var, 0.0))
-            score = (x - ref - mean) / std
-        score[n < self.min_periods] = np.nan
-        return np.asarray(score, dtype=np.float64)
+    def _limit(self) -> float:
+        return float(resolve(self.threshold))
 
     def __repr__(self) -> str:
         return f"ZScore(window={self.window!r}, threshold={self.threshold!r})"
@@ -385,10 +503,11 @@ class EWMA(Detector):
     ``min_periods`` values are learned, rows score ``NaN``. Missing values score ``NaN`` and
     are not learned.
 
-    Each key's rows are taken one by one in a compiled loop (numba: compiled on the first
-    batch in a process, or read from numba's cache) carrying the key's ``(mean, var, n)``, so
-    the scores are those of the per-row recursion whatever the batch split, and ``protect``
-    (a row scored above ``threshold`` is not learned) costs nothing more.
+    The batch's rows are taken one by one in a compiled loop (numba: compiled on the first
+    batch in a process, or read from numba's cache), each carrying its key's
+    ``(mean, var, n)``, so the scores are those of the per-row recursion whatever the batch
+    split, and ``protect`` (a row scored above ``threshold`` is not learned) costs nothing
+    more.
 
     Examples
     --------
@@ -413,41 +532,54 @@ class EWMA(Detector):
             msg = f"EWMA alpha must be in (0, 1]; got {a!r}"
             raise ConfigError(msg)
         self.alpha, self.threshold, self.min_periods = alpha, threshold, min_periods
-        self._per_key: dict[int, tuple[float, float, int]] = {}  # mean, var, n
+        self._ewm = np.zeros((0, 3))  # per slot: mean, var, n
+        self._init_slots()
 
     def _limit(self) -> float:
         return float(resolve(self.threshold))
 
-    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        from rtnb.detect._kernels import ewma_keys  # numba: imported on first use
+    def _resize(self, n: int) -> None:
+        self._ewm = _grown(self._ewm, n, _EWMA_NEW)
 
-        seg = _Segments(codes)
+    def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
+             protect: bool) -> tuple[Floats, Bools]:
+        from rtnb.detect._kernels import ewma_rows  # numba: imported on first use
+
         scores = np.empty(len(x))
-        if not seg.keys:
-            return scores
-        state = self._per_key
-        keys = seg.keys
-        # the keys' (mean, var, n) as rows of one array, changed in place by the kernel
-        # (fromiter over the flattened tuples: a third of the time of np.array on a list)
-        carried = np.fromiter(chain.from_iterable(map(state.get, keys, repeat(_EWMA_NEW))),
-                              dtype=np.float64, count=3 * len(keys)).reshape(-1, 3)
-        ewma_keys(np.ascontiguousarray(x), seg.order, seg.starts, seg.counts, carried,
-                  float(resolve(self.alpha)), self.min_periods, self._limit(), protect, scores)
-        mean, var, _ = carried.T.tolist()
-        n = carried[:, 2].astype(np.int64).tolist()
-        state.update(zip(keys, zip(mean, var, n, strict=True), strict=True))
-        if 0 in n:  # new keys whose values were all missing learned nothing: no state
-            for k, learned in zip(keys, n, strict=True):
-                if not learned:
-                    del state[k]
-        return scores
+        flags = np.empty(len(x), dtype=np.bool_)
+        ewma_rows(slots, x, self._ewm, float(resolve(self.alpha)), self.min_periods,
+                  self._limit(), protect, scores, flags)
+        return scores, flags
+
+    def _state(self) -> dict[str, Any]:
+        has = np.flatnonzero(self._ewm[:self._n, 2] > 0)  # keys that learned a value
+        return {"keys": self._codes[has].copy(), "ewm": self._ewm[has].copy()}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        ewm = np.asarray(state["ewm"], dtype=np.float64).reshape(-1, 3)
+        self._ewm[:len(ewm)] = ewm
+
+    def _from_per_key(self, per_key: dict[int, Any]) -> dict[str, Any]:
+        # earlier versions: per key (mean, var, n)
+        return {"keys": np.asarray(list(per_key), dtype=np.int64),
+                "ewm": np.asarray(list(per_key.values()), dtype=np.float64).reshape(-1, 3)}
+
+    def _save_key(self, key: int) -> Any:
+        slot = self._slot_of(key)
+        return key, slot, None if slot < 0 else self._ewm[slot].copy()
+
+    def _restore_key(self, saved: Any) -> None:
+        key, slot, row = saved
+        if row is None:  # a new key: back to no state
+            self._ewm[self._slot_of(key)] = _EWMA_NEW
+        else:
+            self._ewm[slot] = row
 
     def __repr__(self) -> str:
         return f"EWMA(alpha={self.alpha!r}, threshold={self.threshold!r})"
 
 
-_EWMA_NEW = (np.nan, 0.0, 0)  # a key's EWMA state before its first value
+_EWMA_NEW = (np.nan, 0.0, 0.0)  # a key's EWMA state before its first value
 
 
 class RateOfChange(Detector):
@@ -466,59 +598,69 @@ class RateOfChange(Detector):
     def __init__(self, threshold: float | Param, per: DurationLike = "1s") -> None:
         self.threshold = threshold
         self.per_ns = to_ns(per, name="per")
-        self._per_key: dict[int, tuple[int, float]] = {}
+        self._last_t = np.zeros(0, dtype=np.int64)  # per slot: the previous learned row
+        self._last_x = np.zeros(0, dtype=np.float64)
+        self._init_slots()
 
     def _limit(self) -> float:
         return float(resolve(self.threshold))
 
-    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        seg = _Segments(codes)
-        scores = np.full(len(x), np.nan)
-        if not seg.keys:
-            return scores
-        state = self._per_key
-        last = [state.get(k, (0, np.nan)) for k in seg.keys]
-        last_t = np.array([v[0] for v in last], dtype=np.int64)
-        last_x = np.array([v[1] for v in last], dtype=np.float64)
-        ts, xs = t[seg.order], x[seg.order]
-        per = self.per_ns
-        if protect:  # a row found anomalous does not become the key's previous row
-            limit = self._limit()
-            out = np.full(len(x), np.nan)
-            for live, rows in seg.lockstep():
-                ti, xi, lt, lx = ts[rows], xs[rows], last_t[live], last_x[live]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    s = np.where(ti != lt, (xi - lx) / (ti - lt) * per, np.nan)
-                    keep = ~(np.abs(s) > limit)
-                out[rows] = s
-                last_t[live[keep]], last_x[live[keep]] = ti[keep], xi[keep]
-            scores[seg.order] = out
-        else:  # the previous row: the key's previous row in this batch, or from the state
-            prev_t = np.empty_like(ts)
-            prev_x = np.empty_like(xs)
-            prev_t[1:], prev_x[1:] = ts[:-1], xs[:-1]
-            prev_t[seg.starts], prev_x[seg.starts] = last_t, last_x
-            with np.errstate(invalid="ignore", divide="ignore"):
-                dt = (ts - prev_t).astype(np.float64)
-                scores[seg.order] = np.where(dt != 0, (xs - prev_x) / dt * per, np.nan)
-            ends = seg.ends
-            last_t, last_x = ts[ends], xs[ends]
-        state.update(zip(seg.keys, zip(last_t.tolist(), last_x.tolist(), strict=True),
-                         strict=True))
-        return scores
+    def _resize(self, n: int) -> None:
+        self._last_t = _grown(self._last_t, n, 0)
+        self._last_x = _grown(self._last_x, n, np.nan)
+
+    def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
+             protect: bool) -> tuple[Floats, Bools]:
+        from rtnb.detect._kernels import rate_rows  # numba: imported on first use
+
+        scores = np.empty(len(x))
+        flags = np.empty(len(x), dtype=np.bool_)
+        rate_rows(slots, t, x, self._last_t, self._last_x, float(self.per_ns), self._limit(),
+                  protect, scores, flags)
+        return scores, flags
+
+    def _state(self) -> dict[str, Any]:
+        n = self._n
+        return {"keys": self._codes[:n].copy(), "last_t": self._last_t[:n].copy(),
+                "last_x": self._last_x[:n].copy()}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        k = len(state["keys"])
+        self._last_t[:k] = np.asarray(state["last_t"], dtype=np.int64)
+        self._last_x[:k] = np.asarray(state["last_x"], dtype=np.float64)
+
+    def _from_per_key(self, per_key: dict[int, Any]) -> dict[str, Any]:
+        # earlier versions: per key (time, value) of the previous row
+        return {"keys": np.asarray(list(per_key), dtype=np.int64),
+                "last_t": np.asarray([v[0] for v in per_key.values()], dtype=np.int64),
+                "last_x": np.asarray([v[1] for v in per_key.values()], dtype=np.float64)}
+
+    def _save_key(self, key: int) -> Any:
+        slot = self._slot_of(key)
+        if slot < 0:
+            return key, slot, 0, np.nan
+        return key, slot, int(self._last_t[slot]), float(self._last_x[slot])
+
+    def _restore_key(self, saved: Any) -> None:
+        key, slot, lt, lx = saved
+        slot = self._slot_of(key) if slot < 0 else slot
+        self._last_t[slot], self._last_x[slot] = lt, lx
 
     def __repr__(self) -> str:
         return f"RateOfChange(threshold={self.threshold!r})"
 
 
-class RollingQuantile(Detector):
+class RollingQuantile(_EventTimeWindow):
     """``x / (factor * q-quantile)`` of the key's values in ``[t - window, t)``.
 
     Above 1 is anomalous: ``x`` is more than ``factor`` times the window's ``q``-quantile.
 
     The quantile is pandas' ``rolling(window, closed="left").quantile(q)`` (linear
-    interpolation), computed in C over the key's retained window and the new rows.
+    interpolation between the two nearest ranks, missing values skipped). Per key, the
+    window's values are kept sorted from batch to batch (a value in or out is a binary
+    search and a shift of the values above it), and all keys' rows of a batch are taken in
+    one compiled loop (numba: compiled on the first batch in a process, or read from
+    numba's cache); ``protect`` (a row above 1 is not learned) costs nothing more.
 
     Examples
     --------
@@ -530,6 +672,8 @@ class RollingQuantile(Detector):
     ([nan, nan, nan, 0.591, 1.304, 0.458], [False, False, False, False, True, False])
     """
 
+    _kind = 2
+
     def __init__(self, window: DurationLike | Param = "10min", q: float | Param = 0.99,
                  factor: float | Param = 1.0, min_periods: int = 10) -> None:
         if to_ns(resolve(window), name="window") <= 0:
@@ -538,48 +682,14 @@ class RollingQuantile(Detector):
         if not 0 <= float(resolve(q)) <= 1:
             msg = f"RollingQuantile q must be in [0, 1]; got {resolve(q)!r}"
             raise ConfigError(msg)
-        self.window, self.q, self.factor, self.min_periods = window, q, factor, min_periods
-        self._per_key: dict[int, tuple[npt.NDArray[np.int64], Floats]] = {}
+        self.q, self.factor = q, factor
+        self._setup_window(window, min_periods, least=0)
 
     def _limit(self) -> float:
         return 1.0
 
-    def _flag(self, scores: Floats) -> npt.NDArray[np.bool_]:
-        with np.errstate(invalid="ignore"):
-            return np.asarray(scores > 1.0, dtype=bool)
-
-    def _process_key(self, key: int, t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        w = to_ns(resolve(self.window), name="window")
-        ht, hx = self._per_key.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
-        at, ax = np.concatenate([ht, t]), np.concatenate([hx, x])
-        series = pd.Series(ax, index=pd.DatetimeIndex(at.view("datetime64[ns]")))
-        quant = series.rolling(pd.Timedelta(w, "ns"), closed="left",
-                               min_periods=self.min_periods).quantile(
-            float(resolve(self.q))).to_numpy()[len(ht):]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores = x / (float(resolve(self.factor)) * quant)
-        if protect:  # anomalous rows stay out of later windows: recompute without them
-            keep_rows = ~(scores > 1.0)
-            if not keep_rows.all():
-                scores = np.full(len(x), np.nan)
-                kt, kx = list(ht), list(hx)
-                for i, (ti, xi) in enumerate(zip(t.tolist(), x.tolist(), strict=True)):
-                    lo = np.searchsorted(np.asarray(kt, dtype=np.int64), ti - w, side="left")
-                    vals = np.asarray(kx[lo:], dtype=np.float64)
-                    vals = vals[~np.isnan(vals)]
-                    if len(vals) >= self.min_periods:
-                        scores[i] = xi / (float(resolve(self.factor)) *
-                                          float(np.quantile(vals, float(resolve(self.q)))))
-                    if not scores[i] > 1.0:
-                        kt.append(ti)
-                        kx.append(xi)
-                at, ax = np.asarray(kt, dtype=np.int64), np.asarray(kx, dtype=np.float64)
-        if len(at):
-            keep = at >= at.max() - w
-            at, ax = at[keep], ax[keep]
-        self._per_key[key] = (at, ax)
-        return np.asarray(scores, dtype=np.float64)
+    def _params(self) -> tuple[float, float, float]:
+        return 1.0, float(resolve(self.q)), float(resolve(self.factor))
 
     def __repr__(self) -> str:
         return f"RollingQuantile(window={self.window!r}, q={self.q!r}, factor={self.factor!r})"
@@ -596,13 +706,12 @@ class MAD(_EventTimeWindow):
     window cannot inflate. ``score > threshold`` is an anomaly; a window whose values are all
     equal has MAD 0, and any other value then scores ``inf``.
 
-    Each key's rows are taken one by one in a compiled loop (numba: compiled on the first
-    batch in a process, or read from numba's cache): the window's values are kept sorted
-    from batch to batch, in blocks (a row in or out shifts the values of one block), the
-    median is read off, and the MAD's split (how many of the ``k`` smallest deviations lie
-    below the median) is searched from the previous row's split, which it rarely leaves by
-    more than one. An exact rolling median of deviations has no vectorised form in numpy: a
-    padded (rows x window) matrix with ``nanmedian`` costs O(window) per row.
+    Per key, the window's values are kept sorted from batch to batch (a value in or out is a
+    binary search and a shift of the values above it); all keys' rows of a batch are taken
+    in one compiled loop (numba: compiled on the first batch in a process, or read from
+    numba's cache). The median is read off, and the MAD's split (how many of the ``k``
+    smallest deviations lie below the median) is searched from the key's previous split,
+    which it rarely leaves by more than one.
 
     Examples
     --------
@@ -614,59 +723,26 @@ class MAD(_EventTimeWindow):
     ([nan, nan, nan, 1.349, 12.478, 0.674], [False, False, False, False, True, False])
     """
 
+    _kind = 1
+
     def __init__(self, window: DurationLike | Param = "5min", threshold: float | Param = 3.5,
                  min_periods: int = 10) -> None:
-        # per key: (times, values) of the rows the next window can hold, in arrival order,
-        # and those values less the missing ones, sorted
-        self._setup_window(window, threshold, min_periods, least=1)
+        self.threshold = threshold
+        self._setup_window(window, min_periods, least=1)
 
-    def _process_all(self, codes: npt.NDArray[np.intp], t: npt.NDArray[np.int64], x: Floats,
-                     protect: bool) -> Floats:
-        from rtnb.detect._kernels import mad_window  # numba: imported on first use
-
-        seg = _Segments(codes)
-        ts, xs = t[seg.order], x[seg.order]  # key by key, each key's rows in arrival order
-        out = np.empty(len(x))
-        w, mp, limit = self._w_ns, self.min_periods, self._limit()
-        state = self._per_key
-        for key, start, count in zip(seg.keys, seg.starts.tolist(), seg.counts.tolist(),
-                                     strict=True):
-            rows = slice(start, start + count)
-            ht, hx, hs = _window_state(state.get(key))
-            state[key] = mad_window(ht, hx, hs, ts[rows], xs[rows], w, mp, limit, protect,
-                                    out[rows])
-        scores = np.empty(len(x))
-        scores[seg.order] = out
-        return scores
+    def _limit(self) -> float:
+        return float(resolve(self.threshold))
 
     def __repr__(self) -> str:
         return f"MAD(window={self.window!r}, threshold={self.threshold!r})"
 
 
-def _window_state(saved: tuple[npt.NDArray[Any], ...] | None,
-                  ) -> tuple[npt.NDArray[np.int64], Floats, Floats]:
-    """A key's :class:`MAD` state as the kernel takes it; ``None`` is an empty window.
-
-    A ``(times, values)`` pair (the state before MAD kept its values sorted, as older
-    checkpoints hold it) gets its sorted values computed once.
-    """
-    if saved is None:
-        return _NO_TIMES, _NO_VALUES, _NO_VALUES
-    if len(saved) == 2:
-        ht, hx = saved
-        return ht, hx, np.sort(hx[~np.isnan(hx)])
-    ht, hx, hs = saved
-    return ht, hx, hs
-
-
-_NO_TIMES = np.zeros(0, dtype=np.int64)
-_NO_VALUES = np.zeros(0, dtype=np.float64)
-
-
 class DetectorLogic:
     """A detector run on a frame's batches: the logic of ``sdf.detect`` (:mod:`rtnb.stateful`).
 
-    It adds the ``score`` and ``anomaly`` columns, per key.
+    It adds the ``score`` and ``anomaly`` columns, per key. The positions of the ``on`` and
+    time columns and the output's column index are worked out on the first batch and kept
+    while the batches have the same columns.
 
     Parameters
     ----------
@@ -689,14 +765,32 @@ class DetectorLogic:
                  anomaly: str = "is_anomaly") -> None:
         self.detector, self.on, self.keys, self.time = detector, on, keys, time
         self.protect, self.score, self.anomaly = protect, score, anomaly
+        self._plan: tuple[pd.Index, int, int, pd.Index] | None = None
+        self._names = [score, anomaly]
+
+    def _columns(self, batch: pd.DataFrame) -> tuple[int, int, pd.Index]:
+        """(position of ``on``, of the time column or -1, the output's columns), cached."""
+        cols = batch.columns
+        plan = self._plan
+        if plan is None or (cols is not plan[0] and not cols.equals(plan[0])):
+            on = cols.get_loc(self.on)
+            at = cols.get_loc(self.time) if self.time is not None else -1
+            if not isinstance(on, int) or not isinstance(at, int):
+                msg = (f"detect(on={self.on!r}): the batch has several columns named "
+                       f"{self.on!r} or {self.time!r}")
+                raise ValueError(msg)
+            plan = self._plan = (cols, on, at, cols.append(pd.Index(self._names)))
+        return plan[1], plan[2], plan[3]
 
     def process(self, batch: pd.DataFrame) -> Any:
         """Score and learn the batch; the rows go on with two more columns."""
-        times = batch[self.time].to_numpy() if self.time is not None else None
-        s, a = self.detector.process(
-            batch[self.on].to_numpy(dtype=np.float64, na_value=np.nan),
-            self.keys.codes(batch), times, protect=self.protect)
-        return Output(batch.assign(**{self.score: s, self.anomaly: a}))
+        on, at, out_columns = self._columns(batch)
+        x = column_at(batch, on)
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float64):
+            x = batch.iloc[:, on].to_numpy(dtype=np.float64, na_value=np.nan)
+        times = column_at(batch, at) if at >= 0 else None
+        s, a = self.detector.process(x, self.keys.codes(batch), times, protect=self.protect)
+        return Output(with_columns(batch, self._names, [s, a], columns=out_columns))
 
     def flush(self) -> Any:
         """Nothing is held back."""

@@ -377,6 +377,13 @@ def test_ewma_all_keys_at_once_equals_the_loop_per_key(alpha, protect):
     np.testing.assert_array_equal(got, expected)
 
 
+def ewma_state(det: EWMA) -> dict[int, tuple[float, float, int]]:
+    """The detector's snapshot as key code -> (mean, var, n)."""
+    snap = det.snapshot()
+    return {int(k): (m, v, int(n))
+            for k, (m, v, n) in zip(snap["keys"].tolist(), snap["ewm"].tolist(), strict=True)}
+
+
 @pytest.mark.parametrize("protect", [False, True])
 def test_ewma_equals_the_per_event_loop_for_any_split(protect):
     """Exactly the per-event recursion, whatever the batches (random cuts, one row, 1,000
@@ -399,7 +406,7 @@ def test_ewma_equals_the_per_event_loop_for_any_split(protect):
         got = np.concatenate([det.process(x[s], codes[s], t[s], protect=protect)[0]
                               for s in parts])
         np.testing.assert_array_equal(got, expected, err_msg=split)
-        states.append(det._per_key)
+        states.append(ewma_state(det))
     assert all(state == states[0] for state in states)
     assert 50 not in states[0] and len(states[0]) == 9
 
@@ -407,7 +414,7 @@ def test_ewma_equals_the_per_event_loop_for_any_split(protect):
     det = EWMA(alpha=0.05, threshold=3, min_periods=10)
     det.process(x[:half], codes[:half], t[:half], protect=protect)
     resumed = EWMA(alpha=0.05, threshold=3, min_periods=10)
-    resumed._per_key.update(pickle.loads(pickle.dumps(det._per_key)))
+    resumed.restore(pickle.loads(pickle.dumps(det.snapshot())))
     got = resumed.process(x[half:], codes[half:], t[half:], protect=protect)[0]
     np.testing.assert_array_equal(got, expected[half:])
 
@@ -434,7 +441,7 @@ def test_ewma_alpha_and_threshold_are_params():
     got = det.process(x[200:], protect=True)[0]
     loop = EWMA(alpha=0.1, threshold=3, min_periods=5)
     loop.process(x[:200], protect=True)
-    mean, var, n = loop._per_key[0]
+    mean, var, n = ewma_state(loop)[0]
     expected = np.full(200, np.nan)
     for i, xi in enumerate(x[200:]):
         if xi != xi:
@@ -635,7 +642,10 @@ def test_mad_resumes_from_a_state_without_sorted_values():
     x, codes, t = keyed_series(3000, 3, 4)
     det, old = MAD("5min", min_periods=5), MAD("5min", min_periods=5)
     det.process(x[:2000], codes[:2000], t[:2000])
-    old._per_key.update({k: v[:2] for k, v in det._per_key.items()})
+    snap = det.snapshot()
+    ends = np.cumsum(snap["count"])
+    old.restore({int(k): (snap["times"][e - c:e], snap["values"][e - c:e])
+                 for k, c, e in zip(snap["keys"], snap["count"], ends, strict=True)})
     expected = det.process(x[2000:], codes[2000:], t[2000:])[0]
     np.testing.assert_array_equal(old.process(x[2000:], codes[2000:], t[2000:])[0], expected)
 
