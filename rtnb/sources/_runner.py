@@ -514,12 +514,21 @@ class BufferedSource:
                 continue
             # Cut at max_batch, at max_delay, or as soon as the reader says the broker has
             # nothing more for now (no waiting for messages that cannot come).
+            # The reader sets `_wake` on each of those; no polling, so a full batch goes on
+            # at once instead of at the next tick of a timer.
             deadline = time.monotonic() + self.max_delay_s
-            while len(buf) < self.max_batch and not self._cut and not reader.done():
+            wake = self._wake
+            while True:
+                wake.clear()
+                if len(buf) >= self.max_batch or self._cut or reader.done():
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                await asyncio.sleep(min(left, 0.005))
+                try:
+                    await asyncio.wait_for(wake.wait(), left)
+                except TimeoutError:
+                    break
             self._cut = False
             await self._process(frame, buf.take(self.max_batch))
 
