@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import pandas as pd
 
+from rtnb import _frames
 from rtnb._time import DurationLike, duration_code, to_timedelta
 from rtnb.errors import ConfigError
 
@@ -32,6 +33,7 @@ __all__ = ["DEFAULT_MAX_FUTURE", "RAW_PREFIX", "RefusedBytes", "RefusedText", "R
 RAW_PREFIX = 1024
 DEFAULT_MAX_FUTURE = "5min"
 _DEFAULT_MAX_FUTURE_NS = int(pd.Timedelta(DEFAULT_MAX_FUTURE).value)
+_NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 
 Converted: TypeAlias = tuple[pd.DataFrame, list[int], list[tuple[int, str]]]
 
@@ -201,21 +203,21 @@ def future_guard(source: Any, time: str | None, good: pd.DataFrame, owners: list
     """
     if time is None or not len(good) or time not in good.columns:
         return good, owners
-    missing = good[time].isna().to_numpy()
+    # read once as int64 ns (no Series built): ~2 us instead of ~20-45 us per batch
+    is_datetime = pd.api.types.is_datetime64_any_dtype(_frames.column(good, time).dtype)
+    ns = _frames.times_ns(good, time) if is_datetime else None
+    missing = ns == _NAT if ns is not None else np.asarray(pd.isna(_frames.column(good, time)),
+                                                           dtype=bool)
     if missing.any():  # the frame would drop them too, but without the message
         dead.extend((owners[j], f"missing event time in column {time!r}")
                     for j in np.flatnonzero(missing).tolist())
         keep = np.flatnonzero(~missing)
         good, owners = good.iloc[keep].reset_index(drop=True), [owners[j] for j in keep.tolist()]
+        if ns is not None:
+            ns = ns[keep]
     limit = getattr(source, "max_future_ns", _DEFAULT_MAX_FUTURE_NS)
-    if limit is None or not len(good):
+    if limit is None or not len(good) or ns is None:
         return good, owners
-    times = good[time]
-    if not pd.api.types.is_datetime64_any_dtype(times.dtype):
-        return good, owners
-    if getattr(times.dtype, "tz", None) is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    ns = times.to_numpy(dtype="datetime64[ns]").view(np.int64)  # NaT: the smallest int64
     clock = source.event_clock()
     if clock is None:
         return good, owners
