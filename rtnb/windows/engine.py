@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from rtnb._frames import take
 from rtnb.aggregations import State, concat_states, take_state
 from rtnb.windows.base import (
     END_OF_STREAM,
@@ -154,7 +155,7 @@ class WindowAggregator(KeyedEngine):
         late = None
         if closed.any():
             late_rows = np.unique(closed.nonzero()[0] if rows is None else rows[closed])
-            late = batch.iloc[late_rows]
+            late = take(batch, late_rows)
             self.late_total += len(late_rows)
             starts = starts[~closed]
             rows = (np.flatnonzero(~closed) if rows is None else rows[~closed])

@@ -9,6 +9,9 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas._libs import hashtable as ht  # type: ignore[attr-defined]  # not in pandas-stubs
+
+from rtnb._frames import column
 
 __all__ = ["KeyRegistry"]
 
@@ -38,9 +41,11 @@ class KeyRegistry:
         self._lookup: dict[Any, int] = {}
         self._values: list[list[Any]] = [[] for _ in by]
         self._cache: dict[str, Any] = {}
-        self._index: pd.Index | None = None  # single key: known keys, position = code
-        # single Arrow-backed string/integer key: the known keys as an Arrow lookup set
-        self._arrow_lookup: pc.SetLookupOptions | None = None
+        # single key: how a batch's key array is turned into codes without pandas (see
+        # _plan_for), and the hash table of the known keys (position = code) it probes
+        self._plan = _plan_for(column(example, by[0])) if len(by) == 1 else None
+        self._table: Any = None
+        self._table_size = 0
 
     def __len__(self) -> int:
         return len(self._lookup) if self.by else 1
@@ -67,8 +72,11 @@ class KeyRegistry:
         self._lookup = dict(state["lookup"])
         self._values = [list(v) for v in state["values"]]
         self._cache.clear()
-        self._index = None
-        self._arrow_lookup = None
+        self._table = None
+
+    def _probe(self, values: Any) -> npt.NDArray[np.intp] | None:
+        assert self._plan is not None
+        return self._plan.probe(self._table, values)
 
     def codes(self, batch: pd.DataFrame) -> npt.NDArray[np.intp]:
         """Return the code of every row's key, registering new keys."""
@@ -76,18 +84,12 @@ class KeyRegistry:
         if not self.by:
             return np.zeros(n, dtype=np.intp)
         if len(self.by) == 1:
-            series = batch[self.by[0]]
-            if self._arrow_lookup is not None and series.dtype == self._dtypes[self.by[0]]:
-                # Fastest path: one hash probe per row in Arrow, when every key is known.
-                found = pc.index_in(series.array.__arrow_array__(), options=self._arrow_lookup)
-                if found.null_count == 0:
-                    return np.asarray(found.to_numpy(), dtype=np.intp)
-            local, uniques = pd.factorize(series, use_na_sentinel=False)
-            if self._index is not None and len(uniques) <= len(self._index):
-                # Fast path: every key of this batch is known already (the usual case).
-                known = self._index.get_indexer(uniques)
-                if (known >= 0).all():
-                    return known[np.asarray(local, dtype=np.intp)]
+            values = column(batch, self.by[0])
+            if self._table is not None:
+                found = self._probe(values)
+                if found is not None:
+                    return found
+            local, uniques = pd.factorize(values, use_na_sentinel=False)
             keys: list[Any] = [norm_key(u) for u in uniques]
         else:
             parts = [pd.factorize(batch[c], use_na_sentinel=False) for c in self.by]
@@ -105,16 +107,14 @@ class KeyRegistry:
             if code is None:
                 code = len(lookup)
                 lookup[key] = code
-                values = key if len(self.by) > 1 else (key,)
-                for col, v in zip(self._values, values, strict=True):
+                parts_of_key = key if len(self.by) > 1 else (key,)
+                for col, v in zip(self._values, parts_of_key, strict=True):
                     col.append(v)
                 self._cache.clear()
             mapping[i] = code
-        if len(self.by) == 1 and not any(k is None for k in keys):
-            self._index = pd.Index(pd.array(self._values[0], dtype=self._dtypes[self.by[0]]))  # type: ignore[arg-type]
-            if not self._index.is_unique:  # pragma: no cover - nulls are excluded above
-                self._index = None
-            self._arrow_lookup = _arrow_lookup(self._index)
+        if self._plan is not None and (self._table is None or len(lookup) > self._table_size):
+            self._table = self._plan.table(self._values[0])
+            self._table_size = len(lookup)
         return mapping[np.asarray(local, dtype=np.intp)]
 
     def frame(self, codes: npt.NDArray[np.intp]) -> pd.DataFrame:
@@ -135,19 +135,163 @@ class KeyRegistry:
         return array.take(codes)
 
 
-def _arrow_lookup(index: pd.Index | None) -> pc.SetLookupOptions | None:
-    """An Arrow lookup set of ``index`` if its values are Arrow strings or integers."""
-    to_arrow = getattr(index.array, "__arrow_array__", None) if index is not None else None
-    if to_arrow is None:
+class _Plan:
+    """How one key dtype is coded: a hash table of the known keys, probed per batch.
+
+    Built once per registry from the example's key array; :meth:`probe` returns ``None``
+    whenever the batch needs the general path (an unknown or null key, another array type),
+    which registers new keys and rebuilds the table.
+    """
+
+    def __init__(self, array_type: type[Any]) -> None:
+        self.array_type = array_type
+
+    def table(self, known: list[Any]) -> Any:
+        """The lookup structure for ``known`` keys (position = code), or ``None``."""
+        table = ht.PyObjectHashTable(len(known))
+        table.map_locations(_object_keys(known))
+        return table
+
+    def probe(self, table: Any, values: Any) -> npt.NDArray[np.intp] | None:
+        """The codes of ``values`` if every one is a known, non-null key, else ``None``."""
+        if type(values) is not self.array_type:
+            return None
+        return _all_found(table.lookup(values._ndarray))
+
+
+class _IntPlan(_Plan):
+    """Integer numpy keys: an int64 (or uint64) hash table."""
+
+    def __init__(self, dtype: np.dtype[Any]) -> None:
+        super().__init__(np.ndarray)
+        self.dtype = dtype
+        self.wide = np.dtype(np.uint64) if dtype.kind == "u" else np.dtype(np.int64)
+
+    def table(self, known: list[Any]) -> Any:
+        if any(k is None for k in known):
+            return None
+        table = (ht.UInt64HashTable if self.wide.kind == "u" else ht.Int64HashTable)(len(known))
+        table.map_locations(np.asarray(known, dtype=self.wide))
+        return table
+
+    def probe(self, table: Any, values: Any) -> npt.NDArray[np.intp] | None:
+        if type(values) is not np.ndarray or values.dtype != self.dtype:
+            return None
+        return _all_found(table.lookup(values.astype(self.wide, copy=False)))
+
+
+class _ArrowStringPlan(_Plan):
+    """Arrow-backed strings (pandas 3 ``str``, ``string[pyarrow]``).
+
+    A small batch is converted to Python strings and probed in a hash table (~10 us for 100
+    rows); from :data:`_ARROW_BULK` rows on, Arrow's ``index_in`` is cheaper (it hashes the
+    known keys on every call, ~25 us, but then probes the rows without Python objects).
+    """
+
+    def table(self, known: list[Any]) -> Any:
+        return _ArrowTable(super().table(known), known)
+
+    def probe(self, table: Any, values: Any) -> npt.NDArray[np.intp] | None:
+        if type(values) is not self.array_type:
+            return None
+        chunks = values._pa_array
+        if len(values) < _ARROW_BULK and chunks.num_chunks == 1:
+            return _all_found(table.objects.lookup(chunks.chunk(0).to_numpy(
+                zero_copy_only=False)))
+        found = pc.index_in(chunks, options=table.set_lookup(chunks.type))
+        if found.null_count:
+            return None
+        return np.asarray(found.to_numpy(), dtype=np.intp)
+
+
+class _ArrowTable:
+    def __init__(self, objects: Any, known: list[Any]) -> None:
+        self.objects = objects
+        self.known = known
+        self._set: pc.SetLookupOptions | None = None
+
+    def set_lookup(self, kind: pa.DataType) -> pc.SetLookupOptions:
+        if self._set is None:
+            self._set = pc.SetLookupOptions(value_set=pa.array(self.known, type=kind),
+                                            skip_nulls=True)
+        return self._set
+
+
+class _CategoryPlan(_Plan):
+    """Categorical keys: the batch's category codes mapped through a cached table per dtype."""
+
+    def table(self, known: list[Any]) -> Any:
+        return _CategoryTable({norm_key(k): i for i, k in enumerate(known)})
+
+    def probe(self, table: Any, values: Any) -> npt.NDArray[np.intp] | None:
+        if type(values) is not self.array_type:
+            return None
+        mapping = table.mapping(values.dtype)
+        codes = values.codes
+        if len(codes) and codes.min() < 0:
+            return None
+        return _all_found(mapping[codes])
+
+
+class _CategoryTable:
+    def __init__(self, lookup: dict[Any, int]) -> None:
+        self.lookup = lookup
+        self._dtype: Any = None
+        self._mapping = np.zeros(0, dtype=np.intp)
+
+    def mapping(self, dtype: pd.CategoricalDtype) -> npt.NDArray[np.intp]:
+        """Registry code of every category of ``dtype`` (-1: not known), cached per dtype."""
+        if dtype is not self._dtype and dtype != self._dtype:
+            get = self.lookup.get
+            self._mapping = np.fromiter((get(norm_key(c), -1) for c in dtype.categories),
+                                        dtype=np.intp, count=len(dtype.categories))
+        self._dtype = dtype
+        return self._mapping
+
+
+#: batches of at least this many arrow-string keys are coded by Arrow's ``index_in``
+_ARROW_BULK = 400
+
+
+def _plan_for(example: Any) -> _Plan | None:
+    """The coding plan for a key column like ``example`` (``None``: the general path only)."""
+    if isinstance(example, np.ndarray):
+        return _IntPlan(example.dtype) if example.dtype.kind in "iu" else None
+    if isinstance(example, pd.Categorical):
+        return _CategoryPlan(pd.Categorical)
+    if isinstance(example, pd.arrays.ArrowStringArray):
+        return _ArrowStringPlan(type(example))
+    if isinstance(example, pd.arrays.StringArray) or (isinstance(
+            example, pd.arrays.NumpyExtensionArray) and example.dtype == np.dtype(object)):
+        return _Plan(type(example))
+    return None
+
+
+def _object_keys(known: list[Any]) -> npt.NDArray[np.object_]:
+    """The known keys as an object array, the null key replaced by a value nothing equals."""
+    keys = np.empty(len(known), dtype=object)
+    keys[:] = [_NOTHING if k is None else k for k in known]
+    return keys
+
+
+class _Nothing:
+    """Stands for the null key in a hash table: no batch value equals it."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+_NOTHING = _Nothing()
+
+
+def _all_found(found: npt.NDArray[np.intp]) -> npt.NDArray[np.intp] | None:
+    """``found`` if no position is -1 (a missing key), else ``None``."""
+    if len(found) and found.min() < 0:
         return None
-    values = to_arrow()
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    kind = values.type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-            or pa.types.is_integer(kind)) or values.null_count:
-        return None
-    return pc.SetLookupOptions(value_set=values)
+    return found
 
 
 def norm_key(value: Any) -> Any:

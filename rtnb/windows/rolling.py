@@ -16,13 +16,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from rtnb._frames import column, take
 from rtnb.errors import ConfigError
 from rtnb.windows.base import (
     NO_WATERMARK,
     build_frame,
     restore_attributes,
     snapshot_attributes,
-    time_ns,
+    time_values_ns,
 )
 from rtnb.windows.keys import KeyRegistry
 
@@ -132,23 +133,22 @@ class RollingAggregator:
         n = len(batch)
         if n == 0:
             return RollingOutput(None, None)
-        t = time_ns(batch[self.time])
+        t = time_values_ns(column(batch, self.time))
         key = self.keys.codes(batch).astype(np.int64)
-        series = batch[self.column]
-        if isinstance(series.dtype, np.dtype) and series.dtype == np.float64:
-            v = series.to_numpy()  # NaN is float64's own missing value: no conversion
+        values = column(batch, self.column)
+        if isinstance(values, np.ndarray) and values.dtype == np.float64:
+            v = values  # NaN is float64's own missing value: no conversion
         else:
-            v = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            v = pd.Series(values, copy=False).to_numpy(dtype=np.float64, na_value=np.nan)
         seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
         self._seq += n
         late_mask = t < self._watermark
         late = None
         if late_mask.any():
-            late = batch[late_mask]
+            late = take(batch, late_mask)
             self.late_total += int(late_mask.sum())
             keep = ~late_mask
             t, key, v, seq = t[keep], key[keep], v[keep], seq[keep]
-            batch = batch[keep]
         self._p_key = np.concatenate([self._p_key, key])
         self._p_t = np.concatenate([self._p_t, t])
         self._p_seq = np.concatenate([self._p_seq, seq])

@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from rtnb._frames import take
 from rtnb.windows.base import END_OF_STREAM, AggSpec, KeyedEngine, WindowOutput
 from rtnb.windows.specs import Rows
 
@@ -83,7 +84,7 @@ class RowsAggregator(KeyedEngine):
         late = None
         keep = np.arange(m)
         if late_mask.any():
-            late = batch[late_mask]
+            late = take(batch, late_mask)
             self.late_total += int(late_mask.sum())
             keep = np.flatnonzero(~late_mask)
         self._key = np.concatenate([self._key, key[keep]])

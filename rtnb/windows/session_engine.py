@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from rtnb._frames import take
 from rtnb.aggregations import State, concat_states, take_state
 from rtnb.windows.base import (
     END_OF_STREAM,
@@ -98,7 +99,7 @@ class SessionAggregator(KeyedEngine):
         late = None
         rows = np.arange(n)
         if late_mask.any():
-            late = batch[late_mask]
+            late = take(batch, late_mask)
             self.late_total += int(late_mask.sum())
             rows = np.flatnonzero(~late_mask)
             t, seq, key = t[rows], seq[rows], key[rows]
