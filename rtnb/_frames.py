@@ -34,11 +34,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pandas._libs.internals import BlockPlacement  # type: ignore[import-not-found]
+from pandas.core.internals.api import _make_block  # type: ignore[import-not-found]
 from pandas.core.internals.blocks import new_block  # type: ignore[import-not-found]
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
-__all__ = ["column", "column_at", "dtypes", "empty", "floats", "same_schema", "take",
-           "times_ns", "with_columns"]
+__all__ = ["column", "column_at", "dtypes", "empty", "floats", "from_arrays", "same_schema",
+           "take", "times_ns", "with_columns"]
 
 # pandas' private constructors, untyped in its stubs
 _DataFrame: Any = pd.DataFrame
@@ -133,6 +134,28 @@ def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:
         blocks.append(new_block(values, block.mgr_locs, ndim=2))
     mgr = BlockManager(blocks, [df.columns, _take_index(df.index, positions)],
                        verify_integrity=False)
+    return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
+
+
+def from_arrays(columns: pd.Index, arrays: Sequence[Any]) -> pd.DataFrame:
+    """A frame with one column per array, of the arrays' own dtypes, and a default index.
+
+    Each array is a 1-D numpy array (numbers, booleans, ``datetime64[ns]``) or a pandas
+    ExtensionArray, all of one length, used as it is (no copy, no inference): the frame
+    owns them afterwards, so pass arrays nothing else holds. ~30 us where
+    ``pd.DataFrame(dict)`` costs ~170 us on seven columns.
+    """
+    n = len(arrays[0]) if len(arrays) else 0
+    blocks = []
+    for i, values in enumerate(arrays):
+        if len(values) != n:
+            msg = f"column {columns[i]!r} has {len(values)} values, the first has {n}"
+            raise ValueError(msg)
+        if isinstance(values, np.ndarray):
+            values = values.reshape(1, -1)
+        # pandas' helper for these blocks: the block type, 2-D datetimes as DatetimeArray
+        blocks.append(_make_block(values, np.array([i], dtype=np.intp)))
+    mgr = BlockManager(blocks, [columns, pd.RangeIndex(n)], verify_integrity=False)
     return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
 
 

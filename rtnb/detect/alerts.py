@@ -259,6 +259,8 @@ class AlertLogic:
         self.name, self.on, self.time = name, on, time
         self.allowed_lateness_ns = allowed_lateness_ns
         self.example = example
+        self._name_array: Any = None
+        self._dtypes: dict[str, Any] = {c: example[c].dtype for c in ("alert", "state")}
         lowest = np.iinfo(np.int64).min
         self.held: dict[str, Any] = {"rows": None, "max": lowest, "done": lowest}
 
@@ -269,16 +271,22 @@ class AlertLogic:
         if not events:
             return _frames.empty(self.example)
         k, state, when, started, value = zip(*events, strict=True)
-        out = {"alert": pd.Series([self.name] * len(events), dtype=str)}
-        key_frame = self.keys.frame(np.asarray(k, dtype=np.intp))
-        for col in self.keys.by:
-            out[col] = key_frame[col]
-        out.update(state=pd.Series(state, dtype=str),
-                   time=pd.Series(np.asarray(when, dtype=np.int64).view("datetime64[ns]")),
-                   started=pd.Series(np.asarray(started, dtype=np.int64).view(
-                       "datetime64[ns]")),
-                   value=pd.Series(value, dtype="float64"))
-        return pd.DataFrame(out)
+        n = len(events)
+        arrays: list[Any] = [self._constant_name(n)]
+        codes = np.asarray(k, dtype=np.intp)
+        arrays += [self.keys.array(col, codes) for col in self.keys.by]
+        arrays += [pd.array(list(state), dtype=self._dtypes["state"]),
+                   np.asarray(when, dtype=np.int64).view("datetime64[ns]"),
+                   np.asarray(started, dtype=np.int64).view("datetime64[ns]"),
+                   np.asarray(value, dtype=np.float64)]
+        return _frames.from_arrays(self.example.columns, arrays)
+
+    def _constant_name(self, n: int) -> Any:
+        """The ``alert`` column: this rule's name ``n`` times, with the example's dtype."""
+        one = self._name_array
+        if one is None:
+            one = self._name_array = pd.array([self.name], dtype=self._dtypes["alert"])
+        return one.take(np.zeros(n, dtype=np.intp))
 
     def _release(self, everything: bool) -> pd.DataFrame:
         """Run the rule over the held rows the lateness lets go; their transitions."""
