@@ -192,3 +192,16 @@ def test_assign_of_expressions_equals_pandas(col: str) -> None:
         want = df.assign(double=df[col] * f, ratio=df["x"] / df["i"], flag=df[col] > 0,
                          shifted=1 - df[col])
         pd.testing.assert_frame_equal(got, want)
+
+
+def test_from_arrays_equals_the_dataframe_constructor() -> None:
+    df = _every_dtype()
+    arrays = [df[c].array if type(df[c].array) is not pd.arrays.NumpyExtensionArray
+              else df[c].to_numpy().copy() for c in df.columns]
+    arrays[0] = df["t"].to_numpy().copy()  # datetime64[ns] numpy becomes datetimes
+    got = _frames.from_arrays(df.columns, arrays)
+    pd.testing.assert_frame_equal(got, df)
+    empty = _frames.from_arrays(df.columns, [a[:0] for a in arrays])
+    pd.testing.assert_frame_equal(empty, df.iloc[:0])
+    with pytest.raises(ValueError, match="3 values"):
+        _frames.from_arrays(pd.Index(["a", "b"]), [np.zeros(4), np.zeros(3)])
