@@ -15,13 +15,17 @@ State layout (per key *slot*, a dense index the detector gives each key code):
 - ZScore, MAD, RollingQuantile (:func:`window_rows`): the key's learned values still in the
   window, with their times, in a ring buffer of ``meta[slot, CAP]`` rows (a power of two) at
   ``meta[slot, OFF]`` of the pools ``pool_t`` / ``pool_x``, oldest at ``meta[slot, HEAD]``,
-  ``meta[slot, CNT]`` of them. MAD and RollingQuantile also keep the same values sorted in
-  ``pool_s[OFF:OFF + CNT]``. A full ring moves to a region twice its size at the end of the
-  pools; when the pools are full they are reallocated (doubling) with the live regions packed.
-  ZScore keeps per slot ``fm[slot] = (ref, s1, s2)``: sums of ``v - ref`` and its square over
-  the window, rebuilt from the ring (``ref`` = its oldest value) once as many values have
-  left the window as it holds, so rounding never accumulates over more than two windows'
-  adds and removes.
+  ``meta[slot, CNT]`` of them. A full ring moves to a region twice its size at the end of
+  the pools; when the pools are full they are reallocated (doubling) with the live rings
+  packed. ZScore keeps per slot ``fm[slot] = (ref, s1, s2)``: sums of ``v - ref`` and its
+  square over the window, rebuilt from the ring (``ref`` = its oldest value) once as many
+  values have left the window as it holds, so rounding builds up over at most about two
+  windows' adds and removes. MAD and RollingQuantile keep the same values sorted, in blocks
+  of about ``2 sqrt(n)`` values (a sorted list of sortedcontainers' kind, below): a value in
+  or out shifts the values of one block and updates the blocks' counts, and the i-th
+  smallest value is a binary search over those counts; each key's blocks live in regions of
+  two more pools (``ps``, ``pi``) and are laid out afresh (O(n), amortised over the n rows
+  that used up the spare blocks) when no spare block is left.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AUX", "CAP", "CNT", "HEAD", "KERNELS", "OFF", "ewma_rows", "rate_rows",
-           "warm_up", "window_rows"]
+__all__ = ["AUX", "BC", "CAP", "CNT", "FI", "FO", "HEAD", "KERNELS", "OFF", "PH", "ewma_rows",
+           "rate_rows", "warm_up", "window_rows"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Floats = npt.NDArray[np.float64]
@@ -44,6 +48,9 @@ Bools = npt.NDArray[np.bool_]
 #: Columns of the windowed detectors' ``meta[slot]``: region offset, capacity, oldest row,
 #: row count, and (ZScore) values removed since the sums were rebuilt / (MAD) the last split.
 OFF, CAP, HEAD, CNT, AUX = 0, 1, 2, 3, 4
+#: More columns for MAD's and RollingQuantile's sorted values (blocks): float and int region
+#: offsets, values per block, blocks of room (0: not built).
+FO, FI, BC, PH = 5, 6, 7, 8
 ZSCORE, MAD, QUANTILE = 0, 1, 2  # window_rows' kinds
 
 
@@ -131,15 +138,15 @@ def rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, per
 
 # -- windows: per-slot rings in shared pools ---------------------------------------------------
 @_jit
-def _pack(meta: Ints, pool_t: Ints, pool_x: Floats, pool_s: Floats, used: Ints, slot: int,
-          new_cap: int, sorted_: bool) -> tuple[Ints, Floats, Floats]:
+def _pack(meta: Ints, pool_t: Ints, pool_x: Floats, used: Ints, slot: int,
+          new_cap: int) -> tuple[Ints, Floats]:
     """Give ``slot`` a ring of ``new_cap`` rows at the end of the pools.
 
-    When their free tail is too short, the pools are reallocated with the live regions
-    packed (rings unrolled).
+    When their free tail is too short, the pools are reallocated with the live rings packed
+    (and unrolled).
     """
     if used[0] + new_cap <= pool_t.shape[0]:  # room at the end: move this slot only
-        nt, nx, ns = pool_t, pool_x, pool_s
+        nt, nx = pool_t, pool_x
         base = used[0]
         first, last = slot, slot + 1
     else:
@@ -150,7 +157,6 @@ def _pack(meta: Ints, pool_t: Ints, pool_x: Floats, pool_s: Floats, used: Ints, 
         size = max(2 * live, 1024)
         nt = np.empty(size, dtype=np.int64)
         nx = np.empty(size, dtype=np.float64)
-        ns = np.empty(size if sorted_ else 0, dtype=np.float64)
         base = 0
         first, last = 0, meta.shape[0]
     for k in range(first, last):
@@ -162,74 +168,263 @@ def _pack(meta: Ints, pool_t: Ints, pool_x: Floats, pool_s: Floats, used: Ints, 
             q = off + ((head + i) & (old - 1))
             nt[base + i] = pool_t[q]
             nx[base + i] = pool_x[q]
-        if sorted_:
-            for i in range(cnt):
-                ns[base + i] = pool_s[off + i]
         meta[k, OFF], meta[k, CAP], meta[k, HEAD] = base, cap, 0
         base += cap
     used[0] = base
-    return nt, nx, ns
+    return nt, nx
+
+
+# -- a sorted multiset in blocks --------------------------------------------------------------
+# The window's values, sorted and cut into blocks of at most ``cap`` values (a sorted list of
+# sortedcontainers' kind): adding or removing a value shifts the values of one block and
+# updates the blocks' cumulative counts, and the i-th smallest value is a binary search over
+# those counts away. Block j (in value order) is stored at ``val[order[j] * cap:]``, holds
+# ``cum[j + 1] - cum[j]`` values and ends with ``last[j]``; ``meta`` holds the number of
+# blocks and of free storage slots (``free[:meta[1]]``). Only the sole block of an empty
+# multiset is ever empty. The binary searches choose with a conditional move (no branch on
+# the data, which random values would mispredict), and the loops that shift values index
+# with ``_u`` (unsigned: no test for negative indices, so the loops are vectorised).
+
+_u = np.uint64
 
 
 @_jit
-def _lower(s: Floats, lo: int, hi: int, v: float) -> int:
-    """The first position in ``s[lo:hi]`` (sorted) whose value is not < ``v``."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if s[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _blower(a: Floats, lo: int, n: int, v: float) -> int:
+    """``lo + bisect.bisect_left(a[lo:lo + n], v)``."""
+    if n <= 0:
+        return lo
+    while n > 1:
+        half = n >> 1
+        lo = lo + half if a[lo + half] < v else lo
+        n -= half
+    return lo + 1 if a[lo] < v else lo
 
 
 @_jit
-def _upper(s: Floats, lo: int, hi: int, v: float) -> int:
-    """The first position in ``s[lo:hi]`` (sorted) whose value is > ``v``."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if v < s[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _bupper(a: Floats, lo: int, n: int, v: float) -> int:
+    """``lo + bisect.bisect_right(a[lo:lo + n], v)``."""
+    if n <= 0:
+        return lo
+    while n > 1:
+        half = n >> 1
+        lo = lo if v < a[lo + half] else lo + half
+        n -= half
+    return lo if v < a[lo] else lo + 1
 
 
 @_jit
-def _pair(s: Floats, off: int, n: int, i: int) -> tuple[float, float]:
+def _block_of(cum: Ints, nb: int, i: int) -> int:
+    """The block holding the ``i``-th smallest value: the last j < nb with ``cum[j] <= i``."""
+    lo, n = 1, nb - 1
+    if n > 0:
+        while n > 1:
+            half = n >> 1
+            lo = lo if i < cum[lo + half] else lo + half
+            n -= half
+        lo = lo if i < cum[lo] else lo + 1
+    return lo - 1
+
+
+@_jit
+def _at(val: Floats, order: Ints, cum: Ints, nb: int, cap: int, i: int) -> float:
+    """The ``i``-th smallest value (0-based)."""
+    j = _block_of(cum, nb, i)
+    return val[order[j] * cap + i - cum[j]]  # type: ignore[no-any-return]
+
+
+@_jit
+def _pair(val: Floats, order: Ints, cum: Ints, nb: int, cap: int, n: int,
+          i: int) -> tuple[float, float]:
     """The ``i``-th and ``i + 1``-th smallest values, -inf and inf outside ``0 .. n - 1``."""
     if i < 0:
-        return -np.inf, s[off] if n else np.inf
+        return -np.inf, _at(val, order, cum, nb, cap, 0) if n else np.inf
+    j = _block_of(cum, nb, i)
+    b = order[j] * cap - cum[j]
     if i + 1 >= n:
-        return s[off + i], np.inf
-    return s[off + i], s[off + i + 1]
+        return val[b + i], np.inf
+    if i + 1 < cum[j + 1]:
+        return val[b + i], val[b + i + 1]
+    return val[b + i], val[order[j + 1] * cap]
 
 
 @_jit
-def _mad_score(s: Floats, off: int, n: int, a: int, xi: float) -> tuple[float, int]:
-    """``|x - median| / (1.4826 MAD)`` of the sorted ``s[off:off + n]``; the new split."""
+def _rank(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
+          v: float) -> int:
+    """``bisect.bisect_left(sorted values, v)``: how many values are < v."""
+    j = _blower(last, 0, nb - 1, v)  # the first block whose last value is >= v, or the last
+    base = order[j] * cap
+    return cum[j] + _blower(val, base, cum[j + 1] - cum[j], v) - base  # type: ignore[no-any-return]
+
+
+@_jit
+def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta: Ints,
+            cap: int, v: float) -> None:
+    """Add ``v`` after the values equal to it (``bisect.insort``); a full block is halved."""
+    nb = meta[0]
+    j = _bupper(last, 0, nb - 1, v)  # the first block whose last value is > v, or the last
+    base = order[j] * cap
+    c = cum[j + 1] - cum[j]
+    at = _bupper(val, base, c, v)
+    for q in range(base + c, at, -1):
+        val[_u(q)] = val[_u(q - 1)]
+    val[at] = v
+    if at == base + c:
+        last[j] = v
+    for q in range(j + 1, nb + 1):
+        cum[_u(q)] += 1
+    if c + 1 == cap:  # full: its upper half moves to a new block right after it
+        half = cap >> 1
+        meta[1] -= 1
+        new = free[meta[1]] * cap
+        for q in range(cap - half):
+            val[_u(new + q)] = val[_u(base + half + q)]
+        for q in range(nb, j + 1, -1):
+            order[q] = order[q - 1]
+            last[q] = last[q - 1]
+        for q in range(nb, j, -1):
+            cum[q + 1] = cum[q]
+        order[j + 1] = free[meta[1]]
+        last[j + 1] = last[j]
+        last[j] = val[base + half - 1]
+        cum[j + 1] = cum[j] + half
+        meta[0] = nb + 1
+
+
+@_jit
+def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta: Ints,
+            cap: int, v: float) -> None:
+    """Remove one value equal to ``v`` (which is there); an emptied block is dropped."""
+    nb = meta[0]
+    j = _blower(last, 0, nb - 1, v)  # the first block whose last value is >= v, or the last
+    b = order[j]
+    base = b * cap
+    c = cum[j + 1] - cum[j]
+    at = _blower(val, base, c, v)
+    for q in range(at, base + c - 1):
+        val[_u(q)] = val[_u(q + 1)]
+    if at == base + c - 1 and c > 1:
+        last[j] = val[at - 1]
+    for q in range(j + 1, nb + 1):
+        cum[_u(q)] -= 1
+    if c == 1 and nb > 1:  # emptied: dropped
+        free[meta[1]] = b
+        meta[1] += 1
+        for q in range(j, nb - 1):
+            order[q] = order[q + 1]
+            last[q] = last[q + 1]
+            cum[q + 1] = cum[q + 2]
+        meta[0] = nb - 1
+
+
+# -- a key's sorted values: blocks in regions of two shared pools ------------------------------
+# Key slot k's multiset has blocks of meta[k, BC] values and room for meta[k, PH] blocks
+# (0: none built yet): ``val`` and ``last`` at meta[k, FO] of the float pool, ``order``,
+# ``cum``, ``free`` and its (block count, free count) at meta[k, FI] of the int pool.
+
+@_jit
+def _views(ps: Floats, pi: Ints, fo: int, fi: int, bc: int,
+           ph: int) -> tuple[Floats, Floats, Ints, Ints, Ints, Ints]:
+    """(val, last, order, cum, free, counts) of one key's multiset."""
+    nv = ph * bc
+    return (ps[fo:fo + nv], ps[fo + nv:fo + nv + ph], pi[fi:fi + ph],
+            pi[fi + ph:fi + 2 * ph + 1], pi[fi + 2 * ph + 1:fi + 3 * ph + 1],
+            pi[fi + 3 * ph + 1:fi + 3 * ph + 3])
+
+
+@_jit
+def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
+             used: Ints) -> tuple[Floats, Ints]:
+    """Lay key ``k``'s sorted values out afresh, at the end of the pools.
+
+    The blocks are half full, with as many free blocks as used ones plus two; when the pools
+    are full they are reallocated with the live regions packed.
+    """
+    cnt = meta[k, CNT]
+    s = np.empty(cnt, dtype=np.float64)
+    bc, ph = meta[k, BC], meta[k, PH]
+    if ph == 0:  # none built (a new key, or restored from a snapshot): sort the ring
+        off, mask, head = meta[k, OFF], meta[k, CAP] - 1, meta[k, HEAD]
+        for i in range(cnt):
+            s[i] = pool_x[off + ((head + i) & mask)]
+        s.sort()
+    else:
+        val, _, order, cum, _, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc, ph)
+        for j in range(counts[0]):
+            b = order[j] * bc
+            s[cum[j]:cum[j + 1]] = val[b:b + cum[j + 1] - cum[j]]
+    bc = 32  # ~2 sqrt(n): shifting within a block and updating the block counts cost alike
+    while bc < 4096 and bc * bc < 4 * (cnt + 1):
+        bc *= 2
+    fill = bc >> 1
+    nb = max(1, (cnt + fill - 1) // fill)
+    ph = 2 * nb + 2
+    nf, ni = ph * (bc + 1), 3 * ph + 3
+    meta[k, PH] = 0  # its old regions are free
+    if used[1] + nf > ps.shape[0] or used[2] + ni > pi.shape[0]:
+        live_f, live_i = nf, ni
+        for j in range(meta.shape[0]):
+            if meta[j, PH]:
+                live_f += meta[j, PH] * (meta[j, BC] + 1)
+                live_i += 3 * meta[j, PH] + 3
+        nps = np.empty(max(2 * live_f, 1024), dtype=np.float64)
+        npi = np.empty(max(2 * live_i, 1024), dtype=np.int64)
+        bf = bi = 0
+        for j in range(meta.shape[0]):
+            if meta[j, PH]:
+                sf, si = meta[j, PH] * (meta[j, BC] + 1), 3 * meta[j, PH] + 3
+                nps[bf:bf + sf] = ps[meta[j, FO]:meta[j, FO] + sf]
+                npi[bi:bi + si] = pi[meta[j, FI]:meta[j, FI] + si]
+                meta[j, FO], meta[j, FI] = bf, bi
+                bf += sf
+                bi += si
+        ps, pi = nps, npi
+        used[1], used[2] = bf, bi
+    meta[k, FO], meta[k, FI], meta[k, BC], meta[k, PH] = used[1], used[2], bc, ph
+    used[1] += nf
+    used[2] += ni
+    val, last, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc, ph)
+    cum[:] = 0
+    for j in range(ph):
+        order[j] = j
+    for j in range(ph - nb):
+        free[j] = ph - 1 - j
+    counts[0], counts[1] = nb, ph - nb
+    for j in range(nb):
+        c = min(fill, cnt - j * fill)
+        val[j * bc:j * bc + c] = s[j * fill:j * fill + c]
+        cum[j + 1] = cum[j] + c
+        last[j] = s[j * fill + c - 1] if c else 0.0
+    return ps, pi
+
+
+@_jit
+def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
+               n: int, a: int, xi: float) -> tuple[float, int]:
+    """``|x - median| / (1.4826 MAD)`` of the multiset's ``n`` values; the new split."""
     h = n >> 1
     if n & 1:
-        med = s[off + h]
+        med = _at(val, order, cum, nb, cap, h)
         k = h + 1
     else:
-        med = (s[off + h - 1] + s[off + h]) / 2
+        s0, s1 = _pair(val, order, cum, nb, cap, n, h - 1)
+        med = (s0 + s1) / 2
         k = h
-    # with p = bisect_left(s, med), the k smallest deviations |v - med| are those of the a
-    # nearest values below the median (s[p - a:p]) and of the k - a nearest from it up
-    # (s[p:p + k - a]); a is the least split in [la, ha] with s[p + k - a - 1] - med <=
-    # med - s[p - 1 - a] (up(a) below). It rarely moves by more than one from row to row:
-    # walk from the previous row's split, bisect if two steps are not enough. At a split g,
-    # b0, b1 = s[p - 1 - g], s[p - g] and u0, u1 = s[p + k - g - 1], s[p + k - g].
-    p = _lower(s, off, off + n, med) - off
+    # with s the sorted values and p = bisect_left(s, med), the k smallest deviations
+    # |v - med| are those of the a nearest values below the median (s[p - a:p]) and of the
+    # k - a nearest from it up (s[p:p + k - a]); a is the least split in [la, ha] with
+    # s[p + k - a - 1] - med <= med - s[p - 1 - a] (up(a) below). It rarely moves by more
+    # than one from row to row: walk from the previous row's split, bisect if two steps are
+    # not enough. At a split g, b0, b1 = s[p - 1 - g], s[p - g] and u0, u1 =
+    # s[p + k - g - 1], s[p + k - g].
+    p = _rank(val, order, cum, last, nb, cap, med)
     la = max(0, k - n + p)
     ha = min(k, p)
     g = la if a < la else ha if a > ha else a
     found = False
     b0 = b1 = u0 = u1 = 0.0
     for _ in range(2):
-        b0, b1 = _pair(s, off, n, p - 1 - g)
-        u0, u1 = _pair(s, off, n, p + k - g - 1)
+        b0, b1 = _pair(val, order, cum, nb, cap, n, p - 1 - g)
+        u0, u1 = _pair(val, order, cum, nb, cap, n, p + k - g - 1)
         if g < ha and u0 - med > med - b0:  # up(g): a > g
             la = g = g + 1
         elif g > la and not u1 - med > med - b1:  # not up(g - 1): a < g
@@ -240,13 +435,14 @@ def _mad_score(s: Floats, off: int, n: int, a: int, xi: float) -> tuple[float, i
     if not found:
         while la < ha:
             mid = (la + ha) >> 1
-            if s[off + p + k - mid - 1] - med > med - s[off + p - 1 - mid]:
+            if (_at(val, order, cum, nb, cap, p + k - mid - 1) - med >
+                    med - _at(val, order, cum, nb, cap, p - 1 - mid)):
                 la = mid + 1
             else:
                 ha = mid
         g = la
-        b0, b1 = _pair(s, off, n, p - 1 - g)
-        u0, u1 = _pair(s, off, n, p + k - g - 1)
+        b0, b1 = _pair(val, order, cum, nb, cap, n, p - 1 - g)
+        u0, u1 = _pair(val, order, cum, nb, cap, n, p + k - g - 1)
     a = g
     inf = np.inf
     mad = med - b1 if a else -inf  # the k-th smallest deviation
@@ -269,9 +465,9 @@ def _mad_score(s: Floats, off: int, n: int, a: int, xi: float) -> tuple[float, i
 
 @_jit
 def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floats,
-                 pool_t: Ints, pool_x: Floats, pool_s: Floats, used: Ints, w: int,
+                 pool_t: Ints, pool_x: Floats, ps: Floats, pi: Ints, used: Ints, w: int,
                  min_periods: int, limit: float, q: float, factor: float, protect: bool,
-                 out: Floats, flags: Bools) -> tuple[Ints, Floats, Floats]:
+                 out: Floats, flags: Bools) -> tuple[Ints, Floats, Floats, Ints]:
     sorted_ = kind != ZSCORE
     for r in range(x.shape[0]):
         k = slots[r]
@@ -280,11 +476,15 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
         off, cap, head, cnt = meta[k, OFF], meta[k, CAP], meta[k, HEAD], meta[k, CNT]
         mask = cap - 1
         cut = ti - w
+        if sorted_ and cnt and meta[k, PH] == 0:
+            ps, pi = _rebuild(k, meta, pool_x, ps, pi, used)  # restored: sort it first
+        bc, ph = meta[k, BC], meta[k, PH]
+        val, last, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc,
+                                                     ph)
         while cnt and pool_t[off + head] < cut:  # values that left the window
             v = pool_x[off + head]
             if sorted_:
-                for i in range(_lower(pool_s, off, off + cnt, v), off + cnt - 1):
-                    pool_s[i] = pool_s[i + 1]
+                _remove(val, order, cum, last, free, counts, bc, v)
             else:
                 d = v - fm[k, 0]
                 fm[k, 1] -= d
@@ -292,6 +492,7 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
                 meta[k, AUX] += 1
             head = (head + 1) & mask
             cnt -= 1
+        meta[k, HEAD], meta[k, CNT] = head, cnt
         if not sorted_ and meta[k, AUX] and meta[k, AUX] >= cnt:
             # as many values left as the window holds: rebuild the sums from the ring
             ref = pool_x[off + head] if cnt else np.nan
@@ -317,18 +518,20 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
                 elif dev < 0:
                     score = -np.inf
             elif kind == MAD:
-                score, a = _mad_score(pool_s, off, cnt, meta[k, AUX], xi)
+                score, a = _mad_score(val, order, cum, last, counts[0], bc, cnt,
+                                      meta[k, AUX], xi)
                 meta[k, AUX] = a
             else:  # pandas' rolling quantile, linear interpolation
+                nb = counts[0]
                 if cnt == 1:
-                    quant = pool_s[off]
+                    quant = _at(val, order, cum, nb, bc, 0)
                 else:
                     frac = q * (cnt - 1)
                     i = int(frac)
                     if frac == i:
-                        quant = pool_s[off + i]
+                        quant = _at(val, order, cum, nb, bc, i)
                     else:
-                        lo, hi = pool_s[off + i], pool_s[off + i + 1]
+                        lo, hi = _pair(val, order, cum, nb, bc, cnt, i)
                         quant = lo + (hi - lo) * (frac - i)
                 score = xi / (factor * quant)
         out[r] = score
@@ -336,19 +539,19 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
         flags[r] = flag
         if xi == xi and not (protect and flag):  # learned (protect: unless anomalous)
             if cnt == cap:  # full: a ring twice the size
-                meta[k, HEAD], meta[k, CNT] = head, cnt
-                pool_t, pool_x, pool_s = _pack(meta, pool_t, pool_x, pool_s, used, k,
-                                               max(8, 2 * cap), sorted_)
+                pool_t, pool_x = _pack(meta, pool_t, pool_x, used, k, max(8, 2 * cap))
                 off, cap, head = meta[k, OFF], meta[k, CAP], 0
                 mask = cap - 1
             q_at = off + ((head + cnt) & mask)
             pool_t[q_at] = ti
             pool_x[q_at] = xi
             if sorted_:
-                at = _upper(pool_s, off, off + cnt, xi)
-                for i in range(off + cnt, at, -1):
-                    pool_s[i] = pool_s[i - 1]
-                pool_s[at] = xi
+                if meta[k, PH] == 0 or counts[1] == 0:  # no block to split into: lay out anew
+                    ps, pi = _rebuild(k, meta, pool_x, ps, pi, used)
+                    bc, ph = meta[k, BC], meta[k, PH]
+                    val, last, order, cum, free, counts = _views(ps, pi, meta[k, FO],
+                                                                 meta[k, FI], bc, ph)
+                _insert(val, order, cum, last, free, counts, bc, xi)
             else:
                 if cnt == 0:  # a new window: deviations from its first value
                     fm[k, 0], fm[k, 1], fm[k, 2] = xi, 0.0, 0.0
@@ -356,15 +559,14 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
                 d = xi - fm[k, 0]
                 fm[k, 1] += d
                 fm[k, 2] += d * d
-            cnt += 1
-        meta[k, HEAD], meta[k, CNT] = head, cnt
-    return pool_t, pool_x, pool_s
+            meta[k, CNT] = cnt + 1
+    return pool_t, pool_x, ps, pi
 
 
 def window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floats,
-                pool_t: Ints, pool_x: Floats, pool_s: Floats, used: Ints, w: int,
+                pool_t: Ints, pool_x: Floats, ps: Floats, pi: Ints, used: Ints, w: int,
                 min_periods: int, limit: float, q: float, factor: float, protect: bool,
-                out: Floats, flags: Bools) -> tuple[Ints, Floats, Floats]:
+                out: Floats, flags: Bools) -> tuple[Ints, Floats, Floats, Ints]:
     """Score a batch's rows as ZScore (``kind`` 0), MAD (1) or RollingQuantile (2).
 
     Per row, in arrival order, in its key slot's state (module docstring): the values
@@ -372,11 +574,11 @@ def window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floa
     the window's values (``NaN`` below ``min_periods`` values) into ``out``, ``flags`` is
     ``|score| > limit`` (ZScore) or ``score > limit``, and the row's value is learned unless
     it is missing or ``protect`` and flagged. RollingQuantile's score is
-    ``x / (factor * quantile(q))`` (pandas' linear interpolation). Returns the pools (new
-    arrays when they had to grow); ``meta``, ``fm`` and ``used`` are changed in place.
+    ``x / (factor * quantile(q))`` (pandas' linear interpolation). Returns the four pools
+    (new arrays when they had to grow); ``meta``, ``fm`` and ``used`` are changed in place.
     """
-    pools: tuple[Ints, Floats, Floats] = _window_rows(
-        kind, slots, t, x, meta, fm, pool_t, pool_x, pool_s, used, w, min_periods, limit, q,
+    pools: tuple[Ints, Floats, Floats, Ints] = _window_rows(
+        kind, slots, t, x, meta, fm, pool_t, pool_x, ps, pi, used, w, min_periods, limit, q,
         factor, protect, out, flags)
     return pools
 
@@ -398,8 +600,8 @@ def warm_up() -> float:
     rate_rows(slots, t, x, np.zeros(1, dtype=np.int64), np.full(1, np.nan), 1.0, 3.0, True,
               out, flags)
     for kind in (ZSCORE, MAD, QUANTILE):
-        window_rows(kind, slots, t, x, np.zeros((1, 5), dtype=np.int64), np.zeros((1, 3)),
-                    np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0 if kind == ZSCORE
-                                                                    else 1),
-                    np.zeros(1, dtype=np.int64), 2, 1, 3.0, 0.5, 1.0, True, out, flags)
+        window_rows(kind, slots, t, x, np.zeros((1, 9), dtype=np.int64), np.zeros((1, 3)),
+                    np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0),
+                    np.zeros(0, dtype=np.int64), np.zeros(3, dtype=np.int64), 2, 1, 3.0, 0.5,
+                    1.0, True, out, flags)
     return time.perf_counter() - started

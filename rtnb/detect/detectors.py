@@ -335,9 +335,10 @@ class _EventTimeWindow(Detector):
     def _pools(self) -> None:
         self._pool_t = np.zeros(0, dtype=np.int64)
         self._pool_x = np.zeros(0, dtype=np.float64)
-        self._pool_s = np.zeros(0, dtype=np.float64)
-        self._used = np.zeros(1, dtype=np.int64)
-        self._meta = np.zeros((0, 5), dtype=np.int64)
+        self._pool_s = np.zeros(0, dtype=np.float64)  # sorted values (blocks)
+        self._pool_i = np.zeros(0, dtype=np.int64)  # their block bookkeeping
+        self._used = np.zeros(3, dtype=np.int64)  # used lengths: rings, _pool_s, _pool_i
+        self._meta = np.zeros((0, 9), dtype=np.int64)
         self._fm = np.zeros((0, 3), dtype=np.float64)
 
     def _resize(self, n: int) -> None:
@@ -362,10 +363,10 @@ class _EventTimeWindow(Detector):
         scores = np.empty(n)
         flags = np.empty(n, dtype=np.bool_)
         limit, q, factor = self._params()
-        self._pool_t, self._pool_x, self._pool_s = window_rows(
+        self._pool_t, self._pool_x, self._pool_s, self._pool_i = window_rows(
             self._kind, slots, t, x, self._meta, self._fm, self._pool_t, self._pool_x,
-            self._pool_s, self._used, self._window_ns(), self.min_periods, limit, q, factor,
-            protect, scores, flags)
+            self._pool_s, self._pool_i, self._used, self._window_ns(), self.min_periods,
+            limit, q, factor, protect, scores, flags)
         return scores, flags
 
     # state ----------------------------------------------------------------------------------
@@ -391,21 +392,16 @@ class _EventTimeWindow(Detector):
         size = max(int(cap.sum()) * 2, 1024)
         self._pool_t = np.zeros(size, dtype=np.int64)
         self._pool_x = np.zeros(size, dtype=np.float64)
-        self._pool_s = np.zeros(size if self._sorted else 0, dtype=np.float64)
-        self._used[0] = int(cap.sum())
+        self._pool_s = np.zeros(0, dtype=np.float64)  # sorted on each key's next row
+        self._pool_i = np.zeros(0, dtype=np.int64)
+        self._used[:] = (int(cap.sum()), 0, 0)
         at = np.repeat(off - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
-        values = np.asarray(state["values"], dtype=np.float64)
         self._pool_t[at] = np.asarray(state["times"], dtype=np.int64)
-        self._pool_x[at] = values
+        self._pool_x[at] = np.asarray(state["values"], dtype=np.float64)
         meta = self._meta
         meta[:k, 0], meta[:k, 1], meta[:k, 2], meta[:k, 3] = off, cap, 0, count
         meta[:k, 4] = np.asarray(state["aux"], dtype=np.int64)
         self._fm[:k] = np.asarray(state["sums"], dtype=np.float64)
-        if self._sorted:
-            ends = np.cumsum(count)
-            for j in range(k):
-                lo = int(ends[j] - count[j])
-                self._pool_s[off[j]:off[j] + count[j]] = np.sort(values[lo:int(ends[j])])
 
     def _from_per_key(self, per_key: dict[int, Any]) -> dict[str, Any]:
         # earlier versions: per key (times, values[, sorted values]) in arrival order,
@@ -432,24 +428,26 @@ class _EventTimeWindow(Detector):
 
     def _save_key(self, key: int) -> Any:
         slot = self._slot_of(key)
-        if slot < 0 or self._meta[slot, 3] == self._meta[slot, 1]:
-            return ("all", self.snapshot())  # a new key or a full ring: the row may move it
-        off, cap = int(self._meta[slot, 0]), int(self._meta[slot, 1])
-        region = slice(off, off + cap)
+        if slot < 0:
+            return ("all", self.snapshot())
+        off, cap, _, cnt, _, fo, fi, bc, ph = (int(v) for v in self._meta[slot])
+        if cnt == cap or (self._sorted and (ph == 0 or self._pool_i[fi + 3 * ph + 2] == 0)):
+            # a full ring or no free block: the row may move the key's regions
+            return ("all", self.snapshot())
+        rings, floats, ints = slice(off, off + cap), slice(fo, fo + ph * (bc + 1)), \
+            slice(fi, fi + 3 * ph + 3)
         return ("key", slot, self._meta[slot].copy(), self._fm[slot].copy(),
-                self._pool_t[region].copy(), self._pool_x[region].copy(),
-                self._pool_s[region].copy() if self._sorted else None)
+                rings, self._pool_t[rings].copy(), self._pool_x[rings].copy(),
+                floats, self._pool_s[floats].copy(), ints, self._pool_i[ints].copy())
 
     def _restore_key(self, saved: Any) -> None:
         if saved[0] == "all":
             self.restore(saved[1])
             return
-        _, slot, meta, fm, pt, px, ps = saved
+        _, slot, meta, fm, rings, pt, px, floats, ps, ints, pi = saved
         self._meta[slot], self._fm[slot] = meta, fm
-        region = slice(int(meta[0]), int(meta[0]) + len(pt))
-        self._pool_t[region], self._pool_x[region] = pt, px
-        if ps is not None:
-            self._pool_s[region] = ps
+        self._pool_t[rings], self._pool_x[rings] = pt, px
+        self._pool_s[floats], self._pool_i[ints] = ps, pi
 
 
 class ZScore(_EventTimeWindow):
@@ -657,9 +655,9 @@ class RollingQuantile(_EventTimeWindow):
 
     The quantile is pandas' ``rolling(window, closed="left").quantile(q)`` (linear
     interpolation between the two nearest ranks, missing values skipped). Per key, the
-    window's values are kept sorted from batch to batch (a value in or out is a binary
-    search and a shift of the values above it), and all keys' rows of a batch are taken in
-    one compiled loop (numba: compiled on the first batch in a process, or read from
+    window's values are kept sorted from batch to batch, in blocks of about ``2 sqrt(n)``
+    values (a value in or out shifts one block's values), and all keys' rows of a batch
+    are taken in one compiled loop (numba: compiled on the first batch in a process, or read from
     numba's cache); ``protect`` (a row above 1 is not learned) costs nothing more.
 
     Examples
@@ -706,9 +704,9 @@ class MAD(_EventTimeWindow):
     window cannot inflate. ``score > threshold`` is an anomaly; a window whose values are all
     equal has MAD 0, and any other value then scores ``inf``.
 
-    Per key, the window's values are kept sorted from batch to batch (a value in or out is a
-    binary search and a shift of the values above it); all keys' rows of a batch are taken
-    in one compiled loop (numba: compiled on the first batch in a process, or read from
+    Per key, the window's values are kept sorted from batch to batch, in blocks of about
+    ``2 sqrt(n)`` values (a value in or out shifts one block's values); all keys' rows of a
+    batch are taken in one compiled loop (numba: compiled on the first batch in a process, or read from
     numba's cache). The median is read off, and the MAD's split (how many of the ``k``
     smallest deviations lie below the median) is searched from the key's previous split,
     which it rarely leaves by more than one.
