@@ -30,6 +30,7 @@ from rtnb.windows.keys import KeyRegistry
 __all__ = ["ROLLING_AGGS", "RollingAggregator", "RollingOutput"]
 
 ROLLING_AGGS = ("count", "sum", "mean", "var", "std", "min", "max")
+_PREFIX_AGGS = frozenset({"count", "sum", "mean"})
 _I64 = npt.NDArray[np.int64]
 _F64 = npt.NDArray[np.float64]
 
@@ -107,6 +108,13 @@ class RollingAggregator:
         # pending: accepted rows waiting for the watermark (arrival order)
         self._p_key, self._p_t, self._p_seq, self._p_v = empty_i, empty_i, empty_i, np.zeros(0)
         self._p_frames: list[pd.DataFrame] = []
+        # count/sum/mean only: per-key running prefix sums kept with the history, so a batch
+        # costs its own rows (plus the history's merge copy), not a pass over the history
+        self._incremental = set(hows) <= _PREFIX_AGGS
+        self._prefix: tuple[_F64, _F64, _F64] | None = None  # None: rebuild from history
+        self._ref = np.zeros(0)  # per key code: the value prefix sums are taken around
+        self._since_rebase = 0
+        self._prune_after = NO_WATERMARK
 
     @property
     def watermark(self) -> pd.Timestamp | None:
@@ -127,6 +135,8 @@ class RollingAggregator:
     def restore(self, state: dict[str, Any]) -> None:
         """Put a :meth:`snapshot` back into this (freshly built, identically configured) one."""
         restore_attributes(self, self.STATE, state)
+        self._prefix = None
+        self._prune_after = NO_WATERMARK
 
     def process(self, batch: pd.DataFrame) -> RollingOutput:
         """Accept one batch; return the rows the advanced watermark made final."""
@@ -191,6 +201,7 @@ class RollingAggregator:
             is_new = np.zeros(len(m_t), dtype=bool)
             is_new[np.flatnonzero(o >= len(h_t))] = True
             comp = m_key * stride + (m_t - lo)
+            sorted_insert = False
         else:
             h_comp = h_key * stride + (h_t - lo)
             r_comp = r_key * stride + (r_t - lo)
@@ -209,26 +220,146 @@ class RollingAggregator:
             m_seq = _insert(self._h_seq, r_seq, was_old, dest)
             m_v = _insert(self._h_v, r_v, was_old, dest)
             comp = _insert(h_comp, r_comp, was_old, dest)
+            sorted_insert = True
 
         out_idx = np.flatnonzero(is_new)
         start = np.searchsorted(comp, comp[out_idx] - self.window_ns, side="right")
         end = out_idx + 1
-        values = self._aggregate(m_key, m_v, start, end)
+        values = None
+        prefix = None
+        if self._incremental and sorted_insert:
+            found = self._incremental_values(r_key, r_v, dest, was_old, m_key, m_v, start,
+                                             end)
+            if found is not None:
+                values, prefix = found
+        if values is None:
+            values = self._aggregate(m_key, m_v, start, end)
+            self._prefix = None
 
-        # Keep only rows a future row can still see: t > watermark - window.
-        keep = m_t > self._watermark - self.window_ns if self._watermark != np.iinfo(
-            np.int64).max else np.zeros(len(m_t), dtype=bool)
-        self._h_key, self._h_t, self._h_seq, self._h_v = m_key[keep], m_t[keep], \
-            m_seq[keep], m_v[keep]
+        o_key = m_key[out_idx].astype(np.intp)
+        o_t = m_t[out_idx]
+        # Keep only rows a future row can still see: t > watermark - window. With prefix
+        # sums the stale rows cost nothing but memory, so they go a quarter window at a time.
+        horizon = self._watermark - self.window_ns
+        if self._watermark == np.iinfo(np.int64).max:
+            keep: npt.NDArray[np.bool_] | None = np.zeros(len(m_t), dtype=bool)
+        elif prefix is None or horizon >= self._prune_after:
+            keep = m_t > horizon
+            self._prune_after = horizon + self.window_ns // 4
+        else:
+            keep = None
+        if keep is not None:
+            m_key, m_t, m_seq, m_v = m_key[keep], m_t[keep], m_seq[keep], m_v[keep]
+            if prefix is not None:
+                prefix = (prefix[0][keep], prefix[1][keep], prefix[2][keep])
+        self._h_key, self._h_t, self._h_seq, self._h_v = m_key, m_t, m_seq, m_v
+        if prefix is not None:
+            self._prefix = prefix
 
         # Rows leave ordered by key, then event time (arrival order for equal times).
-        o_key = m_key[out_idx].astype(np.intp)
-        cols: dict[str, Any] = {self.time: m_t[out_idx].view("datetime64[ns]")}
+        cols: dict[str, Any] = {self.time: o_t.view("datetime64[ns]")}
         for c in self.by:
             cols[c] = self.keys.array(c, o_key)
         for how in self.hows:
             cols[self.names[how]] = values[how]
         return build_frame(cols, len(out_idx))
+
+    def _rebase(self) -> tuple[_F64, _F64, _F64]:
+        """Prefix sums of the history from scratch (per key: count, value - ref, |value - ref|)."""
+        key, v = self._h_key, self._h_v
+        self._ref = np.full(len(self.keys), np.nan)
+        self._since_rebase = 0
+        if not len(key):
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        ok = ~np.isnan(v)
+        is_head = np.concatenate(([True], key[1:] != key[:-1]))
+        seg = np.cumsum(is_head) - 1
+        heads = np.flatnonzero(is_head)
+        has_value = np.add.reduceat(ok, heads) > 0
+        ref = _key_reference(v, ok, seg)
+        self._ref[key[heads[has_value]]] = ref[heads[has_value]]
+        d = np.where(ok, v - ref, 0.0)
+        return (_segment_scan(ok.astype(np.float64), seg, heads),
+                _segment_scan(d, seg, heads), _segment_scan(np.abs(d), seg, heads))
+
+    def _incremental_values(self, r_key: _I64, r_v: _F64, dest: npt.NDArray[np.intp],
+                            was_old: npt.NDArray[np.bool_], m_key: _I64, m_v: _F64,
+                            start: npt.NDArray[np.intp], end: npt.NDArray[np.intp]
+                            ) -> tuple[dict[str, _F64], tuple[_F64, _F64, _F64]] | None:
+        """count/sum/mean of the ready rows' windows, and the merged prefix sums, or ``None``.
+
+        ``None`` means this batch needs the full pass (see below).
+
+        Ready rows (sorted by key, time, arrival) always land at the end of their key's
+        history: they are at or after the watermark the history was released at. Each key's
+        prefix sums go on from its last history row; a window is the difference of the prefix
+        at its last row and just before its first. Taken around a per-key reference value
+        (as the full pass does), and rebuilt from the history once as many rows as it holds
+        have gone by, so the sums stay as small as the full pass's. ``None`` (and the full
+        pass) if a ready row would land inside its key's history, or if a window's sum would
+        lose more than 10 bits to the prefix before it.
+        """
+        h_key = self._h_key
+        n_old = len(h_key)
+        if self._prefix is None or self._since_rebase > max(n_old, 4096):
+            self._prefix = self._rebase()
+        pc, ps, pa = self._prefix
+        n_new = len(r_key)
+        is_head = np.concatenate(([True], r_key[1:] != r_key[:-1]))
+        heads = np.flatnonzero(is_head)
+        tails = np.concatenate((heads[1:] - 1, [n_new - 1]))
+        after = dest[tails] + 1 - (tails + 1)  # history row right after each key's new rows
+        inside = after < n_old
+        if (h_key[after[inside]] == r_key[tails[inside]]).any():
+            return None
+        if len(self._ref) < len(self.keys):
+            self._ref = np.concatenate([self._ref, np.full(len(self.keys) - len(self._ref),
+                                                           np.nan)])
+        ok = ~np.isnan(r_v)
+        seg = np.cumsum(is_head) - 1
+        ref = self._ref
+        unset = np.isnan(ref[r_key]) & ok
+        if unset.any():  # a key's first value: its reference from now on
+            first = np.flatnonzero(unset)
+            first = first[np.concatenate(([True], r_key[first][1:] != r_key[first][:-1]))]
+            ref[r_key[first]] = r_v[first]
+        r_ref = ref[r_key]
+        d = np.where(ok, r_v - r_ref, 0.0)
+        r_ref = np.where(np.isnan(r_ref), 0.0, r_ref)  # a key with no value yet: sums are 0
+        before = dest[heads] - 1 - heads  # history row right before each key's new rows
+        carried = (before >= 0) & (h_key[np.maximum(before, 0)] == r_key[heads]) if n_old \
+            else np.zeros(len(heads), dtype=bool)
+        at = np.where(carried, before, 0)
+
+        def go_on(prefix: _F64, x: _F64) -> _F64:
+            base = np.where(carried, prefix[at], 0.0) if n_old else np.zeros(len(heads))
+            out: _F64 = _segment_scan(x, seg, heads) + base[seg]
+            return out
+
+        new = (go_on(pc, ok.astype(np.float64)), go_on(ps, d), go_on(pa, np.abs(d)))
+        merged = tuple(_insert(old, fresh, was_old, dest) for old, fresh in zip(
+            (pc, ps, pa), new, strict=True))
+        # exclusive prefix at each window's first row
+        first_v = m_v[start]
+        first_ok = ~np.isnan(first_v)
+        first_d = np.where(first_ok, first_v - ref[m_key[start]], 0.0)
+        last = end - 1
+        n = merged[0][last] - (merged[0][start] - first_ok)
+        lead = merged[1][start] - first_d
+        sw = merged[1][last] - lead
+        scale = merged[2][last] - (merged[2][start] - np.abs(first_d))
+        if ((np.abs(lead) > 1024.0 * scale) & (lead != 0.0)).any():
+            return None
+        self._since_rebase += n_new
+        out: dict[str, _F64] = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if "count" in self.hows:
+                out["count"] = n
+            if "sum" in self.hows:
+                out["sum"] = np.where(n >= self.min_periods, sw + n * r_ref, np.nan)
+            if "mean" in self.hows:
+                out["mean"] = np.where(n >= max(self.min_periods, 1), sw / n + r_ref, np.nan)
+        return out, (merged[0], merged[1], merged[2])
 
     def _aggregate(self, key: _I64, v: _F64, start: npt.NDArray[np.intp],
                    end: npt.NDArray[np.intp]) -> dict[str, _F64]:
@@ -287,6 +418,25 @@ def _insert(old: npt.NDArray[Any], new: npt.NDArray[Any], was_old: npt.NDArray[n
     out = np.empty(len(was_old), dtype=old.dtype)
     out[was_old] = old
     out[dest] = new
+    return out
+
+
+def _segment_scan(x: _F64, seg: npt.NDArray[np.intp], heads: npt.NDArray[np.intp]) -> _F64:
+    """Cumulative sums of ``x`` restarting at every segment head (``seg``: segment per row).
+
+    A Hillis-Steele scan: log2(longest segment) vectorised passes, each adding the partial
+    sum ``span`` rows back within the same segment. Each output is a tree sum of its own
+    segment's values only (no global running sum to subtract, so no cancellation).
+    """
+    out = x.copy()
+    if len(x) < 2:
+        return out
+    longest = int(np.diff(np.append(heads, len(x))).max())
+    span = 1
+    while span < longest:
+        same = seg[span:] == seg[:-span]
+        out[span:] += np.where(same, out[:-span], 0.0)
+        span *= 2
     return out
 
 

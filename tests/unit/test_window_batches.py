@@ -167,3 +167,26 @@ def test_build_frame_equals_pandas_on_every_column_kind() -> None:
     expected = pd.DataFrame(columns)
     tm.assert_frame_equal(result, expected)
     assert build_frame({"k": pd.array(["a"], dtype=object)}, 1)["k"].dtype == object
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e9])
+def test_rolling_prefix_sums_stay_exact_over_long_streams_and_jumps(scale: float) -> None:
+    # > 4096 rows, so the running prefix sums are rebuilt several times; values that jump
+    # by `scale` make a window's sum small next to the prefix before it (the full pass then)
+    n = 12_000
+    rng = np.random.default_rng(4)
+    df = events(n, seed=4)
+    df["cpu"] = np.where(np.arange(n) < n // 2, scale, 0.0) + rng.normal(0, 1, n)
+    df.loc[rng.random(n) < 0.05, "cpu"] = np.nan
+    df["host"] = df["host"].astype(str)
+    eng = RollingAggregator(S // 2, time="timestamp", by=["host"], column="cpu",
+                            hows=["count", "sum", "mean"], example=df.iloc[:0])
+    parts = [eng.process(b).rows for b in _cut(df, list(range(97, n, 97)))]
+    parts.append(eng.flush().rows)
+    result = pd.concat([p for p in parts if p is not None], ignore_index=True)
+    result = result.sort_values(["host", "timestamp"], kind="stable").reset_index(drop=True)
+    rolled = df.groupby("host").rolling("500ms", on="timestamp")["cpu"]
+    expected = pd.DataFrame({"count": rolled.count(), "sum": rolled.sum(),
+                             "mean": rolled.mean()}).reset_index(drop=True)
+    tm.assert_frame_equal(result[["cpu_count", "cpu_sum", "cpu_mean"]].set_axis(
+        ["count", "sum", "mean"], axis=1), expected, rtol=1e-9, atol=1e-9 * scale)
