@@ -706,8 +706,8 @@ class MAD(_EventTimeWindow):
 
     Per key, the window's values are kept sorted from batch to batch, in blocks of about
     ``2 sqrt(n)`` values (a value in or out shifts one block's values); all keys' rows of a
-    batch are taken in one compiled loop (numba: compiled on the first batch in a process, or read from
-    numba's cache). The median is read off, and the MAD's split (how many of the ``k``
+    batch are taken in one compiled loop (numba: compiled on the first batch in a process,
+    or read from numba's cache). The median is read off, and the MAD's split (how many of the ``k``
     smallest deviations lie below the median) is searched from the key's previous split,
     which it rarely leaves by more than one.
 
