@@ -20,7 +20,7 @@ Same data, same run, side by side:
 
 Timing: contenders run interleaved in rounds (one run of each per round), so load from other
 users of the shared machine hits all alike; the table shows the median of the runs. The
-compiled kernels (numba: MAD, EWMA, and ZScore's ``protect`` loop, not timed here) are warmed
+compiled kernels (numba: one per detector family, ``rtnb.detect._kernels.KERNELS``) are warmed
 up before any timed run; their first-call time in the run (read from numba's cache, or
 compiled) and a cold compile in a fresh process with an empty cache are reported apart. Scores are
 checked once per run: rtnb's ``StreamingFrame`` output equals ``process`` output, and rtnb vs
@@ -176,15 +176,13 @@ def rtnb_frame(make: Callable[[], Any], frames: list[pd.DataFrame]) -> np.ndarra
 
 
 def kernel_compile_seconds() -> dict[str, Any]:
-    """The numba kernels (MAD, EWMA, ZScore protect): the first call in this process (read
-    from numba's cache, or compiled when there is none), then a cold compile in a fresh
-    process whose cache directory is empty (``NUMBA_CACHE_DIR``)."""
+    """The numba kernels (every detector's: ``rtnb.detect._kernels.KERNELS``): the first call
+    in this process (read from numba's cache, or compiled when there is none), then a cold
+    compile in a fresh process whose cache directory is empty (``NUMBA_CACHE_DIR``)."""
     from rtnb.detect import _kernels
 
     first = _kernels.warm_up()
-    cached = all(sum(k.stats.cache_hits.values()) > 0
-                 for k in (_kernels._mad_window, _kernels._ewma_keys,
-                           _kernels._zscore_window))
+    cached = all(sum(k.stats.cache_hits.values()) > 0 for k in _kernels.KERNELS)
     cold: float | None = None
     with tempfile.TemporaryDirectory() as empty:
         proc = subprocess.run(
@@ -542,8 +540,9 @@ NOTES = """\
   key, the same recursion as rtnb's EWMA (`mean = (1 - a) mean + a x`, first value seeds the
   mean; River's `EWVar` = EW mean of x^2 minus the square of the EW mean, algebraically equal
   to rtnb's `var = (1 - a)(var + a d^2)`); rtnb runs that recursion per row in a compiled
-  loop (numba, `rtnb/detect/_kernels.py`), key by key over each batch, carrying each key's
-  (mean, var, n). RateOfChange and Threshold: River has no model for a
+  loop (numba, `rtnb/detect/_kernels.py`) over each batch's rows in arrival order, every key
+  at once, carrying each key's (mean, var, n) in arrays by key slot. RateOfChange and
+  Threshold: River has no model for a
   per-key rate or a fixed bound (`anomaly.ThresholdFilter` wraps another detector's score), so
   the per-event side is plain Python: a dict of (time, value) per key and `(x - x') / (t - t')
   * 1 s`; a comparison `x - {upper:g}` per event. MAD: River has no windowed MAD (its
@@ -556,10 +555,9 @@ NOTES = """\
   (`rtnb/detect/_kernels.py`, exact: equal to the former pure-Python loop and to pandas):
   per key the window's values stay sorted across batches in blocks of ~2 sqrt(window) values
   (a row in or out shifts one block), the median and the MAD's neighbours are read by rank,
-  and the MAD's split search starts from the previous row's answer. A key's state is never
-  changed in place (checkpoints and `score` hold it), so each batch copies each of its keys'
-  windows once: at ~10 rows per key per batch (the 1,000-row cell) that copy, not the rows,
-  is most of the time. Every per-event loop also stores the score and the flag per row, as
+  and the MAD's split search starts from the previous row's answer; every key's window lives
+  in shared arrays between batches (one compiled call per batch over all its rows). Every
+  per-event loop also stores the score and the flag per row, as
   rtnb returns both.
 * **Why ZScore scores differ at the window edge.** rtnb scores a row at time t against
   `[t - 5min, t)`, as pandas `rolling("5min", closed="left")`. River's `TimeRolling` evicts
@@ -596,7 +594,7 @@ def run(quick: bool, log: Callable[[str], None]) -> tuple[list[str], list[tuple[
     if why_no_river is not None:
         log(f"  {why_no_river}: River rows are n/a")
 
-    log("kernels (MAD, EWMA, ZScore protect): warm-up (numba) ...")
+    log("kernels (EWMA, RateOfChange, windowed detectors): warm-up (numba) ...")
     jit = kernel_compile_seconds()
     log(f"  first call {jit['first']:.2f} s ("
         + ("read from numba's cache" if jit["cached"] else "compiled") + "); cold compile "
@@ -732,8 +730,8 @@ def report(data: Data, cells: dict[str, list[Cell]], why_no_river: str | None,
                           f"| {fmt_ratio(ratio(c))} | {len(c.times)} |")
         if name in ("MAD", "EWMA"):
             checks.append(
-                f"compiled kernels (numba: MAD, EWMA, ZScore protect, together), not in "
-                f"the timed runs: "
+                f"compiled kernels (numba: EWMA, RateOfChange, windowed detectors, together), "
+                f"not in the timed runs: "
                 f"first call in this run "
                 f"{jit['first']:.2f} s ("
                 + ("read from numba's cache" if jit["cached"] else "compiled") + "); cold "
