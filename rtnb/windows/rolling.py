@@ -227,7 +227,8 @@ class RollingAggregator:
         end = out_idx + 1
         values = None
         prefix = None
-        if self._incremental and sorted_insert:
+        # a batch as large as the history gains nothing from prefix sums: one full pass
+        if self._incremental and sorted_insert and 2 * len(r_key) < len(self._h_key):
             found = self._incremental_values(r_key, r_v, dest, was_old, m_key, m_v, start,
                                              end)
             if found is not None:
@@ -424,10 +425,18 @@ def _insert(old: npt.NDArray[Any], new: npt.NDArray[Any], was_old: npt.NDArray[n
 def _segment_scan(x: _F64, seg: npt.NDArray[np.intp], heads: npt.NDArray[np.intp]) -> _F64:
     """Cumulative sums of ``x`` restarting at every segment head (``seg``: segment per row).
 
-    A Hillis-Steele scan: log2(longest segment) vectorised passes, each adding the partial
-    sum ``span`` rows back within the same segment. Each output is a tree sum of its own
-    segment's values only (no global running sum to subtract, so no cancellation).
+    One global ``cumsum`` minus each segment's offset when that costs a segment at most 10
+    bits (as :func:`_segment_cumsum`); otherwise a Hillis-Steele scan: log2(longest segment)
+    vectorised passes, each adding the partial sum ``span`` rows back within the segment;
+    each output is then a tree sum of its own segment's values only (no cancellation).
     """
+    if len(x) >= 2:  # one global cumsum when subtracting its offsets costs <= 10 bits
+        c = np.cumsum(x)
+        offset = c[heads] - x[heads]
+        local: _F64 = c - offset[seg]
+        scale = np.maximum.reduceat(np.abs(local), heads)
+        if np.all((np.abs(offset) <= 1024.0 * scale) | (offset == 0.0)):
+            return local
     out = x.copy()
     if len(x) < 2:
         return out
