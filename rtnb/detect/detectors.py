@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from rtnb import _record
+from rtnb import _frames, _record
 from rtnb._frames import column_at, with_columns
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
@@ -786,7 +786,7 @@ class DetectorLogic:
         x = column_at(batch, on)
         if not (isinstance(x, np.ndarray) and x.dtype == np.float64):
             x = batch.iloc[:, on].to_numpy(dtype=np.float64, na_value=np.nan)
-        times = column_at(batch, at) if at >= 0 else None
+        times = _frames.times_ns(batch, self.time) if at >= 0 else None
         s, a = self.detector.process(x, self.keys.codes(batch), times, protect=self.protect)
         return Output(with_columns(batch, self._names, [s, a], columns=out_columns))
 
