@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rtnb import _record
+from rtnb import _frames, _record
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -117,10 +117,10 @@ class AbsenceLogic:
     def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
         example, registry, state, keys = self.example, self.keys, self.state, self.keys.by
         if not len(batch):
-            return example.copy()
+            return _frames.empty(example)
         lowest = int(np.iinfo(np.int64).min)
         codes = registry.codes(batch)
-        t = batch[self.time].to_numpy().astype("datetime64[ns]").view(np.int64)
+        t = _frames.times_ns(batch, self.time)
         n = len(registry)
         last, silent = state.last, state.silent
         if len(last) < n:  # new keys
@@ -154,13 +154,13 @@ class AbsenceLogic:
         state.last, state.silent, state.now = last, silent, now
         keys_out = np.concatenate(ev_key).astype(np.intp)
         if not len(keys_out):
-            return example.copy()
-        when = np.concatenate(ev_time)
-        out = {"time": pd.Series(np.asarray(when, dtype=np.int64).view("datetime64[ns]"))}
-        key_frame = registry.frame(keys_out)
-        for k in keys:
-            out[k] = key_frame[k]
-        out.update(is_silent=pd.Series(np.concatenate(ev_silent)),
-                   last_seen=pd.Series(np.asarray(np.concatenate(ev_last), dtype=np.int64)
-                                       .view("datetime64[ns]")))
-        return pd.DataFrame(out).sort_values("time", kind="stable").reset_index(drop=True)
+            return _frames.empty(example)
+        when = np.concatenate(ev_time).astype(np.int64)
+        order = np.argsort(when, kind="stable")
+        codes_out = keys_out[order]
+        arrays = [when[order].view("datetime64[ns]"),
+                  *(registry.array(k, codes_out) for k in keys),
+                  np.concatenate(ev_silent)[order],
+                  np.asarray(np.concatenate(ev_last), dtype=np.int64)[order].view(
+                      "datetime64[ns]")]
+        return _frames.from_arrays(example.columns, arrays)
