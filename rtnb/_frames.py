@@ -39,7 +39,7 @@ from pandas.core.internals.blocks import new_block  # type: ignore[import-not-fo
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
 __all__ = ["column", "column_at", "dtypes", "empty", "floats", "from_arrays", "same_schema",
-           "take", "times_ns", "with_columns"]
+           "select", "take", "times_ns", "with_columns"]
 
 # pandas' private constructors, untyped in its stubs
 _DataFrame: Any = pd.DataFrame
@@ -157,6 +157,26 @@ def from_arrays(columns: pd.Index, arrays: Sequence[Any]) -> pd.DataFrame:
         blocks.append(_make_block(values, np.array([i], dtype=np.intp)))
     mgr = BlockManager(blocks, [columns, pd.RangeIndex(n)], verify_integrity=False)
     return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
+
+
+def select(df: pd.DataFrame, positions: Sequence[int], columns: pd.Index) -> pd.DataFrame:
+    """``df.iloc[:, positions]`` with column labels ``columns``: views of ``df``'s arrays.
+
+    The sharing is registered with pandas (Copy-on-Write references), so a later write into
+    either frame copies first, as with ``df[cols]``.
+    """
+    mgr = df._mgr
+    blknos, blklocs, blocks = mgr.blknos, mgr.blklocs, mgr.blocks
+    out = []
+    for i, p in enumerate(positions):
+        block = blocks[blknos[p]]
+        values = block.values
+        if getattr(values, "ndim", 1) == 2:
+            loc = blklocs[p]
+            values = values[loc:loc + 1]
+        out.append(new_block(values, BlockPlacement(slice(i, i + 1)), ndim=2, refs=block.refs))
+    new = BlockManager(out, [columns, df.index], verify_integrity=False)
+    return _DataFrame._from_mgr(new, axes=new.axes)  # type: ignore[no-any-return]
 
 
 def empty(example: pd.DataFrame) -> pd.DataFrame:

@@ -387,7 +387,20 @@ class StreamingFrame(_record.Recorded):
                 msg = (f"frame {self.name!r} has no column(s) {unknown!r}; columns: "
                        f"{list(self.columns)}")
                 raise ConfigError(msg)
-            return self._derive(lambda df: df[cols], self.example[cols], "select")
+            example = self.example[cols]
+            out_columns = example.columns
+            plan: dict[str, Any] = {}
+
+            def select(df: pd.DataFrame) -> pd.DataFrame:
+                # column positions worked out once per input column index (views, no copy)
+                if plan.get("columns") is not df.columns:
+                    if len(set(df.columns)) != len(df.columns):
+                        return df[cols]
+                    plan["columns"] = df.columns
+                    plan["positions"] = [df.columns.get_loc(c) for c in cols]
+                return _frames.select(df, plan["positions"], out_columns)
+
+            return self._derive(select, example, "select")
         msg = (f"frame {self.name!r} can be indexed by a column name, a list of names or a "
                f"boolean StreamingSeries; got {type(key).__name__}")
         raise ConfigError(msg)

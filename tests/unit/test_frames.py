@@ -205,3 +205,19 @@ def test_from_arrays_equals_the_dataframe_constructor() -> None:
     pd.testing.assert_frame_equal(empty, df.iloc[:0])
     with pytest.raises(ValueError, match="3 values"):
         _frames.from_arrays(pd.Index(["a", "b"]), [np.zeros(4), np.zeros(3)])
+
+
+def test_select_equals_pandas_and_keeps_copy_on_write() -> None:
+    df = _every_dtype()
+    sdf = rtnb.StreamingFrame(df.iloc[:0], time="t")
+    cols = ["x", "t", "sa", "ni", "c", "f32"]
+    out = sdf[cols].collect()
+    sdf.emit(df)
+    sdf.emit(df.iloc[5:9])
+    pd.testing.assert_frame_equal(out[0], df[cols])
+    pd.testing.assert_frame_equal(out[1], df.iloc[5:9][cols])
+    out[0].loc[0, "x"] = 1e9
+    assert df["x"].max() < 1e9
+    got = _frames.select(df, [3, 0], pd.Index(["x", "t"]))
+    df.loc[0, "x"] = -1e9  # a write into the source after the select copies first
+    assert got.loc[0, "x"] != -1e9
