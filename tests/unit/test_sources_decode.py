@@ -200,3 +200,55 @@ def test_sse_events_cut_from_chunks_equal_a_line_by_line_parser(events, eol, cut
         for payload in source._payloads(blocks.feed(chunk)):
             got.append((payload, source.last_event_id))
     assert got == sse_reference(text, event)
+
+
+WIDE = pd.DataFrame({
+    "t": pd.Series([], dtype="datetime64[ns]"),
+    "tz": pd.Series([], dtype="datetime64[ns, Europe/Paris]"),
+    "us": pd.Series([], dtype="datetime64[us]"),
+    "s": pd.Series([], dtype="str"), "sp": pd.Series([], dtype="string[python]"),
+    "o": pd.Series([], dtype=object), "c": pd.Series([], dtype=pd.CategoricalDtype(["a", "b"])),
+    "f": pd.Series([], dtype="float64"), "f32": pd.Series([], dtype="float32"),
+    "nf": pd.Series([], dtype="Float64"), "i32": pd.Series([], dtype="int32"),
+    "ni": pd.Series([], dtype="Int64"), "b": pd.Series([], dtype=bool),
+    "nb": pd.Series([], dtype="boolean")})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "t": st.sampled_from(["2026-01-01T00:00:00.5Z", 1767225600, 1767225600.25]),
+    "tz": st.sampled_from(["2026-01-01T00:00:00Z", "2026-06-01T12:00:00+02:00"]),
+    "us": st.sampled_from(["2026-01-01T00:00:00.000001Z", 1767225600]),
+    "s": st.sampled_from(["a", "b"]), "sp": st.sampled_from(["a", "b"]),
+    "o": st.sampled_from(["a", "b"]), "c": st.sampled_from(["a", "b", "zz"]),
+    "f": st.sampled_from([1.5, 2, None]), "f32": st.sampled_from([0.25, 3]),
+    "nf": st.sampled_from([0.5, 1]), "i32": st.sampled_from([1, -7, 2**31]),
+    "ni": st.sampled_from([1, 5]), "b": st.booleans(), "nb": st.booleans()}),
+    min_size=1, max_size=6))
+def test_every_example_dtype_takes_the_array_path_as_the_general_one(records):
+    """The array fast path builds exactly the frame the general path builds, for every dtype
+    an example can declare (times with a zone or in us, nullable numbers, categories)."""
+    result = coerce(records, WIDE)
+    expected = _coerce_general(records, WIDE, "s")
+    tm.assert_frame_equal(result[0], expected[0])
+    assert result[1].tolist() == expected[1].tolist()
+    assert result[2] == expected[2]
+    assert result[0].dtypes.tolist() == WIDE.dtypes.tolist()
+
+
+def test_a_value_outside_the_categories_is_a_bad_row_not_a_silent_nan():
+    records = [{"c": "a"}, {"c": "zz"}, {"c": "b"}]
+    example = WIDE[["c"]]
+    good, bad, reasons = coerce(records, example)
+    assert good["c"].tolist() == ["a", "b"] and bad.tolist() == [False, True, False]
+    assert reasons == ["column 'c' (category): 'zz' is not one of the column's categories"]
+
+
+def test_a_categorical_example_without_categories_is_refused():
+    from rtnb.errors import ConfigError
+    from rtnb.sources._coerce import as_example
+
+    with pytest.raises(ConfigError, match="categorical with no categories"):
+        as_example({"host": "category"}, "feed 'x'")
+    with pytest.raises(ConfigError, match="categorical with no categories"):
+        as_example(pd.DataFrame({"host": pd.Series([], dtype="category")}), "feed 'x'")
