@@ -1,17 +1,19 @@
-"""The event-time window engine: vectorised, bounded state, watermarks and late data.
+"""The event-time window engine: compiled per-batch folds, bounded state, watermarks, late data.
 
-:class:`WindowAggregator` is plain Python over numpy; the streamz node in
-:mod:`rtnb.frame` only feeds it batches. Per batch it
+:class:`WindowAggregator` is plain Python over numpy and a few numba kernels
+(:mod:`rtnb.windows._kernels`); the streamz node in :mod:`rtnb.frame` only feeds it batches.
+Per batch it
 
-1. assigns every row to its windows (a sliding window replicates a row ``size / every``
-   times, a tumbling one is the case ``every == size``);
-2. sends rows whose windows already closed (window end <= watermark *before* the batch) to
-   the ``late`` output;
-3. finds every other row's open (key, window), opening the missing ones with
-   ``Aggregation.initial``, and folds the rows in with ``Aggregation.on_new`` (an aggregation
-   whose ``on_new`` does not accumulate gets fresh groups, merged with ``Aggregation.merge``);
-4. advances the watermark (max event time seen - allowed lateness) and emits the windows
-   whose end it passed.
+1. assigns every row to its windows (a sliding window's row lies in ``size / every`` of
+   them, a tumbling one is the case ``every == size``) and finds each (key, window)'s slot
+   in a hash table, opening the missing ones, all in one compiled pass over the rows;
+2. sends rows one of whose windows already closed (window end <= watermark *before* the
+   batch) to the ``late`` output (their open windows still count them);
+3. folds the rows into the open windows' state in the same pass: count/sum/mean/min/max as
+   one fused update per value column; other aggregations through ``Aggregation.on_new``
+   on the (row, slot) pairs the pass returns;
+4. advances the watermark (max event time folded - allowed lateness) and emits the windows
+   whose end it passed, packing the open slots.
 
 Only open windows are kept, so memory is bounded by keys x open windows, not stream length.
 """
@@ -25,18 +27,31 @@ import numpy.typing as npt
 import pandas as pd
 
 from rtnb._frames import take
-from rtnb.aggregations import State, concat_states, take_state
+from rtnb.aggregations import Count, Max, Mean, Min, State, Sum, concat_states, take_state
+from rtnb.windows import _kernels
 from rtnb.windows.base import (
     END_OF_STREAM,
     NO_WATERMARK,
     AggSpec,
     KeyedEngine,
     WindowOutput,
+    restore_attributes,
     time_ns,
 )
 from rtnb.windows.specs import Sliding, Tumbling
 
 __all__ = ["NO_WATERMARK", "AggSpec", "WindowAggregator", "WindowOutput", "time_ns"]
+
+#: The aggregations folded by the compiled kernel (exact types: a subclass may change them).
+_FUSED: dict[type, str] = {Count: "count", Sum: "sum", Mean: "mean", Min: "min", Max: "max"}
+_NO_INTS = np.zeros(0, dtype=np.int64)
+_NO_BOOLS = np.zeros(0, dtype=np.bool_)
+_MIN_TABLE = 64
+
+
+def _power_of_two(n: int) -> int:
+    return max(_MIN_TABLE, 1 << (max(n, 1) - 1).bit_length())
+
 
 class WindowAggregator(KeyedEngine):
     """Keyed tumbling/sliding window aggregation over event time.
@@ -59,6 +74,26 @@ class WindowAggregator(KeyedEngine):
         ``"final"``: each window once, when the watermark passes its end; ``"update"``: after
         each batch, every window that batch changed, with its current value.
 
+    Notes
+    -----
+    The open (key, window) pairs live in *slots* of preallocated arrays (capacity doubled
+    when a batch could need more), found through a hash table on (window start, key code);
+    see :mod:`rtnb.windows._kernels`. Per batch, one compiled pass over the rows (a sliding
+    window's row visits its ``size / every`` windows in the loop, no rows are copied) finds
+    or opens every row's slots, marks rows whose window already closed as late, and folds
+    the built-in count/sum/mean/min/max of each value column into one fused state per slot
+    (count, sum, min, max, in arrival order). Other aggregations (``var``, ``first``, custom
+    ones) get the (row, slot) pairs the pass wrote and fold them with
+    ``Aggregation.on_new`` on their slot arrays (an aggregation whose ``on_new`` does not
+    accumulate gets fresh groups, merged with ``Aggregation.merge``). Holistic ones (exact
+    quantiles) keep each folded row's value and slot; at emission a counting sort by output
+    window and a sort within each window feed ``Aggregation.result_sorted``.
+
+    The watermark (max event time folded - allowed lateness) then closes the windows whose
+    end it passed: their results are read from the slots, and the open slots are packed to
+    the front (the hash table rebuilt from them), so the work per batch follows the rows and
+    the open windows, and memory is bounded by keys x open windows, not stream length.
+
     Examples
     --------
     >>> import pandas as pd
@@ -76,6 +111,8 @@ class WindowAggregator(KeyedEngine):
     0 2026-01-01 09:00:10 2026-01-01 09:00:20   5.0
     """
 
+    #: What :meth:`snapshot` saves (the open windows as arrays, one entry per open window,
+    #: as the slots hold them; see :meth:`snapshot`).
     STATE = (*KeyedEngine.STATE, "_g_key", "_g_start", "_states", "_touched", "_raw_key",
              "_raw_start", "_raw_values")
 
@@ -93,6 +130,20 @@ class WindowAggregator(KeyedEngine):
         super().__init__(time=time, by=by, aggs=aggs, example=example,
                          allowed_lateness_ns=allowed_lateness_ns, emit=emit)
         self.spec = spec
+        fused_cols: list[str] = []
+        self._fused_specs: list[tuple[AggSpec, str, int]] = []
+        self._generic: list[AggSpec] = []
+        for a in self._plain:
+            kind = _FUSED.get(type(a.agg))
+            if kind is None:
+                self._generic.append(a)
+                continue
+            if a.column not in fused_cols:
+                fused_cols.append(a.column)
+            self._fused_specs.append((a, kind, fused_cols.index(a.column)))
+        self._fused_cols = fused_cols
+        self._generic_cols = sorted({a.column for a in self._generic})
+        self._pairs = bool(self._generic or self._holistic)
         self._configure()
 
     # -- configuration ---------------------------------------------------------------------
@@ -102,23 +153,61 @@ class WindowAggregator(KeyedEngine):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._g_key = np.zeros(0, dtype=np.intp)
-        self._g_start = np.zeros(0, dtype=np.int64)
-        self._states: list[State] = [a.agg.initial(0) for a in self._plain]
-        self._touched = np.zeros(0, dtype=bool)
-        self._raw_key = np.zeros(0, dtype=np.intp)
-        self._raw_start = np.zeros(0, dtype=np.int64)
-        self._raw_values: dict[str, npt.NDArray[np.float64]] = {
-            c: np.zeros(0) for c in self._raw_columns}
+        self._m = 0  # open slots: 0 .. _m - 1
+        self._cap = 0
+        self._slot_key = np.zeros(0, dtype=np.int64)
+        self._slot_start = np.zeros(0, dtype=np.int64)
+        self._fused = np.zeros((4 * len(self._fused_cols), 0))
+        self._gstates: list[State] = [
+            {f: np.zeros((0, *v.shape[1:]), dtype=v.dtype)
+             for f, v in a.agg.initial(0).items()} for a in self._generic]
+        self._track = self.emit != "final"
+        self._touched_buf = np.zeros(0, dtype=bool)
+        self._table = np.full(_MIN_TABLE, -1, dtype=np.int64)
+        self._most = 0  # the last batch's bound on new slots (sizes the hash table)
+        self._r = 0  # raw rows held for holistic aggregations
+        self._raw_slot = np.zeros(0, dtype=np.int64)
+        self._raw_vals = np.zeros((len(self._raw_columns), 0))
+
+    def _grow(self, need: int) -> None:
+        """Make room for ``need`` slots (capacity at least doubles; open slots kept)."""
+        cap = max(need, 2 * self._cap, 16)
+        m = self._m
+
+        def regrow(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            out = np.empty((*a.shape[:-1], cap), dtype=a.dtype)
+            out[..., :m] = a[..., :m]
+            return out
+
+        self._slot_key, self._slot_start = regrow(self._slot_key), regrow(self._slot_start)
+        self._fused = regrow(self._fused)
+        for st in self._gstates:
+            for f, v in st.items():
+                out = np.empty((cap, *v.shape[1:]), dtype=v.dtype)
+                out[:m] = v[:m]
+                st[f] = out
+        if self._track:
+            touched = np.zeros(cap, dtype=bool)
+            touched[:m] = self._touched_buf[:m]
+            self._touched_buf = touched
+        self._cap = cap
+
+    def _size_table(self, need: int) -> None:
+        """A hash table with room for ``need`` slots at load <= 1/2, rebuilt from the slots."""
+        size = len(self._table)
+        if 2 * need > size or (size > 4 * _power_of_two(4 * need) and size > _MIN_TABLE):
+            self._table = np.empty(_power_of_two(4 * need), dtype=np.int64)
+        _kernels.rebuild(self._table, self._slot_key, self._slot_start, self._m)
 
     def reconfigure(self, spec: Tumbling | Sliding) -> pd.DataFrame | None:
         """Switch to a new window spec; open windows are emitted first (nothing is lost).
 
         Events that arrive later for the windows emitted here count as late.
         """
-        if len(self._g_start):
-            self._floor = max(self._floor, int(self._g_start.max()) + self.size)
-        out = self._emit(np.ones(len(self._g_key), dtype=bool))
+        m = self._m
+        if m:
+            self._floor = max(self._floor, int(self._slot_start[:m].max()) + self.size)
+        out = self._emit(np.ones(m, dtype=bool))
         self.spec = spec
         self._configure()
         return out
@@ -126,7 +215,27 @@ class WindowAggregator(KeyedEngine):
     @property
     def open_windows(self) -> int:
         """How many (key, window) pairs are open."""
-        return len(self._g_key)
+        return self._m
+
+    @property
+    def _g_key(self) -> npt.NDArray[np.int64]:
+        """The open windows' key codes (a view of the slots)."""
+        return self._slot_key[:self._m]
+
+    @property
+    def _g_start(self) -> npt.NDArray[np.int64]:
+        """The open windows' starts (a view of the slots)."""
+        return self._slot_start[:self._m]
+
+    @property
+    def _raw_key(self) -> npt.NDArray[np.int64]:
+        """The key code of every row held for holistic aggregations."""
+        return self._slot_key[self._raw_slot[:self._r]]
+
+    @property
+    def _raw_start(self) -> npt.NDArray[np.int64]:
+        """The window start of every row held for holistic aggregations."""
+        return self._slot_start[self._raw_slot[:self._r]]
 
     # -- processing ------------------------------------------------------------------------
     def process(self, batch: pd.DataFrame) -> WindowOutput:
@@ -135,131 +244,288 @@ class WindowAggregator(KeyedEngine):
         if n == 0:
             return WindowOutput(None, None)
         t, seq, key = self._read(batch)
-
-        # 1. window assignment: row i is in windows last_start[i] - j * every, j < copies.
-        last_start = (t - self.offset) // self.every * self.every + self.offset
-        if self._copies == 1:
-            rows = None
-            starts = last_start
+        t = np.ascontiguousarray(t, dtype=np.int64)
+        key = np.ascontiguousarray(key, dtype=np.int64)
+        fcols = self._fused_cols
+        if len(fcols) == 1:
+            values = np.ascontiguousarray(self._values(batch, fcols[0])).reshape(1, n)
+        elif fcols:
+            values = np.vstack([self._values(batch, c) for c in fcols])
         else:
-            j = np.arange(self._copies, dtype=np.int64)
-            starts = (last_start[:, None] - j[None, :] * self.every).ravel()
-            rows = np.repeat(np.arange(n), self._copies)
-            inside = t[rows] < starts + self.size
-            starts, rows = starts[inside], rows[inside]
-
-        # 2. late rows: a window of theirs already closed before this batch.
-        closed = starts + self.size <= self._watermark
-        if self._floor != NO_WATERMARK:
-            closed |= (t if rows is None else t[rows]) < self._floor
+            values = np.zeros((0, n))
+        m = self._m
+        most = n * self._copies  # a new window per (row, window) at most
+        if m + most > self._cap:
+            self._grow(m + most)
+        self._most = most
+        if 2 * (m + most) > len(self._table):
+            self._size_table(m + most)
+        if self._pairs:
+            pair_row, pair_slot = np.empty(most, dtype=np.int64), np.empty(most, dtype=np.int64)
+        else:
+            pair_row = pair_slot = _NO_INTS
+        late_mask = np.zeros(n, dtype=bool)
+        m_new, p, n_late, t_max = _kernels.fold(
+            t, key, self.size, self.every, self.offset, self._copies, self._watermark,
+            self._floor, self._table, self._slot_key, self._slot_start, m, values,
+            self._fused, self._touched_buf if self._track else _NO_BOOLS, self._track,
+            pair_row, pair_slot, self._pairs, late_mask)
+        self._m = m_new
         late = None
-        if closed.any():
-            late_rows = np.unique(closed.nonzero()[0] if rows is None else rows[closed])
-            late = take(batch, late_rows)
-            self.late_total += len(late_rows)
-            starts = starts[~closed]
-            rows = (np.flatnonzero(~closed) if rows is None else rows[~closed])
-        if rows is not None:
-            t, seq, key = t[rows], seq[rows], key[rows]
-        # 3. partial states per (key, window) of this batch, then merged into the open ones.
-        if len(starts):
-            self._fold(batch, rows, starts, t, seq, key)
+        if n_late:
+            late = take(batch, late_mask)
+            self.late_total += n_late
+        if p:
+            self._fold_generic(batch, pair_row[:p], pair_slot[:p], t, seq, m, m_new)
 
-        # 4. watermark and emission.
-        self._advance(t)
-        done = self._g_start + self.size <= self._watermark
-        if self.emit == "final":
+        self._advance_to(t_max)  # the watermark follows the rows folded into some window
+        if not self._m:
+            return WindowOutput(None, late)
+        done = self._slot_start[:self._m] + self.size <= self._watermark
+        if not self._track:
             out = self._emit(done) if done.any() else None
         else:
-            out = self._emit(done, report=self._touched | done) if len(self._g_key) else None
+            out = self._emit(done, report=self._touched_buf[:self._m] | done)
         return WindowOutput(out, late)
 
-    def _fold(self, batch: pd.DataFrame, rows: npt.NDArray[np.intp] | None,
-              starts: npt.NDArray[np.int64], t: npt.NDArray[np.int64],
-              seq: npt.NDArray[np.int64], key: npt.NDArray[np.intp]) -> None:
-        n_keys = max(len(self.keys), 1)
-        s = len(self._g_key)
-        base = int(starts.min()) if not s else min(int(starts.min()), int(self._g_start.min()))
-        # Every (window, key) pair has a code; rows find their open window by code, and the
-        # pairs not open yet are appended to the open windows (their state the identity).
-        code = (starts - base) // self.every * n_keys + key
-        open_code = (self._g_start - base) // self.every * n_keys + self._g_key
-        target, new_code = _assign(code, open_code)
-        m = s + len(new_code)
-        if len(new_code):
-            self._g_key = np.concatenate([self._g_key, (new_code % n_keys).astype(np.intp)])
-            self._g_start = np.concatenate(
-                [self._g_start, (new_code // n_keys) * self.every + base])
-            self._states = [
-                concat_states([state, spec.agg.initial(len(new_code))]) if s
-                else spec.agg.initial(len(new_code))
-                for spec, state in zip(self._plain, self._states, strict=True)
-            ]
-        values: dict[str, npt.NDArray[np.float64]] = {}
-        for c in {spec.column for spec in self._plain} | set(self._raw_columns):
-            v = self._values(batch, c)
-            values[c] = v if rows is None else v[rows]
-        for i, spec in enumerate(self._plain):
-            agg, state = spec.agg, self._states[i]
-            if agg.accumulates:
-                self._states[i] = agg.on_new(state, target, values[spec.column], t, seq)
-            else:  # fold into fresh groups, then merge with the open state
-                part = agg.on_new(agg.initial(m), target, values[spec.column], t, seq)
-                both = np.concatenate([np.arange(m), np.arange(m)])
-                self._states[i] = agg.merge(concat_states([state, part]), both, m)
+    def _advance_to(self, t_max: int) -> None:
+        if t_max != NO_WATERMARK:
+            self.max_time = max(self.max_time, t_max)
+            self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+
+    def _fold_generic(self, batch: pd.DataFrame, rows: npt.NDArray[np.int64],
+                      slots: npt.NDArray[np.int64], t: npt.NDArray[np.int64],
+                      seq: npt.NDArray[np.int64], m_old: int, m: int) -> None:
+        """The (row, slot) pairs into the aggregations the kernel does not fuse."""
+        values = {c: self._values(batch, c)[rows]
+                  for c in {*self._generic_cols, *self._raw_columns}}
+        if self._generic:
+            t_p, seq_p = t[rows], seq[rows]
+            for spec, st in zip(self._generic, self._gstates, strict=True):
+                agg = spec.agg
+                if m > m_old:
+                    for f, v in agg.initial(m - m_old).items():
+                        st[f][m_old:m] = v
+                view = {f: v[:m] for f, v in st.items()}
+                if agg.accumulates:
+                    new = agg.on_new(view, slots, values[spec.column], t_p, seq_p)
+                else:  # fold into fresh groups, then merge with the open state
+                    part = agg.on_new(agg.initial(m), slots, values[spec.column], t_p, seq_p)
+                    both = np.concatenate([np.arange(m), np.arange(m)])
+                    new = agg.merge(concat_states([view, part]), both, m)
+                for f, v in new.items():
+                    if v is not view.get(f):
+                        st[f][:m] = v
         if self._holistic:
-            self._raw_key = np.concatenate([self._raw_key, key])
-            self._raw_start = np.concatenate([self._raw_start, starts])
-            for c in self._raw_columns:
-                self._raw_values[c] = np.concatenate([self._raw_values[c], values[c]])
-        self._touched = np.zeros(m, dtype=bool)
-        self._touched[target] = True
+            r, k = self._r, len(rows)
+            if r + k > self._raw_slot.shape[0]:
+                cap = max(r + k, 2 * self._raw_slot.shape[0], 64)
+                raw_slot = np.empty(cap, dtype=np.int64)
+                raw_slot[:r] = self._raw_slot[:r]
+                raw_vals = np.empty((len(self._raw_columns), cap))
+                raw_vals[:, :r] = self._raw_vals[:, :r]
+                self._raw_slot, self._raw_vals = raw_slot, raw_vals
+            self._raw_slot[r:r + k] = slots
+            for i, c in enumerate(self._raw_columns):
+                self._raw_vals[i, r:r + k] = values[c]
+            self._r = r + k
 
     def flush(self) -> WindowOutput:
         """End of stream: the watermark goes to +inf and every open window is emitted."""
         self._watermark = END_OF_STREAM
-        if not len(self._g_key):
+        if not self._m:
             return WindowOutput(None, None)
-        return WindowOutput(self._emit(np.ones(len(self._g_key), dtype=bool)), None)
+        return WindowOutput(self._emit(np.ones(self._m, dtype=bool)), None)
 
     # -- emission --------------------------------------------------------------------------
     def _emit(self, done: npt.NDArray[np.bool_],
               report: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame | None:
-        """Build the output rows for ``report`` (default ``done``) and drop ``done`` windows."""
+        """Build the output rows for ``report`` (default ``done``) and drop ``done`` windows.
+
+        ``done`` and ``report`` are masks over the open slots; the rows come out ordered by
+        (window start, key code).
+        """
         report = done if report is None else report
         frame = None
         if report.any():
             idx = np.flatnonzero(report)
-            order = np.lexsort((self._g_key[idx], self._g_start[idx]))
-            idx = idx[order]
-            key, start = self._g_key[idx], self._g_start[idx]
-            results = {
-                spec.name: spec.agg.result(take_state(state, idx))
-                for spec, state in zip(self._plain, self._states, strict=True)
-            }
-            if self._holistic:
-                results.update(self._holistic_results(key, start))
-            frame = self._frame(start, start + self.size, key, results)
+            key, start = self._slot_key[idx], self._slot_start[idx]
+            order = np.lexsort((key, start))
+            idx, key, start = idx[order], key[order], start[order]
+            results = self._results(idx)
+            frame = self._frame(start, start + self.size, key.astype(np.intp, copy=False),
+                                results)
         if done.any():
-            keep = ~done
-            self._g_key, self._g_start = self._g_key[keep], self._g_start[keep]
-            self._states = [take_state(s, keep) for s in self._states]
-            if self._holistic:
-                raw_keep = (np.zeros(len(self._raw_start), dtype=bool) if done.all()
-                            else self._raw_start + self.size > self._watermark)
-                self._raw_key = self._raw_key[raw_keep]
-                self._raw_start = self._raw_start[raw_keep]
-                self._raw_values = {c: v[raw_keep] for c, v in self._raw_values.items()}
-        self._touched = np.zeros(len(self._g_key), dtype=bool)
+            self._pack(~done)
+        if self._track:
+            self._touched_buf[:self._m] = False
         return frame
 
-    def _holistic_results(self, key: npt.NDArray[np.intp],
-                          start: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
-        n_keys = max(len(self.keys), 1)
-        base = min(int(start.min()), int(self._raw_start.min()) if len(self._raw_start) else 0)
-        wanted = (start - base) // self.every * n_keys + key
-        raw = (self._raw_start - base) // self.every * n_keys + self._raw_key
-        return self._holistic_from_rows(_positions(wanted, raw), self._raw_values, len(start))
+    def _results(self, idx: npt.NDArray[np.intp]) -> dict[str, npt.NDArray[Any]]:
+        """Every output column's values for the slots ``idx`` (in that order)."""
+        results: dict[str, npt.NDArray[Any]] = {}
+        fused = self._fused
+        for spec, kind, c in self._fused_specs:
+            results[spec.name] = _fused_result(fused, kind, c, idx)
+        for spec, st in zip(self._generic, self._gstates, strict=True):
+            results[spec.name] = spec.agg.result(take_state(st, idx))
+        if self._holistic:
+            pos = np.full(self._m, -1, dtype=np.int64)
+            pos[idx] = np.arange(len(idx))
+            group = pos[self._raw_slot[:self._r]]
+            sorted_by: dict[str, tuple[Any, Any, Any]] = {}
+            for spec in self._holistic:
+                if spec.column not in sorted_by:
+                    i = self._raw_columns.index(spec.column)
+                    sorted_by[spec.column] = _kernels.group_sort(
+                        group, self._raw_vals[i, :self._r], len(idx))
+                results[spec.name] = spec.agg.result_sorted(*sorted_by[spec.column])
+        return results
+
+    def _pack(self, keep: npt.NDArray[np.bool_]) -> None:
+        """Keep only the slots ``keep`` marks, packed to the front; rebuild the hash table."""
+        sel = np.flatnonzero(keep)
+        k = len(sel)
+        if k:
+            self._slot_key[:k] = self._slot_key[sel]
+            self._slot_start[:k] = self._slot_start[sel]
+            if len(self._fused):
+                self._fused[:, :k] = self._fused[:, sel]
+            for st in self._gstates:
+                for v in st.values():
+                    v[:k] = v[sel]
+            if self._track:
+                self._touched_buf[:k] = self._touched_buf[sel]
+        if self._holistic:
+            if k:
+                raw = self._raw_slot[:self._r]
+                kept = np.flatnonzero(keep[raw])
+                new_id = np.cumsum(keep) - 1
+                r = len(kept)
+                self._raw_slot[:r] = new_id[raw[kept]]
+                self._raw_vals[:, :r] = self._raw_vals[:, kept]
+                self._r = r
+            else:
+                self._r = 0
+        self._m = k
+        self._size_table(k + self._most)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's data state, for a checkpoint (copies; the engine keeps running).
+
+        The open windows as arrays with one entry per open (key, window): ``_g_key``,
+        ``_g_start``, every plain aggregation's state (``_states``, in the order of the
+        aggregations; the fused ones as their own classes lay their state out), ``_touched``,
+        and the rows held for holistic aggregations (``_raw_key``, ``_raw_start``,
+        ``_raw_values``).
+        """
+        m, r = self._m, self._r
+        state: dict[str, Any] = {name: getattr(self, name) for name in KeyedEngine.STATE}
+        state["_g_key"] = self._slot_key[:m].astype(np.intp)
+        state["_g_start"] = self._slot_start[:m].copy()
+        fused = {id(spec): (kind, c) for spec, kind, c in self._fused_specs}
+        generic = {id(spec): st for spec, st in zip(self._generic, self._gstates, strict=True)}
+        states: list[State] = []
+        for spec in self._plain:
+            if id(spec) in fused:
+                kind, c = fused[id(spec)]
+                states.append(_fused_state(self._fused[:, :m], kind, c))
+            else:
+                states.append({f: v[:m].copy() for f, v in generic[id(spec)].items()})
+        state["_states"] = states
+        state["_touched"] = (self._touched_buf[:m].copy() if self._track
+                             else np.zeros(m, dtype=bool))
+        raw = self._raw_slot[:r]
+        state["_raw_key"] = self._slot_key[raw].astype(np.intp)
+        state["_raw_start"] = self._slot_start[raw]
+        state["_raw_values"] = {c: self._raw_vals[i, :r].copy()
+                                for i, c in enumerate(self._raw_columns)}
+        state["keys"] = self.keys.snapshot()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back into this (freshly built, identically configured) engine."""
+        missing = [n for n in self.STATE if n not in state]
+        if missing:
+            msg = f"{type(self).__name__} state lacks {missing!r}"
+            raise ValueError(msg)
+        restore_attributes(self, KeyedEngine.STATE, state)
+        self._key_cache = {}
+        self._reset_state()
+        g_key = np.asarray(state["_g_key"], dtype=np.int64)
+        m = len(g_key)
+        self._grow(m)
+        self._slot_key[:m] = g_key
+        self._slot_start[:m] = state["_g_start"]
+        for c in range(len(self._fused_cols)):
+            self._fused[4 * c:4 * c + 2, :m] = 0.0
+            self._fused[4 * c + 2, :m] = np.inf
+            self._fused[4 * c + 3, :m] = -np.inf
+        fused = {id(spec): (kind, c) for spec, kind, c in self._fused_specs}
+        generic = {id(spec): st for spec, st in zip(self._generic, self._gstates, strict=True)}
+        for spec, saved in zip(self._plain, state["_states"], strict=True):
+            if id(spec) in fused:
+                kind, c = fused[id(spec)]
+                _restore_fused(self._fused[:, :m], kind, c, saved)
+            else:
+                for f, v in generic[id(spec)].items():
+                    v[:m] = saved[f]
+        if self._track:
+            self._touched_buf[:m] = state["_touched"]
+        self._m = m
+        self._size_table(m)
+        if self._holistic and len(state["_raw_key"]):
+            where = {(int(k), int(s)): i for i, (k, s) in enumerate(
+                zip(g_key.tolist(), self._slot_start[:m].tolist(), strict=True))}
+            slots = np.array([where[(k, s)] for k, s in zip(
+                np.asarray(state["_raw_key"]).tolist(),
+                np.asarray(state["_raw_start"]).tolist(), strict=True)], dtype=np.int64)
+            r = len(slots)
+            self._raw_slot = slots
+            self._raw_vals = np.vstack([np.asarray(state["_raw_values"][c], dtype=np.float64)
+                                        for c in self._raw_columns])
+            self._r = r
+
+
+def _fused_result(fused: npt.NDArray[np.float64], kind: str, c: int,
+                  idx: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+    """A fused aggregation's result for the slots ``idx`` (as its class's ``result``)."""
+    if kind == "count":
+        counts: npt.NDArray[np.int64] = fused[4 * c, idx].astype(np.int64)
+        return counts
+    if kind == "sum":
+        sums: npt.NDArray[np.float64] = fused[4 * c + 1, idx]
+        return sums
+    if kind == "mean":
+        n, s = fused[4 * c, idx], fused[4 * c + 1, idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, s / n, np.nan)
+    if kind == "min":
+        v = fused[4 * c + 2, idx]
+        return np.where(v == np.inf, np.nan, v)
+    v = fused[4 * c + 3, idx]
+    return np.where(v == -np.inf, np.nan, v)
+
+
+def _fused_state(fused: npt.NDArray[np.float64], kind: str, c: int) -> State:
+    """A fused aggregation's state laid out as its class keeps it (a copy)."""
+    if kind == "count":
+        return {"n": fused[4 * c].astype(np.int64)}
+    if kind == "sum":
+        return {"s": fused[4 * c + 1].copy()}
+    if kind == "mean":
+        return {"n": fused[4 * c].copy(), "s": fused[4 * c + 1].copy()}
+    return {"v": fused[4 * c + (2 if kind == "min" else 3)].copy()}
+
+
+def _restore_fused(fused: npt.NDArray[np.float64], kind: str, c: int, saved: State) -> None:
+    if kind in ("count", "mean"):
+        fused[4 * c] = saved["n"]
+    if kind in ("sum", "mean"):
+        fused[4 * c + 1] = saved["s"]
+    if kind in ("min", "max"):
+        fused[4 * c + (2 if kind == "min" else 3)] = saved["v"]
 
 
 def _table_fits(codes: int, items: int) -> bool:
@@ -286,37 +552,3 @@ def _positions(wanted: npt.NDArray[np.int64], codes: npt.NDArray[np.int64]
     ordered = wanted[order]
     at = np.minimum(np.searchsorted(ordered, codes), len(ordered) - 1)
     return np.where(ordered[at] == codes, order[at], -1).astype(np.intp, copy=False)
-
-
-def _assign(code: npt.NDArray[np.int64], open_code: npt.NDArray[np.int64]
-            ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """Position of every ``code`` among ``open_code`` followed by the new codes (sorted).
-
-    Returns the positions and the new codes. Codes are >= 0; a small code range uses a
-    direct lookup table, a large one a binary search in the sorted open codes.
-    """
-    s = len(open_code)
-    hi = int(code.max()) + 1
-    if s:
-        hi = max(hi, int(open_code.max()) + 1)
-    if _table_fits(hi, len(code) + s):
-        table = np.full(hi, -1, dtype=np.intp)
-        table[open_code] = np.arange(s)
-        target = table[code]
-        missing = target < 0
-        if not missing.any():
-            return target, np.zeros(0, dtype=np.int64)
-        mark = np.zeros(hi, dtype=bool)
-        mark[code[missing]] = True
-        new_code = np.flatnonzero(mark)
-        table[new_code] = np.arange(s, s + len(new_code))
-        return table[code], new_code.astype(np.int64)
-    order = np.argsort(open_code)
-    ordered = open_code[order]
-    pos = np.minimum(np.searchsorted(ordered, code), max(s - 1, 0))
-    found = (ordered[pos] == code) if s else np.zeros(len(code), dtype=bool)
-    target = np.where(found, order[pos] if s else 0, -1).astype(np.intp)
-    missing = ~found
-    new_code = np.unique(code[missing])
-    target[missing] = s + np.searchsorted(new_code, code[missing])
-    return target.astype(np.intp, copy=False), new_code.astype(np.int64)
