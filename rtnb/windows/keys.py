@@ -180,6 +180,18 @@ class _IntPlan(_Plan):
         return _all_found(table.lookup(values.astype(self.wide, copy=False)))
 
 
+class _ObjectPlan(_Plan):
+    """Object numpy keys (a frame's ``object`` column is a plain ndarray): probed as they are."""
+
+    def __init__(self) -> None:
+        super().__init__(np.ndarray)
+
+    def probe(self, table: Any, values: Any) -> npt.NDArray[np.intp] | None:
+        if type(values) is not np.ndarray or values.dtype != np.dtype(object):
+            return None
+        return _all_found(table.lookup(values))
+
+
 class _ArrowStringPlan(_Plan):
     """Arrow-backed strings (pandas 3 ``str``, ``string[pyarrow]``).
 
@@ -256,6 +268,8 @@ _ARROW_BULK = 400
 def _plan_for(example: Any) -> _Plan | None:
     """The coding plan for a key column like ``example`` (``None``: the general path only)."""
     if isinstance(example, np.ndarray):
+        if example.dtype == np.dtype(object):
+            return _ObjectPlan()
         return _IntPlan(example.dtype) if example.dtype.kind in "iu" else None
     if isinstance(example, pd.Categorical):
         return _CategoryPlan(pd.Categorical)

@@ -297,3 +297,20 @@ def test_sessions_over_small_batches_equal_gap_grouping(size: int, lateness: int
     tm.assert_frame_equal(got.sort_values(key, ignore_index=True),
                           want.sort_values(key, ignore_index=True),
                           check_dtype=False, rtol=1e-9)
+
+
+# -- key coding ------------------------------------------------------------------------------
+def test_object_keys_are_probed_as_they_are_and_match_the_general_path() -> None:
+    from rtnb.windows.keys import KeyRegistry
+
+    values = pd.Series(["a", None, np.nan, "b", 1, 1.0, "a", pd.NA], dtype=object)
+    df = pd.DataFrame({"host": values})
+    reg = KeyRegistry(["host"], df.iloc[:0])
+    first = reg.codes(df)
+    assert first.tolist() == [0, 1, 1, 2, 3, 3, 0, 1]  # nulls one key, as groupby(dropna=False)
+    known = pd.DataFrame({"host": pd.Series(["b", "a", 1, "b"], dtype=object)})
+    assert reg.codes(known).tolist() == [2, 0, 3, 2]  # the probe (every key known)
+    assert reg.codes(df.iloc[[1, 2, 0]]).tolist() == [1, 1, 0]  # nulls: the general path
+    assert reg.codes(pd.DataFrame({"host": pd.Series(["c", "a"], dtype=object)})).tolist() \
+        == [4, 0]
+    assert reg.array("host", np.array([4, 1, 0])).tolist() == ["c", None, "a"]
