@@ -53,8 +53,11 @@ __all__ = ["Captured", "Checkpoint", "source_kind"]
 
 log = logging.getLogger("rtnb")
 
-#: Format of the state blob; a checkpoint of another format is refused.
-VERSION = 2
+#: Format of the state blob written. 3: detectors save their per-key state as arrays (format
+#: 2 held a dict per key, which they still restore); an older rtnb refuses format 3.
+VERSION = 3
+#: Formats this rtnb reads; a checkpoint of another format is refused.
+READABLE = (2, 3)
 
 _TABLE = "rtnb_checkpoints"
 _SCHEMA = (f"CREATE TABLE IF NOT EXISTS {_TABLE} (pipeline TEXT PRIMARY KEY, "
@@ -240,9 +243,9 @@ class Checkpoint:
         if row is None:
             return None
         version, fingerprint, source, position, state, finished, saved_at = row
-        if version != VERSION:
+        if version not in READABLE:
             msg = (f"checkpoint {str(self.path)!r} of pipeline {pipeline!r} has format "
-                   f"{version}; this rtnb reads format {VERSION}")
+                   f"{version}; this rtnb reads formats {', '.join(map(str, READABLE))}")
             raise CheckpointError(msg)
         try:
             outer = pickle.loads(state)

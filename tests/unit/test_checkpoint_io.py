@@ -68,3 +68,22 @@ def test_a_file_locked_for_good_is_a_checkpoint_error(tmp_path: Path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_format_2_is_read_and_an_unknown_format_is_refused(tmp_path: Path):
+    """Format 3 (detectors' state as arrays) is written; format 2 files, whose detector
+    states are per-key dicts that detectors still restore, are read; others are refused."""
+    from rtnb.errors import CheckpointError
+    from rtnb.state.checkpoint import VERSION
+
+    path = tmp_path / "state.db"
+    Checkpoint(path).save(pipeline())
+    assert VERSION == 3
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert conn.execute("SELECT version FROM rtnb_checkpoints").fetchone() == (3,)
+    conn.execute("UPDATE rtnb_checkpoints SET version = 2")
+    assert Checkpoint(path).read("demo") is not None
+    conn.execute("UPDATE rtnb_checkpoints SET version = 1")
+    conn.close()
+    with pytest.raises(CheckpointError, match="has format 1; this rtnb reads formats 2, 3"):
+        Checkpoint(path).read("demo")
