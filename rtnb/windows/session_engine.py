@@ -1,12 +1,26 @@
 """Session windows: per key, events closer than ``gap`` belong to one session.
 
-A session is ``[first event, last event + gap)``. Each batch's rows are treated as tiny
-intervals ``[t, t]`` and merged with the open sessions in one vectorised interval-union pass
-(sort by key and start, running maximum of the ends), so a late row can also bridge two open
-sessions into one. A session closes when the watermark passes its end.
+A session is ``[first event, last event + gap)``. A late (but allowed) row can bridge two
+open sessions of its key into one. A session closes when the watermark passes its end.
+
+Two paths, chosen once from the aggregations:
+
+* only count/sum/mean/min/max (the usual case): open sessions live in slots of growable
+  preallocated arrays, chained per key from the newest session; one compiled pass over the
+  batch's rows (:mod:`rtnb.windows._session_kernels`) marks late rows, finds or opens each
+  row's session (merging two sessions a row bridges) and folds the row into one fused
+  count/sum/min/max state per value column. In an ordered feed a row only looks at its
+  key's newest session, so the work is proportional to the rows; emission reads the closed
+  slots and packs the rest (another compiled pass).
+* any other aggregation (var, first/last, custom, quantiles): each batch's rows are treated
+  as tiny intervals ``[t, t]`` and merged with the open sessions in one vectorised
+  interval-union pass (sort by key and start, running maximum of the ends), the states
+  through ``Aggregation.on_new`` and ``Aggregation.merge``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +34,12 @@ from rtnb.windows.base import (
     AggSpec,
     KeyedEngine,
     WindowOutput,
+    restore_attributes,
 )
+from rtnb.windows.engine import _FUSED, _fused_result, _fused_state, _restore_fused
 from rtnb.windows.specs import Session
+
+_NO_BOOLS = np.zeros(0, dtype=np.bool_)
 
 __all__ = ["SessionAggregator"]
 
@@ -31,6 +49,21 @@ class SessionAggregator(KeyedEngine):
 
     A row is late when its own session ``[t, t + gap)`` would already be closed, or when it
     would extend a session that was already emitted; late rows go to the ``late`` output.
+
+    Notes
+    -----
+    With only count/sum/mean/min/max, the open sessions live in slots of preallocated
+    arrays (capacity doubled when a batch could need more), chained per key from its newest
+    session. One compiled pass over the batch's rows, in arrival order, marks the late ones
+    and folds every other row into the session it falls in (``t`` within ``gap`` of it), a
+    new one linked into its key's chain if none, or the one it bridges two sessions into;
+    see :func:`rtnb.windows._session_kernels.fold`. The watermark (max event time folded -
+    allowed lateness) then closes the sessions whose end it passed; they are read from the
+    slots and the open ones packed to the front. Per batch: O(rows) in an ordered feed,
+    plus O(open sessions) for the closing check, and no sort unless sessions close.
+
+    Other aggregations take the vectorised interval-union path described in the module
+    docstring. Both paths give the same sessions and save the same snapshot layout.
 
     Examples
     --------
@@ -57,9 +90,35 @@ class SessionAggregator(KeyedEngine):
         self.spec = spec
         self.gap = spec.gap_ns()
         self._closed_end = np.full(0, NO_WATERMARK, dtype=np.int64)
+        # The compiled path when every aggregation is a fused built-in (exact types).
+        self._fast = not self._holistic and all(type(a.agg) in _FUSED for a in self._plain)
+        fused_cols: list[str] = []
+        self._fused_specs: list[tuple[AggSpec, str, int]] = []
+        if self._fast:
+            from rtnb.windows import _session_kernels  # numba: imported on first use
+
+            self._kernels = _session_kernels
+            for a in self._plain:
+                if a.column not in fused_cols:
+                    fused_cols.append(a.column)
+                self._fused_specs.append((a, _FUSED[type(a.agg)], fused_cols.index(a.column)))
+        self._fused_cols = fused_cols
+        self._track = emit != "final"
         self._reset_state()
 
     def _reset_state(self) -> None:
+        if self._fast:
+            self._m = 0  # slots 0 .. _m - 1 (dead ones included until the next pack)
+            self._cap = 0
+            self._head = np.full(len(self._closed_end), -1, dtype=np.int64)
+            self._prev = np.zeros(0, dtype=np.int64)
+            self._slot_key = np.zeros(0, dtype=np.int64)
+            self._slot_start = np.zeros(0, dtype=np.int64)
+            self._slot_last = np.zeros(0, dtype=np.int64)
+            self._alive = np.zeros(0, dtype=bool)
+            self._fused = np.zeros((4 * len(self._fused_cols), 0))
+            self._touched_buf = np.zeros(0, dtype=bool)
+            return
         self._s_key = np.zeros(0, dtype=np.intp)
         self._s_start = np.zeros(0, dtype=np.int64)
         self._s_last = np.zeros(0, dtype=np.int64)
@@ -70,11 +129,35 @@ class SessionAggregator(KeyedEngine):
         self._raw_values: dict[str, npt.NDArray[np.float64]] = {
             c: np.zeros(0) for c in self._raw_columns}
 
+    def _grow(self, need: int) -> None:
+        """Make room for ``need`` slots (capacity at least doubles; slots kept)."""
+        cap = max(need, 2 * self._cap, 16)
+        m = self._m
+
+        def regrow(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            out = np.empty((*a.shape[:-1], cap), dtype=a.dtype)
+            out[..., :m] = a[..., :m]
+            return out
+
+        self._prev, self._slot_key = regrow(self._prev), regrow(self._slot_key)
+        self._slot_start, self._slot_last = regrow(self._slot_start), regrow(self._slot_last)
+        self._alive, self._fused = regrow(self._alive), regrow(self._fused)
+        if self._track:
+            self._touched_buf = regrow(self._touched_buf)
+        self._cap = cap
+
     def reconfigure(self, spec: Session) -> pd.DataFrame | None:
         """Switch to a new gap; open sessions are emitted first (nothing is lost)."""
-        if len(self._s_last):
-            self._floor = max(self._floor, int(self._s_last.max()) + self.gap)
-        out = self._emit(np.ones(len(self._s_key), dtype=bool))
+        if self._fast:
+            live = self._alive[:self._m]
+            if live.any():
+                last = int(self._slot_last[:self._m][live].max())
+                self._floor = max(self._floor, last + self.gap)
+            out = self._emit_fast(live.copy())
+        else:
+            if len(self._s_last):
+                self._floor = max(self._floor, int(self._s_last.max()) + self.gap)
+            out = self._emit(np.ones(len(self._s_key), dtype=bool))
         self.spec = spec
         self.gap = spec.gap_ns()
         self._reset_state()
@@ -83,7 +166,18 @@ class SessionAggregator(KeyedEngine):
     @property
     def open_windows(self) -> int:
         """How many sessions are open."""
+        if self._fast:
+            return int(self._alive[:self._m].sum())
         return len(self._s_key)
+
+    def _grow_keys(self) -> None:
+        n_keys = len(self.keys)
+        if len(self._closed_end) < n_keys:
+            grow = np.full(n_keys - len(self._closed_end), NO_WATERMARK, dtype=np.int64)
+            self._closed_end = np.concatenate([self._closed_end, grow])
+        if self._fast and len(self._head) < n_keys:
+            self._head = np.concatenate(
+                [self._head, np.full(n_keys - len(self._head), -1, dtype=np.int64)])
 
     def process(self, batch: pd.DataFrame) -> WindowOutput:
         """Fold one micro-batch in; return the sessions it closed (or updated) and late rows."""
@@ -91,9 +185,9 @@ class SessionAggregator(KeyedEngine):
         if n == 0:
             return WindowOutput(None, None)
         t, seq, key = self._read(batch)
-        if len(self._closed_end) < len(self.keys):
-            grow = np.full(len(self.keys) - len(self._closed_end), NO_WATERMARK, dtype=np.int64)
-            self._closed_end = np.concatenate([self._closed_end, grow])
+        self._grow_keys()
+        if self._fast:
+            return self._process_fast(batch, t, key)
         late_mask = ((t + self.gap <= self._watermark) | (t < self._closed_end[key])
                      | (t < self._floor))
         late = None
@@ -114,6 +208,77 @@ class SessionAggregator(KeyedEngine):
             out = self._emit(done, report=report) if report.any() else None
         return WindowOutput(out, late)
 
+    # -- the compiled path -----------------------------------------------------------------
+    def _process_fast(self, batch: pd.DataFrame, t: npt.NDArray[np.int64],
+                      key: npt.NDArray[np.intp]) -> WindowOutput:
+        n = len(t)
+        t = np.ascontiguousarray(t, dtype=np.int64)
+        key = np.ascontiguousarray(key, dtype=np.int64)
+        fcols = self._fused_cols
+        if len(fcols) == 1:
+            values = np.ascontiguousarray(self._values(batch, fcols[0])).reshape(1, n)
+        elif fcols:
+            values = np.vstack([self._values(batch, c) for c in fcols])
+        else:
+            values = np.zeros((0, n))
+        m = self._m
+        if m + n > self._cap:
+            self._grow(m + n)  # a new session per row at most
+        late_mask = np.zeros(n, dtype=bool)
+        m, n_late, n_dead, t_max = self._kernels.fold(
+            t, key, values, self.gap, self._watermark, self._floor, self._closed_end,
+            self._head, self._prev, self._slot_key, self._slot_start, self._slot_last,
+            self._alive, self._fused, self._touched_buf if self._track else _NO_BOOLS,
+            self._track, m, late_mask)
+        self._m = m
+        late = None
+        if n_late:
+            late = take(batch, late_mask)
+            self.late_total += n_late
+        if t_max != NO_WATERMARK:
+            self.max_time = max(self.max_time, t_max)
+            self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+        alive = self._alive[:m]
+        done = alive & (self._slot_last[:m] + self.gap <= self._watermark)
+        if self._track:
+            out = self._emit_fast(done, report=alive & (self._touched_buf[:m] | done),
+                                  dead=n_dead)
+        elif n_dead or done.any():
+            out = self._emit_fast(done, dead=n_dead)
+        else:
+            out = None
+        return WindowOutput(out, late)
+
+    def _emit_fast(self, done: npt.NDArray[np.bool_],
+                   report: npt.NDArray[np.bool_] | None = None,
+                   dead: int = 0) -> pd.DataFrame | None:
+        """Output rows for ``report`` (default ``done``), by (start, key); drop ``done``.
+
+        ``done`` and ``report`` are masks over the slots; dead slots are dropped too.
+        """
+        report = done if report is None else report
+        m = self._m
+        frame = None
+        if report.any():
+            idx = np.flatnonzero(report)
+            key, start = self._slot_key[idx], self._slot_start[idx]
+            order = np.lexsort((key, start))
+            idx, key, start = idx[order], key[order], start[order]
+            results = {spec.name: _fused_result(self._fused, kind, c, idx)
+                       for spec, kind, c in self._fused_specs}
+            frame = self._frame(start, self._slot_last[idx] + self.gap,
+                                key.astype(np.intp, copy=False), results)
+        if dead or done.any():
+            keep = self._alive[:m] & ~done
+            self._m = self._kernels.pack(
+                keep, self._alive, self.gap, self._closed_end, self._head, self._prev,
+                self._slot_key, self._slot_start, self._slot_last, self._fused,
+                self._touched_buf if self._track else _NO_BOOLS, self._track, m)
+        if self._track:
+            self._touched_buf[:self._m] = False
+        return frame
+
+    # -- the general path ------------------------------------------------------------------
     def _merge(self, batch: pd.DataFrame, rows: npt.NDArray[np.intp],
                t: npt.NDArray[np.int64], seq: npt.NDArray[np.int64],
                key: npt.NDArray[np.intp]) -> None:
@@ -163,9 +328,88 @@ class SessionAggregator(KeyedEngine):
     def flush(self) -> WindowOutput:
         """End of stream: the watermark goes to +inf and every open session is emitted."""
         self._watermark = END_OF_STREAM
+        if self._fast:
+            live = self._alive[:self._m].copy()
+            if not live.any():
+                return WindowOutput(None, None)
+            return WindowOutput(self._emit_fast(live, dead=self._m - int(live.sum())), None)
         if not len(self._s_key):
             return WindowOutput(None, None)
         return WindowOutput(self._emit(np.ones(len(self._s_key), dtype=bool)), None)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's data state, for a checkpoint (copies; the engine keeps running).
+
+        The same layout on both paths: the open sessions as arrays sorted by (key, start)
+        (``_s_key``, ``_s_start``, ``_s_last``), every plain aggregation's state in its
+        class's layout (``_states``), ``_touched``, ``_closed_end`` and the rows held for
+        holistic aggregations (``_raw_key``, ``_raw_t``, ``_raw_values``).
+        """
+        if not self._fast:
+            return super().snapshot()
+        state: dict[str, Any] = {name: getattr(self, name) for name in KeyedEngine.STATE}
+        m = self._m
+        live = np.flatnonzero(self._alive[:m])
+        sel = live[np.lexsort((self._slot_start[live], self._slot_key[live]))]
+        state["_closed_end"] = self._closed_end.copy()
+        state["_s_key"] = self._slot_key[sel].astype(np.intp)
+        state["_s_start"] = self._slot_start[sel]
+        state["_s_last"] = self._slot_last[sel]
+        fused = self._fused[:, sel]
+        state["_states"] = [_fused_state(fused, kind, c) for _, kind, c in self._fused_specs]
+        state["_touched"] = (self._touched_buf[sel] if self._track
+                             else np.zeros(len(sel), dtype=bool))
+        state["_raw_key"] = np.zeros(0, dtype=np.intp)
+        state["_raw_t"] = np.zeros(0, dtype=np.int64)
+        state["_raw_values"] = {}
+        state["keys"] = self.keys.snapshot()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a :meth:`snapshot` back into this (freshly built, identically configured) engine."""
+        if not self._fast:
+            super().restore(state)
+            return
+        missing = [n for n in self.STATE if n not in state]
+        if missing:
+            msg = f"{type(self).__name__} state lacks {missing!r}"
+            raise ValueError(msg)
+        restore_attributes(self, (*KeyedEngine.STATE, "_closed_end"), state)
+        self._closed_end = np.array(self._closed_end, dtype=np.int64)
+        self._key_cache = {}
+        self._reset_state()
+        s_key = np.asarray(state["_s_key"], dtype=np.int64)
+        s_start = np.asarray(state["_s_start"], dtype=np.int64)
+        order = np.lexsort((s_start, s_key))
+        m = len(order)
+        self._grow(m)
+        k = s_key[order]
+        self._slot_key[:m] = k
+        self._slot_start[:m] = s_start[order]
+        self._slot_last[:m] = np.asarray(state["_s_last"], dtype=np.int64)[order]
+        self._alive[:m] = True
+        fused = self._fused
+        for c in range(len(self._fused_cols)):
+            fused[4 * c:4 * c + 2, :m] = 0.0
+            fused[4 * c + 2, :m] = np.inf
+            fused[4 * c + 3, :m] = -np.inf
+        for (_, kind, c), saved in zip(self._fused_specs, state["_states"], strict=True):
+            _restore_fused(fused[:, :m], kind, c, {f: np.asarray(v)[order]
+                                                   for f, v in saved.items()})
+        if self._track:
+            self._touched_buf[:m] = np.asarray(state["_touched"], dtype=bool)[order]
+        # chains: within a key, sorted by start, each session's older neighbour precedes it
+        same = np.zeros(m, dtype=bool)
+        same[1:] = k[1:] == k[:-1]
+        self._prev[:m] = np.where(same, np.arange(m) - 1, -1)
+        n_keys = max(len(self.keys), len(self._closed_end), int(k.max()) + 1 if m else 0)
+        self._head = np.full(n_keys, -1, dtype=np.int64)
+        self._head[k] = np.arange(m)  # the last assignment per key wins: its newest session
+        if len(self._closed_end) < n_keys:
+            self._closed_end = np.concatenate([self._closed_end, np.full(
+                n_keys - len(self._closed_end), NO_WATERMARK, dtype=np.int64)])
+        self._m = m
 
     def _emit(self, done: npt.NDArray[np.bool_],
               report: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame | None:
