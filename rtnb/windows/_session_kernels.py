@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from rtnb.windows._kernels import _jit
 
-__all__ = ["fold", "pack"]
+__all__ = ["closing", "fold", "pack"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -36,7 +36,7 @@ Bools = npt.NDArray[np.bool_]
 def _fold(t: Ints, key: Ints, values: Floats, gap: int, watermark: int, floor: int,
           closed_end: Ints, head: Ints, prev: Ints, slot_key: Ints, slot_start: Ints,
           slot_last: Ints, alive: Bools, fused: Floats, touched: Bools, track: bool, m: int,
-          late: Bools) -> Any:
+          late: Bools, max_time: int, lateness: int) -> Any:
     n_cols = values.shape[0]
     n_late = 0
     n_dead = 0
@@ -106,13 +106,22 @@ def _fold(t: Ints, key: Ints, values: Floats, gap: int, watermark: int, floor: i
                     fused[4 * c + 3, slot] = v
         if track:
             touched[slot] = True
-    return m, n_late, n_dead, t_max
+    n_done = 0
+    if t_max != np.iinfo(np.int64).min:
+        if t_max > max_time:
+            max_time = t_max
+        if max_time - lateness > watermark:
+            watermark = max_time - lateness
+    for s in range(m):
+        if alive[s] and slot_last[s] + gap <= watermark:
+            n_done += 1
+    return m, n_late, n_dead, t_max, n_done
 
 
 def fold(t: Ints, key: Ints, values: Floats, gap: int, watermark: int, floor: int,
          closed_end: Ints, head: Ints, prev: Ints, slot_key: Ints, slot_start: Ints,
          slot_last: Ints, alive: Bools, fused: Floats, touched: Bools, track: bool, m: int,
-         late: Bools) -> tuple[int, int, int, int]:
+         late: Bools, max_time: int, lateness: int) -> tuple[int, int, int, int, int]:
     """Fold a batch's rows into their keys' sessions in arrival order; one pass.
 
     Row ``i`` (event time ``t[i]``, key code ``key[i]``) is late, marked in ``late`` and
@@ -126,12 +135,52 @@ def fold(t: Ints, key: Ints, values: Floats, gap: int, watermark: int, floor: in
     linked into the chain at its place. The row's value of every row ``c`` of ``values``
     updates the fused count/sum/min/max; with ``track`` the slot is marked in ``touched``.
 
-    Returns the new number of slots, of late rows, of slots merged away (dead), and the
-    largest event time of the rows folded (int64 min if none).
+    Returns the new number of slots, of late rows, of slots merged away (dead), the largest
+    event time of the rows folded (int64 min if none), and how many live sessions end at or
+    before the new watermark (``max(max_time, that time) - lateness``, never lower than
+    ``watermark``): the ones to emit.
     """
     out = _fold(t, key, values, gap, watermark, floor, closed_end, head, prev, slot_key,
-                slot_start, slot_last, alive, fused, touched, track, m, late)
-    return int(out[0]), int(out[1]), int(out[2]), int(out[3])
+                slot_start, slot_last, alive, fused, touched, track, m, late, max_time,
+                lateness)
+    return int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4])
+
+
+@_jit
+def _closing(alive: Bools, slot_key: Ints, slot_start: Ints, slot_last: Ints, gap: int,
+             watermark: int, m: int, done: Bools) -> Any:
+    idx = np.empty(m, dtype=np.int64)
+    n = 0
+    for s in range(m):
+        if alive[s] and slot_last[s] + gap <= watermark:
+            done[s] = True
+            idx[n] = s
+            n += 1
+    ordered = True
+    for j in range(1, n):
+        a, b = idx[j - 1], idx[j]
+        if slot_start[a] > slot_start[b] or (
+                slot_start[a] == slot_start[b] and slot_key[a] > slot_key[b]):
+            ordered = False
+            break
+    return idx[:n], ordered
+
+
+def closing(alive: Bools, slot_key: Ints, slot_start: Ints, slot_last: Ints, gap: int,
+            watermark: int, m: int, done: Bools) -> tuple[Ints, bool]:
+    """The live slots whose session ends at or before ``watermark``, marked in ``done``.
+
+    Returns their indices in slot order and whether that order is already by (start, key)
+    (the usual case: slots are opened in arrival order).
+
+    >>> done = np.zeros(3, dtype=np.bool_)
+    >>> idx, ordered = closing(np.array([True, True, False]), np.array([0, 1, 0]),
+    ...     np.array([5, 2, 0]), np.array([6, 3, 1]), 2, 10, 3, done)
+    >>> idx.tolist(), ordered, done.tolist()
+    ([0, 1], False, [True, True, False])
+    """
+    out = _closing(alive, slot_key, slot_start, slot_last, gap, watermark, m, done)
+    return out[0], bool(out[1])
 
 
 @_jit

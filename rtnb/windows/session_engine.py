@@ -225,11 +225,11 @@ class SessionAggregator(KeyedEngine):
         if m + n > self._cap:
             self._grow(m + n)  # a new session per row at most
         late_mask = np.zeros(n, dtype=bool)
-        m, n_late, n_dead, t_max = self._kernels.fold(
+        m, n_late, n_dead, t_max, n_done = self._kernels.fold(
             t, key, values, self.gap, self._watermark, self._floor, self._closed_end,
             self._head, self._prev, self._slot_key, self._slot_start, self._slot_last,
             self._alive, self._fused, self._touched_buf if self._track else _NO_BOOLS,
-            self._track, m, late_mask)
+            self._track, m, late_mask, self.max_time, self.allowed_lateness_ns)
         self._m = m
         late = None
         if n_late:
@@ -238,32 +238,41 @@ class SessionAggregator(KeyedEngine):
         if t_max != NO_WATERMARK:
             self.max_time = max(self.max_time, t_max)
             self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
-        alive = self._alive[:m]
-        done = alive & (self._slot_last[:m] + self.gap <= self._watermark)
+        if not (n_done or n_dead or self._track):
+            return WindowOutput(None, late)
+        done = np.zeros(m, dtype=bool)
+        idx = None
+        if n_done:
+            idx, ordered = self._kernels.closing(
+                self._alive, self._slot_key, self._slot_start, self._slot_last, self.gap,
+                self._watermark, m, done)
+            if not ordered:
+                idx = idx[np.lexsort((self._slot_key[idx], self._slot_start[idx]))]
         if self._track:
-            out = self._emit_fast(done, report=alive & (self._touched_buf[:m] | done),
-                                  dead=n_dead)
-        elif n_dead or done.any():
-            out = self._emit_fast(done, dead=n_dead)
+            report = self._alive[:m] & (self._touched_buf[:m] | done)
+            out = self._emit_fast(done, report=report, dead=n_dead)
         else:
-            out = None
+            out = self._emit_fast(done, dead=n_dead, order=idx)
         return WindowOutput(out, late)
 
     def _emit_fast(self, done: npt.NDArray[np.bool_],
-                   report: npt.NDArray[np.bool_] | None = None,
-                   dead: int = 0) -> pd.DataFrame | None:
+                   report: npt.NDArray[np.bool_] | None = None, dead: int = 0,
+                   order: npt.NDArray[np.int64] | None = None) -> pd.DataFrame | None:
         """Output rows for ``report`` (default ``done``), by (start, key); drop ``done``.
 
         ``done`` and ``report`` are masks over the slots; dead slots are dropped too.
+        ``order``: the slots ``done`` marks, already by (start, key) (``report`` unset).
         """
-        report = done if report is None else report
         m = self._m
         frame = None
-        if report.any():
-            idx = np.flatnonzero(report)
+        idx = order
+        if idx is None:
+            report = done if report is None else report
+            if report.any():
+                idx = np.flatnonzero(report)
+                idx = idx[np.lexsort((self._slot_key[idx], self._slot_start[idx]))]
+        if idx is not None and len(idx):
             key, start = self._slot_key[idx], self._slot_start[idx]
-            order = np.lexsort((key, start))
-            idx, key, start = idx[order], key[order], start[order]
             results = {spec.name: _fused_result(self._fused, kind, c, idx)
                        for spec, kind, c in self._fused_specs}
             frame = self._frame(start, self._slot_last[idx] + self.gap,
