@@ -787,7 +787,9 @@ class DetectorLogic:
         if not (isinstance(x, np.ndarray) and x.dtype == np.float64):
             x = batch.iloc[:, on].to_numpy(dtype=np.float64, na_value=np.nan)
         times = _frames.times_ns(batch, self.time) if at >= 0 else None
-        s, a = self.detector.process(x, self.keys.codes(batch), times, protect=self.protect)
+        # a stateless detector (Threshold) scores every row alike: no key coding to pay for
+        codes = self.keys.codes(batch) if self.detector.stateful else None
+        s, a = self.detector.process(x, codes, times, protect=self.protect)
         return Output(with_columns(batch, self._names, [s, a], columns=out_columns))
 
     def flush(self) -> Any:
