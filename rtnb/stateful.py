@@ -22,8 +22,6 @@ Examples
 --------
 >>> import pandas as pd
 >>> from streamz import Stream
-
-from rtnb.errors import RtnbError
 >>> class RunningCount:
 ...     def __init__(self): self.n = 0
 ...     watermark = None
