@@ -28,7 +28,6 @@ import pandas as pd
 
 from rtnb._frames import take
 from rtnb.aggregations import Count, Max, Mean, Min, State, Sum, concat_states, take_state
-from rtnb.windows import _kernels
 from rtnb.windows.base import (
     END_OF_STREAM,
     NO_WATERMARK,
@@ -51,6 +50,13 @@ _MIN_TABLE = 64
 
 def _power_of_two(n: int) -> int:
     return max(_MIN_TABLE, 1 << (max(n, 1) - 1).bit_length())
+
+
+def _compiled() -> Any:
+    """The engine's numba kernels, imported on first use (``import rtnb`` loads no numba)."""
+    from rtnb.windows import _kernels
+
+    return _kernels
 
 
 class WindowAggregator(KeyedEngine):
@@ -197,7 +203,7 @@ class WindowAggregator(KeyedEngine):
         size = len(self._table)
         if 2 * need > size or (size > 4 * _power_of_two(4 * need) and size > _MIN_TABLE):
             self._table = np.empty(_power_of_two(4 * need), dtype=np.int64)
-        _kernels.rebuild(self._table, self._slot_key, self._slot_start, self._m)
+        _compiled().rebuild(self._table, self._slot_key, self._slot_start, self._m)
 
     def reconfigure(self, spec: Tumbling | Sliding) -> pd.DataFrame | None:
         """Switch to a new window spec; open windows are emitted first (nothing is lost).
@@ -265,7 +271,7 @@ class WindowAggregator(KeyedEngine):
         else:
             pair_row = pair_slot = _NO_INTS
         late_mask = np.zeros(n, dtype=bool)
-        m_new, p, n_late, t_max = _kernels.fold(
+        m_new, p, n_late, t_max = _compiled().fold(
             t, key, self.size, self.every, self.offset, self._copies, self._watermark,
             self._floor, self._table, self._slot_key, self._slot_start, m, values,
             self._fused, self._touched_buf if self._track else _NO_BOOLS, self._track,
@@ -377,7 +383,7 @@ class WindowAggregator(KeyedEngine):
             for spec in self._holistic:
                 if spec.column not in sorted_by:
                     i = self._raw_columns.index(spec.column)
-                    sorted_by[spec.column] = _kernels.group_sort(
+                    sorted_by[spec.column] = _compiled().group_sort(
                         group, self._raw_vals[i, :self._r], len(idx))
                 results[spec.name] = spec.agg.result_sorted(*sorted_by[spec.column])
         return results

@@ -69,3 +69,14 @@ def test_dashboard_is_the_recorded_public_callable() -> None:
     assert rtnb.dashboard is rtnb.viz.dashboard
     assert public_path(rtnb.dashboard) == "rtnb.dashboard"
     assert "Parameters" in (rtnb.dashboard.__doc__ or "")
+
+
+@pytest.mark.parametrize("code", ["import rtnb", "import rtnb.export.runtime"])
+def test_import_rtnb_loads_no_numba(code: str) -> None:
+    """The compiled kernels (numba, ~0.4-0.6 s to import) load when a stateful node first
+    processes a batch, not when rtnb is imported (the CLI, ``--help``, a plain script)."""
+    probe = code + "\nimport sys\nprint('numba' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
