@@ -30,17 +30,14 @@ State layout (per key *slot*, a dense index the detector gives each key code):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
 import numpy.typing as npt
+
+from rtnb._jit import jit
 
 __all__ = ["AUX", "BC", "CAP", "CNT", "FI", "FO", "HEAD", "KERNELS", "OFF", "PH", "ewma_rows",
            "rate_rows", "warm_up", "window_rows"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -54,21 +51,10 @@ FO, FI, BC, PH = 5, 6, 7, 8
 ZSCORE, MAD, QUANTILE = 0, 1, 2  # window_rows' kinds
 
 
-def _jit(fn: F) -> F:
-    """``numba.njit(cache=True, nogil=True, error_model="numpy")``, or without the cache.
-
-    ``error_model="numpy"``: x / 0 is inf or NaN as in numpy, no ZeroDivisionError; the
-    cache is left out when it cannot be written.
-    """
-    try:
-        compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        compiled = numba.njit(nogil=True, error_model="numpy")(fn)
-    return cast(F, compiled)
 
 
 # -- EWMA --------------------------------------------------------------------------------------
-@_jit
+@jit
 def _ewma_rows(slots: Ints, x: Floats, state: Floats, a: float, min_periods: int,
                limit: float, protect: bool, out: Floats, flags: Bools) -> None:
     c = 1.0 - a
@@ -107,7 +93,7 @@ def ewma_rows(slots: Ints, x: Floats, state: Floats, a: float, min_periods: int,
 
 
 # -- RateOfChange ------------------------------------------------------------------------------
-@_jit
+@jit
 def _rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, per: float,
                limit: float, protect: bool, out: Floats, flags: Bools) -> None:
     for r in range(x.shape[0]):
@@ -137,7 +123,7 @@ def rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, per
 
 
 # -- windows: per-slot rings in shared pools ---------------------------------------------------
-@_jit
+@jit
 def _pack(meta: Ints, pool_t: Ints, pool_x: Floats, used: Ints, slot: int,
           new_cap: int) -> tuple[Ints, Floats]:
     """Give ``slot`` a ring of ``new_cap`` rows at the end of the pools.
@@ -188,7 +174,7 @@ def _pack(meta: Ints, pool_t: Ints, pool_x: Floats, used: Ints, slot: int,
 _u = np.uint64
 
 
-@_jit
+@jit
 def _blower(a: Floats, lo: int, n: int, v: float) -> int:
     """``lo + bisect.bisect_left(a[lo:lo + n], v)``."""
     if n <= 0:
@@ -200,7 +186,7 @@ def _blower(a: Floats, lo: int, n: int, v: float) -> int:
     return lo + 1 if a[lo] < v else lo
 
 
-@_jit
+@jit
 def _bupper(a: Floats, lo: int, n: int, v: float) -> int:
     """``lo + bisect.bisect_right(a[lo:lo + n], v)``."""
     if n <= 0:
@@ -212,7 +198,7 @@ def _bupper(a: Floats, lo: int, n: int, v: float) -> int:
     return lo if v < a[lo] else lo + 1
 
 
-@_jit
+@jit
 def _block_of(cum: Ints, nb: int, i: int) -> int:
     """The block holding the ``i``-th smallest value: the last j < nb with ``cum[j] <= i``."""
     lo, n = 1, nb - 1
@@ -225,14 +211,14 @@ def _block_of(cum: Ints, nb: int, i: int) -> int:
     return lo - 1
 
 
-@_jit
+@jit
 def _at(val: Floats, order: Ints, cum: Ints, nb: int, cap: int, i: int) -> float:
     """The ``i``-th smallest value (0-based)."""
     j = _block_of(cum, nb, i)
     return val[order[j] * cap + i - cum[j]]  # type: ignore[no-any-return]
 
 
-@_jit
+@jit
 def _pair(val: Floats, order: Ints, cum: Ints, nb: int, cap: int, n: int,
           i: int) -> tuple[float, float]:
     """The ``i``-th and ``i + 1``-th smallest values, -inf and inf outside ``0 .. n - 1``."""
@@ -247,7 +233,7 @@ def _pair(val: Floats, order: Ints, cum: Ints, nb: int, cap: int, n: int,
     return val[b + i], val[order[j + 1] * cap]
 
 
-@_jit
+@jit
 def _rank(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
           v: float) -> int:
     """``bisect.bisect_left(sorted values, v)``: how many values are < v."""
@@ -256,7 +242,7 @@ def _rank(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
     return cum[j] + _blower(val, base, cum[j + 1] - cum[j], v) - base  # type: ignore[no-any-return]
 
 
-@_jit
+@jit
 def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta: Ints,
             cap: int, v: float) -> None:
     """Add ``v`` after the values equal to it (``bisect.insort``); a full block is halved."""
@@ -290,7 +276,7 @@ def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta:
         meta[0] = nb + 1
 
 
-@_jit
+@jit
 def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta: Ints,
             cap: int, v: float) -> None:
     """Remove one value equal to ``v`` (which is there); an emptied block is dropped."""
@@ -321,7 +307,7 @@ def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta:
 # (0: none built yet): ``val`` and ``last`` at meta[k, FO] of the float pool, ``order``,
 # ``cum``, ``free`` and its (block count, free count) at meta[k, FI] of the int pool.
 
-@_jit
+@jit
 def _views(ps: Floats, pi: Ints, fo: int, fi: int, bc: int,
            ph: int) -> tuple[Floats, Floats, Ints, Ints, Ints, Ints]:
     """(val, last, order, cum, free, counts) of one key's multiset."""
@@ -331,7 +317,7 @@ def _views(ps: Floats, pi: Ints, fo: int, fi: int, bc: int,
             pi[fi + 3 * ph + 1:fi + 3 * ph + 3])
 
 
-@_jit
+@jit
 def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
              used: Ints) -> tuple[Floats, Ints]:
     """Lay key ``k``'s sorted values out afresh, at the end of the pools.
@@ -397,7 +383,7 @@ def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
     return ps, pi
 
 
-@_jit
+@jit
 def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
                n: int, a: int, xi: float) -> tuple[float, int]:
     """``|x - median| / (1.4826 MAD)`` of the multiset's ``n`` values; the new split."""
@@ -463,7 +449,7 @@ def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: 
     return score, a
 
 
-@_jit
+@jit
 def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floats,
                  pool_t: Ints, pool_x: Floats, ps: Floats, pi: Ints, used: Ints, w: int,
                  min_periods: int, limit: float, q: float, factor: float, protect: bool,

@@ -18,31 +18,23 @@ minimum (``+inf`` when none) and maximum (``-inf``), updated row by row in arriv
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
+from rtnb._jit import jit
+
 __all__ = ["fold", "group_sort", "rebuild"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 
-def _jit(fn: F) -> F:
-    """``numba.njit(cache=True, nogil=True, error_model="numpy")``, or without the cache."""
-    try:
-        compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        compiled = numba.njit(nogil=True, error_model="numpy")(fn)
-    return cast(F, compiled)
 
 
-@_jit
+@jit
 def _hash(start: int, key: int, mask: int) -> Any:
     h = np.uint64(start) * np.uint64(0x9E3779B97F4A7C15)
     h ^= np.uint64(key) * np.uint64(0xC2B2AE3D27D4EB4F)
@@ -50,7 +42,7 @@ def _hash(start: int, key: int, mask: int) -> Any:
     return np.int64(h & np.uint64(mask))
 
 
-@_jit
+@jit
 def _fold(t: Ints, key: Ints, size: int, every: int, offset: int, copies: int,
           closed_before: int, floor: int, table: Ints, slot_key: Ints, slot_start: Ints,
           m: int, values: Floats, fused: Floats, touched: Bools, track: bool,
@@ -139,7 +131,7 @@ def fold(t: Ints, key: Ints, size: int, every: int, offset: int, copies: int,
     return int(out[0]), int(out[1]), int(out[2]), int(out[3])
 
 
-@_jit
+@jit
 def _rebuild(table: Ints, slot_key: Ints, slot_start: Ints, m: int) -> None:
     mask = len(table) - 1
     table[:] = -1
@@ -155,7 +147,7 @@ def rebuild(table: Ints, slot_key: Ints, slot_start: Ints, m: int) -> None:
     _rebuild(table, slot_key, slot_start, m)
 
 
-@_jit
+@jit
 def _group_sort(group: Ints, values: Floats, n: int) -> Any:
     counts = np.zeros(n, dtype=np.int64)
     for i in range(len(group)):

@@ -32,16 +32,13 @@ State layout, per key code ``k`` (the key registry's dense codes):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
 import numpy.typing as npt
 
+from rtnb._jit import jit
+
 __all__ = ["FS_INIT", "N_FS", "N_META", "WANT", "group_rows", "load_rows", "roll_rows"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
@@ -60,16 +57,9 @@ WANT = {"count": 0, "sum": 1, "mean": 2, "var": 3, "std": 4, "min": 5, "max": 6}
 _FIRST_CAP = 8
 
 
-def _jit(fn: F) -> F:
-    """``numba.njit(cache=True, nogil=True, error_model="numpy")``, or without the cache."""
-    try:
-        compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        compiled = numba.njit(nogil=True, error_model="numpy")(fn)
-    return cast(F, compiled)
 
 
-@_jit
+@jit
 def _group(key: Ints, t: Ints, n_keys: int) -> Ints:
     """Row order by key, then time, then arrival.
 
@@ -105,7 +95,7 @@ def group_rows(key: Ints, t: Ints, n_keys: int) -> Ints:
     return _group(key, t, n_keys)
 
 
-@_jit
+@jit
 def _relocate(meta: Ints, pool_t: Ints, pool_v: Floats, pool_qn: Ints, pool_qx: Ints,
               used: Ints, k: int, new_cap: int, deques: bool
               ) -> tuple[Ints, Floats, Ints, Ints]:
@@ -153,7 +143,7 @@ def _relocate(meta: Ints, pool_t: Ints, pool_v: Floats, pool_qn: Ints, pool_qx: 
     return nt, nv, nqn, nqx
 
 
-@_jit
+@jit
 def _rebuild(meta: Ints, fs: Floats, pool_v: Floats, k: int) -> None:
     """The key's running sums afresh from its ring, around its oldest non-NaN value."""
     off, mask, tot = meta[k, OFF], meta[k, CAP] - 1, meta[k, TOT]
@@ -181,7 +171,7 @@ def _rebuild(meta: Ints, fs: Floats, pool_v: Floats, k: int) -> None:
     meta[k, SINCE] = 0
 
 
-@_jit
+@jit
 def _roll(order: Ints, key: Ints, t: Ints, v: Floats, meta: Ints, fs: Floats,
           pool_t: Ints, pool_v: Floats, pool_qn: Ints, pool_qx: Ints, used: Ints,
           window: int, min_periods: int, want: Ints, deques: bool, out: Floats

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rtnb.windows._kernels import _jit
+from rtnb._jit import jit
 
 __all__ = ["closing", "fold", "pack"]
 
@@ -32,7 +32,7 @@ Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 
-@_jit
+@jit
 def _fold(t: Ints, key: Ints, values: Floats, gap: int, watermark: int, floor: int,
           closed_end: Ints, head: Ints, prev: Ints, slot_key: Ints, slot_start: Ints,
           slot_last: Ints, alive: Bools, fused: Floats, touched: Bools, track: bool, m: int,
@@ -146,7 +146,7 @@ def fold(t: Ints, key: Ints, values: Floats, gap: int, watermark: int, floor: in
     return int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4])
 
 
-@_jit
+@jit
 def _closing(alive: Bools, slot_key: Ints, slot_start: Ints, slot_last: Ints, gap: int,
              watermark: int, m: int, done: Bools) -> Any:
     idx = np.empty(m, dtype=np.int64)
@@ -183,7 +183,7 @@ def closing(alive: Bools, slot_key: Ints, slot_start: Ints, slot_last: Ints, gap
     return out[0], bool(out[1])
 
 
-@_jit
+@jit
 def _pack(keep: Bools, alive: Bools, gap: int, closed_end: Ints, head: Ints, prev: Ints,
           slot_key: Ints, slot_start: Ints, slot_last: Ints, fused: Floats, touched: Bools,
           track: bool, m: int) -> Any:
