@@ -1,0 +1,200 @@
+"""``Anomaly``: the recommended detector, no arguments needed.
+
+It combines several kinds of evidence, each measured against the key's own history in units
+of that history (so one setting serves a CPU percentage, a latency in seconds and a count
+of tweets, sampled every second or every hour), into an anomaly likelihood in [0, 1]:
+
+- **spike / dip**: how far the value is from a fast forecast (an exponentially weighted mean
+  with a half-life of one row), in units of the typical forecast error; the log of that
+  ratio is compared with its own long-run mean and spread, so a noisy series needs a bigger
+  jump than a quiet one;
+- **volatility**: the same ratio averaged over the last ~10 rows against its long-run
+  distribution (Numenta's anomaly likelihood: a burst of errors, not one of them);
+- **level shift up / down**: a short mean (half-life 5 rows) against the long mean in long
+  standard deviations, compared with how far apart the two usually are;
+- **new high / new low**: a value beyond the key's whole range by more than 5 % of it (as
+  Numenta's NAB detector's "spatial anomaly");
+- **flatline**: the same value repeated more than twice the longest run seen (and at least
+  ``min_flat`` rows): a stuck sensor or a dead feed that repeats its last value;
+- **gap**: event time jumps by more than ``gap_factor`` times the largest gap seen (and the
+  usual interval): rows that stopped coming.
+
+Each kind gives a tail probability ``p`` (a normal tail of its z for the first three, a fixed
+``1e-7`` for the others); the likelihood is ``1 - min(1, 5 min p)`` (a Bonferroni bound over
+the five kinds). An **incident** starts when the likelihood reaches ``threshold`` and ends once
+it has stayed below ``clear`` for ``rearm`` rows in a row, so ``is_anomaly`` is true from the
+onset to the end of one incident and ``rtnb.alert(..., "is_anomaly")`` pages once for it.
+
+All long-run statistics are exponentially weighted with a half-life of ``memory`` rows and
+learned *winsorised* once the key is warmed up (a value beyond 3-4 spreads is learned as if
+at that bound), so an incident bends the baseline slowly while a lasting change still becomes
+the new normal. Until a key has ``warmup`` rows its rows score ``NaN``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rtnb.detect.detectors import Bools, Detector, Floats, Ints, _grown
+from rtnb.errors import ConfigError
+
+__all__ = ["Anomaly"]
+
+
+def _alpha(halflife: float) -> float:
+    return 1.0 - math.exp(-math.log(2.0) / halflife)
+
+
+class Anomaly(Detector):
+    """The recommended detector: an anomaly likelihood in [0, 1] with a reason per row.
+
+    Adds ``score`` (the likelihood; ``NaN`` while the key warms up), ``is_anomaly`` (true
+    during an incident, see the module docstring) and ``reason`` (for rows scoring at least
+    ``clear``: which evidence was strongest and by how much, e.g. ``"spike 7.2σ"``,
+    ``"flatline 120 rows"``; ``None`` otherwise).
+
+    Parameters
+    ----------
+    threshold
+        Likelihood at which an incident starts (0.9999: a tail probability of 1e-4).
+    clear
+        An incident ends once the likelihood stays below this for ``rearm`` rows.
+    rearm
+        Rows below ``clear`` that end an incident.
+    memory
+        Half-life in rows of the long-run statistics.
+    warmup
+        Rows of a key before it is scored.
+    min_flat
+        The fewest repeated values that can be a flatline.
+    gap_factor
+        A gap in event time this many times the largest seen (and the usual interval).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(100.0, 5.0, 600)
+    >>> x[500] = 160.0  # a spike
+    >>> t = pd.date_range("2026-01-01", periods=600, freq="min")
+    >>> det = Anomaly()
+    >>> score, flag = det.process(x, times=t)
+    >>> int(np.flatnonzero(flag)[0]), det.last_reasons()[500]
+    (500, 'new high 0.51')
+    """
+
+    extra = ("reason",)
+
+    def __init__(self, *, threshold: float = 0.9999, clear: float = 0.99, rearm: int = 20,
+                 memory: float = 500.0, warmup: int = 100, min_flat: int = 10,
+                 gap_factor: float = 3.0) -> None:
+        if not 0 < clear <= threshold < 1:
+            msg = (f"Anomaly needs 0 < clear <= threshold < 1; got clear={clear!r}, "
+                   f"threshold={threshold!r}")
+            raise ConfigError(msg)
+        for value, name, least in ((rearm, "rearm", 1), (warmup, "warmup", 2),
+                                   (min_flat, "min_flat", 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                msg = f"Anomaly {name} must be an int >= {least}; got {value!r}"
+                raise ConfigError(msg)
+        if not memory >= 2:
+            msg = f"Anomaly memory (a half-life in rows) must be >= 2; got {memory!r}"
+            raise ConfigError(msg)
+        if not gap_factor > 1:
+            msg = f"Anomaly gap_factor must be > 1; got {gap_factor!r}"
+            raise ConfigError(msg)
+        self.threshold, self.clear, self.rearm = threshold, clear, rearm
+        self.memory, self.warmup, self.min_flat, self.gap_factor = (
+            memory, warmup, min_flat, gap_factor)
+        from rtnb.detect import _anomaly_kernels as k  # noqa: PLC0415 (numba on first use)
+
+        par = np.zeros(k.NPAR)
+        par[k.P_PRED] = _alpha(1.0)
+        par[k.P_LONG] = _alpha(memory)
+        par[k.P_SHORT] = 2.0 / 11.0  # ~10 rows, Numenta's averaging window
+        par[k.P_LEVEL] = _alpha(5.0)
+        par[k.P_WARM] = warmup
+        par[k.P_ON], par[k.P_OFF], par[k.P_REARM] = threshold, clear, rearm
+        par[k.P_TOL], par[k.P_FLAT], par[k.P_MINFLAT] = 0.05, 2.0, min_flat
+        par[k.P_GAP] = gap_factor
+        self._par = par
+        self._ncol = k.NCOL
+        self._st = np.zeros((0, k.NCOL))
+        self._why = np.zeros(0, dtype=np.int64)
+        self._size = np.zeros(0)
+        self._extra_out: list[Any] = []
+        self._init_slots()
+
+    def _limit(self) -> float:
+        return self.threshold
+
+    def _resize(self, n: int) -> None:
+        self._st = _grown(self._st, n, 0.0)
+
+    def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
+             protect: bool) -> tuple[Floats, Bools]:
+        from rtnb.detect._anomaly_kernels import anomaly_rows  # noqa: PLC0415
+
+        n = len(x)
+        scores = np.empty(n)
+        flags = np.empty(n, dtype=np.bool_)
+        why = np.empty(n, dtype=np.int64)
+        size = np.empty(n)
+        anomaly_rows(slots, t, x, self._st, self._par, scores, flags, why, size)
+        self._why, self._size = why, size
+        self._extra_out = [self._reasons(why, size)]
+        return scores, flags
+
+    @staticmethod
+    def _reasons(why: Ints, size: Floats) -> npt.NDArray[np.object_]:
+        from rtnb.detect._anomaly_kernels import COMPONENTS  # noqa: PLC0415
+
+        out = np.full(len(why), None, dtype=object)
+        for i in np.flatnonzero(why).tolist():
+            name = COMPONENTS[int(why[i]) - 1]
+            v = float(size[i])
+            if name == "flatline":
+                out[i] = f"flatline {int(v)} rows"
+            elif name == "gap":
+                out[i] = f"gap {v:.0f}x the usual interval"
+            elif name.startswith("new"):
+                out[i] = f"{name} {v:.2f}"
+            else:
+                out[i] = f"{name} {v:.1f}σ"
+        return out
+
+    def last_reasons(self) -> list[str | None]:
+        """The ``reason`` of each row of the last batch processed."""
+        return list(self._extra_out[0]) if self._extra_out else []
+
+    def _state(self) -> dict[str, Any]:
+        has = np.flatnonzero(self._st[:self._n, 0] > 0)
+        return {"keys": self._codes[has].copy(), "state": self._st[has].copy()}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        st = np.asarray(state["state"], dtype=np.float64).reshape(-1, self._ncol)
+        self._st[:len(st)] = st
+
+    def _from_per_key(self, per_key: dict[int, Any]) -> dict[str, Any]:
+        msg = "Anomaly snapshots are arrays; this one is not an Anomaly snapshot"
+        raise ConfigError(msg)
+
+    def _save_key(self, key: int) -> Any:
+        slot = self._slot_of(key)
+        return key, slot, None if slot < 0 else self._st[slot].copy()
+
+    def _restore_key(self, saved: Any) -> None:
+        key, slot, row = saved
+        if row is None:
+            self._st[self._slot_of(key)] = 0.0
+        else:
+            self._st[slot] = row
+
+    def __repr__(self) -> str:
+        return "Anomaly()"
+
+
