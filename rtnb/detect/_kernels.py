@@ -35,8 +35,9 @@ import numpy.typing as npt
 
 from rtnb._jit import jit
 
-__all__ = ["AUX", "BC", "CAP", "CNT", "FI", "FO", "HEAD", "KERNELS", "OFF", "PH", "ewma_rows",
-           "rate_rows", "warm_up", "window_rows"]
+__all__ = ["ABS_FLOOR", "AUX", "BC", "CAP", "CNT", "FI", "FO", "HEAD", "HELD", "KERNELS",
+           "LAST", "MAD", "MAD_SIGNED", "META", "NO_TIME", "OFF", "PEND", "PH", "QUANTILE",
+           "REL_FLOOR", "ZSCORE", "ewma_rows", "rate_rows", "warm_up", "window_rows"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -48,15 +49,34 @@ OFF, CAP, HEAD, CNT, AUX = 0, 1, 2, 3, 4
 #: More columns for MAD's and RollingQuantile's sorted values (blocks): float and int region
 #: offsets, values per block, blocks of room (0: not built).
 FO, FI, BC, PH = 5, 6, 7, 8
-ZSCORE, MAD, QUANTILE = 0, 1, 2  # window_rows' kinds
+#: More columns: values at the ring's end not yet in the statistics (they share the key's
+#: latest time, which later rows of that same time must not see), consecutive rows held out
+#: by ``protect``, the key's latest learned time (:data:`NO_TIME`: none yet).
+PEND, HELD, LAST = 9, 10, 11
+#: Columns of ``meta``.
+META = 12
+NO_TIME = np.iinfo(np.int64).min
+ZSCORE, MAD, QUANTILE, MAD_SIGNED = 0, 1, 2, 3  # window_rows' kinds
+#: A scale (standard deviation, MAD, quantile) is taken as at least ``REL_FLOOR * |level|``
+#: and at least ``ABS_FLOOR``: a departure from a flat history scores large but finite.
+REL_FLOOR, ABS_FLOOR = 1e-9, 1e-12
 
+
+@jit
+def _floored(scale: float, level: float) -> float:
+    """``max(scale, REL_FLOOR * |level|, ABS_FLOOR)`` (NaN scale: the floor)."""
+    least = REL_FLOOR * abs(level)
+    if least < ABS_FLOOR:
+        least = ABS_FLOOR
+    return scale if scale > least else least
 
 
 
 # -- EWMA --------------------------------------------------------------------------------------
 @jit
-def _ewma_rows(slots: Ints, x: Floats, state: Floats, a: float, min_periods: int,
-               limit: float, protect: bool, out: Floats, flags: Bools) -> None:
+def _ewma_rows(slots: Ints, x: Floats, state: Floats, held: Ints, a: float, min_periods: int,
+               limit: float, protect: bool, patience: int, out: Floats,
+               flags: Bools) -> None:
     c = 1.0 - a
     for r in range(x.shape[0]):
         k = slots[r]
@@ -64,9 +84,14 @@ def _ewma_rows(slots: Ints, x: Floats, state: Floats, a: float, min_periods: int
         score = np.nan
         if xi == xi:  # a missing value is neither scored nor learned
             mean, var, n = state[k, 0], state[k, 1], state[k, 2]
-            if n >= min_periods and var > 0:
-                score = (xi - mean) / np.sqrt(var)
-            if not (protect and abs(score) > limit):  # protect: anomalies not learned
+            if n >= min_periods and n > 0:
+                score = (xi - mean) / _floored(np.sqrt(var), mean)
+            flag = abs(score) > limit
+            if protect and flag and held[k] < patience:  # protect: held out, for a while
+                held[k] += 1
+            else:
+                if not flag:
+                    held[k] = 0
                 if n == 0:
                     state[k, 0], state[k, 1] = xi, 0.0
                 else:
@@ -78,48 +103,68 @@ def _ewma_rows(slots: Ints, x: Floats, state: Floats, a: float, min_periods: int
         flags[r] = abs(score) > limit
 
 
-def ewma_rows(slots: Ints, x: Floats, state: Floats, a: float, min_periods: int,
-              limit: float, protect: bool, out: Floats, flags: Bools) -> None:
+def ewma_rows(slots: Ints, x: Floats, state: Floats, held: Ints, a: float, min_periods: int,
+              limit: float, protect: bool, patience: int, out: Floats,
+              flags: Bools) -> None:
     """Score a batch's rows as :class:`~rtnb.detect.EWMA` into ``out``; update ``state``.
 
     Row ``r`` belongs to key slot ``slots[r]``, whose state is ``state[slot] = (mean, var,
     n)`` (``n`` values learned; 0: its first value seeds the mean), changed in place. Per
-    row: the score ``(x - mean) / sqrt(var)`` once ``n >= min_periods`` and ``var > 0``, else
-    ``NaN``; ``flags`` is ``|score| > limit``; then, unless ``protect`` and the row is
-    flagged, ``mean += a d`` and ``var = (1 - a) (var + a d^2)`` with ``d = x - mean``.
+    row: the score ``(x - mean) / max(sqrt(var), floor)`` once ``n >= min_periods`` (and
+    ``n >= 1``), else ``NaN`` (the floor: :func:`_floored` of the mean); ``flags`` is
+    ``|score| > limit``; then ``mean += a d`` and ``var = (1 - a) (var + a d^2)`` with
+    ``d = x - mean``, unless ``protect``, the row is flagged and fewer than ``patience``
+    rows in a row of its key were held out (``held[slot]``, reset by a row not flagged).
     Missing values score ``NaN`` and are not learned.
     """
-    _ewma_rows(slots, x, state, a, min_periods, limit, protect, out, flags)
+    _ewma_rows(slots, x, state, held, a, min_periods, limit, protect, patience, out, flags)
 
 
 # -- RateOfChange ------------------------------------------------------------------------------
 @jit
-def _rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, per: float,
-               limit: float, protect: bool, out: Floats, flags: Bools) -> None:
+def _rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, prev_t: Ints,
+               prev_x: Floats, per: float, limit: float, protect: bool, out: Floats,
+               flags: Bools, counters: Ints) -> None:
     for r in range(x.shape[0]):
         k = slots[r]
         ti, xi = t[r], x[r]
         lt = last_t[k]
         score = np.nan
-        if ti != lt:
-            score = (xi - last_x[k]) / np.float64(ti - lt) * per
+        if ti < lt and last_x[k] == last_x[k]:  # before the key's latest row: not used
+            counters[0] += 1
+            out[r] = score
+            flags[r] = False
+            continue
+        if xi == xi:
+            if ti > lt:
+                score = (xi - last_x[k]) / np.float64(ti - lt) * per
+            else:  # the latest row's time again: against the row before that time
+                score = (xi - prev_x[k]) / np.float64(ti - prev_t[k]) * per
         out[r] = score
         flag = abs(score) > limit
         flags[r] = flag
-        if not (protect and flag):  # protect: an anomalous row is not the next one's previous
+        if xi == xi and not (protect and flag):  # protect: not the next one's previous
+            if ti > lt:
+                prev_t[k] = lt
+                prev_x[k] = last_x[k]
             last_t[k] = ti
             last_x[k] = xi
 
 
-def rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, per: float,
-              limit: float, protect: bool, out: Floats, flags: Bools) -> None:
+def rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, prev_t: Ints,
+              prev_x: Floats, per: float, limit: float, protect: bool, out: Floats,
+              flags: Bools, counters: Ints) -> None:
     """Score a batch's rows as :class:`~rtnb.detect.RateOfChange`; update the last rows.
 
-    Per row: ``(x - last_x) / (t - last_t) * per`` against its slot's previous learned row
-    (``NaN`` when the times are equal or the key has none: ``last_x`` NaN); ``flags`` is
-    ``|score| > limit``; the row becomes the previous one unless ``protect`` and flagged.
+    Per row: ``(x - last_x) / (t - last_t) * per`` against its slot's latest learned row, or,
+    when ``t`` equals that row's time, against the latest learned row of an earlier time
+    (``prev_t``, ``prev_x``); ``NaN`` when there is none (``NaN`` values) or ``x`` is
+    missing. ``flags`` is ``|score| > limit``. A row with a value becomes the latest unless
+    ``protect`` and flagged; a missing value is not learned. A row before its key's latest
+    row scores ``NaN``, is not learned and is counted in ``counters[0]``.
     """
-    _rate_rows(slots, t, x, last_t, last_x, per, limit, protect, out, flags)
+    _rate_rows(slots, t, x, last_t, last_x, prev_t, prev_x, per, limit, protect, out, flags,
+               counters)
 
 
 # -- windows: per-slot rings in shared pools ---------------------------------------------------
@@ -243,8 +288,8 @@ def _rank(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
 
 
 @jit
-def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta: Ints,
-            cap: int, v: float) -> None:
+def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, free: Ints,
+            meta: Ints, cap: int, v: float) -> None:
     """Add ``v`` after the values equal to it (``bisect.insort``); a full block is halved."""
     nb = meta[0]
     j = _bupper(last, 0, nb - 1, v)  # the first block whose last value is > v, or the last
@@ -254,6 +299,7 @@ def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta:
     for q in range(base + c, at, -1):
         val[_u(q)] = val[_u(q - 1)]
     val[at] = v
+    bsum[j] += v
     if at == base + c:
         last[j] = v
     for q in range(j + 1, nb + 1):
@@ -262,23 +308,30 @@ def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta:
         half = cap >> 1
         meta[1] -= 1
         new = free[meta[1]] * cap
+        moved = 0.0
         for q in range(cap - half):
             val[_u(new + q)] = val[_u(base + half + q)]
+            moved += val[_u(base + half + q)]
+        kept = 0.0
+        for q in range(half):
+            kept += val[_u(base + q)]
         for q in range(nb, j + 1, -1):
             order[q] = order[q - 1]
             last[q] = last[q - 1]
+            bsum[q] = bsum[q - 1]
         for q in range(nb, j, -1):
             cum[q + 1] = cum[q]
         order[j + 1] = free[meta[1]]
         last[j + 1] = last[j]
+        bsum[j], bsum[j + 1] = kept, moved  # exact again
         last[j] = val[base + half - 1]
         cum[j + 1] = cum[j] + half
         meta[0] = nb + 1
 
 
 @jit
-def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta: Ints,
-            cap: int, v: float) -> None:
+def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, free: Ints,
+            meta: Ints, cap: int, v: float) -> None:
     """Remove one value equal to ``v`` (which is there); an emptied block is dropped."""
     nb = meta[0]
     j = _blower(last, 0, nb - 1, v)  # the first block whose last value is >= v, or the last
@@ -290,6 +343,7 @@ def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta:
         val[_u(q)] = val[_u(q + 1)]
     if at == base + c - 1 and c > 1:
         last[j] = val[at - 1]
+    bsum[j] = bsum[j] - v if c > 1 else 0.0
     for q in range(j + 1, nb + 1):
         cum[_u(q)] -= 1
     if c == 1 and nb > 1:  # emptied: dropped
@@ -298,21 +352,40 @@ def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, free: Ints, meta:
         for q in range(j, nb - 1):
             order[q] = order[q + 1]
             last[q] = last[q + 1]
+            bsum[q] = bsum[q + 1]
             cum[q + 1] = cum[q + 2]
         meta[0] = nb - 1
 
 
+@jit
+def _prefix(val: Floats, order: Ints, cum: Ints, bsum: Floats, nb: int, cap: int,
+            i: int) -> float:
+    """The sum of the ``i`` smallest values (block sums, then part of one block)."""
+    acc = 0.0
+    j = 0
+    while j < nb and cum[j + 1] <= i:
+        acc += bsum[j]
+        j += 1
+    if j < nb:
+        b = order[j] * cap
+        for q in range(i - cum[j]):
+            acc += val[b + q]
+    return acc
+
+
 # -- a key's sorted values: blocks in regions of two shared pools ------------------------------
 # Key slot k's multiset has blocks of meta[k, BC] values and room for meta[k, PH] blocks
-# (0: none built yet): ``val`` and ``last`` at meta[k, FO] of the float pool, ``order``,
+# (0: none built yet): ``val``, ``last`` and ``bsum`` (each block's sum) at meta[k, FO] of
+# the float pool, ``order``,
 # ``cum``, ``free`` and its (block count, free count) at meta[k, FI] of the int pool.
 
 @jit
 def _views(ps: Floats, pi: Ints, fo: int, fi: int, bc: int,
-           ph: int) -> tuple[Floats, Floats, Ints, Ints, Ints, Ints]:
-    """(val, last, order, cum, free, counts) of one key's multiset."""
+           ph: int) -> tuple[Floats, Floats, Floats, Ints, Ints, Ints, Ints]:
+    """(val, last, bsum, order, cum, free, counts) of one key's multiset."""
     nv = ph * bc
-    return (ps[fo:fo + nv], ps[fo + nv:fo + nv + ph], pi[fi:fi + ph],
+    return (ps[fo:fo + nv], ps[fo + nv:fo + nv + ph], ps[fo + nv + ph:fo + nv + 2 * ph],
+            pi[fi:fi + ph],
             pi[fi + ph:fi + 2 * ph + 1], pi[fi + 2 * ph + 1:fi + 3 * ph + 1],
             pi[fi + 3 * ph + 1:fi + 3 * ph + 3])
 
@@ -322,10 +395,11 @@ def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
              used: Ints) -> tuple[Floats, Ints]:
     """Lay key ``k``'s sorted values out afresh, at the end of the pools.
 
-    The blocks are half full, with as many free blocks as used ones plus two; when the pools
-    are full they are reallocated with the live regions packed.
+    The values are the ring's first ``CNT - PEND`` (those in the statistics). The blocks
+    are half full, with as many free blocks as used ones plus two; when the pools are full
+    they are reallocated with the live regions packed.
     """
-    cnt = meta[k, CNT]
+    cnt = meta[k, CNT] - meta[k, PEND]
     s = np.empty(cnt, dtype=np.float64)
     bc, ph = meta[k, BC], meta[k, PH]
     if ph == 0:  # none built (a new key, or restored from a snapshot): sort the ring
@@ -334,7 +408,7 @@ def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
             s[i] = pool_x[off + ((head + i) & mask)]
         s.sort()
     else:
-        val, _, order, cum, _, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc, ph)
+        val, _, _, order, cum, _, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc, ph)
         for j in range(counts[0]):
             b = order[j] * bc
             s[cum[j]:cum[j + 1]] = val[b:b + cum[j + 1] - cum[j]]
@@ -344,20 +418,20 @@ def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
     fill = bc >> 1
     nb = max(1, (cnt + fill - 1) // fill)
     ph = 2 * nb + 2
-    nf, ni = ph * (bc + 1), 3 * ph + 3
+    nf, ni = ph * (bc + 2), 3 * ph + 3
     meta[k, PH] = 0  # its old regions are free
     if used[1] + nf > ps.shape[0] or used[2] + ni > pi.shape[0]:
         live_f, live_i = nf, ni
         for j in range(meta.shape[0]):
             if meta[j, PH]:
-                live_f += meta[j, PH] * (meta[j, BC] + 1)
+                live_f += meta[j, PH] * (meta[j, BC] + 2)
                 live_i += 3 * meta[j, PH] + 3
         nps = np.empty(max(2 * live_f, 1024), dtype=np.float64)
         npi = np.empty(max(2 * live_i, 1024), dtype=np.int64)
         bf = bi = 0
         for j in range(meta.shape[0]):
             if meta[j, PH]:
-                sf, si = meta[j, PH] * (meta[j, BC] + 1), 3 * meta[j, PH] + 3
+                sf, si = meta[j, PH] * (meta[j, BC] + 2), 3 * meta[j, PH] + 3
                 nps[bf:bf + sf] = ps[meta[j, FO]:meta[j, FO] + sf]
                 npi[bi:bi + si] = pi[meta[j, FI]:meta[j, FI] + si]
                 meta[j, FO], meta[j, FI] = bf, bi
@@ -368,7 +442,8 @@ def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
     meta[k, FO], meta[k, FI], meta[k, BC], meta[k, PH] = used[1], used[2], bc, ph
     used[1] += nf
     used[2] += ni
-    val, last, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc, ph)
+    val, last, bsum, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc,
+                                                       ph)
     cum[:] = 0
     for j in range(ph):
         order[j] = j
@@ -380,13 +455,22 @@ def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
         val[j * bc:j * bc + c] = s[j * fill:j * fill + c]
         cum[j + 1] = cum[j] + c
         last[j] = s[j * fill + c - 1] if c else 0.0
+        acc = 0.0
+        for q in range(c):
+            acc += s[j * fill + q]
+        bsum[j] = acc
     return ps, pi
 
 
 @jit
-def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
-               n: int, a: int, xi: float) -> tuple[float, int]:
-    """``|x - median| / (1.4826 MAD)`` of the multiset's ``n`` values; the new split."""
+def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, nb: int,
+               cap: int, n: int, a: int, xi: float) -> tuple[float, int]:
+    """``(x - median) / scale`` of the multiset's ``n`` values; the new split.
+
+    The scale is ``1.4826 MAD``; when the MAD is 0 (more than half the values equal the
+    median), ``1.2533`` times the mean absolute deviation from the median (Iglewicz and
+    Hoaglin); at least the floor (:func:`_floored` of the median).
+    """
     h = n >> 1
     if n & 1:
         med = _at(val, order, cum, nb, cap, h)
@@ -439,133 +523,197 @@ def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: 
         if k - a < n - p and u1 - med < nxt:
             nxt = u1 - med
         mad = (mad + nxt) / 2
-    dev = abs(xi - med)
     scale = 1.4826 * mad
-    score = np.nan
-    if scale:
-        score = dev / scale
-    elif dev > 0:
-        score = inf
-    return score, a
+    if not scale > 0:  # sum |v - med| = (sum of the h largest) - (sum of the h smallest)
+        h = n >> 1
+        total = 0.0
+        for j in range(nb):
+            total += bsum[j]
+        spread = (total - _prefix(val, order, cum, bsum, nb, cap, n - h)
+                  - _prefix(val, order, cum, bsum, nb, cap, h))
+        scale = 1.2533 * spread / n
+    return (xi - med) / _floored(scale, med), a
+
+
+@jit
+def _stat_in(sorted_: bool, k: int, v: float, m: int, meta: Ints, fm: Floats,
+             pool_x: Floats, ps: Floats, pi: Ints, used: Ints) -> tuple[Floats, Ints]:
+    """Add ``v`` to slot ``k``'s statistics, which hold ``m`` values (its ring holds ``v``)."""
+    if sorted_:
+        bc, ph = meta[k, BC], meta[k, PH]
+        if ph == 0 or pi[meta[k, FI] + 3 * ph + 2] == 0:  # no block to split into: anew
+            meta[k, CNT] -= 1  # (_rebuild lays out the ring's values but v)
+            ps, pi = _rebuild(k, meta, pool_x, ps, pi, used)
+            meta[k, CNT] += 1
+            bc, ph = meta[k, BC], meta[k, PH]
+        val, last, bsum, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI],
+                                                           bc, ph)
+        _insert(val, order, cum, last, bsum, free, counts, bc, v)
+    else:
+        if m == 0:  # a new window: deviations from its first value
+            fm[k, 0], fm[k, 1], fm[k, 2] = v, 0.0, 0.0
+            meta[k, AUX] = 0
+        d = v - fm[k, 0]
+        fm[k, 1] += d
+        fm[k, 2] += d * d
+    return ps, pi
+
+
+@jit
+def _stat_out(sorted_: bool, k: int, v: float, meta: Ints, fm: Floats, ps: Floats,
+              pi: Ints) -> None:
+    """Remove ``v`` from slot ``k``'s statistics."""
+    if sorted_:
+        val, last, bsum, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI],
+                                                           meta[k, BC], meta[k, PH])
+        _remove(val, order, cum, last, bsum, free, counts, meta[k, BC], v)
+    else:
+        d = v - fm[k, 0]
+        fm[k, 1] -= d
+        fm[k, 2] -= d * d
+        meta[k, AUX] += 1
 
 
 @jit
 def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floats,
                  pool_t: Ints, pool_x: Floats, ps: Floats, pi: Ints, used: Ints, w: int,
-                 min_periods: int, limit: float, q: float, factor: float, protect: bool,
-                 out: Floats, flags: Bools) -> tuple[Ints, Floats, Floats, Ints]:
+                 nrows: int, min_periods: int, limit: float, q: float, factor: float,
+                 protect: bool, patience: int, out: Floats, flags: Bools,
+                 counters: Ints) -> tuple[Ints, Floats, Floats, Ints]:
     sorted_ = kind != ZSCORE
     for r in range(x.shape[0]):
         k = slots[r]
         ti = t[r]
         xi = x[r]
+        if ti < meta[k, LAST]:  # before the key's latest learned row: taken at that time
+            counters[0] += 1
+            ti = meta[k, LAST]
         off, cap, head, cnt = meta[k, OFF], meta[k, CAP], meta[k, HEAD], meta[k, CNT]
         mask = cap - 1
-        cut = ti - w
-        if sorted_ and cnt and meta[k, PH] == 0:
+        if sorted_ and cnt - meta[k, PEND] and meta[k, PH] == 0:
             ps, pi = _rebuild(k, meta, pool_x, ps, pi, used)  # restored: sort it first
-        bc, ph = meta[k, BC], meta[k, PH]
-        val, last, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI], bc,
-                                                     ph)
-        while cnt and pool_t[off + head] < cut:  # values that left the window
-            v = pool_x[off + head]
-            if sorted_:
-                _remove(val, order, cum, last, free, counts, bc, v)
-            else:
-                d = v - fm[k, 0]
-                fm[k, 1] -= d
-                fm[k, 2] -= d * d
-                meta[k, AUX] += 1
-            head = (head + 1) & mask
-            cnt -= 1
+        pend = meta[k, PEND]
+        if pend and (nrows > 0 or ti > meta[k, LAST]):  # a later time: they join the stats
+            for i in range(cnt - pend, cnt):
+                meta[k, PEND] -= 1
+                ps, pi = _stat_in(sorted_, k, pool_x[off + ((head + i) & mask)], i, meta, fm,
+                                  pool_x, ps, pi, used)
+            pend = 0
+        if nrows > 0:  # a row window: the last nrows values
+            while cnt > nrows:
+                _stat_out(sorted_, k, pool_x[off + head], meta, fm, ps, pi)
+                head = (head + 1) & mask
+                cnt -= 1
+        else:
+            cut = ti - w
+            while cnt > pend and pool_t[off + head] < cut:  # values that left the window
+                _stat_out(sorted_, k, pool_x[off + head], meta, fm, ps, pi)
+                head = (head + 1) & mask
+                cnt -= 1
         meta[k, HEAD], meta[k, CNT] = head, cnt
-        if not sorted_ and meta[k, AUX] and meta[k, AUX] >= cnt:
+        m = cnt - pend  # the values the row is scored against
+        if not sorted_ and meta[k, AUX] and meta[k, AUX] >= m:
             # as many values left as the window holds: rebuild the sums from the ring
-            ref = pool_x[off + head] if cnt else np.nan
+            ref = pool_x[off + head] if m else np.nan
             s1 = s2 = 0.0
-            for i in range(cnt):
+            for i in range(m):
                 d = pool_x[off + ((head + i) & mask)] - ref
                 s1 += d
                 s2 += d * d
             fm[k, 0], fm[k, 1], fm[k, 2] = ref, s1, s2
             meta[k, AUX] = 0
         score = np.nan
-        if cnt >= min_periods and cnt:
+        if m >= min_periods and m and xi == xi:
             if kind == ZSCORE:
-                n = np.float64(cnt)
+                n = np.float64(m)
                 mean = fm[k, 1] / n
-                var = (fm[k, 2] - n * mean * mean) / (n - 1)
+                var = (fm[k, 2] - n * mean * mean) / (n - 1) if m > 1 else 0.0
                 std = np.sqrt(var) if var > 0 else 0.0
-                dev = xi - fm[k, 0] - mean
-                if std > 0:
-                    score = dev / std
-                elif dev > 0:
-                    score = np.inf
-                elif dev < 0:
-                    score = -np.inf
-            elif kind == MAD:
-                score, a = _mad_score(val, order, cum, last, counts[0], bc, cnt,
-                                      meta[k, AUX], xi)
-                meta[k, AUX] = a
-            else:  # pandas' rolling quantile, linear interpolation
-                nb = counts[0]
-                if cnt == 1:
-                    quant = _at(val, order, cum, nb, bc, 0)
-                else:
-                    frac = q * (cnt - 1)
-                    i = int(frac)
-                    if frac == i:
-                        quant = _at(val, order, cum, nb, bc, i)
-                    else:
-                        lo, hi = _pair(val, order, cum, nb, bc, cnt, i)
-                        quant = lo + (hi - lo) * (frac - i)
-                score = xi / (factor * quant)
-        out[r] = score
-        flag = score > limit if kind != ZSCORE else abs(score) > limit
-        flags[r] = flag
-        if xi == xi and not (protect and flag):  # learned (protect: unless anomalous)
-            if cnt == cap:  # full: a ring twice the size
-                pool_t, pool_x = _pack(meta, pool_t, pool_x, used, k, max(8, 2 * cap))
-                off, cap, head = meta[k, OFF], meta[k, CAP], 0
-                mask = cap - 1
-            q_at = off + ((head + cnt) & mask)
-            pool_t[q_at] = ti
-            pool_x[q_at] = xi
-            if sorted_:
-                if meta[k, PH] == 0 or counts[1] == 0:  # no block to split into: lay out anew
-                    ps, pi = _rebuild(k, meta, pool_x, ps, pi, used)
-                    bc, ph = meta[k, BC], meta[k, PH]
-                    val, last, order, cum, free, counts = _views(ps, pi, meta[k, FO],
-                                                                 meta[k, FI], bc, ph)
-                _insert(val, order, cum, last, free, counts, bc, xi)
+                score = (xi - fm[k, 0] - mean) / _floored(std, fm[k, 0] + mean)
             else:
-                if cnt == 0:  # a new window: deviations from its first value
-                    fm[k, 0], fm[k, 1], fm[k, 2] = xi, 0.0, 0.0
-                    meta[k, AUX] = 0
-                d = xi - fm[k, 0]
-                fm[k, 1] += d
-                fm[k, 2] += d * d
-            meta[k, CNT] = cnt + 1
+                val, last, bsum, order, cum, _, counts = _views(
+                    ps, pi, meta[k, FO], meta[k, FI], meta[k, BC], meta[k, PH])
+                bc, nb = meta[k, BC], counts[0]
+                if kind == QUANTILE:  # pandas' rolling quantile, linear interpolation
+                    if m == 1:
+                        quant = _at(val, order, cum, nb, bc, 0)
+                    else:
+                        frac = q * (m - 1)
+                        i = int(frac)
+                        if frac == i:
+                            quant = _at(val, order, cum, nb, bc, i)
+                        else:
+                            lo, hi = _pair(val, order, cum, nb, bc, m, i)
+                            quant = lo + (hi - lo) * (frac - i)
+                    fq = factor * quant
+                    if fq > 0:
+                        score = xi / _floored(fq, fq)
+                    else:  # 1 + (x - f q) / |f q|: the same for q > 0, sign-safe below
+                        score = 1.0 + (xi - fq) / _floored(abs(fq), fq)
+                else:
+                    score, a = _mad_score(val, order, cum, last, bsum, nb, bc, m,
+                                          meta[k, AUX], xi)
+                    meta[k, AUX] = a
+                    if kind == MAD:
+                        score = abs(score)
+        out[r] = score
+        flag = score > limit if kind == MAD or kind == QUANTILE else abs(score) > limit
+        flags[r] = flag
+        if xi != xi:
+            continue
+        if protect and flag and meta[k, HELD] < patience:  # held out, for a while
+            meta[k, HELD] += 1
+            continue
+        if not flag:
+            meta[k, HELD] = 0
+        if nrows > 0 and cnt >= nrows:  # a row window: the oldest value leaves
+            _stat_out(sorted_, k, pool_x[off + head], meta, fm, ps, pi)
+            head = (head + 1) & mask
+            cnt -= 1
+            meta[k, HEAD], meta[k, CNT] = head, cnt
+        if cnt == cap:  # full: a ring twice the size
+            pool_t, pool_x = _pack(meta, pool_t, pool_x, used, k, max(8, 2 * cap))
+            off, cap, head = meta[k, OFF], meta[k, CAP], 0
+            mask = cap - 1
+        q_at = off + ((head + cnt) & mask)
+        pool_t[q_at] = ti
+        pool_x[q_at] = xi
+        meta[k, CNT] = cnt + 1
+        meta[k, LAST] = ti
+        if nrows > 0:
+            ps, pi = _stat_in(sorted_, k, xi, cnt, meta, fm, pool_x, ps, pi, used)
+        else:  # joins the statistics when a row of a later time comes
+            meta[k, PEND] += 1
     return pool_t, pool_x, ps, pi
 
 
 def window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floats,
                 pool_t: Ints, pool_x: Floats, ps: Floats, pi: Ints, used: Ints, w: int,
-                min_periods: int, limit: float, q: float, factor: float, protect: bool,
-                out: Floats, flags: Bools) -> tuple[Ints, Floats, Floats, Ints]:
-    """Score a batch's rows as ZScore (``kind`` 0), MAD (1) or RollingQuantile (2).
+                nrows: int, min_periods: int, limit: float, q: float, factor: float,
+                protect: bool, patience: int, out: Floats, flags: Bools,
+                counters: Ints) -> tuple[Ints, Floats, Floats, Ints]:
+    """Score a batch's rows as ZScore (``kind`` 0), MAD (1, 3: signed) or RollingQuantile (2).
 
-    Per row, in arrival order, in its key slot's state (module docstring): the values
-    older than ``t - w`` leave the ring (and the sorted values), the row is scored against
-    the window's values (``NaN`` below ``min_periods`` values) into ``out``, ``flags`` is
-    ``|score| > limit`` (ZScore) or ``score > limit``, and the row's value is learned unless
-    it is missing or ``protect`` and flagged. RollingQuantile's score is
-    ``x / (factor * quantile(q))`` (pandas' linear interpolation). Returns the four pools
-    (new arrays when they had to grow); ``meta``, ``fm`` and ``used`` are changed in place.
+    Per row, in arrival order, in its key slot's state (module docstring). A row whose
+    time is before its key's latest learned time is taken at that time (counted in
+    ``counters[0]``). Then the window is brought up to the row: with ``nrows > 0``, the
+    key's last ``nrows`` learned values; else the values in ``[t - w, t)``: learned values
+    of the row's own time are held back (``PEND``) until a later row comes, as pandas'
+    ``closed="left"``. The row is scored against the window (``NaN`` below ``min_periods``
+    values or for a missing value) into ``out``; ``flags`` is ``|score| > limit`` (ZScore,
+    signed MAD) or ``score > limit``. The value is learned unless it is missing, or
+    ``protect``, the row is flagged and fewer than ``patience`` rows in a row of its key
+    were held out before it (reset by a row not flagged).
+
+    Scores: ZScore ``(x - mean) / std``, MAD ``|x - median| / scale`` (:func:`_mad_score`),
+    RollingQuantile ``1 + (x - f q) / |f q|`` (``x / (f q)`` for ``q > 0``; ``q`` pandas'
+    linear interpolation); every scale at least :func:`_floored`'s floor. Returns the four
+    pools (new arrays when they had to grow); ``meta``, ``fm``, ``used`` and ``counters``
+    are changed in place.
     """
     pools: tuple[Ints, Floats, Floats, Ints] = _window_rows(
-        kind, slots, t, x, meta, fm, pool_t, pool_x, ps, pi, used, w, min_periods, limit, q,
-        factor, protect, out, flags)
+        kind, slots, t, x, meta, fm, pool_t, pool_x, ps, pi, used, w, nrows, min_periods,
+        limit, q, factor, protect, patience, out, flags, counters)
     return pools
 
 
@@ -582,12 +730,17 @@ def warm_up() -> float:
     t = np.arange(4, dtype=np.int64)
     x = np.array([1.0, 2.0, np.nan, 4.0])
     out, flags = np.empty(4), np.empty(4, dtype=np.bool_)
-    ewma_rows(slots, x, np.zeros((1, 3)), 0.5, 1, 3.0, True, out, flags)
-    rate_rows(slots, t, x, np.zeros(1, dtype=np.int64), np.full(1, np.nan), 1.0, 3.0, True,
+    counters = np.zeros(1, dtype=np.int64)
+    ewma_rows(slots, x, np.zeros((1, 3)), np.zeros(1, dtype=np.int64), 0.5, 1, 3.0, True, 1,
               out, flags)
+    rate_rows(slots, t, x, np.zeros(1, dtype=np.int64), np.full(1, np.nan),
+              np.zeros(1, dtype=np.int64), np.full(1, np.nan), 1.0, 3.0, True, out, flags,
+              counters)
     for kind in (ZSCORE, MAD, QUANTILE):
-        window_rows(kind, slots, t, x, np.zeros((1, 9), dtype=np.int64), np.zeros((1, 3)),
-                    np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0),
-                    np.zeros(0, dtype=np.int64), np.zeros(3, dtype=np.int64), 2, 1, 3.0, 0.5,
-                    1.0, True, out, flags)
+        meta = np.zeros((1, META), dtype=np.int64)
+        meta[:, LAST] = NO_TIME
+        window_rows(kind, slots, t, x, meta, np.zeros((1, 3)), np.zeros(0, dtype=np.int64),
+                    np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64),
+                    np.zeros(3, dtype=np.int64), 2, 0, 1, 3.0, 0.5, 1.0, True, 1, out, flags,
+                    counters)
     return time.perf_counter() - started

@@ -15,6 +15,20 @@ from rtnb import ConfigError, Param
 from rtnb.detect import EWMA, MAD, RateOfChange, Threshold, ZScore
 
 
+def floored(scale, level):
+    """The detectors' scale floor: at least 1e-9 * |level| and 1e-12."""
+    return np.maximum(scale, np.maximum(1e-9 * np.abs(level), 1e-12))
+
+
+def robust_scale(v: np.ndarray) -> float:
+    """MAD's scale of a window: 1.4826 MAD, else 1.2533 mean |v - median|, floored."""
+    v = v[~np.isnan(v)]
+    med = np.median(v)
+    mad = np.median(np.abs(v - med))
+    scale = 1.4826 * mad if mad > 0 else 1.2533 * np.mean(np.abs(v - med))
+    return float(floored(scale, med))
+
+
 @pytest.fixture(scope="module")
 def data() -> pd.DataFrame:
     """Two hours of 4 hosts with spikes and a few missing values, irregular times."""
@@ -83,6 +97,8 @@ def test_rate_of_change_equals_pandas_diff(data, seed):
     got = stream(data, RateOfChange(threshold=20, per="1s"), seed)
 
     def expected(g: pd.DataFrame) -> pd.Series:
+        # a missing value is not learned: the next row compares with the last valid one
+        g = g.dropna(subset=["cpu"])
         dt = g["timestamp"].diff().dt.total_seconds()
         return g["cpu"].diff() / dt
 
@@ -112,25 +128,27 @@ def level_shift() -> pd.DataFrame:
     return pd.DataFrame({"timestamp": t, "host": "a", "cpu": x})
 
 
-def test_protect_keeps_a_level_shift_flagged_for_ewma():
-    """Unprotected, EWMA learns the new level and stops flagging; protected, it never does."""
+def test_protect_learns_a_lasting_level_shift_for_ewma():
+    """Protected, EWMA holds out the first min_periods (5) rows of the shift, then learns
+    the flagged rows too: the shift becomes the new normal about as fast as unprotected."""
     df = level_shift()
     plain = stream(df, EWMA(alpha=0.2, threshold=6, min_periods=5), 5)
     guarded = stream(df, EWMA(alpha=0.2, threshold=6, min_periods=5), 5, protect=True)
     assert not plain["is_anomaly"].iloc[:200].any() and not guarded["is_anomaly"].iloc[:200].any()
     assert plain["is_anomaly"].iloc[200:].sum() < 10
-    assert guarded["is_anomaly"].iloc[200:].all()
+    assert guarded["is_anomaly"].iloc[200:205].all()  # held out
+    assert guarded["is_anomaly"].iloc[200:].sum() <= plain["is_anomaly"].iloc[200:].sum() + 5
 
 
-def test_protect_keeps_a_level_shift_flagged_for_a_zscore_window():
-    """Protected, the 2-minute window keeps only normal rows, so the shift stays anomalous
-    until those rows age out of the window (then the window is empty and relearns)."""
+def test_protect_learns_a_lasting_level_shift_for_a_zscore_window():
+    """Protected, the 2-minute window holds out the shift's first min_periods (5) rows,
+    then learns it: a few more flags than unprotected, not the whole window's worth."""
     df = level_shift()
     plain = stream(df, ZScore("2min", threshold=4, min_periods=5), 5)
     guarded = stream(df, ZScore("2min", threshold=4, min_periods=5), 5, protect=True)
-    # flagged while the window still holds min_periods (5) normal rows: 120 s - 5 rows
-    assert guarded["is_anomaly"].iloc[200:315].all()
+    assert guarded["is_anomaly"].iloc[200:205].all()
     assert plain["is_anomaly"].iloc[200:320].sum() < 20  # the shift itself enters the stats
+    assert guarded["is_anomaly"].iloc[200:].sum() <= plain["is_anomaly"].iloc[200:].sum() + 5
     assert not guarded["is_anomaly"].iloc[:200].any()
 
 
@@ -147,18 +165,25 @@ def test_protect_equals_a_plain_loop(data):
 
 def zscore_protect_loop(x: np.ndarray, t: np.ndarray, w: int, mp: int,
                         limit: float) -> np.ndarray:
-    """ZScore with protect, row by row: mean and std (ddof=1) of the learned rows' values in
-    ``[t - w, t)``; a row scored above ``limit`` is not learned."""
-    kept_t, kept_x, out = [], [], np.full(len(x), np.nan)
+    """ZScore with protect, row by row: mean and std (ddof=1, floored) of the learned rows'
+    values in ``[t - w, t)``; a row scored above ``limit`` is not learned unless ``mp``
+    rows in a row were held out just before it."""
+    kept_t, kept_x, out, held = [], [], np.full(len(x), np.nan), 0
     for i in range(len(x)):
         vals = np.array([v for tt, v in zip(kept_t, kept_x, strict=True)
-                         if tt >= t[i] - w and v == v])
-        if len(vals) >= mp:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[i] = (x[i] - vals.mean()) / vals.std(ddof=1)
-        if not abs(out[i]) > limit:
-            kept_t.append(t[i])
-            kept_x.append(x[i])
+                         if t[i] - w <= tt < t[i] and v == v])
+        if len(vals) >= mp and x[i] == x[i]:
+            out[i] = (x[i] - vals.mean()) / floored(vals.std(ddof=1), vals.mean())
+        if x[i] != x[i]:  # missing: not learned, changes nothing
+            continue
+        flag = abs(out[i]) > limit
+        if flag and held < mp:
+            held += 1
+            continue
+        if not flag:
+            held = 0
+        kept_t.append(t[i])
+        kept_x.append(x[i])
     return out
 
 
@@ -197,12 +222,12 @@ def test_zscore_protect_holding_nothing_out_equals_no_protect():
 
 
 def test_zscore_protect_of_a_flat_window():
-    """A window of equal values has std 0: another value scores +-inf (and is held out), the
-    same value NaN, as without protect."""
+    """A window of equal values has std 0, floored at 1e-9 of the mean: another value scores
+    large but finite (and is held out), the same value 0, as without protect."""
     t = pd.date_range("2026-01-01", periods=6, freq="s")
     x = [1.0, 1.0, 1.0, 1.0, 2.0, 1.0]
     got = ZScore("1min", min_periods=3).process(x, times=t, protect=True)[0]
-    np.testing.assert_array_equal(got, [np.nan, np.nan, np.nan, np.nan, np.inf, np.nan])
+    np.testing.assert_allclose(got, [np.nan, np.nan, np.nan, 0.0, 1e9, 0.0], rtol=1e-12)
 
 
 def test_one_value_verbs():
@@ -218,8 +243,8 @@ def test_one_value_verbs():
 def test_bad_settings_are_named():
     with pytest.raises(ConfigError, match="Threshold needs `upper`, `lower` or both"):
         Threshold()
-    with pytest.raises(ConfigError, match="exactly one of `alpha` and `halflife`"):
-        EWMA()
+    with pytest.raises(ConfigError, match="EWMA takes one of `alpha` and `halflife`, not both"):
+        EWMA(alpha=0.1, halflife=3)
     with pytest.raises(ConfigError, match="alpha must be in"):
         EWMA(alpha=1.5)
     with pytest.raises(ConfigError, match="min_periods must be an int >= 2"):
@@ -299,12 +324,18 @@ def test_rolling_quantile_protect_equals_a_plain_loop(data):
     x = df["cpu"].to_numpy()
     kept: list[tuple[int, float]] = []
     exp = np.full(len(x), np.nan)
+    held = 0
     for i in range(len(x)):
         vals = np.array([v for tt, v in kept if tt >= t[i] - 120 * 10**9 and v == v])
-        if len(vals) >= 10:
+        if len(vals) >= 10 and x[i] == x[i]:
             exp[i] = x[i] / (1.1 * np.quantile(vals, 0.9))
-        if not exp[i] > 1:
-            kept.append((t[i], x[i]))
+        if x[i] != x[i]:
+            continue
+        if exp[i] > 1 and held < 10:
+            held += 1
+            continue
+        held = held if exp[i] > 1 else 0
+        kept.append((t[i], x[i]))
     np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
 
 
@@ -324,16 +355,21 @@ def test_score_one_leaves_every_detector_as_it_was():
 
 # -- every key of a batch at once: the same scores as the textbook loop per key ---------------
 def ewma_loop(x: np.ndarray, a: float, mp: int, limit: float | None = None) -> np.ndarray:
-    """The recursion row by row; with ``limit`` (protect), anomalous rows are not learned."""
-    mean, var, n = np.nan, 0.0, 0
+    """The recursion row by row (std floored); with ``limit`` (protect), anomalous rows are
+    not learned unless ``mp`` rows in a row were held out just before."""
+    mean, var, n, held = np.nan, 0.0, 0, 0
     out = np.full(len(x), np.nan)
     for i, xi in enumerate(x):
         if xi != xi:
             continue
-        if n >= mp and var > 0:
-            out[i] = (xi - mean) / np.sqrt(var)
+        if n >= max(mp, 1):
+            out[i] = (xi - mean) / floored(np.sqrt(var), mean)
         if limit is not None and abs(out[i]) > limit:
-            continue
+            if held < max(mp, 1):
+                held += 1
+                continue
+        else:
+            held = 0
         if n == 0:
             mean, var = xi, 0.0
         else:
@@ -443,13 +479,18 @@ def test_ewma_alpha_and_threshold_are_params():
     loop.process(x[:200], protect=True)
     mean, var, n = ewma_state(loop)[0]
     expected = np.full(200, np.nan)
+    held = 0
     for i, xi in enumerate(x[200:]):
         if xi != xi:
             continue
-        if n >= 5 and var > 0:
-            expected[i] = (xi - mean) / np.sqrt(var)
+        if n >= 5:
+            expected[i] = (xi - mean) / floored(np.sqrt(var), mean)
         if abs(expected[i]) > 1.5:
-            continue
+            if held < 5:
+                held += 1
+                continue
+        else:
+            held = 0
         d = xi - mean
         mean, var, n = mean + 0.3 * d, (1 - 0.3) * (var + 0.3 * d * d), n + 1
     np.testing.assert_array_equal(got, expected)
@@ -483,7 +524,7 @@ def test_rate_of_change_protect_equals_a_plain_loop():
         lt, lx = last.get(k, (0, np.nan))
         if ti != lt:
             expected[i] = (xi - lx) / (ti - lt) * 1e9
-        if not abs(expected[i]) > 30:
+        if xi == xi and not abs(expected[i]) > 30:  # a missing value is not learned
             last[k] = (ti, xi)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
@@ -499,12 +540,12 @@ def test_rate_of_change_any_key_codes():
 
 # -- MAD --------------------------------------------------------------------------------------
 def pandas_mad(g: pd.DataFrame, window: str, mp: int) -> pd.Series:
-    """|x - median| / (1.4826 MAD) of the window before each row, straight from pandas."""
+    """|x - median| / scale of the window before each row, from pandas' rolling windows
+    (scale: :func:`robust_scale`)."""
     r = g.set_index("timestamp")["cpu"].rolling(window, closed="left", min_periods=mp)
     med = r.median().to_numpy()
-    mad = r.apply(lambda v: np.nanmedian(np.abs(v - np.nanmedian(v))), raw=True).to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return pd.Series(np.abs(g["cpu"].to_numpy() - med) / (1.4826 * mad), index=g.index)
+    scale = r.apply(robust_scale, raw=True).to_numpy()
+    return pd.Series(np.abs(g["cpu"].to_numpy() - med) / scale, index=g.index)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -517,13 +558,16 @@ def test_mad_equals_pandas(data, seed):
 
 
 def test_mad_of_a_flat_window_and_ties():
-    """Equal values: MAD 0, so another value scores inf and the same value NaN (0/0)."""
+    """Equal values: MAD and mean deviation 0, so the scale is the floor (1e-9 of the
+    median): another value scores large but finite, the same value 0; then the window holds
+    the 6: MAD 0 but a mean deviation."""
     t = pd.date_range("2026-01-01", periods=8, freq="s")
     x = [5.0, 5.0, 5.0, 5.0, 6.0, 5.0, 5.0, 5.0]
     got, flags = MAD("1min", threshold=3, min_periods=3).process(x, times=t)
     df = pd.DataFrame({"timestamp": t, "cpu": x})
-    np.testing.assert_array_equal(got, pandas_mad(df, "1min", 3).to_numpy())
-    assert np.isinf(got[4]) and flags.tolist() == [False] * 4 + [True] + [False] * 3
+    np.testing.assert_allclose(got, pandas_mad(df, "1min", 3).to_numpy(), rtol=1e-12)
+    assert got[4] == pytest.approx(1 / 5e-9) and got[3] == 0.0
+    assert got[5] == 0.0 and flags.tolist() == [False] * 4 + [True] + [False] * 3
 
 
 def test_mad_protect_equals_a_plain_loop(data):
@@ -532,15 +576,19 @@ def test_mad_protect_equals_a_plain_loop(data):
     t = df["timestamp"].to_numpy().view(np.int64)
     x = df["cpu"].to_numpy()
     kept: list[tuple[int, float]] = []
+    held = 0
     exp = np.full(len(x), np.nan)
     for i in range(len(x)):
         vals = np.array([v for tt, v in kept if tt >= t[i] - 120 * 10**9 and v == v])
-        if len(vals) >= 10:
-            med = np.median(vals)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                exp[i] = abs(x[i] - med) / (1.4826 * np.median(np.abs(vals - med)))
-        if not exp[i] > 3:
-            kept.append((t[i], x[i]))
+        if len(vals) >= 10 and x[i] == x[i]:
+            exp[i] = abs(x[i] - np.median(vals)) / robust_scale(vals)
+        if x[i] != x[i]:
+            continue
+        if exp[i] > 3 and held < 10:
+            held += 1
+            continue
+        held = held if exp[i] > 3 else 0
+        kept.append((t[i], x[i]))
     np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
     assert got["is_anomaly"].sum() > 0
 

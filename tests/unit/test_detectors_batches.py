@@ -22,6 +22,16 @@ MAKERS = {
 }
 
 
+def robust_scale(v: np.ndarray) -> float:
+    """MAD's scale of a window: 1.4826 MAD, else 1.2533 mean |v - median|, floored at
+    1e-9 |median| and 1e-12."""
+    v = v[~np.isnan(v)]
+    med = np.median(v)
+    mad = np.median(np.abs(v - med))
+    scale = 1.4826 * mad if mad > 0 else 1.2533 * np.mean(np.abs(v - med))
+    return float(max(scale, 1e-9 * abs(med), 1e-12))
+
+
 def many_keys(n: int, keys: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Values with spikes, missing values and ties; key codes; increasing ns times (~0.1 s
     apart, so a 30 s window holds ~300 rows over all keys)."""
@@ -81,9 +91,7 @@ def test_many_keys_equal_pandas_per_key():
 
     def mad(s: pd.Series) -> np.ndarray:
         r = rolling(s)
-        med = r.median()
-        dev = r.apply(lambda v: np.nanmedian(np.abs(v - np.nanmedian(v))), raw=True)
-        return ((s - med).abs() / (1.4826 * dev)).to_numpy()
+        return ((s - r.median()).abs() / r.apply(robust_scale, raw=True)).to_numpy()
 
     def quantile(s: pd.Series) -> np.ndarray:
         return (s / (1.1 * rolling(s).quantile(0.9))).to_numpy()
@@ -153,11 +161,10 @@ def test_windows_grow_and_move():
         s = pd.Series(x[rows], index=pd.DatetimeIndex(t[rows].view("datetime64[ns]")))
         r = s.rolling(window, closed="left", min_periods=1)
         if isinstance(det, MAD):
-            med = r.median()
-            mad = r.apply(lambda v: np.median(np.abs(v - np.median(v))), raw=True)
-            expected = ((s - med).abs() / (1.4826 * mad)).to_numpy()
-        else:
-            expected = (s / r.quantile(0.25)).to_numpy()
+            expected = ((s - r.median()).abs() / r.apply(robust_scale, raw=True)).to_numpy()
+        else:  # 1 + (x - q) / |q|: x / q for q > 0, sign-safe for negative quantiles
+            q = r.quantile(0.25)
+            expected = (1 + (s - q) / q.abs()).to_numpy()
         np.testing.assert_allclose(got[rows], expected, rtol=1e-12, err_msg=repr(det))
 
 
