@@ -50,8 +50,9 @@ OFF, CAP, HEAD, CNT, AUX = 0, 1, 2, 3, 4
 #: offsets, values per block, blocks of room (0: not built).
 FO, FI, BC, PH = 5, 6, 7, 8
 #: More columns: values at the ring's end not yet in the statistics (they share the key's
-#: latest time, which later rows of that same time must not see), consecutive rows held out
-#: by ``protect``, the key's latest learned time (:data:`NO_TIME`: none yet).
+#: latest time, which later rows of that same time must not see), the count of rows held
+#: out by ``protect`` (+1 each, -1 per normal row), the key's latest learned time
+#: (:data:`NO_TIME`: none yet).
 PEND, HELD, LAST = 9, 10, 11
 #: Columns of ``meta``.
 META = 12
@@ -90,8 +91,8 @@ def _ewma_rows(slots: Ints, x: Floats, state: Floats, held: Ints, a: float, min_
             if protect and flag and held[k] < patience:  # protect: held out, for a while
                 held[k] += 1
             else:
-                if not flag:
-                    held[k] = 0
+                if not flag and held[k] > 0:  # a normal row counts down
+                    held[k] -= 1
                 if n == 0:
                     state[k, 0], state[k, 1] = xi, 0.0
                 else:
@@ -113,8 +114,9 @@ def ewma_rows(slots: Ints, x: Floats, state: Floats, held: Ints, a: float, min_p
     row: the score ``(x - mean) / max(sqrt(var), floor)`` once ``n >= min_periods`` (and
     ``n >= 1``), else ``NaN`` (the floor: :func:`_floored` of the mean); ``flags`` is
     ``|score| > limit``; then ``mean += a d`` and ``var = (1 - a) (var + a d^2)`` with
-    ``d = x - mean``, unless ``protect``, the row is flagged and fewer than ``patience``
-    rows in a row of its key were held out (``held[slot]``, reset by a row not flagged).
+    ``d = x - mean``, unless ``protect``, the row is flagged and its key's count of
+    held-out rows (``held[slot]``: +1 per held-out row, -1 per row not flagged, never below
+    0) is below ``patience``.
     Missing values score ``NaN`` and are not learned.
     """
     _ewma_rows(slots, x, state, held, a, min_periods, limit, protect, patience, out, flags)
@@ -664,8 +666,8 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
         if protect and flag and meta[k, HELD] < patience:  # held out, for a while
             meta[k, HELD] += 1
             continue
-        if not flag:
-            meta[k, HELD] = 0
+        if not flag and meta[k, HELD] > 0:  # a normal row counts down
+            meta[k, HELD] -= 1
         if nrows > 0 and cnt >= nrows:  # a row window: the oldest value leaves
             _stat_out(sorted_, k, pool_x[off + head], meta, fm, ps, pi)
             head = (head + 1) & mask
@@ -702,8 +704,8 @@ def window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floa
     ``closed="left"``. The row is scored against the window (``NaN`` below ``min_periods``
     values or for a missing value) into ``out``; ``flags`` is ``|score| > limit`` (ZScore,
     signed MAD) or ``score > limit``. The value is learned unless it is missing, or
-    ``protect``, the row is flagged and fewer than ``patience`` rows in a row of its key
-    were held out before it (reset by a row not flagged).
+    ``protect``, the row is flagged and its key's count of held-out rows (``HELD``: +1 per
+    held-out row, -1 per row not flagged, never below 0) is below ``patience``.
 
     Scores: ZScore ``(x - mean) / std``, MAD ``|x - median| / scale`` (:func:`_mad_score`),
     RollingQuantile ``1 + (x - f q) / |f q|`` (``x / (f q)`` for ``q > 0``; ``q`` pandas'

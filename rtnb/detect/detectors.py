@@ -11,9 +11,11 @@ and counted in the detector's ``out_of_order`` attribute.
 
 Scales are floored (standard deviation, MAD, quantile: at least ``1e-9 * |level|`` and
 ``1e-12``), so after a perfectly flat history a departure scores large but finite and the
-flat value itself scores 0. With ``protect=True`` a flagged row is not learned, unless
-``min_periods`` (at least 1) rows in a row of its key were held out just before it: a
-lasting shift then becomes the new normal, while shorter incidents stay out of the state.
+flat value itself scores 0. With ``protect=True`` a flagged row is not learned while its
+key's held-out count is below ``min_periods`` (at least 1); the count goes up by one per
+held-out row and down by one per normal row (never below 0). Once it reaches
+``min_periods``, flagged rows are learned too: a lasting shift becomes the new normal,
+while isolated spikes and short incidents stay out of the state.
 
 A detector that has taken 10,000 rows of one key and scored none (every score ``NaN``, for
 instance a duration window too short for the data's sampling) warns once
@@ -597,9 +599,9 @@ class ZScore(_EventTimeWindow):
 
     A row whose time is before its key's latest learned time is scored against the window
     as it stands and learned with that latest time; ``out_of_order`` counts such rows. With
-    ``protect=True`` a flagged row is not learned, unless ``min_periods`` rows in a row of its
-    key were just held out: then the flagged rows are learned until a normal row comes, so
-    a lasting shift becomes the new normal.
+    ``protect=True`` a flagged row is not learned while its key's held-out count (+1 per
+    held-out row, -1 per normal row, never below 0) is below ``min_periods``; from there
+    flagged rows are learned too, so a lasting shift becomes the new normal.
 
     Per key, the window's values are kept in a ring buffer with running sums of their
     deviations from a reference value (the oldest value when the sums were last rebuilt)
@@ -658,9 +660,9 @@ class EWMA(Detector):
     value seeds its mean; until ``min_periods`` values are learned, rows score ``NaN``.
     Missing values score ``NaN`` and are not learned. The standard deviation is floored at
     ``1e-9 * |mean|`` (and ``1e-12``): after a flat history a new value scores large but
-    finite, the same value 0. With ``protect=True`` a flagged row is not learned, unless
-    ``min_periods`` (at least 1) rows in a row of its key were just held out (a lasting shift
-    becomes the new normal).
+    finite, the same value 0. With ``protect=True`` a flagged row is not learned while its
+    key's held-out count (+1 per held-out row, -1 per normal row, never below 0) is below
+    ``min_periods`` (at least 1): a lasting shift becomes the new normal.
 
     The batch's rows are taken one by one in a compiled loop (numba: compiled on the first
     batch in a process, or read from numba's cache), each carrying its key's
@@ -893,8 +895,8 @@ class RollingQuantile(_EventTimeWindow):
     ``window`` as :class:`ZScore`'s: the key's last ``n`` values (``rtnb.rows(n)``, default
     ``rows(1000)``) or ``[t - window, t)`` of event time (rows of the same time do not see
     each other), a Param of either; out-of-order rows, ``out_of_order`` and ``protect``
-    (flagged rows held out, for at most ``min_periods`` rows in a row, at least 1) as
-    :class:`ZScore`. The quantile is pandas'
+    (flagged rows held out while the key's held-out count is below ``min_periods``, at
+    least 1) as :class:`ZScore`. The quantile is pandas'
     ``rolling(window, closed="left").quantile(q)`` (linear interpolation between the two
     nearest ranks, missing values skipped). Per key, the window's values are kept sorted
     from batch to batch, in blocks of about ``2 sqrt(n)`` values (a value in or out shifts

@@ -166,8 +166,8 @@ def test_protect_equals_a_plain_loop(data):
 def zscore_protect_loop(x: np.ndarray, t: np.ndarray, w: int, mp: int,
                         limit: float) -> np.ndarray:
     """ZScore with protect, row by row: mean and std (ddof=1, floored) of the learned rows'
-    values in ``[t - w, t)``; a row scored above ``limit`` is not learned unless ``mp``
-    rows in a row were held out just before it."""
+    values in ``[t - w, t)``; a row scored above ``limit`` is not learned while the held-out
+    count (+1 per held-out row, -1 per normal row, never below 0) is below ``mp``."""
     kept_t, kept_x, out, held = [], [], np.full(len(x), np.nan), 0
     for i in range(len(x)):
         vals = np.array([v for tt, v in zip(kept_t, kept_x, strict=True)
@@ -181,7 +181,7 @@ def zscore_protect_loop(x: np.ndarray, t: np.ndarray, w: int, mp: int,
             held += 1
             continue
         if not flag:
-            held = 0
+            held = max(held - 1, 0)
         kept_t.append(t[i])
         kept_x.append(x[i])
     return out
@@ -334,7 +334,7 @@ def test_rolling_quantile_protect_equals_a_plain_loop(data):
         if exp[i] > 1 and held < 10:
             held += 1
             continue
-        held = held if exp[i] > 1 else 0
+        held = held if exp[i] > 1 else max(held - 1, 0)
         kept.append((t[i], x[i]))
     np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
 
@@ -356,7 +356,7 @@ def test_score_one_leaves_every_detector_as_it_was():
 # -- every key of a batch at once: the same scores as the textbook loop per key ---------------
 def ewma_loop(x: np.ndarray, a: float, mp: int, limit: float | None = None) -> np.ndarray:
     """The recursion row by row (std floored); with ``limit`` (protect), anomalous rows are
-    not learned unless ``mp`` rows in a row were held out just before."""
+    not learned while the held-out count (+1 each, -1 per normal row) is below ``mp``."""
     mean, var, n, held = np.nan, 0.0, 0, 0
     out = np.full(len(x), np.nan)
     for i, xi in enumerate(x):
@@ -369,7 +369,7 @@ def ewma_loop(x: np.ndarray, a: float, mp: int, limit: float | None = None) -> n
                 held += 1
                 continue
         else:
-            held = 0
+            held = max(held - 1, 0)
         if n == 0:
             mean, var = xi, 0.0
         else:
@@ -490,7 +490,7 @@ def test_ewma_alpha_and_threshold_are_params():
                 held += 1
                 continue
         else:
-            held = 0
+            held = max(held - 1, 0)
         d = xi - mean
         mean, var, n = mean + 0.3 * d, (1 - 0.3) * (var + 0.3 * d * d), n + 1
     np.testing.assert_array_equal(got, expected)
@@ -587,7 +587,7 @@ def test_mad_protect_equals_a_plain_loop(data):
         if exp[i] > 3 and held < 10:
             held += 1
             continue
-        held = held if exp[i] > 3 else 0
+        held = held if exp[i] > 3 else max(held - 1, 0)
         kept.append((t[i], x[i]))
     np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
     assert got["is_anomaly"].sum() > 0
