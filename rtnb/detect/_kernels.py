@@ -10,22 +10,26 @@ kernels are compiled in every process instead.
 
 State layout (per key *slot*, a dense index the detector gives each key code):
 
-- EWMA: ``state[slot] = (mean, var, n)``.
-- RateOfChange: ``last_t[slot]``, ``last_x[slot]``: the key's previous learned row.
+- EWMA: ``state[slot] = (mean, var, n)``, ``held[slot]`` (protect's held-out count).
+- RateOfChange: ``last_t[slot]``, ``last_x[slot]``: the key's latest learned row;
+  ``prev_t[slot]``, ``prev_x[slot]``: its latest learned row of an earlier time.
 - ZScore, MAD, RollingQuantile (:func:`window_rows`): the key's learned values still in the
   window, with their times, in a ring buffer of ``meta[slot, CAP]`` rows (a power of two) at
   ``meta[slot, OFF]`` of the pools ``pool_t`` / ``pool_x``, oldest at ``meta[slot, HEAD]``,
-  ``meta[slot, CNT]`` of them. A full ring moves to a region twice its size at the end of
-  the pools; when the pools are full they are reallocated (doubling) with the live rings
-  packed. ZScore keeps per slot ``fm[slot] = (ref, s1, s2)``: sums of ``v - ref`` and its
-  square over the window, rebuilt from the ring (``ref`` = its oldest value) once as many
-  values have left the window as it holds, so rounding builds up over at most about two
-  windows' adds and removes. MAD and RollingQuantile keep the same values sorted, in blocks
-  of about ``2 sqrt(n)`` values (a sorted list of sortedcontainers' kind, below): a value in
-  or out shifts the values of one block and updates the blocks' counts, and the i-th
-  smallest value is a binary search over those counts; each key's blocks live in regions of
-  two more pools (``ps``, ``pi``) and are laid out afresh (O(n), amortised over the n rows
-  that used up the spare blocks) when no spare block is left.
+  ``meta[slot, CNT]`` of them, of which the last ``meta[slot, PEND]`` (values of the key's
+  latest time, duration windows only) are not yet in the statistics. The window is either
+  the last ``nrows`` values (evicted by count) or the values of ``[t - w, t)`` (evicted by
+  time). A full ring moves to a region twice its size at the end of the pools; when the
+  pools are full they are reallocated (doubling) with the live rings packed. ZScore keeps
+  per slot ``fm[slot] = (ref, s1, s2)``: sums of ``v - ref`` and its square over the
+  window, rebuilt from the ring (``ref`` = its oldest value) once as many values have left
+  the window as it holds, so rounding builds up over at most about two windows' adds and
+  removes. MAD and RollingQuantile keep the same values sorted, in blocks of about
+  ``2 sqrt(n)`` values with each block's sum (a sorted list of sortedcontainers' kind,
+  below): a value in or out shifts the values of one block and updates the blocks' counts
+  and its sum, and the i-th smallest value is a binary search over those counts; each key's
+  blocks live in regions of two more pools (``ps``, ``pi``) and are laid out afresh (O(n),
+  amortised over the n rows that used up the spare blocks) when no spare block is left.
 """
 
 from __future__ import annotations
