@@ -126,6 +126,8 @@ class Detector(_record.Recorded):
     _extra_out: list[npt.NDArray[Any]]
     #: Rows that came before their key's latest learned time (taken at that time).
     out_of_order: int = 0
+    #: Whether ``process`` needs event times (a duration window, a rate per time).
+    needs_time = False
     _warm_done = False  # a score was given, or the warm-up warning was
     _seen: Ints | None = None  # rows with a value per slot, until then
     _probing = False  # score / score_one: no warm-up counting
@@ -209,6 +211,10 @@ class Detector(_record.Recorded):
         """
         values = np.ascontiguousarray(x, dtype=np.float64)
         n = len(values)
+        if times is None and self.needs_time:
+            msg = (f"{self!r} needs event times: pass times= (for a frame, give it a time "
+                   f"column), or use a row window such as window=rtnb.rows({DEFAULT_ROWS})")
+            raise ValueError(msg)
         if keys is None:
             if self._slot_of(0) < 0:
                 self._add(np.zeros(1, dtype=np.int64))
@@ -418,6 +424,11 @@ class _EventTimeWindow(Detector):
         self._counters = np.zeros(1, dtype=np.int64)
         self._pools()
         self._init_slots()
+
+    @property
+    def needs_time(self) -> bool:  # type: ignore[override]
+        """Whether the window is a duration (then ``process`` needs event times)."""
+        return self._window()[1] == 0
 
     def _window(self) -> tuple[int, int]:
         """(duration in ns, 0) or (0, rows) of the window as it is now."""
@@ -696,6 +707,7 @@ class EWMA(Detector):
             msg = f"EWMA alpha must be in (0, 1]; got {a!r}"
             raise ConfigError(msg)
         self.alpha, self.threshold, self.min_periods = alpha, threshold, min_periods
+        self.halflife = halflife
         self._ewm = np.zeros((0, 3))  # per slot: mean, var, n
         self._held = np.zeros(0, dtype=np.int64)  # per slot: rows held out in a row
         self._init_slots()
@@ -750,6 +762,8 @@ class EWMA(Detector):
             self._ewm[slot], self._held[slot] = row, held
 
     def __repr__(self) -> str:
+        if self.halflife is not None:
+            return f"EWMA(halflife={self.halflife!r}, threshold={self.threshold!r})"
         return f"EWMA(alpha={self.alpha!r}, threshold={self.threshold!r})"
 
 
@@ -758,6 +772,8 @@ _EWMA_NEW = (np.nan, 0.0, 0.0)  # a key's EWMA state before its first value
 
 class RateOfChange(Detector):
     """Change per ``per`` of event time since the key's previous row, raw or robust.
+
+    It needs event times (``times=``, or a frame with a time column).
 
     The rate is ``dx / dt * per`` against the key's latest learned row; a row of that same
     time is compared with the latest learned row of an earlier time (a repeated timestamp
@@ -788,6 +804,8 @@ class RateOfChange(Detector):
     >>> RateOfChange().process(x, times=t)[0][-4:].round(2).tolist()  # robust z of the rate
     [nan, -0.67, 1.76, 54.63]
     """
+
+    needs_time = True
 
     def __init__(self, threshold: float | Param | None = None, per: DurationLike = "1s", *,
                  robust: bool | None = None) -> None:

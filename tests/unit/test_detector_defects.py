@@ -398,3 +398,13 @@ def test_detector_logic_appends_the_extra_columns():
     assert out["doubled"].tolist() == [6.0]
     plain = DetectorLogic(ZScore(), on="v", keys=KeyRegistry([], batch), time=None)
     assert plain.process(batch).rows.columns.tolist() == ["v", "score", "is_anomaly"]
+
+
+def test_duration_windows_and_rates_need_times():
+    """Without event times a duration window could never move (every row at time 0): a
+    clear error instead of scores that are NaN for ever."""
+    for det in (ZScore("5min"), MAD("5min"), RollingQuantile("5min"), RateOfChange()):
+        with pytest.raises(ValueError, match=r"needs event times: pass times="):
+            det.process([1.0, 2.0])
+    assert not ZScore().needs_time and ZScore("5min").needs_time
+    assert EWMA().process([1.0, 2.0])[0].shape == (2,)
