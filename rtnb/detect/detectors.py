@@ -108,7 +108,9 @@ class Detector(_record.Recorded):
     ``self._extra_out`` (one array per name, as long as the batch) in ``_run``;
     :class:`DetectorLogic` appends them after the score and anomaly columns.
 
-    ``out_of_order`` counts the rows that came before their key's latest learned time.
+    ``out_of_order`` counts the rows that came before their key's latest learned time;
+    ``needs_time`` says whether ``process`` needs event times (it raises ``ValueError``
+    without them).
 
     Examples
     --------
@@ -419,6 +421,10 @@ class _EventTimeWindow(Detector):
         if isinstance(min_periods, bool) or not isinstance(min_periods, int) or \
                 min_periods < least:
             msg = f"{name} min_periods must be an int >= {least}; got {min_periods!r}"
+            raise ConfigError(msg)
+        if nrows and min_periods > nrows:
+            msg = (f"{name} min_periods ({min_periods}) is more than the window's {nrows} "
+                   f"rows: no row would ever be scored")
             raise ConfigError(msg)
         self.min_periods = min_periods
         self._counters = np.zeros(1, dtype=np.int64)

@@ -408,3 +408,9 @@ def test_duration_windows_and_rates_need_times():
             det.process([1.0, 2.0])
     assert not ZScore().needs_time and ZScore("5min").needs_time
     assert EWMA().process([1.0, 2.0])[0].shape == (2,)
+
+
+def test_a_row_window_shorter_than_min_periods_is_refused():
+    with pytest.raises(rtnb.ConfigError, match=r"ZScore min_periods \(10\) is more than the "
+                                              r"window's 5 rows"):
+        ZScore(rtnb.rows(5))
