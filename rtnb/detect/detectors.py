@@ -3,16 +3,18 @@
 Rows of one key are taken in arrival order. For the windowed detectors (ZScore, MAD,
 RollingQuantile) the window is either the key's last ``n`` learned values
 (``window=rtnb.rows(n)``, the default: the same detector serves 1-second and 1-hour
-sampling) or a duration of event time (``window="30min"``); with event-time order per key
-the scores equal pandas computing the same statistic on the whole series, whatever the
-batch split. A row whose time is before its key's latest learned time is taken as if it
+sampling) or a duration of event time (``window="30min"``). The scores equal pandas
+computing the same statistic on the whole series, whatever the batch split: per key,
+``shift(1).rolling(n)`` over the non-missing values for a row window, and
+``rolling(window, closed="left")`` for a duration (rows of the same time do not see each
+other) when the rows come in event-time order per key. A row whose time is before its key's latest learned time is taken as if it
 came at that latest time (scored against the window as it stands, learned with that time)
 and counted in the detector's ``out_of_order`` attribute.
 
 Scales are floored (standard deviation, MAD, quantile: at least ``1e-9 * |level|`` and
 ``1e-12``), so after a perfectly flat history a departure scores large but finite and the
-flat value itself scores 0. With ``protect=True`` a flagged row is not learned while its
-key's held-out count is below ``min_periods`` (at least 1); the count goes up by one per
+flat value itself scores 0. With ``protect=True`` (ZScore, MAD, RollingQuantile, EWMA and
+RateOfChange's robust score) a flagged row is not learned while its key's held-out count is below ``min_periods`` (at least 1); the count goes up by one per
 held-out row and down by one per normal row (never below 0). Once it reaches
 ``min_periods``, flagged rows are learned too: a lasting shift becomes the new normal,
 while isolated spikes and short incidents stay out of the state.
