@@ -7,28 +7,30 @@ sampling) or a duration of event time (``window="30min"``). The scores equal pan
 computing the same statistic on the whole series, whatever the batch split: per key,
 ``shift(1).rolling(n)`` over the non-missing values for a row window, and
 ``rolling(window, closed="left")`` for a duration (rows of the same time do not see each
-other) when the rows come in event-time order per key. A row whose time is before its key's latest learned time is taken as if it
-came at that latest time (scored against the window as it stands, learned with that time)
-and counted in the detector's ``out_of_order`` attribute.
+other) when the rows come in event-time order per key. A row whose time is before its
+key's latest learned time is taken as if it came at that latest time (scored against the
+window as it stands, learned with that time) and counted in the detector's ``out_of_order``
+attribute.
 
 Scales are floored (standard deviation, MAD, quantile: at least ``1e-9 * |level|`` and
 ``1e-12``), so after a perfectly flat history a departure scores large but finite and the
 flat value itself scores 0. With ``protect=True`` (ZScore, MAD, RollingQuantile, EWMA and
-RateOfChange's robust score) a flagged row is not learned while its key's held-out count is below ``min_periods`` (at least 1); the count goes up by one per
-held-out row and down by one per normal row (never below 0). Once it reaches
-``min_periods``, flagged rows are learned too: a lasting shift becomes the new normal,
-while isolated spikes and short incidents stay out of the state.
+RateOfChange's robust score) a flagged row is not learned while its key's held-out count is
+below ``min_periods`` (at least 1); the count goes up by one per held-out row and down by
+one per normal row (never below 0). Once it reaches ``min_periods``, flagged rows are
+learned too: a lasting shift becomes the new normal, while isolated spikes and short
+incidents stay out of the state.
 
 A detector that has taken 10,000 rows of one key and scored none (every score ``NaN``, for
 instance a duration window too short for the data's sampling) warns once
 (:class:`WarmUpWarning`, also logged).
 
 A batch is scored in one compiled call over its rows in arrival order (numba,
-:mod:`rtnb.detect._kernels`), every key at once: each key code has a *slot*, and the state of
-every key lives in arrays indexed by slot (an EWMA's mean, variance and count; the last row
-for RateOfChange; for the windowed detectors a ring buffer of the window's values in shared
-pools, with running sums or the values sorted), so a batch costs time in proportion to its
-rows, not to its keys or to the window's length.
+:mod:`rtnb.detect._kernels`), every key at once: each key code has a *slot*, and the state
+of every key lives in arrays indexed by slot (an EWMA's mean, variance and count; the last
+row for RateOfChange; for the windowed detectors a ring buffer of the window's values in
+shared pools, with running sums or the values sorted), so a batch costs time in proportion
+to its rows, not to its keys or to the window's length.
 """
 
 from __future__ import annotations
