@@ -10,15 +10,19 @@ the learned state (so a long incident does not become the new normal).
 Detectors here: :class:`Threshold`, :class:`ZScore` (rolling mean and standard deviation over
 an event-time window), :class:`EWMA` (exponentially weighted mean and variance),
 :class:`RateOfChange`, :class:`RollingQuantile`, :class:`MAD` (rolling median absolute
-deviation); :func:`absence` notices keys that stopped sending. Alert rules (:func:`alert`,
+deviation), and the recommended :class:`Anomaly` (no arguments: an anomaly likelihood from
+several kinds of evidence, with a reason per row); :func:`absence` notices keys that stopped
+sending. Alert rules (:func:`alert`,
 also ``rtnb.alert``) turn a condition into Prometheus-style pending / firing / resolved
 transitions per key; :func:`evaluate` scores them against labelled incidents (precision,
-recall, delay, NAB score).
+recall, delay, and the Numenta Anomaly Benchmark's score by its exact rules;
+:func:`nab_windows` builds NAB's windows around labelled points).
 """
 
 from rtnb.detect._absence import absence
-from rtnb.detect._evaluate import Evaluation, evaluate
+from rtnb.detect._evaluate import Evaluation, evaluate, nab_windows
 from rtnb.detect.alerts import AlertRule, alert
+from rtnb.detect.anomaly import Anomaly
 from rtnb.detect.detectors import (
     EWMA,
     MAD,
@@ -29,5 +33,6 @@ from rtnb.detect.detectors import (
     ZScore,
 )
 
-__all__ = ["EWMA", "MAD", "AlertRule", "Detector", "Evaluation", "RateOfChange",
-           "RollingQuantile", "Threshold", "ZScore", "absence", "alert", "evaluate"]
+__all__ = ["EWMA", "MAD", "AlertRule", "Anomaly", "Detector", "Evaluation", "RateOfChange",
+           "RollingQuantile", "Threshold", "ZScore", "absence", "alert", "evaluate",
+           "nab_windows"]

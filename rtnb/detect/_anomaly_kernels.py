@@ -28,7 +28,9 @@ N, PRED, MAE, RAVG, MU_PT, VAR_PT, MU_AVG, VAR_AVG = 0, 1, 2, 3, 4, 5, 6, 7
 M_SHORT, M_LONG, V_LONG, MU_LV, VAR_LV = 8, 9, 10, 11, 12
 LAST_X, RUN, MAX_RUN, LO, HI, LAST_T, DT_AVG, MAX_GAP, ON, BELOW = (
     13, 14, 15, 16, 17, 18, 19, 20, 21, 22)
-NCOL = 23
+# the forecast error's tail beyond _U: how often its z passes _U, and by how much on average
+PHI_PT, BETA_PT = 23, 24
+NCOL = 25
 
 # parameters
 (P_PRED, P_LONG, P_SHORT, P_LEVEL, P_WARM, P_ON, P_OFF, P_REARM, P_TOL, P_FLAT, P_MINFLAT,
@@ -50,6 +52,31 @@ def _ew(mu: float, var: float, v: float, a: float) -> tuple[float, float]:
     """Exponentially weighted mean and variance after ``v`` (pandas ``adjust=False``)."""
     d = v - mu
     return mu + a * d, (1.0 - a) * (var + a * d * d)
+
+
+_U = 2.0  # the z above which tails are modelled from the key's own exceedances
+_PHI0, _BETA0 = 0.0228, 0.37  # a normal z's: P(z > 2), E[z - 2 | z > 2]
+
+
+@jit
+def _tail(z: float, phi: float, beta: float) -> float:
+    """P(Z > z): normal up to ``_U``, then ``phi exp(-(z - _U) / beta)``.
+
+    Peaks over a threshold: an exponential tail fitted to the key's own exceedances of
+    ``_U`` (as SPOT, Siffer et al., KDD 2017), so heavy-tailed noise needs bigger errors.
+    """
+    if z <= _U:
+        return _upper_tail(z)
+    return phi * math.exp(-(z - _U) / beta)
+
+
+@jit
+def _learn_tail(st: Floats, k: int, phi: int, beta: int, z: float, a: float) -> None:
+    over = z > _U
+    st[k, phi] += a * ((1.0 if over else 0.0) - st[k, phi])
+    if over:  # the excess, winsorised at 10 mean excesses, with the weight of ~50 rows
+        b = st[k, beta]
+        st[k, beta] = b + min(1.0, 50.0 * a) * (min(z - _U, 10.0 * b) - b)
 
 
 @jit
@@ -75,6 +102,7 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
             continue
         n = st[k, N]
         if n == 0:
+            st[k, PHI_PT], st[k, BETA_PT] = _PHI0, _BETA0
             st[k, PRED] = xi
             st[k, M_SHORT] = xi
             st[k, M_LONG] = xi
@@ -112,7 +140,8 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
             p = 1.0
             code = 0
             mag = 0.0
-            q = _upper_tail(z_pt)
+            q = _tail(z_pt, st[k, PHI_PT], st[k, BETA_PT])
+            p_pt = q
             if q < p:
                 p, code, mag = q, 1 if xi >= st[k, PRED] else 2, z_pt
             q = _upper_tail(z_avg)
@@ -122,13 +151,13 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
             if q < p:
                 p, code, mag = q, 4 if lv >= st[k, MU_LV] else 5, z_lv
             span = st[k, HI] - st[k, LO]
-            if span > 0:  # beyond the whole range: the forecast error counts 100x more
-                q = 0.01 * _upper_tail(z_pt)
+            if span > 0:  # beyond the whole range: the forecast error counts more, the more
+                q = min(1.0, 10.0 / n) * p_pt  # rows the range holds (records get rarer)
                 if q < p and xi > st[k, HI] + tol * span:
                     p, code, mag = q, 6, (xi - st[k, HI]) / span
                 elif q < p and xi < st[k, LO] - tol * span:
                     p, code, mag = q, 7, (st[k, LO] - xi) / span
-            if run >= max(flat_factor * st[k, MAX_RUN], min_flat):
+            if run + 1.0 >= max(flat_factor * (st[k, MAX_RUN] + 1.0), min_flat):
                 q = 1e-7
                 if q < p:
                     p, code, mag = q, 8, run + 1.0
@@ -152,6 +181,7 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
             if s >= off_level:
                 why[r] = code
                 size[r] = mag
+            _learn_tail(st, k, PHI_PT, BETA_PT, z_pt, a_long)
         flag[r] = st[k, ON] > 0
         # -- learn (winsorised once scored, so an incident bends the baselines slowly) ----
         if scored:

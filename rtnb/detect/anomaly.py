@@ -6,24 +6,28 @@ of tweets, sampled every second or every hour), into an anomaly likelihood in [0
 
 - **spike / dip**: how far the value is from a fast forecast (an exponentially weighted mean
   with a half-life of one row), in units of the typical forecast error; the log of that
-  ratio is compared with its own long-run mean and spread, so a noisy series needs a bigger
-  jump than a quiet one;
+  ratio is compared with its own long-run mean and spread, and beyond two spreads its tail
+  is the one the key's own rows show (peaks over a threshold: an exponential tail fitted to
+  how often and by how much they passed two spreads, as SPOT), so a heavy-tailed series
+  needs a bigger jump than a quiet one;
 - **volatility**: the same ratio averaged over the last ~10 rows against its long-run
   distribution (Numenta's anomaly likelihood: a burst of errors, not one of them);
 - **level shift up / down**: a short mean (half-life 5 rows) against the long mean in long
   standard deviations, compared with how far apart the two usually are;
-- **new high / new low**: a value beyond the key's whole range by more than 5 % of it (as
-  Numenta's NAB detector's "spatial anomaly");
+- **new high / new low**: a value beyond the key's whole range by more than 20 % of it (as
+  Numenta's NAB detector's "spatial anomaly"): the forecast error's tail probability is
+  multiplied by ``10 / rows seen`` (a record gets rarer as the range holds more rows);
 - **flatline**: the same value repeated more than twice the longest run seen (and at least
   ``min_flat`` rows): a stuck sensor or a dead feed that repeats its last value;
 - **gap**: event time jumps by more than ``gap_factor`` times the largest gap seen (and the
   usual interval): rows that stopped coming.
 
-Each kind gives a tail probability ``p`` (a normal tail of its z for the first three, a fixed
-``1e-7`` for the others); the likelihood is ``1 - min(1, 5 min p)`` (a Bonferroni bound over
-the five kinds). An **incident** starts when the likelihood reaches ``threshold`` and ends once
-it has stayed below ``clear`` for ``rearm`` rows in a row, so ``is_anomaly`` is true from the
-onset to the end of one incident and ``rtnb.alert(..., "is_anomaly")`` pages once for it.
+Each kind gives a tail probability ``p`` (a normal tail of its z for volatility and level, a
+fixed ``1e-7`` for flatline and gap); the likelihood is ``1 - min(1, 5 min p)`` (a
+Bonferroni bound over the kinds). An **incident** starts when the likelihood reaches
+``threshold`` and ends once it has stayed below ``clear`` for ``rearm`` rows in a row, so
+``is_anomaly`` is true from the onset to the end of one incident and ``rtnb.alert(...,
+"is_anomaly")`` pages once for it.
 
 All long-run statistics are exponentially weighted with a half-life of ``memory`` rows and
 learned *winsorised* once the key is warmed up (a value beyond 3-4 spreads is learned as if
@@ -38,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from rtnb.detect.detectors import Bools, Detector, Floats, Ints, _grown
 from rtnb.errors import ConfigError
@@ -54,7 +59,7 @@ class Anomaly(Detector):
 
     Adds ``score`` (the likelihood; ``NaN`` while the key warms up), ``is_anomaly`` (true
     during an incident, see the module docstring) and ``reason`` (for rows scoring at least
-    ``clear``: which evidence was strongest and by how much, e.g. ``"spike 7.2σ"``,
+    ``clear``: which evidence was strongest and by how much, e.g. ``"spike z=7.2"``,
     ``"flatline 120 rows"``; ``None`` otherwise).
 
     Parameters
@@ -84,13 +89,13 @@ class Anomaly(Detector):
     >>> det = Anomaly()
     >>> score, flag = det.process(x, times=t)
     >>> int(np.flatnonzero(flag)[0]), det.last_reasons()[500]
-    (500, 'new high 0.51')
+    (500, 'new high (+128% of the range)')
     """
 
     extra = ("reason",)
 
     def __init__(self, *, threshold: float = 0.9999, clear: float = 0.99, rearm: int = 20,
-                 memory: float = 500.0, warmup: int = 100, min_flat: int = 10,
+                 memory: float = 500.0, warmup: int = 300, min_flat: int = 10,
                  gap_factor: float = 3.0) -> None:
         if not 0 < clear <= threshold < 1:
             msg = (f"Anomaly needs 0 < clear <= threshold < 1; got clear={clear!r}, "
@@ -110,7 +115,7 @@ class Anomaly(Detector):
         self.threshold, self.clear, self.rearm = threshold, clear, rearm
         self.memory, self.warmup, self.min_flat, self.gap_factor = (
             memory, warmup, min_flat, gap_factor)
-        from rtnb.detect import _anomaly_kernels as k  # noqa: PLC0415 (numba on first use)
+        from rtnb.detect import _anomaly_kernels as k  # numba: on first use
 
         par = np.zeros(k.NPAR)
         par[k.P_PRED] = _alpha(1.0)
@@ -119,7 +124,7 @@ class Anomaly(Detector):
         par[k.P_LEVEL] = _alpha(5.0)
         par[k.P_WARM] = warmup
         par[k.P_ON], par[k.P_OFF], par[k.P_REARM] = threshold, clear, rearm
-        par[k.P_TOL], par[k.P_FLAT], par[k.P_MINFLAT] = 0.05, 2.0, min_flat
+        par[k.P_TOL], par[k.P_FLAT], par[k.P_MINFLAT] = 0.2, 2.0, min_flat
         par[k.P_GAP] = gap_factor
         self._par = par
         self._ncol = k.NCOL
@@ -137,7 +142,7 @@ class Anomaly(Detector):
 
     def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
              protect: bool) -> tuple[Floats, Bools]:
-        from rtnb.detect._anomaly_kernels import anomaly_rows  # noqa: PLC0415
+        from rtnb.detect._anomaly_kernels import anomaly_rows
 
         n = len(x)
         scores = np.empty(n)
@@ -150,8 +155,8 @@ class Anomaly(Detector):
         return scores, flags
 
     @staticmethod
-    def _reasons(why: Ints, size: Floats) -> npt.NDArray[np.object_]:
-        from rtnb.detect._anomaly_kernels import COMPONENTS  # noqa: PLC0415
+    def _reasons(why: Ints, size: Floats) -> Any:
+        from rtnb.detect._anomaly_kernels import COMPONENTS
 
         out = np.full(len(why), None, dtype=object)
         for i in np.flatnonzero(why).tolist():
@@ -162,14 +167,17 @@ class Anomaly(Detector):
             elif name == "gap":
                 out[i] = f"gap {v:.0f}x the usual interval"
             elif name.startswith("new"):
-                out[i] = f"{name} {v:.2f}"
+                out[i] = f"{name} (+{v:.0%} of the range)"
             else:
-                out[i] = f"{name} {v:.1f}σ"
-        return out
+                out[i] = f"{name} z={v:.1f}"
+        # pandas' string dtype whatever the batch holds (a batch of quiet rows too)
+        return pd.array(out, dtype=pd.StringDtype(na_value=np.nan))
 
     def last_reasons(self) -> list[str | None]:
-        """The ``reason`` of each row of the last batch processed."""
-        return list(self._extra_out[0]) if self._extra_out else []
+        """The ``reason`` of each row of the last batch processed (``None``: no reason)."""
+        if not self._extra_out:
+            return []
+        return [None if v != v else v for v in self._extra_out[0].tolist()]
 
     def _state(self) -> dict[str, Any]:
         has = np.flatnonzero(self._st[:self._n, 0] > 0)
@@ -195,6 +203,11 @@ class Anomaly(Detector):
             self._st[slot] = row
 
     def __repr__(self) -> str:
-        return "Anomaly()"
+        given = {"threshold": (self.threshold, 0.9999), "clear": (self.clear, 0.99),
+                 "rearm": (self.rearm, 20), "memory": (self.memory, 500.0),
+                 "warmup": (self.warmup, 300), "min_flat": (self.min_flat, 10),
+                 "gap_factor": (self.gap_factor, 3.0)}
+        args = ", ".join(f"{k}={v!r}" for k, (v, d) in given.items() if v != d)
+        return f"Anomaly({args})"
 
 
