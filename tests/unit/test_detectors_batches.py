@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import rtnb
 from rtnb.detect import EWMA, MAD, RateOfChange, RollingQuantile, Threshold, ZScore
 
 MAKERS = {
@@ -19,6 +20,11 @@ MAKERS = {
     "ewma": lambda: EWMA(alpha=0.2, threshold=2.5, min_periods=3),
     "rate": lambda: RateOfChange(threshold=20),
     "threshold": lambda: Threshold(upper=60, lower=40),
+    "zscore_rows": lambda: ZScore(rtnb.rows(20), threshold=2.5, min_periods=3),
+    "mad_rows": lambda: MAD(rtnb.rows(20), threshold=3, min_periods=3),
+    "quantile_rows": lambda: RollingQuantile(rtnb.rows(20), q=0.9, factor=1.1, min_periods=3),
+    "ewma_default": EWMA,
+    "rate_robust": RateOfChange,
 }
 
 
@@ -137,7 +143,8 @@ def test_score_and_score_one_change_nothing(name):
     np.testing.assert_array_equal(got, twin.process(x[1500:], codes[1500:], t[1500:])[0])
 
 
-@pytest.mark.parametrize("name", ["zscore", "mad", "quantile", "ewma", "rate"])
+@pytest.mark.parametrize("name", ["zscore", "mad", "quantile", "ewma", "rate", "zscore_rows",
+                                  "mad_rows", "quantile_rows", "rate_robust"])
 def test_any_integer_key_codes(name):
     """Codes beyond the slot table and negative ones give the scores of small codes."""
     x, codes, t = many_keys(2000, 12, 10)
