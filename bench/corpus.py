@@ -478,6 +478,11 @@ def bundled_day() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # ------------------------------------------------------------------------------- summaries
 
+def _step_name(step: pd.Timedelta) -> str:
+    names = {v: k for k, v in STEPS.items()}
+    return names.get(step, str(step))
+
+
 def describe(data: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
     """A markdown summary of a corpus: sizes, rates, scales and anomaly kinds."""
     g = data.groupby("series", sort=True)
@@ -489,7 +494,7 @@ def describe(data: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
         f"- {g.ngroups} series, {len(data):,} rows ({g.size().min():,}-{g.size().max():,} "
         f"per series), {len(labels)} labelled windows "
         f"({int((per == 0).sum())} series without an anomaly)",
-        "- sampling: " + ", ".join(f"{k!s}: {v}" for k, v in
+        "- sampling: " + ", ".join(f"{_step_name(k)}: {v} series" for k, v in
                                    steps.value_counts().sort_index().items()),
         f"- value spread (std per series): {spread.min():.3g} to {spread.max():.3g}; "
         f"{int((g['value'].min() < 0).sum())} series with negative values",
