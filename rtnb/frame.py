@@ -507,7 +507,9 @@ class StreamingFrame(_record.Recorded):
         """Add ``score`` and ``is_anomaly`` columns from a detector run per key on ``on``.
 
         Each row is scored against its key's earlier rows (see :mod:`rtnb.detect`); with
-        ``protect=True`` anomalous rows are kept out of the detector's state.
+        ``protect=True`` anomalous rows are kept out of the detector's state. A detector
+        with more outputs adds them after these two (:class:`rtnb.detect.Anomaly`:
+        ``reason``).
 
         Examples
         --------
@@ -535,11 +537,19 @@ class StreamingFrame(_record.Recorded):
             if out in self.example.columns:
                 msg = f"detect(): {self.name!r} already has a column {out!r}; pass score=/anomaly="
                 raise ConfigError(msg)
+        for out in detector.extra:
+            if out in self.example.columns or out in (score, anomaly):
+                msg = (f"detect(): {detector!r} adds a column {out!r}, which {self.name!r} "
+                       "already has; rename it first")
+                raise ConfigError(msg)
         registry = KeyRegistry(self.key_columns(by), self.example)
         logic = DetectorLogic(detector, on=on, keys=registry, time=self.time, protect=protect,
                               score=score, anomaly=anomaly)
-        example = self.example.assign(**{score: pd.Series([], dtype="float64"),
-                                         anomaly: pd.Series([], dtype="bool")})
+        outputs = {score: pd.Series([], dtype="float64"), anomaly: pd.Series([], dtype="bool")}
+        dtypes = getattr(detector, "extra_dtypes", {})
+        outputs.update({out: pd.Series([], dtype=dtypes.get(out, object))
+                        for out in detector.extra})
+        example = self.example.assign(**outputs)
         return self.process(logic, example=example, name=name or "detect")
 
     def process(self, logic: Logic, *, example: pd.DataFrame, name: str,

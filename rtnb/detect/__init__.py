@@ -7,16 +7,15 @@ same for one value. ``sdf.detect(detector, on="cpu", by="host")`` adds ``score``
 ``is_anomaly`` columns to a stream. With ``protect=True`` rows found anomalous are kept out of
 the learned state (so a long incident does not become the new normal).
 
-Detectors here: :class:`Threshold`, :class:`ZScore` (rolling mean and standard deviation over
-an event-time window), :class:`EWMA` (exponentially weighted mean and variance),
+Detectors here: :class:`Threshold`, :class:`ZScore` (rolling mean and standard deviation
+over a row or event-time window), :class:`EWMA` (exponentially weighted mean and variance),
 :class:`RateOfChange`, :class:`RollingQuantile`, :class:`MAD` (rolling median absolute
 deviation), and the recommended :class:`Anomaly` (no arguments: an anomaly likelihood from
 several kinds of evidence, with a reason per row); :func:`absence` notices keys that stopped
-sending. Alert rules (:func:`alert`,
-also ``rtnb.alert``) turn a condition into Prometheus-style pending / firing / resolved
-transitions per key; :func:`evaluate` scores them against labelled incidents (precision,
-recall, delay, and the Numenta Anomaly Benchmark's score by its exact rules;
-:func:`nab_windows` builds NAB's windows around labelled points).
+sending. Alert rules (:func:`alert`, also ``rtnb.alert``) turn a condition into Prometheus-
+style pending / firing / resolved transitions per key; :func:`evaluate` scores them against
+labelled incidents (precision, recall, delay, and the Numenta Anomaly Benchmark's score by
+its exact rules; :func:`nab_windows` builds NAB's windows around labelled points).
 """
 
 from rtnb.detect._absence import absence
@@ -30,9 +29,10 @@ from rtnb.detect.detectors import (
     RateOfChange,
     RollingQuantile,
     Threshold,
+    WarmUpWarning,
     ZScore,
 )
 
 __all__ = ["EWMA", "MAD", "AlertRule", "Anomaly", "Detector", "Evaluation", "RateOfChange",
-           "RollingQuantile", "Threshold", "ZScore", "absence", "alert", "evaluate",
-           "nab_windows"]
+           "RollingQuantile", "Threshold", "WarmUpWarning", "ZScore", "absence", "alert",
+           "evaluate", "nab_windows"]

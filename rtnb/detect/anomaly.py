@@ -22,8 +22,8 @@ of tweets, sampled every second or every hour), into an anomaly likelihood in [0
 - **gap**: event time jumps by more than ``gap_factor`` times the largest gap seen (and the
   usual interval): rows that stopped coming.
 
-Each kind gives a tail probability ``p`` (a normal tail of its z for volatility and level, a
-fixed ``1e-7`` for flatline and gap); the likelihood is ``1 - min(1, 5 min p)`` (a
+Each kind gives a tail probability ``p`` (a normal tail of its z / 1.2 for volatility and
+level, a fixed ``1e-7`` for flatline and gap); the likelihood is ``1 - min(1, 5 min p)`` (a
 Bonferroni bound over the kinds). An **incident** starts when the likelihood reaches
 ``threshold`` and ends once it has stayed below ``clear`` for ``rearm`` rows in a row, so
 ``is_anomaly`` is true from the onset to the end of one incident and ``rtnb.alert(...,
@@ -38,7 +38,7 @@ the new normal. Until a key has ``warmup`` rows its rows score ``NaN``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +93,8 @@ class Anomaly(Detector):
     """
 
     extra = ("reason",)
+    #: The ``reason`` column's dtype: pandas' string dtype (missing: NaN).
+    extra_dtypes: ClassVar[dict[str, Any]] = {"reason": pd.StringDtype(na_value=np.nan)}
 
     def __init__(self, *, threshold: float = 0.9999, clear: float = 0.99, rearm: int = 20,
                  memory: float = 500.0, warmup: int = 300, min_flat: int = 10,
@@ -154,8 +156,8 @@ class Anomaly(Detector):
         self._extra_out = [self._reasons(why, size)]
         return scores, flags
 
-    @staticmethod
-    def _reasons(why: Ints, size: Floats) -> Any:
+    @classmethod
+    def _reasons(cls, why: Ints, size: Floats) -> Any:
         from rtnb.detect._anomaly_kernels import COMPONENTS
 
         out = np.full(len(why), None, dtype=object)
@@ -171,7 +173,7 @@ class Anomaly(Detector):
             else:
                 out[i] = f"{name} z={v:.1f}"
         # pandas' string dtype whatever the batch holds (a batch of quiet rows too)
-        return pd.array(out, dtype=pd.StringDtype(na_value=np.nan))
+        return pd.array(out, dtype=cls.extra_dtypes["reason"])
 
     def last_reasons(self) -> list[str | None]:
         """The ``reason`` of each row of the last batch processed (``None``: no reason)."""
