@@ -21,7 +21,8 @@ Bools = npt.NDArray[np.bool_]
 
 #: Evidence components, in the order of the ``why`` codes the kernel writes (0: none).
 COMPONENTS = ("spike", "dip", "volatility", "level shift up", "level shift down",
-              "new high", "new low", "flatline", "gap")
+              "new high", "new low", "flatline", "gap", "above the daily pattern",
+              "below the daily pattern")
 
 # state columns (per key slot)
 N, PRED, MAE, RAVG, MU_PT, VAR_PT, MU_AVG, VAR_AVG = 0, 1, 2, 3, 4, 5, 6, 7
@@ -30,7 +31,12 @@ LAST_X, RUN, MAX_RUN, LO, HI, LAST_T, DT_AVG, MAX_GAP, ON, BELOW = (
     13, 14, 15, 16, 17, 18, 19, 20, 21, 22)
 # the forecast error's tail beyond _U: how often its z passes _U, and by how much on average
 PHI_PT, BETA_PT = 23, 24
-NCOL = 25
+# the daily pattern: first time, typical |deviation from the long mean| and from the pattern,
+# the residual's short mean and its long-run mean and variance
+FIRST_T, MAD_NS, MAD_S, S_SHORT, MU_S, VAR_S = 25, 26, 27, 28, 29, 30
+NCOL = 31
+BINS = 24  # the daily pattern's bins (hours of the day, UTC)
+_DAY = 86_400 * 10**9
 
 # parameters
 (P_PRED, P_LONG, P_SHORT, P_LEVEL, P_WARM, P_ON, P_OFF, P_REARM, P_TOL, P_FLAT, P_MINFLAT,
@@ -89,8 +95,8 @@ def _z(v: float, mu: float, var: float, floor: float) -> float:
 
 
 @jit
-def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
-                  score: Floats, flag: Bools, why: Ints, size: Floats) -> None:
+def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, prof: Floats, seen: Floats,
+                  par: Floats, score: Floats, flag: Bools, why: Ints, size: Floats) -> None:
     a_pred, a_long, a_short, a_level = par[P_PRED], par[P_LONG], par[P_SHORT], par[P_LEVEL]
     warm, on_level, off_level, rearm = par[P_WARM], par[P_ON], par[P_OFF], par[P_REARM]
     tol, flat_factor, min_flat, gap_factor = par[P_TOL], par[P_FLAT], par[P_MINFLAT], par[P_GAP]
@@ -114,6 +120,7 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
             st[k, LO] = xi
             st[k, HI] = xi
             st[k, LAST_T] = ti
+            st[k, FIRST_T] = ti
             st[k, N] = 1.0
             flag[r] = False
             continue
@@ -132,6 +139,15 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
         x_c = min(max(xi, st[k, M_SHORT] - lim), st[k, M_SHORT] + lim)
         m_short = st[k, M_SHORT] + a_level * ((x_c if n >= _SEED else xi) - st[k, M_SHORT])
         lv = (m_short - st[k, M_LONG]) / mae
+        # the daily pattern: the deviation from the long mean expected at this hour of day
+        b = int((ti % _DAY) // (_DAY // BINS))
+        dev = xi - st[k, M_LONG]
+        res = dev - prof[k, b]
+        mad_s = max(st[k, MAD_S], floor)
+        s_short = st[k, S_SHORT] + a_level * (min(max(res / mad_s, -4.0), 4.0) - st[k, S_SHORT])
+        # in use once two days are seen and the pattern explains a third of the deviation
+        daily = (ti - st[k, FIRST_T] >= 2 * _DAY and seen[k, b] > 0
+                 and st[k, MAD_S] < 0.67 * st[k, MAD_NS])
         run = st[k, RUN] + 1.0 if xi == st[k, LAST_X] else 0.0
         dt = float(ti - st[k, LAST_T])
         scored = n >= warm
@@ -161,6 +177,11 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
                     p, code, mag = q, 6, (xi - st[k, HI]) / span
                 elif q < p and xi < st[k, LO] - tol * span:
                     p, code, mag = q, 7, (st[k, LO] - xi) / span
+            if daily:
+                z_s = abs(_z(s_short, st[k, MU_S], st[k, VAR_S], var_floor))
+                q = 2.0 * _upper_tail(z_s / _WIDE)
+                if q < p:
+                    p, code, mag = q, 10 if s_short >= st[k, MU_S] else 11, z_s
             if run + 1.0 >= max(flat_factor * (st[k, MAX_RUN] + 1.0), min_flat):
                 q = 1e-7
                 if q < p:
@@ -202,6 +223,22 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
         a_base = max(a_long, 1.0 / n)
         st[k, MAE] = st[k, MAE] + a_base * (min(err, ratio_l * mae) - st[k, MAE])
         st[k, M_SHORT] = m_short
+        # the daily pattern learns each bin over ~5 days of its rows, winsorised residuals
+        per_day = max(1.0, (_DAY / BINS) / max(st[k, DT_AVG], 1.0))
+        seen[k, b] += 1.0
+        a_bin = max(1.0 / seen[k, b], 1.0 / (5.0 * per_day))
+        res_l = min(max(res, -4.0 * mad_s), 4.0 * mad_s) if daily else res
+        prof[k, b] += a_bin * res_l
+        st[k, MAD_NS] += a_base * (min(abs(dev), 6.0 * max(st[k, MAD_NS], floor))
+                                   - st[k, MAD_NS])
+        st[k, MAD_S] += a_base * (min(abs(res), 6.0 * mad_s) - st[k, MAD_S])
+        st[k, S_SHORT] = s_short
+        if ti - st[k, FIRST_T] >= _DAY:
+            s_l = s_short
+            if daily:
+                sd_s = 3.0 * math.sqrt(max(st[k, VAR_S], 1e-6))
+                s_l = min(max(s_short, st[k, MU_S] - sd_s), st[k, MU_S] + sd_s)
+            st[k, MU_S], st[k, VAR_S] = _ew(st[k, MU_S], st[k, VAR_S], s_l, a_long)
         st[k, M_LONG], st[k, V_LONG] = _ew(st[k, M_LONG], st[k, V_LONG], x_l, a_base)
         if n >= _SEED:  # the ratios mean something once the scales above have a few rows
             if n == _SEED:
@@ -231,12 +268,12 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
         st[k, N] = n + 1.0
 
 
-def anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, par: Floats,
-                 score: Floats, flag: Bools, why: Ints, size: Floats) -> None:
+def anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, prof: Floats, seen: Floats,
+                 par: Floats, score: Floats, flag: Bools, why: Ints, size: Floats) -> None:
     """Score a batch's rows as :class:`~rtnb.detect.Anomaly`; update ``st`` in place.
 
     Writes per row the likelihood ``score`` (NaN while warming up or for a missing value),
     the incident ``flag``, the strongest component's code ``why`` (1-based index into
     :data:`COMPONENTS`, 0: none) and its size.
     """
-    _anomaly_rows(slots, t, x, st, par, score, flag, why, size)
+    _anomaly_rows(slots, t, x, st, prof, seen, par, score, flag, why, size)

@@ -12,18 +12,26 @@ of tweets, sampled every second or every hour), into an anomaly likelihood in [0
   needs a bigger jump than a quiet one;
 - **volatility**: the same ratio averaged over the last ~10 rows against its long-run
   distribution (Numenta's anomaly likelihood: a burst of errors, not one of them);
-- **level shift up / down**: a short mean (half-life 5 rows) against the long mean in long
-  standard deviations, compared with how far apart the two usually are;
+- **level shift up / down**: a short mean (half-life 5 rows, of values clipped at 4 typical
+  forecast errors around it, so one outlier moves it little) against the long mean, in
+  typical forecast errors, compared with how far apart the two usually are;
 - **new high / new low**: a value beyond the key's whole range by more than 20 % of it (as
   Numenta's NAB detector's "spatial anomaly"): the forecast error's tail probability is
   multiplied by ``10 / rows seen`` (a record gets rarer as the range holds more rows);
 - **flatline**: the same value repeated more than twice the longest run seen (and at least
   ``min_flat`` rows): a stuck sensor or a dead feed that repeats its last value;
+- **above / below the daily pattern**: per hour of the day (UTC), the usual deviation from
+  the long mean is learned (each hour over about five days of its rows); the deviation from
+  that pattern, clipped at 4 typical deviations and averaged like the level (half-life 5
+  rows), against its long-run mean and spread. In use once a key has two days of history
+  and the pattern explains at least a third of its spread (a day that stays flat at the
+  mean, or runs at the wrong hours, while every value is within the usual range);
 - **gap**: event time jumps by more than ``gap_factor`` times the largest gap seen (and the
   usual interval): rows that stopped coming.
 
-Each kind gives a tail probability ``p`` (a normal tail of its z / 1.2 for volatility and
-level, a fixed ``1e-7`` for flatline and gap); the likelihood is ``1 - min(1, 5 min p)`` (a
+Each kind gives a tail probability ``p`` (a normal tail of its z / 1.2 for volatility, level
+and the daily pattern: real series have heavier tails than a normal's; a fixed ``1e-7`` for
+flatline and gap); the likelihood is ``1 - min(1, 5 min p)`` (a
 Bonferroni bound over the kinds). An **incident** starts when the likelihood reaches
 ``threshold`` and ends once it has stayed below ``clear`` for ``rearm`` rows in a row, so
 ``is_anomaly`` is true from the onset to the end of one incident and ``rtnb.alert(...,
@@ -131,6 +139,8 @@ class Anomaly(Detector):
         self._par = par
         self._ncol = k.NCOL
         self._st = np.zeros((0, k.NCOL))
+        self._prof = np.zeros((0, k.BINS))  # per key: the daily pattern, by hour of day
+        self._hours = np.zeros((0, k.BINS))  # and how many rows each hour has had
         self._why = np.zeros(0, dtype=np.int64)
         self._size = np.zeros(0)
         self._extra_out: list[Any] = []
@@ -141,6 +151,8 @@ class Anomaly(Detector):
 
     def _resize(self, n: int) -> None:
         self._st = _grown(self._st, n, 0.0)
+        self._prof = _grown(self._prof, n, 0.0)
+        self._hours = _grown(self._hours, n, 0.0)
 
     def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
              protect: bool) -> tuple[Floats, Bools]:
@@ -151,7 +163,8 @@ class Anomaly(Detector):
         flags = np.empty(n, dtype=np.bool_)
         why = np.empty(n, dtype=np.int64)
         size = np.empty(n)
-        anomaly_rows(slots, t, x, self._st, self._par, scores, flags, why, size)
+        anomaly_rows(slots, t, x, self._st, self._prof, self._hours, self._par, scores, flags,
+                     why, size)
         self._why, self._size = why, size
         self._extra_out = [self._reasons(why, size)]
         return scores, flags
@@ -183,11 +196,14 @@ class Anomaly(Detector):
 
     def _state(self) -> dict[str, Any]:
         has = np.flatnonzero(self._st[:self._n, 0] > 0)
-        return {"keys": self._codes[has].copy(), "state": self._st[has].copy()}
+        return {"keys": self._codes[has].copy(), "state": self._st[has].copy(),
+                "daily": self._prof[has].copy(), "seen": self._hours[has].copy()}
 
     def _load(self, state: dict[str, Any]) -> None:
         st = np.asarray(state["state"], dtype=np.float64).reshape(-1, self._ncol)
         self._st[:len(st)] = st
+        self._prof[:len(st)] = np.asarray(state["daily"], dtype=np.float64).reshape(len(st), -1)
+        self._hours[:len(st)] = np.asarray(state["seen"], dtype=np.float64).reshape(len(st), -1)
 
     def _from_per_key(self, per_key: dict[int, Any]) -> dict[str, Any]:
         msg = "Anomaly snapshots are arrays; this one is not an Anomaly snapshot"
@@ -195,14 +211,18 @@ class Anomaly(Detector):
 
     def _save_key(self, key: int) -> Any:
         slot = self._slot_of(key)
-        return key, slot, None if slot < 0 else self._st[slot].copy()
+        if slot < 0:
+            return key, slot, None
+        return key, slot, (self._st[slot].copy(), self._prof[slot].copy(),
+                           self._hours[slot].copy())
 
     def _restore_key(self, saved: Any) -> None:
-        key, slot, row = saved
-        if row is None:
-            self._st[self._slot_of(key)] = 0.0
+        key, slot, rows = saved
+        if rows is None:  # a new key: back to no state
+            slot = self._slot_of(key)
+            self._st[slot], self._prof[slot], self._hours[slot] = 0.0, 0.0, 0.0
         else:
-            self._st[slot] = row
+            self._st[slot], self._prof[slot], self._hours[slot] = rows
 
     def __repr__(self) -> str:
         given = {"threshold": (self.threshold, 0.9999), "clear": (self.clear, 0.99),

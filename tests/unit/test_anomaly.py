@@ -91,6 +91,30 @@ def test_each_kind_of_evidence_is_found_and_named():
     assert reasons[100] is None  # quiet rows have no reason
 
 
+def test_a_day_that_breaks_the_daily_pattern_is_an_incident():
+    """5-minute data with a daily cycle; day 15 stays flat at the mean (a holiday): the
+    values are all within the usual range, only the hour of day makes them wrong."""
+    per_day = 288
+    n = 20 * per_day
+    t = _times(n, "5min")
+    hours = (np.arange(n) % per_day) / per_day * 24
+    x = 100.0 + 30.0 * np.sin(2 * np.pi * hours / 24) \
+        + np.random.default_rng(8).normal(0.0, 3.0, n)
+    flat = slice(15 * per_day, 16 * per_day)
+    x[flat] = 100.0 + np.random.default_rng(9).normal(0.0, 3.0, per_day)
+    det = Anomaly()
+    _, flag = det.process(x, times=t)
+    reasons = det.last_reasons()
+    onsets = _onsets(flag)
+    inside = [o for o in onsets if flat.start <= o < flat.stop]
+    assert inside and inside[0] < flat.start + 36  # within 3 hours of the day
+    assert "the daily pattern z=" in reasons[inside[0]]
+    assert len(onsets) - len(inside) <= 2  # the other 19 days: at most two false alarms
+    plain = Anomaly()
+    plain.process(x[:2 * per_day - 1], times=t[:2 * per_day - 1])
+    assert not any(r and "daily" in r for r in plain.last_reasons())  # needs two days
+
+
 def test_a_gap_in_event_time_is_an_incident():
     n = 1000
     t = _times(n).copy()
