@@ -201,14 +201,16 @@ def with_columns(df: pd.DataFrame, names: Sequence[Any], arrays: Sequence[Any], 
                  columns: pd.Index | None = None) -> pd.DataFrame:
     """``df.assign(**dict(zip(names, arrays)))`` for new 1-D arrays of ``len(df)`` rows.
 
-    New numeric or boolean numpy columns take the fast path; names already in ``df`` (which
-    replace that column) and other arrays go through ``assign``.
+    New numeric or boolean numpy columns and pandas string arrays take the fast path; names
+    already in ``df`` (which replace that column) and other arrays go through ``assign``.
     ``columns`` is the result's column index when the caller has it cached (it must be
     ``df.columns`` followed by ``names``).
     """
     existing = df.columns
     if any(name in existing for name in names) or not all(
-            isinstance(v, np.ndarray) and v.dtype.kind in "biuf" for v in arrays):
+            (isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
+            or isinstance(v, pd.arrays.StringArray | pd.arrays.ArrowStringArray)
+            for v in arrays):
         return df.assign(**{str(k): v for k, v in zip(names, arrays, strict=True)})
     n = len(df)
     width = len(existing)
@@ -219,7 +221,8 @@ def with_columns(df: pd.DataFrame, names: Sequence[Any], arrays: Sequence[Any], 
         if len(values) != n:
             msg = f"column {names[i]!r} has {len(values)} values for a frame of {n} rows"
             raise ValueError(msg)
-        blocks.append(new_block(values.reshape(1, -1),
+        blocks.append(new_block(values.reshape(1, -1) if isinstance(values, np.ndarray)
+                                else values,  # a 1-D extension array (strings)
                                 BlockPlacement(slice(width + i, width + i + 1)), ndim=2))
     if columns is None:
         columns = existing.append(pd.Index(list(names)))

@@ -94,6 +94,12 @@ def test_with_columns_equals_assign_and_keeps_copy_on_write() -> None:
                                   df.assign(w=words))
     with pytest.raises(ValueError, match="3 values"):
         _frames.with_columns(df, ["short"], [np.zeros(3)])
+    # pandas' string arrays (a detector's reason) take the fast path, missing values included
+    reasons = pd.array(["spike", None] * (len(df) // 2) + ["dip"] * (len(df) % 2),
+                       dtype=pd.StringDtype(na_value=np.nan))
+    got = _frames.with_columns(df, ["score", "reason"], [score, reasons])
+    pd.testing.assert_frame_equal(got, df.assign(score=score, reason=reasons))
+    assert got["reason"].dtype == pd.StringDtype(na_value=np.nan)
 
 
 def test_column_and_schema() -> None:
