@@ -34,7 +34,8 @@ PHI_PT, BETA_PT = 23, 24
 # the daily pattern: first time, typical |deviation from the long mean| and from the pattern,
 # the residual's short mean and its long-run mean and variance
 FIRST_T, MAD_NS, MAD_S, S_SHORT, MU_S, VAR_S = 25, 26, 27, 28, 29, 30
-NCOL = 31
+MAE_NZ = 31  # the typical forecast error of rows whose value moved (idle series)
+NCOL = 32
 BINS = 24  # the daily pattern's bins (hours of the day, UTC)
 _DAY = 86_400 * 10**9
 
@@ -128,7 +129,9 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, prof: Floats, see
         level = abs(st[k, M_LONG])
         floor = 1e-9 * level + 1e-300  # a flat history: scales floored, scores finite
         err = abs(xi - st[k, PRED])
-        mae = max(st[k, MAE], floor)
+        # an idle or quantised series repeats its value most rows: its errors are read against
+        # half the typical error of the rows whose value moved, not against a mean near zero
+        mae = max(st[k, MAE], 0.5 * st[k, MAE_NZ], floor)
         ratio = err / mae if err > 0 else 0.0
         lr = math.log1p(ratio)
         ravg = st[k, RAVG] + a_short * (lr - st[k, RAVG])
@@ -222,6 +225,10 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, prof: Floats, see
         # bias-corrected: a plain mean of the values so far until 1 / n falls below a_long
         a_base = max(a_long, 1.0 / n)
         st[k, MAE] = st[k, MAE] + a_base * (min(err, ratio_l * mae) - st[k, MAE])
+        if xi != st[k, LAST_X]:  # a row whose value moved
+            nz = st[k, MAE_NZ]
+            st[k, MAE_NZ] = nz + max(a_long, 1.0 / n) * (min(err, ratio_l * mae) - nz) \
+                if nz > 0 else err
         st[k, M_SHORT] = m_short
         # the daily pattern learns each bin over ~5 days of its rows, winsorised residuals
         per_day = max(1.0, (_DAY / BINS) / max(st[k, DT_AVG], 1.0))
