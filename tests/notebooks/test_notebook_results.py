@@ -201,18 +201,32 @@ import json
 sweep = pd.DataFrame(rows)
 # the notebook's what-if equals a fresh computation of the same day at the same settings
 threshold.value, for_.value = 4.0, "1min"
-again = rtnb.evaluate(whole_day(), incidents)
+again = score(whole_day())
 tuned = sweep[(sweep["z"] == 4.0) & (sweep["for"] == "1min")].iloc[0]
+# the default detector: web-03 alone gives the day's web-03 alerts (keys are independent),
+# every alert of the day has its reason, and the plot and the live pipeline got rows
 print(json.dumps({
     "nab": sweep["nab_score"].round(3).tolist(), "recall": sweep["recall"].round(3).tolist(),
     "false_positives": sweep["false_positives"].tolist(),
     "again_nab": round(again.nab_score, 3), "tuned_nab": round(float(tuned["nab_score"]), 3),
     "scores_widget": "NAB score" in scores.value,
-}))
+    "default": {
+        "firing": int((events["state"] == "firing").sum()), "table": len(table),
+        "reasons": int(table["reason"].notna().sum()),
+        "windows": len(windows), "labels": len(labels),
+        "nab": result.nab_score, "profiles": sorted(result.scores),
+        "web03_plot_alerts": len(latency_view.overlays[-1].fired.data["x"]),
+        "web03_day_alerts": int(((events["host"] == "web-03")
+                                 & (events["state"] == "firing")).sum()),
+        "plotted": len(latency_view.sources[next(iter(latency_view.sources))].data["x"]),
+        "live_rows": rtnb.metrics.snapshot(live.graph).events_in,
+    },
+}, default=str))
 """
 
 
-def test_alerts_notebook_tuning_improves_the_nab_score(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alerts_notebook_scores_the_default_detector_and_a_tuned_rule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     result: dict[str, Any] = run_with_check(  # type: ignore[assignment]
         "05-thresholds-and-alerts.ipynb", ALERTS_CHECK, 6_000, monkeypatch)
     nab, recall, fps = result["nab"], result["recall"], result["false_positives"]
@@ -222,3 +236,15 @@ def test_alerts_notebook_tuning_improves_the_nab_score(monkeypatch: pytest.Monke
     assert nab[3] < nab[2]  # too strict: incidents missed
     assert result["again_nab"] == result["tuned_nab"]
     assert result["scores_widget"]
+    # The default detector, which the notebook leads with (one run of the notebook for both).
+    default = result["default"]
+    # one table row per alert fired, each with the reason the detector gave on its row
+    assert default["firing"] == default["table"] == default["reasons"] > 0
+    # every labelled window appears once in the per-window table, with its incident
+    assert default["windows"] == default["labels"] > 0
+    assert 0 < default["nab"] <= 100
+    assert default["profiles"] == ["reward_low_FN_rate", "reward_low_FP_rate", "standard"]
+    # web-03 scored alone draws exactly the day's web-03 alerts on its plot
+    assert default["web03_plot_alerts"] == default["web03_day_alerts"] > 0
+    assert 1_000 < default["plotted"] <= 4_000
+    assert default["live_rows"] == 6_000
