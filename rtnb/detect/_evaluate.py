@@ -504,13 +504,14 @@ def evaluate(alerts: Any, labels: pd.DataFrame, *, by: str | None = "host",
             if by not in data.columns:
                 msg = f"labels are keyed by {by!r} but data has no {by!r} column"
                 raise ConfigError(msg)
-            data_keys = _keys(data[by]).to_numpy()
-            order = np.lexsort((all_times, data_keys))
-            sorted_keys, sorted_times = data_keys[order], all_times[order]
-            uniq, first = np.unique(sorted_keys, return_index=True)
-            bounds = [*first.tolist(), len(sorted_keys)]
-            for i, key in enumerate(uniq.tolist()):
-                series_times[key] = sorted_times[bounds[i]:bounds[i + 1]]
+            # integer codes sort ~5x faster than a million strings
+            codes, names = pd.factorize(_keys(data[by]), sort=True)
+            order = np.lexsort((all_times, codes))
+            sorted_codes, sorted_times = codes[order], all_times[order]
+            first = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+            bounds = [*first.tolist(), len(sorted_codes)]
+            for i, start in enumerate(first.tolist()):
+                series_times[names[sorted_codes[start]]] = sorted_times[start:bounds[i + 1]]
         else:
             if by is not None and by in data.columns and data[by].nunique() > 1:
                 msg = (f"data holds several series ({by!r} has {data[by].nunique()} values) "
