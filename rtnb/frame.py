@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time as _time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
@@ -503,13 +503,16 @@ class StreamingFrame(_record.Recorded):
     @_record.method
     def detect(self, detector: Any, *, on: str, by: str | Iterable[str] | None = None,
                protect: bool = False, score: str = "score", anomaly: str = "is_anomaly",
+               rename: Mapping[str, str] | None = None,
                name: str | None = None) -> StreamingFrame:
         """Add ``score`` and ``is_anomaly`` columns from a detector run per key on ``on``.
 
         Each row is scored against its key's earlier rows (see :mod:`rtnb.detect`); with
         ``protect=True`` anomalous rows are kept out of the detector's state. A detector
         with more outputs adds them after these two (:class:`rtnb.detect.Anomaly`:
-        ``reason``).
+        ``reason``); ``rename`` gives them other names, as ``score`` and ``anomaly`` do for
+        the first two (two detectors on one frame: ``score="cpu_score",
+        anomaly="cpu_anomaly", rename={"reason": "cpu_reason"}``).
 
         Examples
         --------
@@ -537,18 +540,25 @@ class StreamingFrame(_record.Recorded):
             if out in self.example.columns:
                 msg = f"detect(): {self.name!r} already has a column {out!r}; pass score=/anomaly="
                 raise ConfigError(msg)
-        for out in detector.extra:
+        named = dict(rename or {})
+        unknown = sorted(set(named) - set(detector.extra))
+        if unknown:
+            msg = (f"detect(rename=...): {detector!r} has no extra column {unknown[0]!r}; it "
+                   f"adds {list(detector.extra)}")
+            raise ConfigError(msg)
+        extra = {e: named.get(e, e) for e in detector.extra}
+        for out in extra.values():
             if out in self.example.columns or out in (score, anomaly):
                 msg = (f"detect(): {detector!r} adds a column {out!r}, which {self.name!r} "
-                       "already has; rename it first")
+                       "already has; pass rename={...} to name it otherwise")
                 raise ConfigError(msg)
         registry = KeyRegistry(self.key_columns(by), self.example)
         logic = DetectorLogic(detector, on=on, keys=registry, time=self.time, protect=protect,
-                              score=score, anomaly=anomaly)
+                              score=score, anomaly=anomaly, rename=named)
         outputs = {score: pd.Series([], dtype="float64"), anomaly: pd.Series([], dtype="bool")}
         dtypes = getattr(detector, "extra_dtypes", {})
-        outputs.update({out: pd.Series([], dtype=dtypes.get(out, object))
-                        for out in detector.extra})
+        outputs.update({out: pd.Series([], dtype=dtypes.get(e, object))
+                        for e, out in extra.items()})
         example = self.example.assign(**outputs)
         return self.process(logic, example=example, name=name or "detect")
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -1045,19 +1046,21 @@ class DetectorLogic:
         The key registry mapping the ``by`` columns to integer codes.
     time
         The event-time column (``None``: detectors that need no time).
-    protect, score, anomaly
-        As in :meth:`rtnb.StreamingFrame.detect`.
+    protect, score, anomaly, rename
+        As in :meth:`rtnb.StreamingFrame.detect` (``rename``: output names of the
+        detector's extra columns).
     """
 
     watermark = None
 
     def __init__(self, detector: Detector, *, on: str, keys: Any, time: str | None,
                  protect: bool = False, score: str = "score",
-                 anomaly: str = "is_anomaly") -> None:
+                 anomaly: str = "is_anomaly", rename: Mapping[str, str] | None = None) -> None:
         self.detector, self.on, self.keys, self.time = detector, on, keys, time
         self.protect, self.score, self.anomaly = protect, score, anomaly
         self._plan: tuple[pd.Index, int, int, pd.Index] | None = None
-        self._names = [score, anomaly, *detector.extra]
+        named = dict(rename or {})
+        self._names = [score, anomaly, *(named.get(e, e) for e in detector.extra)]
 
     def _columns(self, batch: pd.DataFrame) -> tuple[int, int, pd.Index]:
         """(position of ``on``, of the time column or -1, the output's columns), cached."""

@@ -223,3 +223,27 @@ def test_bad_settings_are_refused(kwargs, match):
 def test_repr_shows_what_differs_from_the_defaults():
     assert repr(Anomaly()) == "Anomaly()"
     assert repr(Anomaly(threshold=0.999, rearm=5)) == "Anomaly(threshold=0.999, rearm=5)"
+
+
+def test_two_anomaly_detectors_on_one_frame_name_their_columns():
+    n = 1000
+    rng = np.random.default_rng(3)
+    data = pd.DataFrame({"time": pd.date_range("2026-01-01", periods=n, freq="s"),
+                         "cpu": rng.normal(50.0, 5.0, n), "lat": rng.normal(10.0, 1.0, n)})
+    data.loc[700, "lat"] = 40.0
+    sdf = rtnb.StreamingFrame(data.iloc[:0], name="m", time="time")
+    both = (sdf.detect(Anomaly(), on="cpu", score="cpu_score", anomaly="cpu_anomaly",
+                       rename={"reason": "cpu_reason"})
+            .detect(Anomaly(), on="lat"))
+    out = collect(both)
+    feed(sdf, data, batch_size=100)
+    frame = out.frame()
+    assert list(frame.columns[3:]) == ["cpu_score", "cpu_anomaly", "cpu_reason", "score",
+                                       "is_anomaly", "reason"]
+    assert frame["reason"].dtype == frame["cpu_reason"].dtype == "str"
+    assert frame.loc[700, "reason"].startswith(("spike", "new high"))
+    with pytest.raises(ConfigError, match="already has; pass rename"):
+        sdf.detect(Anomaly(), on="cpu").detect(Anomaly(), on="lat", score="s2",
+                                               anomaly="a2")
+    with pytest.raises(ConfigError, match="has no extra column 'why'"):
+        sdf.detect(Anomaly(), on="cpu", rename={"why": "x"})
