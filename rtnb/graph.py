@@ -70,6 +70,19 @@ def _remover(items: list[Any], item: Any) -> Unsubscribe:
     return unsubscribe
 
 
+
+class SourceTask(asyncio.Task[None]):
+    """The task ``start()`` returns: an :class:`asyncio.Task` that shows nothing in a notebook.
+
+    As the last expression of a cell, ``src.start()`` would print ``<Task pending ...>``;
+    this one displays nothing (the dashboard and status widget show the run). It is a task
+    like any other: ``await`` it, ``cancel()`` it, ``done()``.
+    """
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
 class Graph:
     """The runtime graph shared by every frame derived from one root (``frame.graph``).
 
@@ -234,7 +247,7 @@ class Graph:
         for hook in list(START_HOOKS):
             hook(root)
         self._stop = asyncio.Event()
-        self._task = loop.create_task(self._run_source(), name=f"rtnb:{root.name}")
+        self._task = SourceTask(self._run_source(), loop=loop, name=f"rtnb:{root.name}")
         self._task.add_done_callback(self._supervise)
         return self._task
 

@@ -45,3 +45,23 @@ def test_the_tour_in_one_cell_displays_its_dashboard(monkeypatch: pytest.MonkeyP
                      for o in shown)
     assert "<Task" not in plain
     assert "finished" in "".join(o.get("text", "") for o in nb.cells[1].outputs)
+
+
+def test_start_as_a_cells_last_expression_shows_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``src.start()`` returns its task quietly; awaiting it still works."""
+    monkeypatch.setenv("RTNB_REPLAY_MAX_EVENTS", "500")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+                    "import asyncio, rtnb\n"
+                    "src = rtnb.sources.replay(rtnb.datasets.metrics_path())\n"
+                    "src.start()"),
+                nbformat.v4.new_code_cell(
+                    "task = src.graph._task\nawait task\n"
+                    "print(isinstance(task, asyncio.Task), task.done(), src.graph.state)")]
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
+    assert nb.cells[0].outputs == []
+    assert "".join(o.get("text", "") for o in nb.cells[1].outputs).split() == [
+        "True", "True", "finished"]
