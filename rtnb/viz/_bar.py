@@ -78,7 +78,7 @@ class BarView(View):
             self._index = {k: i for i, k in enumerate(keys)}
             self._factors.factors = list(keys)
             self.source.data = {"key": keys, "y": _writable(values),
-                                "color": [_color(i) for i in range(len(keys))]}
+                                "color": [_color(k) for k in keys]}
             self.rows_sent += len(keys)
             return
         patches, new_keys, new_values = [], [], []
@@ -97,7 +97,7 @@ class BarView(View):
                 self._index[key] = start + offset
             self._factors.factors = [*self._factors.factors, *new_keys]
             self.source.stream({"key": new_keys, "y": np.array(new_values, dtype=np.float64),
-                                "color": [_color(start + i) for i in range(len(new_keys))]})
+                                "color": [_color(k) for k in new_keys]})
         self.rows_sent += len(keys)
 
     def data(self) -> pd.DataFrame:

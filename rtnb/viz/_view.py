@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from bokeh.palettes import Category10_10, Category20_20
+from bokeh.palettes import Category20_20, Category20b_20, Category20c_20
 
 from rtnb import _cells
 from rtnb.errors import ConfigError
@@ -53,9 +53,33 @@ def _browser_only(fig: Any) -> None:
         model.syncable = False
 
 
-def _color(index: int) -> str:
-    palette = Category10_10 if index < 10 else Category20_20
-    return str(palette[index % len(palette)])
+#: 60 distinct colours: Category20's ten strong colours (Category10), its ten light ones,
+#: then Category20b and Category20c.
+PALETTE: tuple[str, ...] = tuple(dict.fromkeys(
+    [*Category20_20[::2], *Category20_20[1::2], *Category20b_20, *Category20c_20]))
+
+_KEY_COLORS: dict[str, str] = {}
+
+
+def _color(key: Any) -> str:
+    """The colour of ``key`` (its label) in every view of the session.
+
+    A key gets the next colour of :data:`PALETTE` the first time any view draws it and keeps
+    it, so a host is the same colour in a line plot, a bar chart and after a what-if
+    re-ordered the bars; after 60 keys the colours repeat.
+
+    Examples
+    --------
+    >>> _color("web-01") == _color("web-01")
+    True
+    >>> len(set(PALETTE))
+    60
+    """
+    label = str(key)
+    color = _KEY_COLORS.get(label)
+    if color is None:
+        color = _KEY_COLORS[label] = PALETTE[len(_KEY_COLORS) % len(PALETTE)]
+    return color
 
 
 def _ns(values: Any) -> np.ndarray[Any, np.dtype[np.int64]]:

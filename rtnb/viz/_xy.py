@@ -411,9 +411,9 @@ class XYView(View):
         data: dict[str, Any] = {"x": np.array([], dtype=x_dtype)}
         data.update({name: np.array([], dtype=np.float64) for name in self._values})
         source = ColumnDataSource(data, name=f"{self.frame.name}:{key}")
-        color = _color(len(self.sources))
         label = ("<missing>" if key is None else str(key)) if self.by is not None else \
             (self.y or "band")
+        color = _color(label)
         fig = self.figure
         if self.kind == "line":
             fig.line("x", "y", source=source, color=color, line_width=1.6, legend_label=label)

@@ -484,3 +484,26 @@ def test_plotted_values_in_a_running_notebook_loop_equal_pandas(metrics):
     # per update, one message per line that got rows, plus the few that add each line
     assert view.model.messages_sent <= (view.updates + 6) * len(view.sources)
     assert_plotted_window_means(view, metrics, "30s")
+
+
+# -- colours: one per key, the same in every view ------------------------------------------
+def test_thirteen_keys_get_thirteen_colours_and_keep_them_across_views(sdf):
+    """Issue 18, defect 6: hosts 6 and 11 shared a colour; bars took colours by bar order,
+    so after the bars changed order they no longer matched the lines."""
+    hosts = [f"host-{i:02d}" for i in range(13)]
+    lines = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER)
+    bars = sdf.plot.bar(y="cpu", by="host", max_fps=NEVER)
+    sdf.emit(batch(list(range(13)), hosts))
+    lines.flush()
+    bars.flush()
+    line_colour = {item.label.value: item.renderers[0].glyph.line_color
+                   for item in lines.figure.legend[0].items}
+    assert len(set(line_colour.values())) == 13
+    bar_colour = dict(zip(bars.source.data["key"], bars.source.data["color"], strict=True))
+    assert bar_colour == line_colour
+    # the same keys in another order, in a new view: the same colours
+    again = sdf.plot.bar(y="cpu", by="host", max_fps=NEVER)
+    sdf.emit(batch(list(range(13, 26)), hosts[::-1]))
+    again.flush()
+    assert dict(zip(again.source.data["key"], again.source.data["color"],
+                    strict=True)) == line_colour
