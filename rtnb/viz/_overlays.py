@@ -210,8 +210,10 @@ class AlertOverlay:
                                       name=f"{alerts.name}:bands")
         view.figure.vstrip(x0="x0", x1="x1", source=self.bands, fill_color=self.color,
                            fill_alpha=0.12, line_alpha=0)
+        # the legend says the alert's own name (``rtnb.alert(..., name="host_anomaly")``),
+        # not the node path ("replay.window.detect.host_anomaly")
         view.figure.scatter("x", "y", source=self.fired, marker="triangle", size=10,
-                            color=self.color, legend_label=alerts.name)
+                            color=self.color, legend_label=alerts.name.rsplit(".", 1)[-1])
         self._pending: list[pd.DataFrame] = []
         self._sink = alerts.sink(self._on_alerts)
 

@@ -507,3 +507,13 @@ def test_thirteen_keys_get_thirteen_colours_and_keep_them_across_views(sdf):
     again.flush()
     assert dict(zip(again.source.data["key"], again.source.data["color"],
                     strict=True)) == line_colour
+
+
+def test_alert_marks_are_named_as_the_user_named_the_alert(sdf):
+    """Issue 18, defect 7: the legend read the node path, not the alert's name."""
+    hot = rtnb.alert(sdf, sdf["cpu"] > 90, on="cpu", by="host", name="host_anomaly")
+    view = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER).mark(hot)
+    assert hot.name == "metrics.host_anomaly"
+    labels = [item.label.value for item in view.figure.legend[0].items]
+    assert labels == ["host_anomaly"]
+    view.close()
