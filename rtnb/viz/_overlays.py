@@ -8,9 +8,14 @@ overlay queues is bounded the way the view's own queue is: while the page is beh
 what one update would draw is kept.
 
 - :class:`WatermarkOverlay` (``show_watermark=``): the watermark of a window or rolling
-  engine (dashed red), the window boundaries (dotted grey) and the late events (red crosses).
+  engine (dashed red), the last :data:`BOUNDS_SHOWN` window boundaries (dotted grey: the
+  windows closing near the watermark, not a mesh over the whole plot) and the late events
+  (red crosses).
 - :class:`AlertOverlay` (``view.mark(alerts)``): a triangle where an alert fired and a shaded
   band over each episode.
+
+Marks older than the earliest point the view's lines still draw are dropped at each update
+(:meth:`XYView.oldest_x <rtnb.viz.XYView.oldest_x>`): they go when their lines roll over.
 """
 
 from __future__ import annotations
@@ -30,9 +35,13 @@ if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
     from rtnb.viz._xy import XYView
 
-__all__ = ["ALERT_COLUMNS", "LATE_COLOR", "AlertOverlay", "Overlay", "WatermarkOverlay"]
+__all__ = ["ALERT_COLUMNS", "BOUNDS_SHOWN", "LATE_COLOR", "AlertOverlay", "Overlay",
+           "WatermarkOverlay"]
 
 LATE_COLOR = "#d62728"
+
+#: Window boundaries drawn: the newest ones (a plot of 1,000 windows would be a grey mesh).
+BOUNDS_SHOWN = 12
 
 #: The columns of :func:`rtnb.alert`'s output that :class:`AlertOverlay` draws.
 ALERT_COLUMNS = ["state", "time", "started", "value"]
@@ -145,7 +154,8 @@ class WatermarkOverlay:
             ends = ends[ends > self._bound_max]
             if len(ends):
                 self._bound_max = int(ends[-1])
-                self.bounds.stream({"x": ends.view("datetime64[ns]")}, rollover=max_points)
+                self.bounds.stream({"x": ends[-BOUNDS_SHOWN:].view("datetime64[ns]")},
+                                   rollover=BOUNDS_SHOWN)
         if self._late_pending:
             late = pd.concat(self._late_pending, ignore_index=True).iloc[-max_points:]
             self._late_pending = []
@@ -153,6 +163,7 @@ class WatermarkOverlay:
                 if self._late_y is not None else np.zeros(len(late))
             self.late.stream({"x": late[self._late_x].to_numpy(), "y": y},
                              rollover=max_points)
+        _trim(self.late, "x", self.view.oldest_x())
 
     def detach(self) -> None:
         """Unsubscribe from the windows and the late rows."""
@@ -162,6 +173,16 @@ class WatermarkOverlay:
 
     def __repr__(self) -> str:
         return f"<WatermarkOverlay of {self.engine.name!r}>"
+
+
+def _trim(source: ColumnDataSource, column: str, oldest: int | None) -> None:
+    """Drop the rows of ``source`` whose ``column`` is before ``oldest`` (ns), if any."""
+    if oldest is None or not len(source.data[column]):
+        return
+    keep = _ns(source.data[column]) >= oldest
+    if not keep.all():
+        source.data = {str(name): _writable(np.asarray(values)[keep])
+                       for name, values in source.data.items()}
 
 
 class AlertOverlay:
@@ -231,9 +252,14 @@ class AlertOverlay:
             self.view.request_update()
 
     def render(self) -> None:
-        """Stream the new firings and the newly resolved episodes."""
-        if not self._pending:
-            return
+        """Stream the new firings and the newly resolved episodes; drop the rolled-over ones."""
+        if self._pending:
+            self._stream_pending()
+        oldest = self.view.oldest_x()
+        _trim(self.fired, "x", oldest)
+        _trim(self.bands, "x1", oldest)  # a band goes once it ended before the lines begin
+
+    def _stream_pending(self) -> None:
         max_points = self.view.max_points
         events = pd.concat(self._pending, ignore_index=True)
         self._pending = []

@@ -319,6 +319,16 @@ class XYView(View):
         for overlay in self._overlays:
             overlay.render()
 
+    def oldest_x(self) -> int | None:
+        """The earliest x still drawn by any line (ns), ``None`` before the first row.
+
+        Overlays drop the marks older than this, so marks go with the lines they belong to
+        when those roll over.
+        """
+        firsts = [_ns(np.asarray(src.data["x"])[:1])[0] for src in self.sources.values()
+                  if len(src.data["x"])]
+        return int(min(firsts)) if firsts else None
+
     def _compact(self, data: pd.DataFrame, *, replace: bool) -> pd.DataFrame:
         """Per key, the rows one update would still draw, keys in order of first appearance.
 

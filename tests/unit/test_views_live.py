@@ -247,6 +247,35 @@ def test_show_watermark_draws_watermark_bounds_and_late_rows():
     assert own._wm_span.location == raw._wm_span.location
 
 
+def test_few_window_boundaries_and_marks_go_with_their_lines():
+    """Issue 18, defect 5: every window boundary was drawn (a grey mesh of ~1,000 lines),
+    and alert marks and late crosses outlived the lines that rolled over."""
+    from rtnb.viz._overlays import BOUNDS_SHOWN
+
+    ex = pd.DataFrame({"timestamp": pd.Series([], dtype="datetime64[ns]"),
+                       "cpu": pd.Series([], dtype=float)})
+    sdf = rtnb.StreamingFrame(ex, time="timestamp")
+    agg = sdf.window(rtnb.tumbling("1s")).agg(cpu=("cpu", "max"))
+    hot = rtnb.alert(agg, agg["cpu"] > 90, on="cpu", name="hot")
+    view = agg.plot.line(x="window_start", y="cpu", max_fps=NEVER, rollover=50,
+                         show_watermark=True).mark(hot)
+    t0 = pd.Timestamp("2026-01-01")
+    for second in range(300):  # an alert at 10 s, then nothing: it rolls over with its line
+        cpu = 99.0 if second == 10 else 10.0
+        sdf.emit(pd.DataFrame({"timestamp": [t0 + pd.Timedelta(second, "s")], "cpu": [cpu]}))
+        if second in (20, 299):
+            view.flush()
+            if second == 20:
+                assert len(view._fired.data["x"]) == 1  # drawn while its line is
+    assert len(view._bounds.data["x"]) == BOUNDS_SHOWN
+    newest = pd.to_datetime(np.asarray(view._bounds.data["x"]))[-1]
+    assert newest == t0 + pd.Timedelta("299s")  # the windows closing near the watermark
+    oldest_line_x = pd.to_datetime(np.asarray(view.sources["cpu"].data["x"]))[0]
+    assert oldest_line_x > t0 + pd.Timedelta("10s")
+    assert len(view._fired.data["x"]) == 0 and len(view._bands.data["x0"]) == 0
+    view.close()
+
+
 def test_show_watermark_needs_a_window(metrics):
     sdf = root_of(metrics)
     with pytest.raises(ConfigError, match="show_watermark needs a windowed frame"):
