@@ -54,7 +54,8 @@ def dashboard(*items: Any, ncols: int = 1, share_x: bool = True) -> Dashboard:
     ncols
         Plots per row.
     share_x
-        Pan and zoom all plots together.
+        Pan and zoom the time plots together (those with the same ``span``: a 1 h plot keeps
+        its own x range beside 10 min ones).
 
     Returns
     -------

@@ -168,11 +168,15 @@ class XYView(View):
         self.rollover = max_points
         self._time_x = pd.api.types.is_datetime64_any_dtype(frame.example[x].dtype)
         self._bucket: int | None = None
+        #: The time ``span`` drawn (ns), ``None`` without one; a dashboard shares the x range
+        #: only between time plots of the same span.
+        self.span_ns: int | None = None
         if span is not None:
             if not self._time_x:
                 msg = f"`span` needs a time x axis; {x!r} of {frame.name!r} is not a datetime"
                 raise ConfigError(msg)
-            self._bucket = max(1, to_ns(span, name="span") * 4 // max_points)
+            self.span_ns = to_ns(span, name="span")
+            self._bucket = max(1, self.span_ns * 4 // max_points)
         engine = _engine_frame(frame)
         windowed = getattr(engine, "windowed", None)
         # windows re-sent with new values (emit="update") patch the points already drawn

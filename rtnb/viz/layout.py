@@ -44,10 +44,14 @@ class Dashboard:
                    "or in one dashboard, not both: build a new view for the dashboard")
             raise ConfigError(msg)
         timed: list[XYView] = [v for v in self.views if isinstance(v, XYView) and v.time_axis]
-        if share_x and len(timed) > 1:
-            shared = timed[0].figure.x_range
-            for view in timed[1:]:
-                view.figure.x_range = shared
+        if share_x:  # between time plots of the same span only (a 1 h plot beside a 10 min
+            # one would be squeezed into a sixth of its width)
+            by_span: dict[int | None, list[XYView]] = {}
+            for view in timed:
+                by_span.setdefault(view.span_ns, []).append(view)
+            for group in by_span.values():
+                for view in group[1:]:
+                    view.figure.x_range = group[0].figure.x_range
         self.ncols = ncols
         self._widget: Any = None
         self.model: BatchedBokehModel | None = None

@@ -392,6 +392,19 @@ def test_dashboard_shares_the_x_range(sdf):
     assert isinstance(board.widget, widgets.VBox)
 
 
+def test_dashboard_shares_the_x_range_only_between_plots_of_the_same_span(sdf):
+    """Issue 18, defect 5: a shared x range squeezed a span="1h" plot into a tenth of its
+    width beside 6-minute plots."""
+    hour, hour2 = (sdf.plot.line(x="t", y="cpu", span="1h", max_fps=NEVER) for _ in range(2))
+    short = sdf.plot.line(x="t", y="cpu", span="6min", max_fps=NEVER)
+    plain = sdf.plot.line(x="t", y="cpu", max_fps=NEVER)
+    rtnb.dashboard(hour, short, plain, hour2)
+    assert hour2.figure.x_range is hour.figure.x_range
+    assert short.figure.x_range is not hour.figure.x_range
+    assert plain.figure.x_range is not hour.figure.x_range
+    assert plain.figure.x_range is not short.figure.x_range
+
+
 def test_dashboard_can_keep_x_ranges_apart(sdf):
     v1, v2 = (sdf.plot.line(x="t", y=y, max_fps=NEVER) for y in ("cpu", "requests"))
     rtnb.dashboard(v1, v2, share_x=False)
