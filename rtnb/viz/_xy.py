@@ -478,6 +478,11 @@ class XYView(View):
 
     # -- titles and params -----------------------------------------------------------------
     def _on_reconfigure(self, frame: Any) -> None:
+        # the title names the data drawn: once the stream has ended, a change that recomputes
+        # nothing (no retained history) applies to no row, so the title keeps the old setting
+        ended = self.frame.graph.state in ("finished", "stopped", "failed")
+        if ended and getattr(frame, "_retained", None) is None:
+            return
         if not self._closed:
             title = self.figure.title
             if isinstance(title, Title):

@@ -530,3 +530,21 @@ def test_alert_marks_are_named_as_the_user_named_the_alert(sdf):
     labels = [item.label.value for item in view.figure.legend[0].items]
     assert labels == ["host_anomaly"]
     view.close()
+
+
+def test_title_names_the_window_drawn_after_the_stream_ended(sdf):
+    """Issue 18, defect 8: after stop the title said "3min" while 1-minute windows were
+    still drawn (nothing recomputed them)."""
+    size = Param("1min", min="10s", max="10min", name="size")
+    agg = sdf.window(rtnb.tumbling(size)).agg(n=("cpu", "count"))
+    kept = sdf.window(rtnb.tumbling(size), retain="1h").agg(n=("cpu", "count"))
+    view = agg.plot.line(x="window_start", y="n", max_fps=NEVER)
+    redrawn = kept.plot.line(x="window_start", y="n", max_fps=NEVER)
+    sdf.emit(batch(list(range(0, 600, 30)), ["a"] * 20))
+    assert "1min" in view.figure.title.text
+    size.value = "2min"  # while the stream runs: the new size applies from now on
+    assert "2min" in view.figure.title.text
+    sdf.close()
+    size.value = "3min"  # after the end: nothing is recomputed for `agg`
+    assert "2min" in view.figure.title.text and "3min" not in view.figure.title.text
+    assert "3min" in redrawn.figure.title.text  # `kept` recomputes its history: redrawn
