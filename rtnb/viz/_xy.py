@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from bokeh.models import ColumnDataSource
+from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.models.annotations import Legend, Span, Title
 from bokeh.plotting import figure
 
@@ -195,6 +195,16 @@ class XYView(View):
         self.figure.xaxis.axis_label = x
         self.figure.yaxis.axis_label = y or f"{lower} - {upper}"
         _browser_only(self.figure)
+        # hover: the key (the line's name), x and the value(s), on the view's own lines only
+        x_field = "@x{%F %T}" if self._time_x else "@x{0,0.[000]}"
+        values = [(y, "@y{0,0.[000]}")] if y is not None else []
+        if lower is not None and upper is not None:
+            values += [(lower, "@lower{0,0.[000]}"), (upper, "@upper{0,0.[000]}")]
+        tips = [*([(by, "$name")] if by is not None else []), (x, x_field), *values]
+        #: The hover tool (its ``renderers`` are the view's lines, added as keys appear).
+        self.hover = HoverTool(renderers=[], tooltips=tips,
+                               formatters={"@x": "datetime"} if self._time_x else {})
+        self.figure.add_tools(self.hover)
         if by is not None:
             # Outside the plot area, so it never hides data; click an entry to hide its line.
             legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0)
@@ -429,20 +439,23 @@ class XYView(View):
             (self.y or "band")
         color = _color(label)
         fig = self.figure
+        drawn: Any
         if self.kind == "line":
-            fig.line("x", "y", source=source, color=color, line_width=1.6, legend_label=label)
+            drawn = fig.line("x", "y", source=source, color=color, line_width=1.6,
+                             legend_label=label, name=label)
         elif self.kind == "step":
-            fig.step("x", "y", source=source, color=color, line_width=1.6, mode="after",
-                     legend_label=label)
+            drawn = fig.step("x", "y", source=source, color=color, line_width=1.6,
+                             mode="after", legend_label=label, name=label)
         elif self.kind == "scatter":
-            fig.scatter("x", "y", source=source, color=color, size=4, alpha=0.7,
-                        legend_label=label)
+            drawn = fig.scatter("x", "y", source=source, color=color, size=4, alpha=0.7,
+                                legend_label=label, name=label)
         else:
-            fig.varea(x="x", y1="lower", y2="upper", source=source, fill_color=color,
-                      fill_alpha=0.2, legend_label=label)
+            drawn = fig.varea(x="x", y1="lower", y2="upper", source=source, fill_color=color,
+                              fill_alpha=0.2, legend_label=label, name=label)
             if self.y is not None:
-                fig.line("x", "y", source=source, color=color, line_width=1.4,
-                         legend_label=label)
+                drawn = fig.line("x", "y", source=source, color=color, line_width=1.4,
+                                 legend_label=label, name=label)
+        self.hover.renderers = [*self.hover.renderers, drawn]
         self.sources[key] = source
         return source
 

@@ -548,3 +548,22 @@ def test_title_names_the_window_drawn_after_the_stream_ended(sdf):
     size.value = "3min"  # after the end: nothing is recomputed for `agg`
     assert "2min" in view.figure.title.text and "3min" not in view.figure.title.text
     assert "3min" in redrawn.figure.title.text  # `kept` recomputes its history: redrawn
+
+
+def test_every_xy_view_has_hover_values_on_its_own_lines(sdf):
+    """Issue 18, defect 9: no hover tooltips. Time, key and value, on the lines only (not
+    on watermark or alert marks)."""
+    view = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER)
+    sdf.emit(batch([1, 2, 3], ["a", "b", "a"]))
+    view.flush()
+    hover = view.hover
+    assert hover in view.figure.tools
+    assert hover.tooltips == [("host", "$name"), ("t", "@x{%F %T}"), ("cpu", "@y{0,0.[000]}")]
+    assert hover.formatters == {"@x": "datetime"}
+    assert [r.name for r in hover.renderers] == ["a", "b"]
+    assert all(r.data_source is view.sources[r.name] for r in hover.renderers)
+    band = sdf.plot.band(x="t", lower="cpu", upper="requests", max_fps=NEVER)
+    assert [name for name, _ in band.hover.tooltips] == ["t", "cpu", "requests"]
+    numeric = sdf.plot.scatter(x="requests", y="cpu", max_fps=NEVER)
+    assert numeric.hover.tooltips[0] == ("requests", "@x{0,0.[000]}")
+    assert numeric.hover.formatters == {}
