@@ -22,6 +22,11 @@ __all__ = ["Status"]
 _RATE_WINDOW_S = 5.0
 
 
+_STATE_WORDS = {"idle": "Not started", "running": "Running", "paused": "Paused",
+                "stopping": "Stopping", "stopped": "Stopped", "finished": "Finished",
+                "failed": "Failed"}
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}/s" if x >= 10 else f"{x:,.1f}/s"
 
@@ -199,10 +204,42 @@ class Status:
             f'<td class="rtnb-status-{k.split()[0]}">{html.escape(str(v))}</td></tr>'
             for k, v in cells)
         page_lag = snap["page_lag_messages"]
-        return (f'<table class="rtnb-status" data-events-in="{snap["events_in"]}" '
+        return (f'<div class="rtnb-status-summary">{html.escape(self.summary(snap))}</div>'
+                '<details><summary style="cursor:pointer;font-size:90%">details</summary>'
+                f'<table class="rtnb-status" data-events-in="{snap["events_in"]}" '
                 f'data-updates="{snap["updates"]}" data-state="{snap["state"]}" '
                 f'data-page-lag="{"" if page_lag is None else page_lag}">'
-                f"{body}</table>")
+                f"{body}</table></details>")
+
+    @staticmethod
+    def summary(snap: dict[str, Any]) -> str:
+        """The status in one plain sentence (the table with every figure is one click away).
+
+        Examples
+        --------
+        >>> Status.summary({"state": "running", "error": None, "events_in": 12000,
+        ...     "events_in_per_s": 1500.0, "latency_p50_s": 0.25, "late": 0, "dead_letters": 2,
+        ...     "page_lag_updates": 0})
+        'Running: 12,000 events so far, 1,500/s; plots follow 250 ms behind the data; no late rows; 2 records could not be read (dead letters).'
+        """  # noqa: E501
+        state = snap["state"]
+        said = _STATE_WORDS.get(state, state[:1].upper() + state[1:])
+        if snap.get("error") is not None:
+            return f"{said}: {snap['error']}"
+        parts = [f"{snap['events_in']:,} events so far"
+                 + (f", {_fmt_rate(snap['events_in_per_s'])}" if state == "running" else "")]
+        p50 = snap.get("latency_p50_s")
+        if p50 is not None and np.isfinite(p50) and state == "running":
+            parts.append(f"plots follow {_fmt_lag(p50)} behind the data")
+        late = snap.get("late", 0)
+        parts.append("no late rows" if not late else f"{late:,} rows came too late")
+        dead = snap.get("dead_letters", 0)
+        if dead:
+            parts.append(f"{dead:,} records could not be read (dead letters)")
+        behind = snap.get("page_lag_updates")
+        if behind:
+            parts.append(f"the page is {behind:,} updates behind")
+        return f"{said}: " + "; ".join(parts) + "."
 
     # -- widget ----------------------------------------------------------------------------
     @property

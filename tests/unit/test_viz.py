@@ -567,3 +567,27 @@ def test_every_xy_view_has_hover_values_on_its_own_lines(sdf):
     numeric = sdf.plot.scatter(x="requests", y="cpu", max_fps=NEVER)
     assert numeric.hover.tooltips[0] == ("requests", "@x{0,0.[000]}")
     assert numeric.hover.formatters == {}
+
+
+def test_status_speaks_plain_words_with_the_figures_one_click_away():
+    """Issue 18, defect 9: the status widget spoke internals ("held 211 · ack timeouts 1")."""
+    from rtnb.viz.status import Status
+
+    snap = {"state": "running", "error": None, "events_in": 5000, "events_in_per_s": 250.0,
+            "latency_p50_s": 1.5, "late": 3, "dead_letters": 0, "page_lag_updates": 4}
+    assert Status.summary(snap) == ("Running: 5,000 events so far, 250/s; plots follow 1.5 s "
+                                    "behind the data; 3 rows came too late; the page is 4 "
+                                    "updates behind.")
+    assert Status.summary({**snap, "state": "finished", "late": 0, "page_lag_updates": None}) \
+        == "Finished: 5,000 events so far; no late rows."
+    assert Status.summary({**snap, "state": "failed", "error": "SourceError: reset"}) == \
+        "Failed: SourceError: reset"
+    src = rtnb.sources.replay(pd.DataFrame({"timestamp": pd.date_range("2026", periods=3,
+                                                                       freq="s"),
+                                            "x": [1.0, 2.0, 3.0]}))
+    status = src.status()
+    shown = status.html(status.snapshot())
+    status.close()
+    assert shown.startswith('<div class="rtnb-status-summary">Not started: 0 events so far')
+    assert "<details>" in shown and 'class="rtnb-status"' in shown  # the table, folded
+    assert "held" not in shown.split("<details>")[0]
