@@ -119,6 +119,20 @@ class Status:
         state = self.root.graph.state
         return "not started" if state == "idle" else state
 
+    def _progress(self, rate: float) -> tuple[float | None, float | None]:
+        """A finite replay's share done and the seconds left at ``rate`` (else ``None``)."""
+        replay = self.root.graph.source
+        position = getattr(replay, "position", None)
+        data = getattr(replay, "data", None)
+        if position is None or data is None:
+            return None, None
+        end = getattr(replay, "offset", 0) + len(data)
+        if end <= 0:
+            return None, None
+        done = min(1.0, position / end)
+        left = (end - position) / rate if rate > 0 and done < 1 else None
+        return done, left
+
     def snapshot(self) -> dict[str, Any]:
         """The figures the widget shows, as a dict (rates over the last 5 s)."""
         snap = metrics.snapshot(self.root.graph)
@@ -145,7 +159,10 @@ class Status:
             self._bytes.popleft()
         b_span = now - self._bytes[0][0]
         graph = self.root.graph
+        progress, eta = self._progress(rate_in)
         return {
+            "progress": progress,
+            "eta_s": eta,
             "source_bytes_per_s": (bytes_in - self._bytes[0][1]) / b_span if b_span > 0 else 0.0,
             "source_reconnects": source.reconnects if source is not None else 0,
             "source_dropped": source.dropped if source is not None else 0,
@@ -184,6 +201,9 @@ class Status:
             ("watermark", "-" if wm is None else f"{wm:%Y-%m-%d %H:%M:%S}"
              + ("" if lag is None else f" (lag {_fmt_lag(lag)})")),
             ("late / dead letters", f"{snap['late']:,} / {snap['dead_letters']:,}"),
+            *([("progress", f"{snap['progress']:.0%}" + (
+                "" if snap.get("eta_s") is None else f" · {_fmt_lag(snap['eta_s'])} left"))]
+              if snap.get("progress") is not None else []),
             ("buffers", f"views {snap['view_queue_rows']:,} rows · what-if "
                         f"{snap['whatif_rows']:,} rows ({snap['whatif_fill']:.0%})"),
         ]
@@ -231,6 +251,11 @@ class Status:
         p50 = snap.get("latency_p50_s")
         if p50 is not None and np.isfinite(p50) and state == "running":
             parts.append(f"plots follow {_fmt_lag(p50)} behind the data")
+        progress = snap.get("progress")
+        if progress is not None and state in ("running", "paused"):
+            eta = snap.get("eta_s")
+            parts.append(f"{progress:.0%} of the replay"
+                         + ("" if eta is None else f" (about {_fmt_lag(eta)} left)"))
         late = snap.get("late", 0)
         parts.append("no late rows" if not late else f"{late:,} rows came too late")
         dead = snap.get("dead_letters", 0)

@@ -591,3 +591,29 @@ def test_status_speaks_plain_words_with_the_figures_one_click_away():
     assert shown.startswith('<div class="rtnb-status-summary">Not started: 0 events so far')
     assert "<details>" in shown and 'class="rtnb-status"' in shown  # the table, folded
     assert "held" not in shown.split("<details>")[0]
+
+
+def test_status_shows_a_finite_replays_progress_and_time_left():
+    """Issue 18, defect 9: a finite replay showed no progress."""
+    data = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=400, freq="s"),
+                         "x": np.arange(400.0)})
+
+    async def scenario() -> tuple[dict[str, Any], str, dict[str, Any]]:
+        src = rtnb.sources.replay(data, speed=200, interval="20ms")  # ~2 s of replay
+        status = src.status()
+        src.start()
+        await asyncio.sleep(0.5)
+        status.snapshot()  # the widget refreshes every second: rates come from two samples
+        await asyncio.sleep(0.5)
+        during = status.snapshot()
+        said = status.summary(during)
+        await src.wait()
+        after = status.snapshot()
+        status.close()
+        return during, said, after
+
+    during, said, after = asyncio.run(scenario())
+    assert 0.1 < during["progress"] < 0.9
+    assert during["eta_s"] is not None and 0 < during["eta_s"] < 10
+    assert f"{during['progress']:.0%} of the replay (about " in said
+    assert after["progress"] == 1.0 and after["eta_s"] is None
