@@ -326,6 +326,12 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
     started = time.monotonic()
     log.info("start", source=repr(root.source), nodes=len(frames),
              params={p.name: shown(p.value) for p in pipeline.params})
+    if not pipeline.sinks and output is None:
+        # a notebook's views do not come along: said once, so a headless run that computes
+        # and discards is not mistaken for one that delivers
+        log.warning("no sinks", action="results are computed and discarded",
+                    hint="add rtnb.sinks (to_parquet, to_log, ...) before exporting, or run "
+                         "with --output DIR to keep every node's rows")
     try:
         code = asyncio.run(_main(pipeline, seconds, log, saver))
     finally:

@@ -313,3 +313,16 @@ def test_replayed_dataframe_travels_as_a_parquet_file(tmp_path: Path) -> None:
     got = read_folder(tmp_path / "out")["recorded.window"]
     expected = df.groupby(pd.Grouper(key="timestamp", freq="1min"))["cpu"].mean()
     np.testing.assert_allclose(got["mean"], expected.to_numpy(), rtol=1e-12)
+
+
+def test_a_script_without_sinks_says_it_discards_its_results(tmp_path: Path) -> None:
+    """Issue 18, defect 10: the monitor.py exported from notebook 03 has no sinks (its views
+    stay in the notebook), so a headless run computed and discarded without a word."""
+    script, _, _ = export(tmp_path)  # build_pipeline has no sink
+    quiet = run_script(script, "--max-events", "2000")
+    assert quiet.returncode == 0, quiet.stderr
+    logged = quiet.stdout + quiet.stderr
+    assert '"event": "no sinks"' in logged and "computed and discarded" in logged
+    kept = run_script(script, "--max-events", "2000", "--output", str(tmp_path / "out"))
+    assert kept.returncode == 0, kept.stderr
+    assert '"event": "no sinks"' not in kept.stdout + kept.stderr
