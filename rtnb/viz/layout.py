@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import html
+from pathlib import Path
 from typing import Any
 
+from rtnb._time import shown
 from rtnb.errors import ConfigError
 from rtnb.params import Param
 from rtnb.viz._bokeh import BatchedBokehModel, ensure_bokehjs
@@ -62,6 +65,7 @@ class Dashboard:
             roots: list[Any] = [v.root for v in self.views]
             layout = gridplot(roots, ncols=ncols, sizing_mode="stretch_width",
                               merge_tools=False) if len(roots) > 1 else roots[0]
+            self._layout: Any = layout
             self.model = BatchedBokehModel(layout)
             # One timer for the whole board: each tick is one numbered update of the
             # document, held while the page is behind (see rtnb.viz._schedule).
@@ -87,6 +91,46 @@ class Dashboard:
         from IPython.display import display
 
         display(self.widget)  # type: ignore[no-untyped-call]
+
+    def save(self, path: str | Path, *, title: str = "rtnb dashboard") -> Path:
+        """Write the dashboard as it is now to a standalone HTML file (BokehJS inline).
+
+        Every view is brought up to date first; the file needs no kernel, server or network
+        (pan, zoom, hover and legends work, the data stays as it was). Params are listed with
+        their current values above the plots (sliders need a kernel).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb, tempfile, pathlib
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "cpu": pd.Series([], dtype=float)})
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> board = rtnb.dashboard(sdf.plot.line(x="t", y="cpu"))
+        >>> sdf.emit(pd.DataFrame({"t": pd.to_datetime(["2026-01-01"]), "cpu": [42.0]}))
+        >>> out = board.save(pathlib.Path(tempfile.mkdtemp()) / "board.html")
+        >>> "cdn.bokeh.org" in out.read_text()  # BokehJS is inline
+        False
+        >>> board.close()
+        """
+        from bokeh.embed import file_html
+        from bokeh.resources import INLINE
+
+        target = Path(path)
+        if not self.views:
+            msg = "save() needs a dashboard with at least one plot or table"
+            raise ConfigError(msg)
+        for view in self.views:
+            view.flush()
+        page = file_html(self._layout, resources=INLINE, title=title)
+        params = [c for c in self.controls if isinstance(c, Param)]
+        if params:
+            said = " · ".join(f"{html.escape(str(p.name))} = {html.escape(str(shown(p.value)))}"
+                              for p in params)
+            head, body = page.rsplit("<body>", 1)  # the page's tag (BokehJS's text has one too)
+            page = f'{head}<body>\n<p class="rtnb-params">{said}</p>{body}'
+
+        target.write_text(page, encoding="utf-8")
+        return target
 
     def close(self) -> None:
         """Close every view (and status widget) of the dashboard."""

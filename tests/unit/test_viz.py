@@ -617,3 +617,24 @@ def test_status_shows_a_finite_replays_progress_and_time_left():
     assert during["eta_s"] is not None and 0 < during["eta_s"] < 10
     assert f"{during['progress']:.0%} of the replay (about " in said
     assert after["progress"] == 1.0 and after["eta_s"] is None
+
+
+def test_dashboard_saves_a_standalone_html_snapshot(sdf, tmp_path):
+    """Issue 18, "Share": a board as a file a colleague opens without a kernel."""
+    size = Param("30s", min="10s", max="5min", name="window")
+    lines = sdf.plot.line(x="t", y="cpu", by="host", max_fps=NEVER)
+    board = rtnb.dashboard(size, lines)
+    sdf.emit(batch([1, 2, 3], ["web-01", "web-02", "web-01"], [11.5, 22.5, 33.5]))
+    out = board.save(tmp_path / "board.html", title="CPU board")
+    page = out.read_text()
+    assert "<title>CPU board</title>" in page
+    assert "cdn.bokeh.org" not in page and "Bokeh" in page  # BokehJS inline
+    assert '<p class="rtnb-params">window = 30s</p>' in page
+    assert "web-01" in page and "web-02" in page  # the lines' data, as they were
+    assert lines.sources["web-01"].data["y"].tolist() == [11.5, 33.5]  # flushed first
+    sdf.emit(batch([4], ["web-01"], [44.0]))
+    lines.flush()  # the live board goes on after the snapshot
+    assert len(lines.sources["web-01"].data["y"]) == 3
+    board.close()
+    with pytest.raises(ConfigError, match="at least one plot"):
+        rtnb.dashboard(size).save(tmp_path / "empty.html")
