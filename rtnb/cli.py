@@ -88,6 +88,8 @@ def export(
         help="also save what the pipeline read and emitted here (for --input/--output "
              "parity checks)")] = None,
     timeout: Annotated[float, typer.Option(help="seconds allowed per cell")] = 600.0,
+    dashboard: Annotated[Path | None, typer.Option(
+        help="also write the pipeline's views as a Bokeh server app (rtnb serve APP)")] = None,
 ) -> None:
     """Execute a notebook headless (sources bounded) and export the pipeline it runs."""
     from rtnb.errors import ExportError
@@ -102,12 +104,15 @@ def export(
         raise typer.BadParameter(msg)
     try:
         report = export_notebook(notebook, output, pipeline=pipeline, max_events=max_events,
-                                 record=record, timeout=timeout)
+                                 record=record, timeout=timeout, dashboard=dashboard)
     except ExportError as exc:
         typer.echo(f"rtnb export: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"wrote {report['script']}: pipeline {report['pipeline']!r}, "
                f"{len(report['nodes'])} nodes, params {report['params']}")
+    if report.get("dashboard"):
+        typer.echo(f"wrote {report['dashboard']}: serve it with `rtnb serve "
+                   f"{Path(report['dashboard']).name}`")
     if report.get("params_changed_during_run"):
         typer.echo(f"note: {report['params_changed_during_run']} changed while the recorded run "
                    "went on; the recording mixes settings, the script uses the final values",

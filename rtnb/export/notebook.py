@@ -54,7 +54,8 @@ def _on_start(root: StreamingFrame) -> None:
 
 
 async def finish(out: str, *, pipeline: str | None = None, record: str | None = None,
-                 origin: str = "a notebook", timeout: float = 300.0) -> dict[str, Any]:
+                 origin: str = "a notebook", timeout: float = 300.0,
+                 dashboard: str | None = None) -> dict[str, Any]:
     """In the notebook's kernel, after its cells: wait for the sources, export, report."""
     for root in _started:
         if root.graph.task is not None:
@@ -80,6 +81,8 @@ async def finish(out: str, *, pipeline: str | None = None, record: str | None = 
         "params": {p.name: shown(p.value) for p in chosen.params},
         "started": [r.name for r in _started],
     }
+    if dashboard is not None:
+        report["dashboard"] = str(chosen.export_dashboard(dashboard, origin=origin))
     if record is not None:
         recording = _recordings.get(id(root))
         if recording is None:  # pragma: no cover - install(record=True) always records
@@ -97,7 +100,8 @@ async def finish(out: str, *, pipeline: str | None = None, record: str | None = 
 
 def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | None = None,
                     max_events: int | None = 20_000, record: str | Path | None = None,
-                    timeout: float = 600.0) -> dict[str, Any]:
+                    timeout: float = 600.0,
+                    dashboard: str | Path | None = None) -> dict[str, Any]:
     """Execute ``notebook`` headless and export the pipeline it runs to the script ``out``.
 
     Parameters
@@ -116,11 +120,14 @@ def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | No
         ``--input`` and writes the same files with ``--output`` (parity checks).
     timeout
         Seconds allowed per cell.
+    dashboard
+        Also write the pipeline's views as a Bokeh server app here (``rtnb serve`` it).
 
     Returns
     -------
     dict
-        ``script``, ``pipeline``, ``nodes``, ``params`` and ``started`` (and ``record``).
+        ``script``, ``pipeline``, ``nodes``, ``params`` and ``started`` (and ``record``,
+        ``dashboard``).
     """
     import nbclient
     import nbformat
@@ -133,8 +140,10 @@ def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | No
     setup = ("import rtnb.export.notebook as _rtnb_export\n"
              f"_rtnb_export.install(max_events={max_events!r}, record={record is not None!r})")
     record_arg = None if record is None else str(Path(record).resolve())
+    board_arg = None if dashboard is None else str(Path(dashboard).resolve())
     final = (f"await _rtnb_export.finish({str(Path(out).resolve())!r}, pipeline={pipeline!r}, "
-             f"record={record_arg!r}, origin={nb_path.name!r}, timeout={timeout!r})")
+             f"record={record_arg!r}, origin={nb_path.name!r}, timeout={timeout!r}, "
+             f"dashboard={board_arg!r})")
     nb.cells.insert(0, nbformat.v4.new_code_cell(setup))  # type: ignore[no-untyped-call]
     nb.cells.append(nbformat.v4.new_code_cell(final))  # type: ignore[no-untyped-call]
     saved = os.environ.get("RTNB_REPLAY_MAX_EVENTS")

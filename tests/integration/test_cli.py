@@ -121,3 +121,17 @@ def test_export_names_the_problem_when_the_notebook_fails(tmp_path: Path) -> Non
     assert done.returncode == 1
     assert "ExportError: node 'replay.<lambda>': got a lambda" in done.stderr
     assert not (tmp_path / "x.py").exists()
+
+
+def test_export_writes_the_dashboard_app_next_to_the_script(tmp_path: Path) -> None:
+    """Issue 18: `rtnb export --dashboard` writes the app (where app.py comes from)."""
+    done = rtnb_cli("export", str(NOTEBOOKS / "01-quickstart.ipynb"), "-o",
+                    str(tmp_path / "monitor.py"), "--dashboard", str(tmp_path / "app.py"),
+                    "--max-events", "2000")
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {tmp_path / 'app.py'}: serve it with `rtnb serve app.py`" in done.stdout
+    app_text = (tmp_path / "app.py").read_text()
+    assert "curdoc" in app_text and "def build" in app_text
+    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "app.py"],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert ruff.returncode == 0, ruff.stdout
