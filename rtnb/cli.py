@@ -103,8 +103,15 @@ def export(
         msg = f"--max-events must be positive; got {max_events}"
         raise typer.BadParameter(msg)
     try:
+        def tell(done: int, cells: int, seconds: float) -> None:
+            left = seconds / done * (cells - done)
+            typer.echo(f"rtnb export: {notebook.name} cell {done}/{cells} "
+                       f"({done / cells:.0%}, {seconds:.0f} s, about {left:.0f} s left)",
+                       err=True)
+
         report = export_notebook(notebook, output, pipeline=pipeline, max_events=max_events,
-                                 record=record, timeout=timeout, dashboard=dashboard)
+                                 record=record, timeout=timeout, dashboard=dashboard,
+                                 progress=tell)
     except ExportError as exc:
         typer.echo(f"rtnb export: {exc}", err=True)
         raise typer.Exit(1) from None

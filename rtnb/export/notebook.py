@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +103,9 @@ async def finish(out: str, *, pipeline: str | None = None, record: str | None = 
 def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | None = None,
                     max_events: int | None = 20_000, record: str | Path | None = None,
                     timeout: float = 600.0,
-                    dashboard: str | Path | None = None) -> dict[str, Any]:
+                    dashboard: str | Path | None = None,
+                    progress: Callable[[int, int, float], None] | None = None,
+                    ) -> dict[str, Any]:
     """Execute ``notebook`` headless and export the pipeline it runs to the script ``out``.
 
     Parameters
@@ -122,6 +126,9 @@ def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | No
         Seconds allowed per cell.
     dashboard
         Also write the pipeline's views as a Bokeh server app here (``rtnb serve`` it).
+    progress
+        Called after each code cell with ``(cells done, code cells, seconds so far)``
+        (``rtnb export`` prints it).
 
     Returns
     -------
@@ -152,6 +159,15 @@ def export_notebook(notebook: str | Path, out: str | Path, *, pipeline: str | No
     try:
         client = nbclient.NotebookClient(nb, timeout=int(timeout), kernel_name="python3",
                                          resources={"metadata": {"path": str(nb_path.parent)}})
+        if progress is not None:
+            code_cells = sum(c.cell_type == "code" for c in nb.cells)
+            began, done = time.monotonic(), [0]
+
+            def tell(**_: Any) -> None:
+                done[0] += 1
+                progress(done[0], code_cells, time.monotonic() - began)
+
+            client.on_cell_executed = tell
         try:
             client.execute()
         except nbclient.exceptions.CellExecutionError as exc:

@@ -130,6 +130,10 @@ def test_export_writes_the_dashboard_app_next_to_the_script(tmp_path: Path) -> N
                     "--max-events", "2000")
     assert done.returncode == 0, done.stderr
     assert f"wrote {tmp_path / 'app.py'}: serve it with `rtnb serve app.py`" in done.stdout
+    # progress, cell by cell, on stderr (issue 18: `rtnb export` showed none)
+    steps = [line for line in done.stderr.splitlines() if " cell " in line]
+    assert steps[0].startswith("rtnb export: 01-quickstart.ipynb cell 1/")
+    assert "(100%" in steps[-1] and len(steps) >= 3
     app_text = (tmp_path / "app.py").read_text()
     assert "curdoc" in app_text and "def build" in app_text
     ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "app.py"],
