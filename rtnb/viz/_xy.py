@@ -207,7 +207,10 @@ class XYView(View):
         self.figure.add_tools(self.hover)
         if by is not None:
             # Outside the plot area, so it never hides data; click an entry to hide its line.
-            legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0)
+            # As many rows as the plot's height holds (~16 px an entry at 8 pt, less the title
+            # and axis): more keys wrap into another column instead of running off the plot.
+            legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0,
+                            nrows=max(1, (height - 80) // 16))
             self.figure.add_layout(legend, "right")
         self.sources: dict[Any, ColumnDataSource] = {}
         self._overlays: list[Overlay] = []

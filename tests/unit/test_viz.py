@@ -638,3 +638,15 @@ def test_dashboard_saves_a_standalone_html_snapshot(sdf, tmp_path):
     board.close()
     with pytest.raises(ConfigError, match="at least one plot"):
         rtnb.dashboard(size).save(tmp_path / "empty.html")
+
+
+def test_a_long_legend_wraps_into_columns_that_fit_the_plot(sdf):
+    """Issue 18, defect 7: 13 entries did not fit a 280-300 px plot and ran over what was
+    below. The legend holds as many rows as the height allows, then wraps."""
+    view = sdf.plot.line(x="t", y="cpu", by="host", height=280, max_fps=NEVER)
+    sdf.emit(batch(list(range(13)), [f"h{i:02d}" for i in range(13)]))
+    view.flush()
+    legend = view.figure.legend[0]
+    assert len(legend.items) == 13
+    assert legend.nrows == 12 and legend.nrows * 16 <= 280 - 80  # 2 columns: 12 + 1
+    assert sdf.plot.line(x="t", y="cpu", by="host", height=120).figure.legend[0].nrows == 2
