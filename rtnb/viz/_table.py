@@ -1,4 +1,19 @@
-"""Table views: the latest rows of a frame, or the latest row per key."""
+"""Table views: the latest rows of a frame, or the latest row per key.
+
+Why a table tells its grid to redraw
+------------------------------------
+BokehJS 3.9.2's ``DataTable`` redraws its grid only when the ``CDSView`` of its source
+changes. The view recomputes its row indices after every change of the source, but signals a
+change only when the indices differ, i.e. when the *number* of rows changed (bokeh/bokeh#15328,
+"DataTable does not refresh": fine in 3.8.2, broken in 3.9.1 and 3.9.2). So
+``ColumnDataSource.stream(..., rollover=rows)`` on a full table, a row patched in place and new
+data of the same length all reach the page's source while the grid keeps drawing the rows it
+drew last: once full, a live table froze on its first rows (checked in chromium with a plain
+Bokeh page for all three). After an update that leaves the number of rows unchanged, a
+:class:`TableView` therefore bumps a counter in its ``CDSView``'s ``tags``: one small
+``ModelChanged`` event (~70 bytes) in the same PATCH-DOC, after the data, and the grid redraws
+from the source. A Bokeh whose table listens to its source again just redraws twice.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +33,27 @@ if TYPE_CHECKING:
 __all__ = ["TableView"]
 
 
+def _join(old: Any, new: Any) -> Any:
+    """Column *old* followed by column *new* (numpy arrays, or lists).
+
+    >>> _join(np.array([1, 2]), np.array([3]))
+    array([1, 2, 3])
+    >>> _join(["a"], ["b"])
+    ['a', 'b']
+    """
+    if isinstance(old, np.ndarray) and isinstance(new, np.ndarray):
+        return np.concatenate((old, new))
+    return [*old, *new]
+
+
 class TableView(View):
     """The latest ``rows`` rows of a frame, or with ``by`` the latest row per key.
+
+    Order: without ``by``, the rows are those of ``frame.tail(rows)`` over everything
+    received, oldest first (the newest row is the last one); every update replaces the
+    table's data with them (at most ``rows`` rows travel per update, at most ``max_fps``
+    updates a second). With ``by``, one row per key, keys in the order they first appeared,
+    each showing its latest values: a key's row is patched in place, new keys are appended.
 
     Examples
     --------
@@ -33,6 +67,13 @@ class TableView(View):
       host  cpu
     0    a  3.0
     1    b  2.0
+    >>> latest = sdf.plot.table(rows=2)
+    >>> sdf.emit(pd.DataFrame({"host": ["c", "d", "e"], "cpu": [4.0, 5.0, 6.0]}))
+    >>> latest.flush()
+    >>> latest.data()
+      host  cpu
+    0    d  5.0
+    1    e  6.0
     """
 
     kind = "table"
@@ -52,6 +93,8 @@ class TableView(View):
         self._dtypes = example.dtypes
         self.source = ColumnDataSource(self._to_columns(example), name=f"{frame.name}:table")
         self._index: dict[Any, int] = {}
+        #: Times the view told the page's grid to redraw (see the module docstring).
+        self.redraws = 0
         table_columns = []
         for col, dtype in self._dtypes.items():
             formatter: Any = None
@@ -85,22 +128,41 @@ class TableView(View):
         """The last ``rows`` rows, or each key's latest row: what a flush draws."""
         return data.iloc[-self.rows:] if self.by is None else _latest(data, self.by)
 
+    def _length(self) -> int:
+        """Rows in the table's source now."""
+        data: Any = self.source.data  # a dict of columns (Bokeh types it loosely)
+        return len(next(iter(data.values()), ()))
+
     def _render(self, data: pd.DataFrame, *, replace: bool) -> None:
-        if self.by is None:
-            tail = data.iloc[-self.rows:]
-            if replace:
-                self.source.data = self._to_columns(tail)
-            else:
-                self.source.stream(self._to_columns(tail), rollover=self.rows)
-            self.rows_sent += len(tail)
-            return
-        latest = _latest(data, self.by)
-        keys = [norm_key(k) for k in latest[self.by]]
+        before = self._length()
+        changed = self._render_rows(data, replace=replace) if self.by is None else \
+            self._render_latest(data, self.by, replace=replace)
+        if changed and self._length() == before:
+            self._redraw()
+
+    def _render_rows(self, data: pd.DataFrame, *, replace: bool) -> bool:
+        """Show the last ``rows`` rows of what was shown and *data*; whether it changed."""
+        if not len(data) and not replace:
+            return False  # nothing new (an overlay asked for an update)
+        tail = data.iloc[-self.rows:]
+        columns = self._to_columns(tail)
+        kept = self.rows - len(tail)  # rows shown now that stay in the table
+        if not replace and kept > 0 and self._length():
+            shown: Any = self.source.data
+            columns = {col: _join(shown[col][-kept:], new) for col, new in columns.items()}
+        self.source.data = columns
+        self.rows_sent += self._length()
+        return True
+
+    def _render_latest(self, data: pd.DataFrame, by: str, *, replace: bool) -> bool:
+        """Patch each key's row, append new keys; whether anything changed."""
+        latest = _latest(data, by)
+        keys = [norm_key(k) for k in latest[by]]
         if replace:
             self._index = {k: i for i, k in enumerate(keys)}
             self.source.data = self._to_columns(latest)
             self.rows_sent += len(latest)
-            return
+            return True
         known = np.array([k in self._index for k in keys], dtype=bool)
         if known.any():
             rows = latest[known]
@@ -108,7 +170,7 @@ class TableView(View):
             positions = [self._index[k] for k, is_known in zip(keys, known, strict=True)
                          if is_known]
             self.source.patch({col: list(zip(positions, list(values), strict=True))
-                               for col, values in columns.items() if col != self.by})
+                               for col, values in columns.items() if col != by})
         if (~known).any():
             rows = latest[~known]
             start = len(self._index)
@@ -117,9 +179,15 @@ class TableView(View):
                 self._index[key] = start + offset
             self.source.stream(self._to_columns(rows))
         self.rows_sent += len(latest)
+        return bool(len(latest))
+
+    def _redraw(self) -> None:
+        """Have the page's grid redraw from its source (see the module docstring)."""
+        self.redraws += 1
+        self.table.view.tags = [self.redraws]
 
     def data(self) -> pd.DataFrame:
-        """The rows the table shows now."""
+        """The rows the table shows now (see the class docstring for their order)."""
         frame = pd.DataFrame({c: list(v) if not isinstance(v, np.ndarray) else v
                               for c, v in self.source.data.items()})
         for col, dtype in self._dtypes.items():
