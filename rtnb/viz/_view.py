@@ -8,7 +8,9 @@ acknowledged enough of what it was sent. Held batches are merged in the queue in
 update would draw (``max_points`` per line, each key's latest value), so it stays bounded.
 New rows travel as
 ``ColumnDataSource.stream(rows, rollover=max_points)``; rows that replace earlier ones (an
-``emit="update"`` window that changed, a key's latest value) travel as ``.patch``.
+``emit="update"`` window that changed, a key's latest value) travel as ``.patch``. Tables
+without ``by`` replace their few rows (the last ``rows``) on each update and nudge the grid
+to redraw (Bokeh 3.9's ``DataTable`` redraws only when its row count changes).
 
 Kinds of views subclass :class:`View` (:mod:`rtnb.viz._xy`, :mod:`rtnb.viz._bar`,
 :mod:`rtnb.viz._table`); this module also holds the small helpers they share.
