@@ -134,6 +134,26 @@ viaProto().then((how) => report(how != null ? how : viaDoc()))
           .catch((err) => { console.error("rtnb: jupyter_bokeh fix", err); report(viaDoc()); });
 """
 
+#: Gives each plot of the document a view for every renderer it holds. BokehJS builds a
+#: plot's view asynchronously and connects it to its model only at the end: a renderer
+#: added meanwhile (the kernel already streams while the page renders the widget) never gets
+#: a view, so its line is not drawn and its legend swatch stays blank while its data source
+#: fills (issue 18, defect 3). Runs when the page's views are built (``document_ready``) and
+#: on each numbered update; builds only what is missing.
+_CATCH_UP_JS = r"""
+const doc = ack.document;
+const views = doc != null ? doc.views_manager : null;
+if (views != null) {
+    for (const view of views.all_views()) {
+        const built = view.renderer_views;  // a plot's views by renderer (BokehJS 3 PlotView)
+        if (built instanceof Map && typeof view._update_renderers === "function" &&
+                view.model.renderers.some((r) => !built.has(r))) {
+            view._update_renderers().catch((err) => console.error("rtnb: renderers", err));
+        }
+    }
+}
+"""
+
 _bokehjs_loaded = False
 
 
@@ -147,14 +167,33 @@ def in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def _loaded_inline() -> bool:
+    """Whether this kernel already loaded BokehJS inline, e.g. by ``output_notebook(INLINE)``.
+
+    Bokeh keeps the resources of the last load in ``bokeh.io.notebook._NOTEBOOK_LOADED`` (no
+    public accessor; missing in another Bokeh: ``False``, and BokehJS is loaded once more).
+    """
+    from bokeh.io import notebook
+
+    loaded = getattr(notebook, "_NOTEBOOK_LOADED", None)
+    return getattr(loaded, "mode", None) == "inline"
+
+
 def ensure_bokehjs() -> None:
     """Load BokehJS into the notebook page once per kernel, inline (works offline).
 
     The default CDN resources fail without internet and then nothing renders; inline resources
     make executed notebooks large, which is why notebooks are committed without outputs.
+    Nothing is loaded when the notebook already loaded BokehJS inline itself: a second load
+    is another 8 MB in the notebook, and its evaluation in the page delays the rendering of
+    the live view shown in the same cell until its lines are being added (issue 18, defect 3;
+    see :data:`_CATCH_UP_JS`).
     """
     global _bokehjs_loaded
     if _bokehjs_loaded or not in_kernel():
+        return
+    if _loaded_inline():
+        _bokehjs_loaded = True
         return
     from bokeh.io import output_notebook
     from bokeh.resources import INLINE
@@ -255,6 +294,9 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
             doc.add_root(model)
         doc.add_root(self.ack)
         doc.js_on_event("document_ready", fix)  # in each page, once its views are built
+        catch_up = CustomJS(args={"ack": self.ack}, code=_CATCH_UP_JS)
+        self.ack.js_on_change("sent", catch_up)
+        doc.js_on_event("document_ready", catch_up)
         super().__init__(model, **kwargs)
 
     @classmethod
