@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from detector_oracles import floored, random_split, robust_scale, run
 
 import rtnb
 from rtnb import Param
@@ -18,20 +19,6 @@ from rtnb.detect import EWMA, MAD, Detector, RateOfChange, RollingQuantile, ZSco
 from rtnb.detect.detectors import DetectorLogic, WarmUpWarning
 
 WINDOWED = {"zscore": ZScore, "mad": MAD, "quantile": RollingQuantile}
-
-
-def floored(scale, level):
-    """The detectors' scale floor: at least 1e-9 * |level| and 1e-12."""
-    return np.maximum(scale, np.maximum(1e-9 * np.abs(level), 1e-12))
-
-
-def robust_scale(v: np.ndarray) -> float:
-    """MAD's scale: 1.4826 MAD, else 1.2533 mean |v - median| (Iglewicz-Hoaglin), floored."""
-    v = v[~np.isnan(v)]
-    med = np.median(v)
-    mad = np.median(np.abs(v - med))
-    scale = 1.4826 * mad if mad > 0 else 1.2533 * np.mean(np.abs(v - med))
-    return float(floored(scale, med))
 
 
 def keyed(n: int, keys: int, seed: int, *, repeat: bool = False):
@@ -45,21 +32,6 @@ def keyed(n: int, keys: int, seed: int, *, repeat: bool = False):
     steps = rng.integers(0, 3, n) if repeat else rng.integers(1, 3, n)
     t = np.cumsum(steps) * 1_000_000_000
     return x, codes, t
-
-
-def random_split(n: int, seed: int, most: int) -> list[slice]:
-    rng = np.random.default_rng(seed)
-    parts, at = [], 0
-    while at < n:
-        step = int(rng.integers(1, most + 1))
-        parts.append(slice(at, at + step))
-        at += step
-    return parts
-
-
-def run(det, x, codes, t, parts, protect=False) -> np.ndarray:
-    return np.concatenate([det.process(x[s], codes[s], t[s], protect=protect)[0]
-                           for s in parts])
 
 
 def expected_by_key(kind: str, x, codes, window, mp: int, *, t=None) -> np.ndarray:

@@ -9,24 +9,11 @@ import numpy as np
 import pandas as pd
 import pandas.testing as tm
 import pytest
+from detector_oracles import floored, protected_loop, robust_scale
 
 import rtnb
 from rtnb import ConfigError, Param
 from rtnb.detect import EWMA, MAD, RateOfChange, Threshold, ZScore
-
-
-def floored(scale, level):
-    """The detectors' scale floor: at least 1e-9 * |level| and 1e-12."""
-    return np.maximum(scale, np.maximum(1e-9 * np.abs(level), 1e-12))
-
-
-def robust_scale(v: np.ndarray) -> float:
-    """MAD's scale of a window: 1.4826 MAD, else 1.2533 mean |v - median|, floored."""
-    v = v[~np.isnan(v)]
-    med = np.median(v)
-    mad = np.median(np.abs(v - med))
-    scale = 1.4826 * mad if mad > 0 else 1.2533 * np.mean(np.abs(v - med))
-    return float(floored(scale, med))
 
 
 @pytest.fixture(scope="module")
@@ -166,25 +153,10 @@ def test_protect_equals_a_plain_loop(data):
 def zscore_protect_loop(x: np.ndarray, t: np.ndarray, w: int, mp: int,
                         limit: float) -> np.ndarray:
     """ZScore with protect, row by row: mean and std (ddof=1, floored) of the learned rows'
-    values in ``[t - w, t)``; a row scored above ``limit`` is not learned while the held-out
-    count (+1 per held-out row, -1 per normal row, never below 0) is below ``mp``."""
-    kept_t, kept_x, out, held = [], [], np.full(len(x), np.nan), 0
-    for i in range(len(x)):
-        vals = np.array([v for tt, v in zip(kept_t, kept_x, strict=True)
-                         if t[i] - w <= tt < t[i] and v == v])
-        if len(vals) >= mp and x[i] == x[i]:
-            out[i] = (x[i] - vals.mean()) / floored(vals.std(ddof=1), vals.mean())
-        if x[i] != x[i]:  # missing: not learned, changes nothing
-            continue
-        flag = abs(out[i]) > limit
-        if flag and held < mp:
-            held += 1
-            continue
-        if not flag:
-            held = max(held - 1, 0)
-        kept_t.append(t[i])
-        kept_x.append(x[i])
-    return out
+    values in ``[t - w, t)`` (see :func:`detector_oracles.protected_loop`)."""
+    return protected_loop(
+        x, t, w, mp, limit,
+        lambda xi, v: (xi - v.mean()) / floored(v.std(ddof=1), v.mean()), two_sided=True)
 
 
 def test_zscore_protect_all_keys_equals_the_loop_for_any_split():
@@ -322,20 +294,8 @@ def test_rolling_quantile_protect_equals_a_plain_loop(data):
                  protect=True)
     t = df["timestamp"].to_numpy().view(np.int64)
     x = df["cpu"].to_numpy()
-    kept: list[tuple[int, float]] = []
-    exp = np.full(len(x), np.nan)
-    held = 0
-    for i in range(len(x)):
-        vals = np.array([v for tt, v in kept if tt >= t[i] - 120 * 10**9 and v == v])
-        if len(vals) >= 10 and x[i] == x[i]:
-            exp[i] = x[i] / (1.1 * np.quantile(vals, 0.9))
-        if x[i] != x[i]:
-            continue
-        if exp[i] > 1 and held < 10:
-            held += 1
-            continue
-        held = held if exp[i] > 1 else max(held - 1, 0)
-        kept.append((t[i], x[i]))
+    exp = protected_loop(x, t, 120 * 10**9, 10, 1.0,
+                         lambda xi, v: xi / (1.1 * np.quantile(v, 0.9)))
     np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
 
 
@@ -575,20 +535,8 @@ def test_mad_protect_equals_a_plain_loop(data):
     got = stream(df, MAD("2min", threshold=3, min_periods=10), 4, protect=True)
     t = df["timestamp"].to_numpy().view(np.int64)
     x = df["cpu"].to_numpy()
-    kept: list[tuple[int, float]] = []
-    held = 0
-    exp = np.full(len(x), np.nan)
-    for i in range(len(x)):
-        vals = np.array([v for tt, v in kept if tt >= t[i] - 120 * 10**9 and v == v])
-        if len(vals) >= 10 and x[i] == x[i]:
-            exp[i] = abs(x[i] - np.median(vals)) / robust_scale(vals)
-        if x[i] != x[i]:
-            continue
-        if exp[i] > 3 and held < 10:
-            held += 1
-            continue
-        held = held if exp[i] > 3 else max(held - 1, 0)
-        kept.append((t[i], x[i]))
+    exp = protected_loop(x, t, 120 * 10**9, 10, 3.0,
+                         lambda xi, v: abs(xi - np.median(v)) / robust_scale(v))
     np.testing.assert_allclose(got["score"], exp, rtol=1e-12)
     assert got["is_anomaly"].sum() > 0
 

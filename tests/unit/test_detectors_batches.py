@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from detector_oracles import random_split, robust_scale, run
 
 import rtnb
 from rtnb.detect import EWMA, MAD, RateOfChange, RollingQuantile, Threshold, ZScore
@@ -28,16 +29,6 @@ MAKERS = {
 }
 
 
-def robust_scale(v: np.ndarray) -> float:
-    """MAD's scale of a window: 1.4826 MAD, else 1.2533 mean |v - median|, floored at
-    1e-9 |median| and 1e-12."""
-    v = v[~np.isnan(v)]
-    med = np.median(v)
-    mad = np.median(np.abs(v - med))
-    scale = 1.4826 * mad if mad > 0 else 1.2533 * np.mean(np.abs(v - med))
-    return float(max(scale, 1e-9 * abs(med), 1e-12))
-
-
 def many_keys(n: int, keys: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Values with spikes, missing values and ties; key codes; increasing ns times (~0.1 s
     apart, so a 30 s window holds ~300 rows over all keys)."""
@@ -48,21 +39,6 @@ def many_keys(n: int, keys: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.
     codes = rng.integers(0, keys, n)
     t = np.cumsum(rng.integers(1, 200_000_000, n))
     return x, codes, t
-
-
-def random_split(n: int, seed: int, most: int) -> list[slice]:
-    rng = np.random.default_rng(seed)
-    cuts, at = [], 0
-    while at < n:
-        step = int(rng.integers(1, most + 1))
-        cuts.append(slice(at, at + step))
-        at += step
-    return cuts
-
-
-def run(det, x, codes, t, parts, protect=False) -> np.ndarray:
-    return np.concatenate([det.process(x[s], codes[s], t[s], protect=protect)[0]
-                           for s in parts])
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
