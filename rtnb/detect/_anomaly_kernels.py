@@ -22,7 +22,7 @@ Bools = npt.NDArray[np.bool_]
 #: Evidence components, in the order of the ``why`` codes the kernel writes (0: none).
 COMPONENTS = ("spike", "dip", "volatility", "level shift up", "level shift down",
               "new high", "new low", "flatline", "gap", "above the daily pattern",
-              "below the daily pattern")
+              "below the daily pattern", "not a finite number")
 
 # state columns (per key slot)
 N, PRED, MAE, RAVG, MU_PT, VAR_PT, MU_AVG, VAR_AVG = 0, 1, 2, 3, 4, 5, 6, 7
@@ -109,6 +109,12 @@ def _anomaly_rows(slots: Ints, t: Ints, x: Floats, st: Floats, prof: Floats, see
         why[r] = 0
         size[r] = np.nan
         if xi != xi:  # missing: neither scored nor learned
+            flag[r] = st[k, ON] > 0
+            continue
+        if not math.isfinite(xi):  # +/-inf: an incident once warmed up, never learned
+            if st[k, N] >= warm:
+                score[r], why[r], size[r] = 1.0, 12, xi
+                st[k, ON], st[k, BELOW] = 1.0, 0.0
             flag[r] = st[k, ON] > 0
             continue
         n = st[k, N]

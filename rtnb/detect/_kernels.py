@@ -92,7 +92,9 @@ def _ewma_rows(slots: Ints, x: Floats, state: Floats, held: Ints, a: float, min_
             if n >= min_periods and n > 0:
                 score = (xi - mean) / _floored(np.sqrt(var), mean)
             flag = abs(score) > limit
-            if protect and flag and held[k] < patience:  # protect: held out, for a while
+            if not np.isfinite(xi):  # +/-inf: scored (inf), never learned
+                pass
+            elif protect and flag and held[k] < patience:  # protect: held out, for a while
                 held[k] += 1
             else:
                 if not flag and held[k] > 0:  # a normal row counts down
@@ -149,7 +151,8 @@ def _rate_rows(slots: Ints, t: Ints, x: Floats, last_t: Ints, last_x: Floats, pr
         out[r] = score
         flag = abs(score) > limit
         flags[r] = flag
-        if xi == xi and not (protect and flag):  # protect: not the next one's previous
+        if np.isfinite(xi) and not (protect and flag):  # protect: not the next's previous;
+            # +/-inf: scored, never a previous row
             if ti > lt:
                 prev_t[k] = lt
                 prev_x[k] = last_x[k]
@@ -665,7 +668,7 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
         out[r] = score
         flag = score > limit if kind == MAD or kind == QUANTILE else abs(score) > limit
         flags[r] = flag
-        if xi != xi:
+        if not np.isfinite(xi):  # missing: not scored; +/-inf: scored (inf); neither learned
             continue
         if protect and flag and meta[k, HELD] < patience:  # held out, for a while
             meta[k, HELD] += 1

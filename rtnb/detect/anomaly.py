@@ -40,7 +40,9 @@ Bonferroni bound over the kinds). An **incident** starts when the likelihood rea
 All long-run statistics are exponentially weighted with a half-life of ``memory`` rows and
 learned *winsorised* once the key is warmed up (a value beyond 3-4 spreads is learned as if
 at that bound), so an incident bends the baseline slowly while a lasting change still becomes
-the new normal. Until a key has ``warmup`` rows its rows score ``NaN``.
+the new normal. Until a key has ``warmup`` rows its rows score ``NaN``. A missing value is
+neither scored nor learned; +/-inf is never learned and, once warmed up, starts an incident
+(likelihood 1, reason "not a finite number (inf)").
 """
 
 from __future__ import annotations
@@ -177,7 +179,9 @@ class Anomaly(Detector):
         for i in np.flatnonzero(why).tolist():
             name = COMPONENTS[int(why[i]) - 1]
             v = float(size[i])
-            if name == "flatline":
+            if name == "not a finite number":
+                out[i] = f"not a finite number ({v})"
+            elif name == "flatline":
                 out[i] = f"flatline {int(v)} rows"
             elif name == "gap":
                 out[i] = f"gap {v:.0f}x the usual interval"

@@ -31,6 +31,9 @@ of every key lives in arrays indexed by slot (an EWMA's mean, variance and count
 row for RateOfChange; for the windowed detectors a ring buffer of the window's values in
 shared pools, with running sums or the values sorted), so a batch costs time in proportion
 to its rows, not to its keys or to the window's length.
+
+A value of +/-inf is scored (its score is +/-inf: anomalous) and never learned, so one bad
+value cannot poison a key's state; a missing value (NaN) is neither scored nor learned.
 """
 
 from __future__ import annotations

@@ -386,3 +386,28 @@ def test_a_row_window_shorter_than_min_periods_is_refused():
     with pytest.raises(rtnb.ConfigError, match=r"ZScore min_periods \(10\) is more than the "
                                               r"window's 5 rows"):
         ZScore(rtnb.rows(5))
+
+
+@pytest.mark.parametrize("make", [ZScore, MAD, RollingQuantile, EWMA, RateOfChange,
+                                  rtnb.detect.Anomaly])
+def test_an_infinite_value_is_flagged_and_never_poisons_the_state(make):
+    """One +inf and one -inf (a division by zero upstream): before, ZScore and EWMA scored
+    NaN for every later row and missed a spike 1,500 rows on. Now the infinite rows are
+    flagged and not learned: every other row scores as if they were not there."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(100.0, 5.0, 3000)
+    x[2500] = 400.0
+    t = np.arange(3000) * 1_000_000_000
+    bad = [1000, 1700]
+    poisoned = x.copy()
+    poisoned[bad] = [np.inf, -np.inf]
+    det = make()
+    score, flag = det.process(poisoned, times=t)
+    clean, _ = make().process(np.delete(x, bad), times=np.delete(t, bad))
+    np.testing.assert_array_equal(np.delete(score, bad), clean)
+    # RollingQuantile watches the upper side only: -inf is below its quantile, not flagged
+    assert flag[1000] and flag[2500] and flag[1700] == (make is not RollingQuantile)
+    if make is rtnb.detect.Anomaly:
+        assert det.last_reasons()[1000] == "not a finite number (inf)"
+    else:
+        assert np.isinf(score[bad]).all()
