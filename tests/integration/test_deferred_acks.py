@@ -187,6 +187,20 @@ async def consumer_info(stream: str, durable: str) -> Any:
         await nc.close()
 
 
+async def settled_info(stream: str, durable: str, floor: int, timeout: float = 5.0) -> Any:
+    """The consumer's info once its ack floor reached ``floor`` (or at ``timeout``).
+
+    Acks are published without a reply: the server applies them a moment after it has
+    received them, so reading the floor right after acking races that.
+    """
+    deadline = time.monotonic() + timeout
+    info = await consumer_info(stream, durable)
+    while info.ack_floor.stream_seq < floor and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        info = await consumer_info(stream, durable)
+    return info
+
+
 def replies(taken: list[Any]) -> list[str]:
     """A NATS barrier's reply subjects (without its ``("floor", n)`` position)."""
     return [t for t in taken if isinstance(t, str)]
@@ -240,7 +254,7 @@ def test_nats_crash_after_a_barrier_redelivers_exactly_what_came_after_it_at_onc
         (taken1, _), (taken2, rows2) = await barriers(first, [100, 200])
         await first.source.ack(taken1)
         await asyncio.wait_for(first.wait(), 30)
-        crashed = await consumer_info(stream, "d")
+        crashed = await settled_info(stream, "d", len(replies(taken1)))
         assert crashed.ack_floor.stream_seq == len(replies(taken1))
         assert crashed.num_ack_pending == crashed.delivered.stream_seq - len(replies(taken1))
         started = time.monotonic()
@@ -250,7 +264,7 @@ def test_nats_crash_after_a_barrier_redelivers_exactly_what_came_after_it_at_onc
         await asyncio.wait_for(second.arun(), 20)  # well before ack_wait (60 s)
         elapsed = time.monotonic() - started
         await second.source.ack(second.source.take_acks())
-        info = await consumer_info(stream, "d")
+        info = await settled_info(stream, "d", N)
         return seqs(out1), seqs(out2), rows2, info, elapsed
 
     one, two, rows2, info, elapsed = asyncio.run(scenario())
