@@ -154,6 +154,73 @@ if (views != null) {
 }
 """
 
+#: Colours the document's plots like the JupyterLab theme around them (issue 18): in a dark
+#: theme, the backgrounds, grid lines, axes and texts that still have Bokeh's light default
+#: take the theme's own colours (its CSS variables ``--jp-layout-color0`` and so on); back in
+#: a light theme they get their defaults back. A colour the user set is never touched. The
+#: change is made in the page only (``sync: false``: the kernel's document keeps its colours,
+#: so a saved dashboard is as the user built it). Runs when the page's views are built, on
+#: numbered updates when new models arrived, and whenever JupyterLab switches theme (a
+#: ``MutationObserver`` on ``<body data-jp-theme-light>``). Outside JupyterLab (no
+#: ``data-jp-theme-light``) nothing changes.
+_THEME_JS = r"""
+const doc = ack.document;
+const body = (typeof document !== "undefined") ? document.body : null;
+if (doc != null && body != null) {
+    const ROLES = {
+        background_fill_color: "bg", border_fill_color: "bg", inactive_fill_color: "bg",
+        outline_line_color: "rule", grid_line_color: "rule", border_line_color: "rule",
+        axis_line_color: "axis", major_tick_line_color: "axis", minor_tick_line_color: "axis",
+        major_label_text_color: "text", axis_label_text_color: "text",
+        label_text_color: "text", title_text_color: "text", text_color: "text",
+    };
+    const LIGHT = new Set(["#ffffff", "#fff", "white", "#e5e5e5", "black", "#000000",
+                           "#444444"]);
+    const apply = () => {
+        if (body.dataset.jpThemeLight == null) { return; }  // not in JupyterLab
+        const dark = body.dataset.jpThemeLight === "false";
+        const css = getComputedStyle(body);
+        const v = (name, fallback) => (css.getPropertyValue(name) || "").trim() || fallback;
+        const colours = {
+            bg: v("--jp-layout-color0", "#111111"), rule: v("--jp-border-color2", "#424242"),
+            axis: v("--jp-ui-font-color2", "#9e9e9e"), text: v("--jp-ui-font-color1", "#e0e0e0"),
+        };
+        const models = doc.all_models;
+        for (const model of models) {
+            const light = model.__rtnbLight || (model.__rtnbLight = {});
+            const changes = {};
+            for (const [prop, role] of Object.entries(ROLES)) {
+                const p = model.properties[prop];
+                if (p == null) { continue; }
+                if (!(prop in light)) {
+                    const value = p.get_value();
+                    if (typeof value !== "string" || !LIGHT.has(value.toLowerCase())) {
+                        light[prop] = null;  // the user's colour (or none): never changed
+                        continue;
+                    }
+                    light[prop] = value;
+                }
+                if (light[prop] == null) { continue; }
+                const want = dark ? colours[role] : light[prop];
+                if (p.get_value() !== want) { changes[prop] = want; }
+            }
+            if (Object.keys(changes).length > 0) { model.setv(changes, {sync: false}); }
+        }
+        doc.__rtnbThemed = models.size;
+        doc.__rtnbDark = dark;
+        body.dataset.rtnbTheme = dark ? "dark" : "light";
+    };
+    if (doc.__rtnbTheme == null) {
+        doc.__rtnbTheme = new MutationObserver(apply);
+        doc.__rtnbTheme.observe(body, {attributes: true,
+                                       attributeFilter: ["data-jp-theme-light"]});
+        apply();
+    } else if (doc.__rtnbThemed !== doc._all_models.size) {
+        apply();  // models arrived since (a new line's legend, a new plot)
+    }
+}
+"""
+
 _bokehjs_loaded = False
 
 
@@ -297,6 +364,9 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         catch_up = CustomJS(args={"ack": self.ack}, code=_CATCH_UP_JS)
         self.ack.js_on_change("sent", catch_up)
         doc.js_on_event("document_ready", catch_up)
+        theme = CustomJS(args={"ack": self.ack}, code=_THEME_JS)
+        self.ack.js_on_change("sent", theme)
+        doc.js_on_event("document_ready", theme)
         super().__init__(model, **kwargs)
 
     @classmethod

@@ -32,6 +32,27 @@ if TYPE_CHECKING:
 
 __all__ = ["TableView"]
 
+#: The grid in JupyterLab's theme colours (its CSS variables reach into BokehJS's shadow DOM),
+#: each with the grid's own light colour as the fallback where no theme defines them (a
+#: saved dashboard, classic Notebook): a live table is not a white block in a dark theme.
+THEME_CSS = """
+:host {
+  --odd: var(--jp-rendermime-table-row-background, #f0f0f0);
+  --special: var(--jp-layout-color2, #f5f5f5);
+  --selected: var(--jp-rendermime-table-row-hover-background, #f0f8ff);
+  --muted-text: var(--jp-ui-font-color2, #909090);
+  color: var(--jp-ui-font-color1, inherit);
+}
+.slick-row { background: var(--jp-layout-color0, white); }
+.slick-row.odd { background: var(--odd); }
+.slick-header-columns, .slick-header-column {
+  background: var(--jp-layout-color1, #fafafa);
+  color: var(--jp-ui-font-color1, inherit);
+  border-color: var(--jp-border-color2, silver);
+}
+.slick-cell { border-color: var(--jp-border-color3, silver); }
+"""
+
 
 def _join(old: Any, new: Any) -> Any:
     """Column *old* followed by column *new* (numpy arrays, or lists).
@@ -107,7 +128,7 @@ class TableView(View):
         sizing: dict[str, Any] = {"width": width} if width is not None else \
             {"sizing_mode": "stretch_width"}
         self.table = DataTable(source=self.source, columns=table_columns, height=height,
-                               index_position=None, **sizing)
+                               index_position=None, stylesheets=[THEME_CSS], **sizing)
         self.table.syncable = False
         self._attach()
 
