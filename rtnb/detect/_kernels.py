@@ -41,7 +41,7 @@ from rtnb._jit import jit
 
 __all__ = ["ABS_FLOOR", "AUX", "BC", "CAP", "CNT", "FI", "FO", "HEAD", "HELD", "KERNELS",
            "LAST", "MAD", "MAD_SIGNED", "META", "NO_TIME", "OFF", "PEND", "PH", "QUANTILE",
-           "REL_FLOOR", "ZSCORE", "ewma_rows", "rate_rows", "warm_up", "window_rows"]
+           "REL_FLOOR", "ZSCORE", "ewma_rows", "lookup", "rate_rows", "warm_up", "window_rows"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -75,6 +75,31 @@ def _floored(scale: float, level: float) -> float:
         least = ABS_FLOOR
     return scale if scale > least else least
 
+
+
+@jit
+def _lookup(codes: Ints, table: Ints, slots: Ints) -> int:
+    n: int = codes.shape[0]
+    size = table.shape[0]
+    for r in range(n):
+        c = codes[r]
+        if c < 0 or c >= size:
+            return r
+        s = table[c]
+        if s < 0:
+            return r
+        slots[r] = s
+    return n
+
+
+def lookup(codes: Ints, table: Ints, slots: Ints) -> int:
+    """``slots[r] = table[codes[r]]`` up to the first row whose code has no slot; that row.
+
+    A code has no slot when it is outside ``[0, len(table))`` or its entry is negative;
+    returns ``len(codes)`` when every row has one (one compiled pass instead of numpy's
+    min, max, take and min on a small batch).
+    """
+    return int(_lookup(codes, table, slots))
 
 
 # -- EWMA --------------------------------------------------------------------------------------
@@ -727,7 +752,7 @@ def window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Floa
 
 
 #: The compiled kernels (what :func:`warm_up` loads).
-KERNELS = (_ewma_rows, _rate_rows, _window_rows)
+KERNELS = (_lookup, _ewma_rows, _rate_rows, _window_rows)
 
 
 def warm_up() -> float:
@@ -740,6 +765,7 @@ def warm_up() -> float:
     x = np.array([1.0, 2.0, np.nan, 4.0])
     out, flags = np.empty(4), np.empty(4, dtype=np.bool_)
     counters = np.zeros(1, dtype=np.int64)
+    lookup(slots, np.zeros(1, dtype=np.intp), np.empty(4, dtype=np.intp))
     ewma_rows(slots, x, np.zeros((1, 3)), np.zeros(1, dtype=np.int64), 0.5, 1, 3.0, True, 1,
               out, flags)
     rate_rows(slots, t, x, np.zeros(1, dtype=np.int64), np.full(1, np.nan),

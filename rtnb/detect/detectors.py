@@ -76,6 +76,19 @@ Bools = npt.NDArray[np.bool_]
 _DIRECT = 1 << 22  # key codes in [0, _DIRECT) find their slot in a table, others in a dict
 
 
+_KERNELS: Any = None
+
+
+def _k() -> Any:
+    """:mod:`rtnb.detect._kernels`, imported on first use (numba takes ~0.3 s to import)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from rtnb.detect import _kernels
+
+        _KERNELS = _kernels
+    return _KERNELS
+
+
 def _times(times: Any, n: int) -> Ints:
     """Event times as int64 nanoseconds (zeros when there are none)."""
     if times is None:
@@ -118,7 +131,8 @@ class Detector(_record.Recorded):
 
     ``out_of_order`` counts the rows that came before their key's latest learned time;
     ``needs_time`` says whether ``process`` needs event times (it raises ``ValueError``
-    without them).
+    without them), ``uses_time`` whether it reads them at all (EWMA and Threshold do not:
+    ``sdf.detect`` then leaves the frame's time column unread).
 
     Examples
     --------
@@ -138,6 +152,8 @@ class Detector(_record.Recorded):
     out_of_order: int = 0
     #: Whether ``process`` needs event times (a duration window, a rate per time).
     needs_time = False
+    #: Whether ``process`` reads event times at all (when given).
+    uses_time = True
     _warm_done = False  # a score was given, or the warm-up warning was
     _seen: Ints | None = None  # rows with a value per slot, until then
     _probing = False  # score / score_one: no warm-up counting
@@ -157,8 +173,14 @@ class Detector(_record.Recorded):
 
     def _slots(self, codes: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
         """The slot of each row's key code, new codes getting new slots."""
-        if len(codes) == 0:
+        n = len(codes)
+        if n == 0:
             return np.zeros(0, dtype=np.intp)
+        if codes.dtype == np.intp and codes.ndim == 1:  # known keys: one compiled pass
+            codes = np.ascontiguousarray(codes)
+            known = np.empty(n, dtype=np.intp)
+            if _k().lookup(codes, self._table, known) == n:
+                return known
         lo, hi = int(codes.min()), int(codes.max())
         if lo >= 0 and hi < _DIRECT:
             table = self._table
@@ -365,6 +387,7 @@ class Threshold(Detector):
     """
 
     stateful = False
+    uses_time = False
 
     def __init__(self, upper: float | Param | None = None,
                  lower: float | Param | None = None) -> None:
@@ -489,8 +512,6 @@ class _EventTimeWindow(Detector):
 
     def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
              protect: bool) -> tuple[Floats, Bools]:
-        from rtnb.detect._kernels import window_rows  # numba: imported on first use
-
         n = len(x)
         scores = np.empty(n)
         flags = np.empty(n, dtype=np.bool_)
@@ -498,7 +519,7 @@ class _EventTimeWindow(Detector):
         w, nrows = self._window()
         counters = self._counters
         counters[0] = 0
-        self._pool_t, self._pool_x, self._pool_s, self._pool_i = window_rows(
+        self._pool_t, self._pool_x, self._pool_s, self._pool_i = _k()._window_rows(
             self._kind, slots, t, x, self._meta, self._fm, self._pool_t, self._pool_x,
             self._pool_s, self._pool_i, self._used, w, nrows, self.min_periods,
             limit, q, factor, protect, self._patience(), scores, flags, counters)
@@ -704,6 +725,8 @@ class EWMA(Detector):
     [nan, nan, 0.0, 200000000.0]
     """
 
+    uses_time = False
+
     def __init__(self, alpha: float | Param | None = None, *, halflife: float | None = None,
                  threshold: float | Param = 3.0, min_periods: int = 10) -> None:
         if alpha is not None and halflife is not None:
@@ -735,11 +758,9 @@ class EWMA(Detector):
 
     def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
              protect: bool) -> tuple[Floats, Bools]:
-        from rtnb.detect._kernels import ewma_rows  # numba: imported on first use
-
         scores = np.empty(len(x))
         flags = np.empty(len(x), dtype=np.bool_)
-        ewma_rows(slots, x, self._ewm, self._held, float(resolve(self.alpha)),
+        _k()._ewma_rows(slots, x, self._ewm, self._held, float(resolve(self.alpha)),
                   self.min_periods, self._limit(), protect, max(self.min_periods, 1), scores,
                   flags)
         return scores, flags
@@ -849,14 +870,12 @@ class RateOfChange(Detector):
 
     def _run(self, slots: npt.NDArray[np.intp], t: Ints, x: Floats,
              protect: bool) -> tuple[Floats, Bools]:
-        from rtnb.detect._kernels import rate_rows  # numba: imported on first use
-
         scores = np.empty(len(x))
         flags = np.empty(len(x), dtype=np.bool_)
         counters = self._counters
         counters[0] = 0
         rates = self._rates
-        rate_rows(slots, t, x, self._last_t, self._last_x, self._prev_t, self._prev_x,
+        _k()._rate_rows(slots, t, x, self._last_t, self._last_x, self._prev_t, self._prev_x,
                   float(self.per_ns), np.inf if rates is not None else self._limit(),
                   protect and rates is None, scores, flags, counters)
         if counters[0]:
@@ -1085,10 +1104,10 @@ class DetectorLogic:
         x = column_at(batch, on)
         if not (isinstance(x, np.ndarray) and x.dtype == np.float64):
             x = batch.iloc[:, on].to_numpy(dtype=np.float64, na_value=np.nan)
-        times = _frames.times_ns(batch, self.time) if at >= 0 else None
-        # a stateless detector (Threshold) scores every row alike: no key coding to pay for
-        codes = self.keys.codes(batch) if self.detector.stateful else None
         detector = self.detector
+        times = _frames.times_ns(batch, self.time) if at >= 0 and detector.uses_time else None
+        # a stateless detector (Threshold) scores every row alike: no key coding to pay for
+        codes = self.keys.codes(batch) if detector.stateful else None
         s, a = detector.process(x, codes, times, protect=self.protect)
         values = [s, a, *detector._extra_out] if detector.extra else [s, a]
         return Output(with_columns(batch, self._names, values, columns=out_columns))
