@@ -7,7 +7,7 @@ PORT ?= 8888
 PYTHON ?= python3
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: demo test lint bench lab venv services chromium clean
+.PHONY: demo test lint bench lab docs venv services chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ lint: venv
 ## bench: speed and memory benchmarks; results in bench/RESULTS.md
 bench: venv
 	$(PY) bench/run.py
+
+## docs: the docs site in docs/_build/html (notebooks rendered, not executed; the API from the
+## docstrings); warnings and broken cross-references are errors (tests/docs builds it too)
+docs: venv
+	$(PY) -m sphinx -b html -W --keep-going -n -q docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 services:
 	@tools/services.sh
