@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ N_SECONDS = 24 * 3600
 """Length of the dataset in seconds (one sample per host per second)."""
 DEFAULT_SEED = 20260105
 """Seed used for the bundled files."""
+UNITS = {"cpu": "%", "latency_ms": "ms", "requests": "req/s"}
+"""Units of the metric columns, kept in the Parquet file as pandas ``attrs["units"]``."""
 
 HOSTS: tuple[str, ...] = (
     "batch-01",
@@ -464,6 +467,11 @@ def write_metrics(metrics: pd.DataFrame, path: Path) -> None:
         ]
     )
     table = pa.Table.from_pandas(metrics, schema=schema, preserve_index=False)
+    # pandas' own key for ``DataFrame.attrs`` (what ``to_parquet`` writes): ``read_parquet``
+    # gives the frame ``attrs["units"]``, which rtnb's axis labels read
+    metadata = {**(table.schema.metadata or {}),
+                b"PANDAS_ATTRS": json.dumps({"units": UNITS}).encode()}
+    table = table.replace_schema_metadata(metadata)
     pq.write_table(
         table,
         path,

@@ -15,7 +15,20 @@ from streamz import Stream
 
 from rtnb import _frames, _record
 from rtnb._time import DurationLike, format_duration, to_ns
-from rtnb.aggregations import Aggregation, Count, make_aggregation
+from rtnb.aggregations import (
+    Aggregation,
+    Count,
+    First,
+    Last,
+    Max,
+    Mean,
+    Min,
+    Quantile,
+    Std,
+    Sum,
+    Var,
+    make_aggregation,
+)
 from rtnb.detect.detectors import Detector, DetectorLogic
 from rtnb.errors import ConfigError, RtnbError, SchemaError
 from rtnb.graph import Graph, Unsubscribe
@@ -123,6 +136,19 @@ class StreamingFrame(_record.Recorded):
         self.counters = Counters()
         self._dead: StreamingFrame | None = None
         self._validated_schema: tuple[pd.DataFrame, pd.Index, list[Any]] | None = None
+        # a root's units come from its example (``attrs["units"]``); a derived frame's from
+        # its parent (see ``units``) unless set on it
+        self._units: dict[str, str] | None = None
+        self._units_from: StreamingFrame | None = None  # when not the parent (late rows)
+        if _parent is None:
+            # pandas carries ``attrs`` through selections: units of columns dropped on the way
+            # are not this frame's
+            given = example.attrs.get("units")
+            given = {c: u for c, u in given.items() if c in self.example.columns} \
+                if isinstance(given, Mapping) else {}
+            self._units = _check_units(given, self.example, self.name)
+        # pandas deep-copies ``attrs`` in nearly every operation: none on what batches meet
+        self.example.attrs = {}
 
     # -- schema ---------------------------------------------------------------------------
     @property
@@ -134,6 +160,47 @@ class StreamingFrame(_record.Recorded):
     def dtypes(self) -> pd.Series:
         """Column dtypes of every batch."""
         return self.example.dtypes
+
+    @property
+    def units(self) -> dict[str, str]:
+        """The unit of each column that has one, for axis labels and tooltips: ``{"cpu": "%"}``.
+
+        A root frame takes them from its example's ``attrs["units"]`` (pandas keeps ``attrs``
+        in Parquet files: the bundled replay's columns have theirs); a derived frame passes
+        on the units of the columns it keeps, and a window or rolling aggregation gives its
+        output the unit of its input (``var`` the square, ``count`` none). Assign a dict to
+        set or correct them on any frame (they then apply to it and what is derived after).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> ex = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+        ...                    "host": pd.Series([], dtype=str), "lat": pd.Series([], dtype=float)})
+        >>> ex.attrs["units"] = {"lat": "ms"}
+        >>> sdf = rtnb.StreamingFrame(ex, time="t")
+        >>> agg = sdf.window(rtnb.tumbling("1min"), by="host").agg(
+        ...     n=("lat", "count"), p99=("lat", "quantile", 0.99), var=("lat", "var"))
+        >>> agg.units
+        {'p99': 'ms', 'var': 'ms²'}
+        >>> busy = sdf[sdf["lat"] > 100]
+        >>> busy.units = {"lat": "s"}
+        >>> busy.units
+        {'lat': 's'}
+        """
+        if self._units is None:
+            source = self._units_from if self._units_from is not None else self._parent
+            inherited = source.units if source is not None else {}
+            return {c: u for c, u in self._derive_units(inherited).items()
+                    if c in self.example.columns}
+        return dict(self._units)
+
+    @units.setter
+    def units(self, units: Mapping[str, str]) -> None:
+        self._units = _check_units(units, self.example, self.name)
+
+    def _derive_units(self, parent: dict[str, str]) -> dict[str, str]:
+        """The units of this frame from its parent's (columns passed on keep theirs)."""
+        return parent
 
     def __repr__(self) -> str:
         cols = ", ".join(f"{c}: {t}" for c, t in self.example.dtypes.items())
@@ -940,6 +1007,7 @@ class StatefulFrame(StreamingFrame):
             self._late = StreamingFrame(parent.example, time=parent.time,
                                        name=f"{self.name}.late", _graph=self.graph,
                                        _parent=self)
+            self._late._units_from = parent  # the late rows are the parent's rows
         self._listeners: list[Callable[[Any], None]] = []
         self._unwatch: list[Callable[[], None]] = []
         if retain is not None:
@@ -1141,6 +1209,14 @@ class WindowedFrame(StatefulFrame):
         """The window engine (this node's logic)."""
         return cast("KeyedEngine", self.logic)
 
+    def _derive_units(self, parent: dict[str, str]) -> dict[str, str]:
+        units = {k: parent[k] for k in self.windowed.by if k in parent}
+        for spec in self._specs:
+            unit = _agg_unit(spec.agg, parent.get(spec.column))
+            if unit is not None:
+                units[spec.name] = unit
+        return units
+
     def _new_logic(self) -> KeyedEngine:
         engine_type: Any = _ENGINES[type(self.spec)]
         parent = self.windowed.frame
@@ -1329,6 +1405,15 @@ class RollingFrame(StatefulFrame):
         """The rolling engine (this node's logic)."""
         return cast("RollingAggregator", self.logic)
 
+    def _derive_units(self, parent: dict[str, str]) -> dict[str, str]:
+        units = {k: parent[k] for k in self.roll.by if k in parent}
+        unit = parent.get(self._column)
+        for how in self._hows:
+            derived = _agg_unit(make_aggregation(how), unit)
+            if derived is not None:
+                units[self._names[how]] = derived
+        return units
+
     def _new_logic(self) -> RollingAggregator:
         rolling = self.roll
         return RollingAggregator(
@@ -1367,6 +1452,34 @@ VIEWS_MODULE = "rtnb.viz"
 
 def _views() -> Any:
     return importlib.import_module(VIEWS_MODULE)
+
+
+def _check_units(units: Any, example: pd.DataFrame, name: str) -> dict[str, str]:
+    """``units`` as a dict of column -> unit text, checked against ``example``'s columns."""
+    if not isinstance(units, Mapping):
+        msg = f"units of frame {name!r} must be a dict of column -> unit; got {units!r}"
+        raise ConfigError(msg)
+    unknown = [c for c in units if c not in example.columns]
+    if unknown:
+        msg = (f"units of frame {name!r} name column(s) {unknown!r} it does not have; it has "
+               f"{list(example.columns)!r}")
+        raise ConfigError(msg)
+    bad = {c: u for c, u in units.items() if not isinstance(u, str)}
+    if bad:
+        msg = f"units of frame {name!r} must be strings; got {bad!r}"
+        raise ConfigError(msg)
+    return {str(c): u for c, u in units.items() if u}
+
+
+def _agg_unit(agg: Aggregation, unit: str | None) -> str | None:
+    """The unit of ``agg`` over a column of ``unit``: the same, its square (var), none (count)."""
+    if unit is None or isinstance(agg, Count):
+        return None
+    if isinstance(agg, Var) and not isinstance(agg, Std):
+        return f"{unit}²"
+    if isinstance(agg, Sum | Mean | Std | Min | Max | First | Last | Quantile):
+        return unit
+    return None  # a user's aggregation: its unit is not known
 
 
 def _normalise_example(example: pd.DataFrame, name: str) -> pd.DataFrame:

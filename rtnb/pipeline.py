@@ -40,6 +40,10 @@ class Pipeline:
         Frames of the pipeline (its source is found from them), usually its outputs.
     name
         The pipeline's name (default: the source's): metric label and exported script title.
+    labels
+        Names for nodes, ``{"cpu": cpu_frame}``: the ``node`` label of the exported script's
+        Prometheus metrics (default: the node's path, ``metrics.window``). ``rtnb export``
+        passes the notebook's variable names.
 
     Examples
     --------
@@ -57,7 +61,8 @@ class Pipeline:
     ['window']
     """
 
-    def __init__(self, *frames: StreamingFrame, name: str | None = None) -> None:
+    def __init__(self, *frames: StreamingFrame, name: str | None = None,
+                 labels: Mapping[str, StreamingFrame] | None = None) -> None:
         if not frames:
             msg = "Pipeline() takes at least one StreamingFrame of the pipeline"
             raise ConfigError(msg)
@@ -74,6 +79,27 @@ class Pipeline:
                 raise ConfigError(msg)
         self.outputs = list(frames)
         self.name = name or self.root.name
+        self._labels: dict[int, str] = {}
+        for label, frame in (labels or {}).items():
+            if not isinstance(frame, StreamingFrame) or frame.root is not self.root:
+                msg = (f"Pipeline(labels=...): {label!r} must name a frame of this pipeline; "
+                       f"got {frame!r:.80}")
+                raise ConfigError(msg)
+            self._labels[id(frame)] = str(label)
+
+    def label(self, frame: StreamingFrame) -> str:
+        """The name ``frame`` goes by in metrics: its ``labels=`` entry, else its path.
+
+        Examples
+        --------
+        >>> import rtnb
+        >>> src = rtnb.sources.replay(rtnb.datasets.metrics_path(), name="metrics")
+        >>> cpu = src.window(rtnb.tumbling("10s"), by="host").agg(mean=("cpu", "mean"))
+        >>> pipeline = rtnb.Pipeline(cpu, labels={"cpu": cpu})
+        >>> pipeline.label(cpu), pipeline.label(src)
+        ('cpu', 'metrics')
+        """
+        return self._labels.get(id(frame), frame.name)
 
     def __repr__(self) -> str:
         return (f"<Pipeline {self.name!r}: {len(self.frames)} nodes, {len(self.params)} params, "

@@ -215,10 +215,11 @@ class _Collector:
         snap = metrics.snapshot(self.pipeline.graph)  # what the status widget reads too
         for frame in self.pipeline.frames:
             node = snap.nodes[frame.name]
-            rows.add_metric([name, frame.name], self.counts.rows.get(frame.name, 0))
-            batches.add_metric([name, frame.name], self.counts.batches.get(frame.name, 0))
-            late.add_metric([name, frame.name], node.late)
-            dead.add_metric([name, frame.name], node.dead_letters)
+            label = self.pipeline.label(frame)  # the notebook's name for it, if it had one
+            rows.add_metric([name, label], self.counts.rows.get(frame.name, 0))
+            batches.add_metric([name, label], self.counts.batches.get(frame.name, 0))
+            late.add_metric([name, label], node.late)
+            dead.add_metric([name, label], node.dead_letters)
         yield from (rows, batches, late, dead)
         saved = CounterMetricFamily("rtnb_checkpoints", "Checkpoints saved by this process",
                                     labels=["pipeline"])
@@ -234,7 +235,7 @@ class _Collector:
         yield failed
         stats = snap.source
         if stats is not None:
-            src = self.pipeline.root.name
+            src = self.pipeline.label(self.pipeline.root)
             for field, help_text in (("bytes", "Payload bytes read"),
                                      ("reconnects", "Reconnections to the source"),
                                      ("dropped", "Records dropped by the buffer policy"),

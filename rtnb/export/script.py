@@ -710,6 +710,11 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     # every piece of code is written before the imports are collected: a value may add one
     statements = [_param_code(var, p, writer) for var, p in params] + parts.body
     leaves = [writer.vars[id(f)] for f in pipeline.leaves() if id(f) in writer.vars]
+    # nodes the notebook named go by those names in the script's metrics (``node`` label)
+    labelled = [writer.vars[id(f)] for f in pipeline.frames
+                if id(f) in names and id(f) in writer.vars]
+    labels = (", labels={" + ", ".join(f"{v!r}: {v}" for v in labelled) + "}") if labelled \
+        else ""
     options = [_Option(p.name, "--" + identifier(p.name).rstrip("_").replace("_", "-"),
                        _OPTION_TYPES[p.kind], f"PARAMS[{p.name!r}]", _param_help(p))
                for _, p in params]
@@ -727,7 +732,7 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
         param_defaults=[(p.name, _param_default(p)) for _, p in params],
         functions=[fn.source.rstrip() for fn in parts.functions.values()],
         statements=statements,
-        pipeline=f"rtnb.Pipeline({', '.join(leaves)}, name={pipeline.name!r})",
+        pipeline=f"rtnb.Pipeline({', '.join(leaves)}, name={pipeline.name!r}{labels})",
         board=board_var, options=options, overrides=f"{{{overrides}}}",
         source_argument=(parts.source_option.arg if parts.source_option is not None
                          else "None"),

@@ -257,6 +257,10 @@ def replay(
     if max_events is not None:
         data = data.iloc[:max_events]
     data = data.reset_index(drop=True)
-    frame = StreamingFrame(data.iloc[:0], time=time, name=name)
+    example = data.iloc[:0]
+    # the units (``attrs``) go to the frame, not into every batch: pandas deep-copies a
+    # frame's ``attrs`` in nearly every operation on it
+    data.attrs = {}
+    frame = StreamingFrame(example, time=time, name=name)
     frame.attach_source(Replay(frame.name, data, time, speed, batch_size, interval_ns / 1e9))
     return frame

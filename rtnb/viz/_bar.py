@@ -61,6 +61,9 @@ class BarView(View):
             self.figure = figure(x_range=factors, **kwargs)
             self.figure.vbar(x="key", top="y", width=0.8, color="color", source=self.source)
             self.figure.xaxis.major_label_orientation = 0.8
+        unit = frame.units.get(y)
+        if unit:  # the value axis says what the bars measure
+            (self.figure.xaxis if horizontal else self.figure.yaxis).axis_label = f"{y} ({unit})"
         self._factors = factors
         for model in (self.figure, self.figure.x_range if horizontal else self.figure.y_range):
             model.syncable = False

@@ -117,6 +117,7 @@ class TableView(View):
         #: Times the view told the page's grid to redraw (see the module docstring).
         self.redraws = 0
         table_columns = []
+        units = frame.units
         for col, dtype in self._dtypes.items():
             formatter: Any = None
             if pd.api.types.is_datetime64_any_dtype(dtype):
@@ -124,7 +125,9 @@ class TableView(View):
             elif pd.api.types.is_float_dtype(dtype):
                 formatter = NumberFormatter(format="0,0.000")
             kwargs = {"formatter": formatter} if formatter is not None else {}
-            table_columns.append(TableColumn(field=str(col), title=str(col), **kwargs))
+            unit = units.get(str(col))
+            title = f"{col} ({unit})" if unit else str(col)
+            table_columns.append(TableColumn(field=str(col), title=title, **kwargs))
         sizing: dict[str, Any] = {"width": width} if width is not None else \
             {"sizing_mode": "stretch_width"}
         self.table = DataTable(source=self.source, columns=table_columns, height=height,

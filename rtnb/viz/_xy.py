@@ -47,6 +47,16 @@ __all__ = ["LineView", "XYView", "m4"]
 _O = TypeVar("_O", WatermarkOverlay, AlertOverlay)
 
 
+def _labelled(column: str, units: dict[str, str]) -> str:
+    """An axis label: the column's name and its unit, if it has one.
+
+    >>> _labelled("latency_ms", {"latency_ms": "ms"}), _labelled("n", {})
+    ('latency_ms (ms)', 'n')
+    """
+    unit = units.get(column)
+    return f"{column} ({unit})" if unit else column
+
+
 def m4(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any],
        bucket: int) -> np.ndarray[Any, np.dtype[np.intp]]:
     """Positions to keep so a line keeps its shape: first, last, min, max per x bucket (M4).
@@ -192,14 +202,19 @@ class XYView(View):
             kwargs["width"] = width
         kwargs["title"] = self._title(y or f"{lower}-{upper}")
         self.figure = figure(**kwargs)
-        self.figure.xaxis.axis_label = x
-        self.figure.yaxis.axis_label = y or f"{lower} - {upper}"
+        # axis labels and tooltips carry the columns' units (``frame.units``)
+        units = frame.units
+        suffix = {c: f" {units[c]}" if c in units else "" for c in (x, y, lower, upper) if c}
+        self.figure.xaxis.axis_label = _labelled(x, units)
+        self.figure.yaxis.axis_label = _labelled(y, units) if y is not None else \
+            f"{lower} - {upper}" + (f" ({units[lower]})" if lower in units else "")
         _browser_only(self.figure)
         # hover: the key (the line's name), x and the value(s), on the view's own lines only
-        x_field = "@x{%F %T}" if self._time_x else "@x{0,0.[000]}"
-        values = [(y, "@y{0,0.[000]}")] if y is not None else []
+        x_field = "@x{%F %T}" if self._time_x else "@x{0,0.[000]}" + suffix[x]
+        values = [(y, "@y{0,0.[000]}" + suffix[y])] if y is not None else []
         if lower is not None and upper is not None:
-            values += [(lower, "@lower{0,0.[000]}"), (upper, "@upper{0,0.[000]}")]
+            values += [(lower, "@lower{0,0.[000]}" + suffix[lower]),
+                       (upper, "@upper{0,0.[000]}" + suffix[upper])]
         tips = [*([(by, "$name")] if by is not None else []), (x, x_field), *values]
         #: The hover tool (its ``renderers`` are the view's lines, added as keys appear).
         self.hover = HoverTool(renderers=[], tooltips=tips,
@@ -207,9 +222,11 @@ class XYView(View):
         self.figure.add_tools(self.hover)
         if by is not None:
             # Outside the plot area, so it never hides data; click an entry to hide its line.
-            # As many rows as the plot's height holds (~16 px an entry at 8 pt, less the title
-            # and axis): more keys wrap into another column instead of running off the plot.
+            # Entries 14 px high (Bokeh's default glyph and label boxes are 20 px: 12 rows ran
+            # 17 px past a 280 px plot in chromium), as many rows as the plot's height holds
+            # less the title, margins and padding: more keys wrap into another column.
             legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0,
+                            glyph_height=14, label_height=14, glyph_width=16,
                             nrows=max(1, (height - 80) // 16))
             self.figure.add_layout(legend, "right")
         self.sources: dict[Any, ColumnDataSource] = {}
