@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from rtnb._jit import jit
 
-__all__ = ["fold", "group_sort", "rebuild"]
+__all__ = ["close", "fold", "group_sort", "rebuild"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -46,17 +46,21 @@ def _hash(start: int, key: int, mask: int) -> Any:
 def _fold(t: Ints, key: Ints, size: int, every: int, offset: int, copies: int,
           closed_before: int, floor: int, table: Ints, slot_key: Ints, slot_start: Ints,
           m: int, values: Floats, fused: Floats, touched: Bools, track: bool,
-          pair_row: Ints, pair_slot: Ints, pairs: bool, late: Bools) -> Any:
+          pair_row: Ints, pair_slot: Ints, pairs: bool, late: Bools, raw_in: Floats,
+          raw_slot: Ints, raw_vals: Floats, r: int, max_time: int, lateness: int) -> Any:
     mask = len(table) - 1
     n_cols = values.shape[0]
+    n_raw = raw_in.shape[0]
     p = 0
     n_late = 0
     t_max = np.iinfo(np.int64).min
+    last = 0  # the newest window start of the previous row
     for i in range(len(t)):
         ti = t[i]
         k = key[i]
         folded = False
-        last = (ti - offset) // every * every + offset
+        if i == 0 or ti < last or ti - last >= every:  # rows in order skip the division
+            last = (ti - offset) // every * every + offset
         for j in range(copies):
             s = last - j * every
             if ti >= s + size:
@@ -100,16 +104,29 @@ def _fold(t: Ints, key: Ints, size: int, every: int, offset: int, copies: int,
                 pair_row[p] = i
                 pair_slot[p] = slot
                 p += 1
+            if n_raw:
+                raw_slot[r] = slot
+                for c in range(n_raw):
+                    raw_vals[c, r] = raw_in[c, i]
+                r += 1
         if folded and ti > t_max:
             t_max = ti
-    return m, p, n_late, t_max
+    watermark = closed_before
+    if t_max != np.iinfo(np.int64).min:
+        watermark = max(watermark, max(max_time, t_max) - lateness)
+    n_done = 0
+    for s in range(m):
+        if slot_start[s] + size <= watermark:
+            n_done += 1
+    return m, p, n_late, t_max, r, n_done
 
 
 def fold(t: Ints, key: Ints, size: int, every: int, offset: int, copies: int,
          closed_before: int, floor: int, table: Ints, slot_key: Ints, slot_start: Ints,
          m: int, values: Floats, fused: Floats, touched: Bools, track: bool,
-         pair_row: Ints, pair_slot: Ints, pairs: bool, late: Bools
-         ) -> tuple[int, int, int, int]:
+         pair_row: Ints, pair_slot: Ints, pairs: bool, late: Bools, raw_in: Floats,
+         raw_slot: Ints, raw_vals: Floats, r: int, max_time: int, lateness: int
+         ) -> tuple[int, int, int, int, int, int]:
     """Fold a batch's rows into their open windows, opening the missing ones; one pass.
 
     Row ``i`` (event time ``t[i]``, key code ``key[i]``) lies in the windows starting at
@@ -120,15 +137,20 @@ def fold(t: Ints, key: Ints, size: int, every: int, offset: int, copies: int,
     (a new window takes slot ``m``, ``m + 1``, ...; the caller made room for one per pair)
     and updates the fused count/sum/min/max of every row ``c`` of ``values``; with ``track``
     the slot is marked in ``touched``, with ``pairs`` the pair is written to
-    ``pair_row``/``pair_slot`` (for the aggregations that are not fused).
+    ``pair_row``/``pair_slot`` (for the aggregations that are not fused), and when
+    ``raw_in`` has rows (the columns of holistic aggregations) the pair's slot and values
+    are appended to ``raw_slot``/``raw_vals`` at ``r``, ``r + 1``, ... (the caller made
+    room for one per pair).
 
-    Returns the new number of open slots, of pairs written, of late rows, and the largest
-    event time of the rows folded into some window (int64 min if none).
+    Returns the new number of open slots, of pairs written, of late rows, the largest event
+    time of the rows folded into some window (int64 min if none), the new number of raw
+    rows, and how many open windows end at or before the watermark after the batch (the
+    larger of ``closed_before`` and ``max(max_time, that time) - lateness``): the ones to
+    emit.
     """
-    out = _fold(t, key, size, every, offset, copies, closed_before, floor, table, slot_key,
-                slot_start, m, values, fused, touched, track, pair_row, pair_slot, pairs,
-                late)
-    return int(out[0]), int(out[1]), int(out[2]), int(out[3])
+    return _fold(t, key, size, every, offset, copies, closed_before, floor,  # type: ignore[no-any-return]
+                 table, slot_key, slot_start, m, values, fused, touched, track, pair_row,
+                 pair_slot, pairs, late, raw_in, raw_slot, raw_vals, r, max_time, lateness)
 
 
 @jit
@@ -145,6 +167,181 @@ def _rebuild(table: Ints, slot_key: Ints, slot_start: Ints, m: int) -> None:
 def rebuild(table: Ints, slot_key: Ints, slot_start: Ints, m: int) -> None:
     """Fill ``table`` (length a power of two, > ``m``) with slots ``0 .. m-1`` afresh."""
     _rebuild(table, slot_key, slot_start, m)
+
+
+#: ``plan`` kinds of :func:`close`: what a fused aggregation reads from its column's state
+COUNT, SUM, MEAN, MIN, MAX = 0, 1, 2, 3, 4
+
+
+@jit
+def _sort_runs(out: Floats, starts: Ints, counts: Ints) -> None:
+    for g in range(len(starts)):
+        c = counts[g]
+        lo = starts[g]
+        if c > 32:
+            out[lo:lo + c] = np.sort(out[lo:lo + c])
+        else:  # insertion sort in place: no allocation for the usual small window
+            for i in range(lo + 1, lo + c):
+                v = out[i]
+                j = i - 1
+                while j >= lo and out[j] > v:
+                    out[j + 1] = out[j]
+                    j -= 1
+                out[j + 1] = v
+
+
+@jit
+def _close(slot_key: Ints, slot_start: Ints, m: int, size: int, watermark: int,
+           everything: bool, fused: Floats, plan: Ints, n_float: int, n_int: int,
+           touched: Bools, track: bool, table: Ints, raw_slot: Ints, raw_vals: Floats,
+           r: int, quantiles: Floats, q_plan: Ints) -> Any:
+    done = np.zeros(m, dtype=np.bool_)
+    idx = np.empty(m, dtype=np.int64)
+    k = 0
+    n_done = 0
+    for s in range(m):
+        d = everything or slot_start[s] + size <= watermark
+        done[s] = d
+        if d:
+            n_done += 1
+        if d or (track and touched[s]):
+            idx[k] = s
+            k += 1
+    idx = idx[:k]
+    if k > 1:  # by (start, key): by key, then stably by start (often in order already)
+        idx = idx[np.argsort(slot_key[idx], kind="mergesort")]
+        st = slot_start[idx]
+        for j in range(1, k):
+            if st[j] < st[j - 1]:
+                idx = idx[np.argsort(st, kind="mergesort")]
+                break
+    times = np.empty((2, k), dtype=np.int64)
+    keys = np.empty(k, dtype=np.int64)
+    out_f = np.empty((n_float, k))
+    out_i = np.empty((n_int, k), dtype=np.int64)
+    for j in range(k):
+        s = idx[j]
+        times[0, j] = slot_start[s]
+        times[1, j] = slot_start[s] + size
+        keys[j] = slot_key[s]
+        for e in range(plan.shape[0]):
+            kind, c, row = plan[e, 0], plan[e, 1], plan[e, 2]
+            if kind == COUNT:
+                out_i[row, j] = np.int64(fused[4 * c, s])
+            elif kind == SUM:
+                out_f[row, j] = fused[4 * c + 1, s]
+            elif kind == MEAN:
+                n = fused[4 * c, s]
+                out_f[row, j] = fused[4 * c + 1, s] / n if n > 0 else np.nan
+            elif kind == MIN:
+                v = fused[4 * c + 2, s]
+                out_f[row, j] = np.nan if v == np.inf else v
+            else:
+                v = fused[4 * c + 3, s]
+                out_f[row, j] = np.nan if v == -np.inf else v
+    # holistic columns: each reported window's non-NaN raw values, sorted, one run each
+    n_raw = raw_vals.shape[0]
+    counts = np.zeros((n_raw, k), dtype=np.int64)
+    starts = np.zeros((n_raw, k), dtype=np.int64)
+    total = 0
+    pos = np.full(m if n_raw else 0, -1, dtype=np.int64)
+    if n_raw and k:
+        for j in range(k):
+            pos[idx[j]] = j
+        for q in range(r):
+            g = pos[raw_slot[q]]
+            if g >= 0:
+                for c in range(n_raw):
+                    if raw_vals[c, q] == raw_vals[c, q]:
+                        counts[c, g] += 1
+        for c in range(n_raw):
+            for g in range(k):
+                starts[c, g] = total
+                total += counts[c, g]
+    vals = np.empty(total)
+    if total:
+        fill = starts.copy()
+        for q in range(r):
+            g = pos[raw_slot[q]]
+            if g >= 0:
+                for c in range(n_raw):
+                    v = raw_vals[c, q]
+                    if v == v:
+                        vals[fill[c, g]] = v
+                        fill[c, g] += 1
+        for c in range(n_raw):
+            _sort_runs(vals, starts[c], counts[c])
+    for e in range(q_plan.shape[0]):  # exact quantiles, interpolated as Quantile does
+        c, row, q = q_plan[e, 0], q_plan[e, 1], quantiles[e]
+        for j in range(k):
+            cnt = counts[c, j]
+            if cnt > 0:
+                at = q * (cnt - 1)
+                lo = np.int64(np.floor(at))
+                hi = min(lo + 1, cnt - 1)
+                frac = at - lo
+                v_lo = vals[starts[c, j] + lo]
+                v_hi = vals[starts[c, j] + hi]
+                out_f[row, j] = v_lo + (v_hi - v_lo) * frac
+            else:
+                out_f[row, j] = np.nan
+    # drop the closed windows: the open ones packed to the front, in order
+    kept = np.empty(m - n_done, dtype=np.int64)
+    new_id = np.full(m, -1, dtype=np.int64)
+    j = 0
+    for s in range(m):
+        if not done[s]:
+            new_id[s] = j
+            kept[j] = s
+            if j != s:
+                slot_key[j] = slot_key[s]
+                slot_start[j] = slot_start[s]
+                for row in range(fused.shape[0]):
+                    fused[row, j] = fused[row, s]
+            j += 1
+    if track:
+        touched[:m] = False
+    if n_raw and n_done:
+        rr = 0
+        for q in range(r):
+            nid = new_id[raw_slot[q]]
+            if nid >= 0:
+                raw_slot[rr] = nid
+                for c in range(n_raw):
+                    raw_vals[c, rr] = raw_vals[c, q]
+                rr += 1
+        r = rr
+    if n_done:
+        _rebuild(table, slot_key, slot_start, j)
+    return idx, times, keys, out_f, out_i, vals, starts, counts, j, r, kept
+
+
+def close(slot_key: Ints, slot_start: Ints, m: int, size: int, watermark: int,
+          everything: bool, fused: Floats, plan: Ints, n_float: int, n_int: int,
+          touched: Bools, track: bool, table: Ints, raw_slot: Ints, raw_vals: Floats,
+          r: int, quantiles: Floats, q_plan: Ints) -> tuple[Any, ...]:
+    """Emit and drop the windows that closed; one pass over the open slots.
+
+    Slot ``s < m`` is *done* when ``everything`` or its window ended at or before
+    ``watermark``; the *reported* slots are the done ones and, with ``track``, the ones
+    ``touched`` marks. Returns, for the reported slots ordered by (window start, key code):
+    their slots ``idx``, ``times`` (rows: window start, window end), key codes, the fused
+    results (``plan`` row ``(kind, c, row)``: :data:`COUNT` into ``row`` of the
+    ``n_int``-row int64 output, the others into ``row`` of the ``n_float``-row float
+    output, from value column ``c``'s fused state, as the classes' ``result`` computes
+    them), then the non-NaN raw values of each holistic column ``c`` (rows of ``raw_vals``)
+    of each reported window, sorted within the window: ``values``, and ``starts[c, j]`` /
+    ``counts[c, j]`` where window ``j``'s run lies (what ``Aggregation.result_sorted``
+    takes). ``q_plan`` row ``(c, row)`` writes the exact ``quantiles[e]``-quantile of column
+    ``c`` (linear interpolation, as :class:`~rtnb.aggregations.Quantile`) into float output
+    ``row``. Then the done slots are dropped: the others packed to the front in order (the
+    raw rows of dropped windows removed, the others renumbered, ``touched`` cleared with
+    ``track``, ``table`` rebuilt if any was dropped); also returns the new number of open
+    slots, of raw rows, and the old slot of every kept one.
+    """
+    return _close(slot_key, slot_start, m, size, watermark, everything,  # type: ignore[no-any-return]
+                  fused, plan, n_float, n_int, touched, track, table, raw_slot, raw_vals, r,
+                  quantiles, q_plan)
 
 
 @jit
@@ -166,19 +363,7 @@ def _group_sort(group: Ints, values: Floats, n: int) -> Any:
         if g >= 0 and values[i] == values[i]:
             out[fill[g]] = values[i]
             fill[g] += 1
-    for g in range(n):
-        c = counts[g]
-        lo = starts[g]
-        if c > 32:
-            out[lo:lo + c] = np.sort(out[lo:lo + c])
-        else:  # insertion sort in place: no allocation for the usual small window
-            for i in range(lo + 1, lo + c):
-                v = out[i]
-                j = i - 1
-                while j >= lo and out[j] > v:
-                    out[j + 1] = out[j]
-                    j -= 1
-                out[j + 1] = v
+    _sort_runs(out, starts, counts)
     return out, starts, counts
 
 

@@ -19,8 +19,8 @@ from rtnb._frames import column
 from rtnb.aggregations import Aggregation
 from rtnb.windows.keys import KeyRegistry
 
-__all__ = ["NO_WATERMARK", "AggSpec", "KeyedEngine", "WindowOutput", "build_frame",
-           "restore_attributes", "snapshot_attributes", "time_ns"]
+__all__ = ["NO_WATERMARK", "AggSpec", "FrameLayout", "KeyedEngine", "WindowOutput",
+           "build_frame", "restore_attributes", "snapshot_attributes", "time_ns"]
 
 NO_WATERMARK = int(np.iinfo(np.int64).min)
 END_OF_STREAM = int(np.iinfo(np.int64).max)
@@ -71,6 +71,9 @@ _PLAIN_DTYPES = frozenset(np.dtype(d) for d in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float32", "float64", "datetime64[ns]"))
 _NS = np.dtype("datetime64[ns]")
+#: key arrays an engine keeps per ``by`` column for repeated emissions (see _key_array)
+_KEY_CACHE = 8
+_KEY_CACHE_CODES = 4096
 
 
 def build_frame(columns: dict[str, Any], n: int) -> pd.DataFrame:
@@ -125,6 +128,101 @@ def _column_index(names: tuple[str, ...]) -> pd.Index:
 def _columns(names: tuple[str, ...]) -> pd.Index:
     """``pd.Index(list(names))``, built once per set of names (a new view each call)."""
     return _column_index(names).view()
+
+
+def _block_values(values: Any, n: int) -> Any:
+    """``values`` (1-d, ``n`` long) as one block holds them, or ``None`` (see build_frame)."""
+    if type(values) is pd.arrays.NumpyExtensionArray:
+        return values.to_numpy().reshape(1, n)
+    if isinstance(values, np.ndarray):
+        if values.dtype not in _PLAIN_DTYPES or values.shape != (n,):
+            return None
+        values = values.reshape(1, n)
+        if values.dtype == _NS:
+            return DatetimeArray._simple_new(values, dtype=_NS)  # type: ignore[attr-defined]
+        return values
+    if isinstance(values, ExtensionArray) and values.ndim == 1 and len(values) == n and \
+            not isinstance(values, DatetimeArray | pd.arrays.TimedeltaArray):
+        return values
+    return None
+
+
+class FrameLayout:
+    """The blocks of a window engine's output frame, planned once per engine.
+
+    The columns are ``window_start``, ``window_end``, the ``by`` columns, then the
+    aggregations' ``names``; ``floats`` and ``ints`` name the float64 and int64 results that
+    come as rows of one 2-d array each (in column order). :meth:`frame` puts the two window
+    bounds in one datetime block, each key column and every other result in a block of its
+    own, and the float and int results in one block each: a 7-column frame in ~6 us, where
+    :func:`build_frame` (one block per column) takes ~15 us. The frame equals what
+    :func:`build_frame` makes of the same columns.
+    """
+
+    def __init__(self, by: list[str], names: list[str], floats: list[str],
+                 ints: list[str]) -> None:
+        self.names = ["window_start", "window_end", *by, *names]
+        self.by = by
+        self.floats = floats
+        self.ints = ints
+        # duplicated or non-string labels: build_frame's dict decides (it keeps the last)
+        self.usable = len(set(self.names)) == len(self.names) and all(
+            isinstance(c, str) for c in self.names)
+        self.columns = pd.Index(self.names)
+        at = {c: i for i, c in enumerate(self.names)}
+        self._times = BlockPlacement(slice(0, 2))
+        self._floats = BlockPlacement(np.array([at[c] for c in floats], dtype=np.intp))
+        self._ints = BlockPlacement(np.array([at[c] for c in ints], dtype=np.intp))
+        self._one = {c: BlockPlacement(slice(i, i + 1)) for c, i in at.items()}
+        self._sizes: tuple[int, pd.RangeIndex] = (0, pd.RangeIndex(0))
+
+    def frame(self, times: npt.NDArray[np.int64], keys: list[Any],
+              floats: npt.NDArray[np.float64], ints: npt.NDArray[np.int64],
+              others: dict[str, Any]) -> pd.DataFrame:
+        """The frame of ``n = times.shape[1]`` rows.
+
+        ``times`` rows: window starts and ends (int64 ns); ``keys``: one array per ``by``
+        column; ``floats``/``ints``: the results named in ``floats``/``ints``, one row each;
+        ``others``: every other result, a 1-d array by name. The arrays are the frame's
+        afterwards (not copied).
+        """
+        n = times.shape[1]
+        blocks = []
+        if self.usable:
+            blocks.append(new_block(DatetimeArray._simple_new(  # type: ignore[attr-defined]
+                times.view(_NS), dtype=_NS), self._times, ndim=2))
+            for c, values in zip(self.by, keys, strict=True):
+                block = _block_values(values, n)
+                if block is None:
+                    break
+                blocks.append(new_block(block, self._one[c], ndim=2))
+            else:
+                if self.floats:
+                    blocks.append(new_block(floats, self._floats, ndim=2))
+                if self.ints:
+                    blocks.append(new_block(ints, self._ints, ndim=2))
+                for c, values in others.items():
+                    block = _block_values(values, n)
+                    if block is None:
+                        break
+                    blocks.append(new_block(block, self._one[c], ndim=2))
+                else:
+                    if self._sizes[0] != n:
+                        self._sizes = (n, pd.RangeIndex(n))
+                    mgr = BlockManager(tuple(blocks), [self.columns.view(),
+                                                       self._sizes[1].view()],
+                                       verify_integrity=False)
+                    frame: pd.DataFrame = pd.DataFrame._from_mgr(  # type: ignore[attr-defined]
+                        mgr, axes=mgr.axes)
+                    return frame
+        columns: dict[str, Any] = {"window_start": times[0].view(_NS),
+                                   "window_end": times[1].view(_NS)}
+        columns.update(zip(self.by, keys, strict=True))
+        results = {**dict(zip(self.floats, floats, strict=True)),
+                   **dict(zip(self.ints, ints, strict=True)), **others}
+        for c in self.names[2 + len(self.by):]:
+            columns[c] = results[c]
+        return build_frame(columns, n)
 
 
 def time_values_ns(values: Any) -> npt.NDArray[np.int64]:
@@ -187,7 +285,7 @@ class KeyedEngine:
         # After a reconfigure flushed open windows early, rows older than the newest flushed
         # window end would land in windows overlapping emitted ones: they are late.
         self._floor: int = NO_WATERMARK
-        self._key_cache: dict[str, tuple[npt.NDArray[np.intp], Any]] = {}
+        self._key_cache: dict[str, dict[bytes, Any]] = {}
 
     # -- checkpoints -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -294,18 +392,28 @@ class KeyedEngine:
         return results
 
     def _key_array(self, col: str, key: npt.NDArray[np.intp]) -> Any:
-        """``self.keys.array(col, key)``, reused (as a copy) when ``key`` repeats the last codes.
+        """``self.keys.array(col, key)``, reused (as a copy) when ``key`` repeats earlier codes.
 
         Tumbling windows close all keys' windows together, so emission after emission asks
-        for the same codes; taking from an Arrow string array costs ~15-40 us, a copy of the
-        last result ~1 us (the frame gets its own array, so writing into it changes nothing
-        here).
+        for the same few code sequences (every key of one window start, of two ...); taking
+        from an Arrow string array costs ~10-40 us, a copy of an earlier result ~1 us (the
+        frame gets its own array, so writing into it changes nothing here). The last
+        :data:`_KEY_CACHE` sequences of each column are kept, by their bytes (sequences of up
+        to :data:`_KEY_CACHE_CODES` codes: a large one costs more to compare than to take).
         """
-        hit = self._key_cache.get(col)
-        if hit is not None and len(hit[0]) == len(key) and bool((hit[0] == key).all()):
-            return hit[1].copy()
+        if len(key) > _KEY_CACHE_CODES:
+            return self.keys.array(col, key)
+        cache = self._key_cache.get(col)
+        if cache is None:
+            cache = self._key_cache[col] = {}
+        codes = key.tobytes()
+        hit = cache.get(codes)
+        if hit is not None:
+            return hit.copy()
         array = self.keys.array(col, key)
-        self._key_cache[col] = (key.copy(), array.copy())
+        if len(cache) >= _KEY_CACHE:
+            del cache[next(iter(cache))]  # the oldest
+        cache[codes] = array.copy()
         return array
 
     def _frame(self, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64],

@@ -10,10 +10,12 @@ Per batch it
 2. sends rows one of whose windows already closed (window end <= watermark *before* the
    batch) to the ``late`` output (their open windows still count them);
 3. folds the rows into the open windows' state in the same pass: count/sum/mean/min/max as
-   one fused update per value column; other aggregations through ``Aggregation.on_new``
-   on the (row, slot) pairs the pass returns;
-4. advances the watermark (max event time folded - allowed lateness) and emits the windows
-   whose end it passed, packing the open slots.
+   one fused update per value column, the values of holistic ones (exact quantiles)
+   appended to the open windows' raw rows; other aggregations through
+   ``Aggregation.on_new`` on the (row, slot) pairs the pass returns;
+4. advances the watermark (max event time folded - allowed lateness) and, in a second
+   compiled pass over the open windows, reads the results of those whose end it passed
+   and packs the others; the output frame is built from a few blocks planned once.
 
 Only open windows are kept, so memory is bounded by keys x open windows, not stream length.
 """
@@ -26,16 +28,28 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from rtnb._frames import take
-from rtnb.aggregations import Count, Max, Mean, Min, State, Sum, concat_states, take_state
+from rtnb._frames import column, take
+from rtnb.aggregations import (
+    Count,
+    Max,
+    Mean,
+    Min,
+    Quantile,
+    State,
+    Sum,
+    concat_states,
+    take_state,
+)
 from rtnb.windows.base import (
     END_OF_STREAM,
     NO_WATERMARK,
     AggSpec,
+    FrameLayout,
     KeyedEngine,
     WindowOutput,
     restore_attributes,
     time_ns,
+    time_values_ns,
 )
 from rtnb.windows.specs import Sliding, Tumbling
 
@@ -45,6 +59,7 @@ __all__ = ["NO_WATERMARK", "AggSpec", "WindowAggregator", "WindowOutput", "time_
 _FUSED: dict[type, str] = {Count: "count", Sum: "sum", Mean: "mean", Min: "min", Max: "max"}
 _NO_INTS = np.zeros(0, dtype=np.int64)
 _NO_BOOLS = np.zeros(0, dtype=np.bool_)
+_NO_FLOATS = np.zeros((0, 0))
 _MIN_TABLE = 64
 
 
@@ -92,8 +107,10 @@ class WindowAggregator(KeyedEngine):
     ones) get the (row, slot) pairs the pass wrote and fold them with
     ``Aggregation.on_new`` on their slot arrays (an aggregation whose ``on_new`` does not
     accumulate gets fresh groups, merged with ``Aggregation.merge``). Holistic ones (exact
-    quantiles) keep each folded row's value and slot; at emission a counting sort by output
-    window and a sort within each window feed ``Aggregation.result_sorted``.
+    quantiles) keep each folded row's value and slot, appended in the same pass; at
+    emission a counting sort by output window and a sort within each window give each
+    window's sorted values, interpolated in the kernel for the built-in ``Quantile`` and fed
+    to ``Aggregation.result_sorted`` for other holistic aggregations.
 
     The watermark (max event time folded - allowed lateness) then closes the windows whose
     end it passed: their results are read from the slots, and the open slots are packed to
@@ -149,8 +166,43 @@ class WindowAggregator(KeyedEngine):
             self._fused_specs.append((a, kind, fused_cols.index(a.column)))
         self._fused_cols = fused_cols
         self._generic_cols = sorted({a.column for a in self._generic})
-        self._pairs = bool(self._generic or self._holistic)
+        self._pairs = bool(self._generic)
+        self._plan_emission()
         self._configure()
+
+    def _plan_emission(self) -> None:
+        """What :func:`~rtnb.windows._kernels.close` computes, and the output's blocks.
+
+        The fused aggregations and exact quantiles come out of the kernel as rows of one
+        float64 and one int64 array (in column order); the other aggregations through
+        their ``result`` / ``result_sorted``.
+        """
+        kernels = self._kernels = _compiled()
+        kinds = {"count": kernels.COUNT, "sum": kernels.SUM, "mean": kernels.MEAN,
+                 "min": kernels.MIN, "max": kernels.MAX}
+        fused = {id(spec): (kind, c) for spec, kind, c in self._fused_specs}
+        floats: list[str] = []
+        ints: list[str] = []
+        plan: list[tuple[int, int, int]] = []
+        q_plan: list[tuple[int, int]] = []
+        quantiles: list[float] = []
+        self._sorted_specs: list[AggSpec] = []
+        for spec in self.aggs:
+            if id(spec) in fused:
+                kind, c = fused[id(spec)]
+                out = ints if kind == "count" else floats
+                plan.append((kinds[kind], c, len(out)))
+                out.append(spec.name)
+            elif type(spec.agg) is Quantile:
+                q_plan.append((self._raw_columns.index(spec.column), len(floats)))
+                quantiles.append(spec.agg.q)
+                floats.append(spec.name)
+            elif spec.agg.holistic:
+                self._sorted_specs.append(spec)
+        self._plan = np.array(plan, dtype=np.int64).reshape(-1, 3)
+        self._q_plan = np.array(q_plan, dtype=np.int64).reshape(-1, 2)
+        self._quantiles = np.array(quantiles, dtype=np.float64)
+        self._layout = FrameLayout(self.by, [a.name for a in self.aggs], floats, ints)
 
     # -- configuration ---------------------------------------------------------------------
     def _configure(self) -> None:
@@ -211,9 +263,10 @@ class WindowAggregator(KeyedEngine):
         Events that arrive later for the windows emitted here count as late.
         """
         m = self._m
+        out = None
         if m:
             self._floor = max(self._floor, int(self._slot_start[:m].max()) + self.size)
-        out = self._emit(np.ones(m, dtype=bool))
+            out = self._close(everything=True)
         self.spec = spec
         self._configure()
         return out
@@ -249,172 +302,135 @@ class WindowAggregator(KeyedEngine):
         n = len(batch)
         if n == 0:
             return WindowOutput(None, None)
-        t, seq, key = self._read(batch)
-        t = np.ascontiguousarray(t, dtype=np.int64)
-        key = np.ascontiguousarray(key, dtype=np.int64)
-        fcols = self._fused_cols
-        if len(fcols) == 1:
-            values = np.ascontiguousarray(self._values(batch, fcols[0])).reshape(1, n)
-        elif fcols:
-            values = np.vstack([self._values(batch, c) for c in fcols])
-        else:
-            values = np.zeros((0, n))
-        m = self._m
+        t = np.ascontiguousarray(time_values_ns(column(batch, self.time)), dtype=np.int64)
+        key = np.ascontiguousarray(self.keys.codes(batch), dtype=np.int64)
+        values = self._matrix(batch, self._fused_cols, n)
+        raw_in = self._matrix(batch, self._raw_columns, n)
+        m, r = self._m, self._r
         most = n * self._copies  # a new window per (row, window) at most
         if m + most > self._cap:
             self._grow(m + most)
         self._most = most
         if 2 * (m + most) > len(self._table):
             self._size_table(m + most)
+        if self._raw_columns and r + most > self._raw_slot.shape[0]:
+            self._grow_raw(r + most)
         if self._pairs:
             pair_row, pair_slot = np.empty(most, dtype=np.int64), np.empty(most, dtype=np.int64)
         else:
             pair_row = pair_slot = _NO_INTS
         late_mask = np.zeros(n, dtype=bool)
-        m_new, p, n_late, t_max = _compiled().fold(
+        track = self._track
+        m_new, p, n_late, t_max, self._r, n_done = self._kernels.fold(
             t, key, self.size, self.every, self.offset, self._copies, self._watermark,
             self._floor, self._table, self._slot_key, self._slot_start, m, values,
-            self._fused, self._touched_buf if self._track else _NO_BOOLS, self._track,
-            pair_row, pair_slot, self._pairs, late_mask)
+            self._fused, self._touched_buf if track else _NO_BOOLS, track, pair_row,
+            pair_slot, self._pairs, late_mask, raw_in, self._raw_slot, self._raw_vals, r,
+            self.max_time, self.allowed_lateness_ns)
         self._m = m_new
         late = None
         if n_late:
             late = take(batch, late_mask)
             self.late_total += n_late
         if p:
-            self._fold_generic(batch, pair_row[:p], pair_slot[:p], t, seq, m, m_new)
-
-        self._advance_to(t_max)  # the watermark follows the rows folded into some window
-        if not self._m:
-            return WindowOutput(None, late)
-        done = self._slot_start[:self._m] + self.size <= self._watermark
-        if not self._track:
-            out = self._emit(done) if done.any() else None
+            self._fold_generic(batch, pair_row[:p], pair_slot[:p], t, self._next_seq(n), m,
+                               m_new)
         else:
-            out = self._emit(done, report=self._touched_buf[:self._m] | done)
-        return WindowOutput(out, late)
-
-    def _advance_to(self, t_max: int) -> None:
-        if t_max != NO_WATERMARK:
-            self.max_time = max(self.max_time, t_max)
+            self._seq += n
+        if t_max != NO_WATERMARK:  # the watermark follows the rows folded into some window
+            if t_max > self.max_time:
+                self.max_time = t_max
             self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+        if n_done or (track and m_new):
+            return WindowOutput(self._close(), late)
+        return WindowOutput(None, late)
+
+    def _matrix(self, batch: pd.DataFrame, columns: list[str], n: int
+                ) -> npt.NDArray[np.float64]:
+        """The ``columns`` of ``batch`` as rows of one C-contiguous float64 array."""
+        if len(columns) == 1:
+            return np.ascontiguousarray(self._values(batch, columns[0])).reshape(1, n)
+        if columns:
+            return np.vstack([self._values(batch, c) for c in columns])
+        return _NO_FLOATS
+
+    def _grow_raw(self, need: int) -> None:
+        """Room for ``need`` raw rows (capacity at least doubles; held rows kept)."""
+        r = self._r
+        cap = max(need, 2 * self._raw_slot.shape[0], 64)
+        raw_slot = np.empty(cap, dtype=np.int64)
+        raw_slot[:r] = self._raw_slot[:r]
+        raw_vals = np.empty((len(self._raw_columns), cap))
+        raw_vals[:, :r] = self._raw_vals[:, :r]
+        self._raw_slot, self._raw_vals = raw_slot, raw_vals
 
     def _fold_generic(self, batch: pd.DataFrame, rows: npt.NDArray[np.int64],
                       slots: npt.NDArray[np.int64], t: npt.NDArray[np.int64],
                       seq: npt.NDArray[np.int64], m_old: int, m: int) -> None:
-        """The (row, slot) pairs into the aggregations the kernel does not fuse."""
-        values = {c: self._values(batch, c)[rows]
-                  for c in {*self._generic_cols, *self._raw_columns}}
-        if self._generic:
-            t_p, seq_p = t[rows], seq[rows]
-            for spec, st in zip(self._generic, self._gstates, strict=True):
-                agg = spec.agg
-                if m > m_old:
-                    for f, v in agg.initial(m - m_old).items():
-                        st[f][m_old:m] = v
-                view = {f: v[:m] for f, v in st.items()}
-                if agg.accumulates:
-                    new = agg.on_new(view, slots, values[spec.column], t_p, seq_p)
-                else:  # fold into fresh groups, then merge with the open state
-                    part = agg.on_new(agg.initial(m), slots, values[spec.column], t_p, seq_p)
-                    both = np.concatenate([np.arange(m), np.arange(m)])
-                    new = agg.merge(concat_states([view, part]), both, m)
-                for f, v in new.items():
-                    if v is not view.get(f):
-                        st[f][:m] = v
-        if self._holistic:
-            r, k = self._r, len(rows)
-            if r + k > self._raw_slot.shape[0]:
-                cap = max(r + k, 2 * self._raw_slot.shape[0], 64)
-                raw_slot = np.empty(cap, dtype=np.int64)
-                raw_slot[:r] = self._raw_slot[:r]
-                raw_vals = np.empty((len(self._raw_columns), cap))
-                raw_vals[:, :r] = self._raw_vals[:, :r]
-                self._raw_slot, self._raw_vals = raw_slot, raw_vals
-            self._raw_slot[r:r + k] = slots
-            for i, c in enumerate(self._raw_columns):
-                self._raw_vals[i, r:r + k] = values[c]
-            self._r = r + k
+        """The (row, slot) pairs into the aggregations the kernel does not fold."""
+        values = {c: self._values(batch, c)[rows] for c in self._generic_cols}
+        t_p, seq_p = t[rows], seq[rows]
+        for spec, st in zip(self._generic, self._gstates, strict=True):
+            agg = spec.agg
+            if m > m_old:
+                for f, v in agg.initial(m - m_old).items():
+                    st[f][m_old:m] = v
+            view = {f: v[:m] for f, v in st.items()}
+            if agg.accumulates:
+                new = agg.on_new(view, slots, values[spec.column], t_p, seq_p)
+            else:  # fold into fresh groups, then merge with the open state
+                part = agg.on_new(agg.initial(m), slots, values[spec.column], t_p, seq_p)
+                both = np.concatenate([np.arange(m), np.arange(m)])
+                new = agg.merge(concat_states([view, part]), both, m)
+            for f, v in new.items():
+                if v is not view.get(f):
+                    st[f][:m] = v
 
     def flush(self) -> WindowOutput:
         """End of stream: the watermark goes to +inf and every open window is emitted."""
         self._watermark = END_OF_STREAM
         if not self._m:
             return WindowOutput(None, None)
-        return WindowOutput(self._emit(np.ones(self._m, dtype=bool)), None)
+        return WindowOutput(self._close(everything=True), None)
 
     # -- emission --------------------------------------------------------------------------
-    def _emit(self, done: npt.NDArray[np.bool_],
-              report: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame | None:
-        """Build the output rows for ``report`` (default ``done``) and drop ``done`` windows.
+    def _close(self, everything: bool = False) -> pd.DataFrame | None:
+        """Emit the windows the watermark passed (all with ``everything``) and drop them.
 
-        ``done`` and ``report`` are masks over the open slots; the rows come out ordered by
-        (window start, key code).
+        With ``emit="update"`` the windows the last batch touched are reported too. The
+        rows come out ordered by (window start, key code); see
+        :func:`~rtnb.windows._kernels.close`, which also packs the open slots.
         """
-        report = done if report is None else report
+        m, layout = self._m, self._layout
+        idx, times, key, floats, ints, vals, starts, counts, m_new, r, kept = \
+            self._kernels.close(
+                self._slot_key, self._slot_start, m, self.size, self._watermark, everything,
+                self._fused, self._plan, len(layout.floats), len(layout.ints),
+                self._touched_buf if self._track else _NO_BOOLS, self._track, self._table,
+                self._raw_slot, self._raw_vals, self._r, self._quantiles, self._q_plan)
         frame = None
-        if report.any():
-            idx = np.flatnonzero(report)
-            key, start = self._slot_key[idx], self._slot_start[idx]
-            order = np.lexsort((key, start))
-            idx, key, start = idx[order], key[order], start[order]
-            results = self._results(idx)
-            frame = self._frame(start, start + self.size, key.astype(np.intp, copy=False),
-                                results)
-        if done.any():
-            self._pack(~done)
-        if self._track:
-            self._touched_buf[:self._m] = False
-        return frame
-
-    def _results(self, idx: npt.NDArray[np.intp]) -> dict[str, npt.NDArray[Any]]:
-        """Every output column's values for the slots ``idx`` (in that order)."""
-        results: dict[str, npt.NDArray[Any]] = {}
-        fused = self._fused
-        for spec, kind, c in self._fused_specs:
-            results[spec.name] = _fused_result(fused, kind, c, idx)
-        for spec, st in zip(self._generic, self._gstates, strict=True):
-            results[spec.name] = spec.agg.result(take_state(st, idx))
-        if self._holistic:
-            pos = np.full(self._m, -1, dtype=np.int64)
-            pos[idx] = np.arange(len(idx))
-            group = pos[self._raw_slot[:self._r]]
-            sorted_by: dict[str, tuple[Any, Any, Any]] = {}
-            for spec in self._holistic:
-                if spec.column not in sorted_by:
-                    i = self._raw_columns.index(spec.column)
-                    sorted_by[spec.column] = _compiled().group_sort(
-                        group, self._raw_vals[i, :self._r], len(idx))
-                results[spec.name] = spec.agg.result_sorted(*sorted_by[spec.column])
-        return results
-
-    def _pack(self, keep: npt.NDArray[np.bool_]) -> None:
-        """Keep only the slots ``keep`` marks, packed to the front; rebuild the hash table."""
-        sel = np.flatnonzero(keep)
-        k = len(sel)
-        if k:
-            self._slot_key[:k] = self._slot_key[sel]
-            self._slot_start[:k] = self._slot_start[sel]
-            if len(self._fused):
-                self._fused[:, :k] = self._fused[:, sel]
+        if len(idx):
+            others: dict[str, Any] = {}
+            for spec, st in zip(self._generic, self._gstates, strict=True):
+                others[spec.name] = spec.agg.result(take_state(st, idx))
+            for spec in self._sorted_specs:
+                c = self._raw_columns.index(spec.column)
+                others[spec.name] = spec.agg.result_sorted(vals, starts[c], counts[c])
+            if len(others) > 1:  # in column order
+                others = {a.name: others[a.name] for a in self.aggs if a.name in others}
+            keys = [self._key_array(c, key) for c in self.by]
+            self.emitted_total += len(idx)
+            frame = layout.frame(times, keys, floats, ints, others)
+        if m_new < m:
             for st in self._gstates:
                 for v in st.values():
-                    v[:k] = v[sel]
-            if self._track:
-                self._touched_buf[:k] = self._touched_buf[sel]
-        if self._holistic:
-            if k:
-                raw = self._raw_slot[:self._r]
-                kept = np.flatnonzero(keep[raw])
-                new_id = np.cumsum(keep) - 1
-                r = len(kept)
-                self._raw_slot[:r] = new_id[raw[kept]]
-                self._raw_vals[:, :r] = self._raw_vals[:, kept]
-                self._r = r
-            else:
-                self._r = 0
-        self._m = k
-        self._size_table(k + self._most)
+                    v[:m_new] = v[kept]
+            self._m, self._r = m_new, r
+            need = m_new + self._most
+            size = len(self._table)
+            if 2 * need > size or (size > 4 * _power_of_two(4 * need) and size > _MIN_TABLE):
+                self._size_table(need)
+        return frame
 
     # -- checkpoints -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
