@@ -140,10 +140,9 @@ def fold(t: Ints, key: Ints, values: Floats, gap: int, watermark: int, floor: in
     before the new watermark (``max(max_time, that time) - lateness``, never lower than
     ``watermark``): the ones to emit.
     """
-    out = _fold(t, key, values, gap, watermark, floor, closed_end, head, prev, slot_key,
-                slot_start, slot_last, alive, fused, touched, track, m, late, max_time,
-                lateness)
-    return int(out[0]), int(out[1]), int(out[2]), int(out[3]), int(out[4])
+    return _fold(t, key, values, gap, watermark, floor,  # type: ignore[no-any-return]
+                 closed_end, head, prev, slot_key, slot_start, slot_last, alive, fused,
+                 touched, track, m, late, max_time, lateness)
 
 
 @jit

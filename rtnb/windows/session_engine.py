@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from rtnb._frames import take
+from rtnb._frames import column, take
 from rtnb.aggregations import State, concat_states, take_state
 from rtnb.windows.base import (
     END_OF_STREAM,
@@ -35,6 +35,7 @@ from rtnb.windows.base import (
     KeyedEngine,
     WindowOutput,
     restore_attributes,
+    time_values_ns,
 )
 from rtnb.windows.engine import _FUSED, _fused_result, _fused_state, _restore_fused
 from rtnb.windows.specs import Session
@@ -184,10 +185,14 @@ class SessionAggregator(KeyedEngine):
         n = len(batch)
         if n == 0:
             return WindowOutput(None, None)
+        if self._fast:
+            t = time_values_ns(column(batch, self.time))
+            key = self.keys.codes(batch)
+            self._seq += n  # arrival numbers: only the general path's aggregations use them
+            self._grow_keys()
+            return self._process_fast(batch, t, key)
         t, seq, key = self._read(batch)
         self._grow_keys()
-        if self._fast:
-            return self._process_fast(batch, t, key)
         late_mask = ((t + self.gap <= self._watermark) | (t < self._closed_end[key])
                      | (t < self._floor))
         late = None
