@@ -220,15 +220,15 @@ class XYView(View):
         self.hover = HoverTool(renderers=[], tooltips=tips,
                                formatters={"@x": "datetime"} if self._time_x else {})
         self.figure.add_tools(self.hover)
-        if by is not None:
-            # Outside the plot area, so it never hides data; click an entry to hide its line.
-            # Entries 14 px high (Bokeh's default glyph and label boxes are 20 px: 12 rows ran
-            # 17 px past a 280 px plot in chromium), as many rows as the plot's height holds
-            # less the title, margins and padding: more keys wrap into another column.
-            legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0,
-                            glyph_height=14, label_height=14, glyph_width=16,
-                            nrows=max(1, (height - 80) // 16))
-            self.figure.add_layout(legend, "right")
+        # Every view's legend (keys, a band's parts, alert marks) is outside the plot area, so
+        # it never hides data (Bokeh would put one inside, over the lines); click an entry to
+        # hide its line. Entries 14 px high (Bokeh's default glyph and label boxes are 20 px:
+        # 12 rows ran 17 px past a 280 px plot in chromium), as many rows as the plot's height
+        # holds less the title, margins and padding: more keys wrap into another column.
+        legend = Legend(click_policy="hide", label_text_font_size="8pt", spacing=0,
+                        glyph_height=14, label_height=14, glyph_width=16,
+                        nrows=max(1, (height - 80) // 16))
+        self.figure.add_layout(legend, "right")
         self.sources: dict[Any, ColumnDataSource] = {}
         self._overlays: list[Overlay] = []
         if show_watermark is not False:

@@ -246,7 +246,8 @@ class Status:
         said = _STATE_WORDS.get(state, state[:1].upper() + state[1:])
         if snap.get("error") is not None:
             return f"{said}: {snap['error']}"
-        parts = [f"{snap['events_in']:,} events so far"
+        live = state in ("running", "paused")
+        parts = [f"{snap['events_in']:,} events" + (" so far" if live else "")
                  + (f", {_fmt_rate(snap['events_in_per_s'])}" if state == "running" else "")]
         p50 = snap.get("latency_p50_s")
         if p50 is not None and np.isfinite(p50) and state == "running":
@@ -262,7 +263,7 @@ class Status:
         if dead:
             parts.append(f"{dead:,} records could not be read (dead letters)")
         behind = snap.get("page_lag_updates")
-        if behind:
+        if behind and live:  # once the stream ended, the page catches up with the last ones
             parts.append(f"the page is {behind:,} updates behind")
         return f"{said}: " + "; ".join(parts) + "."
 

@@ -44,7 +44,8 @@ _JS_BOXES = """() => {
             if (view.model.type !== 'Legend') { continue; }
             const plot = view.parent;
             const box = (b) => ({x0: b.x0, y0: b.y0, x1: b.x1, y1: b.y1});
-            out.push({legend: box(view.bbox), canvas: box(plot.bbox), frame: box(plot.frame.bbox),
+            const canvas = {x0: 0, y0: 0, x1: plot.bbox.width, y1: plot.bbox.height};
+            out.push({legend: box(view.bbox), canvas, frame: box(plot.frame.bbox),
                       items: view.model.items.length,
                       labels: view.model.items.map((i) => i.label && i.label.value)});
         }
