@@ -266,9 +266,14 @@ def _pack(meta: Ints, pool_t: Ints, pool_x: Floats, used: Ints, slot: int,
 # blocks and of free storage slots (``free[:meta[1]]``). Only the sole block of an empty
 # multiset is ever empty. The binary searches choose with a conditional move (no branch on
 # the data, which random values would mispredict), and the loops that shift values index
-# with ``_u`` (unsigned: no test for negative indices, so the loops are vectorised).
+# with ``_u`` (unsigned: no test for negative indices, so the loops are vectorised). The
+# helpers read and write a key's arrays in the pools themselves, at the offsets ``Bases``
+# (:func:`_bases`): views of the pools would cost reference counting at every call.
 
 _u = np.uint64
+#: Offsets in the pools of a key's ``val``, ``last``, ``bsum`` (float pool), ``order``, ``cum``,
+#: ``free`` and its (block count, free count) (int pool).
+Bases = tuple[int, int, int, int, int, int, int]
 
 
 @jit
@@ -296,132 +301,135 @@ def _bupper(a: Floats, lo: int, n: int, v: float) -> int:
 
 
 @jit
-def _block_of(cum: Ints, nb: int, i: int) -> int:
-    """The block holding the ``i``-th smallest value: the last j < nb with ``cum[j] <= i``."""
+def _block_of(pi: Ints, c0: int, nb: int, i: int) -> int:
+    """The block holding the ``i``-th value: the last j < nb with ``pi[c0 + j] <= i`` (cum)."""
     lo, n = 1, nb - 1
     if n > 0:
         while n > 1:
             half = n >> 1
-            lo = lo if i < cum[lo + half] else lo + half
+            lo = lo if i < pi[c0 + lo + half] else lo + half
             n -= half
-        lo = lo if i < cum[lo] else lo + 1
+        lo = lo if i < pi[c0 + lo] else lo + 1
     return lo - 1
 
 
 @jit
-def _at(val: Floats, order: Ints, cum: Ints, nb: int, cap: int, i: int) -> float:
+def _at(ps: Floats, pi: Ints, b: Bases, cap: int, nb: int, i: int) -> float:
     """The ``i``-th smallest value (0-based)."""
-    j = _block_of(cum, nb, i)
-    return val[order[j] * cap + i - cum[j]]  # type: ignore[no-any-return]
+    v0, _, _, o0, c0, _, _ = b
+    j = _block_of(pi, c0, nb, i)
+    return ps[v0 + pi[o0 + j] * cap + i - pi[c0 + j]]  # type: ignore[no-any-return]
 
 
 @jit
-def _pair(val: Floats, order: Ints, cum: Ints, nb: int, cap: int, n: int,
+def _pair(ps: Floats, pi: Ints, b: Bases, cap: int, nb: int, n: int,
           i: int) -> tuple[float, float]:
     """The ``i``-th and ``i + 1``-th smallest values, -inf and inf outside ``0 .. n - 1``."""
     if i < 0:
-        return -np.inf, _at(val, order, cum, nb, cap, 0) if n else np.inf
-    j = _block_of(cum, nb, i)
-    b = order[j] * cap - cum[j]
+        return -np.inf, _at(ps, pi, b, cap, nb, 0) if n else np.inf
+    v0, _, _, o0, c0, _, _ = b
+    j = _block_of(pi, c0, nb, i)
+    at = v0 + pi[o0 + j] * cap - pi[c0 + j] + i
     if i + 1 >= n:
-        return val[b + i], np.inf
-    if i + 1 < cum[j + 1]:
-        return val[b + i], val[b + i + 1]
-    return val[b + i], val[order[j + 1] * cap]
+        return ps[at], np.inf
+    if i + 1 < pi[c0 + j + 1]:
+        return ps[at], ps[at + 1]
+    return ps[at], ps[v0 + pi[o0 + j + 1] * cap]
 
 
 @jit
-def _rank(val: Floats, order: Ints, cum: Ints, last: Floats, nb: int, cap: int,
-          v: float) -> int:
+def _rank(ps: Floats, pi: Ints, b: Bases, cap: int, nb: int, v: float) -> int:
     """``bisect.bisect_left(sorted values, v)``: how many values are < v."""
-    j = _blower(last, 0, nb - 1, v)  # the first block whose last value is >= v, or the last
-    base = order[j] * cap
-    return cum[j] + _blower(val, base, cum[j + 1] - cum[j], v) - base  # type: ignore[no-any-return]
+    v0, l0, _, o0, c0, _, _ = b
+    j = _blower(ps, l0, nb - 1, v) - l0  # the first block whose last value is >= v, or the last
+    base = v0 + pi[o0 + j] * cap
+    return pi[c0 + j] + _blower(ps, base, pi[c0 + j + 1] - pi[c0 + j], v) - base  # type: ignore[no-any-return]
 
 
 @jit
-def _insert(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, free: Ints,
-            meta: Ints, cap: int, v: float) -> None:
+def _insert(ps: Floats, pi: Ints, b: Bases, cap: int, v: float) -> None:
     """Add ``v`` after the values equal to it (``bisect.insort``); a full block is halved."""
-    nb = meta[0]
-    j = _bupper(last, 0, nb - 1, v)  # the first block whose last value is > v, or the last
-    base = order[j] * cap
-    c = cum[j + 1] - cum[j]
-    at = _bupper(val, base, c, v)
+    v0, l0, s0, o0, c0, f0, n0 = b
+    nb = pi[n0]
+    j = _bupper(ps, l0, nb - 1, v) - l0  # the first block whose last value is > v, or the last
+    base = v0 + pi[o0 + j] * cap
+    c = pi[c0 + j + 1] - pi[c0 + j]
+    at = _bupper(ps, base, c, v)
     for q in range(base + c, at, -1):
-        val[_u(q)] = val[_u(q - 1)]
-    val[at] = v
-    bsum[j] += v
+        ps[_u(q)] = ps[_u(q - 1)]
+    ps[at] = v
+    ps[s0 + j] += v
     if at == base + c:
-        last[j] = v
-    for q in range(j + 1, nb + 1):
-        cum[_u(q)] += 1
+        ps[l0 + j] = v
+    for q in range(c0 + j + 1, c0 + nb + 1):
+        pi[_u(q)] += 1
     if c + 1 == cap:  # full: its upper half moves to a new block right after it
         half = cap >> 1
-        meta[1] -= 1
-        new = free[meta[1]] * cap
+        pi[n0 + 1] -= 1
+        spare = pi[f0 + pi[n0 + 1]]
+        new = v0 + spare * cap
         moved = 0.0
         for q in range(cap - half):
-            val[_u(new + q)] = val[_u(base + half + q)]
-            moved += val[_u(base + half + q)]
+            ps[_u(new + q)] = ps[_u(base + half + q)]
+            moved += ps[_u(base + half + q)]
         kept = 0.0
         for q in range(half):
-            kept += val[_u(base + q)]
+            kept += ps[_u(base + q)]
         for q in range(nb, j + 1, -1):
-            order[q] = order[q - 1]
-            last[q] = last[q - 1]
-            bsum[q] = bsum[q - 1]
+            pi[o0 + q] = pi[o0 + q - 1]
+            ps[l0 + q] = ps[l0 + q - 1]
+            ps[s0 + q] = ps[s0 + q - 1]
         for q in range(nb, j, -1):
-            cum[q + 1] = cum[q]
-        order[j + 1] = free[meta[1]]
-        last[j + 1] = last[j]
-        bsum[j], bsum[j + 1] = kept, moved  # exact again
-        last[j] = val[base + half - 1]
-        cum[j + 1] = cum[j] + half
-        meta[0] = nb + 1
+            pi[c0 + q + 1] = pi[c0 + q]
+        pi[o0 + j + 1] = spare
+        ps[l0 + j + 1] = ps[l0 + j]
+        ps[s0 + j], ps[s0 + j + 1] = kept, moved  # exact again
+        ps[l0 + j] = ps[base + half - 1]
+        pi[c0 + j + 1] = pi[c0 + j] + half
+        pi[n0] = nb + 1
 
 
 @jit
-def _remove(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, free: Ints,
-            meta: Ints, cap: int, v: float) -> None:
+def _remove(ps: Floats, pi: Ints, b: Bases, cap: int, v: float) -> None:
     """Remove one value equal to ``v`` (which is there); an emptied block is dropped."""
-    nb = meta[0]
-    j = _blower(last, 0, nb - 1, v)  # the first block whose last value is >= v, or the last
-    b = order[j]
-    base = b * cap
-    c = cum[j + 1] - cum[j]
-    at = _blower(val, base, c, v)
+    v0, l0, s0, o0, c0, f0, n0 = b
+    nb = pi[n0]
+    j = _blower(ps, l0, nb - 1, v) - l0  # the first block whose last value is >= v, or the last
+    blk = pi[o0 + j]
+    base = v0 + blk * cap
+    c = pi[c0 + j + 1] - pi[c0 + j]
+    at = _blower(ps, base, c, v)
     for q in range(at, base + c - 1):
-        val[_u(q)] = val[_u(q + 1)]
+        ps[_u(q)] = ps[_u(q + 1)]
     if at == base + c - 1 and c > 1:
-        last[j] = val[at - 1]
-    bsum[j] = bsum[j] - v if c > 1 else 0.0
-    for q in range(j + 1, nb + 1):
-        cum[_u(q)] -= 1
+        ps[l0 + j] = ps[at - 1]
+    ps[s0 + j] = ps[s0 + j] - v if c > 1 else 0.0
+    for q in range(c0 + j + 1, c0 + nb + 1):
+        pi[_u(q)] -= 1
     if c == 1 and nb > 1:  # emptied: dropped
-        free[meta[1]] = b
-        meta[1] += 1
+        pi[f0 + pi[n0 + 1]] = blk
+        pi[n0 + 1] += 1
         for q in range(j, nb - 1):
-            order[q] = order[q + 1]
-            last[q] = last[q + 1]
-            bsum[q] = bsum[q + 1]
-            cum[q + 1] = cum[q + 2]
-        meta[0] = nb - 1
+            pi[o0 + q] = pi[o0 + q + 1]
+            ps[l0 + q] = ps[l0 + q + 1]
+            ps[s0 + q] = ps[s0 + q + 1]
+            pi[c0 + q + 1] = pi[c0 + q + 2]
+        pi[n0] = nb - 1
 
 
 @jit
-def _prefix(val: Floats, order: Ints, cum: Ints, bsum: Floats, nb: int, cap: int,
-            i: int) -> float:
+def _prefix(ps: Floats, pi: Ints, b: Bases, cap: int, nb: int, i: int) -> float:
     """The sum of the ``i`` smallest values (block sums, then part of one block)."""
+    v0, _, s0, o0, c0, _, _ = b
     acc = 0.0
     j = 0
-    while j < nb and cum[j + 1] <= i:
-        acc += bsum[j]
+    while j < nb and pi[c0 + j + 1] <= i:
+        acc += ps[s0 + j]
         j += 1
     if j < nb:
-        b = order[j] * cap
-        for q in range(i - cum[j]):
-            acc += val[b + q]
+        base = v0 + pi[o0 + j] * cap
+        for q in range(i - pi[c0 + j]):
+            acc += ps[base + q]
     return acc
 
 
@@ -430,6 +438,13 @@ def _prefix(val: Floats, order: Ints, cum: Ints, bsum: Floats, nb: int, cap: int
 # (0: none built yet): ``val``, ``last`` and ``bsum`` (each block's sum) at meta[k, FO] of
 # the float pool, ``order``,
 # ``cum``, ``free`` and its (block count, free count) at meta[k, FI] of the int pool.
+
+@_inline
+def _bases(fo: int, fi: int, bc: int, ph: int) -> Bases:
+    """The offsets of one key's multiset (the arrays :func:`_views` returns) in the pools."""
+    nv = ph * bc
+    return (fo, fo + nv, fo + nv + ph, fi, fi + ph, fi + 2 * ph + 1, fi + 3 * ph + 1)
+
 
 @_inline
 def _views(ps: Floats, pi: Ints, fo: int, fi: int, bc: int,
@@ -515,8 +530,8 @@ def _rebuild(k: int, meta: Ints, pool_x: Floats, ps: Floats, pi: Ints,
 
 
 @jit
-def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, nb: int,
-               cap: int, n: int, a: int, xi: float) -> tuple[float, int]:
+def _mad_score(ps: Floats, pi: Ints, b: Bases, cap: int, nb: int, n: int, a: int,
+               xi: float) -> tuple[float, int]:
     """``(x - median) / scale`` of the multiset's ``n`` values; the new split.
 
     The scale is ``1.4826 MAD``; when the MAD is 0 (more than half the values equal the
@@ -524,7 +539,7 @@ def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, 
     Hoaglin); at least the floor (:func:`_floored` of the median).
     """
     h = n >> 1
-    s0, s1 = _pair(val, order, cum, nb, cap, n, h - 1)  # s[h - 1], s[h] (-inf: none)
+    s0, s1 = _pair(ps, pi, b, cap, nb, n, h - 1)  # s[h - 1], s[h] (-inf: none)
     if n & 1:
         med = s1
         k = h + 1
@@ -540,15 +555,15 @@ def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, 
     # s[p + k - g - 1], s[p + k - g].
     # p: how many values are < med; h when s[h - 1] < med <= s[h], else (ties at the
     # median) a binary search
-    p = h if s0 < med <= s1 else _rank(val, order, cum, last, nb, cap, med)
+    p = h if s0 < med <= s1 else _rank(ps, pi, b, cap, nb, med)
     la = max(0, k - n + p)
     ha = min(k, p)
     g = la if a < la else ha if a > ha else a
     found = False
     b0 = b1 = u0 = u1 = 0.0
     for _ in range(2):
-        b0, b1 = _pair(val, order, cum, nb, cap, n, p - 1 - g)
-        u0, u1 = _pair(val, order, cum, nb, cap, n, p + k - g - 1)
+        b0, b1 = _pair(ps, pi, b, cap, nb, n, p - 1 - g)
+        u0, u1 = _pair(ps, pi, b, cap, nb, n, p + k - g - 1)
         if g < ha and u0 - med > med - b0:  # up(g): a > g
             la = g = g + 1
         elif g > la and not u1 - med > med - b1:  # not up(g - 1): a < g
@@ -559,14 +574,14 @@ def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, 
     if not found:
         while la < ha:
             mid = (la + ha) >> 1
-            if (_at(val, order, cum, nb, cap, p + k - mid - 1) - med >
-                    med - _at(val, order, cum, nb, cap, p - 1 - mid)):
+            if (_at(ps, pi, b, cap, nb, p + k - mid - 1) - med >
+                    med - _at(ps, pi, b, cap, nb, p - 1 - mid)):
                 la = mid + 1
             else:
                 ha = mid
         g = la
-        b0, b1 = _pair(val, order, cum, nb, cap, n, p - 1 - g)
-        u0, u1 = _pair(val, order, cum, nb, cap, n, p + k - g - 1)
+        b0, b1 = _pair(ps, pi, b, cap, nb, n, p - 1 - g)
+        u0, u1 = _pair(ps, pi, b, cap, nb, n, p + k - g - 1)
     a = g
     inf = np.inf
     mad = med - b1 if a else -inf  # the k-th smallest deviation
@@ -582,9 +597,9 @@ def _mad_score(val: Floats, order: Ints, cum: Ints, last: Floats, bsum: Floats, 
         h = n >> 1
         total = 0.0
         for j in range(nb):
-            total += bsum[j]
-        spread = (total - _prefix(val, order, cum, bsum, nb, cap, n - h)
-                  - _prefix(val, order, cum, bsum, nb, cap, h))
+            total += ps[b[2] + j]
+        spread = (total - _prefix(ps, pi, b, cap, nb, n - h)
+                  - _prefix(ps, pi, b, cap, nb, h))
         scale = 1.2533 * spread / n
     return (xi - med) / _floored(scale, med), a
 
@@ -600,9 +615,7 @@ def _stat_in(sorted_: bool, k: int, v: float, m: int, meta: Ints, fm: Floats,
             ps, pi = _rebuild(k, meta, pool_x, ps, pi, used)
             meta[k, CNT] += 1
             bc, ph = meta[k, BC], meta[k, PH]
-        val, last, bsum, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI],
-                                                           bc, ph)
-        _insert(val, order, cum, last, bsum, free, counts, bc, v)
+        _insert(ps, pi, _bases(meta[k, FO], meta[k, FI], bc, ph), bc, v)
     else:
         if m == 0:  # a new window: deviations from its first value
             fm[k, 0], fm[k, 1], fm[k, 2] = v, 0.0, 0.0
@@ -618,9 +631,8 @@ def _stat_out(sorted_: bool, k: int, v: float, meta: Ints, fm: Floats, ps: Float
               pi: Ints) -> None:
     """Remove ``v`` from slot ``k``'s statistics."""
     if sorted_:
-        val, last, bsum, order, cum, free, counts = _views(ps, pi, meta[k, FO], meta[k, FI],
-                                                           meta[k, BC], meta[k, PH])
-        _remove(val, order, cum, last, bsum, free, counts, meta[k, BC], v)
+        _remove(ps, pi, _bases(meta[k, FO], meta[k, FI], meta[k, BC], meta[k, PH]),
+                meta[k, BC], v)
     else:
         d = v - fm[k, 0]
         fm[k, 1] -= d
@@ -685,19 +697,19 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
                 std = np.sqrt(var) if var > 0 else 0.0
                 score = (xi - fm[k, 0] - mean) / _floored(std, fm[k, 0] + mean)
             else:
-                val, last, bsum, order, cum, _, counts = _views(
-                    ps, pi, meta[k, FO], meta[k, FI], meta[k, BC], meta[k, PH])
-                bc, nb = meta[k, BC], counts[0]
+                bc = meta[k, BC]
+                b = _bases(meta[k, FO], meta[k, FI], bc, meta[k, PH])
+                nb = pi[b[6]]
                 if kind == QUANTILE:  # pandas' rolling quantile, linear interpolation
                     if m == 1:
-                        quant = _at(val, order, cum, nb, bc, 0)
+                        quant = _at(ps, pi, b, bc, nb, 0)
                     else:
                         frac = q * (m - 1)
                         i = int(frac)
                         if frac == i:
-                            quant = _at(val, order, cum, nb, bc, i)
+                            quant = _at(ps, pi, b, bc, nb, i)
                         else:
-                            lo, hi = _pair(val, order, cum, nb, bc, m, i)
+                            lo, hi = _pair(ps, pi, b, bc, nb, m, i)
                             quant = lo + (hi - lo) * (frac - i)
                     fq = factor * quant
                     if fq > 0:
@@ -705,8 +717,7 @@ def _window_rows(kind: int, slots: Ints, t: Ints, x: Floats, meta: Ints, fm: Flo
                     else:  # 1 + (x - f q) / |f q|: the same for q > 0, sign-safe below
                         score = 1.0 + (xi - fq) / _floored(abs(fq), fq)
                 else:
-                    score, a = _mad_score(val, order, cum, last, bsum, nb, bc, m,
-                                          meta[k, AUX], xi)
+                    score, a = _mad_score(ps, pi, b, bc, nb, m, meta[k, AUX], xi)
                     meta[k, AUX] = a
                     if kind == MAD:
                         score = abs(score)
