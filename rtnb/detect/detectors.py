@@ -761,8 +761,8 @@ class EWMA(Detector):
         scores = np.empty(len(x))
         flags = np.empty(len(x), dtype=np.bool_)
         _k()._ewma_rows(slots, x, self._ewm, self._held, float(resolve(self.alpha)),
-                  self.min_periods, self._limit(), protect, max(self.min_periods, 1), scores,
-                  flags)
+                        self.min_periods, self._limit(), protect, max(self.min_periods, 1),
+                        scores, flags)
         return scores, flags
 
     def _state(self) -> dict[str, Any]:
@@ -875,9 +875,10 @@ class RateOfChange(Detector):
         counters = self._counters
         counters[0] = 0
         rates = self._rates
-        _k()._rate_rows(slots, t, x, self._last_t, self._last_x, self._prev_t, self._prev_x,
-                  float(self.per_ns), np.inf if rates is not None else self._limit(),
-                  protect and rates is None, scores, flags, counters)
+        _k()._rate_rows(slots, t, x, self._last_t, self._last_x, self._prev_t,
+                        self._prev_x, float(self.per_ns),
+                        np.inf if rates is not None else self._limit(),
+                        protect and rates is None, scores, flags, counters)
         if counters[0]:
             self.out_of_order += int(counters[0])
         if rates is None:
