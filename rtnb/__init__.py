@@ -26,6 +26,7 @@ from rtnb.errors import (
 )
 from rtnb.frame import StreamingFrame, StreamingSeries, WindowedFrame
 from rtnb.params import Param
+from rtnb.partitions import partition_of
 from rtnb.pipeline import Pipeline
 from rtnb.viz import dashboard  # light: views, Bokeh and ipywidgets load on first use
 from rtnb.windows import rows, session, sliding, tumbling
@@ -53,6 +54,7 @@ __all__ = [
     "demo",
     "detect",
     "evaluate",
+    "partition_of",
     "rows",
     "session",
     "sinks",

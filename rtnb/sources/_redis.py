@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -36,7 +38,13 @@ def _start_id(start: str | pd.Timestamp) -> str:
 
 
 class RedisStreamSource(BufferedSource):
-    """Reads one Redis stream; with a consumer group, acknowledges entries after processing.
+    """Reads a Redis stream (or its partitions); with a consumer group, acks after processing.
+
+    With ``partitions=N`` it reads the N streams ``{stream}:0`` .. ``{stream}:{N-1}`` (a
+    producer puts a key's rows in ``{stream}:{rtnb.partition_of(key, N)}``) as one source:
+    every read asks all of them, each at its own position, and a position is then the pair
+    ``(stream, entry id)``. Entries of one partition keep their order; what is said below
+    holds per partition.
 
     Without ``group`` it reads with ``XREAD`` from ``start`` and, after a reconnect, from the
     last id it received. With ``group`` it reads with ``XREADGROUP`` (creating the group at
@@ -70,28 +78,51 @@ class RedisStreamSource(BufferedSource):
     def __init__(self, url: str, stream: str, *, group: str | None, consumer: str,
                  start: str, field: str | None, count: int, block_ms: int,
                  password: str | None, ssl_context: ssl.SSLContext | None,
-                 **options: Any) -> None:
+                 partitions: int | None = None, **options: Any) -> None:
         super().__init__(**options)
         redis = require("redis.asyncio", "redis")
         exceptions = require("redis.exceptions", "redis")
         self._redis = redis
         self.url, self.stream, self.group, self.consumer = url, stream, group, consumer
+        self.partitions = partitions
+        #: The streams read: ``[stream]``, or its partitions ``stream:0`` .. ``stream:{N-1}``.
+        self.streams = [stream] if partitions is None else \
+            [f"{stream}:{p}" for p in range(partitions)]
+        #: Per partition stream: entries the group has not delivered yet (``XINFO GROUPS``
+        #: lag; with a group), as last read.
+        self.lags: dict[str, int] = {}
         self.start, self.field, self.count, self.block_ms = start, field, count, block_ms
         self._field_key = b"" if field is None else field.encode()
         self._password = password
         self._ssl = ssl_context
         self.retry_on = (OSError, asyncio.TimeoutError, exceptions.ConnectionError,
                          exceptions.TimeoutError)
-        self._last_id: str | None = None
-        self._held: set[str] = set()  # ids buffered or processed but not acknowledged yet
-        self._unacked: list[str] = []  # processed; the XACK failed and is sent again
-        self._skip: set[str] = set()  # resume_acks(): acknowledged already, never emitted
+        self._last_ids: dict[str, str] = {}  # per stream, for a reconnect without a group
+        # positions: entry ids, or (stream, id) pairs when partitioned (see _position)
+        self._held: set[Any] = set()  # buffered or processed but not acknowledged yet
+        self._unacked: list[Any] = []  # processed; the XACK failed and is sent again
+        self._skip: set[Any] = set()  # resume_acks(): acknowledged already, never emitted
         self._ack_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._client: Any = None
 
     def __repr__(self) -> str:
         group = f" group {self.group!r}" if self.group else ""
-        return f"<RedisStreamSource {self.name!r} {mask_url(self.url)} {self.stream!r}{group}>"
+        parts = f" x{self.partitions} partitions" if self.partitions is not None else ""
+        return (f"<RedisStreamSource {self.name!r} {mask_url(self.url)} {self.stream!r}{parts}"
+                f"{group}>")
+
+    def _position(self, stream: str, entry_id: str) -> Any:
+        """An entry's position: its id, or ``(stream, id)`` when reading partitions."""
+        return entry_id if self.partitions is None else (stream, entry_id)
+
+    def _by_stream(self, positions: list[Any]) -> dict[str, list[str]]:
+        """``positions`` grouped by their stream, in order."""
+        if self.partitions is None:
+            return {self.stream: list(positions)}
+        out: dict[str, list[str]] = {}
+        for stream, entry_id in positions:
+            out.setdefault(stream, []).append(entry_id)
+        return out
 
     def _connect(self) -> Any:
         kwargs: dict[str, Any] = {"decode_responses": False}
@@ -139,69 +170,93 @@ class RedisStreamSource(BufferedSource):
                     await client.aclose()
 
     async def _read_plain(self, client: Any, stop: asyncio.Event) -> None:
-        last = self._last_id or self.start
-        if last == "$":  # "now": pin it to the stream's last id, so reconnects resume there
-            info = await client.xinfo_stream(self.stream) if await client.exists(
-                self.stream) else None
-            last = info["last-generated-id"].decode() if info else "0"
-            self._last_id = last
+        last = self._last_ids
+        for stream in self.streams:
+            if stream in last:
+                continue
+            if self.start == "$":  # "now": pin it to the last id, so reconnects resume there
+                info = await client.xinfo_stream(stream) if await client.exists(
+                    stream) else None
+                last[stream] = info["last-generated-id"].decode() if info else "0"
+            else:
+                last[stream] = self.start
+        merge = _Merge(self.streams)
         while not stop.is_set():
-            reply = await client.xread({self.stream: last}, count=self.count,
-                                       block=self.block_ms)
-            got = 0
-            for _, entries in reply or []:
-                got += len(entries)
-                for entry_id, fields in entries:
-                    last = entry_id.decode()
-                    await self._put(self._payload(fields), last)
-                    self._last_id = last
-            if got < self.count:  # a short read: the stream has nothing more right now
+            wanted = merge.wanted()
+            reply = await client.xread({st: last[st] for st in wanted}, count=self.count,
+                                       block=self.block_ms if merge.empty else None)
+            got = _by_key(reply)
+            for stream in wanted:
+                entries = got.get(stream, [])
+                if entries:
+                    last[stream] = entries[-1][0].decode()
+                merge.add(stream, entries, full=len(entries) >= self.count)
+            for stream, eid, fields in merge.release():
+                await self._put(self._payload(fields), self._position(stream, eid))
+            if merge.empty and merge.all_short:  # nothing more right now
                 self._drained()
 
     async def _read_group(self, client: Any, stop: asyncio.Event) -> None:
         from redis.exceptions import ResponseError
 
-        try:
-            await client.xgroup_create(self.stream, self.group, id=self.start, mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in self.streams:
+            try:
+                await client.xgroup_create(stream, self.group, id=self.start, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         if self._unacked:
-            await client.xack(self.stream, self.group, *self._unacked)
+            for stream, ids in self._by_stream(self._unacked).items():
+                await client.xack(stream, self.group, *ids)
             self._held.difference_update(self._unacked)
             self._unacked = []
         if self._resumed:  # the restored checkpoint's barrier: its XACK may have been lost
-            await client.xack(self.stream, self.group, *self._resumed)
+            for stream, ids in self._by_stream(self._resumed).items():
+                await client.xack(stream, self.group, *ids)
             self._skip.update(self._resumed)
             self._resumed = []
-        cursor = "0"  # first this consumer's pending entries, then new ones
+        # per stream: first this consumer's pending entries (from id 0), then new ones (>)
+        cursors = dict.fromkeys(self.streams, "0")
+        merge = _Merge(self.streams)
         polls = 0
         while not stop.is_set():
-            reply = await client.xreadgroup(self.group, self.consumer, {self.stream: cursor},
-                                            count=self.count, block=self.block_ms)
-            entries = [e for _, es in reply or [] for e in es]
-            if cursor != ">" and not entries:
-                cursor = ">"
-                continue
-            for entry_id, fields in entries:
-                eid = entry_id.decode()
-                if cursor != ">":
-                    cursor = eid
-                if eid in self._held or eid in self._skip:
+            wanted = merge.wanted()
+            history = any(cursors[st] != ">" for st in wanted)  # such reads never block
+            reply = await client.xreadgroup(
+                self.group, self.consumer, {st: cursors[st] for st in wanted},
+                count=self.count, block=self.block_ms if merge.empty and not history else None)
+            got = _by_key(reply)
+            for stream in wanted:
+                entries = got.get(stream, [])
+                if cursors[stream] != ">":
+                    if not entries:  # this consumer's pending entries are all read
+                        cursors[stream] = ">"
+                        merge.add(stream, [], full=True)  # read its new entries next
+                        continue
+                    cursors[stream] = entries[-1][0].decode()
+                    merge.add(stream, entries, full=True)
                     continue
-                self._held.add(eid)
-                await self._put(self._payload(fields or {}), eid)
-            if cursor == ">" and len(entries) < self.count:  # nothing more right now
-                self._drained()
+                merge.add(stream, entries, full=len(entries) >= self.count)
+            for stream, eid, fields in merge.release():
+                position = self._position(stream, eid)
+                if position in self._held or position in self._skip:
+                    continue
+                self._held.add(position)
+                await self._put(self._payload(fields or {}), position)
+            if merge.empty and merge.all_short and all(c == ">" for c in cursors.values()):
+                self._drained()  # nothing more right now
             polls += 1
             if polls % 20 == 0:
                 await self._update_lag(client)
 
     async def _update_lag(self, client: Any) -> None:
         with contextlib.suppress(Exception):
-            for info in await client.xinfo_groups(self.stream):
-                if info["name"].decode() == self.group and info.get("lag") is not None:
-                    self.stats.lag = int(info["lag"])
+            for stream in self.streams:
+                for info in await client.xinfo_groups(stream):
+                    if info["name"].decode() == self.group and info.get("lag") is not None:
+                        self.lags[stream] = int(info["lag"])
+            if self.lags:
+                self.stats.lag = sum(self.lags.values())
 
     async def _ack(self, positions: list[Any]) -> None:
         if self.group is None or not positions:
@@ -211,7 +266,8 @@ class RedisStreamSource(BufferedSource):
             if client is None:  # the reader has stopped: ack on a connection of our own
                 client, own = self._connect(), True
             try:
-                await client.xack(self.stream, self.group, *positions)
+                for stream, ids in self._by_stream(positions).items():
+                    await client.xack(stream, self.group, *ids)
                 self._held.difference_update(positions)
             except self.retry_on:
                 self._unacked.extend(positions)  # sent again after the reconnect
@@ -225,6 +281,87 @@ class RedisStreamSource(BufferedSource):
                 if own:
                     with contextlib.suppress(Exception):
                         await client.aclose()
+
+
+def _by_key(reply: Any) -> dict[str, list[Any]]:
+    """An XREAD / XREADGROUP reply as ``{stream: entries}``."""
+    return {(k.decode() if isinstance(k, bytes) else str(k)): list(es) for k, es in reply or []}
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class _Merge:
+    """Entries of several streams, released in entry-id order (a k-way merge).
+
+    Redis gives every entry an id of the server's clock when it was added, so releasing the
+    partitions' entries by id gives them in the order they reached the server, as one
+    stream would: a producer that writes in event-time order (``rtnb replay``) keeps event
+    time in order across partitions, and no partition's rows turn late because another
+    partition was read ahead. An entry is released only when every stream that may still
+    hold an older one has been read past it: a stream whose queue ran empty is read again
+    first, unless its last read was short (it has nothing more for now; what it gets later
+    has later ids).
+    """
+
+    def __init__(self, streams: list[str]) -> None:
+        self.queues: dict[str, collections.deque[tuple[tuple[int, int], str, Any]]] = {
+            st: collections.deque() for st in streams}
+        self.short = dict.fromkeys(streams, False)
+        # one stream: nothing to merge, its entries go out as read (no id parsing)
+        self._single: list[Any] | None = [] if len(streams) == 1 else None
+        self._stream = streams[0]
+
+    @property
+    def empty(self) -> bool:
+        """No entry waits to be released."""
+        if self._single is not None:
+            return not self._single
+        return not any(self.queues.values())
+
+    @property
+    def all_short(self) -> bool:
+        """Every stream's last read was short: the server has nothing more for now."""
+        return all(self.short.values())
+
+    def wanted(self) -> list[str]:
+        """The streams to read now: those with no entry waiting."""
+        if self._single is not None:
+            return [] if self._single else [self._stream]
+        return [st for st, q in self.queues.items() if not q]
+
+    def add(self, stream: str, entries: list[Any], *, full: bool) -> None:
+        """What a read of ``stream`` returned (``full``: it may have more right away)."""
+        if self._single is not None:
+            self._single.extend(entries)
+            self.short[stream] = not full
+            return
+        queue = self.queues[stream]
+        for entry_id, fields in entries:
+            queue.append((_id_key(entry_id), entry_id.decode(), fields))
+        self.short[stream] = not full
+
+    def release(self) -> Iterator[tuple[str, str, Any]]:
+        """``(stream, id, fields)`` of every entry that no unread entry can precede."""
+        if self._single is not None:
+            entries, self._single = self._single, []
+            for entry_id, fields in entries:
+                yield self._stream, entry_id.decode(), fields
+            return
+        queues = self.queues
+        while True:
+            if any(not q and not self.short[st] for st, q in queues.items()):
+                return  # that stream may hold an older entry: read it first
+            best: str | None = None
+            for st, q in queues.items():
+                if q and (best is None or q[0][0] < queues[best][0][0]):
+                    best = st
+            if best is None:
+                return
+            _, eid, fields = queues[best].popleft()
+            yield best, eid, fields
 
 
 def _context_ssl_connection() -> type:
@@ -245,6 +382,7 @@ def redis_stream(
     *,
     example: pd.DataFrame | dict[str, Any],
     time: str | None = None,
+    partitions: int | None = None,
     group: str | None = None,
     consumer: str = "rtnb",
     start: str | pd.Timestamp = "0",
@@ -273,6 +411,11 @@ def redis_stream(
     ----------
     stream
         The stream key.
+    partitions
+        Read the ``N`` streams ``{stream}:0`` .. ``{stream}:{N-1}`` as one source (a
+        producer puts each key's rows in ``{stream}:{rtnb.partition_of(key, N)}``, as
+        ``rtnb replay --partitions N`` does). Each partition keeps its order; a group
+        acknowledges each partition's entries in its own stream.
     url
         ``redis://[user@]host:port/db`` or ``rediss://`` (TLS); a password in the URL is
         never shown, but prefer ``password_env``.
@@ -310,9 +453,14 @@ def redis_stream(
     if not url.startswith(("redis://", "rediss://", "unix://")):
         msg = f"redis url must start with redis://, rediss:// or unix://; got {mask_url(url)!r}"
         raise ConfigError(msg)
+    if partitions is not None and (isinstance(partitions, bool) or not isinstance(
+            partitions, int) or partitions < 1):
+        msg = f"redis_stream {name!r}: partitions must be a positive int; got {partitions!r}"
+        raise ConfigError(msg)
     context = TlsOptions.of(locals()).context()
     source = RedisStreamSource(
         url, stream, group=group, consumer=consumer, start=_start_id(start), field=field,
+        partitions=partitions,
         count=count, block_ms=max(1, to_ns(block) // 1_000_000),
         password=secret(password, password_env, f"redis_stream {name!r}"),
         ssl_context=context, name=name, example=schema, options=SourceOptions.of(locals()))

@@ -114,7 +114,7 @@ def test_start_now_reads_only_new_entries(shared, stream, rows):
         out = src.collect()
         src.start()
         for _ in range(3000):  # until the source has pinned "now" (under load it takes a while)
-            if src.source._last_id is not None:
+            if src.source._last_ids:
                 break
             await asyncio.sleep(0.01)
         await asyncio.to_thread(produce, shared, stream, rows.iloc[100:200])
