@@ -771,6 +771,130 @@ def mqtt_frame(broker: Broker, payload: str, n: int) -> rtnb.StreamingFrame:
                              decoder=payload, max_events=n)
 
 
+# Kafka: librdkafka's mock cluster (inside the confluent-kafka wheel), started by the bench --
+KAFKA_PARTITIONS = 4  # what the mock cluster gives a topic it creates
+
+
+@dataclass
+class KafkaTopic:
+    """A topic of the bench's mock Kafka cluster holding the first ``n`` messages."""
+
+    bootstrap: str
+    topic: str
+    n: int
+
+
+_kafka_mock: dict[str, Any] = {}  # "producer": the cluster lives as long as this object
+
+
+def _kafka_cluster() -> Any:
+    """The mock cluster (3 brokers on 127.0.0.1), started on first use, for the process."""
+    if "producer" not in _kafka_mock:
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": "", "test.mock.num.brokers": 3,
+                             "log_level": 3, "linger.ms": 5})
+        brokers = producer.list_topics(timeout=10).brokers
+        _kafka_mock["producer"] = producer
+        _kafka_mock["bootstrap"] = ",".join(f"{b.host}:{b.port}" for b in brokers.values())
+    return _kafka_mock["producer"]
+
+
+def kafka_load(feed: Feed, payload: str, n: int) -> KafkaTopic:
+    producer = _kafka_cluster()
+    topic = _unique("rtnb-bench")
+    producer.list_topics(topic, timeout=10)  # created with KAFKA_PARTITIONS partitions
+    for i, m in enumerate(feed.messages[payload][:n]):
+        while True:
+            try:
+                producer.produce(topic, value=m, partition=i % KAFKA_PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    left = producer.flush(60)
+    if left:
+        msg = f"{left:,} of {n:,} messages were not delivered to the mock Kafka cluster"
+        raise RuntimeError(msg)
+    _kafka_mock["topics"] = _kafka_mock.get("topics", 0) + 1
+    return KafkaTopic(_kafka_mock["bootstrap"], topic, n)
+
+
+def kafka_unload(target: KafkaTopic) -> None:
+    """The last topic unloaded stops the mock cluster."""
+    _kafka_mock["topics"] -= 1
+    if _kafka_mock["topics"] == 0:
+        _kafka_mock.pop("producer").close()
+
+
+async def kafka_raw(target: KafkaTopic, payload: str, n: int, sink: Tally) -> None:
+    """aiokafka (what rtnb uses): every partition assigned, offsets committed per batch."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=target.bootstrap, group_id=_unique("raw"),
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    tps = [TopicPartition(target.topic, p) for p in range(KAFKA_PARTITIONS)]
+    consumer.assign(tps)
+    batcher = RawBatcher(payload, sink)
+    got = 0
+    try:
+        while got < n:
+            batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
+            for tp, messages in batches.items():
+                for message in messages:
+                    got += 1
+                    done = batcher.add(message.value, (tp.partition, message.offset))
+                    if done is None and got == n:
+                        done = batcher.flush()
+                    if done:
+                        last: dict[int, int] = {}
+                        for p, o in done:
+                            last[p] = max(last.get(p, -1), o)
+                        await consumer.commit({TopicPartition(target.topic, p): o + 1
+                                               for p, o in last.items()})
+    finally:
+        await consumer.stop()
+
+
+async def kafka_librdkafka_raw(target: KafkaTopic, payload: str, n: int, sink: Tally) -> None:
+    """confluent-kafka's Consumer (librdkafka, C), its blocking calls in a thread."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": target.bootstrap, "group.id": _unique("raw"),
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "log_level": 3})
+    consumer.assign([TopicPartition(target.topic, p) for p in range(KAFKA_PARTITIONS)])
+    loop = asyncio.get_running_loop()
+    batcher = RawBatcher(payload, sink)
+    got = 0
+    try:
+        while got < n:
+            messages = await loop.run_in_executor(None, consumer.consume, BATCH, 0.2)
+            for message in messages:
+                if message.error() is not None:
+                    raise RuntimeError(str(message.error()))
+                got += 1
+                done = batcher.add(message.value(), (message.partition(), message.offset()))
+                if done is None and got == n:
+                    done = batcher.flush()
+                if done:
+                    last: dict[int, int] = {}
+                    for p, o in done:
+                        last[p] = max(last.get(p, -1), o)
+                    offsets = [TopicPartition(target.topic, p, o + 1) for p, o in last.items()]
+                    await loop.run_in_executor(
+                        None, lambda offsets=offsets: consumer.commit(offsets=offsets,
+                                                                      asynchronous=False))
+    finally:
+        await loop.run_in_executor(None, consumer.close)
+
+
+def kafka_frame(target: KafkaTopic, payload: str, n: int) -> rtnb.StreamingFrame:
+    return rtnb.sources.kafka(target.topic, target.bootstrap, example=EXAMPLE,
+                              time="timestamp", group=_unique("rtnb"), decoder=payload,
+                              max_events=n)
+
+
 BINARY_OVER_TEXT = "MessagePack is binary; this transport carries text lines"
 
 ENTRIES: list[Entry] = [
@@ -814,7 +938,18 @@ ENTRIES: list[Entry] = [
                    f"`ack(multiple=True)` per {AMQP_PREFETCH:,} rows (a batch can't exceed "
                    "the prefetch)",
           rtnb_code="`amqp(queue=...)` (default prefetch 1,000)"),
-    Entry("kafka", "kafka", PAYLOADS, needs="127.0.0.1:9092"),
+    Entry("kafka", "kafka", PAYLOADS, kafka_load, kafka_raw, kafka_frame, kafka_unload,
+          share=0.5,
+          raw_code="aiokafka, the 4 partitions `assign()`ed, `getmany(max_records=10000)`, "
+                   "one `commit` per 10,000 rows; librdkafka's mock cluster (3 brokers, "
+                   "started by the bench in this process)",
+          rtnb_code="`kafka(topic, servers, group=...)`: every partition assigned, commit "
+                    "after each batch"),
+    Entry("kafka (librdkafka)", "kafka", PAYLOADS, kafka_load, kafka_librdkafka_raw,
+          kafka_frame, kafka_unload, share=0.5,
+          raw_code="confluent-kafka `Consumer` (librdkafka), the 4 partitions `assign()`ed, "
+                    "`consume(10000)` in a thread, one synchronous `commit` per 10,000 rows",
+          rtnb_code="the same as `kafka`: is librdkafka a faster client to build on?"),
 ]
 
 
