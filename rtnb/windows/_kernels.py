@@ -191,6 +191,54 @@ def _sort_runs(out: Floats, starts: Ints, counts: Ints) -> None:
 
 
 @jit
+def _by_start_and_key(idx: Ints, slot_key: Ints, slot_start: Ints) -> Any:
+    """``idx`` ordered by (window start, key code).
+
+    An emission usually closes the windows of one or two starts: a counting sort over
+    (rank of the start, key code) then orders them in O(windows + starts x keys); more than
+    8 distinct starts, or a key range much larger than the windows, takes two stable sorts.
+    """
+    k = len(idx)
+    distinct = np.empty(8, dtype=np.int64)
+    n_starts = 0
+    top = 0
+    few = True
+    for j in range(k):
+        s = slot_start[idx[j]]
+        top = max(top, slot_key[idx[j]])
+        u = 0
+        while u < n_starts and distinct[u] != s:
+            u += 1
+        if u == n_starts:
+            if n_starts == len(distinct):
+                few = False
+                break
+            distinct[n_starts] = s
+            n_starts += 1
+    buckets = n_starts * (top + 1)
+    if not few or buckets > 4 * k + 1024:
+        idx = idx[np.argsort(slot_key[idx], kind="mergesort")]
+        return idx[np.argsort(slot_start[idx], kind="mergesort")]
+    starts = np.sort(distinct[:n_starts])
+    first = np.zeros(buckets + 1, dtype=np.int64)
+    bucket = np.empty(k, dtype=np.int64)
+    for j in range(k):
+        s = slot_start[idx[j]]
+        u = 0
+        while starts[u] != s:
+            u += 1
+        bucket[j] = u * (top + 1) + slot_key[idx[j]]
+        first[bucket[j] + 1] += 1
+    for b in range(buckets):
+        first[b + 1] += first[b]
+    out = np.empty(k, dtype=np.int64)
+    for j in range(k):
+        out[first[bucket[j]]] = idx[j]
+        first[bucket[j]] += 1
+    return out
+
+
+@jit
 def _close(slot_key: Ints, slot_start: Ints, m: int, size: int, watermark: int,
            everything: bool, fused: Floats, plan: Ints, n_float: int, n_int: int,
            touched: Bools, track: bool, table: Ints, raw_slot: Ints, raw_vals: Floats,
@@ -208,13 +256,8 @@ def _close(slot_key: Ints, slot_start: Ints, m: int, size: int, watermark: int,
             idx[k] = s
             k += 1
     idx = idx[:k]
-    if k > 1:  # by (start, key): by key, then stably by start (often in order already)
-        idx = idx[np.argsort(slot_key[idx], kind="mergesort")]
-        st = slot_start[idx]
-        for j in range(1, k):
-            if st[j] < st[j - 1]:
-                idx = idx[np.argsort(st, kind="mergesort")]
-                break
+    if k > 1:
+        idx = _by_start_and_key(idx, slot_key, slot_start)
     times = np.empty((2, k), dtype=np.int64)
     keys = np.empty(k, dtype=np.int64)
     out_f = np.empty((n_float, k))

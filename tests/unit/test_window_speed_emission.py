@@ -131,3 +131,22 @@ def test_frames_do_not_share_key_arrays() -> None:
     assert len(parts) > 3
     parts[0].loc[0, "host"] = "changed"
     assert "changed" not in set(pd.concat(parts[1:])["host"])
+
+
+@pytest.mark.parametrize("n_starts", [1, 2, 8, 9, 40])
+@pytest.mark.parametrize("n_keys", [1, 5, 5000])
+def test_emission_order_is_by_start_then_key(n_starts: int, n_keys: int) -> None:
+    """The counting sort (few starts, a small key range) and its fallback both give
+    ``np.lexsort((key, start))``'s order."""
+    from rtnb.windows._kernels import _by_start_and_key
+
+    rng = np.random.default_rng(n_starts * 7 + n_keys)
+    pairs = {(int(s), int(k)) for s, k in zip(
+        rng.integers(0, n_starts, 300) * 10**9 - 5 * 10**9, rng.integers(0, n_keys, 300),
+        strict=True)}
+    slot_start = np.array([s for s, _ in pairs], dtype=np.int64)
+    slot_key = np.array([k for _, k in pairs], dtype=np.int64)
+    idx = rng.permutation(len(pairs)).astype(np.int64)
+    result = _by_start_and_key(idx, slot_key, slot_start)
+    expected = idx[np.lexsort((slot_key[idx], slot_start[idx]))]
+    np.testing.assert_array_equal(result, expected)
