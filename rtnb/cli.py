@@ -59,15 +59,28 @@ def serve(
     = "127.0.0.1",
     allow_origin: Annotated[list[str] | None, typer.Option(
         help="extra websocket origin allowed (host:port); repeat for several")] = None,
+    session_linger: Annotated[float, typer.Option(
+        help="seconds a browser session is kept after its page closed (or before its page "
+             "connects) before its pipeline is stopped and freed")] = 10.0,
 ) -> None:
-    """Serve a dashboard app with ``bokeh serve``, bound to 127.0.0.1 by default."""
+    """Serve a dashboard app with ``bokeh serve``, bound to 127.0.0.1 by default.
+
+    Each browser session runs its own pipeline; a session whose page went away is ended
+    ``--session-linger`` seconds later (checked every second), not after Bokeh's 15-32 s.
+    """
     _existing(app_path, "app")
     if not 0 < port < 65536:
         msg = f"--port must be 1..65535; got {port}"
         raise typer.BadParameter(msg)
+    if not 1 <= session_linger <= 3600:
+        msg = (f"--session-linger must be 1..3600 seconds; got {session_linger} (a page needs "
+               "that long to load and connect)")
+        raise typer.BadParameter(msg)
     origins = [f"127.0.0.1:{port}", f"localhost:{port}", *(allow_origin or [])]
     cmd = [sys.executable, "-m", "bokeh", "serve", str(app_path), "--address", address,
-           "--port", str(port)]
+           "--port", str(port),
+           "--unused-session-lifetime", str(int(session_linger * 1000)),
+           "--check-unused-sessions", "1000"]
     for origin in origins:
         cmd += ["--allow-websocket-origin", origin]
     # Replace this process, so that signals (Ctrl-C, SIGTERM from a supervisor) reach the server.
