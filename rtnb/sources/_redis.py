@@ -88,6 +88,8 @@ class RedisStreamSource(BufferedSource):
         #: The streams read: ``[stream]``, or its partitions ``stream:0`` .. ``stream:{N-1}``.
         self.streams = [stream] if partitions is None else \
             [f"{stream}:{p}" for p in range(partitions)]
+        self._index = {st: i for i, st in enumerate(self.streams)}
+        self.align_partitions = partitions  # rows aligned in event time across them
         #: Per partition stream: entries the group has not delivered yet (``XINFO GROUPS``
         #: lag; with a group), as last read.
         self.lags: dict[str, int] = {}
@@ -114,6 +116,9 @@ class RedisStreamSource(BufferedSource):
     def _position(self, stream: str, entry_id: str) -> Any:
         """An entry's position: its id, or ``(stream, id)`` when reading partitions."""
         return entry_id if self.partitions is None else (stream, entry_id)
+
+    def _partition(self, position: Any) -> int:
+        return self._index[position[0]]
 
     def _by_stream(self, positions: list[Any]) -> dict[str, list[str]]:
         """``positions`` grouped by their stream, in order."""
@@ -383,6 +388,7 @@ def redis_stream(
     example: pd.DataFrame | dict[str, Any],
     time: str | None = None,
     partitions: int | None = None,
+    idle_timeout: DurationLike = "5s",
     group: str | None = None,
     consumer: str = "rtnb",
     start: str | pd.Timestamp = "0",
@@ -415,7 +421,12 @@ def redis_stream(
         Read the ``N`` streams ``{stream}:0`` .. ``{stream}:{N-1}`` as one source (a
         producer puts each key's rows in ``{stream}:{rtnb.partition_of(key, N)}``, as
         ``rtnb replay --partitions N`` does). Each partition keeps its order; a group
-        acknowledges each partition's entries in its own stream.
+        acknowledges each partition's entries in its own stream. Rows are aligned in event
+        time across the partitions: a row goes on once every partition has sent rows at
+        least as new (or has been silent for ``idle_timeout``), so no partition's rows turn
+        late because another was read ahead (Flink's minimum watermark over its inputs).
+    idle_timeout
+        With ``partitions``: how long a silent partition holds the others back.
     url
         ``redis://[user@]host:port/db`` or ``rediss://`` (TLS); a password in the URL is
         never shown, but prefer ``password_env``.
@@ -464,4 +475,6 @@ def redis_stream(
         count=count, block_ms=max(1, to_ns(block) // 1_000_000),
         password=secret(password, password_env, f"redis_stream {name!r}"),
         ssl_context=context, name=name, example=schema, options=SourceOptions.of(locals()))
+    if partitions is not None:
+        source.idle_timeout_s = to_ns(idle_timeout, name="idle_timeout") / 1e9
     return attach(source, time)

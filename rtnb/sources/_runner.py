@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from rtnb import _frames
 from rtnb._net import Backoff
 from rtnb.errors import ConfigError
 from rtnb.sources._coerce import coerce
@@ -214,6 +215,12 @@ class BufferedSource:
     #: last batch, while the reader's connection is still open (the stop's checkpoint, whose
     #: acks can then travel on it: AMQP delivery tags die with their channel).
     before_close: Callable[[], Awaitable[None]] | None = None
+    #: The number of partitions of a partitioned source (``None``: one ordered feed): its
+    #: rows are aligned in event time across them (:meth:`_align`); :meth:`_partition` maps
+    #: a position to its partition.
+    align_partitions: int | None = None
+    #: Seconds without a message after which a partition no longer holds the others back.
+    idle_timeout_s: float = 5.0
 
     def limit(self, max_events: int) -> None:
         """Stop after ``max_events`` events (the smaller of this and any earlier limit)."""
@@ -268,6 +275,12 @@ class BufferedSource:
         self._taken: list[Any] = []  # deferred acks: handled since the last take_acks()
         self._resumed: list[Any] = []  # resume_acks(): acknowledged on connecting, skipped
         self._in_run = False  # between run()'s start and its end (the reader may reconnect)
+        # event-time alignment of partitions (_align): messages held back, each partition's
+        # newest event time (ns) and when it last sent something (monotonic s)
+        self._aligned: list[tuple[Payload, Any]] = []
+        self._newest: dict[int, int] = {}
+        self._heard: dict[int, float] = {}
+        self._aligning_since = 0.0
         #: With deferred acks: set when the broker's delivery window (prefetch, unacked
         #: limit, receive maximum) is full and part of it waits for a checkpoint; the broker
         #: sends no more until those are acknowledged, so the runtime should checkpoint now
@@ -294,6 +307,10 @@ class BufferedSource:
         positions and remember that these messages wait for a checkpoint.
         """
         return positions
+
+    def _partition(self, position: Any) -> int:
+        """The partition (``0 .. partitions - 1``) of a message's position."""
+        raise NotImplementedError
 
     def _window_blocked(self) -> bool:
         """Whether the broker waits for acks before it sends more (deferred acks)."""
@@ -454,12 +471,73 @@ class BufferedSource:
             coerce([], self.example, time_unit=self.time_unit)[0]
         return good, owners, dead
 
-    async def _process(self, frame: StreamingFrame, items: list[tuple[Payload, Any]]) -> None:
+    def _align(self, frame: StreamingFrame, items: list[tuple[Payload, Any]],
+               good: pd.DataFrame, good_owner: list[int], dead: list[tuple[int, str]],
+               *, flush: bool) -> tuple[list[tuple[Payload, Any]], pd.DataFrame, list[int],
+                                        list[tuple[int, str]]]:
+        """Event time across partitions, as Flink aligns its inputs' watermarks.
+
+        Each partition is in event-time order by itself, but they are read side by side: one
+        read ahead of another would make the other's rows late for every window. So a message
+        goes on only once its event time is at most the *bound*: the smallest newest event
+        time over the partitions, leaving out those silent for ``idle_timeout_s`` (an idle
+        partition holds nothing back). Later messages are held (decoded again with the next
+        batch, not acknowledged) until the bound passes them. ``flush`` (the end of a run)
+        and more held messages than the buffer holds (one partition far behind the others)
+        release everything held. Returns the messages that go on and their rows.
+        """
+        now = time.monotonic()
+        if not self._aligning_since:
+            self._aligning_since = now
+        n = int(self.align_partitions or 1)
+        part = np.fromiter((self._partition(p) for _, p in items), dtype=np.int64,
+                           count=len(items))
+        times = _frames.times_ns(good, frame.time) if frame.time is not None and len(good) \
+            else np.zeros(len(good), dtype=np.int64)
+        owner = np.asarray(good_owner, dtype=np.intp)
+        row_part = part[owner] if len(owner) else np.zeros(0, dtype=np.int64)
+        for p in np.unique(part):
+            self._heard[int(p)] = now
+        for p in np.unique(row_part):
+            newest = int(times[row_part == p].max())
+            if newest > self._newest.get(int(p), np.iinfo(np.int64).min):
+                self._newest[int(p)] = newest
+        active = [p for p in range(n)
+                  if now - self._heard.get(p, self._aligning_since) < self.idle_timeout_s]
+        if flush or len(items) > self.buffer.capacity or not active:
+            bound = np.iinfo(np.int64).max
+        else:
+            bound = min(self._newest.get(p, np.iinfo(np.int64).min) for p in active)
+        late_owner = np.zeros(len(items), dtype=bool)
+        if len(owner):
+            np.logical_or.at(late_owner, owner, times > bound)
+        if not late_owner.any():
+            self._aligned = []
+            return items, good, good_owner, dead
+        keep = np.flatnonzero(~late_owner)
+        self._aligned = [items[i] for i in np.flatnonzero(late_owner)]
+        renumber = np.full(len(items), -1, dtype=np.intp)
+        renumber[keep] = np.arange(len(keep))
+        rows = ~late_owner[owner]
+        good = _frames.take(good, rows)
+        good_owner = renumber[owner[rows]].tolist()
+        dead = [(int(renumber[i]), reason) for i, reason in dead if not late_owner[i]]
+        return [items[i] for i in keep], good, good_owner, dead
+
+    async def _process(self, frame: StreamingFrame, items: list[tuple[Payload, Any]],
+                       *, flush: bool = False) -> None:
+        if self.align_partitions is not None:  # the messages held back go first (_align)
+            items = self._aligned + items
         payloads = [payload for payload, _ in items]
         try:
             good, good_owner, dead = self._convert(payloads)
         except Exception as exc:  # which message(s): found out one by one
             good, good_owner, dead = self._convert_each(payloads, exc)
+        if self.align_partitions is not None:
+            items, good, good_owner, dead = self._align(frame, items, good, good_owner, dead,
+                                                        flush=flush or self._draining)
+            if not items:
+                return
         # rows dated beyond max_future of the source's clock: dead letters, not the watermark
         good, good_owner = future_guard(self, frame.time, good, good_owner, dead)
         defer = self.defer_acks
@@ -507,8 +585,13 @@ class BufferedSource:
                     drain_left -= len(items)
                     await self._process(frame, items)
                     continue
+                if self._aligned:  # held back for alignment: the run ends, they go on
+                    await self._process(frame, [], flush=True)
                 return
             if not await buf.wait_not_empty(timeout=0.2):
+                if self._aligned:  # a partition may have gone idle (or the reader ended)
+                    await self._process(frame, [], flush=reader.done())
+                    continue
                 if reader.done():
                     return
                 continue

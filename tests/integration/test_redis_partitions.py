@@ -43,11 +43,18 @@ def stream(shared: redis.Redis) -> Iterator[str]:
     shared.delete(*[f"{name}:{p}" for p in range(N)])
 
 
-def produce(client: redis.Redis, stream: str, rows: pd.DataFrame) -> pd.Series:
-    """Each row into ``stream:{partition_of(host, N)}``; returns each row's partition."""
+def produce(client: redis.Redis, stream: str, rows: pd.DataFrame, *,
+            one_after_another: bool = False) -> pd.Series:
+    """Each row into ``stream:{partition_of(host, N)}``; returns each row's partition.
+
+    ``one_after_another``: partition 0's rows first, then partition 1's ... (a backlog its
+    producers filled one partition at a time): by entry id, every row of a partition is
+    older than every row of the next.
+    """
     parts = pd.Series(rtnb.partition_of(rows["host"], N), index=rows.index)
+    order = parts.sort_values(kind="stable").index if one_after_another else parts.index
     pipe = client.pipeline(transaction=False)
-    for r, p in zip(rows.itertuples(index=False), parts, strict=True):
+    for r, p in zip(rows.loc[order].itertuples(index=False), parts.loc[order], strict=True):
         pipe.xadd(f"{stream}:{p}", {"data": json.dumps({
             "timestamp": r.timestamp.isoformat(), "host": r.host, "cpu": r.cpu,
             "seq": int(r.seq)})})
@@ -96,16 +103,19 @@ def test_a_group_acknowledges_each_partition_and_a_second_run_continues(
     assert sum(shared.xpending(f"{stream}:{p}", "g")["pending"] for p in range(N)) == 0
 
 
+@pytest.mark.parametrize("one_after_another", [False, True],
+                         ids=["interleaved", "one-partition-after-another"])
 def test_windows_over_partitions_equal_pandas(
-        shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
-    produce(shared, stream, rows)
-    """Partitions are released in the order their entries reached Redis (entry ids), so a
-    dense partition does not run ahead of a sparse one. Entries added within the same
-    millisecond to different partitions have no order between them: the producer here adds
-    ~100 rows (~10 s of event time) per millisecond, which ``allowed_lateness`` covers."""
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, one_after_another: bool) -> None:
+    """Rows are aligned in event time across the partitions (a row goes on once every
+    partition has sent rows as new), so windows with no allowed lateness equal pandas: no
+    partition read ahead makes another's rows late. The producer adds ~100 rows per
+    millisecond, so entry ids alone (the merge) cannot order them across partitions; filled
+    one partition after another, entry ids order them wrongly."""
+    produce(shared, stream, rows, one_after_another=one_after_another)
     src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp", partitions=N,
                                     group="w", max_events=len(rows))
-    per_host = src.window(rtnb.tumbling("1min"), by="host", allowed_lateness="30s").agg(
+    per_host = src.window(rtnb.tumbling("1min"), by="host").agg(
         n=("cpu", "count"), mean=("cpu", "mean"), hi=("cpu", "max"))
     out = per_host.collect()
     src.run()
@@ -123,3 +133,20 @@ def test_windows_over_partitions_equal_pandas(
 def test_bad_partition_counts_are_refused(bad: object) -> None:
     with pytest.raises(rtnb.ConfigError, match="partitions must be a positive int"):
         rtnb.sources.redis_stream("s", example=EXAMPLE, partitions=bad)  # type: ignore[arg-type]
+
+
+def test_a_silent_partition_holds_the_others_back_only_for_idle_timeout(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
+    parts = produce(shared, stream, rows)
+    shared.delete(f"{stream}:3")  # partition 3 never sends anything
+    kept = rows[(parts != 3).to_numpy()].reset_index(drop=True)
+    src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp", partitions=N,
+                                    group="w", idle_timeout="300ms", max_events=len(kept))
+    per_host = src.window(rtnb.tumbling("1min"), by="host").agg(n=("cpu", "count"))
+    out = per_host.collect()
+    src.run()  # ends: the silent partition stops holding the rows back after 300 ms
+    got = pd.concat(out, ignore_index=True).rename(columns={"window_start": "timestamp"})
+    expected = kept.groupby(["host", pd.Grouper(key="timestamp", freq="1min")])["cpu"].agg(
+        n="count").reset_index()
+    assert per_host.counters.late == 0
+    assert_frame_equal_unordered(got[["host", "timestamp", "n"]], expected, check_dtype=False)
