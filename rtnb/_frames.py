@@ -70,6 +70,13 @@ def times_ns(df: pd.DataFrame, name: Any) -> npt.NDArray[np.int64]:
     Any unit; tz-aware columns give their UTC instants. A view, not a copy, for the usual
     tz-naive nanoseconds.
     """
+    loc = df.columns.get_loc(name)
+    if isinstance(loc, int):
+        # the usual tz-naive nanoseconds: a view of the block's row (no DatetimeArray built)
+        mgr: Any = df._mgr
+        values = mgr.blocks[mgr.blknos[loc]].values
+        if getattr(values, "ndim", 1) == 2 and values.dtype == _NS:
+            return values._ndarray[mgr.blklocs[loc]].view(np.int64)  # type: ignore[no-any-return]
     values = column(df, name)
     if isinstance(values, np.ndarray):
         raw = values
@@ -203,11 +210,12 @@ def with_columns(df: pd.DataFrame, names: Sequence[Any], arrays: Sequence[Any], 
 
     New numeric or boolean numpy columns and pandas string arrays take the fast path; names
     already in ``df`` (which replace that column) and other arrays go through ``assign``.
-    ``columns`` is the result's column index when the caller has it cached (it must be
-    ``df.columns`` followed by ``names``).
+    ``columns`` is the result's column index when the caller has it cached: ``df.columns``
+    followed by ``names``, which the caller has checked are not in ``df.columns`` (a cached
+    plan checks once, not per batch).
     """
     existing = df.columns
-    if any(name in existing for name in names) or not all(
+    if (columns is None and any(name in existing for name in names)) or not all(
             (isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
             or isinstance(v, pd.arrays.StringArray | pd.arrays.ArrowStringArray)
             for v in arrays):

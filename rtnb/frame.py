@@ -243,8 +243,9 @@ class StreamingFrame(_record.Recorded):
             raise RtnbError(msg)
         batch = self.validate(batch)
         if self.time is not None:
-            missing = np.asarray(_frames.column(batch, self.time).isna(), dtype=bool)
-            if missing.any():
+            times = _frames.times_ns(batch, self.time)  # NaT is the smallest int64
+            missing = times == _NAT if len(times) and times.min() == _NAT else None
+            if missing is not None:
                 self.dead_letter(_frames.take(batch, missing),
                                  f"missing event time in column {self.time!r}")
                 batch = _frames.take(batch, ~missing)
@@ -1452,6 +1453,9 @@ VIEWS_MODULE = "rtnb.viz"
 
 def _views() -> Any:
     return importlib.import_module(VIEWS_MODULE)
+
+
+_NAT = np.iinfo(np.int64).min
 
 
 def _check_units(units: Any, example: pd.DataFrame, name: str) -> dict[str, str]:

@@ -1081,12 +1081,16 @@ class DetectorLogic:
                  anomaly: str = "is_anomaly", rename: Mapping[str, str] | None = None) -> None:
         self.detector, self.on, self.keys, self.time = detector, on, keys, time
         self.protect, self.score, self.anomaly = protect, score, anomaly
-        self._plan: tuple[pd.Index, int, int, pd.Index] | None = None
+        self._plan: tuple[pd.Index, int, int, pd.Index | None] | None = None
         named = dict(rename or {})
         self._names = [score, anomaly, *(named.get(e, e) for e in detector.extra)]
 
-    def _columns(self, batch: pd.DataFrame) -> tuple[int, int, pd.Index]:
-        """(position of ``on``, of the time column or -1, the output's columns), cached."""
+    def _columns(self, batch: pd.DataFrame) -> tuple[int, int, pd.Index | None]:
+        """(position of ``on``, of the time column or -1, the output's columns), cached.
+
+        The output's columns are ``None`` when an output name is a column of the batch
+        already (it is replaced: ``with_columns`` finds out by itself, per batch).
+        """
         cols = batch.columns
         plan = self._plan
         if plan is None or (cols is not plan[0] and not cols.equals(plan[0])):
@@ -1096,7 +1100,9 @@ class DetectorLogic:
                 msg = (f"detect(on={self.on!r}): the batch has several columns named "
                        f"{self.on!r} or {self.time!r}")
                 raise ValueError(msg)
-            plan = self._plan = (cols, on, at, cols.append(pd.Index(self._names)))
+            clash = any(name in cols for name in self._names)
+            plan = self._plan = (cols, on, at,
+                                 None if clash else cols.append(pd.Index(self._names)))
         return plan[1], plan[2], plan[3]
 
     def process(self, batch: pd.DataFrame) -> Any:
