@@ -1,4 +1,4 @@
-"""The ``rtnb`` command: run exported scripts, serve dashboards, export notebooks, feed brokers.
+r"""The ``rtnb`` command: run exported scripts, serve dashboards, export notebooks, feed brokers.
 
 ::
 
@@ -6,6 +6,8 @@
     rtnb run monitor.py --window 1min --max-events 100000
     rtnb serve app.py --port 5006
     rtnb replay data/metrics.parquet --speed 10 --to redis://127.0.0.1:6379/0 --topic metrics
+    rtnb replay data/metrics.parquet --to redis://127.0.0.1:6379/0 --topic metrics \
+        --partitions 4 --key host
 
 Bad arguments exit with status 2 and a message naming the argument (typer/click usage errors).
 """
@@ -156,8 +158,18 @@ def replay(
     max_events: Annotated[int | None, typer.Option(help="send at most this many rows")] = None,
     password_env: Annotated[str | None, typer.Option(
         help="environment variable holding the broker password")] = None,
+    partitions: Annotated[int | None, typer.Option(
+        help="write N partitions (Redis only): each row to the stream TOPIC:{p}, p = "
+             "rtnb.partition_of(row[KEY], N), which redis_stream(TOPIC, partitions=N) "
+             "reads")] = None,
+    key: Annotated[str | None, typer.Option(
+        help="the column whose value picks a row's partition (with --partitions)")] = None,
 ) -> None:
-    """Replay a recorded file into a broker at a multiple of real time (demos, load tests)."""
+    """Replay a recorded file into a broker at a multiple of real time (demos, load tests).
+
+    ``--partitions 4 --key host`` writes the Redis streams ``TOPIC:0`` .. ``TOPIC:3``, every
+    row of a host in the same one (Kafka's default partitioner, ``rtnb.partition_of``).
+    """
     import rtnb
     from rtnb.errors import ConfigError, SourceError
 
@@ -172,6 +184,20 @@ def replay(
     if to != "-" and not topic:
         msg = f"--topic is needed for {scheme}:// (the stream, subject, topic or routing key)"
         raise typer.BadParameter(msg)
+    if partitions is not None:
+        if partitions < 1:
+            msg = f"--partitions must be positive; got {partitions}"
+            raise typer.BadParameter(msg)
+        if not scheme.startswith("redis"):
+            msg = (f"--partitions is only for redis:// for now (streams TOPIC:0 .. TOPIC:N-1); "
+                   f"got --to {_masked(to)}")
+            raise typer.BadParameter(msg)
+        if key is None:
+            msg = "--partitions needs --key, the column whose value picks a row's partition"
+            raise typer.BadParameter(msg)
+    elif key is not None:
+        msg = "--key picks a row's partition and needs --partitions N"
+        raise typer.BadParameter(msg)
     try:
         src = rtnb.sources.replay(data, time=time, speed=speed, max_events=max_events,
                                   name="replay")
@@ -180,7 +206,11 @@ def replay(
     if to == "-":
         rtnb.sinks.to_log(src, sys.stdout)
     elif scheme.startswith("redis"):
-        rtnb.sinks.to_redis_stream(src, str(topic), to, password_env=password_env)
+        try:
+            rtnb.sinks.to_redis_stream(src, str(topic), to, password_env=password_env,
+                                       partitions=partitions, key=key)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--key") from exc
     elif scheme in ("nats", "tls"):
         rtnb.sinks.to_nats(src, str(topic), to, password_env=password_env)
     elif scheme.startswith("mqtt"):

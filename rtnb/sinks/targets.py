@@ -16,7 +16,8 @@ import pandas as pd
 
 from rtnb._net import mask_url, require, secret, tls_context
 from rtnb._time import DurationLike, to_ns
-from rtnb.errors import ConfigError
+from rtnb.errors import ConfigError, SchemaError
+from rtnb.partitions import partition_of
 from rtnb.sinks._core import Sink
 
 if TYPE_CHECKING:
@@ -334,30 +335,58 @@ def to_webhook(frame: StreamingFrame, url: str, *, headers: dict[str, str] | Non
 class RedisStreamSink(Sink):
     """``XADD`` of every row (field ``data``: the JSON record), pipelined per batch.
 
-    With checkpoints: exactly-once, provided this sink is the stream's only writer (a
-    checkpoint records the stream's last entry id; a restart deletes the entries after it).
+    With ``partitions=N`` each row goes to ``{stream}:{partition_of(row[key], N)}``, the
+    streams ``rtnb.sources.redis_stream(stream, partitions=N)`` reads (one pipeline per batch
+    over all of them). With checkpoints: exactly-once, provided this sink is the only writer
+    of its stream(s) (a checkpoint records each stream's last entry id; a restart deletes the
+    entries after it).
     """
 
     kind = "redis"
     delivery = "exactly-once"
 
     def __init__(self, frame: StreamingFrame, stream: str, url: str, *, field: str,
-                 maxlen: int | None, password: str | None, **options: Any) -> None:
+                 maxlen: int | None, password: str | None, partitions: int | None = None,
+                 key: str | None = None, **options: Any) -> None:
         super().__init__(frame, **options)
         self._redis = require("redis.asyncio", "redis")
         self.stream, self.url, self.field, self.maxlen = stream, url, field, maxlen
+        self.partitions, self.key = partitions, key
+        #: The streams written: ``[stream]``, or ``stream:0`` .. ``stream:{N-1}``.
+        self.streams = [stream] if partitions is None else \
+            [f"{stream}:{p}" for p in range(partitions)]
         self._password = password
         self._client: Any = None
 
     def __repr__(self) -> str:
-        return f"<RedisStreamSink {self.name!r} -> {mask_url(self.url)} {self.stream!r}>"
+        parts = f" x{self.partitions} partitions by {self.key!r}" if self.partitions else ""
+        return (f"<RedisStreamSink {self.name!r} -> {mask_url(self.url)} "
+                f"{self.stream!r}{parts}>")
+
+    def _enqueue(self, batch: pd.DataFrame) -> None:
+        # A row without a key has no partition: refused as it arrives (a delivery that
+        # failed on it would be retried forever).
+        if self.key is not None and len(batch) and batch[self.key].isna().any():
+            missing = int(batch[self.key].isna().sum())
+            msg = (f"sink {self.name!r}: {missing} of {len(batch)} rows have no {self.key!r} "
+                   f"(None or NaN); with partitions={self.partitions} every row needs a key "
+                   "to have a partition: fill or filter them first")
+            raise SchemaError(msg)
+        super()._enqueue(batch)
+
+    def _targets(self, batch: pd.DataFrame) -> list[str]:
+        """The stream of each row."""
+        if self.partitions is None or self.key is None:
+            return [self.stream] * len(batch)
+        return [self.streams[p] for p in partition_of(batch[self.key], self.partitions).tolist()]
 
     async def _deliver(self, batch: pd.DataFrame, key: str) -> None:
         client = self._connection()
         try:
             pipe = client.pipeline(transaction=False)
-            for row_id, record in zip(self.row_ids(batch), records(batch), strict=True):
-                pipe.xadd(self.stream, {self.field: json.dumps(record), "id": row_id},
+            for target, row_id, record in zip(self._targets(batch), self.row_ids(batch),
+                                              records(batch), strict=True):
+                pipe.xadd(target, {self.field: json.dumps(record), "id": row_id},
                           maxlen=self.maxlen, approximate=self.maxlen is not None)
             await pipe.execute()
         except Exception:
@@ -377,33 +406,62 @@ class RedisStreamSink(Sink):
         return self._client
 
     async def _pre_commit(self) -> Any:
-        last = await self._connection().xrevrange(self.stream, count=1)
-        entry = last[0][0] if last else b"0-0"
-        return {"last_id": entry.decode() if isinstance(entry, bytes) else str(entry)}
+        client = self._connection()
+        last_ids: dict[str, str] = {}
+        for stream in self.streams:
+            last = await client.xrevrange(stream, count=1)
+            entry = last[0][0] if last else b"0-0"
+            last_ids[stream] = entry.decode() if isinstance(entry, bytes) else str(entry)
+        if self.partitions is None:
+            return {"last_id": last_ids[self.stream]}
+        return {"last_ids": last_ids}
 
     async def recover(self, state: Any) -> None:
-        """Delete the entries written after the checkpoint's last entry."""
+        """Delete the entries written after the checkpoint's last entry (of each partition)."""
         if state is None:
             return
+        last_ids = state.get("last_ids") or {self.stream: state["last_id"]}
         client = self._connection()
-        removed = 0
-        while True:
-            after = await client.xrange(self.stream, min=f"({state['last_id']}", count=1000)
-            if not after:
-                break
-            removed += await client.xdel(self.stream, *[entry for entry, _ in after])
-        if removed:
-            log.warning("sink %r deleted %d entries of %r written after the checkpoint",
-                        self.name, removed, self.stream)
+        for stream, last_id in last_ids.items():
+            removed = 0
+            while True:
+                after = await client.xrange(stream, min=f"({last_id}", count=1000)
+                if not after:
+                    break
+                removed += await client.xdel(stream, *[entry for entry, _ in after])
+            if removed:
+                log.warning("sink %r deleted %d entries of %r written after the checkpoint",
+                            self.name, removed, stream)
 
 
 def to_redis_stream(frame: StreamingFrame, stream: str, url: str = "redis://127.0.0.1:6379/0",
                     *, field: str = "data", maxlen: int | None = None,
+                    partitions: int | None = None, key: str | None = None,
                     password: str | None = None, password_env: str | None = None,
                     name: str | None = None, **options: Any) -> RedisStreamSink:
     """Append every row to a Redis stream as a JSON record in ``field``.
 
     ``rtnb.sources.redis_stream`` reads it back; ``maxlen`` trims the stream (approximately).
+    Each entry also carries ``id``, the row's id (:meth:`Sink.row_ids`), the same on a retry
+    and in every run.
+
+    Parameters
+    ----------
+    partitions
+        Write the N streams ``{stream}:0`` .. ``{stream}:{N-1}``: each row goes to
+        ``{stream}:{rtnb.partition_of(row[key], N)}`` (Kafka's default partitioner), so
+        every row of a key lands in the same partition, where
+        ``rtnb.sources.redis_stream(stream, partitions=N)`` reads them. Needs ``key``. A row
+        whose key is missing (None, NaN) is a ``SchemaError``. Ids, retries, spool and
+        checkpoints (each partition's last entry) as for one stream.
+    key
+        The column that picks a row's partition (with ``partitions`` only).
+
+    Raises
+    ------
+    ConfigError
+        ``partitions`` not a positive int, ``key`` missing, not a column of the frame or
+        given without ``partitions``.
 
     Examples
     --------
@@ -411,7 +469,30 @@ def to_redis_stream(frame: StreamingFrame, stream: str, url: str = "redis://127.
     >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"x": pd.Series([], dtype=float)}))
     >>> rtnb.sinks.to_redis_stream(sdf, "alerts")
     <RedisStreamSink 'frame.redis' -> redis://127.0.0.1:6379/0 'alerts'>
+    >>> hosts = rtnb.StreamingFrame(pd.DataFrame({"host": pd.Series([], dtype=str)}))
+    >>> sink = rtnb.sinks.to_redis_stream(hosts, "metrics", partitions=4, key="host")
+    >>> sink.streams
+    ['metrics:0', 'metrics:1', 'metrics:2', 'metrics:3']
     """
+    sink_name = name or f"{frame.name}.redis"
+    if partitions is not None:
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            msg = (f"redis sink {sink_name!r}: `partitions` must be a positive int; "
+                   f"got {partitions!r}")
+            raise ConfigError(msg)
+        if key is None:
+            msg = (f"redis sink {sink_name!r}: partitions={partitions} needs `key`, the column "
+                   f"whose value picks a row's partition (one of {list(frame.columns)!r})")
+            raise ConfigError(msg)
+        if key not in frame.columns:
+            msg = (f"redis sink {sink_name!r}: key {key!r} is not a column of frame "
+                   f"{frame.name!r}; columns {list(frame.columns)!r}")
+            raise ConfigError(msg)
+    elif key is not None:
+        msg = (f"redis sink {sink_name!r}: `key` picks a row's partition and needs "
+               f"`partitions` (e.g. partitions=4, key={key!r})")
+        raise ConfigError(msg)
     return RedisStreamSink(frame, stream, url, field=field, maxlen=maxlen,
+                           partitions=partitions, key=key,
                            password=secret(password, password_env, f"redis sink {stream!r}"),
-                           name=name or f"{frame.name}.redis", **options)
+                           name=sink_name, **options)
