@@ -134,11 +134,12 @@ def mask_url(url: str) -> str:
 
 def tls_context(tls: bool | ssl.SSLContext | None = None, *, ca: str | None = None,
                 cert: str | None = None, key: str | None = None,
-                verify: bool = True) -> ssl.SSLContext | None:
+                verify: bool = True, owner: str | None = None) -> ssl.SSLContext | None:
     """An SSL context from a CA file and an optional client certificate (mutual TLS).
 
     ``tls=None`` with no files gives ``None`` (plain text, or the scheme's default); passing
-    a context returns it unchanged.
+    a context returns it unchanged. A file that cannot be read is a ConfigError naming it
+    (and ``owner``, the node, when given).
 
     Examples
     --------
@@ -146,14 +147,29 @@ def tls_context(tls: bool | ssl.SSLContext | None = None, *, ca: str | None = No
     True
     >>> tls_context(True).verify_mode == ssl.CERT_REQUIRED
     True
+    >>> tls_context(ca="/no/such/ca.pem")
+    Traceback (most recent call last):
+    ...
+    rtnb.errors.ConfigError: the TLS CA file '/no/such/ca.pem' could not be read: ...
     """
     if isinstance(tls, ssl.SSLContext):
         return tls
     if not tls and ca is None and cert is None:
         return None
-    context = ssl.create_default_context(cafile=ca)
+    who = f"{owner}: " if owner else ""
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:  # a missing file, not a certificate
+        msg = f"{who}the TLS CA file {ca!r} could not be read: {exc}"
+        raise ConfigError(msg) from None
     if cert is not None:
-        context.load_cert_chain(cert, key)
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            msg = (f"{who}the TLS client certificate {cert!r}"
+                   + (f" with key {key!r}" if key is not None else "")
+                   + f" could not be loaded: {exc}")
+            raise ConfigError(msg) from None
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

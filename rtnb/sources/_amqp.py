@@ -354,6 +354,7 @@ def amqp(
         url = str(URL(url).with_password(pw))
     source = AmqpSource(
         url, queue=queue, exchange=exchange, routing_key=routing_key, prefetch=prefetch,
-        ssl_context=TlsOptions.of(locals()).context(), name=name, example=schema,
+        ssl_context=TlsOptions.of(locals()).context(owner=f"amqp {name!r}"), name=name,
+        example=schema,
         options=SourceOptions.of(locals()))
     return attach(source, time)

@@ -348,7 +348,7 @@ def kafka(
         raise ConfigError(msg)
     schema = as_example(example, f"kafka {name!r}")
     try:
-        context = TlsOptions.of(locals()).context()
+        context = TlsOptions.of(locals()).context(owner=f"kafka {name!r}")
     except (OSError, ssl.SSLError) as exc:  # a file missing, unreadable, not PEM
         files = ", ".join(f"{k}={v!r}" for k, v in (("ca", ca), ("cert", cert), ("key", key))
                           if v is not None)

@@ -518,7 +518,7 @@ def mqtt(
             not 0 < max_inflight <= 65_535:
         msg = f"mqtt `max_inflight` must be an int in 1..65535; got {max_inflight!r}"
         raise ConfigError(msg)
-    context = TlsOptions.of(locals()).context(default=url_tls)
+    context = TlsOptions.of(locals()).context(default=url_tls, owner=f"mqtt {name!r}")
     source = MqttSource(
         host, port, topics, url=url, qos=qos,
         client_id=client_id or f"rtnb-{name}-{uuid.uuid4().hex[:8]}",

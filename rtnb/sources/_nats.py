@@ -645,7 +645,8 @@ def nats(
                                   or value <= 0):
             msg = f"nats `{arg}` must be a positive int; got {value!r}"
             raise ConfigError(msg)
-    context = TlsOptions.of(locals()).context(default=url.startswith("tls://"))
+    context = TlsOptions.of(locals()).context(default=url.startswith("tls://"),
+                                              owner=f"nats {name!r}")
     source = NatsSource(
         url, subject, stream=stream, durable=durable, deliver=_check_deliver(deliver),
         user=user, password=secret(password, password_env, f"nats {name!r}"),

@@ -210,9 +210,13 @@ class TlsOptions:
         """The TLS options among a source function's arguments (see :meth:`SourceOptions.of`)."""
         return _of(cls, args, given)
 
-    def context(self, *, default: bool = False) -> ssl.SSLContext | None:
-        """The SSL context (``None``: no TLS); ``default``: the URL's scheme asks for TLS."""
-        context = tls_context(self.tls, ca=self.ca, cert=self.cert, key=self.key)
+    def context(self, *, default: bool = False, owner: str | None = None
+                ) -> ssl.SSLContext | None:
+        """The SSL context (``None``: no TLS); ``default``: the URL's scheme asks for TLS.
+
+        ``owner`` (the source, ``"redis_stream 'metrics'"``) is named in a file's error.
+        """
+        context = tls_context(self.tls, ca=self.ca, cert=self.cert, key=self.key, owner=owner)
         if context is None and default:
             context = tls_context(True)
         return context

@@ -468,7 +468,7 @@ def redis_stream(
             partitions, int) or partitions < 1):
         msg = f"redis_stream {name!r}: partitions must be a positive int; got {partitions!r}"
         raise ConfigError(msg)
-    context = TlsOptions.of(locals()).context()
+    context = TlsOptions.of(locals()).context(owner=f"redis_stream {name!r}")
     source = RedisStreamSource(
         url, stream, group=group, consumer=consumer, start=_start_id(start), field=field,
         partitions=partitions,

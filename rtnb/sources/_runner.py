@@ -35,7 +35,7 @@ import pandas as pd
 
 from rtnb import _frames
 from rtnb._net import Backoff
-from rtnb.errors import ConfigError
+from rtnb.errors import ConfigError, SourceError
 from rtnb.sources._coerce import coerce
 from rtnb.sources._decode import Payload, make_decoder
 from rtnb.sources._guard import future_guard
@@ -630,6 +630,11 @@ class BufferedSource:
         self._wake, self._cut = asyncio.Event(), False
         reader = asyncio.ensure_future(self._reader(halt))
         reader.add_done_callback(lambda _: self._wake.set())
+        # a reader cancelled before the run asked it to stop: a client let a cancellation
+        # of its own escape (it is no end of the feed: the run fails, never "finishes")
+        asked = [False]
+        unasked = [False]
+        reader.add_done_callback(lambda t: unasked.__setitem__(0, t.cancelled() and not asked[0]))
         batcher = asyncio.ensure_future(self._batcher(frame, reader))
         stopper = asyncio.ensure_future(stop.wait())
         enough = asyncio.ensure_future(self._enough.wait())
@@ -640,6 +645,7 @@ class BufferedSource:
             halt.set()
             self._wake.set()
             if batcher.done():  # it only ends on its own when the reader did, or on a bug
+                asked[0] = True
                 await self._stop_reader(reader)
                 batcher.result()  # raises the batcher's error
             # Process what is buffered while the reader's connection is still open (acks
@@ -647,11 +653,17 @@ class BufferedSource:
             self._draining = True
             await batcher
             failed = reader.done() and not reader.cancelled() and reader.exception() is not None
-            if self.before_close is not None and not failed:
+            if self.before_close is not None and not failed and not unasked[0]:
                 await self.before_close()
+            asked[0] = True
             await self._stop_reader(reader)
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
+            if unasked[0]:
+                msg = (f"source {self.name!r}: its reader was cancelled while nobody asked it "
+                       f"to stop (its client let a cancellation escape; last error: "
+                       f"{self.stats.last_error or 'none'}); the feed did not end")
+                raise SourceError(msg, source=self.name)
             await self._finish()
         finally:
             self._in_run = False

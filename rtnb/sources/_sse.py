@@ -349,7 +349,8 @@ def sse(
     schema = as_example(example, f"sse {name!r}")
     all_headers = bearer_headers(headers, token, token_env, f"sse {name!r}")
     source = SSESource(
-        url, headers=all_headers, ssl_context=TlsOptions.of(locals()).context(), event=event,
+        url, headers=all_headers,
+        ssl_context=TlsOptions.of(locals()).context(owner=f"sse {name!r}"), event=event,
         last_event_id=last_event_id, max_event_bytes=max_event_bytes, name=name,
         example=schema, options=SourceOptions.of(locals()))
     return attach(source, time)

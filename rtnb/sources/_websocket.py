@@ -204,7 +204,8 @@ def websocket(
         raise SourceError(msg)
     schema = as_example(example, f"websocket {name!r}")
     all_headers = bearer_headers(headers, token, token_env, f"websocket {name!r}")
-    context = TlsOptions.of(locals()).context(default=url.startswith("wss://"))
+    context = TlsOptions.of(locals()).context(default=url.startswith("wss://"),
+                                              owner=f"websocket {name!r}")
     source = WebSocketSource(
         url, headers=all_headers, ssl_context=context,
         ping_interval=None if ping_interval is None else to_ns(ping_interval) / 1e9,

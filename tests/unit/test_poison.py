@@ -257,3 +257,33 @@ def test_a_bug_in_the_batcher_fails_the_source_instead_of_stalling_it(monkeypatc
     assert frame.graph.state == "failed"
     assert isinstance(frame.graph.error, RuntimeError)
     assert "source of 'feed' failed: RuntimeError: bug in the batcher" in caplog.text
+
+
+class Cancelled(Feed):
+    """A client that lets a cancellation of its own task escape (aiokafka's ``stop()`` did):
+    nobody asked the reader to stop."""
+
+    async def _read(self, stop: asyncio.Event) -> None:
+        self._connected()
+        for i, payload in enumerate(self.payloads):
+            await self._put(payload, i)
+        await asyncio.sleep(0.05)
+        raise asyncio.CancelledError
+
+
+def test_a_reader_cancelled_by_its_client_fails_the_source_instead_of_finishing(caplog):
+    """No failure is silent: the run used to end as ``finished`` (nothing said) when a
+    client's own cancellation escaped the reader."""
+    source = Cancelled([json.dumps(good(i)) for i in range(5)])
+    frame = attach(source, "t")
+    out = frame.collect()
+
+    async def scenario() -> None:
+        frame.start()
+        with pytest.raises(rtnb.SourceError, match="source 'feed': its reader was cancelled"):
+            await asyncio.wait_for(frame.wait(), 10)
+
+    asyncio.run(scenario())
+    assert frame.graph.state == "failed"
+    assert isinstance(frame.graph.error, rtnb.SourceError)
+    assert sum(len(b) for b in out) == 5  # what was read before went through
