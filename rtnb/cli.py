@@ -141,17 +141,18 @@ def export(
                    err=True)
 
 
-_SCHEMES = ("redis", "rediss", "nats", "tls", "mqtt", "mqtts", "amqp", "amqps")
+_SCHEMES = ("redis", "rediss", "nats", "tls", "mqtt", "mqtts", "amqp", "amqps", "kafka")
 
 
 @app.command()
 def replay(
     data: Annotated[Path, typer.Argument(help="a .parquet or .csv file of events")],
     to: Annotated[str, typer.Option(
-        help="broker URL: redis://, nats://, mqtt:// or amqp:// (or - for JSON lines on "
-             "stdout)")],
+        help="broker URL: redis://, nats://, mqtt://, amqp:// or kafka://HOST:PORT (or - "
+             "for JSON lines on stdout)")],
     topic: Annotated[str | None, typer.Option(
-        help="Redis stream / NATS subject / MQTT topic / AMQP routing key")] = None,
+        help="Redis stream / NATS subject / MQTT topic / AMQP routing key / Kafka topic")]
+    = None,
     speed: Annotated[float | None, typer.Option(help="multiple of real time (default: as "
                                                      "fast as possible)")] = None,
     time: Annotated[str, typer.Option(help="the event-time column")] = "timestamp",
@@ -163,12 +164,15 @@ def replay(
              "rtnb.partition_of(row[KEY], N), which redis_stream(TOPIC, partitions=N) "
              "reads")] = None,
     key: Annotated[str | None, typer.Option(
-        help="the column whose value picks a row's partition (with --partitions)")] = None,
+        help="the column whose value picks a row's partition (with --partitions; for "
+             "kafka:// the message key, the broker's partitions)")] = None,
 ) -> None:
     """Replay a recorded file into a broker at a multiple of real time (demos, load tests).
 
     ``--partitions 4 --key host`` writes the Redis streams ``TOPIC:0`` .. ``TOPIC:3``, every
     row of a host in the same one (Kafka's default partitioner, ``rtnb.partition_of``).
+    ``--to kafka://HOST:PORT --key host`` makes the host each message's key: the topic's
+    own partitions, chosen by the same partitioner.
     """
     import rtnb
     from rtnb.errors import ConfigError, SourceError
@@ -179,7 +183,8 @@ def replay(
         raise typer.BadParameter(msg)
     scheme = urlsplit(to).scheme if to != "-" else "-"
     if to != "-" and scheme not in _SCHEMES:
-        msg = f"--to must be a redis://, nats://, mqtt:// or amqp:// URL, or -; got {to!r}"
+        msg = (f"--to must be a redis://, nats://, mqtt://, amqp:// or kafka:// URL, or -; "
+               f"got {to!r}")
         raise typer.BadParameter(msg)
     if to != "-" and not topic:
         msg = f"--topic is needed for {scheme}:// (the stream, subject, topic or routing key)"
@@ -195,7 +200,7 @@ def replay(
         if key is None:
             msg = "--partitions needs --key, the column whose value picks a row's partition"
             raise typer.BadParameter(msg)
-    elif key is not None:
+    elif key is not None and scheme != "kafka":
         msg = "--key picks a row's partition and needs --partitions N"
         raise typer.BadParameter(msg)
     try:
@@ -209,6 +214,12 @@ def replay(
         try:
             rtnb.sinks.to_redis_stream(src, str(topic), to, password_env=password_env,
                                        partitions=partitions, key=key)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--key") from exc
+    elif scheme == "kafka":  # kafka://HOST:PORT[,HOST:PORT]: the bootstrap servers
+        try:
+            rtnb.sinks.to_kafka(src, str(topic), to.split("://", 1)[1], key=key,
+                                password_env=password_env)
         except ConfigError as exc:
             raise typer.BadParameter(str(exc), param_hint="--key") from exc
     elif scheme in ("nats", "tls"):

@@ -91,6 +91,7 @@ class KafkaSource(BufferedSource):
         self.retry_on = (OSError, asyncio.TimeoutError, self._errors.KafkaConnectionError)
         self.topic, self.servers, self.group, self.start = topic, servers, group, start
         self.partitions = check_partitions(partitions)
+        self._part_index: dict[int, int] = {}  # partition id -> 0 .. n-1, once assigned
         self._ssl = ssl_context
         self._username, self._password = username, password
         self._consumer: Any = None
@@ -142,6 +143,9 @@ class KafkaSource(BufferedSource):
                 raise SourceError(msg, source=self.name)
             tps = [self._aiokafka.TopicPartition(self.topic, p) for p in wanted]
             consumer.assign(tps)
+            # rows aligned in event time across the partitions (BufferedSource._align)
+            self._part_index = {p: i for i, p in enumerate(wanted)}
+            self.align_partitions = len(wanted) if len(wanted) > 1 else None
         except BaseException:
             await _release(consumer)  # release the client before retrying or giving up
             raise
@@ -211,6 +215,9 @@ class KafkaSource(BufferedSource):
                 done = await consumer.position(tp)
             lag += max(0, end - done)
         self.stats.lag = lag + len(self.buffer)
+
+    def _partition(self, position: Any) -> int:
+        return self._part_index[position[0]]
 
     def resume_acks(self, positions: list[Any]) -> None:
         """Skip the restored barrier's offsets; they are committed once connected."""

@@ -511,6 +511,11 @@ class BufferedSource:
         late_owner = np.zeros(len(items), dtype=bool)
         if len(owner):
             np.logical_or.at(late_owner, owner, times > bound)
+        # a partition goes on in its order: from its first message held back, all its later
+        # ones wait too (an offset-committing broker would otherwise skip the held one)
+        for p in np.unique(part[late_owner]):
+            mine = np.flatnonzero(part == p)
+            late_owner[mine[np.argmax(late_owner[mine]):]] = True
         if not late_owner.any():
             self._aligned = []
             return items, good, good_owner, dead
