@@ -248,6 +248,14 @@ class _Collector:
                                         labels=labels)
                 lag.add_metric([name, src], float(stats.lag))
                 yield lag
+            by_partition = getattr(stats, "partition_lag", None)
+            if by_partition:  # what a KEDA-style autoscaler reads, per partition
+                lags = GaugeMetricFamily(
+                    "rtnb_source_partition_lag", "Broker-reported lag of each partition "
+                    "(messages)", labels=[*labels, "partition"])
+                for partition, value in sorted(by_partition.items()):
+                    lags.add_metric([name, src, partition], float(value))
+                yield lags
         for sink_name, s in snap.sinks.items():
             for field in ("delivered_rows", "undeliverable_rows", "spooled_rows",
                           "failed_attempts"):

@@ -208,13 +208,15 @@ class KafkaSource(BufferedSource):
             msg = (f"source {self.name!r}: no Kafka broker of {self.servers} answered within "
                    f"{PROBE_TIMEOUT_S:g} s ({type(exc).__name__}: {exc})")
             raise self._errors.KafkaConnectionError(msg) from exc
-        lag = 0
+        lags: dict[str, int] = {}
         for tp, end in ends.items():
             done = self._next.get(tp.partition)
             if done is None:
                 done = await consumer.position(tp)
-            lag += max(0, end - done)
-        self.stats.lag = lag + len(self.buffer)
+            lags[f"{self.topic}:{tp.partition}"] = max(0, end - done)
+        self.stats.lag = sum(lags.values()) + len(self.buffer)
+        if len(lags) > 1:
+            self.stats.partition_lag = lags
 
     def _partition(self, position: Any) -> int:
         return self._part_index[position[0]]

@@ -251,7 +251,7 @@ class RedisStreamSource(BufferedSource):
             if merge.empty and merge.all_short and all(c == ">" for c in cursors.values()):
                 self._drained()  # nothing more right now
             polls += 1
-            if polls % 20 == 0:
+            if polls % 20 == 1:  # the first poll too: the lag is known from the start
                 await self._update_lag(client)
 
     async def _update_lag(self, client: Any) -> None:
@@ -262,6 +262,8 @@ class RedisStreamSource(BufferedSource):
                         self.lags[stream] = int(info["lag"])
             if self.lags:
                 self.stats.lag = sum(self.lags.values())
+                if self.partitions is not None:
+                    self.stats.partition_lag = dict(self.lags)
 
     async def _ack(self, positions: list[Any]) -> None:
         if self.group is None or not positions:

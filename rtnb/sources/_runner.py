@@ -74,6 +74,9 @@ class SourceStats:
     reconnects: int = 0
     acked: int = 0
     lag: int | None = None
+    #: A partitioned source's lag by partition (``{"metrics:0": 120, ...}``; ``None``:
+    #: not partitioned or not known yet); ``lag`` is their sum.
+    partition_lag: dict[str, int] | None = None
     connected: bool = False
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)

@@ -167,6 +167,8 @@ class Status:
             "source_reconnects": source.reconnects if source is not None else 0,
             "source_dropped": source.dropped if source is not None else 0,
             "source_lag": source.lag if source is not None else None,
+            "source_partition_lag": getattr(source, "partition_lag", None)
+            if source is not None else None,
             "source_buffer_fill": snap.source_buffer_fill,
             "state": state,
             "error": snap.error,
@@ -219,6 +221,10 @@ class Status:
                                     f"{snap['source_reconnects']} · dropped "
                                     f"{snap['source_dropped']:,}"
                                     + ("" if lag is None else f" · broker lag {lag:,}")))
+            by_partition = snap.get("source_partition_lag")
+            if by_partition:
+                cells.append(("partitions", " · ".join(
+                    f"{p} lag {n:,}" for p, n in sorted(by_partition.items()))))
         body = "".join(
             f'<tr><th style="text-align:left;padding-right:1em">{html.escape(k)}</th>'
             f'<td class="rtnb-status-{k.split()[0]}">{html.escape(str(v))}</td></tr>'

@@ -150,3 +150,43 @@ def test_a_silent_partition_holds_the_others_back_only_for_idle_timeout(
         n="count").reset_index()
     assert per_host.counters.late == 0
     assert_frame_equal_unordered(got[["host", "timestamp", "n"]], expected, check_dtype=False)
+
+
+def test_each_partitions_lag_in_the_stats_the_status_and_prometheus(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
+    """The lag of every partition (what a KEDA-style autoscaler reads): XINFO GROUPS per
+    partition stream, summed in ``stats.lag``, shown in the status and exported as
+    ``rtnb_source_partition_lag{partition=...}``."""
+    import urllib.request
+
+    from rtnb.export import runtime
+
+    parts = produce(shared, stream, rows)
+    src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp", partitions=N,
+                                    group="lag", count=100, max_events=400)
+    src.run()
+    stats = src.source.stats
+    assert stats.partition_lag is not None
+    assert sorted(stats.partition_lag) == [f"{stream}:{p}" for p in range(N)]
+    assert sum(stats.partition_lag.values()) == stats.lag
+    # at most each partition's backlog; read early on (the first poll), some is left
+    for p in range(N):
+        assert 0 <= stats.partition_lag[f"{stream}:{p}"] <= (parts == p).sum()
+    assert stats.lag > 0
+    status = src.status()
+    shown = status.html(status.snapshot())
+    status.close()
+    assert f"{stream}:0 lag {stats.partition_lag[f'{stream}:0']:,}" in shown
+    pipeline = rtnb.Pipeline(src)
+    counts = runtime._Counts(pipeline.frames)
+    server, port = runtime.serve_metrics(pipeline, counts, 0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    for p in range(N):
+        line = next(x for x in text.splitlines() if x.startswith("rtnb_source_partition_lag{")
+                    and f'partition="{stream}:{p}"' in x)
+        assert float(line.rsplit(" ", 1)[1]) == stats.partition_lag[f"{stream}:{p}"]
