@@ -120,6 +120,20 @@ class RedisStreamSource(BufferedSource):
     def _partition(self, position: Any) -> int:
         return self._index[position[0]]
 
+    def _fetchable(self, merge: _Merge) -> list[str]:
+        """The streams to read now: those the merge wants, but none ``max_drift`` ahead.
+
+        A stream left unread for being ahead holds back no release of the others (its next
+        entries are later in event time than anything the others may still send).
+        """
+        wanted = merge.wanted()
+        if self.max_drift_ns is None or self.partitions is None:
+            return wanted
+        ahead = [st for st in wanted if self._ahead(self._index[st])]
+        for st in ahead:
+            merge.short[st] = True
+        return [st for st in wanted if st not in ahead]
+
     def _by_stream(self, positions: list[Any]) -> dict[str, list[str]]:
         """``positions`` grouped by their stream, in order."""
         if self.partitions is None:
@@ -187,9 +201,12 @@ class RedisStreamSource(BufferedSource):
                 last[stream] = self.start
         merge = _Merge(self.streams)
         while not stop.is_set():
-            wanted = merge.wanted()
+            wanted = self._fetchable(merge)
+            if not wanted:  # every stream to read ran too far ahead: the others catch up
+                await asyncio.sleep(0.02)
             reply = await client.xread({st: last[st] for st in wanted}, count=self.count,
-                                       block=self.block_ms if merge.empty else None)
+                                       block=self.block_ms if merge.empty else None) \
+                if wanted else None
             got = _by_key(reply)
             for stream in wanted:
                 entries = got.get(stream, [])
@@ -225,11 +242,14 @@ class RedisStreamSource(BufferedSource):
         merge = _Merge(self.streams)
         polls = 0
         while not stop.is_set():
-            wanted = merge.wanted()
+            wanted = self._fetchable(merge)
+            if not wanted:  # every stream to read ran too far ahead: the others catch up
+                await asyncio.sleep(0.02)
             history = any(cursors[st] != ">" for st in wanted)  # such reads never block
             reply = await client.xreadgroup(
                 self.group, self.consumer, {st: cursors[st] for st in wanted},
-                count=self.count, block=self.block_ms if merge.empty and not history else None)
+                count=self.count, block=self.block_ms if merge.empty and not history else None,
+            ) if wanted else None
             got = _by_key(reply)
             for stream in wanted:
                 entries = got.get(stream, [])
@@ -391,6 +411,7 @@ def redis_stream(
     time: str | None = None,
     partitions: int | None = None,
     idle_timeout: DurationLike = "5s",
+    max_drift: DurationLike | None = None,
     group: str | None = None,
     consumer: str = "rtnb",
     start: str | pd.Timestamp = "0",
@@ -429,6 +450,10 @@ def redis_stream(
         late because another was read ahead (Flink's minimum watermark over its inputs).
     idle_timeout
         With ``partitions``: how long a silent partition holds the others back.
+    max_drift
+        With ``partitions``: how far (in event time) a partition may run ahead of the
+        others before it is no longer read until they catch up; it bounds what the
+        alignment holds back (``None``: only the buffer bounds it).
     url
         ``redis://[user@]host:port/db`` or ``rediss://`` (TLS); a password in the URL is
         never shown, but prefer ``password_env``.
@@ -479,4 +504,6 @@ def redis_stream(
         ssl_context=context, name=name, example=schema, options=SourceOptions.of(locals()))
     if partitions is not None:
         source.idle_timeout_s = to_ns(idle_timeout, name="idle_timeout") / 1e9
+        if max_drift is not None:
+            source.max_drift_ns = to_ns(max_drift, name="max_drift")
     return attach(source, time)

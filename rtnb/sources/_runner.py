@@ -224,6 +224,9 @@ class BufferedSource:
     align_partitions: int | None = None
     #: Seconds without a message after which a partition no longer holds the others back.
     idle_timeout_s: float = 5.0
+    #: Nanoseconds of event time a partition may run ahead of the others before its reader
+    #: stops fetching it (:meth:`_ahead`; ``None``: no limit but the buffer).
+    max_drift_ns: int | None = None
 
     def limit(self, max_events: int) -> None:
         """Stop after ``max_events`` events (the smaller of this and any earlier limit)."""
@@ -282,6 +285,7 @@ class BufferedSource:
         # newest event time (ns) and when it last sent something (monotonic s)
         self._aligned: list[tuple[Payload, Any]] = []
         self._newest: dict[int, int] = {}
+        self._bound: int | None = None  # the last alignment bound (ns), for _ahead
         self._heard: dict[int, float] = {}
         self._aligning_since = 0.0
         #: With deferred acks: set when the broker's delivery window (prefetch, unacked
@@ -314,6 +318,22 @@ class BufferedSource:
     def _partition(self, position: Any) -> int:
         """The partition (``0 .. partitions - 1``) of a message's position."""
         raise NotImplementedError
+
+    def _ahead(self, partition: int) -> bool:
+        """Whether ``partition`` ran more than ``max_drift_ns`` ahead of the alignment bound.
+
+        Readers stop fetching such a partition (the broker keeps its messages) until the
+        others catch up, so what the alignment holds back stays bounded.
+        """
+        drift, bound = self.max_drift_ns, self._bound
+        if drift is None or bound is None:
+            return False
+        newest = self._newest.get(partition)
+        if newest is None:
+            return False
+        # a partition still to be heard from (not idle yet) holds the bound at the start of
+        # time: every partition that sent something is ahead of it
+        return bound <= np.iinfo(np.int64).min or newest - bound > drift
 
     def _window_blocked(self) -> bool:
         """Whether the broker waits for acks before it sends more (deferred acks)."""
@@ -511,6 +531,7 @@ class BufferedSource:
             bound = np.iinfo(np.int64).max
         else:
             bound = min(self._newest.get(p, np.iinfo(np.int64).min) for p in active)
+        self._bound = bound
         late_owner = np.zeros(len(items), dtype=bool)
         if len(owner):
             np.logical_or.at(late_owner, owner, times > bound)

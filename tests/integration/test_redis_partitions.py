@@ -190,3 +190,54 @@ def test_each_partitions_lag_in_the_stats_the_status_and_prometheus(
         line = next(x for x in text.splitlines() if x.startswith("rtnb_source_partition_lag{")
                     and f'partition="{stream}:{p}"' in x)
         assert float(line.rsplit(" ", 1)[1]) == stats.partition_lag[f"{stream}:{p}"]
+
+
+def test_max_drift_bounds_what_the_alignment_holds_back(
+        shared: redis.Redis, stream: str) -> None:
+    """Partitions filled one after another: by entry id the first partition's whole backlog
+    comes first, and the alignment holds all of it back until the others are heard from.
+    With ``max_drift`` a partition that ran ahead is not read until the others catch up, so
+    what is held back stays within the buffer (here 2,000 messages) while windows still
+    equal pandas with no late row; without it, the held backlog grows with the data."""
+    rows = rtnb.datasets.metrics().iloc[:24_000][["timestamp", "host", "cpu"]]
+    rows = rows.assign(seq=np.arange(len(rows), dtype=np.int64)).reset_index(drop=True)
+    parts = produce(shared, stream, rows, one_after_another=True)
+    held: dict[tuple[str | None, bool], int] = {}  # (max_drift, small buffer): most held
+
+    def run(max_drift: str | None, **options: int) -> tuple[pd.DataFrame, int]:
+        src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp",
+                                        partitions=N, group=f"d{max_drift}{len(options)}",
+                                        count=100, max_drift=max_drift, max_events=len(rows),
+                                        **options)
+        source = src.source
+        align = source._align
+        most = [0]
+
+        def watched(*args: object, **kwargs: object) -> object:
+            out = align(*args, **kwargs)  # type: ignore[arg-type]
+            most[0] = max(most[0], len(source._aligned))
+            return out
+
+        source._align = watched  # type: ignore[method-assign]
+        per_host = src.window(rtnb.tumbling("1min"), by="host").agg(n=("cpu", "count"))
+        out = per_host.collect()
+        src.run()
+        held[max_drift, bool(options)] = most[0]
+        return pd.concat(out, ignore_index=True), per_host.counters.late
+
+    expected = rows.groupby(["host", pd.Grouper(key="timestamp", freq="1min")])["cpu"].agg(
+        n="count").reset_index()
+    small = {"buffer": 2_000, "max_batch": 500}
+    for drift, options in ((None, {}), ("30s", small)):
+        got, late = run(drift, **options)
+        got = got.rename(columns={"window_start": "timestamp"})
+        assert late == 0
+        assert_frame_equal_unordered(got[["host", "timestamp", "n"]], expected,
+                                     check_dtype=False)
+    # the same small buffer without max_drift: the held backlog overflows it, everything
+    # held goes on at once, and rows turn late
+    _, late = run(None, **small)
+    assert late > 0
+    first = int((parts == parts.sort_values(kind="stable").iloc[0]).sum())
+    assert held[None, False] >= first // 2  # about the first partition's whole backlog
+    assert held["30s", True] <= 2_000 < held[None, False], held
