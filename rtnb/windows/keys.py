@@ -196,10 +196,10 @@ class _ArrowStringPlan(_Plan):
 
     A batch's keys are probed straight from its Arrow buffers (offsets and UTF-8 bytes) in
     a compiled hash table of the known keys (:mod:`rtnb.windows._key_kernels`): no Python
-    string per row. ~3 us for 100 rows and ~5 us for 1,000, where converting to Python
-    strings and probing them took ~8 and ~25 us (Arrow's ``index_in``, which hashes the
-    known keys again on every call, ~15 us at 1,000). A batch with a null key, or more than
-    one chunk, takes the general path.
+    string per row: ``KeyRegistry.codes`` of a 100-row batch of 100 known hosts took 4.9 us
+    here, 9.7 us when the keys were first converted to Python strings and probed in a
+    pandas hash table. A batch with a null key, or more than one chunk, takes the general
+    path.
     """
 
     def table(self, known: list[Any]) -> Any:
