@@ -1093,7 +1093,7 @@ class DetectorLogic:
         """
         cols = batch.columns
         plan = self._plan
-        if plan is None or (cols is not plan[0] and not cols.equals(plan[0])):
+        if plan is None or not _frames.same_labels(cols, plan[0]):
             on = cols.get_loc(self.on)
             at = cols.get_loc(self.time) if self.time is not None else -1
             if not isinstance(on, int) or not isinstance(at, int):
