@@ -103,6 +103,7 @@ class Graph:
         self._pressure: set[Any] = set()
         self._relieved: asyncio.Event | None = None
         self._source: Any = None
+        self._runner: Any = None
         self._failure: BaseException | None = None  # a sink's or another task's fatal error
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
@@ -227,8 +228,12 @@ class Graph:
         """Whether :meth:`stop` was called for the current run."""
         return self._stop is not None and self._stop.is_set()
 
-    def start(self) -> asyncio.Task[None]:
-        """Run the source as a supervised task on the running loop; see ``frame.start()``."""
+    def start(self, *, runner: Any = None) -> asyncio.Task[None]:
+        """Run the source as a supervised task on the running loop; see ``frame.start()``.
+
+        ``runner``: what runs the source instead of its own ``run(frame, stop)`` (an object
+        with that method: :class:`rtnb.distributed.ClusterRunner` runs it on a cluster).
+        """
         from rtnb.errors import RtnbError
 
         root = self.root
@@ -247,6 +252,7 @@ class Graph:
         for hook in list(START_HOOKS):
             hook(root)
         self._stop = asyncio.Event()
+        self._runner = runner if runner is not None else self._source
         self._task = SourceTask(self._run_source(), loop=loop, name=f"rtnb:{root.name}")
         self._task.add_done_callback(self._supervise)
         return self._task
@@ -254,7 +260,7 @@ class Graph:
     async def _run_source(self) -> None:
         assert self._source is not None and self._stop is not None
         try:
-            await self._source.run(self.root, self._stop)
+            await self._runner.run(self.root, self._stop)
         finally:
             self.close()
 

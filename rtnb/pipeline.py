@@ -7,6 +7,7 @@ graph back as a script that rebuilds it.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import sys
@@ -19,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rtnb import _record
-from rtnb.errors import ConfigError, ExportError
+from rtnb.errors import ConfigError, ExportError, RtnbError
 from rtnb.frame import StreamingFrame, StreamingSeries
 from rtnb.params import Param
 
 if TYPE_CHECKING:
-    import asyncio
 
     from rtnb.graph import Graph
 
@@ -79,6 +79,9 @@ class Pipeline:
                 raise ConfigError(msg)
         self.outputs = list(frames)
         self.name = name or self.root.name
+        #: The :class:`~rtnb.distributed.ClusterRunner` of a run on a cluster (its
+        #: partitions' workers, the Dask dashboard's link), else ``None``.
+        self.runner: Any = None
         self._labels: dict[int, str] = {}
         for label, frame in (labels or {}).items():
             if not isinstance(frame, StreamingFrame) or frame.root is not self.root:
@@ -202,21 +205,61 @@ class Pipeline:
         return PipelineGraph(list(kinds), edges, kinds)
 
     # -- running --------------------------------------------------------------------------
-    def start(self) -> asyncio.Task[None]:
-        """Start the source on the running loop (see :meth:`StreamingFrame.start`)."""
-        return self.root.start()
+    def start(self, *, cluster: Any = None, max_rows: int = 10_000) -> asyncio.Task[None]:
+        """Start the source on the running loop (see :meth:`StreamingFrame.start`).
+
+        With ``cluster`` the pipeline runs on Dask distributed (:mod:`rtnb.distributed`):
+        a ``LocalCluster`` or any cluster object, a ``Client``, a scheduler address
+        (``"tcp://host:8786"``) or ``"local:N"`` (a local cluster of N worker processes,
+        closed at the end). Each partition of the (partitioned) source is read on a worker,
+        which runs the pipeline up to its first window, rolling or detector; windows are
+        merged on this process, where everything after them runs as usual. ``max_rows``:
+        messages a partition reads per step at most.
+        """
+        if cluster is None:
+            return self.root.start()
+        from rtnb.distributed import ClusterRunner
+
+        self.runner = ClusterRunner(self, cluster, max_rows=max_rows)
+        return self.graph.start(runner=self.runner)
 
     def stop(self) -> None:
         """Stop the source after its current batch; the stream then ends (windows flush)."""
         self.root.stop()
 
-    async def arun(self) -> None:
-        """Run the source to its end and wait for views and sinks to finish."""
-        await self.root.arun()
+    async def arun(self, *, cluster: Any = None, max_rows: int = 10_000) -> None:
+        """Run the source to its end and wait for views and sinks to finish.
 
-    def run(self) -> None:
-        """Run the source to its end, blocking (scripts)."""
-        self.root.run()
+        ``cluster``, ``max_rows``: as for :meth:`start`.
+        """
+        self.start(cluster=cluster, max_rows=max_rows)
+        await self.root.wait()
+
+    def run(self, *, cluster: Any = None, max_rows: int = 10_000) -> None:
+        """Run the source to its end, blocking (scripts); ``cluster``: as for :meth:`start`.
+
+        Examples
+        --------
+        >>> import rtnb
+        >>> src = rtnb.sources.replay(rtnb.datasets.metrics_path(), name="metrics",
+        ...                           max_events=1_000)
+        >>> n = src.window(rtnb.tumbling("1min")).agg(n=("cpu", "count"))
+        >>> out = n.collect()
+        >>> rtnb.Pipeline(n).run()
+        >>> sum(int(b["n"].sum()) for b in out)
+        1000
+        """
+        if cluster is None:
+            self.root.run()
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.arun(cluster=cluster, max_rows=max_rows))
+            return
+        msg = ("run() blocks, so it cannot be used inside a running event loop (a notebook): "
+               "use pipeline.start(cluster=...), or `await pipeline.arun(cluster=...)`")
+        raise RtnbError(msg)
 
     def record(self) -> Recording:
         """Keep every batch the source and every node emit from now on (see :class:`Recording`)."""

@@ -106,6 +106,8 @@ class RedisStreamSource(BufferedSource):
         self._skip: set[Any] = set()  # resume_acks(): acknowledged already, never emitted
         self._ack_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._client: Any = None
+        #: The TLS options it was built with (a partition reader on a worker needs them).
+        self.tls_options: TlsOptions | None = None
 
     def __repr__(self) -> str:
         group = f" group {self.group!r}" if self.group else ""
@@ -157,12 +159,27 @@ class RedisStreamSource(BufferedSource):
         return self._redis.from_url(url, **kwargs)
 
     def _payload(self, fields: dict[bytes, bytes]) -> bytes:
-        if self.field is None:
-            return json.dumps({k.decode(): v.decode() for k, v in fields.items()}).encode()
-        value = fields.get(self._field_key)
-        if value is None:
-            return json.dumps({"missing field": self.field}).encode()
-        return value
+        return _payload(fields, self.field, self._field_key)
+
+    def partition_reader(self, partition: int) -> RedisPartitionReader:
+        """A reader of one partition, to run on a Dask worker (:mod:`rtnb.distributed`).
+
+        It is picklable (its connection opens on first use, where it runs) and reads
+        ``{stream}:{partition}`` with blocking calls, as this source's group and consumer.
+        """
+        if self.partitions is None or not 0 <= partition < self.partitions:
+            msg = (f"source {self.name!r} has no partition {partition!r} (partitions="
+                   f"{self.partitions!r})")
+            raise ConfigError(msg)
+        tls = self.tls_options
+        if tls is not None and isinstance(tls.tls, ssl.SSLContext):
+            msg = (f"source {self.name!r}: an ssl.SSLContext cannot be sent to Dask workers; "
+                   "give tls=True with ca=/cert=/key= files to run on a cluster")
+            raise ConfigError(msg)
+        return RedisPartitionReader(
+            url=self.url, stream=self.streams[partition], partition=partition,
+            group=self.group, consumer=self.consumer, start=self.start, field=self.field,
+            password=self._password, tls=tls, owner=self.name)
 
     @property
     def _acking(self) -> asyncio.Lock:
@@ -310,6 +327,125 @@ class RedisStreamSource(BufferedSource):
                         await client.aclose()
 
 
+def _payload(fields: dict[bytes, bytes], field: str | None, field_key: bytes) -> bytes:
+    """The encoded record of a stream entry: its ``field``, or all its fields as JSON."""
+    if field is None:
+        return json.dumps({k.decode(): v.decode() for k, v in fields.items()}).encode()
+    value = fields.get(field_key)
+    if value is None:
+        return json.dumps({"missing field": field}).encode()
+    return value
+
+
+class RedisPartitionReader:
+    """One partition stream of a partitioned :class:`RedisStreamSource`, read blocking.
+
+    Made by :meth:`RedisStreamSource.partition_reader` and sent to a Dask worker, where
+    :meth:`read` opens the connection on first use. With a group it reads this consumer's
+    pending entries first (those a previous run read and never acknowledged), then new
+    ones; :meth:`ack` acknowledges. Without a group it reads on from the last entry id.
+    The password travels inside the pickled reader to the worker (Dask's connections;
+    use TLS between scheduler and workers when that network is not trusted) and is never
+    shown by ``repr``.
+    """
+
+    def __init__(self, *, url: str, stream: str, partition: int, group: str | None,
+                 consumer: str, start: str, field: str | None, password: str | None,
+                 tls: TlsOptions | None, owner: str) -> None:
+        self.url, self.stream, self.partition = url, stream, partition
+        self.group, self.consumer, self.field = group, consumer, field
+        self.owner = owner
+        self._password, self._tls = password, tls
+        self._field_key = b"" if field is None else field.encode()
+        self._cursor = "0" if group is not None else start  # group: pending entries first
+        self._client: Any = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"<RedisPartitionReader {mask_url(self.url)} {self.stream!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"], state["_ready"] = None, False  # a connection stays where it is
+        return state
+
+    def _connect(self) -> Any:
+        redis = require("redis", "redis")
+        kwargs: dict[str, Any] = {"decode_responses": False}
+        if self._password is not None:
+            kwargs["password"] = self._password
+        url = self.url
+        context = None if self._tls is None else self._tls.context(
+            default=url.startswith("rediss://"), owner=f"redis_stream {self.owner!r}")
+        if context is not None and not url.startswith("unix://"):
+            kwargs["connection_class"] = _context_ssl_connection(sync=True)
+            kwargs["rtnb_ssl_context"] = context
+            url = "redis://" + url.split("://", 1)[1]
+        return redis.from_url(url, **kwargs)
+
+    def _open(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        if not self._ready and self.group is not None:
+            from redis.exceptions import ResponseError
+
+            try:
+                self._client.xgroup_create(self.stream, self.group, id=self._start_id(),
+                                           mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._ready = True
+        return self._client
+
+    def _start_id(self) -> str:
+        return self._cursor if self.group is None else "0"
+
+    def read(self, count: int, block_ms: int | None) -> list[tuple[bytes, str]]:
+        """Up to ``count`` entries as ``(payload, entry id)``; waits up to ``block_ms``."""
+        client = self._open()
+        if self.group is None:
+            reply = client.xread({self.stream: self._cursor}, count=count, block=block_ms)
+            entries = _by_key(reply).get(self.stream, [])
+            if entries:
+                self._cursor = entries[-1][0].decode()
+        else:
+            pending = self._cursor != ">"
+            reply = client.xreadgroup(self.group, self.consumer, {self.stream: self._cursor},
+                                      count=count, block=None if pending else block_ms)
+            entries = _by_key(reply).get(self.stream, [])
+            if pending:
+                if entries:
+                    self._cursor = entries[-1][0].decode()
+                else:
+                    self._cursor = ">"
+                    return self.read(count, block_ms)
+        return [(_payload(fields or {}, self.field, self._field_key), eid.decode())
+                for eid, fields in entries]
+
+    def ack(self, ids: list[str]) -> None:
+        """Acknowledge entries to the group (nothing without one)."""
+        if self.group is not None and ids:
+            self._open().xack(self.stream, self.group, *ids)
+
+    def lag(self) -> int | None:
+        """Entries of the partition the group has not delivered yet (``None``: unknown)."""
+        if self.group is None:
+            return None
+        with contextlib.suppress(Exception):
+            for info in self._open().xinfo_groups(self.stream):
+                if info["name"].decode() == self.group and info.get("lag") is not None:
+                    return int(info["lag"])
+        return None
+
+    def close(self) -> None:
+        """Close the connection (a later :meth:`read` opens a new one)."""
+        client, self._client, self._ready = self._client, None, False
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
 def _by_key(reply: Any) -> dict[str, list[Any]]:
     """An XREAD / XREADGROUP reply as ``{stream: entries}``."""
     return {(k.decode() if isinstance(k, bytes) else str(k)): list(es) for k, es in reply or []}
@@ -391,8 +527,20 @@ class _Merge:
             yield best, eid, fields
 
 
-def _context_ssl_connection() -> type:
-    """redis-py's asyncio TLS connection, with an :class:`ssl.SSLContext` given by rtnb."""
+def _context_ssl_connection(*, sync: bool = False) -> type:
+    """redis-py's TLS connection (asyncio, or blocking with ``sync``) with rtnb's context."""
+    if sync:
+        from redis.connection import SSLConnection as SyncSSLConnection
+
+        class SyncContextSSLConnection(SyncSSLConnection):
+            def __init__(self, *, rtnb_ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.rtnb_ssl_context = rtnb_ssl_context
+
+            def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+                return self.rtnb_ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+        return SyncContextSSLConnection
     from redis.asyncio.connection import SSLConnection
 
     class ContextSSLConnection(SSLConnection):
@@ -502,6 +650,7 @@ def redis_stream(
         count=count, block_ms=max(1, to_ns(block) // 1_000_000),
         password=secret(password, password_env, f"redis_stream {name!r}"),
         ssl_context=context, name=name, example=schema, options=SourceOptions.of(locals()))
+    source.tls_options = TlsOptions.of(locals())
     if partitions is not None:
         source.idle_timeout_s = to_ns(idle_timeout, name="idle_timeout") / 1e9
         if max_drift is not None:

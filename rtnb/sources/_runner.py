@@ -77,6 +77,8 @@ class SourceStats:
     #: A partitioned source's lag by partition (``{"metrics:0": 120, ...}``; ``None``:
     #: not partitioned or not known yet); ``lag`` is their sum.
     partition_lag: dict[str, int] | None = None
+    #: On a Dask cluster (:mod:`rtnb.distributed`): the worker reading each partition.
+    partition_worker: dict[str, str] | None = None
     connected: bool = False
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)

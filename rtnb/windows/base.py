@@ -176,6 +176,10 @@ class FrameLayout:
         self._one = {c: BlockPlacement(slice(i, i + 1)) for c, i in at.items()}
         self._sizes: tuple[int, pd.RangeIndex] = (0, pd.RangeIndex(0))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pandas' BlockPlacement does not pickle: a copy is planned again from the names
+        return (FrameLayout, (self.by, self.names[2 + len(self.by):], self.floats, self.ints))
+
     def frame(self, times: npt.NDArray[np.int64], keys: list[Any],
               floats: npt.NDArray[np.float64], ints: npt.NDArray[np.int64],
               others: dict[str, Any]) -> pd.DataFrame:

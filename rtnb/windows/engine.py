@@ -47,6 +47,7 @@ from rtnb.windows.base import (
     FrameLayout,
     KeyedEngine,
     WindowOutput,
+    build_frame,
     restore_attributes,
     time_ns,
     time_values_ns,
@@ -340,7 +341,11 @@ class WindowAggregator(KeyedEngine):
         if t_max != NO_WATERMARK:  # the watermark follows the rows folded into some window
             if t_max > self.max_time:
                 self.max_time = t_max
-            self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+            if not self.held:
+                self._watermark = max(self._watermark,
+                                      self.max_time - self.allowed_lateness_ns)
+        if self.held:  # windows close when the driver says (take_closed)
+            return WindowOutput(None, late)
         if n_done or (track and m_new):
             return WindowOutput(self._close(), late)
         return WindowOutput(None, late)
@@ -432,6 +437,156 @@ class WindowAggregator(KeyedEngine):
                 self._size_table(need)
         return frame
 
+    # -- partitioned execution (rtnb.distributed) -------------------------------------------
+    #: ``True`` for a partition's engine on a Dask worker: the watermark is the driver's
+    #: (:meth:`advance_to`), and closed windows leave as partial states (:meth:`take_closed`)
+    #: that the driver merges with the other partitions' (:meth:`merge_closed`).
+    held = False
+
+    def hold(self) -> None:
+        """Close windows only when told: :meth:`advance_to`, then :meth:`take_closed`.
+
+        A partition's engine folds its rows and marks as late those whose window the
+        driver's watermark (the minimum over the partitions) already closed; its own newest
+        event time (``max_time``) goes to the driver, which computes that watermark.
+        """
+        if self.emit != "final":
+            msg = "a window with emit='update' cannot be split over partitions (use 'final')"
+            raise ValueError(msg)
+        self.held = True
+
+    def advance_to(self, watermark_ns: int) -> None:
+        """Move the watermark to ``watermark_ns`` (never backwards)."""
+        self._watermark = max(self._watermark, watermark_ns)
+
+    def take_closed(self, everything: bool = False) -> dict[str, Any] | None:
+        """The windows the watermark passed (all with ``everything``) as partial states.
+
+        They leave the engine. The partial holds, per closed (key, window): ``start``, the
+        key values (``keys``, one array per ``by`` column), every plain aggregation's state
+        (``states``, as its class lays it out, for :meth:`Aggregation.merge`) and, for exact
+        quantiles, the raw values with their window start and key (``raw_*``).
+
+        Examples
+        --------
+        >>> from rtnb.aggregations import Mean
+        >>> from rtnb.windows.specs import tumbling
+        >>> df = pd.DataFrame({"t": pd.to_datetime(["2026-01-01 00:00:01",
+        ...     "2026-01-01 00:00:02", "2026-01-01 00:00:12"]), "x": [1.0, 3.0, 5.0]})
+        >>> def partition():
+        ...     eng = WindowAggregator(tumbling("10s"), time="t", by=[],
+        ...                            aggs=[AggSpec("mean", "x", Mean())], example=df.iloc[:0])
+        ...     eng.hold()
+        ...     return eng
+        >>> a, b = partition(), partition()
+        >>> _ = a.process(df.iloc[:1]); _ = b.process(df.iloc[1:])
+        >>> for eng in (a, b):  # the driver's watermark: the minimum over the partitions
+        ...     eng.advance_to(pd.Timestamp("2026-01-01 00:00:10").value)
+        >>> merged = a.merge_closed([a.take_closed(), b.take_closed()])
+        >>> merged["window_end"].tolist(), merged["mean"].tolist()
+        ([Timestamp('2026-01-01 00:00:10')], [2.0])
+        >>> b.open_windows  # [00:00:10, 00:00:20) stays open on b
+        1
+        """
+        m, r = self._m, self._r
+        if not m:
+            return None
+        starts = self._slot_start[:m]
+        done = np.ones(m, dtype=bool) if everything else starts + self.size <= self._watermark
+        idx = np.flatnonzero(done)
+        if not len(idx):
+            return None
+        keep = np.flatnonzero(~done)
+        codes = self._slot_key[idx]
+        fused = {id(spec): (kind, c) for spec, kind, c in self._fused_specs}
+        generic = {id(spec): st for spec, st in zip(self._generic, self._gstates, strict=True)}
+        states: list[State] = []
+        for spec in self._plain:
+            if id(spec) in fused:
+                kind, c = fused[id(spec)]
+                states.append(_fused_state(self._fused[:, idx], kind, c))
+            else:
+                states.append({f: v[idx] for f, v in generic[id(spec)].items()})
+        raw_slot = self._raw_slot[:r]
+        raw_done = done[raw_slot]
+        closed_raw = raw_slot[raw_done]
+        partial: dict[str, Any] = {
+            "start": starts[idx].copy(),
+            "keys": {c: self.keys.array(c, codes) for c in self.by},
+            "states": states,
+            "raw_start": self._slot_start[closed_raw],
+            "raw_keys": {c: self.keys.array(c, self._slot_key[closed_raw]) for c in self.by},
+            "raw_values": {c: self._raw_vals[i, :r][raw_done]
+                           for i, c in enumerate(self._raw_columns)},
+        }
+        # pack the open windows (and their raw rows) to the front
+        n_keep = len(keep)
+        self._slot_key[:n_keep] = self._slot_key[keep]
+        self._slot_start[:n_keep] = self._slot_start[keep]
+        self._fused[:, :n_keep] = self._fused[:, keep]
+        for st in self._gstates:
+            for v in st.values():
+                v[:n_keep] = v[keep]
+        if self._track:
+            self._touched_buf[:n_keep] = self._touched_buf[keep]
+        if r:
+            where = np.full(m, -1, dtype=np.int64)
+            where[keep] = np.arange(n_keep)
+            kept_raw = ~raw_done
+            n_raw = int(kept_raw.sum())
+            self._raw_slot[:n_raw] = where[raw_slot[kept_raw]]
+            self._raw_vals[:, :n_raw] = self._raw_vals[:, :r][:, kept_raw]
+            self._r = n_raw
+        self._m = n_keep
+        self._size_table(n_keep + self._most)
+        return partial
+
+    def merge_closed(self, partials: list[dict[str, Any] | None]) -> pd.DataFrame | None:
+        """The windows of several :meth:`take_closed` partials, merged (``None``: none).
+
+        The same (key, window) from several partitions is one row: each aggregation's
+        partial states merged with :meth:`Aggregation.merge` (mean as sum and count,
+        variance by the parallel formula), exact quantiles over the partitions' raw values
+        together. Rows come ordered by (window start, key); columns and dtypes are this
+        engine's output.
+        """
+        parts = [p for p in partials if p is not None and len(p["start"])]
+        if not parts:
+            return None
+        start = np.concatenate([p["start"] for p in parts])
+        columns = {"window_start": start, **{c: _concat([p["keys"][c] for p in parts])
+                                             for c in self.by}}
+        windows = pd.DataFrame(columns, copy=False)
+        groups = np.asarray(windows.groupby(list(columns), sort=True, dropna=False).ngroup(),
+                            dtype=np.intp)
+        n = int(groups.max()) + 1
+        first = np.empty(n, dtype=np.intp)
+        first[groups[::-1]] = np.arange(len(groups) - 1, -1, -1)
+        results: dict[str, Any] = {}
+        for i, spec in enumerate(self._plain):
+            state = concat_states([p["states"][i] for p in parts])
+            results[spec.name] = spec.agg.result(spec.agg.merge(state, groups, n))
+        if self._holistic:
+            unique = windows.iloc[first].reset_index(drop=True)
+            raw = pd.DataFrame({"window_start": np.concatenate([p["raw_start"] for p in parts]),
+                                **{c: _concat([p["raw_keys"][c] for p in parts])
+                                   for c in self.by}}, copy=False)
+            pos = pd.MultiIndex.from_frame(unique).get_indexer(pd.MultiIndex.from_frame(raw)) \
+                if self.by else pd.Index(unique["window_start"]).get_indexer(raw["window_start"])
+            values = {c: np.concatenate([p["raw_values"][c] for p in parts])
+                      for c in self._raw_columns}
+            results.update(self._holistic_from_rows(np.asarray(pos, dtype=np.intp), values, n))
+        out: dict[str, Any] = {
+            "window_start": start[first].view("datetime64[ns]"),
+            "window_end": (start[first] + self.size).view("datetime64[ns]"),
+        }
+        for c in self.by:
+            out[c] = columns[c][first]
+        for spec in self.aggs:
+            out[spec.name] = results[spec.name]
+        self.emitted_total += n
+        return build_frame(out, n)
+
     # -- checkpoints -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """The engine's data state, for a checkpoint (copies; the engine keeps running).
@@ -508,6 +663,13 @@ class WindowAggregator(KeyedEngine):
             self._raw_vals = np.vstack([np.asarray(state["_raw_values"][c], dtype=np.float64)
                                         for c in self._raw_columns])
             self._r = r
+
+
+def _concat(arrays: list[Any]) -> Any:
+    """Key arrays (numpy or pandas extension arrays of one dtype) end to end."""
+    if isinstance(arrays[0], np.ndarray):
+        return np.concatenate(arrays)
+    return type(arrays[0])._concat_same_type(arrays)
 
 
 def _fused_result(fused: npt.NDArray[np.float64], kind: str, c: int,

@@ -12,8 +12,9 @@ import textwrap
 
 import pytest
 
-#: What only plotting needs (Jinja2 came through Bokeh; export loads it when it renders).
-PLOTTING = ("bokeh", "ipywidgets", "IPython", "jupyter_bokeh", "jinja2")
+#: What only plotting needs. Not Jinja2: a dependency of rtnb itself (export templates), and
+#: streamz imports dask.distributed when it is installed (the ``dask`` extra), which loads it.
+PLOTTING = ("bokeh", "ipywidgets", "IPython", "jupyter_bokeh")
 
 _PIPELINE = """
 import pandas as pd

@@ -1,0 +1,38 @@
+"""Scale-out on Dask distributed: a partitioned source's partitions as short Dask tasks.
+
+``pipeline.run(cluster=distributed.LocalCluster(n_workers=2, threads_per_worker=1))`` (or
+``pipeline.start(cluster=...)`` in a notebook) runs a pipeline whose source is partitioned
+(``rtnb.sources.redis_stream(name, partitions=8, group=...)``) on a Dask cluster:
+
+* **Partitions come from the broker**, and each one is read by one worker (partition ``p``
+  on worker ``p mod workers``), which runs the pipeline from the source up to the first
+  stateful node on each path (filters, ``assign``, ``map_batches``, column selections,
+  then the window, rolling or detector): the *split* nodes.
+* **Short tasks, state as futures.** The notebook (or script) is the driver: every tick it
+  submits one step per partition, ``step(task, frontier, max_rows, final) -> task``; the
+  task object (the partition's reader, its position and its split nodes' state) stays on
+  its worker as the future passed to the next step. No long-running task, no actor.
+* **Windows merge on the driver.** A worker's window engine is held: it folds rows but
+  closes no window itself; the driver sends the *frontier* (the minimum newest event time
+  over the partitions that are not idle, Flink's minimum watermark), each engine's
+  watermark is the frontier less its allowed lateness, and the windows it passed leave the
+  workers as partial states (count, sum, min, max, mean as sum and count, variance's
+  moments, exact quantiles' values) merged with each aggregation's ``merge``. A key's rows
+  may be spread over partitions. Everything after the split nodes runs on the driver as in
+  one process: views, alerts, sinks.
+* Session windows, rolling aggregations and detectors run whole on the workers, each for
+  the keys of its partition: their output equals one process's when every key lives in
+  one partition (what a producer partitioning by that key with
+  :func:`rtnb.partition_of` gives).
+* ``idle_timeout`` (the source's) marks a silent partition idle, so it does not hold the
+  frontier back.
+
+What does not run on a cluster yet (each refused with a clear error, or documented): a
+window with ``emit="update"``; a view, sink or ``collect()`` on a frame before the split
+nodes; Param changes after the start do not reach the workers; checkpoints and recovery of
+a lost worker; a source other than a partitioned Redis stream.
+"""
+
+from rtnb.distributed._driver import ClusterLike, ClusterRunner, plan_splits
+
+__all__ = ["ClusterLike", "ClusterRunner", "plan_splits"]

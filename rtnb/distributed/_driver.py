@@ -1,0 +1,427 @@
+"""The driver of a partitioned run: plans the split, submits steps, merges, emits.
+
+See :mod:`rtnb.distributed` for the model. The driver replaces the source's own runner
+(``graph.start(runner=...)``): the graph's lifecycle (stop, pause, failure, close) and
+everything downstream of the split nodes stay as in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time as _time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from rtnb._time import DurationLike, to_ns
+from rtnb.distributed._worker import (
+    SplitPlan,
+    StepOutput,
+    close_task,
+    make_task,
+    step,
+    take_output,
+)
+from rtnb.errors import ConfigError, RtnbError, SourceError
+from rtnb.windows.base import NO_WATERMARK
+
+if TYPE_CHECKING:
+    from rtnb.frame import StatefulFrame, StreamingFrame
+    from rtnb.pipeline import Pipeline
+
+__all__ = ["ClusterLike", "ClusterRunner", "plan_splits"]
+
+log = logging.getLogger(__name__)
+
+#: What ``cluster=`` accepts: a ``distributed`` cluster object (``LocalCluster``, any
+#: ``Cluster``), a ``Client``, a scheduler address (``"tcp://host:8786"``) or ``"local:N"``
+#: / an int N (a ``LocalCluster`` of N single-threaded worker processes, closed at the end).
+ClusterLike = Any
+
+
+@dataclass
+class Split:
+    """A split node on the driver and how it runs on the workers."""
+
+    frame: StatefulFrame
+    prefix: list[tuple[str, Any]]
+    merged: bool
+
+
+def _require_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - the dask extra is part of dev
+        from rtnb.errors import MissingExtraError
+
+        package = "dask.distributed"
+        raise MissingExtraError(package, extra="dask") from exc
+    return distributed
+
+
+def plan_splits(root: StreamingFrame) -> list[Split]:
+    """The split nodes of ``root``'s graph: the first stateful node on each path.
+
+    Everything between the source and a split node (filters, ``assign``, ``map_batches``,
+    column selections) runs on the workers; nothing there may be read on the driver (a
+    view, a sink, ``collect()``), since no row reaches the driver before a split node.
+    """
+    from streamz.core import map as stream_map
+
+    from rtnb.windows.engine import WindowAggregator
+
+    graph = root.graph
+    splits: list[Split] = []
+    prefix_frames: dict[str, StreamingFrame] = {}
+    for node in graph.stateful():
+        chain: list[tuple[str, Any]] = []
+        frame = node.parent
+        upstream_stateful = False
+        while frame is not None and frame is not root:
+            if frame.stateful:
+                upstream_stateful = True
+                break
+            if not isinstance(frame.stream, stream_map) or frame.stream.args or \
+                    frame.stream.kwargs:
+                msg = (f"node {frame.name!r} cannot run on a Dask worker (only filters, "
+                       "assign, map_batches and column selections run there before the "
+                       "first window, rolling or detector)")
+                raise ConfigError(msg)
+            chain.append((frame.name, frame.stream.func))
+            prefix_frames[frame.name] = frame
+            frame = frame.parent
+        if upstream_stateful or frame is None:
+            continue
+        logic: Any = node.logic
+        merged = isinstance(logic, WindowAggregator)
+        if merged and logic.emit != "final":
+            msg = (f"window {node.name!r} has emit='update'; on a cluster windows are merged "
+                   "from the partitions when they close: use emit='final' (the default)")
+            raise ConfigError(msg)
+        splits.append(Split(node, chain[::-1], merged))
+    if not splits:
+        msg = (f"nothing to run on the cluster: no window, rolling or detector follows "
+               f"frame {root.name!r}")
+        raise ConfigError(msg)
+    allowed = {id(f.stream) for f in prefix_frames.values()} | \
+        {id(s.frame.stream) for s in splits}
+    for frame in [root, *prefix_frames.values()]:
+        for down in list(frame.stream.downstreams):
+            if id(down) not in allowed:
+                msg = (f"frame {frame.name!r} runs on the Dask workers, but something on the "
+                       f"driver reads it ({type(down).__name__}: a view, sink or collect()); "
+                       "read the outputs of its windows or detectors instead, or run "
+                       "without a cluster")
+                raise ConfigError(msg)
+    return splits
+
+
+# -- what may travel to the workers ----------------------------------------------------------
+def _series_state(series: Any) -> tuple[Any, ...]:
+    state = dict(series.__dict__, frame=None, code=())
+    return (_rebuild, (type(series), state))
+
+
+def _rebuild(cls: type, state: dict[str, Any]) -> Any:
+    obj: Any = object.__new__(cls)
+    obj.__dict__.update(state)
+    return obj
+
+
+def _refuse_frame(frame: Any) -> Any:
+    msg = (f"a function of the pipeline refers to frame {frame.name!r}, which cannot be sent "
+           "to a Dask worker: compute from the batch the function gets")
+    raise ConfigError(msg)
+
+
+def _pickler() -> Any:
+    """cloudpickle, taught to send expressions without their frame and to refuse frames."""
+    import cloudpickle
+
+    from rtnb.frame import StreamingFrame
+    from rtnb.series import StreamingSeries
+
+    class Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, StreamingSeries):
+                return _series_state(obj)
+            if isinstance(obj, StreamingFrame):
+                _refuse_frame(obj)
+            return super().reducer_override(obj)
+
+    class Dumps:
+        @staticmethod
+        def dumps(obj: Any) -> bytes:
+            buffer = io.BytesIO()
+            Pickler(buffer, protocol=5).dump(obj)
+            return buffer.getvalue()
+
+    return Dumps
+
+
+class ClusterRunner:
+    """Runs a partitioned source's pipeline on a Dask cluster (``graph.start(runner=...)``).
+
+    Parameters
+    ----------
+    pipeline
+        The pipeline (its root's source must be partitioned).
+    cluster
+        See :data:`ClusterLike`.
+    max_rows
+        Messages a partition reads per step at most.
+    tick
+        How long the driver waits before the next steps when the last ones read nothing.
+    """
+
+    def __init__(self, pipeline: Pipeline, cluster: ClusterLike, *, max_rows: int = 10_000,
+                 tick: DurationLike = "50ms") -> None:
+        self.pipeline = pipeline
+        self.root = pipeline.root
+        self.source: Any = self.root.source
+        partitions = getattr(self.source, "partitions", None)
+        if partitions is None or not hasattr(self.source, "partition_reader"):
+            msg = (f"source {getattr(self.source, 'name', self.root.name)!r} is not "
+                   "partitioned: a cluster run needs a partitioned source, e.g. "
+                   "rtnb.sources.redis_stream(name, partitions=8, group=...)")
+            raise ConfigError(msg)
+        if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1:
+            msg = f"max_rows must be a positive int; got {max_rows!r}"
+            raise ConfigError(msg)
+        self.partitions: int = partitions
+        self.cluster = cluster
+        self.max_rows = max_rows
+        self.tick_s = to_ns(tick, name="tick") / 1e9
+        self.splits = plan_splits(self.root)
+        _require_distributed()
+        #: the worker of each partition (addresses), once started
+        self.workers: dict[int, str] = {}
+        #: the event-time frontier (ns): the minimum newest event time over the partitions
+        #: that are not idle
+        self.frontier = NO_WATERMARK
+        #: the Dask dashboard's address, once connected
+        self.dashboard_link: str | None = None
+        self._own_cluster: Any = None
+
+    def __repr__(self) -> str:
+        return (f"<ClusterRunner {self.source.name!r} x{self.partitions} partitions, "
+                f"{len(self.splits)} split node(s)>")
+
+    # -- connection ----------------------------------------------------------------------
+    async def _connect(self) -> Any:
+        distributed = _require_distributed()
+        cluster = self.cluster
+        if isinstance(cluster, str) and cluster.startswith("local:"):
+            cluster = int(cluster.split(":", 1)[1])
+        if isinstance(cluster, int) and not isinstance(cluster, bool):
+            if cluster < 1:
+                msg = f"a local cluster needs at least 1 worker; got {cluster}"
+                raise ConfigError(msg)
+            self._own_cluster = await distributed.LocalCluster(
+                n_workers=cluster, threads_per_worker=1, processes=True, asynchronous=True,
+                host="127.0.0.1", dashboard_address="127.0.0.1:0")
+            address = self._own_cluster.scheduler_address
+        elif isinstance(cluster, str):
+            address = cluster
+        elif isinstance(cluster, distributed.Client):
+            address = cluster.scheduler.address
+        elif hasattr(cluster, "scheduler_address"):
+            address = cluster.scheduler_address
+        else:
+            msg = (f"cluster= takes a dask.distributed cluster or Client, a scheduler address "
+                   f"or 'local:N'; got {type(cluster).__name__}")
+            raise ConfigError(msg)
+        client = await distributed.Client(address, asynchronous=True,
+                                          name=f"rtnb-{self.source.name}")
+        self.dashboard_link = client.dashboard_link
+        return client
+
+    # -- the run -------------------------------------------------------------------------
+    async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
+        """Run until ``stop`` (or ``max_events``); every window closes at the end."""
+        client = await self._connect()
+        futures: dict[int, Any] = {}
+        try:
+            futures = await self._start(client)
+            await self._loop(client, futures, stop)
+        finally:
+            if futures:
+                closing = [client.submit(close_task, f, pure=False,
+                                         workers=[self.workers[p]]) for p, f in futures.items()]
+                try:
+                    await asyncio.wait_for(client.gather(closing, errors="skip"), 10)
+                except Exception as exc:  # the run's own error matters more
+                    log.warning("closing the partitions' connections failed: %s", exc)
+            await client.close()
+            if self._own_cluster is not None:
+                await self._own_cluster.close()
+            self.source.stats.connected = False
+
+    async def _start(self, client: Any) -> dict[int, Any]:
+        info = client.scheduler_info()
+        workers = sorted(info["workers"])
+        if not workers:
+            await client.wait_for_workers(1, timeout=60)
+            workers = sorted(client.scheduler_info()["workers"])
+        pickler = _pickler()
+        src = self.source
+        run = uuid.uuid4().hex[:8]
+        futures: dict[int, Any] = {}
+        for p in range(self.partitions):
+            worker = workers[p % len(workers)]
+            self.workers[p] = worker
+            plans = [SplitPlan(s.frame.name, s.prefix, None, s.merged,
+                               getattr(s.frame.logic, "allowed_lateness_ns", 0))
+                     for s in self.splits]
+            try:
+                blob = pickler.dumps((plans, [s.frame.logic for s in self.splits]))
+            except RtnbError:
+                raise
+            except Exception as exc:
+                msg = (f"the pipeline of {src.name!r} cannot be sent to the Dask workers: "
+                       f"{type(exc).__name__}: {exc}")
+                raise ConfigError(msg) from exc
+            futures[p] = client.submit(
+                _unpack_task, p, src.partition_reader(p), src.decoder, src.example,
+                self.root.time, src.time_unit, src.max_future_ns, blob, workers=[worker],
+                allow_other_workers=False, pure=False, key=f"rtnb-{run}-{p}-start")
+        src.stats.connected = True
+        src.stats.started = _time.monotonic()
+        src.stats.partition_worker = {self._partition_name(p): w
+                                      for p, w in self.workers.items()}
+        return futures
+
+    def _partition_name(self, p: int) -> str:
+        streams = getattr(self.source, "streams", None)
+        return str(streams[p]) if streams is not None else str(p)
+
+    async def _loop(self, client: Any, futures: dict[int, Any], stop: asyncio.Event) -> None:
+        src, graph = self.source, self.root.graph
+        idle_s = float(getattr(src, "idle_timeout_s", 5.0))
+        started = _time.monotonic()
+        heard: dict[int, float] = {}
+        newest: dict[int, int] = {}
+        final = False
+        while not final:
+            await graph.wait_running()
+            remaining = None if src.max_events is None else src.max_events - src.stats.events
+            final = stop.is_set() or (remaining is not None and remaining <= 0)
+            rows = self.max_rows if remaining is None else max(0, min(self.max_rows, remaining))
+            outs: dict[int, Any] = {}
+            for p in range(self.partitions):
+                worker = self.workers[p]
+                futures[p] = client.submit(step, futures[p], self.frontier, rows, final,
+                                           workers=[worker], allow_other_workers=False,
+                                           pure=False)
+                outs[p] = client.submit(take_output, futures[p], workers=[worker],
+                                        allow_other_workers=False, pure=False)
+            results: list[StepOutput] = []
+            for p, fut in outs.items():
+                try:
+                    results.append(await fut)
+                except Exception as exc:
+                    msg = (f"source {src.name!r}: partition {self._partition_name(p)!r} failed "
+                           f"on worker {self.workers[p]}: {type(exc).__name__}: {exc}")
+                    raise SourceError(msg, source=src.name) from exc
+            now = _time.monotonic()
+            read = self._handle(results)
+            for out in results:
+                if out.rows:
+                    heard[out.partition] = now
+                newest[out.partition] = out.max_time
+            self._advance(newest, heard, started, idle_s, now)
+            if not read and not final:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.tick_s)
+                except TimeoutError:
+                    pass
+
+    def _advance(self, newest: dict[int, int], heard: dict[int, float], started: float,
+                 idle_s: float, now: float) -> None:
+        """The frontier: the minimum newest event time over the partitions not idle.
+
+        A partition is idle when it sent no row for ``idle_timeout`` (one never heard from
+        counts from the start of the run); if every partition is idle the frontier stays.
+        """
+        active = [p for p in range(self.partitions)
+                  if now - heard.get(p, started) < idle_s]
+        if not active:
+            return
+        times = [newest.get(p, NO_WATERMARK) for p in active]
+        if NO_WATERMARK in times:
+            return
+        frontier = min(times)
+        if frontier > self.frontier:
+            self.frontier = frontier
+            for split in self.splits:
+                if split.merged:
+                    logic: Any = split.frame.logic
+                    logic.advance_to(frontier - logic.allowed_lateness_ns)
+
+    def _handle(self, results: list[StepOutput]) -> int:
+        """Dead letters, merged windows and rows into the driver's graph; returns rows read."""
+        src, root = self.source, self.root
+        stats = src.stats
+        dead = [d for out in results for d in out.dead]
+        if dead:
+            stats.dead_letters += len(dead)
+            root.dead_letter_messages([d[0] for d in dead], [d[1] for d in dead],
+                                      [d[2] for d in dead], node=src.name)
+        rows = sum(out.rows for out in results)
+        read = sum(out.read for out in results)
+        if rows:
+            stats.events += rows
+            stats.batches += 1
+            root.counters.events += rows
+            root.counters.batches += 1
+        stats.messages += read
+        stats.acked = stats.messages  # each step acknowledges what the previous one read
+        lags = {self._partition_name(out.partition): out.lag for out in results
+                if out.lag is not None}
+        if lags:
+            merged_lag = dict(stats.partition_lag or {})
+            merged_lag.update(lags)
+            stats.partition_lag = merged_lag
+            stats.lag = sum(merged_lag.values())
+        for split in self.splits:
+            name = split.frame.name
+            node = split.frame
+            late = [out.late[name] for out in results if name in out.late]
+            if late:
+                late_rows = pd.concat(late, ignore_index=True)
+                node.counters.late += len(late_rows)
+                try:
+                    late_out = node.late
+                except AttributeError:
+                    late_out = None
+                if late_out is not None:
+                    late_out.stream.emit(late_rows)
+            parts = [out.outputs.get(name) for out in results]
+            if split.merged:
+                logic: Any = node.logic
+                out_rows = logic.merge_closed(parts)
+            else:
+                frames = [p for p in parts if p is not None and len(p)]
+                out_rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else \
+                    (frames[0] if frames else None)
+            if out_rows is not None and len(out_rows):
+                node.counters.batches += 1
+                node.stream.emit(out_rows)
+        return read
+
+
+def _unpack_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
+                 time: str | None, time_unit: Any, max_future_ns: int | None,
+                 blob: bytes) -> Any:
+    """Unpickle the splits' plans and logic copies on the worker, then :func:`make_task`."""
+    import cloudpickle
+
+    plans, logics = cloudpickle.loads(blob)
+    for plan, logic in zip(plans, logics, strict=True):
+        plan.logic = logic
+    return make_task(partition, reader, decoder, example, time, time_unit, max_future_ns,
+                     plans)

@@ -1,0 +1,236 @@
+"""What runs on a Dask worker: one partition's reader, the pipeline's prefix and its state.
+
+A :class:`PartitionTask` is the state of one partition. The driver creates it on a worker
+(:func:`make_task`) and then, every tick, submits :func:`step` with the previous step's
+result: the task object travels as a Dask future from step to step of its partition, on
+the worker that holds it. A step
+
+1. acknowledges what the previous step read (the driver has handled its output),
+2. reads up to ``max_rows`` messages of its partition (without blocking),
+3. decodes and coerces them (bad ones become dead letters with their reason),
+4. runs the stateless nodes between the source and each *split* node (the first stateful
+   node on each path) and the split node's logic: a window engine in held mode, whose
+   windows the driver's watermark closed leave as partial states; any other logic
+   (session windows, rolling, detectors) runs as in one process, for the keys of its
+   partition,
+5. returns the task and a :class:`StepOutput`, small: partials, rows, late rows, dead
+   letters, the partition's newest event time and its lag.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rtnb import _frames
+from rtnb.sources._coerce import TimeUnit, coerce
+from rtnb.sources._guard import future_guard
+from rtnb.windows.base import END_OF_STREAM, NO_WATERMARK
+
+__all__ = ["PartitionTask", "SplitPlan", "StepOutput", "make_task", "step", "take_output"]
+
+
+@dataclass
+class SplitPlan:
+    """How one split node runs on a worker: its prefix and its logic."""
+
+    #: the split node's name on the driver
+    name: str
+    #: ``(frame name, batch function)`` from the source's first derived frame to the split
+    #: node's parent
+    prefix: list[tuple[str, Any]]
+    #: a fresh copy of the node's logic (pickled by Dask)
+    logic: Any
+    #: the logic is a window engine whose closed windows merge on the driver
+    merged: bool
+    #: the engine's allowed lateness (merged only)
+    lateness_ns: int = 0
+
+
+@dataclass
+class StepOutput:
+    """What a step sends back to the driver."""
+
+    partition: int
+    #: messages read and rows that passed decoding
+    read: int = 0
+    rows: int = 0
+    #: the partition's newest event time (ns) so far; ``NO_WATERMARK`` before any
+    max_time: int = NO_WATERMARK
+    #: per split node: a partial (merged nodes) or output rows (others), or ``None``
+    outputs: dict[str, Any] = field(default_factory=dict)
+    #: per split node: late rows, if any
+    late: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: ``(payload, reason, position)`` of every message that became a dead letter
+    dead: list[tuple[Any, str, Any]] = field(default_factory=list)
+    #: entries the broker has not delivered yet (``None``: unknown)
+    lag: int | None = None
+    #: the worker that ran the step
+    worker: str | None = None
+    #: seconds the step took on the worker
+    seconds: float = 0.0
+
+
+class _Clock:
+    """The watermark guard's view of a source: the wall clock and ``max_future``."""
+
+    def __init__(self, max_future_ns: int | None) -> None:
+        self.max_future_ns = max_future_ns
+
+    @staticmethod
+    def event_clock() -> pd.Timestamp:
+        return pd.Timestamp.now("UTC").tz_localize(None)
+
+
+@dataclass
+class PartitionTask:
+    """One partition's reader and state, living on a worker between steps."""
+
+    partition: int
+    reader: Any
+    decoder: Any
+    example: pd.DataFrame
+    time: str | None
+    time_unit: TimeUnit
+    max_future_ns: int | None
+    splits: list[SplitPlan]
+    max_time: int = NO_WATERMARK
+    unacked: list[Any] = field(default_factory=list)
+    output: StepOutput | None = None
+    events: int = 0
+
+    def convert(self, items: list[tuple[Any, Any]]) -> tuple[pd.DataFrame, list[tuple[Any, str,
+                                                                                    Any]]]:
+        """Decode and coerce; the good rows and the dead letters (payload, reason, position)."""
+        payloads = [payload for payload, _ in items]
+        dead: list[tuple[int, str]] = []
+        try:
+            records, owners, dead = self.decoder.decode_batch(payloads)
+            good, bad, reasons = coerce(records, self.example, time_unit=self.time_unit)
+            if reasons:
+                bad_at = np.flatnonzero(bad)
+                dead.extend(zip([owners[j] for j in bad_at], reasons, strict=True))
+                owners = [owners[j] for j in np.flatnonzero(~bad)]
+        except Exception:  # which message(s): found out one by one
+            good, owners, dead = self._convert_each(payloads)
+        good, owners = future_guard(_Clock(self.max_future_ns), self.time, good, owners, dead)
+        dead.sort(key=lambda d: d[0])
+        return good, [(items[i][0], reason, items[i][1]) for i, reason in dead]
+
+    def _convert_each(self, payloads: list[Any]) -> tuple[pd.DataFrame, list[int],
+                                                          list[tuple[int, str]]]:
+        frames: list[pd.DataFrame] = []
+        owners: list[int] = []
+        dead: list[tuple[int, str]] = []
+        for i, payload in enumerate(payloads):
+            try:
+                records, _, failed = self.decoder.decode_batch([payload])
+                good, _, reasons = coerce(records, self.example, time_unit=self.time_unit)
+            except Exception as exc:
+                dead.append((i, f"could not process the message: {type(exc).__name__}: {exc}"))
+                continue
+            dead.extend((i, reason) for _, reason in failed)
+            dead.extend((i, reason) for reason in reasons)
+            if len(good):
+                frames.append(good)
+                owners.extend([i] * len(good))
+        good = pd.concat(frames, ignore_index=True) if frames else \
+            coerce([], self.example, time_unit=self.time_unit)[0]
+        return good, owners, dead
+
+
+def make_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
+              time: str | None, time_unit: TimeUnit, max_future_ns: int | None,
+              splits: list[SplitPlan]) -> PartitionTask:
+    """A partition's task (run on its worker: the logic objects are unpickled there)."""
+    for split in splits:
+        if split.merged:
+            split.logic.hold()
+    return PartitionTask(partition, reader, decoder, example, time, time_unit,
+                         max_future_ns, splits)
+
+
+def step(task: PartitionTask, frontier: int, max_rows: int, final: bool) -> PartitionTask:
+    """One tick of one partition (see the module docstring); returns the task.
+
+    ``frontier`` is the driver's event-time frontier (the minimum newest event time over
+    the partitions that are not idle): a merged engine's watermark is the frontier less
+    its allowed lateness. ``final``: the end of the run: nothing is read, every window
+    closes and every logic flushes.
+    """
+    started = _time.perf_counter()
+    out = StepOutput(task.partition)
+    task.reader.ack(task.unacked)
+    task.unacked = []
+    items = [] if final or max_rows <= 0 else task.reader.read(max_rows, None)
+    out.read = len(items)
+    batch: pd.DataFrame | None = None
+    if items:
+        batch, out.dead = task.convert(items)
+        out.rows = len(batch)
+        task.events += len(batch)
+        if len(batch) and task.time is not None:
+            newest = _frames.times_ns(batch, task.time).max()
+            task.max_time = max(task.max_time, int(newest))
+        task.unacked = [position for _, position in items]
+    cache: dict[str, pd.DataFrame] = {}
+    for split in task.splits:
+        logic = split.logic
+        rows: Any = None
+        if batch is not None and len(batch):
+            part = batch
+            for name, func in split.prefix:
+                hit = cache.get(name)
+                part = hit if hit is not None else func(part)
+                cache[name] = part
+            if split.merged:
+                logic.advance_to(_watermark(frontier, split.lateness_ns))
+            if len(part):
+                result = logic.process(part)
+                if result.late is not None and len(result.late):
+                    out.late[split.name] = result.late
+                rows = None if split.merged else result.rows
+        if split.merged:
+            logic.advance_to(END_OF_STREAM if final else _watermark(frontier, split.lateness_ns))
+            rows = logic.take_closed(everything=final)
+        elif final:
+            flushed = logic.flush().rows
+            rows = flushed if rows is None else pd.concat([rows, flushed], ignore_index=True)
+        if rows is not None:
+            out.outputs[split.name] = rows
+    out.max_time = task.max_time
+    if final:
+        task.reader.ack(task.unacked)
+        task.unacked = []
+    out.lag = task.reader.lag() if final or task.events % 20 == 0 or not items else None
+    out.seconds = _time.perf_counter() - started
+    try:
+        from distributed import get_worker
+
+        out.worker = get_worker().address
+    except (ImportError, ValueError):
+        out.worker = None
+    task.output = out
+    return task
+
+
+def take_output(task: PartitionTask) -> StepOutput:
+    """The output of the task's last step (a small task: only this travels to the driver)."""
+    out = task.output
+    assert out is not None
+    return out
+
+
+def close_task(task: PartitionTask) -> None:
+    """Close the partition's connection."""
+    task.reader.close()
+
+
+def _watermark(frontier: int, lateness_ns: int) -> int:
+    if frontier == NO_WATERMARK:
+        return NO_WATERMARK
+    return frontier - lateness_ns

@@ -1,0 +1,278 @@
+"""Partitioned pipelines on a Dask ``LocalCluster`` (issue 19): each Redis partition read and
+pre-aggregated on a worker, windows merged on the driver. Every result is compared with the
+same pipeline run in one process on the same rows (itself checked against pandas by the
+window and detector property tests), and the tumbling windows with pandas directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from integration_helpers import service_or_skip
+
+import rtnb
+from rtnb.detect import ZScore
+from rtnb.errors import ConfigError, SourceError
+from rtnb.testing import assert_frame_equal_unordered
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+EXAMPLE = {"timestamp": "datetime64[ns]", "host": "str", "cpu": "float64",
+           "latency_ms": "float64", "seq": "int64"}
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    """Two hours of the bundled day (12 hosts), 1 row in 6: ~14,400 real rows, in time order."""
+    df = rtnb.datasets.metrics()
+    df = df[df["timestamp"] < df["timestamp"].min() + pd.Timedelta("2h")].iloc[::6]
+    df = df[["timestamp", "host", "cpu", "latency_ms"]].reset_index(drop=True)
+    return df.assign(seq=np.arange(len(df), dtype=np.int64))
+
+
+@pytest.fixture(scope="module")
+def cluster2() -> Iterator[Any]:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def cluster1() -> Iterator[Any]:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def shared() -> redis.Redis:
+    service_or_skip(6379, "Redis")
+    return redis.Redis(host="127.0.0.1", port=6379)
+
+
+@pytest.fixture
+def stream(shared: redis.Redis) -> Iterator[str]:
+    name = f"rtnb-dask-{uuid.uuid4().hex[:10]}"
+    yield name
+    shared.delete(*[f"{name}:{p}" for p in range(16)])
+
+
+def produce(client: redis.Redis, stream: str, rows: pd.DataFrame, parts: np.ndarray,
+            extra: dict[int, list[bytes]] | None = None) -> None:
+    """Row ``i`` into ``stream:{parts[i]}``, in order; ``extra[p]``: raw payloads appended to
+    partition ``p`` halfway through."""
+    pipe = client.pipeline(transaction=False)
+    half = len(rows) // 2
+    for i, (r, p) in enumerate(zip(rows.itertuples(index=False), parts, strict=True)):
+        if i == half and extra:
+            for q, payloads in extra.items():
+                for payload in payloads:
+                    pipe.xadd(f"{stream}:{q}", {"data": payload})
+        pipe.xadd(f"{stream}:{p}", {"data": json.dumps({
+            "timestamp": r.timestamp.isoformat(), "host": r.host, "cpu": r.cpu,
+            "latency_ms": r.latency_ms, "seq": int(r.seq)})})
+    pipe.execute()
+
+
+def source(stream: str, n: int, partitions: int, **kw: Any) -> rtnb.StreamingFrame:
+    return rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp",
+                                     partitions=partitions, group=f"g{uuid.uuid4().hex[:6]}",
+                                     max_events=n, **kw)
+
+
+def one_process(rows: pd.DataFrame, example: pd.DataFrame,
+                build: Callable[[rtnb.StreamingFrame], list[rtnb.StreamingFrame]],
+                batch: int = 700) -> list[pd.DataFrame]:
+    """The same pipeline in one process, fed the rows in order."""
+    sdf = rtnb.StreamingFrame(example, time="timestamp")
+    outs = [f.collect() for f in build(sdf)]
+    typed = rows.astype(example.dtypes.to_dict())
+    for lo in range(0, len(typed), batch):
+        sdf.emit(typed.iloc[lo:lo + batch].reset_index(drop=True))
+    sdf.close()
+    return [_all(o, f) for o, f in zip(outs, build(rtnb.StreamingFrame(example,
+                                                                     time="timestamp")),
+                                        strict=True)]
+
+
+def _all(batches: list[pd.DataFrame], frame: rtnb.StreamingFrame) -> pd.DataFrame:
+    return pd.concat(batches, ignore_index=True) if batches else frame.example.copy()
+
+
+def windows(sdf: rtnb.StreamingFrame) -> list[rtnb.StreamingFrame]:
+    busy = sdf[sdf["cpu"] > 5].assign(load=lambda df: df["cpu"] * df["latency_ms"])
+    tumbling = busy.window(rtnb.tumbling("1min"), by="host").agg(
+        n=("cpu", "count"), total=("cpu", "sum"), mean=("cpu", "mean"), low=("cpu", "min"),
+        high=("cpu", "max"), sd=("latency_ms", "std"), p90=("latency_ms", "quantile", 0.9),
+        load=("load", "mean"))
+    sliding = sdf.window(rtnb.sliding("5min", "1min"), by="host").agg(
+        n=("cpu", "count"), mean=("latency_ms", "mean"))
+    overall = sdf.window(rtnb.tumbling("10min")).agg(n=("cpu", "count"),
+                                                      high=("latency_ms", "max"))
+    return [tumbling, sliding, overall]
+
+
+def run_on(cluster: Any, outputs: list[rtnb.StreamingFrame], **kw: Any
+           ) -> tuple[rtnb.Pipeline, list[pd.DataFrame]]:
+    got = [f.collect() for f in outputs]
+    pipeline = rtnb.Pipeline(*outputs)
+    pipeline.run(cluster=cluster, **kw)
+    return pipeline, [_all(g, f) for g, f in zip(got, outputs, strict=True)]
+
+
+@pytest.mark.parametrize(("partitions", "workers"), [(1, 1), (4, 2), (8, 1), (8, 2)])
+def test_windows_over_partitions_equal_one_process_and_pandas(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster1: Any, cluster2: Any,
+        partitions: int, workers: int) -> None:
+    # rows spread over the partitions whatever their host: each key's windows are partial
+    # on several workers and merged on the driver
+    parts = rtnb.partition_of(rows["seq"].astype(str), partitions)
+    assert len(set(parts.tolist())) == partitions
+    produce(shared, stream, rows, parts)
+    src = source(stream, len(rows), partitions, count=500)
+    pipeline, got = run_on(cluster1 if workers == 1 else cluster2, windows(src), max_rows=900)
+    want = one_process(rows, src.example, windows)
+    for g, w in zip(got, want, strict=True):
+        assert len(g) and list(g.columns) == list(w.columns)
+        assert g.dtypes.to_dict() == w.dtypes.to_dict()
+        assert_frame_equal_unordered(g, w, rtol=1e-9)
+    # pandas on the whole input: the tumbling minute per host
+    busy = rows[rows["cpu"] > 5]
+    ref = busy.groupby([busy["timestamp"].dt.floor("1min").rename("window_start"),
+                        "host"]).agg(n=("cpu", "count"), mean=("cpu", "mean"),
+                                     p90=("latency_ms", lambda v: v.quantile(0.9)))
+    mine = got[0].set_index(["window_start", "host"])[["n", "mean", "p90"]].sort_index()
+    pd.testing.assert_frame_equal(mine, ref.sort_index(), check_dtype=False, check_names=False,
+                                  rtol=1e-9)
+    stats = src.source.stats
+    assert stats.events == len(rows) and stats.dead_letters == 0
+    assert len(set(stats.partition_worker.values())) == workers
+    assert sorted(stats.partition_worker) == [f"{stream}:{p}" for p in range(partitions)]
+    assert pipeline.runner.workers.keys() == set(range(partitions))
+    assert shared.xinfo_groups(f"{stream}:0")[0]["pending"] == 0  # everything acknowledged
+
+
+def per_key(sdf: rtnb.StreamingFrame) -> list[rtnb.StreamingFrame]:
+    rolling = sdf.rolling("2min", by="host")["latency_ms"].agg("mean", "max")
+    scored = sdf.detect(ZScore("10min"), on="cpu", by="host")
+    sessions = sdf[sdf["cpu"] > 60].window(rtnb.session("30s"), by="host").agg(
+        n=("cpu", "count"), mean=("cpu", "mean"))
+    return [rolling, scored, sessions]
+
+
+def test_rolling_detectors_and_sessions_run_per_partition_of_their_keys(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    parts = rtnb.partition_of(rows["host"], 4)  # a host's rows all in one partition
+    produce(shared, stream, rows, parts)
+    src = source(stream, len(rows), 4, count=300)
+    _, got = run_on(cluster2, per_key(src), max_rows=500)
+    want = one_process(rows, src.example, per_key)
+    for g, w in zip(got, want, strict=True):
+        assert len(g) == len(w) and len(g)
+        assert_frame_equal_unordered(g, w, rtol=1e-9)
+    assert got[1]["is_anomaly"].any()  # the detector saw something to flag
+
+
+def test_malformed_messages_become_dead_letters_and_the_rest_is_exact(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    parts = rtnb.partition_of(rows["seq"].astype(str), 4)
+    bad = [b"{not json", json.dumps({"timestamp": "2026-01-05T00:10:00", "host": "x",
+                                     "cpu": "hot", "latency_ms": 1.0, "seq": 1}).encode()]
+    produce(shared, stream, rows, parts, extra={2: bad})
+    src = source(stream, len(rows), 4)
+    dead = src.dead_letters.collect()
+    _, got = run_on(cluster2, windows(src))
+    want = one_process(rows, src.example, windows)
+    for g, w in zip(got, want, strict=True):
+        assert_frame_equal_unordered(g, w, rtol=1e-9)
+    letters = pd.concat(dead, ignore_index=True)
+    assert len(letters) == 2 and src.source.stats.dead_letters == 2
+    assert letters["dead_letter_raw"].tolist() == [b.decode() if isinstance(
+        letters["dead_letter_raw"].iloc[0], str) else b for b in bad]
+    assert letters["dead_letter_reason"].str.contains("cpu").iloc[1]
+    assert letters["dead_letter_position"].str.len().gt(0).all()
+
+
+def test_an_idle_partition_does_not_hold_windows_back(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    head = rows.iloc[:3_000]
+    produce(shared, stream, head, np.array([p % 3 for p in range(len(head))]))  # 3 of 4
+
+    async def windows_before_stop(idle: str) -> int:
+        src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp",
+                                        partitions=4, idle_timeout=idle)
+        counts = src.window(rtnb.tumbling("1min")).agg(n=("cpu", "count"))
+        out = counts.collect()
+        pipeline = rtnb.Pipeline(counts)
+        pipeline.start(cluster=cluster2)
+        for _ in range(100):  # until the 3 partitions are read
+            await asyncio.sleep(0.1)
+            if src.source.stats.events == len(head):
+                break
+        await asyncio.sleep(1.0)
+        emitted = sum(len(b) for b in out)
+        pipeline.stop()
+        await src.wait()
+        assert sum(int(b["n"].sum()) for b in out) == len(head)  # all there at the end
+        return emitted
+
+    # partition 3 never sends: after idle_timeout the others' time closes windows ...
+    assert asyncio.run(windows_before_stop("300ms")) > 0
+    # ... while a partition not yet idle holds every window open
+    assert asyncio.run(windows_before_stop("1h")) == 0
+
+
+def test_a_node_failing_on_a_worker_fails_the_run_naming_partition_and_node(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    produce(shared, stream, rows.iloc[:2_000], rtnb.partition_of(rows["host"].iloc[:2_000], 4))
+
+    def explode(df: pd.DataFrame) -> pd.DataFrame:
+        if (df["cpu"] > 25).any():
+            msg = "a value over 25"
+            raise ValueError(msg)
+        return df
+
+    src = source(stream, 2_000, 4)
+    counts = src.map_batches(explode, name="explode").window(rtnb.tumbling("1min")).agg(
+        n=("cpu", "count"))
+    with pytest.raises(SourceError, match=r"partition '.*:\d' failed.*explode.*over 25"):
+        rtnb.Pipeline(counts).run(cluster=cluster2)
+    assert src.graph.state == "failed"
+
+
+def test_what_cannot_run_on_a_cluster_is_refused_with_the_reason(
+        stream: str, cluster2: Any) -> None:
+    plain = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp")
+    counts = plain.window(rtnb.tumbling("1min")).agg(n=("cpu", "count"))
+    with pytest.raises(ConfigError, match="not partitioned"):
+        rtnb.Pipeline(counts).start(cluster=cluster2)
+    src = source(stream, 10, 2)
+    live = src.window(rtnb.tumbling("1min"), emit="update").agg(n=("cpu", "count"))
+    with pytest.raises(ConfigError, match="emit='update'"):
+        rtnb.Pipeline(live).start(cluster=cluster2)
+    src = source(stream, 10, 2)
+    busy = src[src["cpu"] > 5]
+    busy.collect()
+    with pytest.raises(ConfigError, match=r"frame 'redis.filter.*' runs on the Dask workers"):
+        rtnb.Pipeline(busy.window(rtnb.tumbling("1min")).agg(n=("cpu", "count"))).start(
+            cluster=cluster2)
+
+
+def test_a_local_cluster_by_name_is_started_and_closed(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
+    head = rows.iloc[:1_000]
+    produce(shared, stream, head, rtnb.partition_of(head["host"], 2))
+    src = source(stream, len(head), 2)
+    counts = src.window(rtnb.tumbling("10min")).agg(n=("cpu", "count"))
+    pipeline, (got,) = run_on("local:1", [counts])
+    assert int(got["n"].sum()) == len(head)
+    assert pipeline.runner.dashboard_link is not None
