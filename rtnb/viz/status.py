@@ -16,6 +16,7 @@ from rtnb.errors import ConfigError
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
+    from rtnb.pipeline import Pipeline
 
 __all__ = ["Status"]
 
@@ -54,6 +55,52 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s * 1e3:,.0f} ms" if s < 10 else f"{s:,.1f} s"
 
 
+class _Markup(str):
+    """A status cell that is HTML already (a link), not text to escape."""
+
+    __slots__ = ()
+
+
+def _link(url: str, text: str) -> str:
+    """``url`` as a link opening in a new tab; anything but http(s) stays plain text.
+
+    Examples
+    --------
+    >>> _link("http://127.0.0.1:8787/status", "Dask dashboard")
+    '<a href="http://127.0.0.1:8787/status" target="_blank" rel="noopener">Dask dashboard</a>'
+    >>> _link("javascript:alert(1)", "x")
+    'javascript:alert(1)'
+    """
+    if not url.startswith(("http://", "https://")):
+        return html.escape(url)
+    return (f'<a href="{html.escape(url, quote=True)}" target="_blank" rel="noopener">'
+            f"{html.escape(text)}</a>")
+
+
+def _partitions(lag: dict[str, int] | None, worker: dict[str, str] | None) -> str:
+    """Each partition's lag and, on a cluster, the worker reading it.
+
+    Examples
+    --------
+    >>> _partitions({"m:0": 1200, "m:1": 0}, {"m:0": "tcp://127.0.0.1:4001",
+    ...                                       "m:1": "tcp://127.0.0.1:4002"})
+    'm:0 lag 1,200 on 127.0.0.1:4001 · m:1 lag 0 on 127.0.0.1:4002'
+    >>> _partitions({"m:0": 5}, None)
+    'm:0 lag 5'
+    >>> _partitions(None, {"m:0": "tcp://127.0.0.1:4001"})
+    'm:0 lag - on 127.0.0.1:4001'
+    """
+    lag, worker = lag or {}, worker or {}
+    parts = []
+    for p in sorted({*lag, *worker}):
+        n = lag.get(p)
+        text = f"{p} lag " + ("-" if n is None else f"{n:,}")
+        if p in worker:
+            text += f" on {worker[p].removeprefix('tcp://')}"
+        parts.append(text)
+    return " · ".join(parts)
+
+
 def _page_lag(views: list[Any]) -> dict[str, Any]:
     """How far the pages showing *views* are behind (the worst document); None: no page acks.
 
@@ -78,8 +125,20 @@ class Status:
     for live feeds, the replay position for replays), late and dead-lettered rows, and the
     fill of the views' queues and of the what-if buffers; for message sources also bytes/s,
     the source buffer's fill, reconnects, dropped messages and the broker's lag where it
-    reports one; once a page acknowledges the plots' updates, how many updates (and Bokeh
-    messages) the page is behind. :meth:`snapshot` returns the same figures as a dict.
+    reports one; for a partitioned source each partition's lag and, when the pipeline runs
+    on a Dask cluster, the worker reading it and a link to the Dask dashboard; once a page
+    acknowledges the plots' updates, how many updates (and Bokeh messages) the page is
+    behind. :meth:`snapshot` returns the same figures as a dict.
+
+    Parameters
+    ----------
+    frame
+        A frame of the pipeline (its root's figures are shown).
+    interval
+        Seconds between refreshes of the widget.
+    pipeline
+        The :class:`~rtnb.Pipeline` of ``frame``, if it runs on a cluster
+        (``pipeline.start(cluster=...)``): its runner's Dask dashboard link is shown.
 
     Examples
     --------
@@ -94,13 +153,19 @@ class Status:
     >>> status.close()
     """
 
-    def __init__(self, frame: StreamingFrame, *, interval: float = 1.0) -> None:
+    def __init__(self, frame: StreamingFrame, *, interval: float = 1.0,
+                 pipeline: Pipeline | None = None) -> None:
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             msg = f"status `interval` must be a positive number of seconds; got {interval!r}"
+            raise ConfigError(msg)
+        if pipeline is not None and getattr(pipeline, "root", None) is not frame.root:
+            msg = (f"status `pipeline` must be the pipeline of frame {frame.name!r} (its "
+                   f"source); got {pipeline!r:.80}")
             raise ConfigError(msg)
         self.frame = frame
         self.root = frame.root
         self.interval = float(interval)
+        self.pipeline = pipeline
         self._samples: deque[tuple[float, int, int]] = deque()
         self._bytes: deque[tuple[float, int]] = deque()
         self._widget: Any = None
@@ -133,6 +198,12 @@ class Status:
         left = (end - position) / rate if rate > 0 and done < 1 else None
         return done, left
 
+    def _dashboard_link(self) -> str | None:
+        """The Dask dashboard of the cluster the pipeline runs on (``None``: not on one)."""
+        runner = None if self.pipeline is None else self.pipeline.runner
+        link = getattr(runner, "dashboard_link", None)
+        return link if isinstance(link, str) and link else None
+
     def snapshot(self) -> dict[str, Any]:
         """The figures the widget shows, as a dict (rates over the last 5 s)."""
         snap = metrics.snapshot(self.root.graph)
@@ -161,6 +232,7 @@ class Status:
         graph = self.root.graph
         progress, eta = self._progress(rate_in)
         return {
+            "dashboard_link": self._dashboard_link(),
             "progress": progress,
             "eta_s": eta,
             "source_bytes_per_s": (bytes_in - self._bytes[0][1]) / b_span if b_span > 0 else 0.0,
@@ -168,6 +240,8 @@ class Status:
             "source_dropped": source.dropped if source is not None else 0,
             "source_lag": source.lag if source is not None else None,
             "source_partition_lag": getattr(source, "partition_lag", None)
+            if source is not None else None,
+            "source_partition_worker": getattr(source, "partition_worker", None)
             if source is not None else None,
             "source_buffer_fill": snap.source_buffer_fill,
             "state": state,
@@ -222,12 +296,16 @@ class Status:
                                     f"{snap['source_dropped']:,}"
                                     + ("" if lag is None else f" · broker lag {lag:,}")))
             by_partition = snap.get("source_partition_lag")
-            if by_partition:
-                cells.append(("partitions", " · ".join(
-                    f"{p} lag {n:,}" for p, n in sorted(by_partition.items()))))
+            workers = snap.get("source_partition_worker")
+            if by_partition or workers:
+                cells.append(("partitions", _partitions(by_partition, workers)))
+        link = snap.get("dashboard_link")
+        if link:
+            cells.append(("dashboard", _Markup(_link(link, f"Dask dashboard ({link})"))))
         body = "".join(
             f'<tr><th style="text-align:left;padding-right:1em">{html.escape(k)}</th>'
-            f'<td class="rtnb-status-{k.split()[0]}">{html.escape(str(v))}</td></tr>'
+            f'<td class="rtnb-status-{k.split()[0]}">'
+            f"{v if isinstance(v, _Markup) else html.escape(str(v))}</td></tr>"
             for k, v in cells)
         page_lag = snap["page_lag_messages"]
         return (f'<div class="rtnb-status-summary">{html.escape(self.summary(snap))}</div>'
