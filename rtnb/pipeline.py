@@ -205,7 +205,7 @@ class Pipeline:
         return PipelineGraph(list(kinds), edges, kinds)
 
     # -- running --------------------------------------------------------------------------
-    def start(self, *, cluster: Any = None, max_rows: int = 10_000) -> asyncio.Task[None]:
+    def start(self, *, cluster: Any = None, **options: Any) -> asyncio.Task[None]:
         """Start the source on the running loop (see :meth:`StreamingFrame.start`).
 
         With ``cluster`` the pipeline runs on Dask distributed (:mod:`rtnb.distributed`):
@@ -213,29 +213,33 @@ class Pipeline:
         (``"tcp://host:8786"``) or ``"local:N"`` (a local cluster of N worker processes,
         closed at the end). Each partition of the (partitioned) source is read on a worker,
         which runs the pipeline up to its first window, rolling or detector; windows are
-        merged on this process, where everything after them runs as usual. ``max_rows``:
-        messages a partition reads per step at most.
+        merged on this process, where everything after them runs as usual. ``options`` go
+        to :class:`~rtnb.distributed.ClusterRunner` (``max_rows``, ``tick``,
+        ``checkpoint_every``).
         """
         if cluster is None:
+            if options:
+                msg = f"options {sorted(options)!r} are for a run with cluster=..."
+                raise ConfigError(msg)
             return self.root.start()
         from rtnb.distributed import ClusterRunner
 
-        self.runner = ClusterRunner(self, cluster, max_rows=max_rows)
+        self.runner = ClusterRunner(self, cluster, **options)
         return self.graph.start(runner=self.runner)
 
     def stop(self) -> None:
         """Stop the source after its current batch; the stream then ends (windows flush)."""
         self.root.stop()
 
-    async def arun(self, *, cluster: Any = None, max_rows: int = 10_000) -> None:
+    async def arun(self, *, cluster: Any = None, **options: Any) -> None:
         """Run the source to its end and wait for views and sinks to finish.
 
-        ``cluster``, ``max_rows``: as for :meth:`start`.
+        ``cluster``, ``options``: as for :meth:`start`.
         """
-        self.start(cluster=cluster, max_rows=max_rows)
+        self.start(cluster=cluster, **options)
         await self.root.wait()
 
-    def run(self, *, cluster: Any = None, max_rows: int = 10_000) -> None:
+    def run(self, *, cluster: Any = None, **options: Any) -> None:
         """Run the source to its end, blocking (scripts); ``cluster``: as for :meth:`start`.
 
         Examples
@@ -249,13 +253,13 @@ class Pipeline:
         >>> sum(int(b["n"].sum()) for b in out)
         1000
         """
-        if cluster is None:
+        if cluster is None and not options:
             self.root.run()
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(self.arun(cluster=cluster, max_rows=max_rows))
+            asyncio.run(self.arun(cluster=cluster, **options))
             return
         msg = ("run() blocks, so it cannot be used inside a running event loop (a notebook): "
                "use pipeline.start(cluster=...), or `await pipeline.arun(cluster=...)`")

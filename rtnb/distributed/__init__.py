@@ -25,12 +25,25 @@
   one partition (what a producer partitioning by that key with
   :func:`rtnb.partition_of` gives).
 * ``idle_timeout`` (the source's) marks a silent partition idle, so it does not hold the
-  frontier back.
+  frontier back; when every partition is idle (caught up), the frontier is the minimum
+  over those that ever sent a row.
+* **A lost worker loses and repeats nothing.** Every ``checkpoint_every`` (2 s) each step
+  snapshots its split nodes' state into its output, which the driver keeps; a partition's
+  entries are acknowledged only once a checkpoint holds them. A partition whose worker
+  dies (the scheduler drops it, or Dask reports its task lost) is rebuilt on a live worker
+  from its checkpoint and re-reads its unacknowledged entries: those whose output the
+  driver had handled only rebuild the state; windows merge only in a tick where every
+  partition's part is in (the survivors' parts wait meanwhile).
+* **Scaling**: about every second the driver looks at the workers; partition ``p`` goes to
+  live worker ``p mod n`` (Dask moves its task object there), so ``cluster.scale(n)``
+  mid-run moves partitions without changing the output.
 
 What does not run on a cluster yet (each refused with a clear error, or documented): a
 window with ``emit="update"``; a view, sink or ``collect()`` on a frame before the split
-nodes; Param changes after the start do not reach the workers; checkpoints and recovery of
-a lost worker; a source other than a partitioned Redis stream.
+nodes; Param changes after the start do not reach the workers; the driver's checkpoints
+are in its memory (a driver that dies restarts from the broker's acknowledged entries, and
+state on the driver is not written to ``--checkpoint``); a source other than a partitioned
+Redis stream.
 """
 
 from rtnb.distributed._driver import ClusterLike, ClusterRunner, plan_splits

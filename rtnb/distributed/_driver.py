@@ -11,7 +11,6 @@ import asyncio
 import io
 import logging
 import time as _time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -176,10 +175,14 @@ class ClusterRunner:
         Messages a partition reads per step at most.
     tick
         How long the driver waits before the next steps when the last ones read nothing.
+    checkpoint_every
+        How often the partitions' state is checkpointed (kept by the driver): a partition
+        whose worker dies is rebuilt from it on another worker and re-reads what came after
+        it, so its output loses and repeats nothing.
     """
 
     def __init__(self, pipeline: Pipeline, cluster: ClusterLike, *, max_rows: int = 10_000,
-                 tick: DurationLike = "50ms") -> None:
+                 tick: DurationLike = "50ms", checkpoint_every: DurationLike = "2s") -> None:
         self.pipeline = pipeline
         self.root = pipeline.root
         self.source: Any = self.root.source
@@ -205,7 +208,20 @@ class ClusterRunner:
         self.frontier = NO_WATERMARK
         #: the Dask dashboard's address, once connected
         self.dashboard_link: str | None = None
+        #: seconds between checkpoints of the partitions' state (what a lost worker's
+        #: partitions are rebuilt from; entries are acknowledged once a checkpoint holds them)
+        self.checkpoint_s = to_ns(checkpoint_every, name="checkpoint_every") / 1e9
+        #: partitions rebuilt after their worker was lost
+        self.recoveries = 0
+        #: ticks run (one step per partition each) and the tick of the last checkpoint
+        self.ticks = 0
+        self.checkpoint_tick: int | None = None
         self._own_cluster: Any = None
+        self._blob = b""
+        self._snapshots: dict[int, dict[str, Any]] = {}
+        self._handled: dict[int, Any] = {}
+        self._stash: dict[str, list[Any]] = {}
+        self._complete_frontier = NO_WATERMARK
 
     def __repr__(self) -> str:
         return (f"<ClusterRunner {self.source.name!r} x{self.partitions} partitions, "
@@ -261,39 +277,46 @@ class ClusterRunner:
                 await self._own_cluster.close()
             self.source.stats.connected = False
 
-    async def _start(self, client: Any) -> dict[int, Any]:
-        info = client.scheduler_info()
-        workers = sorted(info["workers"])
+    async def _live_workers(self, client: Any) -> list[str]:
+        """The workers the scheduler knows now (waits up to a minute for one)."""
+        info = await client.scheduler.identity()
+        workers = sorted(info.get("workers", {}))
         if not workers:
             await client.wait_for_workers(1, timeout=60)
-            workers = sorted(client.scheduler_info()["workers"])
-        pickler = _pickler()
+            workers = sorted((await client.scheduler.identity()).get("workers", {}))
+        return workers
+
+    async def _start(self, client: Any) -> dict[int, Any]:
         src = self.source
-        run = uuid.uuid4().hex[:8]
-        futures: dict[int, Any] = {}
-        for p in range(self.partitions):
-            worker = workers[p % len(workers)]
-            self.workers[p] = worker
-            plans = [SplitPlan(s.frame.name, s.prefix, None, s.merged,
-                               getattr(s.frame.logic, "allowed_lateness_ns", 0))
-                     for s in self.splits]
-            try:
-                blob = pickler.dumps((plans, [s.frame.logic for s in self.splits]))
-            except RtnbError:
-                raise
-            except Exception as exc:
-                msg = (f"the pipeline of {src.name!r} cannot be sent to the Dask workers: "
-                       f"{type(exc).__name__}: {exc}")
-                raise ConfigError(msg) from exc
-            futures[p] = client.submit(
-                _unpack_task, p, src.partition_reader(p), src.decoder, src.example,
-                self.root.time, src.time_unit, src.max_future_ns, blob, workers=[worker],
-                allow_other_workers=False, pure=False, key=f"rtnb-{run}-{p}-start")
+        workers = await self._live_workers(client)
+        plans = [SplitPlan(s.frame.name, s.prefix, None, s.merged,
+                           getattr(s.frame.logic, "allowed_lateness_ns", 0))
+                 for s in self.splits]
+        try:
+            self._blob = _pickler().dumps((plans, [s.frame.logic for s in self.splits]))
+        except RtnbError:
+            raise
+        except Exception as exc:
+            msg = (f"the pipeline of {src.name!r} cannot be sent to the Dask workers: "
+                   f"{type(exc).__name__}: {exc}")
+            raise ConfigError(msg) from exc
+        futures = {p: self._submit_task(client, p, workers[p % len(workers)])
+                   for p in range(self.partitions)}
         src.stats.connected = True
         src.stats.started = _time.monotonic()
-        src.stats.partition_worker = {self._partition_name(p): w
-                                      for p, w in self.workers.items()}
         return futures
+
+    def _submit_task(self, client: Any, p: int, worker: str) -> Any:
+        """Create partition ``p``'s task on ``worker``, from its checkpoint if it has one."""
+        src = self.source
+        self.workers[p] = worker
+        self.source.stats.partition_worker = {self._partition_name(q): w
+                                              for q, w in sorted(self.workers.items())}
+        return client.submit(
+            _unpack_task, p, src.partition_reader(p), src.decoder, src.example,
+            self.root.time, src.time_unit, src.max_future_ns, self._blob,
+            self._snapshots.get(p), self._handled.get(p), self._complete_frontier,
+            workers=[worker], allow_other_workers=False, pure=False)
 
     def _partition_name(self, p: int) -> str:
         streams = getattr(self.source, "streams", None)
@@ -306,49 +329,146 @@ class ClusterRunner:
         heard: dict[int, float] = {}
         newest: dict[int, int] = {}
         final = False
+        last_checkpoint = last_look = _time.monotonic()
         while not final:
             await graph.wait_running()
+            now = _time.monotonic()
+            if now - last_look >= 1.0:  # workers joined or left: partitions move
+                last_look = now
+                await self._rebalance(client)
             remaining = None if src.max_events is None else src.max_events - src.stats.events
             final = stop.is_set() or (remaining is not None and remaining <= 0)
             rows = self.max_rows if remaining is None else max(0, min(self.max_rows, remaining))
+            checkpoint = now - last_checkpoint >= self.checkpoint_s
+            if checkpoint:
+                last_checkpoint = now
+            self.ticks += 1
             outs: dict[int, Any] = {}
+            used = self.frontier
             for p in range(self.partitions):
                 worker = self.workers[p]
-                futures[p] = client.submit(step, futures[p], self.frontier, rows, final,
-                                           workers=[worker], allow_other_workers=False,
-                                           pure=False)
+                futures[p] = client.submit(step, futures[p], used, rows, final,
+                                           checkpoint, workers=[worker],
+                                           allow_other_workers=False, pure=False)
                 outs[p] = client.submit(take_output, futures[p], workers=[worker],
                                         allow_other_workers=False, pure=False)
-            results: list[StepOutput] = []
-            for p, fut in outs.items():
-                try:
-                    results.append(await fut)
-                except Exception as exc:
-                    msg = (f"source {src.name!r}: partition {self._partition_name(p)!r} failed "
-                           f"on worker {self.workers[p]}: {type(exc).__name__}: {exc}")
-                    raise SourceError(msg, source=src.name) from exc
+            results, lost = await self._outputs(client, outs)
             now = _time.monotonic()
-            read = self._handle(results)
+            # windows merge once every partition's part of them is in: not in a tick where
+            # a partition was lost or is still re-reading (their parts wait in the stash)
+            complete = not lost and not any(out.replaying for out in results)
+            read = self._handle(results, complete)
+            if complete:
+                self._complete_frontier = used
             for out in results:
-                if out.rows:
+                if out.rows or out.replaying:
                     heard[out.partition] = now
                 newest[out.partition] = out.max_time
+                if out.position is not None:
+                    self._handled[out.partition] = out.position
+                if out.snapshot is not None:
+                    self._snapshots[out.partition] = out.snapshot
+                    self.checkpoint_tick = self.ticks
+            if lost:
+                await self._recover(client, futures, outs, lost)
+                for p in lost:
+                    heard[p] = now  # a partition being rebuilt is not idle
+                final = False  # the rebuilt partitions still have to finish
             self._advance(newest, heard, started, idle_s, now)
-            if not read and not final:
+            if not read and not final and not lost:
                 try:
                     await asyncio.wait_for(stop.wait(), self.tick_s)
                 except TimeoutError:
                     pass
+
+    async def _outputs(self, client: Any, outs: dict[int, Any]
+                       ) -> tuple[list[StepOutput], set[int]]:
+        """The steps' outputs, and the partitions whose worker was lost on the way.
+
+        A step that raised fails the run (the error names the partition and its worker); a
+        step whose worker died (the scheduler no longer has it, or Dask reports the task
+        lost) is a lost partition, rebuilt from its checkpoint by :meth:`_recover`.
+        """
+        distributed = _require_distributed()
+        src = self.source
+        waiting = {p: asyncio.ensure_future(_result(fut)) for p, fut in outs.items()}
+        results: list[StepOutput] = []
+        lost: set[int] = set()
+        try:
+            while waiting:
+                done, _ = await asyncio.wait(waiting.values(), timeout=0.5)
+                for p, waiter in list(waiting.items()):
+                    if waiter not in done:
+                        continue
+                    del waiting[p]
+                    exc = None if waiter.cancelled() else waiter.exception()
+                    if exc is None and not waiter.cancelled():
+                        results.append(waiter.result())
+                    elif waiter.cancelled() or isinstance(exc, _lost_errors(distributed)):
+                        lost.add(p)
+                    else:
+                        msg = (f"source {src.name!r}: partition {self._partition_name(p)!r} "
+                               f"failed on worker {self.workers[p]}: {type(exc).__name__}: "
+                               f"{exc}")
+                        raise SourceError(msg, source=src.name) from exc
+                if waiting:
+                    alive = set((await client.scheduler.identity()).get("workers", {}))
+                    for p in list(waiting):
+                        if self.workers[p] not in alive:
+                            waiting.pop(p).cancel()
+                            lost.add(p)
+        finally:
+            for waiter in waiting.values():
+                waiter.cancel()
+        return results, lost
+
+    async def _recover(self, client: Any, futures: dict[int, Any], outs: dict[int, Any],
+                       lost: set[int]) -> None:
+        """Rebuild the lost partitions' tasks on live workers from their checkpoints.
+
+        Each re-reads its unacknowledged entries (all of them since the checkpoint, which
+        acknowledged what it covered): those up to the last position whose output this
+        driver handled only rebuild the state; the rest is processed as new.
+        """
+        await client.cancel([futures[p] for p in lost] + [outs[p] for p in lost], force=True)
+        workers = await self._live_workers(client)
+        for p in sorted(lost):
+            gone = self.workers[p]
+            worker = workers[p % len(workers)]
+            self.recoveries += 1
+            age = "no checkpoint yet: from the start" if p not in self._snapshots else \
+                "its last checkpoint"
+            log.warning("partition %r was lost with worker %s; rebuilt on %s from %s, "
+                        "re-reading its unacknowledged entries", self._partition_name(p),
+                        gone, worker, age)
+            futures[p] = self._submit_task(client, p, worker)
+
+    async def _rebalance(self, client: Any) -> None:
+        """Partition ``p`` goes to live worker ``p mod n`` (Dask moves its task there)."""
+        workers = await self._live_workers(client)
+        for p in range(self.partitions):
+            target = workers[p % len(workers)]
+            if self.workers.get(p) != target and self.workers.get(p) in workers:
+                self.workers[p] = target
+            elif self.workers.get(p) not in workers:
+                continue  # lost: the next step notices and rebuilds it
+        self.source.stats.partition_worker = {self._partition_name(q): w
+                                              for q, w in sorted(self.workers.items())}
 
     def _advance(self, newest: dict[int, int], heard: dict[int, float], started: float,
                  idle_s: float, now: float) -> None:
         """The frontier: the minimum newest event time over the partitions not idle.
 
         A partition is idle when it sent no row for ``idle_timeout`` (one never heard from
-        counts from the start of the run); if every partition is idle the frontier stays.
+        counts from the start of the run). When every partition is idle (the sources are
+        caught up), the minimum over those that ever sent a row: a partition never heard
+        from holds nothing back once idle.
         """
         active = [p for p in range(self.partitions)
                   if now - heard.get(p, started) < idle_s]
+        if not active:
+            active = [p for p in range(self.partitions)
+                      if newest.get(p, NO_WATERMARK) != NO_WATERMARK]
         if not active:
             return
         times = [newest.get(p, NO_WATERMARK) for p in active]
@@ -362,7 +482,7 @@ class ClusterRunner:
                     logic: Any = split.frame.logic
                     logic.advance_to(frontier - logic.allowed_lateness_ns)
 
-    def _handle(self, results: list[StepOutput]) -> int:
+    def _handle(self, results: list[StepOutput], complete: bool = True) -> int:
         """Dead letters, merged windows and rows into the driver's graph; returns rows read."""
         src, root = self.source, self.root
         stats = src.stats
@@ -379,7 +499,6 @@ class ClusterRunner:
             root.counters.events += rows
             root.counters.batches += 1
         stats.messages += read
-        stats.acked = stats.messages  # each step acknowledges what the previous one read
         lags = {self._partition_name(out.partition): out.lag for out in results
                 if out.lag is not None}
         if lags:
@@ -402,6 +521,10 @@ class ClusterRunner:
                     late_out.stream.emit(late_rows)
             parts = [out.outputs.get(name) for out in results]
             if split.merged:
+                parts = self._stash.pop(name, []) + parts
+                if not complete:
+                    self._stash[name] = parts
+                    continue
                 logic: Any = node.logic
                 out_rows = logic.merge_closed(parts)
             else:
@@ -414,9 +537,21 @@ class ClusterRunner:
         return read
 
 
+async def _result(future: Any) -> Any:
+    return await future
+
+
+def _lost_errors(distributed: Any) -> tuple[type[BaseException], ...]:
+    """What Dask raises for a task whose worker died (not the task's own error)."""
+    from distributed.comm.core import CommClosedError
+
+    return (distributed.KilledWorker, CommClosedError, asyncio.CancelledError)
+
+
 def _unpack_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
                  time: str | None, time_unit: Any, max_future_ns: int | None,
-                 blob: bytes) -> Any:
+                 blob: bytes, snapshot: dict[str, Any] | None,
+                 replay_until: Any, replay_frontier: int) -> Any:
     """Unpickle the splits' plans and logic copies on the worker, then :func:`make_task`."""
     import cloudpickle
 
@@ -424,4 +559,4 @@ def _unpack_task(partition: int, reader: Any, decoder: Any, example: pd.DataFram
     for plan, logic in zip(plans, logics, strict=True):
         plan.logic = logic
     return make_task(partition, reader, decoder, example, time, time_unit, max_future_ns,
-                     plans)
+                     plans, snapshot, replay_until, replay_frontier)

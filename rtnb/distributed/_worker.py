@@ -56,7 +56,7 @@ class StepOutput:
     """What a step sends back to the driver."""
 
     partition: int
-    #: messages read and rows that passed decoding
+    #: messages read and rows that passed decoding (re-read ones not counted)
     read: int = 0
     rows: int = 0
     #: the partition's newest event time (ns) so far; ``NO_WATERMARK`` before any
@@ -69,6 +69,13 @@ class StepOutput:
     dead: list[tuple[Any, str, Any]] = field(default_factory=list)
     #: entries the broker has not delivered yet (``None``: unknown)
     lag: int | None = None
+    #: the newest position whose effects are in this output (``None``: none yet)
+    position: Any = None
+    #: a checkpoint was asked for: every split node's logic snapshot, by node name
+    snapshot: dict[str, Any] | None = None
+    #: still re-reading what a lost task had handled (see :attr:`PartitionTask.replay_until`):
+    #: no window closed, the driver's merge waits
+    replaying: bool = False
     #: the worker that ran the step
     worker: str | None = None
     #: seconds the step took on the worker
@@ -88,7 +95,16 @@ class _Clock:
 
 @dataclass
 class PartitionTask:
-    """One partition's reader and state, living on a worker between steps."""
+    """One partition's reader and state, living on a worker between steps.
+
+    Acknowledgements follow the checkpoints: what a step reads stays unacknowledged
+    (``unacked``) until a step takes a checkpoint, whose snapshot the driver keeps; the
+    step after it acknowledges those entries (``covered``). A task rebuilt from that
+    snapshot after its worker was lost re-reads exactly the unacknowledged entries (a
+    consumer's pending entries come first); those up to ``replay_until`` (the newest
+    position whose output the driver had handled) only rebuild the state: their output,
+    late rows, dead letters and the windows they close were sent already.
+    """
 
     partition: int
     reader: Any
@@ -100,6 +116,11 @@ class PartitionTask:
     splits: list[SplitPlan]
     max_time: int = NO_WATERMARK
     unacked: list[Any] = field(default_factory=list)
+    covered: list[Any] = field(default_factory=list)
+    replay_until: Any = None
+    #: with ``replay_until``: the frontier of the driver's last complete merge
+    replay_frontier: int = NO_WATERMARK
+    position: Any = None
     output: StepOutput | None = None
     events: int = 0
 
@@ -145,29 +166,111 @@ class PartitionTask:
 
 def make_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
               time: str | None, time_unit: TimeUnit, max_future_ns: int | None,
-              splits: list[SplitPlan]) -> PartitionTask:
-    """A partition's task (run on its worker: the logic objects are unpickled there)."""
+              splits: list[SplitPlan], snapshot: dict[str, Any] | None = None,
+              replay_until: Any = None, replay_frontier: int = NO_WATERMARK) -> PartitionTask:
+    """A partition's task, run on its worker (the logic objects are unpickled there).
+
+    ``snapshot``: a checkpoint's state of the split nodes (by name) to start from, with
+    ``replay_until``: the newest position the driver has handled, and ``replay_frontier``:
+    the frontier of the driver's last complete merge (a rebuilt task).
+    """
+    max_time = NO_WATERMARK
     for split in splits:
+        if snapshot is not None:
+            saved = snapshot["logic"][split.name]
+            split.logic.restore(saved)
         if split.merged:
             split.logic.hold()
+    if snapshot is not None:
+        max_time = snapshot["max_time"]
     return PartitionTask(partition, reader, decoder, example, time, time_unit,
-                         max_future_ns, splits)
+                         max_future_ns, splits, max_time=max_time, replay_until=replay_until,
+                         replay_frontier=replay_frontier)
 
 
-def step(task: PartitionTask, frontier: int, max_rows: int, final: bool) -> PartitionTask:
+def step(task: PartitionTask, frontier: int, max_rows: int, final: bool,
+         checkpoint: bool = False) -> PartitionTask:
     """One tick of one partition (see the module docstring); returns the task.
 
     ``frontier`` is the driver's event-time frontier (the minimum newest event time over
     the partitions that are not idle): a merged engine's watermark is the frontier less
     its allowed lateness. ``final``: the end of the run: nothing is read, every window
-    closes and every logic flushes.
+    closes and every logic flushes. ``checkpoint``: snapshot the split nodes' state into
+    the output; the entries read so far are acknowledged by the next step.
     """
     started = _time.perf_counter()
     out = StepOutput(task.partition)
-    task.reader.ack(task.unacked)
-    task.unacked = []
+    task.reader.ack(task.covered)
+    task.covered = []
     items = [] if final or max_rows <= 0 else task.reader.read(max_rows, None)
+    if items:
+        task.unacked.extend(position for _, position in items)
+        task.position = items[-1][1]
+    if task.replay_until is not None:
+        bound = task.reader.order(task.replay_until)
+        again = [item for item in items if task.reader.order(item[1]) <= bound]
+        _replay(task, again)
+        items = items[len(again):]
+        if items or len(again) < max_rows or final:  # past the handled entries
+            task.replay_until = None
+            for split in task.splits:  # the windows the driver had emitted: sent already
+                if split.merged:
+                    split.logic.take_closed()
+        else:  # more to re-read: close nothing yet (the state is not whole)
+            out.replaying = True
     out.read = len(items)
+    if not out.replaying:
+        _process(task, items, frontier, final, out)
+    if checkpoint or final:
+        out.snapshot = {"logic": {split.name: split.logic.snapshot() for split in task.splits},
+                        "max_time": task.max_time}
+        task.covered, task.unacked = task.unacked, []
+    if final:
+        task.reader.ack(task.covered)
+        task.covered = []
+    out.max_time = task.max_time
+    out.position = task.position
+    out.lag = task.reader.lag() if final or task.events % 20 == 0 or not items else None
+    out.seconds = _time.perf_counter() - started
+    try:
+        from distributed import get_worker
+
+        out.worker = get_worker().address
+    except (ImportError, ValueError):
+        out.worker = None
+    task.output = out
+    return task
+
+
+def _replay(task: PartitionTask, items: list[tuple[Any, Any]]) -> None:
+    """Rebuild state from entries whose output was sent already; nothing leaves.
+
+    Merged engines run at the watermark of the driver's last complete merge
+    (``replay_frontier``): rows of the windows emitted by then are late here, as those
+    windows are sent already; every later window gets its rows back.
+    """
+    for split in task.splits:
+        if split.merged:
+            split.logic.advance_to(_watermark(task.replay_frontier, split.lateness_ns))
+    if not items:
+        return
+    batch, _ = task.convert(items)
+    if len(batch) and task.time is not None:
+        task.max_time = max(task.max_time, int(_frames.times_ns(batch, task.time).max()))
+    cache: dict[str, pd.DataFrame] = {}
+    for split in task.splits:
+        part = batch
+        for name, func in split.prefix:
+            hit = cache.get(name)
+            part = hit if hit is not None else func(part)
+            cache[name] = part
+        if len(part):
+            split.logic.process(part)
+
+
+def _process(task: PartitionTask, items: list[tuple[Any, Any]], frontier: int, final: bool,
+             out: StepOutput) -> None:
+    """Decode ``items``, run the prefix and the split nodes; results into ``out``."""
     batch: pd.DataFrame | None = None
     if items:
         batch, out.dead = task.convert(items)
@@ -176,7 +279,6 @@ def step(task: PartitionTask, frontier: int, max_rows: int, final: bool) -> Part
         if len(batch) and task.time is not None:
             newest = _frames.times_ns(batch, task.time).max()
             task.max_time = max(task.max_time, int(newest))
-        task.unacked = [position for _, position in items]
     cache: dict[str, pd.DataFrame] = {}
     for split in task.splits:
         logic = split.logic
@@ -202,20 +304,6 @@ def step(task: PartitionTask, frontier: int, max_rows: int, final: bool) -> Part
             rows = flushed if rows is None else pd.concat([rows, flushed], ignore_index=True)
         if rows is not None:
             out.outputs[split.name] = rows
-    out.max_time = task.max_time
-    if final:
-        task.reader.ack(task.unacked)
-        task.unacked = []
-    out.lag = task.reader.lag() if final or task.events % 20 == 0 or not items else None
-    out.seconds = _time.perf_counter() - started
-    try:
-        from distributed import get_worker
-
-        out.worker = get_worker().address
-    except (ImportError, ValueError):
-        out.worker = None
-    task.output = out
-    return task
 
 
 def take_output(task: PartitionTask) -> StepOutput:

@@ -423,6 +423,11 @@ class RedisPartitionReader:
         return [(_payload(fields or {}, self.field, self._field_key), eid.decode())
                 for eid, fields in entries]
 
+    @staticmethod
+    def order(position: str) -> tuple[int, int]:
+        """A position's place in the partition (entry ids compare as (ms, seq))."""
+        return _id_key(position.encode())
+
     def ack(self, ids: list[str]) -> None:
         """Acknowledge entries to the group (nothing without one)."""
         if self.group is not None and ids:
