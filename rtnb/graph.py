@@ -224,6 +224,12 @@ class Graph:
         return self._task
 
     @property
+    def runner(self) -> Any:
+        """What runs the source now: the source itself, or the runner ``start`` was given
+        (a :class:`rtnb.distributed.ClusterRunner` on a cluster); ``None`` before a start."""
+        return self._runner
+
+    @property
     def stop_requested(self) -> bool:
         """Whether :meth:`stop` was called for the current run."""
         return self._stop is not None and self._stop.is_set()
