@@ -1,8 +1,14 @@
 """``rtnb.sources.kafka``: Apache Kafka through aiokafka, offsets committed after processing.
 
+In one process the source reads through aiokafka. On a Dask cluster
+(``pipeline.run(cluster=...)``, :mod:`rtnb.distributed`) each partition is read on a worker
+by a :class:`KafkaPartitionReader`, a blocking confluent-kafka (librdkafka) consumer
+assigned that one partition by the driver (no group rebalancing).
+
 Tested against librdkafka's mock cluster (``test.mock.num.brokers``, inside the
 ``confluent-kafka`` wheel): a Kafka-protocol broker with consumer groups and offset commits,
-started in the test process (``tests/integration/test_kafka.py``).
+started in the test process (``tests/integration/test_kafka.py``,
+``tests/integration/test_kafka_distributed.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from rtnb.sources._guard import DEFAULT_MAX_FUTURE
 from rtnb.sources._options import DecoderLike, SourceOptions, TlsOptions
 from rtnb.sources._runner import BufferedSource, attach
 
-__all__ = ["KafkaSource", "kafka"]
+__all__ = ["KafkaPartitionReader", "KafkaSource", "kafka"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,12 @@ PROBE_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 5.0
 #: An offset commit not confirmed within this is retried with the next one.
 COMMIT_TIMEOUT_S = 10.0
+#: How long a partition reader (and the partitions' discovery) waits for the brokers'
+#: metadata, a group's committed offset or a partition's end offset.
+METADATA_TIMEOUT_S = 10.0
+#: How long a non-blocking read of a partition reader waits for librdkafka's first fetch
+#: after opening, or for the next one while the partition has messages not yet fetched.
+FETCH_WAIT_S = 2.0
 
 
 def check_partitions(partitions: object) -> list[int] | None:
@@ -73,6 +85,10 @@ class KafkaSource(BufferedSource):
 
     The reader asks the leaders for the partitions' end offsets every ``PROBE_EVERY_S``
     (``stats.lag``); no answer within ``PROBE_TIMEOUT_S`` is a lost connection.
+
+    On a Dask cluster (:mod:`rtnb.distributed`) :attr:`partitions` (how many) and
+    :attr:`streams` (``"topic:p"``) say what the driver assigns, one
+    :meth:`partition_reader` per partition.
     """
 
     replayable = True
@@ -84,15 +100,19 @@ class KafkaSource(BufferedSource):
     def __init__(self, topic: str, servers: str, *, group: str, start: str,
                  partitions: Sequence[int] | None = None,
                  ssl_context: ssl.SSLContext | None, username: str | None,
-                 password: str | None, **options: Any) -> None:
+                 password: str | None, tls_options: TlsOptions | None = None,
+                 **options: Any) -> None:
         super().__init__(**options)
         self._aiokafka = require("aiokafka", "kafka")
         self._errors = require("aiokafka.errors", "kafka")
         self.retry_on = (OSError, asyncio.TimeoutError, self._errors.KafkaConnectionError)
         self.topic, self.servers, self.group, self.start = topic, servers, group, start
-        self.partitions = check_partitions(partitions)
+        #: The partitions asked for (``None``: every partition of the topic).
+        self.partition_ids = check_partitions(partitions)
+        self._found: list[int] | None = None  # every partition, once discovered for a cluster
         self._part_index: dict[int, int] = {}  # partition id -> 0 .. n-1, once assigned
         self._ssl = ssl_context
+        self.tls_options = tls_options
         self._username, self._password = username, password
         self._consumer: Any = None
         self._floor: dict[int, int] = {}  # resume_acks(): last offset per partition, skipped
@@ -135,7 +155,7 @@ class KafkaSource(BufferedSource):
                 msg = (f"source {self.name!r}: topic {self.topic!r} does not exist on "
                        f"{self.servers} (create it before reading it)")
                 raise SourceError(msg, source=self.name)
-            wanted = self.partitions if self.partitions is not None else sorted(found)
+            wanted = self.partition_ids if self.partition_ids is not None else sorted(found)
             missing = sorted(set(wanted) - set(found))
             if missing:
                 msg = (f"source {self.name!r}: topic {self.topic!r} has partitions "
@@ -284,6 +304,326 @@ class KafkaSource(BufferedSource):
         finally:
             await _release(consumer)
 
+    # -- on a Dask cluster (rtnb.distributed) ------------------------------------------------
+    @property
+    def partitions(self) -> int:
+        """How many partitions a cluster run reads: those asked for, or the topic's.
+
+        With ``partitions=None`` the topic's partitions are found from the brokers'
+        metadata on first use (once: a cluster run assigns them at its start).
+        """
+        return len(self._assigned())
+
+    @property
+    def streams(self) -> list[str]:
+        """The partitions a cluster run reads, named ``"topic:p"`` (as in ``partition_lag``)."""
+        return [f"{self.topic}:{p}" for p in self._assigned()]
+
+    def _assigned(self) -> list[int]:
+        if self.partition_ids is not None:
+            return self.partition_ids
+        if self._found is None:
+            self._found = self._discover()
+        return self._found
+
+    def _discover(self) -> list[int]:
+        """Every partition of the topic, from the brokers' metadata (confluent-kafka)."""
+        ck = require("confluent_kafka", "kafka")
+        config = {**self.librdkafka_config(), "logger": _LibrdkafkaLog(log, {})}
+        if self._password is not None:
+            config["sasl.password"] = self._password
+        consumer = ck.Consumer(config)
+        try:
+            return sorted(_topic_partitions(consumer, self.topic, self.servers, self.name))
+        finally:
+            consumer.close()
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The consumer settings of a partition reader, the SASL password left out.
+
+        TLS from the files given to :func:`kafka` (librdkafka reads them where it runs);
+        an ``ssl.SSLContext`` cannot be used there and is refused.
+        """
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.servers, "group.id": self.group,
+            "client.id": f"rtnb-{self.name}", "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "auto.offset.reset": self.start,
+            "allow.auto.create.topics": False}
+        if self._ssl is not None:
+            tls = self.tls_options
+            if tls is None or isinstance(tls.tls, ssl.SSLContext):
+                msg = (f"source {self.name!r}: an ssl.SSLContext cannot be used by a "
+                       "partition reader (librdkafka on a Dask worker reads its TLS files "
+                       "itself); give tls=True with ca=/cert=/key= files to run on a cluster")
+                raise ConfigError(msg)
+            for setting, path in (("ssl.ca.location", tls.ca),
+                                  ("ssl.certificate.location", tls.cert),
+                                  ("ssl.key.location", tls.key)):
+                if path is not None:
+                    config[setting] = path
+        if self._username is not None:
+            config.update({"security.protocol": "SASL_SSL" if self._ssl else "SASL_PLAINTEXT",
+                           "sasl.mechanism": "PLAIN", "sasl.username": self._username})
+        elif self._ssl is not None:
+            config["security.protocol"] = "SSL"
+        return config
+
+    def partition_reader(self, partition: int) -> KafkaPartitionReader:
+        """A reader of the ``partition``-th partition read, to run on a Dask worker.
+
+        ``partition`` counts the partitions read (``0 .. partitions - 1``): with
+        ``partitions=[1, 3]`` reader 0 reads Kafka partition 1. It is picklable (its
+        consumer opens on first use, where it runs) and reads with blocking calls,
+        committing offsets for this source's group on :meth:`KafkaPartitionReader.ack`.
+        """
+        assigned = self._assigned()
+        if isinstance(partition, bool) or not isinstance(partition, int) or \
+                not 0 <= partition < len(assigned):
+            msg = (f"source {self.name!r} has no partition {partition!r} (it reads "
+                   f"{len(assigned)}: {self.streams})")
+            raise ConfigError(msg)
+        return KafkaPartitionReader(
+            topic=self.topic, partition=assigned[partition], servers=self.servers,
+            start=self.start, config=self.librdkafka_config(), password=self._password,
+            owner=self.name)
+
+
+class KafkaPartitionReader:
+    """One partition of a :class:`KafkaSource`, read blocking through confluent-kafka.
+
+    Made by :meth:`KafkaSource.partition_reader` and sent to a Dask worker, where the first
+    :meth:`read` opens a ``Consumer`` (auto-commit off) and assigns it this one
+    partition, at the group's committed offset or, where the group has none, at the
+    source's ``start``. Positions are ``(partition, offset)``, as in one process;
+    :meth:`ack` commits the offset after the highest acknowledged one, synchronously (a
+    commit that fails is logged and sent again with the next: Kafka's offsets are
+    cumulative). The SASL password travels inside the pickled reader to the worker (Dask's
+    connections; use TLS between scheduler and workers when that network is not trusted)
+    and is never shown by ``repr``.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> r = KafkaPartitionReader(topic="metrics", partition=3, servers="127.0.0.1:9092",
+    ...                          start="earliest", config={}, password="s3cret", owner="k")
+    >>> r, "s3cret" in repr(pickle.loads(pickle.dumps(r)))
+    (<KafkaPartitionReader 127.0.0.1:9092 'metrics:3'>, False)
+    """
+
+    def __init__(self, *, topic: str, partition: int, servers: str, start: str,
+                 config: dict[str, Any], password: str | None, owner: str) -> None:
+        self.topic, self.partition, self.servers, self.start = topic, partition, servers, start
+        #: The partition's name, as in the source's ``streams`` and ``partition_lag``.
+        self.stream = f"{topic}:{partition}"
+        self.owner = owner
+        self._config, self._password = config, password
+        self._consumer: Any = None
+        self._next: int | None = None  # the offset after the last one read, once known
+        self._committed = -1  # the last offset committed by this reader
+        self._uncommitted: int | None = None  # a commit that failed: sent with the next
+        self._error: str | None = None  # a fatal error of librdkafka's, not tied to a message
+        self._fresh = False  # opened, nothing read yet
+
+    def __repr__(self) -> str:
+        return f"<KafkaPartitionReader {self.servers} {self.stream!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_consumer"], state["_fresh"] = None, False  # a connection stays where it is
+        return state
+
+    def _tp(self, offset: int | None = None) -> Any:
+        ck = require("confluent_kafka", "kafka")
+        if offset is None:
+            return ck.TopicPartition(self.topic, self.partition)
+        return ck.TopicPartition(self.topic, self.partition, offset)
+
+    def _open(self) -> Any:
+        if self._consumer is not None:
+            return self._consumer
+        ck = require("confluent_kafka", "kafka")
+
+        def on_error(error: Any) -> None:  # librdkafka's global errors (brokers down ...)
+            if error.fatal():
+                self._error = f"{error.str()} ({error.name()})"
+            log.debug("kafka %r %s: %s", self.owner, self.stream, error.str())
+
+        config = {**self._config, "error_cb": on_error,
+                  "logger": _LibrdkafkaLog(log, {})}
+        if self._password is not None:
+            config["sasl.password"] = self._password
+        consumer = ck.Consumer(config)
+        try:
+            found = _topic_partitions(consumer, self.topic, self.servers, self.owner)
+            if self.partition not in found:
+                msg = (f"source {self.owner!r}: topic {self.topic!r} has partitions "
+                       f"{sorted(found)}; asked for [{self.partition}]")
+                raise SourceError(msg, source=self.owner)
+            try:
+                (committed,) = consumer.committed([self._tp()], timeout=METADATA_TIMEOUT_S)
+            except ck.KafkaException as exc:
+                msg = (f"source {self.owner!r}: the committed offset of {self.stream!r} for "
+                       f"group {self._config.get('group.id')!r} could not be read from "
+                       f"{self.servers}: {exc}")
+                raise SourceError(msg, source=self.owner) from exc
+            if committed.offset >= 0:
+                offset = self._next = committed.offset
+                self._committed = offset - 1
+            else:  # the group has none: from the start (a reopened reader too)
+                offset = ck.OFFSET_BEGINNING if self.start == "earliest" else ck.OFFSET_END
+                self._next, self._committed = None, -1
+            consumer.assign([self._tp(offset)])
+        except BaseException:
+            consumer.close()
+            raise
+        self._consumer, self._fresh = consumer, True
+        return consumer
+
+    def read(self, count: int, block_ms: int | None) -> list[tuple[bytes, tuple[int, int]]]:
+        """Up to ``count`` messages as ``(value, (partition, offset))``; waits up to ``block_ms``.
+
+        ``block_ms=None``: what the consumer fetched already, without waiting, but for the
+        first read after opening and while the partition's end (as of the last fetch) is
+        past what was read: then up to ``FETCH_WAIT_S`` for the next fetch, so that no
+        message means nothing to read, not "not fetched yet".
+        """
+        consumer = self._open()
+        ck = require("confluent_kafka", "kafka")
+        messages = consumer.consume(num_messages=count,
+                                    timeout=0 if block_ms is None else block_ms / 1000)
+        if self._error is not None:  # this consumer can read no more
+            msg = (f"source {self.owner!r}: reading {self.stream!r} from {self.servers} "
+                   f"failed: {self._error}")
+            raise SourceError(msg, source=self.owner)
+        if not messages and block_ms is None and self._behind(consumer):
+            # librdkafka fetches in the background: nothing fetched yet is not "nothing
+            # there" (the driver would take the partition for idle); wait for the fetch
+            first = consumer.poll(FETCH_WAIT_S)
+            if first is not None:
+                messages = [first]
+                if count > 1:
+                    messages.extend(consumer.consume(num_messages=count - 1, timeout=0))
+        items: list[tuple[bytes, tuple[int, int]]] = []
+        partition = self.partition
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == ck.KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal() or not error.retriable():
+                    msg = (f"source {self.owner!r}: reading {self.stream!r} from "
+                           f"{self.servers} failed: {error.str()} ({error.name()})")
+                    raise SourceError(msg, source=self.owner)
+                log.warning("kafka %r %s: %s (retried)", self.owner, self.stream, error.str())
+                continue
+            offset = message.offset()
+            value = message.value()
+            items.append((b"" if value is None else value, (partition, offset)))
+            self._next = offset + 1
+        return items
+
+    def _behind(self, consumer: Any) -> bool:
+        """Whether the partition has messages librdkafka has not fetched yet, as far as known.
+
+        The first read after opening: yes (nothing fetched yet). Later: the end offset of the
+        last fetch response (no request) is past the position.
+        """
+        if self._fresh:
+            self._fresh = False
+            return True
+        try:
+            low, high = consumer.get_watermark_offsets(self._tp(), cached=True)
+        except Exception:  # no fetch response yet
+            return False
+        position = self._next if self._next is not None else \
+            (low if self.start == "earliest" else high)
+        return bool(high >= 0 and position >= 0 and high > position)
+
+    @staticmethod
+    def order(position: tuple[int, int]) -> int:
+        """A position's place in the partition: its offset."""
+        return int(position[1])
+
+    def ack(self, positions: list[Any]) -> None:
+        """Commit the offset after the highest of ``positions`` for the group, synchronously."""
+        if not positions and self._uncommitted is None:
+            return
+        last = max((int(offset) for _, offset in positions), default=-1)
+        todo = max(last + 1, self._uncommitted or 0)
+        if todo <= self._committed + 1:
+            return
+        ck = require("confluent_kafka", "kafka")
+        consumer = self._open()
+        try:
+            (result,) = consumer.commit(offsets=[self._tp(todo)], asynchronous=False)
+            if result.error is not None:
+                raise ck.KafkaException(result.error)
+        except ck.KafkaException as exc:
+            self._uncommitted = todo
+            log.warning("source %r could not commit offset %d of %s (%s); it is sent again "
+                        "with the next commit", self.owner, todo, self.stream, exc)
+            return
+        self._committed, self._uncommitted = todo - 1, None
+
+    def lag(self) -> int | None:
+        """Messages of the partition not yet read: its end offset less the position.
+
+        The end offset of the last fetch response (librdkafka fetches continuously); asked
+        of the leader only before the first one (a request waits behind a fetch's long
+        poll, up to ``fetch.wait.max.ms``).
+        """
+        ck = require("confluent_kafka", "kafka")
+        consumer = self._open()
+        try:
+            low, high = consumer.get_watermark_offsets(self._tp(), cached=True)
+            if high < 0:
+                low, high = consumer.get_watermark_offsets(
+                    self._tp(), timeout=PROBE_TIMEOUT_S, cached=False)
+        except ck.KafkaException:
+            return None
+        position = self._next
+        if position is None:  # nothing read, nothing committed: the start of the partition
+            position = low if self.start == "earliest" else high
+        return max(0, int(high) - int(position))
+
+    def close(self) -> None:
+        """Commit what failed to commit, then close the consumer (a later read reopens it)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            if self._uncommitted is not None:
+                self.ack([])
+        finally:
+            self._consumer = None
+            try:
+                consumer.close()
+            except Exception as exc:  # closing what a lost cluster left: not our error
+                log.debug("closing the Kafka consumer of %s: %s", self.stream, exc)
+
+
+def _topic_partitions(consumer: Any, topic: str, servers: str, owner: str) -> set[int]:
+    """The partitions of ``topic`` (a SourceError when it does not exist or no broker answers)."""
+    ck = require("confluent_kafka", "kafka")
+    try:
+        meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+    except ck.KafkaException as exc:
+        msg = f"source {owner!r} could not connect to Kafka at {servers}: {exc}"
+        raise SourceError(msg, source=owner) from exc
+    found = meta.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        msg = (f"source {owner!r}: topic {topic!r} does not exist on {servers} "
+               "(create it before reading it)")
+        raise SourceError(msg, source=owner)
+    return set(found.partitions)
+
+
+class _LibrdkafkaLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """librdkafka's own log lines, at DEBUG (what matters reaches the reader's errors)."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
 
 def _cancelled() -> bool:
     """Whether the running task was asked to stop (``Task.cancel()``)."""
@@ -339,6 +679,12 @@ def kafka(
     variable holding it). A broker that stops answering is a lost connection: the source
     reconnects with backoff, ``max_reconnects`` times at most.
 
+    On a Dask cluster (``pipeline.run(cluster=...)``, :mod:`rtnb.distributed`) each of
+    these partitions (with ``partitions=None``: every partition the brokers' metadata lists
+    at the start) is read on a worker by a confluent-kafka consumer assigned it by the
+    driver, from the same committed offsets of ``group``; TLS then takes files
+    (``tls=True``, ``ca``, ``cert``, ``key``), not an ``ssl.SSLContext``.
+
     Other Parameters
     ----------------
     decoder, time_unit, max_batch, max_delay, buffer, max_events, max_reconnects, max_future
@@ -367,5 +713,6 @@ def kafka(
     source = KafkaSource(
         topic, servers, group=group, start=start, partitions=partitions, ssl_context=context,
         username=username, password=secret(password, password_env, f"kafka {name!r}"),
-        name=name, example=schema, options=SourceOptions.of(locals()))
+        tls_options=TlsOptions.of(locals()), name=name, example=schema,
+        options=SourceOptions.of(locals()))
     return attach(source, time)
