@@ -13,6 +13,18 @@ flushing them, so the run that resumes from it emits them exactly once, when the
 outputs of the stopped run followed by those of the resumed run are those of one
 uninterrupted run. Only a source that reaches its end flushes (and saves a finished
 checkpoint, from which a restart emits nothing more).
+
+With ``cluster`` (``--cluster local:N``) or ``scheduler`` (``--scheduler tcp://host:8786``,
+or the ``RTNB_SCHEDULER`` environment variable) a partitioned source runs on Dask
+distributed (:mod:`rtnb.distributed`): ``local:N`` starts a ``LocalCluster`` of N
+single-threaded worker processes on 127.0.0.1 and closes it at the end; a scheduler address
+connects to a running cluster. Metrics, logs and the exit code work as in one process,
+except that the nodes the workers run (the source's filters, ``assign``, ``map_batches``
+... up to the first window, rolling or detector) have no row counts on this process
+(``rtnb_rows`` reports the source's events and the nodes from the first window on), and
+``--output`` records only those nodes. Checkpoints and ``--input`` do not run on a
+cluster yet: both are refused. Dask's own warnings in this process are logged through the
+script's renderer; the worker processes of ``local:N`` write theirs in Dask's plain format.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +43,16 @@ import pandas as pd
 
 from rtnb import metrics
 from rtnb._time import shown, to_ns
-from rtnb.errors import CheckpointError, ConfigError, RtnbError
+from rtnb.errors import CheckpointError, ConfigError, MissingExtraError, RtnbError
 from rtnb.state.checkpoint import Checkpoint, source_kind
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
-    from rtnb.pipeline import Pipeline
+    from rtnb.pipeline import Pipeline, Recording
     from rtnb.sources.base import Source
 
-__all__ = ["HELP", "RecordedBatches", "build", "limit", "run"]
+__all__ = ["HELP", "SCHEDULER_ENV", "RecordedBatches", "build", "cluster_target", "limit",
+           "run"]
 
 #: Help text of the options every exported script has.
 HELP = {
@@ -49,12 +62,25 @@ HELP = {
     "log_format": "json (one JSON object per line) or console",
     "input": "replay batches recorded with Pipeline.record() / `rtnb export --record` instead of "
              "reading the source (a Parquet file with a __batch__ column, or its folder)",
-    "output": "write every node's batches as Parquet files (and manifest.json) into this folder",
+    "output": "write every node's batches as Parquet files (and manifest.json) into this folder "
+              "(on a cluster: the nodes from the first window, rolling or detector on)",
     "checkpoint": "resume from and save checkpoints (source position + operator state) in this "
                   "SQLite file; a stopped run keeps its open windows there instead of flushing",
     "checkpoint_every": "how often to save a checkpoint between batches, e.g. 10s (and always "
                         "at the end)",
+    "cluster": "run on Dask distributed: local:N starts a local cluster of N single-threaded "
+               "worker processes on 127.0.0.1 and closes it at the end; each partition of "
+               "the (partitioned) source is read on a worker, windows are merged here "
+               "(not with --scheduler or --checkpoint)",
+    "scheduler": "run on the running Dask cluster whose scheduler is at this address, e.g. "
+                 "tcp://host:8786 (tls:// takes Dask's own TLS settings, e.g. "
+                 "DASK_DISTRIBUTED__COMM__TLS__* variables); the address may also come from "
+                 "the RTNB_SCHEDULER environment variable and is never written to the "
+                 "script (not with --cluster or --checkpoint)",
 }
+
+#: The environment variable ``--scheduler`` falls back to.
+SCHEDULER_ENV = "RTNB_SCHEDULER"
 
 
 def build(builder: Callable[..., Pipeline], params: dict[str, Any], source: str | None) -> Pipeline:
@@ -143,6 +169,89 @@ class RecordedBatches:
             await asyncio.sleep(0)
 
 
+def cluster_target(cluster: str | None, scheduler: str | None, *,
+                   checkpoint: Path | None = None, input: Path | None = None) -> str | None:
+    """What ``pipeline.arun(cluster=...)`` gets from ``--cluster``/``--scheduler``, or None.
+
+    ``--cluster`` takes ``local:N`` (N >= 1 worker processes), ``--scheduler`` an address
+    with its protocol (``tcp://host:8786``). A bad value, both at once, or either with
+    ``--checkpoint`` or ``--input`` is a :class:`typer.BadParameter` (exit 2) that says why.
+
+    Examples
+    --------
+    >>> cluster_target("local:2", None)
+    'local:2'
+    >>> cluster_target(None, "tcp://10.0.0.5:8786")
+    'tcp://10.0.0.5:8786'
+    >>> cluster_target(None, None) is None
+    True
+    """
+    import typer
+
+    if cluster is not None and scheduler is not None:
+        msg = ("--cluster and --scheduler are mutually exclusive: --cluster local:N starts a "
+               "local cluster, --scheduler connects to a running one (its address may come "
+               f"from the {SCHEDULER_ENV} environment variable); give one of them")
+        raise typer.BadParameter(msg)
+    target: str | None = None
+    if cluster is not None:
+        kind, _, workers = cluster.partition(":")
+        if kind != "local" or not workers.isdigit() or int(workers) < 1:
+            msg = (f"--cluster takes local:N (N >= 1 worker processes), e.g. local:2; got "
+                   f"{cluster!r} (a running cluster's address goes to --scheduler)")
+            raise typer.BadParameter(msg)
+        target = f"local:{int(workers)}"
+    elif scheduler is not None:
+        protocol, sep, where = scheduler.strip().partition("://")
+        if not sep or not protocol or not where:
+            msg = (f"--scheduler takes a Dask scheduler address with its protocol, e.g. "
+                   f"tcp://host:8786; got {_address_shown(scheduler)!r} (a local cluster is "
+                   "--cluster local:N)")
+            raise typer.BadParameter(msg)
+        target = scheduler.strip()
+    if target is None:
+        return None
+    if checkpoint is not None:
+        msg = ("--checkpoint cannot be used with --cluster or --scheduler: checkpoints on a "
+               "cluster are not implemented yet (run in one process to checkpoint)")
+        raise typer.BadParameter(msg)
+    if input is not None:
+        msg = ("--input cannot be used with --cluster or --scheduler: recorded batches are "
+               "replayed in this process, while a cluster reads the partitions of the source")
+        raise typer.BadParameter(msg)
+    return target
+
+
+def _address_shown(address: str) -> str:
+    """``address`` without any user name or password (for messages and logs).
+
+    >>> _address_shown("tcp://user:secret@host:8786")
+    'tcp://host:8786'
+    """
+    protocol, sep, rest = address.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    return f"{protocol}{sep}{host}" if sep else address.rpartition("@")[2]
+
+
+def _remote_nodes(pipeline: Pipeline, target: str) -> set[str]:
+    """The nodes Dask workers run (no row of theirs reaches this process).
+
+    Checks the pipeline can run on a cluster at all (a partitioned source, nothing read
+    before the first window, rolling or detector): a :class:`typer.BadParameter` with the
+    reason otherwise.
+    """
+    import typer
+
+    try:
+        from rtnb.distributed import ClusterRunner
+
+        runner = ClusterRunner(pipeline, target)
+    except (ConfigError, MissingExtraError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return {pipeline.root.name} | {name for split in runner.splits
+                                   for name, _ in split.prefix}
+
+
 def limit(source: Any, max_events: int) -> None:
     """Make ``source`` stop after ``max_events`` events (each kind of source its own way)."""
     bound = getattr(source, "limit", None)
@@ -152,7 +261,7 @@ def limit(source: Any, max_events: int) -> None:
     bound(max_events)
 
 
-def _logger(log_format: str) -> Any:
+def _renderer(log_format: str) -> Any:
     import structlog
 
     if log_format not in ("json", "console"):
@@ -160,8 +269,14 @@ def _logger(log_format: str) -> Any:
 
         msg = f"--log-format must be 'json' or 'console'; got {log_format!r}"
         raise typer.BadParameter(msg)
-    renderer: Any = (structlog.processors.JSONRenderer() if log_format == "json"
-                     else structlog.dev.ConsoleRenderer(colors=False))
+    return (structlog.processors.JSONRenderer() if log_format == "json"
+            else structlog.dev.ConsoleRenderer(colors=False))
+
+
+def _logger(log_format: str) -> Any:
+    import structlog
+
+    renderer = _renderer(log_format)
     structlog.configure(
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -173,15 +288,22 @@ def _logger(log_format: str) -> Any:
 
 
 class _Counts:
-    """Rows and batches each node emitted (a cheap sink on every node)."""
+    """Rows and batches each node emitted (a cheap sink on every node).
 
-    def __init__(self, frames: list[StreamingFrame]) -> None:
+    ``remote``: nodes run on Dask workers, which get no sink here (none may be attached to
+    them); the source's counters stand for the source's, the others have no count.
+    """
+
+    def __init__(self, frames: list[StreamingFrame], *, remote: Collection[str] = ()) -> None:
         self.rows: dict[str, int] = {}
         self.batches: dict[str, int] = {}
+        self.remote = frozenset(remote)
         #: Checkpoints saved by this process, and those that could not be written.
         self.checkpoints = 0
         self.checkpoint_failures = 0
         for frame in frames:
+            if frame.name in self.remote:
+                continue
             self.rows[frame.name] = 0
             self.batches[frame.name] = 0
             frame.stream.sink(self._counter(frame.name))
@@ -213,11 +335,16 @@ class _Collector:
         dead = CounterMetricFamily("rtnb_dead_letters", "Rows or records dead-lettered",
                                    labels=labels)
         snap = metrics.snapshot(self.pipeline.graph)  # what the status widget reads too
+        root = self.pipeline.root
         for frame in self.pipeline.frames:
             node = snap.nodes[frame.name]
             label = self.pipeline.label(frame)  # the notebook's name for it, if it had one
-            rows.add_metric([name, label], self.counts.rows.get(frame.name, 0))
-            batches.add_metric([name, label], self.counts.batches.get(frame.name, 0))
+            if frame.name not in self.counts.remote:
+                rows.add_metric([name, label], self.counts.rows.get(frame.name, 0))
+                batches.add_metric([name, label], self.counts.batches.get(frame.name, 0))
+            elif frame is root:  # read on the workers: the events the driver counted
+                rows.add_metric([name, label], node.events)
+                batches.add_metric([name, label], node.batches)
             late.add_metric([name, label], node.late)
             dead.add_metric([name, label], node.dead_letters)
         yield from (rows, batches, late, dead)
@@ -279,17 +406,23 @@ def serve_metrics(pipeline: Pipeline, counts: _Counts, port: int) -> tuple[Any, 
 def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None = None,
         metrics_port: int | None = None, log_format: str = "json",
         input: Path | None = None, output: Path | None = None,
-        checkpoint: Path | None = None, checkpoint_every: str = "10s") -> int:
+        checkpoint: Path | None = None, checkpoint_every: str = "10s",
+        cluster: str | None = None, scheduler: str | None = None) -> int:
     """Run ``pipeline`` headless until its source ends, ``until``, ``max_events`` or a signal.
 
+    ``cluster`` (``local:N``) or ``scheduler`` (an address): run on Dask distributed (see
+    the module's docstring).
+
     Returns the exit code: 0 when the stream ended normally (also after SIGTERM/SIGINT), 1
-    when the source failed, 2 when the checkpoint cannot be used (corrupt, written by another
-    pipeline, or a source that cannot resume; the log says which).
+    when the source failed (on a cluster: also a partition failing on its worker), 2 when
+    the checkpoint cannot be used (corrupt, written by another pipeline, or a source that
+    cannot resume; the log says which).
     """
     import typer
 
     log = _logger(log_format).bind(pipeline=pipeline.name)
     root = pipeline.root
+    target = cluster_target(cluster, scheduler, checkpoint=checkpoint, input=input)
     seconds: float | None = None
     if until is not None:
         try:
@@ -307,6 +440,7 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
     if root.source is None:
         msg = f"pipeline {pipeline.name!r} has no source to run"
         raise RtnbError(msg)
+    remote = _remote_nodes(pipeline, target) if target is not None else set()
     saver: _Saver | None = None
     if checkpoint is not None:
         try:
@@ -324,17 +458,27 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
     if max_events is not None:
         limit(saver.source if saver is not None else root.source, max_events)
     frames = pipeline.frames
-    counts = _Counts(frames)
+    counts = _Counts(frames, remote=remote)
     if saver is not None:
         saver.resume_counts(counts)
-    recording = pipeline.record() if output is not None else None
+    recording: Recording | None = None
+    if output is not None:
+        from rtnb.pipeline import Recording
+
+        # on a cluster, rows reach this process from the first windows on only
+        recording = Recording(pipeline, [f for f in frames if f.name not in remote],
+                              keep_input=not remote)
     server = None
     if metrics_port is not None:
         server, port = serve_metrics(pipeline, counts, metrics_port)
         log.info("metrics", url=f"http://127.0.0.1:{port}/metrics")
     started = time.monotonic()
+    on: dict[str, Any] = {}
+    if target is not None:
+        on = {"cluster": target} if cluster is not None else \
+            {"scheduler": _address_shown(target)}
     log.info("start", source=repr(root.source), nodes=len(frames),
-             params={p.name: shown(p.value) for p in pipeline.params})
+             params={p.name: shown(p.value) for p in pipeline.params}, **on)
     if not pipeline.sinks and output is None:
         # a notebook's views do not come along: said once, so a headless run that computes
         # and discards is not mistaken for one that delivers
@@ -342,7 +486,8 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
                     hint="add rtnb.sinks (to_parquet, to_log, ...) before exporting, or run "
                          "with --output DIR to keep every node's rows")
     try:
-        code = asyncio.run(_main(pipeline, seconds, log, saver))
+        with _dask_logs(log_format) if target is not None else contextlib.nullcontext():
+            code = asyncio.run(_main(pipeline, seconds, log, saver, cluster=target))
     finally:
         if server is not None:
             server.shutdown()
@@ -356,8 +501,39 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
     return code
 
 
+@contextlib.contextmanager
+def _dask_logs(log_format: str) -> Iterator[None]:
+    """Dask's warnings and errors in this process (the driver) as structured lines too.
+
+    Its ``distributed`` logger writes plain text lines of its own; for the run they go
+    through the script's renderer (JSON: one object per line, with ``logger``), at WARNING
+    and above. The worker processes of a local cluster keep Dask's own format (their lines
+    do not pass through this process); every failure they report reaches the driver, which
+    logs it (``failed``).
+    """
+    import structlog
+
+    chain: list[Any] = [structlog.stdlib.add_logger_name, structlog.stdlib.add_log_level,
+                        structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=chain,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, _renderer(log_format)])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("distributed")
+    saved = (list(logger.handlers), logger.propagate)
+    logger.handlers = [handler]
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = saved
+
+
 async def _main(pipeline: Pipeline, seconds: float | None, log: Any,
-                saver: _Saver | None = None) -> int:
+                saver: _Saver | None = None, *, cluster: str | None = None) -> int:
     loop = asyncio.get_running_loop()
 
     signals: list[str] = []
@@ -386,14 +562,19 @@ async def _main(pipeline: Pipeline, seconds: float | None, log: Any,
             log.error("checkpoint", action="recover failed", error=f"{type(exc).__name__}: {exc}")
             return 2
     periodic = loop.create_task(saver.periodic()) if saver is not None else None
+    connected = loop.create_task(_connected(pipeline, log)) if cluster is not None else None
     try:
-        await pipeline.arun()
+        await pipeline.arun(cluster=cluster)
     except Exception as exc:
         log.error("failed", error=f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         if timer is not None:
             timer.cancel()
+        if connected is not None:
+            connected.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connected
         if periodic is not None:
             periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -416,6 +597,18 @@ async def _main(pipeline: Pipeline, seconds: float | None, log: Any,
         log.error("sinks", action="dropped rows", rows=dropped)
         code = 1
     return code
+
+
+async def _connected(pipeline: Pipeline, log: Any) -> None:
+    """Log once the driver has placed the partitions on the cluster's workers."""
+    while True:
+        runner = pipeline.runner
+        if runner is not None and runner.workers:
+            log.info("cluster", action="connected", partitions=runner.partitions,
+                     workers=len(set(runner.workers.values())),
+                     dashboard=runner.dashboard_link)
+            return
+        await asyncio.sleep(0.1)
 
 
 class _Saver:

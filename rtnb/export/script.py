@@ -45,6 +45,11 @@ _RESERVED = {"rtnb", "runtime", "typer", "pd", "np", "Path", "Annotated", "Any",
              "HERE", "build", "main", "params", "source", "annotations", "os", "urllib",
              "env_secret", "url_with_secrets"}
 
+#: The options every exported script has (``main()``'s parameters besides the Params').
+_SCRIPT_OPTIONS = frozenset({"until", "max_events", "metrics_port", "log_format", "input",
+                             "output", "checkpoint", "checkpoint_every", "cluster",
+                             "scheduler"})
+
 #: Keyword arguments that hold secrets, and the ``*_env`` argument that replaces each.
 #: Credential query parameters and headers (``rtnb._net.secret_param``/``secret_header``) are
 #: read through the helpers ``env_secret`` and ``url_with_secrets`` the script then defines.
@@ -721,6 +726,15 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     overrides = ", ".join(f"{opt.key!r}: {opt.arg}" for opt in options)
     if parts.source_option is not None:
         options.append(parts.source_option)
+    if not app:
+        taken = set(_SCRIPT_OPTIONS)
+        for opt in options:
+            if opt.arg in taken:
+                msg = (f"Param {opt.key!r} would be the script's option {opt.flag}, which "
+                       "the script already has (python <script> --help lists them); give "
+                       "the Param another name")
+                raise ExportError(msg)
+            taken.add(opt.arg)
     stdlib_imports, third_party_imports = _import_block(
         parts.imports, app=app, path=bool(parts.data_files) or not app)
     template = _templates().get_template("app.py.jinja" if app else "script.py.jinja")
