@@ -42,8 +42,9 @@ from pandas.core.internals.blocks import (  # type: ignore[import-not-found]
 )
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
-__all__ = ["Schema", "column", "column_at", "dtypes", "empty", "floats", "from_arrays",
-           "same_labels", "same_schema", "select", "take", "times_ns", "with_columns"]
+__all__ = ["ColumnReader", "Schema", "column", "column_at", "dtypes", "empty", "floats",
+           "from_arrays", "same_labels", "same_schema", "select", "take", "times_ns",
+           "with_columns"]
 
 # pandas' private constructors, untyped in its stubs
 _DataFrame: Any = pd.DataFrame
@@ -203,6 +204,77 @@ class Schema:
             if i < len(blocks) and blocks[i]._mgr_locs is placement:
                 return blocks[i].values._ndarray[row].view(np.int64)  # type: ignore[no-any-return]
         return times_ns(df, self.time)
+
+
+class ColumnReader:
+    """One named column of each batch: :func:`column`, or :func:`times_ns` (``times=True``).
+
+    ~0.3 us for a batch laid out like the last one read: the block holding the column and its
+    row in it are remembered with the batch's labels array and the block's placement; a
+    batch sharing both (row slices of one frame do) is read from that block directly, any
+    other through :func:`column` / :func:`times_ns` (~1-1.5 us; a datetime column through
+    :func:`column` builds a ``DatetimeArray``, ~3 us).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"t": pd.to_datetime([0, 5]), "x": [1.0, 2.0], "k": ["a", "b"]})
+    >>> x, k, t = ColumnReader("x"), ColumnReader("k"), ColumnReader("t", times=True)
+    >>> [(x(b).tolist(), k(b).tolist(), t(b).tolist()) for b in (df.iloc[:1], df.iloc[1:])]
+    [([1.0], ['a'], [0]), ([2.0], ['b'], [5])]
+    """
+
+    __slots__ = ("_block", "_labels", "_placement", "_row", "name", "times")
+
+    def __init__(self, name: Any, *, times: bool = False) -> None:
+        self.name = name
+        self.times = times
+        self._labels: Any = None  # labels array of the batch the position was found in
+        self._placement: Any = None  # placement of the block holding the column
+        self._block = 0  # the block's position in the manager
+        self._row = -1  # the column's row in a 2-d block (-1: a 1-d extension array)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # what is remembered holds pandas' BlockPlacement, which does not pickle: a copy
+        # finds the column again
+        return (ColumnReader, (self.name,), (None, {"times": self.times}))
+
+    def __call__(self, df: pd.DataFrame) -> Any:
+        """The column's values in ``df`` (the frame's own array: do not change it)."""
+        cols: Any = df.columns
+        if type(cols) is _Index and cols._data is self._labels:
+            blocks = df._mgr.blocks
+            i = self._block
+            if i < len(blocks):
+                block = blocks[i]
+                if block._mgr_locs is self._placement:
+                    values = block.values
+                    row = self._row
+                    if row < 0:
+                        return values
+                    if self.times:
+                        return values._ndarray[row].view(np.int64)
+                    return values[row]
+        return self._find(df)
+
+    def _find(self, df: pd.DataFrame) -> Any:
+        name = self.name
+        cols: Any = df.columns
+        loc = cols.get_loc(name)
+        self._labels = None
+        if isinstance(loc, int) and type(cols) is _Index:
+            mgr: Any = df._mgr
+            i = int(mgr.blknos[loc])
+            block = mgr.blocks[i]
+            values = block.values
+            ndim = getattr(values, "ndim", 1)
+            if self.times:
+                usable = ndim == 2 and values.dtype == _NS  # tz-naive ns: a view of the block
+            else:  # numpy rows and 1-d extension arrays (2-d datetimes build an array)
+                usable = isinstance(values, np.ndarray) or ndim == 1
+            if usable:
+                self._labels, self._placement, self._block = cols._data, block._mgr_locs, i
+                self._row = int(mgr.blklocs[loc]) if ndim == 2 else -1
+        return times_ns(df, name) if self.times else column(df, name)
 
 
 def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:

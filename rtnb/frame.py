@@ -34,7 +34,7 @@ from rtnb.errors import ConfigError, RtnbError, SchemaError
 from rtnb.graph import Graph, Unsubscribe
 from rtnb.params import Param, resolve
 from rtnb.series import StreamingSeries
-from rtnb.stateful import StatefulNode
+from rtnb.stateful import LeanMap, LeanStream, StatefulNode
 from rtnb.windows.base import KeyedEngine
 from rtnb.windows.engine import AggSpec, WindowAggregator
 from rtnb.windows.keys import KeyRegistry
@@ -130,7 +130,8 @@ class StreamingFrame(_record.Recorded):
                        f"example has {self.example[time].dtype}")
                 raise ConfigError(msg)
         self.time = time
-        self.stream: Stream = stream if stream is not None else Stream(stream_name=self.name)
+        self.stream: Stream = stream if stream is not None else LeanStream(
+            stream_name=self.name)
         self._parent = _parent
         self.graph.add(self)
         self.counters = Counters()
@@ -244,7 +245,7 @@ class StreamingFrame(_record.Recorded):
         batch = self.validate(batch)
         if self.time is not None:
             times = self._schema().times_ns(batch)  # NaT is the smallest int64
-            missing = times == _NAT if len(times) and times.min() == _NAT else None
+            missing = times == _NAT if len(times) and _smallest(times) == _NAT else None
             if missing is not None:
                 self.dead_letter(_frames.take(batch, missing),
                                  f"missing event time in column {self.time!r}")
@@ -412,7 +413,7 @@ class StreamingFrame(_record.Recorded):
                        f"(columns {list(batch.columns)!r}): {type(exc).__name__}: {exc}")
                 raise RtnbError(msg) from exc
 
-        stream = self.stream.map(apply, stream_name=node_name)
+        stream = LeanMap(self.stream, apply, stream_name=node_name)
         keep_time = self.time if time is False else time
         if keep_time is not None and keep_time not in example.columns:
             keep_time = None
@@ -1459,6 +1460,7 @@ def _views() -> Any:
 
 
 _NAT = np.iinfo(np.int64).min
+_smallest = np.minimum.reduce  # ndarray.min without its Python wrapper
 
 
 def _check_units(units: Any, example: pd.DataFrame, name: str) -> dict[str, str]:

@@ -48,7 +48,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from rtnb import _frames, _record
-from rtnb._frames import column_at, with_columns
+from rtnb._frames import with_columns
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -1082,6 +1082,8 @@ class DetectorLogic:
         self.detector, self.on, self.keys, self.time = detector, on, keys, time
         self.protect, self.score, self.anomaly = protect, score, anomaly
         self._plan: tuple[pd.Index, int, int, pd.Index | None] | None = None
+        self._read_on = _frames.ColumnReader(on)
+        self._read_time = _frames.ColumnReader(time, times=True)
         named = dict(rename or {})
         self._names = [score, anomaly, *(named.get(e, e) for e in detector.extra)]
 
@@ -1108,11 +1110,11 @@ class DetectorLogic:
     def process(self, batch: pd.DataFrame) -> Any:
         """Score and learn the batch; the rows go on with the score, anomaly and extra columns."""
         on, at, out_columns = self._columns(batch)
-        x = column_at(batch, on)
-        if not (isinstance(x, np.ndarray) and x.dtype == np.float64):
+        x = self._read_on(batch)
+        if not (type(x) is np.ndarray and x.dtype == np.float64):
             x = batch.iloc[:, on].to_numpy(dtype=np.float64, na_value=np.nan)
         detector = self.detector
-        times = _frames.times_ns(batch, self.time) if at >= 0 and detector.uses_time else None
+        times = self._read_time(batch) if at >= 0 and detector.uses_time else None
         # a stateless detector (Threshold) scores every row alike: no key coding to pay for
         codes = self.keys.codes(batch) if detector.stateful else None
         s, a = detector.process(x, codes, times, protect=self.protect)

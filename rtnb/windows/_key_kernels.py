@@ -1,8 +1,9 @@
 """Compiled probing of Arrow string keys (``rtnb.windows.keys``).
 
 A batch's keys are found in a hash table of the known keys straight from the Arrow buffers
-(offsets and UTF-8 bytes), without building a Python string per row. Imported on first use
-(it loads numba).
+(offsets and UTF-8 bytes), without building a Python string per row; emitted windows' key
+columns are built from the known keys' bytes the same way. Imported on first use (it loads
+numba).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy.typing as npt
 
 from rtnb._jit import jit
 
-__all__ = ["build", "probe"]
+__all__ = ["build", "gather", "probe"]
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -73,3 +74,33 @@ def probe(offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8], start: in
                     break
             j = (j + np.uint64(1)) & mask
     return True
+
+
+@jit
+def gather(codes: npt.NDArray[np.intp], key_offsets: npt.NDArray[np.int64],
+           key_data: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64]
+           ) -> npt.NDArray[np.uint8]:
+    """The known keys at ``codes`` as Arrow string buffers: the UTF-8 bytes (returned).
+
+    ``offsets`` (``n + 1``) is filled with the large-string offsets; ``offsets[0]`` is
+    ``-1`` if a code is not a known key's.
+    """
+    n = len(codes)
+    m = len(key_offsets) - 1
+    total = 0
+    offsets[0] = 0
+    for i in range(n):
+        c = codes[i]
+        if c < 0 or c >= m:
+            offsets[0] = -1
+            return np.empty(0, dtype=np.uint8)
+        total += key_offsets[c + 1] - key_offsets[c]
+        offsets[i + 1] = total
+    data = np.empty(total, dtype=np.uint8)
+    for i in range(n):
+        c = codes[i]
+        a = key_offsets[c]
+        o = offsets[i]
+        for k in range(key_offsets[c + 1] - a):
+            data[o + k] = key_data[a + k]
+    return data

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 from pandas._libs import hashtable as ht  # type: ignore[attr-defined]  # not in pandas-stubs
 
-from rtnb._frames import column
+from rtnb._frames import ColumnReader, column
 
 __all__ = ["KeyRegistry"]
 
@@ -43,6 +43,7 @@ class KeyRegistry:
         # single key: how a batch's key array is turned into codes without pandas (see
         # _plan_for), and the hash table of the known keys (position = code) it probes
         self._plan = _plan_for(column(example, by[0])) if len(by) == 1 else None
+        self._read = ColumnReader(by[0]) if len(by) == 1 else None
         self._table: Any = None
         self._table_size = 0
 
@@ -82,8 +83,8 @@ class KeyRegistry:
         n = len(batch)
         if not self.by:
             return np.zeros(n, dtype=np.intp)
-        if len(self.by) == 1:
-            values = column(batch, self.by[0])
+        if self._read is not None:
+            values = self._read(batch)
             if self._table is not None:
                 found = self._probe(values)
                 if found is not None:
@@ -131,6 +132,13 @@ class KeyRegistry:
             values = self._values[self.by.index(col)]
             array = pd.array(values, dtype=self._dtypes[col])  # type: ignore[arg-type]
             self._cache[col] = array
+        if self._plan is not None and self._table is not None and \
+                self._table_size == len(self._lookup):
+            # Arrow strings: built from the known keys' bytes (pyarrow's take: ~13 us for
+            # 100 keys, this ~4 us)
+            gathered = self._plan.gather(self._table, array, codes)
+            if gathered is not None:
+                return gathered
         return array.take(codes)
 
 
@@ -150,6 +158,13 @@ class _Plan:
         table = ht.PyObjectHashTable(len(known))
         table.map_locations(_object_keys(known))
         return table
+
+    def gather(self, table: Any, array: Any, codes: npt.NDArray[np.intp]) -> Any:
+        """``array.take(codes)`` built from ``table``, or ``None``: ``take`` does it.
+
+        ``array`` holds the known keys (position = code).
+        """
+        return None
 
     def probe(self, table: Any, values: Any) -> npt.NDArray[np.intp] | None:
         """The codes of ``values`` if every one is a known, non-null key, else ``None``."""
@@ -211,8 +226,15 @@ class _ArrowStringPlan(_Plan):
         self._buffers: tuple[Any, Any, npt.NDArray[np.int64], npt.NDArray[np.uint8]] | None \
             = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy (a checkpoint, a worker's logic) keeps no buffers of batches seen here
+        return {**self.__dict__, "_buffers": None}
+
     def table(self, known: list[Any]) -> Any:
         return _ArrowTable(known)
+
+    def gather(self, table: Any, array: Any, codes: npt.NDArray[np.intp]) -> Any:
+        return table.gather(array, codes)
 
     def probe(self, table: Any, values: Any) -> npt.NDArray[np.intp] | None:
         if type(values) is not self.array_type:
@@ -273,6 +295,24 @@ class _ArrowTable:
         while size < 4 * max(1, len(encoded)):
             size *= 2
         self.slots = _key_kernels.build(self.key_offsets, self.key_data, size)
+
+    def gather(self, array: Any, codes: npt.NDArray[np.intp]) -> Any:
+        """``array.take(codes)`` for ``array`` of the known keys (position = code), or ``None``.
+
+        ``None``: a null key among the known ones, or codes that are no key's.
+        """
+        if self.slots is None or not isinstance(array, pd.arrays.ArrowStringArray):
+            return None
+        codes = np.ascontiguousarray(codes, dtype=np.intp)
+        n = len(codes)
+        offsets = np.empty(n + 1, dtype=np.int64)
+        data = self.kernels.gather(codes, self.key_offsets, self.key_data, offsets)
+        if offsets[0] < 0:
+            return None
+        values = pa.Array.from_buffers(pa.large_string(), n,
+                                       [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        wrapper: Any = array
+        return wrapper._from_pyarrow_array(values)
 
 
 class _CategoryPlan(_Plan):

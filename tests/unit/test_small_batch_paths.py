@@ -125,3 +125,71 @@ def test_arrow_keys_of_alternating_parents(arrow: pa.DataType) -> None:
             part = p.iloc[i:i + 100]
             want = [known.setdefault(v, len(known)) for v in part["k"].tolist()]
             assert reg.codes(part).tolist() == want
+
+
+def test_column_reader_equals_column_on_every_layout() -> None:
+    df = pd.DataFrame({
+        "t": pd.to_datetime(np.arange(30) * 10**9),
+        "tz": pd.date_range("2026-01-01", periods=30, freq="s", tz="UTC"),
+        "x": np.arange(30.0), "y": np.arange(30.0) * 2, "i": np.arange(30),
+        "s": pd.Series([f"k{i % 4}" for i in range(30)], dtype=str),
+        "c": pd.Categorical([f"c{i % 3}" for i in range(30)]),
+    })
+    readers = {c: _frames.ColumnReader(c) for c in df.columns}
+    times = {c: _frames.ColumnReader(c, times=True) for c in ("t", "tz")}
+    parts = [df.iloc[i:i + 7] for i in range(0, 30, 7)]
+    parts += [df[df.columns[::-1]], df.assign(x=-df["x"]), pd.concat([df, df]), df.iloc[:0]]
+    for part in parts * 2:  # every layout after another one, and again
+        for c, read in readers.items():
+            got, want = read(part), _frames.column(part, c)
+            pd.testing.assert_series_equal(pd.Series(got), pd.Series(want))
+        for c, read in times.items():
+            np.testing.assert_array_equal(read(part), _frames.times_ns(part, c))
+    import pickle
+    again = pickle.loads(pickle.dumps(readers["x"]))  # pandas' placements do not pickle
+    np.testing.assert_array_equal(again(parts[1]), parts[1]["x"].to_numpy())
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", "string[python]", "category",
+                                   "object"])
+def test_key_array_equals_take_of_the_known_keys(dtype: str) -> None:
+    keys = pd.Series(["b", "ü-ß", "", "web-01", "a" * 40, "b"], dtype=dtype)
+    reg = KeyRegistry(["k"], pd.DataFrame({"k": keys.iloc[:0]}))
+    reg.codes(pd.DataFrame({"k": keys}))
+    known = pd.array(["b", "ü-ß", "", "web-01", "a" * 40], dtype=keys.dtype)
+    for codes in ([0, 4, 4, 2, 1, 3], [], [3]):
+        idx = np.array(codes, dtype=np.intp)
+        result = reg.array("k", idx)
+        expected = known.take(idx)
+        assert result.dtype == expected.dtype
+        pd.testing.assert_extension_array_equal(result, expected)
+        if dtype in ("str", "string[pyarrow]"):  # built from the keys' bytes, not by take
+            assert reg._plan is not None
+            assert reg._plan.gather(reg._table, known, idx) is not None
+    # a null key among the known ones: pandas' take
+    reg.codes(pd.DataFrame({"k": pd.Series([None, "b"], dtype=dtype)}))
+    result = reg.array("k", np.array([5, 0], dtype=np.intp))
+    assert pd.isna(result[0]) and result[1] == "b"
+
+
+@pytest.mark.parametrize("lean", [False, True])
+def test_lean_emit_calls_downstreams_as_streamz_does(lean: bool) -> None:
+    """Order of downstreams, results, a destroyed downstream and metadata (refs released)."""
+    from streamz import RefCounter, Stream
+
+    from rtnb.stateful import LeanMap, LeanStream
+
+    source = LeanStream() if lean else Stream()
+    seen: list[tuple[str, int]] = []
+    doubled = LeanMap(source, lambda x: 2 * x) if lean else source.map(lambda x: 2 * x)
+    doubled.sink(lambda x: seen.append(("a", x)))
+    gone = source.sink(lambda x: seen.append(("gone", x)))
+    source.sink(lambda x: seen.append(("b", x)))
+    source.emit(1)
+    gone.destroy()
+    source.emit(2)
+    done: list[int] = []
+    ref = RefCounter(cb=lambda: done.append(1))
+    source.emit(3, metadata=[{"ref": ref}])
+    assert seen == [("a", 2), ("gone", 1), ("b", 1), ("a", 4), ("b", 2), ("a", 6), ("b", 3)]
+    assert done == [1]  # every downstream released the batch's reference
