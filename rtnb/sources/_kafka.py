@@ -45,8 +45,8 @@ COMMIT_TIMEOUT_S = 10.0
 #: How long a partition reader (and the partitions' discovery) waits for the brokers'
 #: metadata, a group's committed offset or a partition's end offset.
 METADATA_TIMEOUT_S = 10.0
-#: How long a non-blocking read of a partition reader waits for librdkafka's first fetch
-#: after opening, or for the next one while the partition has messages not yet fetched.
+#: How long a non-blocking read of a partition reader waits, at most, for librdkafka's
+#: fetches while the partition has messages not fetched yet (and for the first after opening).
 FETCH_WAIT_S = 2.0
 
 
@@ -394,12 +394,13 @@ class KafkaPartitionReader:
     Made by :meth:`KafkaSource.partition_reader` and sent to a Dask worker, where the first
     :meth:`read` opens a ``Consumer`` (auto-commit off) and assigns it this one
     partition, at the group's committed offset or, where the group has none, at the
-    source's ``start``. Positions are ``(partition, offset)``, as in one process;
-    :meth:`ack` commits the offset after the highest acknowledged one, synchronously (a
-    commit that fails is logged and sent again with the next: Kafka's offsets are
-    cumulative). The SASL password travels inside the pickled reader to the worker (Dask's
-    connections; use TLS between scheduler and workers when that network is not trusted)
-    and is never shown by ``repr``.
+    source's ``start``. A reader that read already goes on after what it read when it is
+    reopened, or pickled and moved to another worker (Dask moving its task). Positions are
+    ``(partition, offset)``, as in one process; :meth:`ack` commits the offset after the
+    highest acknowledged one, synchronously (a commit that fails is logged and sent again
+    with the next: Kafka's offsets are cumulative). The SASL password travels inside the
+    pickled reader to the worker (Dask's connections; use TLS between scheduler and
+    workers when that network is not trusted) and is never shown by ``repr``.
 
     Examples
     --------
@@ -422,14 +423,15 @@ class KafkaPartitionReader:
         self._committed = -1  # the last offset committed by this reader
         self._uncommitted: int | None = None  # a commit that failed: sent with the next
         self._error: str | None = None  # a fatal error of librdkafka's, not tied to a message
-        self._fresh = False  # opened, nothing read yet
+        self._reading = False  # the consumer is assigned the partition
+        self._fresh = False  # assigned, nothing read yet
 
     def __repr__(self) -> str:
         return f"<KafkaPartitionReader {self.servers} {self.stream!r}>"
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_consumer"], state["_fresh"] = None, False  # a connection stays where it is
+        state.update(_consumer=None, _reading=False, _fresh=False)  # a connection stays
         return state
 
     def _tp(self, offset: int | None = None) -> Any:
@@ -459,50 +461,70 @@ class KafkaPartitionReader:
                 msg = (f"source {self.owner!r}: topic {self.topic!r} has partitions "
                        f"{sorted(found)}; asked for [{self.partition}]")
                 raise SourceError(msg, source=self.owner)
-            try:
-                (committed,) = consumer.committed([self._tp()], timeout=METADATA_TIMEOUT_S)
-            except ck.KafkaException as exc:
-                msg = (f"source {self.owner!r}: the committed offset of {self.stream!r} for "
-                       f"group {self._config.get('group.id')!r} could not be read from "
-                       f"{self.servers}: {exc}")
-                raise SourceError(msg, source=self.owner) from exc
-            if committed.offset >= 0:
-                offset = self._next = committed.offset
-                self._committed = offset - 1
-            else:  # the group has none: from the start (a reopened reader too)
-                offset = ck.OFFSET_BEGINNING if self.start == "earliest" else ck.OFFSET_END
-                self._next, self._committed = None, -1
-            consumer.assign([self._tp(offset)])
+            if self._next is None:  # a new reader: where the group's offset says
+                try:
+                    (committed,) = consumer.committed([self._tp()],
+                                                      timeout=METADATA_TIMEOUT_S)
+                except ck.KafkaException as exc:
+                    msg = (f"source {self.owner!r}: the committed offset of {self.stream!r} "
+                           f"for group {self._config.get('group.id')!r} could not be read "
+                           f"from {self.servers}: {exc}")
+                    raise SourceError(msg, source=self.owner) from exc
+                if committed.offset >= 0:
+                    self._next = committed.offset
+                    self._committed = max(self._committed, committed.offset - 1)
         except BaseException:
             consumer.close()
             raise
-        self._consumer, self._fresh = consumer, True
+        self._consumer, self._reading = consumer, False
+        return consumer
+
+    def _reader(self) -> Any:
+        """The consumer, assigned the partition (once) where reading goes on."""
+        consumer = self._open()
+        if not self._reading:
+            ck = require("confluent_kafka", "kafka")
+            offset = self._next if self._next is not None else \
+                (ck.OFFSET_BEGINNING if self.start == "earliest" else ck.OFFSET_END)
+            consumer.assign([self._tp(offset)])
+            self._reading, self._fresh = True, True
         return consumer
 
     def read(self, count: int, block_ms: int | None) -> list[tuple[bytes, tuple[int, int]]]:
         """Up to ``count`` messages as ``(value, (partition, offset))``; waits up to ``block_ms``.
 
-        ``block_ms=None``: what the consumer fetched already, without waiting, but for the
-        first read after opening and while the partition's end (as of the last fetch) is
-        past what was read: then up to ``FETCH_WAIT_S`` for the next fetch, so that no
-        message means nothing to read, not "not fetched yet".
+        ``block_ms=None``: no wait for new messages, but librdkafka fetches in the background,
+        so a read gets fewer than ``count`` only when the partition has no more (as far as
+        the last fetch response tells): while its end is past what was read (and on the
+        first read after opening) the read waits for the next fetch, ``FETCH_WAIT_S`` at
+        most. The driver takes an empty read for a silent partition and a short one for
+        the end of what there is.
         """
-        consumer = self._open()
-        ck = require("confluent_kafka", "kafka")
+        consumer = self._reader()
         messages = consumer.consume(num_messages=count,
                                     timeout=0 if block_ms is None else block_ms / 1000)
         if self._error is not None:  # this consumer can read no more
             msg = (f"source {self.owner!r}: reading {self.stream!r} from {self.servers} "
                    f"failed: {self._error}")
             raise SourceError(msg, source=self.owner)
-        if not messages and block_ms is None and self._behind(consumer):
-            # librdkafka fetches in the background: nothing fetched yet is not "nothing
-            # there" (the driver would take the partition for idle); wait for the fetch
-            first = consumer.poll(FETCH_WAIT_S)
-            if first is not None:
-                messages = [first]
-                if count > 1:
-                    messages.extend(consumer.consume(num_messages=count - 1, timeout=0))
+        items = self._items(messages)
+        if block_ms is None:
+            deadline = time.monotonic() + FETCH_WAIT_S
+            while len(items) < count and self._behind(consumer):
+                left = deadline - time.monotonic()
+                first = consumer.poll(left) if left > 0 else None
+                if first is None:
+                    break
+                more = [first]
+                if count - len(items) > 1:
+                    more.extend(consumer.consume(num_messages=count - len(items) - 1,
+                                                 timeout=0))
+                items.extend(self._items(more))
+        return items
+
+    def _items(self, messages: list[Any]) -> list[tuple[bytes, tuple[int, int]]]:
+        """``(value, position)`` of each message; an error that ends reading is raised."""
+        ck = require("confluent_kafka", "kafka")
         items: list[tuple[bytes, tuple[int, int]]] = []
         partition = self.partition
         for message in messages:
@@ -545,7 +567,11 @@ class KafkaPartitionReader:
         return int(position[1])
 
     def ack(self, positions: list[Any]) -> None:
-        """Commit the offset after the highest of ``positions`` for the group, synchronously."""
+        """Commit the offset after the highest of ``positions`` for the group, synchronously.
+
+        Positions not read yet (a rebuilt reader told what a checkpoint covers) are skipped:
+        reading goes on after them.
+        """
         if not positions and self._uncommitted is None:
             return
         last = max((int(offset) for _, offset in positions), default=-1)
@@ -564,6 +590,10 @@ class KafkaPartitionReader:
                         "with the next commit", self.owner, todo, self.stream, exc)
             return
         self._committed, self._uncommitted = todo - 1, None
+        if self._next is None or self._next < todo:  # acknowledged before read: skip them
+            self._next = todo
+            if self._reading:
+                consumer.seek(self._tp(todo))
 
     def lag(self) -> int | None:
         """Messages of the partition not yet read: its end offset less the position.
@@ -587,7 +617,10 @@ class KafkaPartitionReader:
         return max(0, int(high) - int(position))
 
     def close(self) -> None:
-        """Commit what failed to commit, then close the consumer (a later read reopens it)."""
+        """Commit what failed to commit, then close the consumer.
+
+        A later read reopens it and goes on after what was read.
+        """
         consumer = self._consumer
         if consumer is None:
             return
@@ -595,7 +628,7 @@ class KafkaPartitionReader:
             if self._uncommitted is not None:
                 self.ack([])
         finally:
-            self._consumer = None
+            self._consumer, self._reading = None, False
             try:
                 consumer.close()
             except Exception as exc:  # closing what a lost cluster left: not our error

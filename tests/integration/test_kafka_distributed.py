@@ -155,13 +155,30 @@ def test_a_partition_reader_reads_commits_and_resumes_from_the_committed_offset(
     assert kafka_cluster.committed(topic, g)[2] == 5  # the offset after the highest
     reader.ack([(2, 3)])  # older: no step back
     assert kafka_cluster.committed(topic, g)[2] == 5
+    moved = pickle.loads(pickle.dumps(reader))  # Dask moving the task to another worker
     reader.close()
-    again = reader.read(100, None)  # reopened: from the committed offset, 5 .. 24
-    assert [position[1] for _, position in again] == list(range(5, 25))
-    assert reader.read(100, 100) == [] and reader.lag() == 0
-    reader.ack([again[-1][1]])
-    reader.close()
+    again = moved.read(100, None)  # goes on after what it read: 10 .. 24
+    assert [position[1] for _, position in again] == list(range(10, 25))
+    assert moved.read(100, 100) == [] and moved.lag() == 0
+    moved.ack([again[-1][1]])
+    moved.close()
     assert kafka_cluster.committed(topic, g) == {0: -1001, 1: -1001, 2: 25, 3: -1001}
+    # a new reader of the group (a partition rebuilt after its worker died): from the
+    # committed offset, so what was read and not committed comes again
+    kafka_cluster.produce(topic, [b"x"] * 8)  # 2 more per partition: offsets 25, 26
+    fresh = src.partition_reader(0)
+    reader = pickle.loads(pickle.dumps(fresh))
+    assert [position for _, position in reader.read(1, None)] == [(2, 25)]
+    reader.close()
+    reader = pickle.loads(pickle.dumps(fresh))
+    assert [position for _, position in reader.read(10, None)] == [(2, 25), (2, 26)]
+    reader.close()
+    # acknowledged before being read (what a checkpoint covered): reading goes on after them
+    other = source(kafka_cluster, topic, None, group=group(), partitions=[1]).source
+    reader = other.partition_reader(0)
+    reader.ack([(1, 19)])
+    assert [position for _, position in reader.read(100, None)] == [(1, i) for i in range(20, 27)]
+    reader.close()
 
 
 def test_windows_over_the_topics_partitions_equal_one_process_and_pandas(
@@ -310,3 +327,43 @@ def test_tls_and_sasl_carry_over_to_the_reader_without_showing_the_password(
         reader.read(10, None)
     assert "source 'orders'" in str(failed.value)
     assert "pa55" not in str(failed.value) + caplog.text
+
+
+def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
+        kafka_cluster: MockKafka, rows: pd.DataFrame) -> None:
+    """kill -9 of the worker holding partition 0, a third of the way through, two ticks after
+    a checkpoint: its partitions are rebuilt on the other worker and their new readers start
+    at the group's committed offsets (what the checkpoint covered); the windows equal the
+    one-process run and every offset is committed at the end."""
+    import os
+    import signal
+
+    topic = kafka_cluster.topic()
+    kafka_cluster.produce(topic, as_json(rows))
+    g = group()
+
+    async def main() -> tuple[list[pd.DataFrame], rtnb.Pipeline, rtnb.StreamingFrame]:
+        async with distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster, \
+                distributed.Client(cluster, asynchronous=True) as client:
+            src = source(kafka_cluster, topic, len(rows), group=g)
+            outputs = windows(src)
+            got = [f.collect() for f in outputs]
+            pipeline = rtnb.Pipeline(*outputs)
+            pipeline.start(cluster=cluster, max_rows=60, checkpoint_every="1s")
+            runner = pipeline.runner
+            while src.source.stats.events < len(rows) // 3 or runner.checkpoint_tick is None \
+                    or runner.ticks - runner.checkpoint_tick != 2:
+                await asyncio.sleep(0.002)
+            victim = runner.workers[0]
+            pid = (await client.run(os.getpid, workers=[victim]))[victim]
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.wait_for(src.wait(), 120)
+            return [_all(x, f) for x, f in zip(got, outputs, strict=True)], pipeline, src
+
+    got, pipeline, src = asyncio.run(main())
+    assert pipeline.runner.recoveries >= 1
+    assert_same(got, one_process(rows, src.example, windows))
+    assert src.source.stats.events == len(rows)
+    assert kafka_cluster.committed(topic, g) == kafka_cluster.ends(topic)
