@@ -137,8 +137,10 @@ def run_script(script: Path, *args: str, env: dict[str, str] | None = None,
 
 
 def events(stderr: str) -> list[dict[str, Any]]:
-    """The structured log lines (JSON) of a run."""
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    """The script's own structured log lines (JSON), without Dask's (those have a
+    ``logger``: a warning of the scheduler or nanny may come at any time)."""
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [e for e in logged if "logger" not in e]
 
 
 def outputs(folder: Path) -> dict[str, pd.DataFrame]:
@@ -313,9 +315,8 @@ def test_a_scrape_during_a_cluster_run_shows_each_partitions_lag(
                           cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env) as proc:
         try:
             assert proc.stderr is not None
-            first = json.loads(proc.stderr.readline())
-            assert first["event"] == "metrics", first
-            url = first["url"]
+            head = [proc.stderr.readline() for _ in range(2)]  # "metrics" comes first
+            url = next(e["url"] for e in events("".join(head)) if e["event"] == "metrics")
             deadline = time.monotonic() + RUN_TIMEOUT
             while True:  # until every row was read, as a scrape shows
                 with urllib.request.urlopen(url, timeout=5) as reply:
