@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 from pandas._libs.internals import BlockPlacement  # type: ignore[import-not-found]
 from pandas.core.internals.api import _make_block  # type: ignore[import-not-found]
 from pandas.core.internals.blocks import (  # type: ignore[import-not-found]
@@ -290,8 +291,10 @@ def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:
         if rows.all():
             return df
         positions = np.flatnonzero(rows)
+        ascending = True
     else:
         positions = np.asarray(rows, dtype=np.intp)
+        ascending = False
     blocks = []
     for block in df._mgr.blocks:
         values = block.values
@@ -300,11 +303,50 @@ def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:
         elif getattr(values, "ndim", 1) == 2:  # datetimes, timedeltas: numpy-backed arrays
             values = values.take(positions, axis=1)
         else:
-            values = values.take(positions)
+            taken = _take_strings(values, positions, ascending) if type(
+                values) is _ArrowStrings else None
+            values = values.take(positions) if taken is None else taken
         blocks.append(new_block(values, block.mgr_locs, ndim=2))
-    mgr = BlockManager(blocks, [df.columns, _take_index(df.index, positions)],
+    mgr = BlockManager(blocks, [df.columns, _take_index(df.index, positions, ascending)],
                        verify_integrity=False)
     return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
+
+
+_ArrowStrings = pd.arrays.ArrowStringArray
+_NO_BYTES = np.zeros(0, dtype=np.uint8)
+
+
+def _take_strings(values: Any, positions: npt.NDArray[np.intp], ascending: bool) -> Any:
+    """``values.take(positions)`` for Arrow strings without nulls, from their buffers.
+
+    pyarrow's ``take`` (through pandas) took ~15 us for 50 of 100 strings, ~36 us with the
+    garbage collections its temporary objects set off in a stream of batches; this gathers
+    the offsets and bytes with numpy (~6 us). ``None``: let ``take`` do it (nulls, several
+    chunks, negative positions).
+    """
+    chunks = values._pa_array
+    if chunks.num_chunks != 1:
+        return None
+    chunk = chunks.chunk(0)
+    n = len(positions)
+    if chunk.null_count or not pa.types.is_large_string(chunk.type) or not n or (
+            not ascending and positions.min() < 0):
+        return None
+    _, offsets_buf, data_buf = chunk.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[chunk.offset:chunk.offset
+                                                         + len(chunk) + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else _NO_BYTES
+    starts = offsets[positions]
+    lengths = offsets[positions + 1] - starts
+    new_offsets = np.empty(n + 1, dtype=np.int64)
+    new_offsets[0] = 0
+    np.cumsum(lengths, out=new_offsets[1:])
+    # byte j of the result is byte (start of its string) + (j - its new offset)
+    where = np.repeat(starts - new_offsets[:-1], lengths)
+    where += np.arange(len(where))
+    taken = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(new_offsets),
+                                                         pa.py_buffer(data[where])])
+    return values._from_pyarrow_array(taken)
 
 
 def from_arrays(columns: pd.Index, arrays: Sequence[Any]) -> pd.DataFrame:
@@ -358,8 +400,10 @@ def empty(example: pd.DataFrame) -> pd.DataFrame:
     return _DataFrame._from_mgr(mgr, axes=mgr.axes)  # type: ignore[no-any-return]
 
 
-def _take_index(index: pd.Index, positions: npt.NDArray[np.intp]) -> pd.Index:
-    if isinstance(index, pd.RangeIndex) and index.step == 1:
+def _take_index(index: pd.Index, positions: npt.NDArray[np.intp], ascending: bool) -> pd.Index:
+    """``index.take(positions)``; ``ascending``: the positions are a mask's (none negative)."""
+    if isinstance(index, pd.RangeIndex) and index.step == 1 and (
+            ascending or not len(positions) or positions.min() >= 0):
         # what pandas gives for a default index: the kept labels as int64
         labels = positions.astype(np.int64) + index.start if index.start else \
             positions.astype(np.int64)
