@@ -225,8 +225,11 @@ class Graph:
 
     @property
     def runner(self) -> Any:
-        """What runs the source now: the source itself, or the runner ``start`` was given
-        (a :class:`rtnb.distributed.ClusterRunner` on a cluster); ``None`` before a start."""
+        """What runs the source now (``None`` before a start).
+
+        The source itself, or the runner ``start`` was given: a
+        :class:`rtnb.distributed.ClusterRunner` on a cluster.
+        """
         return self._runner
 
     @property

@@ -36,7 +36,10 @@
   partition's part is in (the survivors' parts wait meanwhile).
 * **Scaling**: about every second the driver looks at the workers; partition ``p`` goes to
   live worker ``p mod n`` (Dask moves its task object there), so ``cluster.scale(n)``
-  mid-run moves partitions without changing the output.
+  mid-run moves partitions without changing the output. :class:`LagAdaptive` scales the
+  cluster on the partitions' lag (``cluster.adapt(Adaptive=rtnb.distributed.LagAdaptive,
+  pipeline=pipeline, minimum=1, maximum=4)``), the same lag the ``rtnb_source_partition_lag``
+  metric exports for an autoscaler outside Dask (KEDA, a Kubernetes HPA).
 
 What does not run on a cluster yet (each refused with a clear error, or documented): a
 window with ``emit="update"``; a view, sink or ``collect()`` on a frame before the split
@@ -48,4 +51,14 @@ Redis stream.
 
 from rtnb.distributed._driver import ClusterLike, ClusterRunner, plan_splits
 
-__all__ = ["ClusterLike", "ClusterRunner", "plan_splits"]
+
+def __getattr__(name: str) -> object:
+    if name == "LagAdaptive":  # imports dask.distributed: only when asked for
+        from rtnb.distributed._adaptive import LagAdaptive
+
+        return LagAdaptive
+    msg = f"module 'rtnb.distributed' has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+__all__ = ["ClusterLike", "ClusterRunner", "LagAdaptive", "plan_splits"]

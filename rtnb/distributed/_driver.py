@@ -19,6 +19,7 @@ import pandas as pd
 from rtnb._time import DurationLike, to_ns
 from rtnb.distributed._worker import (
     SplitPlan,
+    StaleStep,
     StepOutput,
     close_task,
     make_task,
@@ -221,6 +222,7 @@ class ClusterRunner:
         self._snapshots: dict[int, dict[str, Any]] = {}
         self._handled: dict[int, Any] = {}
         self._stash: dict[str, list[Any]] = {}
+        self._steps: dict[int, int] = {}
         self._complete_frontier = NO_WATERMARK
 
     def __repr__(self) -> str:
@@ -310,6 +312,7 @@ class ClusterRunner:
         """Create partition ``p``'s task on ``worker``, from its checkpoint if it has one."""
         src = self.source
         self.workers[p] = worker
+        self._steps[p] = 0
         self.source.stats.partition_worker = {self._partition_name(q): w
                                               for q, w in sorted(self.workers.items())}
         return client.submit(
@@ -338,7 +341,7 @@ class ClusterRunner:
                 await self._rebalance(client)
             remaining = None if src.max_events is None else src.max_events - src.stats.events
             final = stop.is_set() or (remaining is not None and remaining <= 0)
-            rows = self.max_rows if remaining is None else max(0, min(self.max_rows, remaining))
+            quota = self._quotas(remaining)
             checkpoint = now - last_checkpoint >= self.checkpoint_s
             if checkpoint:
                 last_checkpoint = now
@@ -346,11 +349,12 @@ class ClusterRunner:
             outs: dict[int, Any] = {}
             used = self.frontier
             for p in range(self.partitions):
-                worker = self.workers[p]
-                futures[p] = client.submit(step, futures[p], used, rows, final,
+                worker, number = self.workers[p], self._steps[p]
+                self._steps[p] += 1
+                futures[p] = client.submit(step, futures[p], number, used, quota[p], final,
                                            checkpoint, workers=[worker],
                                            allow_other_workers=False, pure=False)
-                outs[p] = client.submit(take_output, futures[p], workers=[worker],
+                outs[p] = client.submit(take_output, futures[p], number, workers=[worker],
                                         allow_other_workers=False, pure=False)
             results, lost = await self._outputs(client, outs)
             now = _time.monotonic()
@@ -361,7 +365,7 @@ class ClusterRunner:
             if complete:
                 self._complete_frontier = used
             for out in results:
-                if out.rows or out.replaying:
+                if out.rows or out.replaying or out.partition not in heard:
                     heard[out.partition] = now
                 newest[out.partition] = out.max_time
                 if out.position is not None:
@@ -372,14 +376,28 @@ class ClusterRunner:
             if lost:
                 await self._recover(client, futures, outs, lost)
                 for p in lost:
-                    heard[p] = now  # a partition being rebuilt is not idle
-                final = False  # the rebuilt partitions still have to finish
+                    heard.pop(p, None)  # not idle before its first step
+            if not complete:
+                final = False  # rebuilt or catching-up partitions still have to finish
             self._advance(newest, heard, started, idle_s, now)
             if not read and not final and not lost:
                 try:
                     await asyncio.wait_for(stop.wait(), self.tick_s)
                 except TimeoutError:
                     pass
+
+    def _quotas(self, remaining: int | None) -> list[int]:
+        """Messages each partition may read this tick.
+
+        ``max_rows``, and with ``max_events`` the rest shared out so that a tick never
+        reads past it (the odd ones rotate over the partitions).
+        """
+        if remaining is None:
+            return [self.max_rows] * self.partitions
+        remaining = max(0, remaining)
+        share, odd = divmod(remaining, self.partitions)
+        return [min(self.max_rows, share + ((p + self.ticks) % self.partitions < odd))
+                for p in range(self.partitions)]
 
     async def _outputs(self, client: Any, outs: dict[int, Any]
                        ) -> tuple[list[StepOutput], set[int]]:
@@ -459,13 +477,13 @@ class ClusterRunner:
                  idle_s: float, now: float) -> None:
         """The frontier: the minimum newest event time over the partitions not idle.
 
-        A partition is idle when it sent no row for ``idle_timeout`` (one never heard from
-        counts from the start of the run). When every partition is idle (the sources are
-        caught up), the minimum over those that ever sent a row: a partition never heard
-        from holds nothing back once idle.
+        A partition is idle when it sent no row for ``idle_timeout`` (counted from its
+        first finished step: one still starting holds the frontier). When every partition
+        is idle (the sources are caught up), the minimum over those that ever sent a row:
+        a partition never heard from holds nothing back once idle.
         """
         active = [p for p in range(self.partitions)
-                  if now - heard.get(p, started) < idle_s]
+                  if now - heard.get(p, now) < idle_s]
         if not active:
             active = [p for p in range(self.partitions)
                       if newest.get(p, NO_WATERMARK) != NO_WATERMARK]
@@ -545,7 +563,7 @@ def _lost_errors(distributed: Any) -> tuple[type[BaseException], ...]:
     """What Dask raises for a task whose worker died (not the task's own error)."""
     from distributed.comm.core import CommClosedError
 
-    return (distributed.KilledWorker, CommClosedError, asyncio.CancelledError)
+    return (distributed.KilledWorker, CommClosedError, asyncio.CancelledError, StaleStep)
 
 
 def _unpack_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,

@@ -31,7 +31,22 @@ from rtnb.sources._coerce import TimeUnit, coerce
 from rtnb.sources._guard import future_guard
 from rtnb.windows.base import END_OF_STREAM, NO_WATERMARK
 
-__all__ = ["PartitionTask", "SplitPlan", "StepOutput", "make_task", "step", "take_output"]
+__all__ = ["PartitionTask", "SplitPlan", "StaleStep", "StepOutput", "make_task", "step",
+           "take_output"]
+
+
+#: Messages a catching-up step reads at a time when its quota is 0 (the end of a run).
+REPLAY_ROWS = 1_000
+
+
+class StaleStep(RuntimeError):
+    """A step ran on a task that is not at the step before it.
+
+    Dask runs a task again when it lost the task's result (a worker left or died) and a
+    dependent still needs it; a step changes its partition's task (reader position,
+    state) as it runs, so a second run would read on from where the first stopped. It
+    refuses instead, and the driver rebuilds the partition from its checkpoint.
+    """
 
 
 @dataclass
@@ -56,6 +71,8 @@ class StepOutput:
     """What a step sends back to the driver."""
 
     partition: int
+    #: the step's number in this task's life (0, 1, ...)
+    number: int = 0
     #: messages read and rows that passed decoding (re-read ones not counted)
     read: int = 0
     rows: int = 0
@@ -118,11 +135,14 @@ class PartitionTask:
     unacked: list[Any] = field(default_factory=list)
     covered: list[Any] = field(default_factory=list)
     replay_until: Any = None
+    #: positions up to this one are in the restored snapshot: skipped (and acknowledged)
+    skip_until: Any = None
     #: with ``replay_until``: the frontier of the driver's last complete merge
     replay_frontier: int = NO_WATERMARK
     position: Any = None
     output: StepOutput | None = None
     events: int = 0
+    steps: int = 0
 
     def convert(self, items: list[tuple[Any, Any]]) -> tuple[pd.DataFrame, list[tuple[Any, str,
                                                                                     Any]]]:
@@ -181,14 +201,16 @@ def make_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
             split.logic.restore(saved)
         if split.merged:
             split.logic.hold()
+    skip_until = None
     if snapshot is not None:
         max_time = snapshot["max_time"]
+        skip_until = snapshot["position"]
     return PartitionTask(partition, reader, decoder, example, time, time_unit,
                          max_future_ns, splits, max_time=max_time, replay_until=replay_until,
-                         replay_frontier=replay_frontier)
+                         skip_until=skip_until, replay_frontier=replay_frontier)
 
 
-def step(task: PartitionTask, frontier: int, max_rows: int, final: bool,
+def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: bool,
          checkpoint: bool = False) -> PartitionTask:
     """One tick of one partition (see the module docstring); returns the task.
 
@@ -196,22 +218,41 @@ def step(task: PartitionTask, frontier: int, max_rows: int, final: bool,
     the partitions that are not idle): a merged engine's watermark is the frontier less
     its allowed lateness. ``final``: the end of the run: nothing is read, every window
     closes and every logic flushes. ``checkpoint``: snapshot the split nodes' state into
-    the output; the entries read so far are acknowledged by the next step.
+    the output; the entries read so far are acknowledged by the next step. ``number``:
+    the step's number in the task's life; a step run on a task at another one (Dask ran it
+    again) raises :class:`StaleStep`.
     """
+    if task.steps != number:
+        msg = (f"partition {task.partition}: step {number} ran on its task at step "
+               f"{task.steps} (Dask ran it again after losing its result)")
+        raise StaleStep(msg)
+    task.steps += 1
     started = _time.perf_counter()
-    out = StepOutput(task.partition)
+    out = StepOutput(task.partition, number)
     task.reader.ack(task.covered)
     task.covered = []
-    items = [] if final or max_rows <= 0 else task.reader.read(max_rows, None)
+    catching_up = task.replay_until is not None or task.skip_until is not None
+    # re-reading what a lost task had read is no new data: not bound by max_rows' quota
+    want = max_rows if max_rows > 0 or not catching_up else REPLAY_ROWS
+    items = [] if (final and not catching_up) or want <= 0 else task.reader.read(want, None)
+    if task.skip_until is not None:  # already in the restored snapshot
+        bound = task.reader.order(task.skip_until)
+        seen = [item for item in items if task.reader.order(item[1]) <= bound]
+        task.covered = [position for _, position in seen]
+        items = items[len(seen):]
+        if items or len(seen) < want:  # past the snapshot's entries (or none left)
+            task.skip_until = None
+        elif task.replay_until is not None:  # more may follow: read on first
+            out.replaying = True
     if items:
         task.unacked.extend(position for _, position in items)
         task.position = items[-1][1]
-    if task.replay_until is not None:
+    if task.replay_until is not None and not out.replaying:
         bound = task.reader.order(task.replay_until)
         again = [item for item in items if task.reader.order(item[1]) <= bound]
         _replay(task, again)
         items = items[len(again):]
-        if items or len(again) < max_rows or final:  # past the handled entries
+        if items or len(again) < want:  # past the handled entries (or none left)
             task.replay_until = None
             for split in task.splits:  # the windows the driver had emitted: sent already
                 if split.merged:
@@ -223,14 +264,15 @@ def step(task: PartitionTask, frontier: int, max_rows: int, final: bool,
         _process(task, items, frontier, final, out)
     if checkpoint or final:
         out.snapshot = {"logic": {split.name: split.logic.snapshot() for split in task.splits},
-                        "max_time": task.max_time}
-        task.covered, task.unacked = task.unacked, []
+                        "max_time": task.max_time, "position": task.position}
+        task.covered, task.unacked = task.covered + task.unacked, []
     if final:
         task.reader.ack(task.covered)
         task.covered = []
     out.max_time = task.max_time
     out.position = task.position
-    out.lag = task.reader.lag() if final or task.events % 20 == 0 or not items else None
+    if final or checkpoint or task.steps % 10 == 1 or not items:  # an XINFO/offsets query
+        out.lag = task.reader.lag()
     out.seconds = _time.perf_counter() - started
     try:
         from distributed import get_worker
@@ -306,10 +348,16 @@ def _process(task: PartitionTask, items: list[tuple[Any, Any]], frontier: int, f
             out.outputs[split.name] = rows
 
 
-def take_output(task: PartitionTask) -> StepOutput:
-    """The output of the task's last step (a small task: only this travels to the driver)."""
+def take_output(task: PartitionTask, number: int) -> StepOutput:
+    """The output of step ``number`` (a small task: only this travels to the driver).
+
+    Raises :class:`StaleStep` if the task has gone past that step (Dask ran this again).
+    """
     out = task.output
-    assert out is not None
+    if out is None or out.number != number:
+        msg = (f"partition {task.partition}: the output of step {number} is gone (the task "
+               f"is at step {task.steps})")
+        raise StaleStep(msg)
     return out
 
 

@@ -6,6 +6,7 @@ window and detector property tests), and the tumbling windows with pandas direct
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -286,7 +287,7 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
             victim = pipeline.runner.workers[0]
             pid = (await client.run(os.getpid, workers=[victim]))[victim]
             os.kill(pid, signal.SIGKILL)
-            await asyncio.wait_for(src.wait(), 120)
+            await asyncio.wait_for(src.wait(), 240)
             return [_all(g, f) for g, f in zip(got, outputs, strict=True)], pipeline, src
 
     got, pipeline, src = asyncio.run(main())
@@ -298,6 +299,88 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
     assert src.source.stats.events == len(rows)
     for p in range(4):  # everything acknowledged at the end
         assert shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] == 0
+
+
+async def _scaled(cluster: Any, n: int) -> None:
+    result = cluster.scale(n)
+    if inspect.isawaitable(result):
+        await result
+
+
+def test_scaling_mid_run_moves_partitions_and_changes_no_output(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
+    """scale(1) -> scale(2) -> scale(1) during a run: partitions move to the new worker and
+    back (Dask moves their task objects, or they are rebuilt from their checkpoint when a
+    retired worker took them along), and the windows equal the one-process run."""
+    parts = rtnb.partition_of(rows["seq"].astype(str), 4)
+    produce(shared, stream, rows, parts)
+    seen: set[str] = set()
+
+    async def main() -> tuple[list[pd.DataFrame], rtnb.StreamingFrame]:
+        async with distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster:
+            src = source(stream, len(rows), 4)
+            outputs = windows(src)
+            got = [f.collect() for f in outputs]
+            rtnb.Pipeline(*outputs).start(cluster=cluster, max_rows=150, checkpoint_every="1s")
+            stats = src.source.stats
+            while stats.events < len(rows) // 4:
+                await asyncio.sleep(0.01)
+            await _scaled(cluster, 2)
+            while len(set((stats.partition_worker or {}).values())) < 2 and \
+                    stats.events < len(rows):
+                await asyncio.sleep(0.01)
+            seen.update((stats.partition_worker or {}).values())
+            while stats.events < 2 * len(rows) // 3:
+                await asyncio.sleep(0.01)
+            await _scaled(cluster, 1)
+            await asyncio.wait_for(src.wait(), 240)
+            return [_all(g, f) for g, f in zip(got, outputs, strict=True)], src
+
+    got, src = asyncio.run(main())
+    assert len(seen) == 2  # the partitions were spread over both workers
+    want = one_process(rows, src.example, windows)
+    for g, w in zip(got, want, strict=True):
+        assert_frame_equal_unordered(g, w, rtol=1e-9)
+
+
+def test_lag_adaptive_scales_up_on_a_backlog_and_down_when_caught_up(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
+    from rtnb.distributed import LagAdaptive
+
+    parts = rtnb.partition_of(rows["seq"].astype(str), 4)
+    produce(shared, stream, rows, parts)  # a backlog of ~12,300 entries
+    sizes: list[int] = []
+
+    async def main() -> tuple[list[pd.DataFrame], rtnb.StreamingFrame]:
+        async with distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster:
+            src = source(stream, len(rows), 4)
+            outputs = windows(src)
+            got = [f.collect() for f in outputs]
+            pipeline = rtnb.Pipeline(*outputs)
+            cluster.adapt(Adaptive=LagAdaptive, pipeline=pipeline, lag_per_worker=3_000,
+                          minimum=1, maximum=2, interval="100ms", wait_count=3)
+            pipeline.start(cluster=cluster, max_rows=150)
+            while not src.graph.closed:
+                sizes.append(len(cluster.scheduler_info["workers"]))
+                await asyncio.sleep(0.05)
+            await src.wait()
+            for _ in range(300):  # caught up: lag 0, back to the minimum
+                sizes.append(len(cluster.scheduler_info["workers"]))
+                if sizes[-1] == 1:
+                    break
+                await asyncio.sleep(0.1)
+            return [_all(g, f) for g, f in zip(got, outputs, strict=True)], src
+
+    got, src = asyncio.run(main())
+    assert max(sizes) == 2 and sizes[-1] == 1
+    assert src.source.stats.lag == 0
+    want = one_process(rows, src.example, windows)
+    for g, w in zip(got, want, strict=True):
+        assert_frame_equal_unordered(g, w, rtol=1e-9)
 
 
 def test_what_cannot_run_on_a_cluster_is_refused_with_the_reason(
