@@ -60,7 +60,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(pd|pandas|np|numpy|streamz|bokeh|ipywidgets|tornado|pyarrow|httpx|"
                r"websockets|structlog|prometheus_client|typer|jinja2|river|stumpy|redis|"
-               r"nats|aiomqtt|aio_pika|aiokafka|msgpack|IPython|numba)(\..*)?"),
+               r"nats|aiomqtt|aio_pika|aiokafka|msgpack|IPython|numba|distributed|dask)(\..*)?"),
     (r"py:.*", r"(datetime|asyncio|collections|collections\.abc|typing|types|pathlib|os|ssl|"
                r"logging|sqlite3|enum|concurrent|contextlib|io|socket|subprocess|decimal|"
                r"dataclasses|abc|numbers|re|json)\..*"),

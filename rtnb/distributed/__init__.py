@@ -36,7 +36,7 @@
   partition's part is in (the survivors' parts wait meanwhile).
 * **Scaling**: about every second the driver looks at the workers; partition ``p`` goes to
   live worker ``p mod n`` (Dask moves its task object there), so ``cluster.scale(n)``
-  mid-run moves partitions without changing the output. :class:`LagAdaptive` scales the
+  mid-run moves partitions without changing the output. ``LagAdaptive`` scales the
   cluster on the partitions' lag (``cluster.adapt(Adaptive=rtnb.distributed.LagAdaptive,
   pipeline=pipeline, minimum=1, maximum=4)``), the same lag the ``rtnb_source_partition_lag``
   metric exports for an autoscaler outside Dask (KEDA, a Kubernetes HPA).

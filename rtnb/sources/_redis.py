@@ -338,9 +338,9 @@ def _payload(fields: dict[bytes, bytes], field: str | None, field_key: bytes) ->
 
 
 class RedisPartitionReader:
-    """One partition stream of a partitioned :class:`RedisStreamSource`, read blocking.
+    """One partition stream of a partitioned ``RedisStreamSource``, read blocking.
 
-    Made by :meth:`RedisStreamSource.partition_reader` and sent to a Dask worker, where
+    Made by ``RedisStreamSource.partition_reader`` and sent to a Dask worker, where
     :meth:`read` opens the connection on first use. With a group it reads this consumer's
     pending entries first (those a previous run read and never acknowledged), then new
     ones; :meth:`ack` acknowledges. Without a group it reads on from the last entry id.
