@@ -15,7 +15,7 @@ from pandas.arrays import DatetimeArray
 from pandas.core.internals.blocks import new_block  # type: ignore[import-not-found]
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
-from rtnb._frames import column
+from rtnb._frames import ColumnReader, column
 from rtnb.aggregations import Aggregation
 from rtnb.windows.keys import KeyRegistry
 
@@ -281,6 +281,10 @@ class KeyedEngine:
             and not pd.api.types.is_bool_dtype(example[c].dtype)
             for c in {a.column for a in aggs}
         }
+        # columns read from the block remembered for the batches' layout (_frames.ColumnReader)
+        tz_naive_ns = time in example.columns and example[time].dtype == _NS
+        self._time_reader = ColumnReader(time, times=True) if tz_naive_ns else None
+        self._value_readers = {c: ColumnReader(c) for c in {a.column for a in aggs}}
         self.max_time: int = NO_WATERMARK
         self._watermark: int = NO_WATERMARK
         self._seq = 0
@@ -357,8 +361,15 @@ class KeyedEngine:
     def _read(self, batch: pd.DataFrame) -> tuple[
             npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
         """Event times (ns), arrival numbers and key codes of a non-empty batch's rows."""
-        return (time_values_ns(column(batch, self.time)), self._next_seq(len(batch)),
-                self.keys.codes(batch))
+        return (self._times(batch), self._next_seq(len(batch)), self.keys.codes(batch))
+
+    def _times(self, batch: pd.DataFrame) -> npt.NDArray[np.int64]:
+        """The batch's event times as int64 nanoseconds (a view where the layout allows)."""
+        reader = self._time_reader
+        if reader is not None:
+            ns: npt.NDArray[np.int64] = reader(batch)
+            return ns
+        return time_values_ns(column(batch, self.time))
 
     def _next_seq(self, n: int) -> npt.NDArray[np.int64]:
         seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
@@ -366,7 +377,8 @@ class KeyedEngine:
         return seq
 
     def _values(self, batch: pd.DataFrame, name: str) -> npt.NDArray[np.float64]:
-        values = column(batch, name)
+        reader = self._value_readers.get(name)
+        values = reader(batch) if reader is not None else column(batch, name)
         if isinstance(values, np.ndarray) and values.dtype == np.float64:
             return values  # NaN is float64's own missing value: nothing to convert
         if self._numeric[name]:

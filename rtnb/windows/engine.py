@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from rtnb._frames import column, take
+from rtnb._frames import take
 from rtnb.aggregations import (
     Count,
     Max,
@@ -50,7 +50,6 @@ from rtnb.windows.base import (
     build_frame,
     restore_attributes,
     time_ns,
-    time_values_ns,
 )
 from rtnb.windows.specs import Sliding, Tumbling
 
@@ -303,7 +302,7 @@ class WindowAggregator(KeyedEngine):
         n = len(batch)
         if n == 0:
             return WindowOutput(None, None)
-        t = np.ascontiguousarray(time_values_ns(column(batch, self.time)), dtype=np.int64)
+        t = np.ascontiguousarray(self._times(batch), dtype=np.int64)
         key = np.ascontiguousarray(self.keys.codes(batch), dtype=np.int64)
         values = self._matrix(batch, self._fused_cols, n)
         raw_in = self._matrix(batch, self._raw_columns, n)
