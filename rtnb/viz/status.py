@@ -139,6 +139,8 @@ class Status:
     pipeline
         The :class:`~rtnb.Pipeline` of ``frame``, if it runs on a cluster
         (``pipeline.start(cluster=...)``): its runner's Dask dashboard link is shown.
+        Without it the link comes from the frame's graph (``graph.runner``), the same
+        runner once the pipeline started.
 
     Examples
     --------
@@ -200,7 +202,8 @@ class Status:
 
     def _dashboard_link(self) -> str | None:
         """The Dask dashboard of the cluster the pipeline runs on (``None``: not on one)."""
-        runner = None if self.pipeline is None else self.pipeline.runner
+        runner = self.frame.root.graph.runner if self.pipeline is None else \
+            self.pipeline.runner
         link = getattr(runner, "dashboard_link", None)
         return link if isinstance(link, str) and link else None
 

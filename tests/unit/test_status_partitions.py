@@ -122,3 +122,34 @@ def test_a_pipeline_of_another_source_is_refused():
     with pytest.raises(ConfigError, match="status `pipeline` must be the pipeline of frame "
                                           "'redis'"):
         Status(src, pipeline=rtnb.Pipeline(other))
+
+
+def test_frame_status_finds_the_dashboard_through_the_graphs_runner():
+    """``src.status()`` without ``pipeline=``: the graph's runner (set by
+    ``pipeline.start(cluster=...)``) gives the link."""
+    import asyncio
+
+    pytest.importorskip("distributed")
+    from rtnb.distributed import ClusterRunner
+
+    src, agg = partitioned()
+    runner = ClusterRunner(rtnb.Pipeline(agg), "local:2")
+    runner.dashboard_link = LINK
+
+    class Idle:  # stands for the runner's run(): waits for the stop
+        async def run(self, frame: rtnb.StreamingFrame, stop: asyncio.Event) -> None:
+            await stop.wait()
+
+    async def main() -> str | None:
+        status = Status(src)
+        assert status.snapshot()["dashboard_link"] is None  # not started
+        src.graph.start(runner=runner)  # the graph's runner is the ClusterRunner ...
+        runner.run = Idle().run  # type: ignore[method-assign]  # ... which idles here
+        await asyncio.sleep(0)
+        link = status.snapshot()["dashboard_link"]
+        src.stop()
+        await src.wait()
+        status.close()
+        return link
+
+    assert asyncio.run(main()) == LINK
