@@ -2,7 +2,8 @@
 
 ``pipeline.run(cluster=distributed.LocalCluster(n_workers=2, threads_per_worker=1))`` (or
 ``pipeline.start(cluster=...)`` in a notebook) runs a pipeline whose source is partitioned
-(``rtnb.sources.redis_stream(name, partitions=8, group=...)``) on a Dask cluster:
+(``rtnb.sources.redis_stream(name, partitions=8, group=...)``, or ``rtnb.sources.kafka``) on
+a Dask cluster:
 
 * **Partitions come from the broker**, and each one is read by one worker (partition ``p``
   on worker ``p mod workers``), which runs the pipeline from the source up to the first
@@ -46,7 +47,7 @@ window with ``emit="update"``; a view, sink or ``collect()`` on a frame before t
 nodes; Param changes after the start do not reach the workers; the driver's checkpoints
 are in its memory (a driver that dies restarts from the broker's acknowledged entries, and
 state on the driver is not written to ``--checkpoint``); a source other than a partitioned
-Redis stream.
+Redis stream or a Kafka topic.
 """
 
 from rtnb.distributed._driver import ClusterLike, ClusterRunner, plan_splits
