@@ -498,8 +498,9 @@ class BufferedSource:
 
     def _align(self, frame: StreamingFrame, items: list[tuple[Payload, Any]],
                good: pd.DataFrame, good_owner: list[int], dead: list[tuple[int, str]],
-               *, flush: bool) -> tuple[list[tuple[Payload, Any]], pd.DataFrame, list[int],
-                                        list[tuple[int, str]]]:
+               *, flush: bool, held: int = 0) -> tuple[list[tuple[Payload, Any]],
+                                                       pd.DataFrame, list[int],
+                                                       list[tuple[int, str]]]:
         """Event time across partitions, as Flink aligns its inputs' watermarks.
 
         Each partition is in event-time order by itself, but they are read side by side: one
@@ -509,7 +510,11 @@ class BufferedSource:
         partition holds nothing back). Later messages are held (decoded again with the next
         batch, not acknowledged) until the bound passes them. ``flush`` (the end of a run)
         and more held messages than the buffer holds (one partition far behind the others)
-        release everything held. Returns the messages that go on and their rows.
+        release everything held. Returns the messages that go on and their rows. The first
+        ``held`` items are messages held back before: they do not count as the partition
+        being heard from (a partition that only holds messages goes idle like any other;
+        counting them kept each one active until its own release, and a finite stream of N
+        partitions ended after N - 1 idle timeouts in a row).
         """
         now = time.monotonic()
         if not self._aligning_since:
@@ -521,7 +526,7 @@ class BufferedSource:
             else np.zeros(len(good), dtype=np.int64)
         owner = np.asarray(good_owner, dtype=np.intp)
         row_part = part[owner] if len(owner) else np.zeros(0, dtype=np.int64)
-        for p in np.unique(part):
+        for p in np.unique(part[held:]):
             self._heard[int(p)] = now
         for p in np.unique(row_part):
             newest = int(times[row_part == p].max())
@@ -557,7 +562,9 @@ class BufferedSource:
 
     async def _process(self, frame: StreamingFrame, items: list[tuple[Payload, Any]],
                        *, flush: bool = False) -> None:
+        held = 0
         if self.align_partitions is not None:  # the messages held back go first (_align)
+            held = len(self._aligned)
             items = self._aligned + items
         payloads = [payload for payload, _ in items]
         try:
@@ -566,7 +573,8 @@ class BufferedSource:
             good, good_owner, dead = self._convert_each(payloads, exc)
         if self.align_partitions is not None:
             items, good, good_owner, dead = self._align(frame, items, good, good_owner, dead,
-                                                        flush=flush or self._draining)
+                                                        flush=flush or self._draining,
+                                                        held=held)
             if not items:
                 return
         # rows dated beyond max_future of the source's clock: dead letters, not the watermark

@@ -1,0 +1,74 @@
+"""Event-time alignment of a partitioned source (``BufferedSource._align``) with a fake clock:
+a partition whose only messages are held back goes idle like any other partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from rtnb.frame import StreamingFrame
+from rtnb.sources import _runner
+from rtnb.sources._runner import BufferedSource
+
+EXAMPLE = pd.DataFrame({"t": pd.Series([], dtype="datetime64[ns]"),
+                        "x": pd.Series([], dtype="float64")})
+
+
+class ThreePartitions(BufferedSource):
+    """Positions are ``(partition, n)``; nothing is read (the test calls ``_align``)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="parts", example=EXAMPLE)
+        self.align_partitions = 3
+        self.idle_timeout_s = 1.0
+
+    def _partition(self, position: Any) -> int:
+        return int(position[0])
+
+
+def rows(items: list[tuple[bytes, tuple[int, int]]]) -> pd.DataFrame:
+    seconds = [int(payload) for payload, _ in items]
+    return pd.DataFrame({"t": pd.to_datetime(seconds, unit="s"), "x": 1.0})
+
+
+def test_held_messages_do_not_keep_their_partition_active(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(_runner.time, "monotonic", lambda: clock[0])
+    source = ThreePartitions()
+    frame = StreamingFrame(EXAMPLE, time="t")
+    first = [(b"10", (0, 0)), (b"15", (1, 0)), (b"20", (1, 1)), (b"25", (2, 0)),
+             (b"30", (2, 1))]
+    out, good, _, _ = source._align(frame, first, rows(first), list(range(5)), [],
+                                    flush=False)
+    # the bound is partition 0's newest (10 s): partitions 1 and 2 are held back
+    assert [p for _, p in out] == [(0, 0)]
+    assert len(good) == 1
+    held = list(source._aligned)
+    assert [p for _, p in held] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    # every partition silent for longer than idle_timeout: the held messages, decoded again
+    # with the next batch, are no news from their partitions, so all are idle and all go on
+    clock[0] += 1.5
+    out, good, _, _ = source._align(frame, held, rows(held), list(range(4)), [],
+                                    flush=False, held=len(held))
+    assert [p for _, p in out] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert good["t"].tolist() == pd.to_datetime([15, 20, 25, 30], unit="s").tolist()
+    assert source._aligned == []
+
+
+def test_a_partition_sending_new_messages_stays_active(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(_runner.time, "monotonic", lambda: clock[0])
+    source = ThreePartitions()
+    frame = StreamingFrame(EXAMPLE, time="t")
+    first = [(b"10", (0, 0)), (b"20", (1, 0)), (b"30", (2, 0))]
+    source._align(frame, first, rows(first), [0, 1, 2], [], flush=False)
+    clock[0] += 1.5
+    # partition 1 sends again (40 s): it stays active, the others are idle: the bound is 40 s
+    items = [*source._aligned, (b"40", (1, 1))]
+    out, _, _, _ = source._align(frame, items, rows(items), list(range(len(items))), [],
+                                 flush=False, held=len(source._aligned))
+    assert [p for _, p in out] == [(1, 0), (2, 0), (1, 1)]
