@@ -316,8 +316,8 @@ class ClusterRunner:
         self.source.stats.partition_worker = {self._partition_name(q): w
                                               for q, w in sorted(self.workers.items())}
         return client.submit(
-            _unpack_task, p, src.partition_reader(p), src.decoder, src.example,
-            self.root.time, src.time_unit, src.max_future_ns, self._blob,
+            _unpack_task, p, src.partition_reader(p), src.partition_decoder(self.root.time),
+            self.root.time, self._blob,
             self._snapshots.get(p), self._handled.get(p), self._complete_frontier,
             workers=[worker], allow_other_workers=False, pure=False)
 
@@ -566,15 +566,14 @@ def _lost_errors(distributed: Any) -> tuple[type[BaseException], ...]:
     return (distributed.KilledWorker, CommClosedError, asyncio.CancelledError, StaleStep)
 
 
-def _unpack_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
-                 time: str | None, time_unit: Any, max_future_ns: int | None,
-                 blob: bytes, snapshot: dict[str, Any] | None,
-                 replay_until: Any, replay_frontier: int) -> Any:
+def _unpack_task(partition: int, reader: Any, decode: Any, time: str | None, blob: bytes,
+                 snapshot: dict[str, Any] | None, replay_until: Any,
+                 replay_frontier: int) -> Any:
     """Unpickle the splits' plans and logic copies on the worker, then :func:`make_task`."""
     import cloudpickle
 
     plans, logics = cloudpickle.loads(blob)
     for plan, logic in zip(plans, logics, strict=True):
         plan.logic = logic
-    return make_task(partition, reader, decoder, example, time, time_unit, max_future_ns,
-                     plans, snapshot, replay_until, replay_frontier)
+    return make_task(partition, reader, decode, time, plans, snapshot, replay_until,
+                     replay_frontier)

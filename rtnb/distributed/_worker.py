@@ -23,12 +23,9 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from rtnb import _frames
-from rtnb.sources._coerce import TimeUnit, coerce
-from rtnb.sources._guard import future_guard
 from rtnb.windows.base import END_OF_STREAM, NO_WATERMARK
 
 __all__ = ["PartitionTask", "SplitPlan", "StaleStep", "StepOutput", "make_task", "step",
@@ -99,17 +96,6 @@ class StepOutput:
     seconds: float = 0.0
 
 
-class _Clock:
-    """The watermark guard's view of a source: the wall clock and ``max_future``."""
-
-    def __init__(self, max_future_ns: int | None) -> None:
-        self.max_future_ns = max_future_ns
-
-    @staticmethod
-    def event_clock() -> pd.Timestamp:
-        return pd.Timestamp.now("UTC").tz_localize(None)
-
-
 @dataclass
 class PartitionTask:
     """One partition's reader and state, living on a worker between steps.
@@ -125,11 +111,10 @@ class PartitionTask:
 
     partition: int
     reader: Any
-    decoder: Any
-    example: pd.DataFrame
+    #: the source's decoding of the partition's messages
+    #: (``BufferedSource.partition_decoder``)
+    decode: Any
     time: str | None
-    time_unit: TimeUnit
-    max_future_ns: int | None
     splits: list[SplitPlan]
     max_time: int = NO_WATERMARK
     unacked: list[Any] = field(default_factory=list)
@@ -147,45 +132,11 @@ class PartitionTask:
     def convert(self, items: list[tuple[Any, Any]]) -> tuple[pd.DataFrame, list[tuple[Any, str,
                                                                                     Any]]]:
         """Decode and coerce; the good rows and the dead letters (payload, reason, position)."""
-        payloads = [payload for payload, _ in items]
-        dead: list[tuple[int, str]] = []
-        try:
-            records, owners, dead = self.decoder.decode_batch(payloads)
-            good, bad, reasons = coerce(records, self.example, time_unit=self.time_unit)
-            if reasons:
-                bad_at = np.flatnonzero(bad)
-                dead.extend(zip([owners[j] for j in bad_at], reasons, strict=True))
-                owners = [owners[j] for j in np.flatnonzero(~bad)]
-        except Exception:  # which message(s): found out one by one
-            good, owners, dead = self._convert_each(payloads)
-        good, owners = future_guard(_Clock(self.max_future_ns), self.time, good, owners, dead)
-        dead.sort(key=lambda d: d[0])
-        return good, [(items[i][0], reason, items[i][1]) for i, reason in dead]
-
-    def _convert_each(self, payloads: list[Any]) -> tuple[pd.DataFrame, list[int],
-                                                          list[tuple[int, str]]]:
-        frames: list[pd.DataFrame] = []
-        owners: list[int] = []
-        dead: list[tuple[int, str]] = []
-        for i, payload in enumerate(payloads):
-            try:
-                records, _, failed = self.decoder.decode_batch([payload])
-                good, _, reasons = coerce(records, self.example, time_unit=self.time_unit)
-            except Exception as exc:
-                dead.append((i, f"could not process the message: {type(exc).__name__}: {exc}"))
-                continue
-            dead.extend((i, reason) for _, reason in failed)
-            dead.extend((i, reason) for reason in reasons)
-            if len(good):
-                frames.append(good)
-                owners.extend([i] * len(good))
-        good = pd.concat(frames, ignore_index=True) if frames else \
-            coerce([], self.example, time_unit=self.time_unit)[0]
-        return good, owners, dead
+        good, dead = self.decode(items)
+        return good, dead
 
 
-def make_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
-              time: str | None, time_unit: TimeUnit, max_future_ns: int | None,
+def make_task(partition: int, reader: Any, decode: Any, time: str | None,
               splits: list[SplitPlan], snapshot: dict[str, Any] | None = None,
               replay_until: Any = None, replay_frontier: int = NO_WATERMARK) -> PartitionTask:
     """A partition's task, run on its worker (the logic objects are unpickled there).
@@ -205,9 +156,9 @@ def make_task(partition: int, reader: Any, decoder: Any, example: pd.DataFrame,
     if snapshot is not None:
         max_time = snapshot["max_time"]
         skip_until = snapshot["position"]
-    return PartitionTask(partition, reader, decoder, example, time, time_unit,
-                         max_future_ns, splits, max_time=max_time, replay_until=replay_until,
-                         skip_until=skip_until, replay_frontier=replay_frontier)
+    return PartitionTask(partition, reader, decode, time, splits, max_time=max_time,
+                         replay_until=replay_until, skip_until=skip_until,
+                         replay_frontier=replay_frontier)
 
 
 def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: bool,

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
     from rtnb.frame import StreamingFrame
 
-__all__ = ["Buffer", "BufferedSource", "Policy", "SourceStats", "attach"]
+__all__ = ["Buffer", "BufferedSource", "PartitionDecoder", "Policy", "SourceStats", "attach",
+           "convert", "convert_each"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,92 @@ def attach(source: BufferedSource, time: str | None) -> StreamingFrame:
     frame = StreamingFrame(source.example, time=time, name=source.name)
     frame.attach_source(source)
     return frame
+
+
+# -- decoding ---------------------------------------------------------------------------------
+Converted = tuple[pd.DataFrame, list[int], list[tuple[int, str]]]
+
+
+def convert(decoder: Any, example: pd.DataFrame, time_unit: Any,
+            payloads: Sequence[Payload]) -> Converted:
+    """Decode and coerce ``payloads``.
+
+    Returns the good rows, the payload index of each row, and ``(payload index, reason)``
+    of every message that became a dead letter.
+    """
+    records, owners, dead = decoder.decode_batch(payloads)
+    good, bad, reasons = coerce(records, example, time_unit=time_unit)
+    if not reasons:
+        return good, owners, dead
+    dead.extend(zip([owners[j] for j in np.flatnonzero(bad)], reasons, strict=True))
+    return good, [owners[j] for j in np.flatnonzero(~bad)], dead
+
+
+def convert_each(decoder: Any, example: pd.DataFrame, time_unit: Any,
+                 payloads: Sequence[Payload], error: Exception, name: str) -> Converted:
+    """:func:`convert` one payload at a time, after it failed for the whole batch.
+
+    A payload it still fails for is a dead letter with the error; the others go on.
+    """
+    log.warning("source %r: a batch of %d messages failed (%s: %s); processing it one "
+                "message at a time", name, len(payloads), type(error).__name__, error)
+    frames: list[pd.DataFrame] = []
+    owners: list[int] = []
+    dead: list[tuple[int, str]] = []
+    for i, payload in enumerate(payloads):
+        try:
+            good, _, failed = convert(decoder, example, time_unit, [payload])
+        except Exception as exc:  # this message's own problem: its dead letter says what
+            dead.append((i, f"{name} could not process the message: "
+                            f"{type(exc).__name__}: {exc}"))
+            continue
+        dead.extend((i, reason) for _, reason in failed)
+        if len(good):
+            frames.append(good)
+            owners.extend([i] * len(good))
+    good = pd.concat(frames, ignore_index=True) if frames else \
+        coerce([], example, time_unit=time_unit)[0]
+    return good, owners, dead
+
+
+class _WallClock:
+    """The watermark guard's view of a source on a worker: wall clock and ``max_future``."""
+
+    def __init__(self, max_future_ns: int | None) -> None:
+        self.max_future_ns = max_future_ns
+
+    @staticmethod
+    def event_clock() -> pd.Timestamp:
+        return pd.Timestamp.now("UTC").tz_localize(None)
+
+
+class PartitionDecoder:
+    """A source's decoding of one partition's messages, for a Dask worker (picklable).
+
+    Called with ``(payload, position)`` pairs, returns the good rows and the dead letters as
+    ``(payload, reason, position)``, as the source's own batcher would: decoded and coerced
+    together (one message at a time when the batch fails as a whole), rows without an event
+    time or beyond ``max_future`` of the wall clock refused.
+    """
+
+    def __init__(self, *, name: str, decoder: Any, example: pd.DataFrame, time: str | None,
+                 time_unit: Any, max_future_ns: int | None) -> None:
+        self.name, self.decoder, self.example = name, decoder, example
+        self.time, self.time_unit = time, time_unit
+        self.max_future_ns = max_future_ns
+
+    def __call__(self, items: Sequence[tuple[Payload, Any]]
+                 ) -> tuple[pd.DataFrame, list[tuple[Payload, str, Any]]]:
+        payloads = [payload for payload, _ in items]
+        try:
+            good, owners, dead = convert(self.decoder, self.example, self.time_unit, payloads)
+        except Exception as exc:  # which message(s): found out one by one
+            good, owners, dead = convert_each(self.decoder, self.example, self.time_unit,
+                                              payloads, exc, self.name)
+        good, owners = future_guard(_WallClock(self.max_future_ns), self.time, good, owners,
+                                    dead)
+        dead.sort(key=lambda d: d[0])
+        return good, [(items[i][0], reason, items[i][1]) for i, reason in dead]
 
 
 # -- buffering and backpressure --------------------------------------------------------------
@@ -298,6 +385,12 @@ class BufferedSource:
         #: checkpoint acknowledges the window), it only reads one window per interval.
         self.window_full = asyncio.Event()
 
+    def partition_decoder(self, time: str | None) -> PartitionDecoder:
+        """How this source decodes a partition's messages, to run on a Dask worker."""
+        return PartitionDecoder(name=self.name, decoder=self.decoder, example=self.example,
+                                time=time, time_unit=self.time_unit,
+                                max_future_ns=self.max_future_ns)
+
     # -- to implement ----------------------------------------------------------------------
     async def _read(self, stop: asyncio.Event) -> None:
         raise NotImplementedError
@@ -463,38 +556,13 @@ class BufferedSource:
     def _convert(self, payloads: Sequence[Payload]) -> tuple[pd.DataFrame, list[int],
                                                               list[tuple[int, str]]]:
         """Decode and coerce: the good rows, the payload of each row, ``(payload, reason)``."""
-        records, owners, dead = self.decoder.decode_batch(payloads)
-        good, bad, reasons = coerce(records, self.example, time_unit=self.time_unit)
-        if not reasons:
-            return good, owners, dead
-        dead.extend(zip([owners[j] for j in np.flatnonzero(bad)], reasons, strict=True))
-        return good, [owners[j] for j in np.flatnonzero(~bad)], dead
+        return convert(self.decoder, self.example, self.time_unit, payloads)
 
     def _convert_each(self, payloads: Sequence[Payload],
                       error: Exception) -> tuple[pd.DataFrame, list[int], list[tuple[int, str]]]:
-        """:meth:`_convert` one payload at a time, after it failed for the whole batch.
-
-        A payload it still fails for is a dead letter with the error; the others go on.
-        """
-        log.warning("source %r: a batch of %d messages failed (%s: %s); processing it one "
-                    "message at a time", self.name, len(payloads), type(error).__name__, error)
-        frames: list[pd.DataFrame] = []
-        owners: list[int] = []
-        dead: list[tuple[int, str]] = []
-        for i, payload in enumerate(payloads):
-            try:
-                good, _, failed = self._convert([payload])
-            except Exception as exc:  # this message's own problem: its dead letter says what
-                dead.append((i, f"{self.name} could not process the message: "
-                                f"{type(exc).__name__}: {exc}"))
-                continue
-            dead.extend((i, reason) for _, reason in failed)
-            if len(good):
-                frames.append(good)
-                owners.extend([i] * len(good))
-        good = pd.concat(frames, ignore_index=True) if frames else \
-            coerce([], self.example, time_unit=self.time_unit)[0]
-        return good, owners, dead
+        """:meth:`_convert` one payload at a time, after it failed for the whole batch."""
+        return convert_each(self.decoder, self.example, self.time_unit, payloads, error,
+                            self.name)
 
     def _align(self, frame: StreamingFrame, items: list[tuple[Payload, Any]],
                good: pd.DataFrame, good_owner: list[int], dead: list[tuple[int, str]],

@@ -497,15 +497,7 @@ class WindowAggregator(KeyedEngine):
             return None
         keep = np.flatnonzero(~done)
         codes = self._slot_key[idx]
-        fused = {id(spec): (kind, c) for spec, kind, c in self._fused_specs}
-        generic = {id(spec): st for spec, st in zip(self._generic, self._gstates, strict=True)}
-        states: list[State] = []
-        for spec in self._plain:
-            if id(spec) in fused:
-                kind, c = fused[id(spec)]
-                states.append(_fused_state(self._fused[:, idx], kind, c))
-            else:
-                states.append({f: v[idx] for f, v in generic[id(spec)].items()})
+        states = self._plain_states(idx)
         raw_slot = self._raw_slot[:r]
         raw_done = done[raw_slot]
         closed_raw = raw_slot[raw_done]
@@ -539,6 +531,22 @@ class WindowAggregator(KeyedEngine):
         self._m = n_keep
         self._size_table(n_keep + self._most)
         return partial
+
+    def _plain_states(self, slots: Any) -> list[State]:
+        """Copies of every plain aggregation's state for ``slots`` (a slice or indices).
+
+        Laid out as each aggregation's class keeps it (the fused ones from the fused array).
+        """
+        fused = {id(spec): (kind, c) for spec, kind, c in self._fused_specs}
+        generic = {id(spec): st for spec, st in zip(self._generic, self._gstates, strict=True)}
+        states: list[State] = []
+        for spec in self._plain:
+            if id(spec) in fused:
+                kind, c = fused[id(spec)]
+                states.append(_fused_state(self._fused[:, slots], kind, c))
+            else:
+                states.append({f: v[slots].copy() for f, v in generic[id(spec)].items()})
+        return states
 
     def merge_closed(self, partials: list[dict[str, Any] | None]) -> pd.DataFrame | None:
         """The windows of several :meth:`take_closed` partials, merged (``None``: none).
@@ -600,16 +608,7 @@ class WindowAggregator(KeyedEngine):
         state: dict[str, Any] = {name: getattr(self, name) for name in KeyedEngine.STATE}
         state["_g_key"] = self._slot_key[:m].astype(np.intp)
         state["_g_start"] = self._slot_start[:m].copy()
-        fused = {id(spec): (kind, c) for spec, kind, c in self._fused_specs}
-        generic = {id(spec): st for spec, st in zip(self._generic, self._gstates, strict=True)}
-        states: list[State] = []
-        for spec in self._plain:
-            if id(spec) in fused:
-                kind, c = fused[id(spec)]
-                states.append(_fused_state(self._fused[:, :m], kind, c))
-            else:
-                states.append({f: v[:m].copy() for f, v in generic[id(spec)].items()})
-        state["_states"] = states
+        state["_states"] = self._plain_states(slice(0, m))
         state["_touched"] = (self._touched_buf[:m].copy() if self._track
                              else np.zeros(m, dtype=bool))
         raw = self._raw_slot[:r]

@@ -9,13 +9,22 @@ import asyncio
 import inspect
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import redis
+from distributed_helpers import (
+    EXAMPLE,
+    assert_same,
+    collected,
+    metrics_rows,
+    one_process,
+    run_on,
+    windows,
+)
 from integration_helpers import service_or_skip
 
 import rtnb
@@ -27,19 +36,9 @@ distributed = pytest.importorskip("distributed")
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-EXAMPLE = {"timestamp": "datetime64[ns]", "host": "str", "cpu": "float64",
-           "latency_ms": "float64", "seq": "int64"}
-
-
 @pytest.fixture(scope="module")
 def rows() -> pd.DataFrame:
-    """Two hours of the bundled day, 1 row in 7 (its rows cycle through the 12 hosts, so
-    every host keeps a row every 7 s): ~12,300 real rows, in time order."""
-    df = rtnb.datasets.metrics()
-    df = df[df["timestamp"] < df["timestamp"].min() + pd.Timedelta("2h")].iloc[::7]
-    df = df[["timestamp", "host", "cpu", "latency_ms"]].reset_index(drop=True)
-    assert df["host"].nunique() == 12
-    return df.assign(seq=np.arange(len(df), dtype=np.int64))
+    return metrics_rows()
 
 
 @pytest.fixture(scope="module")
@@ -92,46 +91,6 @@ def source(stream: str, n: int, partitions: int, **kw: Any) -> rtnb.StreamingFra
                                      max_events=n, **kw)
 
 
-def one_process(rows: pd.DataFrame, example: pd.DataFrame,
-                build: Callable[[rtnb.StreamingFrame], list[rtnb.StreamingFrame]],
-                batch: int = 700) -> list[pd.DataFrame]:
-    """The same pipeline in one process, fed the rows in order."""
-    sdf = rtnb.StreamingFrame(example, time="timestamp")
-    outs = [f.collect() for f in build(sdf)]
-    typed = rows.astype(example.dtypes.to_dict())
-    for lo in range(0, len(typed), batch):
-        sdf.emit(typed.iloc[lo:lo + batch].reset_index(drop=True))
-    sdf.close()
-    return [_all(o, f) for o, f in zip(outs, build(rtnb.StreamingFrame(example,
-                                                                     time="timestamp")),
-                                        strict=True)]
-
-
-def _all(batches: list[pd.DataFrame], frame: rtnb.StreamingFrame) -> pd.DataFrame:
-    return pd.concat(batches, ignore_index=True) if batches else frame.example.copy()
-
-
-def windows(sdf: rtnb.StreamingFrame) -> list[rtnb.StreamingFrame]:
-    busy = sdf[sdf["cpu"] > 5].assign(load=lambda df: df["cpu"] * df["latency_ms"])
-    tumbling = busy.window(rtnb.tumbling("1min"), by="host").agg(
-        n=("cpu", "count"), total=("cpu", "sum"), mean=("cpu", "mean"), low=("cpu", "min"),
-        high=("cpu", "max"), sd=("latency_ms", "std"), p90=("latency_ms", "quantile", 0.9),
-        load=("load", "mean"))
-    sliding = sdf.window(rtnb.sliding("5min", "1min"), by="host").agg(
-        n=("cpu", "count"), mean=("latency_ms", "mean"))
-    overall = sdf.window(rtnb.tumbling("10min")).agg(n=("cpu", "count"),
-                                                      high=("latency_ms", "max"))
-    return [tumbling, sliding, overall]
-
-
-def run_on(cluster: Any, outputs: list[rtnb.StreamingFrame], **kw: Any
-           ) -> tuple[rtnb.Pipeline, list[pd.DataFrame]]:
-    got = [f.collect() for f in outputs]
-    pipeline = rtnb.Pipeline(*outputs)
-    pipeline.run(cluster=cluster, **kw)
-    return pipeline, [_all(g, f) for g, f in zip(got, outputs, strict=True)]
-
-
 @pytest.mark.parametrize(("partitions", "workers"), [(1, 1), (4, 2), (8, 1), (8, 2)])
 def test_windows_over_partitions_equal_one_process_and_pandas(
         shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster1: Any, cluster2: Any,
@@ -144,10 +103,7 @@ def test_windows_over_partitions_equal_one_process_and_pandas(
     src = source(stream, len(rows), partitions, count=500)
     pipeline, got = run_on(cluster1 if workers == 1 else cluster2, windows(src), max_rows=900)
     want = one_process(rows, src.example, windows)
-    for g, w in zip(got, want, strict=True):
-        assert len(g) and list(g.columns) == list(w.columns)
-        assert g.dtypes.to_dict() == w.dtypes.to_dict()
-        assert_frame_equal_unordered(g, w, rtol=1e-9)
+    assert_same(got, want)
     # pandas on the whole input: the tumbling minute per host
     busy = rows[rows["cpu"] > 5]
     ref = busy.groupby([busy["timestamp"].dt.floor("1min").rename("window_start"),
@@ -288,7 +244,7 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
             pid = (await client.run(os.getpid, workers=[victim]))[victim]
             os.kill(pid, signal.SIGKILL)
             await asyncio.wait_for(src.wait(), 240)
-            return [_all(g, f) for g, f in zip(got, outputs, strict=True)], pipeline, src
+            return [collected(g, f) for g, f in zip(got, outputs, strict=True)], pipeline, src
 
     got, pipeline, src = asyncio.run(main())
     assert pipeline.runner.recoveries >= 1  # partition 0 at least was rebuilt
@@ -336,7 +292,7 @@ def test_scaling_mid_run_moves_partitions_and_changes_no_output(
                 await asyncio.sleep(0.01)
             await _scaled(cluster, 1)
             await asyncio.wait_for(src.wait(), 240)
-            return [_all(g, f) for g, f in zip(got, outputs, strict=True)], src
+            return [collected(g, f) for g, f in zip(got, outputs, strict=True)], src
 
     got, src = asyncio.run(main())
     assert len(seen) == 2  # the partitions were spread over both workers
@@ -373,7 +329,7 @@ def test_lag_adaptive_scales_up_on_a_backlog_and_down_when_caught_up(
                 if sizes[-1] == 1:
                     break
                 await asyncio.sleep(0.1)
-            return [_all(g, f) for g, f in zip(got, outputs, strict=True)], src
+            return [collected(g, f) for g, f in zip(got, outputs, strict=True)], src
 
     got, src = asyncio.run(main())
     assert max(sizes) == 2 and sizes[-1] == 1

@@ -17,34 +17,34 @@ import json
 import logging
 import pickle
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from distributed_helpers import (
+    EXAMPLE,
+    assert_same,
+    collected,
+    metrics_rows,
+    one_process,
+    run_on,
+    windows,
+)
 from kafka_helpers import PARTITIONS, MockKafka, kafka_cluster
 
 import rtnb
 from rtnb.errors import ConfigError, SourceError
-from rtnb.testing import assert_frame_equal_unordered
 
 distributed = pytest.importorskip("distributed")
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 __all__ = ["kafka_cluster"]  # the session fixture, imported for pytest
 
-EXAMPLE = {"timestamp": "datetime64[ns]", "host": "str", "cpu": "float64",
-           "latency_ms": "float64", "seq": "int64"}
-
-
 @pytest.fixture(scope="module")
 def rows() -> pd.DataFrame:
-    """Two hours of the bundled day (12 hosts), 1 row in 6: ~14,400 real rows, in time order."""
-    df = rtnb.datasets.metrics()
-    df = df[df["timestamp"] < df["timestamp"].min() + pd.Timedelta("2h")].iloc[::6]
-    df = df[["timestamp", "host", "cpu", "latency_ms"]].reset_index(drop=True)
-    return df.assign(seq=np.arange(len(df), dtype=np.int64))
+    return metrics_rows()
 
 
 @pytest.fixture(scope="module")
@@ -64,59 +64,18 @@ def group() -> str:
     return f"g{uuid.uuid4().hex[:8]}"
 
 
-def one_process(rows: pd.DataFrame, example: pd.DataFrame,
-                build: Callable[[rtnb.StreamingFrame], list[rtnb.StreamingFrame]],
-                batch: int = 700) -> list[pd.DataFrame]:
-    """The same pipeline in one process, fed the rows in order."""
-    sdf = rtnb.StreamingFrame(example, time="timestamp")
-    frames = build(sdf)
-    outs = [f.collect() for f in frames]
-    typed = rows.astype(example.dtypes.to_dict())
-    for lo in range(0, len(typed), batch):
-        sdf.emit(typed.iloc[lo:lo + batch].reset_index(drop=True))
-    sdf.close()
-    return [_all(o, f) for o, f in zip(outs, frames, strict=True)]
-
-
-def _all(batches: list[pd.DataFrame], frame: rtnb.StreamingFrame) -> pd.DataFrame:
-    return pd.concat(batches, ignore_index=True) if batches else frame.example.copy()
-
-
-def windows(sdf: rtnb.StreamingFrame) -> list[rtnb.StreamingFrame]:
-    busy = sdf[sdf["cpu"] > 5].assign(load=lambda df: df["cpu"] * df["latency_ms"])
-    tumbling = busy.window(rtnb.tumbling("1min"), by="host").agg(
-        n=("cpu", "count"), total=("cpu", "sum"), mean=("cpu", "mean"), low=("cpu", "min"),
-        high=("cpu", "max"), sd=("latency_ms", "std"), p90=("latency_ms", "quantile", 0.9),
-        load=("load", "mean"))
-    sliding = sdf.window(rtnb.sliding("5min", "1min"), by="host").agg(
-        n=("cpu", "count"), mean=("latency_ms", "mean"))
-    overall = sdf.window(rtnb.tumbling("10min")).agg(n=("cpu", "count"),
-                                                      high=("latency_ms", "max"))
-    return [tumbling, sliding, overall]
-
-
 def counts(sdf: rtnb.StreamingFrame) -> list[rtnb.StreamingFrame]:
     return [sdf.window(rtnb.tumbling("10min")).agg(n=("cpu", "count"), total=("seq", "sum"))]
 
 
 def run(outputs: list[rtnb.StreamingFrame], cluster: Any = None, **kw: Any
         ) -> tuple[rtnb.Pipeline, list[pd.DataFrame]]:
-    got = [f.collect() for f in outputs]
-    pipeline = rtnb.Pipeline(*outputs)
-    pipeline.run(cluster=cluster, **kw)
-    return pipeline, [_all(g, f) for g, f in zip(got, outputs, strict=True)]
+    return run_on(cluster, outputs, **kw)
 
 
 def source(cluster: MockKafka, topic: str, n: int | None, **kw: Any) -> rtnb.StreamingFrame:
     return rtnb.sources.kafka(topic, cluster.bootstrap, example=EXAMPLE, time="timestamp",
                               max_events=n, **kw)
-
-
-def assert_same(got: list[pd.DataFrame], want: list[pd.DataFrame]) -> None:
-    for g, w in zip(got, want, strict=True):
-        assert len(g) and list(g.columns) == list(w.columns)
-        assert g.dtypes.to_dict() == w.dtypes.to_dict()
-        assert_frame_equal_unordered(g, w, rtol=1e-9)
 
 
 def _reach(bootstrap: str, topic: str) -> int:
@@ -362,7 +321,7 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
             pid = (await client.run(os.getpid, workers=[victim]))[victim]
             os.kill(pid, signal.SIGKILL)
             await asyncio.wait_for(src.wait(), 120)
-            return [_all(x, f) for x, f in zip(got, outputs, strict=True)], pipeline, src
+            return [collected(x, f) for x, f in zip(got, outputs, strict=True)], pipeline, src
 
     got, pipeline, src = asyncio.run(main())
     assert pipeline.runner.recoveries >= 1
