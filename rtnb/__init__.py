@@ -11,6 +11,30 @@ live Bokeh plots tuned with widgets::
     src.start()
 """
 
+
+def _import_streamz() -> None:
+    """Import streamz without the logging changes of dask.distributed's import.
+
+    streamz imports dask.distributed whenever it is installed (the ``dask`` extra), and that
+    import applies Dask's default logging configuration: Bokeh's logger at ERROR, Tornado's
+    at CRITICAL. Importing rtnb must not silence them: a served dashboard (``rtnb serve``)
+    lost every session line of its log that way. Their levels, handlers and propagation are
+    put back as they were; Dask's own loggers keep Dask's configuration.
+    """
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("bokeh", "tornado", "tornado.application")]
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    import streamz  # noqa: F401
+
+    for lg, level, propagate, handlers in saved:
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.handlers[:] = handlers
+
+
+_import_streamz()
+
 from rtnb import datasets, demo, detect, sinks, sources
 from rtnb.aggregations import Aggregation
 from rtnb.detect import alert, evaluate

@@ -350,33 +350,11 @@ def _log_like_bokeh() -> None:
     itself; after that the session sends nothing more (:meth:`_Session.tick`). Those lines
     are logged at debug level instead.
     """
-    _undo_dask_log_levels()
     if log.level == logging.NOTSET:
         log.setLevel(logging.getLogger("bokeh").getEffectiveLevel())
     ws_log = logging.getLogger("bokeh.server.views.ws")
     if not any(isinstance(f, _ClosedPageFilter) for f in ws_log.filters):
         ws_log.addFilter(_ClosedPageFilter(ws_log))
-
-
-#: What dask.distributed's default logging configuration sets when it is imported (streamz
-#: imports it whenever it is installed): Bokeh's and Tornado's loggers silenced below ERROR.
-_DASK_LEVELS = {"bokeh": logging.ERROR, "tornado": logging.CRITICAL}
-
-
-def _undo_dask_log_levels() -> None:
-    """Let ``bokeh serve``'s ``--log-level`` decide again for Bokeh's and Tornado's loggers.
-
-    Importing dask.distributed (with the ``dask`` extra, through streamz) sets them to ERROR
-    and CRITICAL: the served app's log then lost every session line, and this module's
-    own lines, which follow Bokeh's level. Only those exact levels, set by that import, are
-    put back to inherit from the root logger.
-    """
-    if "distributed" not in sys.modules:
-        return
-    for name, level in _DASK_LEVELS.items():
-        logger = logging.getLogger(name)
-        if logger.level == level:
-            logger.setLevel(logging.NOTSET)
 
 
 class _ClosedPageFilter(logging.Filter):
