@@ -48,7 +48,6 @@ import numpy.typing as npt
 import pandas as pd
 
 from rtnb import _frames, _record
-from rtnb._frames import with_columns
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
 from rtnb.params import Param, resolve
@@ -73,6 +72,8 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
+_FLOAT = np.dtype(np.float64)
+_INDEX: Any = pd.Index  # a plain Index (its labels array is compared by identity)
 _DIRECT = 1 << 22  # key codes in [0, _DIRECT) find their slot in a table, others in a dict
 
 
@@ -1081,45 +1082,45 @@ class DetectorLogic:
                  anomaly: str = "is_anomaly", rename: Mapping[str, str] | None = None) -> None:
         self.detector, self.on, self.keys, self.time = detector, on, keys, time
         self.protect, self.score, self.anomaly = protect, score, anomaly
-        self._plan: tuple[pd.Index, int, int, pd.Index | None] | None = None
+        self._plan: tuple[Any, bool] | None = None  # (labels array, whether time is a column)
         self._read_on = _frames.ColumnReader(on)
         self._read_time = _frames.ColumnReader(time, times=True)
         named = dict(rename or {})
         self._names = [score, anomaly, *(named.get(e, e) for e in detector.extra)]
+        self._append = _frames.Appender(self._names)
 
-    def _columns(self, batch: pd.DataFrame) -> tuple[int, int, pd.Index | None]:
-        """(position of ``on``, of the time column or -1, the output's columns), cached.
+    def _has_time(self, batch: pd.DataFrame) -> bool:
+        """Whether the batch has the time column; checked once per column layout.
 
-        The output's columns are ``None`` when an output name is a column of the batch
-        already (it is replaced: ``with_columns`` finds out by itself, per batch).
+        A batch with ``on`` or the time column twice is refused.
         """
-        cols = batch.columns
+        cols: Any = batch.columns
         plan = self._plan
-        if plan is None or not _frames.same_labels(cols, plan[0]):
-            on = cols.get_loc(self.on)
-            at = cols.get_loc(self.time) if self.time is not None else -1
-            if not isinstance(on, int) or not isinstance(at, int):
-                msg = (f"detect(on={self.on!r}): the batch has several columns named "
-                       f"{self.on!r} or {self.time!r}")
-                raise ValueError(msg)
-            clash = any(name in cols for name in self._names)
-            plan = self._plan = (cols, on, at,
-                                 None if clash else cols.append(pd.Index(self._names)))
-        return plan[1], plan[2], plan[3]
+        if plan is not None and type(cols) is _INDEX and cols._data is plan[0]:
+            return plan[1]
+        on = cols.get_loc(self.on)
+        at = cols.get_loc(self.time) if self.time is not None else -1
+        if not isinstance(on, int) or not isinstance(at, int):
+            msg = (f"detect(on={self.on!r}): the batch has several columns named "
+                   f"{self.on!r} or {self.time!r}")
+            raise ValueError(msg)
+        labels = cols._data if type(cols) is _INDEX else None
+        self._plan = (labels, at >= 0) if labels is not None else None
+        return at >= 0
 
     def process(self, batch: pd.DataFrame) -> Any:
         """Score and learn the batch; the rows go on with the score, anomaly and extra columns."""
-        on, at, out_columns = self._columns(batch)
+        has_time = self._has_time(batch)
         x = self._read_on(batch)
-        if not (type(x) is np.ndarray and x.dtype == np.float64):
-            x = batch.iloc[:, on].to_numpy(dtype=np.float64, na_value=np.nan)
+        if type(x) is not np.ndarray or x.dtype != _FLOAT:
+            x = batch[self.on].to_numpy(dtype=np.float64, na_value=np.nan)
         detector = self.detector
-        times = self._read_time(batch) if at >= 0 and detector.uses_time else None
+        times = self._read_time(batch) if has_time and detector.uses_time else None
         # a stateless detector (Threshold) scores every row alike: no key coding to pay for
         codes = self.keys.codes(batch) if detector.stateful else None
         s, a = detector.process(x, codes, times, protect=self.protect)
         values = [s, a, *detector._extra_out] if detector.extra else [s, a]
-        return Output(with_columns(batch, self._names, values, columns=out_columns))
+        return Output(self._append(batch, values))
 
     def flush(self) -> Any:
         """Nothing is held back."""
