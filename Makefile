@@ -36,8 +36,8 @@ lab: venv
 	JUPYTER_TOKEN="$$TOKEN" exec $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) \
 	  --no-browser $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)"
 
-## test: lint, unit + property + doctests, notebooks (nbval) and browser tests; the browser
-## tests run in a second pytest process beside the others (tools/run_tests.sh)
+## test: lint, unit + property + doctests, notebooks (nbval), fault and browser tests; the fault
+## and browser tests run in a second pytest process beside the others (tools/run_tests.sh)
 test: venv services chromium lint
 	@PY=$(PY) tools/run_tests.sh
 

@@ -5,22 +5,25 @@
 # waiting on a live page in real time, and they must run in a process of their own anyway
 # (Playwright's sync API keeps an event loop running in the main thread, see conftest.py).
 # So they run in a second pytest process beside the rest of the suite instead of after it:
-# the suite takes about as long as its longer half. Both halves must pass; the browser half's
-# report follows the other's. Arguments go to both processes (e.g. `-x`, `--lf` does not
+# the suite takes about as long as its longer half. The fault tests (tests/faults: kill -9 of
+# exported scripts, private brokers killed, ~5 minutes) run in that second process too, before
+# the browser tests (conftest.py orders them), which balances the halves (the main half was
+# ~24 minutes with them, the browser half ~11 without). Both halves must pass; the second
+# half's report follows the other's. Arguments go to both processes (e.g. `-x`, `--lf` does not
 # apply: the cache provider is off).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 log=$(mktemp -t rtnb-browser-tests.XXXXXX)
-"$PY" -m pytest -m browser "$@" >"$log" 2>&1 &
+"$PY" -m pytest -m "browser or faults" "$@" >"$log" 2>&1 &
 browser=$!
 trap 'kill "$browser" 2>/dev/null; rm -f "$log"' EXIT
-"$PY" -m pytest -m "not browser" "$@"
+"$PY" -m pytest -m "not browser and not faults" "$@"
 rest=$?
 wait "$browser"
 browser_rc=$?
 echo
-echo "======== browser tests (the second pytest process, run beside the one above) ========"
+echo "======== fault and browser tests (the second pytest process, run beside the one above) ========"
 cat "$log"
 echo
-echo "pytest exit codes: not browser ${rest}, browser ${browser_rc}"
+echo "pytest exit codes: main ${rest}, faults + browser ${browser_rc}"
 [ "$rest" -eq 0 ] && [ "$browser_rc" -eq 0 ]

@@ -4,11 +4,13 @@ test_kafka_distributed.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import rtnb
 from rtnb.testing import assert_frame_equal_unordered
@@ -78,3 +80,14 @@ def assert_same(got: list[pd.DataFrame], want: list[pd.DataFrame]) -> None:
         assert len(g) and list(g.columns) == list(w.columns)
         assert g.dtypes.to_dict() == w.dtypes.to_dict()
         assert_frame_equal_unordered(g, w, rtol=1e-9)
+
+
+async def until(src: rtnb.StreamingFrame, done: Callable[[], bool], every: float = 0.01,
+                ) -> None:
+    """Wait for ``done()``; a run that failed or ended first fails the test with its error
+    (instead of waiting for the test's timeout)."""
+    while not done():
+        if src.graph.state != "running":
+            await src.wait()  # re-raises the run's error
+            pytest.fail(f"the run ended ({src.graph.state}) before the awaited moment")
+        await asyncio.sleep(every)

@@ -23,6 +23,7 @@ from distributed_helpers import (
     metrics_rows,
     one_process,
     run_on,
+    until,
     windows,
 )
 from integration_helpers import service_or_skip
@@ -237,9 +238,9 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
             runner = pipeline.runner
             # a third of the way, two ticks after a checkpoint: the rebuilt partitions
             # restore state and re-read entries whose output was already sent
-            while src.source.stats.events < len(rows) // 3 or runner.checkpoint_tick is None \
-                    or runner.ticks - runner.checkpoint_tick != 2:
-                await asyncio.sleep(0.002)
+            await until(src, lambda: src.source.stats.events >= len(rows) // 3
+                        and runner.checkpoint_tick is not None
+                        and runner.ticks - runner.checkpoint_tick == 2, every=0.002)
             victim = pipeline.runner.workers[0]
             pid = (await client.run(os.getpid, workers=[victim]))[victim]
             os.kill(pid, signal.SIGKILL)
@@ -281,15 +282,12 @@ def test_scaling_mid_run_moves_partitions_and_changes_no_output(
             got = [f.collect() for f in outputs]
             rtnb.Pipeline(*outputs).start(cluster=cluster, max_rows=150, checkpoint_every="1s")
             stats = src.source.stats
-            while stats.events < len(rows) // 4:
-                await asyncio.sleep(0.01)
+            await until(src, lambda: stats.events >= len(rows) // 4)
             await _scaled(cluster, 2)
-            while len(set((stats.partition_worker or {}).values())) < 2 and \
-                    stats.events < len(rows):
-                await asyncio.sleep(0.01)
+            await until(src, lambda: len(set((stats.partition_worker or {}).values())) >= 2
+                        or stats.events >= len(rows))
             seen.update((stats.partition_worker or {}).values())
-            while stats.events < 2 * len(rows) // 3:
-                await asyncio.sleep(0.01)
+            await until(src, lambda: stats.events >= 2 * len(rows) // 3)
             await _scaled(cluster, 1)
             await asyncio.wait_for(src.wait(), 240)
             return [collected(g, f) for g, f in zip(got, outputs, strict=True)], src

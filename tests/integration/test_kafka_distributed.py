@@ -30,6 +30,7 @@ from distributed_helpers import (
     metrics_rows,
     one_process,
     run_on,
+    until,
     windows,
 )
 from kafka_helpers import PARTITIONS, MockKafka, kafka_cluster
@@ -314,9 +315,9 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
             pipeline = rtnb.Pipeline(*outputs)
             pipeline.start(cluster=cluster, max_rows=60, checkpoint_every="1s")
             runner = pipeline.runner
-            while src.source.stats.events < len(rows) // 3 or runner.checkpoint_tick is None \
-                    or runner.ticks - runner.checkpoint_tick != 2:
-                await asyncio.sleep(0.002)
+            await until(src, lambda: src.source.stats.events >= len(rows) // 3
+                        and runner.checkpoint_tick is not None
+                        and runner.ticks - runner.checkpoint_tick == 2, every=0.002)
             victim = runner.workers[0]
             pid = (await client.run(os.getpid, workers=[victim]))[victim]
             os.kill(pid, signal.SIGKILL)
