@@ -45,8 +45,8 @@ from pandas.core.internals.blocks import (  # type: ignore[import-not-found]
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
 __all__ = ["Appender", "ColumnReader", "Schema", "column", "column_at", "dtypes", "empty",
-           "floats", "from_arrays", "same_labels", "same_schema", "select", "take", "times_ns",
-           "with_columns"]
+           "floats", "from_arrays", "from_manager", "same_labels", "same_schema", "select", "take",
+           "times_ns", "with_columns"]
 
 # pandas' private constructors, untyped in its stubs
 _DataFrame: Any = pd.DataFrame
@@ -55,12 +55,13 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def _frame(mgr: Any) -> pd.DataFrame:
+def from_manager(mgr: Any) -> pd.DataFrame:
     """``DataFrame._from_mgr(mgr, axes=mgr.axes)`` without the classmethod and axes lookups.
 
     What ``_from_mgr`` does in pandas 3.1: a bare ``DataFrame`` given its manager, empty
     ``attrs`` and default ``flags`` as ``NDFrame.__init__`` sets them (inlined: ~0.7 us
-    instead of ~0.95 us; ``tests/unit/test_frames.py`` checks it against ``__init__``).
+    instead of ~0.95 us; ``tests/unit/test_small_batch_frames.py`` checks it against
+    ``_from_mgr``).
     """
     obj = _new(_DataFrame)
     _set(obj, "_mgr", mgr)
@@ -326,7 +327,7 @@ def take(df: pd.DataFrame, rows: npt.NDArray[Any]) -> pd.DataFrame:
         blocks.append(new_block(values, block.mgr_locs, ndim=2))
     mgr = BlockManager(blocks, [df.columns, _take_index(df.index, positions, ascending)],
                        verify_integrity=False)
-    return _frame(mgr)
+    return from_manager(mgr)
 
 
 _ArrowStrings = pd.arrays.ArrowStringArray
@@ -385,7 +386,7 @@ def from_arrays(columns: pd.Index, arrays: Sequence[Any]) -> pd.DataFrame:
         # pandas' helper for these blocks: the block type, 2-D datetimes as DatetimeArray
         blocks.append(_make_block(values, np.array([i], dtype=np.intp)))
     mgr = BlockManager(blocks, [columns, pd.RangeIndex(n)], verify_integrity=False)
-    return _frame(mgr)
+    return from_manager(mgr)
 
 
 def select(df: pd.DataFrame, positions: Sequence[int], columns: pd.Index) -> pd.DataFrame:
@@ -405,7 +406,7 @@ def select(df: pd.DataFrame, positions: Sequence[int], columns: pd.Index) -> pd.
             values = values[loc:loc + 1]
         out.append(new_block(values, BlockPlacement(slice(i, i + 1)), ndim=2, refs=block.refs))
     new = BlockManager(out, [columns, df.index], verify_integrity=False)
-    return _frame(new)
+    return from_manager(new)
 
 
 def empty(example: pd.DataFrame) -> pd.DataFrame:
@@ -414,7 +415,7 @@ def empty(example: pd.DataFrame) -> pd.DataFrame:
         example = example.iloc[:0]
     blocks = [new_block(b.values, b.mgr_locs, ndim=2) for b in example._mgr.blocks]
     mgr = BlockManager(blocks, [example.columns, pd.RangeIndex(0)], verify_integrity=False)
-    return _frame(mgr)
+    return from_manager(mgr)
 
 
 def _take_index(index: pd.Index, positions: npt.NDArray[np.intp], ascending: bool) -> pd.Index:
@@ -465,7 +466,7 @@ def with_columns(df: pd.DataFrame, names: Sequence[Any], arrays: Sequence[Any], 
     if columns is None:
         columns = existing.append(pd.Index(list(names)))
     mgr = BlockManager(tuple(blocks), [columns, df.index], verify_integrity=False)
-    return _frame(mgr)
+    return from_manager(mgr)
 
 
 _STRING_ARRAYS = (pd.arrays.StringArray, pd.arrays.ArrowStringArray)
@@ -526,7 +527,7 @@ class Appender:
                 blocks.append(ExtensionBlock(values, place, 2))
             else:  # let with_columns decide (assign, or the error it raises)
                 return with_columns(df, self.names, arrays, columns=columns)
-        return _frame(BlockManager(blocks, [columns, index], verify_integrity=False))
+        return from_manager(BlockManager(blocks, [columns, index], verify_integrity=False))
 
     def _plan(self, cols: Any) -> None:
         names = self.names

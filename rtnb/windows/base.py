@@ -12,10 +12,15 @@ import pandas as pd
 from pandas._libs.internals import BlockPlacement  # type: ignore[import-not-found]
 from pandas.api.extensions import ExtensionArray
 from pandas.arrays import DatetimeArray
-from pandas.core.internals.blocks import new_block  # type: ignore[import-not-found]
+from pandas.core.internals.blocks import (  # type: ignore[import-not-found]
+    DatetimeLikeBlock,
+    NumpyBlock,
+    get_block_type,
+    new_block,
+)
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
-from rtnb._frames import ColumnReader, column
+from rtnb._frames import ColumnReader, column, from_manager
 from rtnb.aggregations import Aggregation
 from rtnb.windows.keys import KeyRegistry
 
@@ -193,32 +198,31 @@ class FrameLayout:
         n = times.shape[1]
         blocks = []
         if self.usable:
-            blocks.append(new_block(DatetimeArray._simple_new(  # type: ignore[attr-defined]
-                times.view(_NS), dtype=_NS), self._times, ndim=2))
+            # the blocks built as new_block builds them (its block type for the keys and
+            # other results), the known ones without its dtype dispatch
+            blocks.append(DatetimeLikeBlock(DatetimeArray._simple_new(  # type: ignore[attr-defined]
+                times.view(_NS), dtype=_NS), self._times, 2))
             for c, values in zip(self.by, keys, strict=True):
                 block = _block_values(values, n)
                 if block is None:
                     break
-                blocks.append(new_block(block, self._one[c], ndim=2))
+                blocks.append(get_block_type(block.dtype)(block, self._one[c], 2))
             else:
                 if self.floats:
-                    blocks.append(new_block(floats, self._floats, ndim=2))
+                    blocks.append(NumpyBlock(floats, self._floats, 2))
                 if self.ints:
-                    blocks.append(new_block(ints, self._ints, ndim=2))
+                    blocks.append(NumpyBlock(ints, self._ints, 2))
                 for c, values in others.items():
                     block = _block_values(values, n)
                     if block is None:
                         break
-                    blocks.append(new_block(block, self._one[c], ndim=2))
+                    blocks.append(get_block_type(block.dtype)(block, self._one[c], 2))
                 else:
                     if self._sizes[0] != n:
                         self._sizes = (n, pd.RangeIndex(n))
-                    mgr = BlockManager(tuple(blocks), [self.columns.view(),
-                                                       self._sizes[1].view()],
-                                       verify_integrity=False)
-                    frame: pd.DataFrame = pd.DataFrame._from_mgr(  # type: ignore[attr-defined]
-                        mgr, axes=mgr.axes)
-                    return frame
+                    return from_manager(BlockManager(blocks, [self.columns.view(),
+                                                        self._sizes[1].view()],
+                                               verify_integrity=False))
         columns: dict[str, Any] = {"window_start": times[0].view(_NS),
                                    "window_end": times[1].view(_NS)}
         columns.update(zip(self.by, keys, strict=True))

@@ -299,10 +299,10 @@ class WindowAggregator(KeyedEngine):
     # -- processing ------------------------------------------------------------------------
     def process(self, batch: pd.DataFrame) -> WindowOutput:
         """Fold one micro-batch in; return the windows it closed (or updated) and late rows."""
-        n = len(batch)
+        t = np.ascontiguousarray(self._times(batch), dtype=np.int64)
+        n = len(t)  # a numpy length: len(batch) goes through pandas' index (~0.3 us)
         if n == 0:
             return WindowOutput(None, None)
-        t = np.ascontiguousarray(self._times(batch), dtype=np.int64)
         key = np.ascontiguousarray(self.keys.codes(batch), dtype=np.int64)
         values = self._matrix(batch, self._fused_cols, n)
         raw_in = self._matrix(batch, self._raw_columns, n)

@@ -80,9 +80,8 @@ class KeyRegistry:
 
     def codes(self, batch: pd.DataFrame) -> npt.NDArray[np.intp]:
         """Return the code of every row's key, registering new keys."""
-        n = len(batch)
         if not self.by:
-            return np.zeros(n, dtype=np.intp)
+            return np.zeros(len(batch), dtype=np.intp)
         if self._read is not None:
             values = self._read(batch)
             if self._table is not None:
@@ -92,6 +91,7 @@ class KeyRegistry:
             local, uniques = pd.factorize(values, use_na_sentinel=False)
             keys: list[Any] = [norm_key(u) for u in uniques]
         else:
+            n = len(batch)
             parts = [pd.factorize(batch[c], use_na_sentinel=False) for c in self.by]
             sizes = [len(u) for _, u in parts]
             flat = np.ravel_multi_index(tuple(c for c, _ in parts), sizes) if n else np.zeros(

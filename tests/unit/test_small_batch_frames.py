@@ -30,9 +30,9 @@ def _batch(n: int = N, seed: int = 0) -> pd.DataFrame:
     })
 
 
-def test_frame_is_what_from_mgr_builds() -> None:
+def test_from_manager_is_what_from_mgr_builds() -> None:
     df = _batch()
-    got = _frames._frame(df._mgr)
+    got = _frames.from_manager(df._mgr)
     expected = pd.DataFrame._from_mgr(df._mgr, axes=df._mgr.axes)  # type: ignore[attr-defined]
     pd.testing.assert_frame_equal(got, expected)
     assert set(vars(got)) == set(vars(expected))
