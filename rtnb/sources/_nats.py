@@ -679,7 +679,7 @@ class NatsSource(BufferedSource):
 class NatsPartitionReader:
     """One partition subject of a partitioned ``NatsSource``, read blocking on a Dask worker.
 
-    Made by :meth:`NatsSource.partition_reader` and sent to a worker, where :meth:`read`
+    Made by ``NatsSource.partition_reader`` and sent to a worker, where :meth:`read`
     opens the connection on first use, on an event loop of the reader's own (nats-py is
     asyncio-only; the loop runs only inside the reader's calls, in the worker's thread, and
     is closed by :meth:`close`). It reads ``subject`` (``{subject}.{p}``) with the durable
