@@ -27,7 +27,10 @@ a Dask cluster:
   :func:`rtnb.partition_of` gives).
 * ``idle_timeout`` (the source's) marks a silent partition idle, so it does not hold the
   frontier back; when every partition is idle (caught up), the frontier is the minimum
-  over those that ever sent a row.
+  over those that ever sent a row. ``max_drift`` (the source's) bounds how far one
+  partition runs ahead in event time: a partition more than that ahead of the frontier
+  reads nothing until the others catch up (or go idle), so the windows a worker holds open
+  stay bounded (``runner.held`` names the partitions held back in the last tick).
 * **A lost worker loses and repeats nothing.** Every ``checkpoint_every`` (2 s) each step
   snapshots its split nodes' state into its output, which the driver keeps; a partition's
   entries are acknowledged only once a checkpoint holds them. A partition whose worker

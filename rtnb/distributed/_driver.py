@@ -224,6 +224,11 @@ class ClusterRunner:
         self._stash: dict[str, list[Any]] = {}
         self._steps: dict[int, int] = {}
         self._complete_frontier = NO_WATERMARK
+        #: each partition's newest event time (ns) as its last step reported it
+        self.newest: dict[int, int] = {}
+        #: the partitions not read in the last tick: more than the source's ``max_drift``
+        #: ahead of the frontier (the broker keeps their messages meanwhile)
+        self.held: set[int] = set()
 
     def __repr__(self) -> str:
         return (f"<ClusterRunner {self.source.name!r} x{self.partitions} partitions, "
@@ -330,7 +335,7 @@ class ClusterRunner:
         idle_s = float(getattr(src, "idle_timeout_s", 5.0))
         started = _time.monotonic()
         heard: dict[int, float] = {}
-        newest: dict[int, int] = {}
+        newest = self.newest
         final = False
         last_checkpoint = last_look = _time.monotonic()
         while not final:
@@ -342,6 +347,10 @@ class ClusterRunner:
             remaining = None if src.max_events is None else src.max_events - src.stats.events
             final = stop.is_set() or (remaining is not None and remaining <= 0)
             quota = self._quotas(remaining)
+            self.held = self._ahead(newest)
+            for p in self.held:
+                quota[p] = 0
+                heard[p] = now  # held, not silent: it still counts in the frontier
             checkpoint = now - last_checkpoint >= self.checkpoint_s
             if checkpoint:
                 last_checkpoint = now
@@ -385,6 +394,24 @@ class ClusterRunner:
                     await asyncio.wait_for(stop.wait(), self.tick_s)
                 except TimeoutError:
                     pass
+
+    def _ahead(self, newest: dict[int, int]) -> set[int]:
+        """The partitions more than the source's ``max_drift`` ahead of the frontier.
+
+        They read nothing this tick, so that what the workers hold open (windows the
+        frontier has not passed yet) stays bounded when one partition runs far ahead of the
+        others in event time, as :meth:`BufferedSource._ahead` bounds it in one process.
+        A held partition keeps counting as active (it is not silent): when the partitions
+        behind it go idle, the frontier moves up to it and it reads again. Before the
+        frontier is known (a partition not yet heard from, not idle yet), every partition
+        that sent a row is ahead of it.
+        """
+        drift = getattr(self.source, "max_drift_ns", None)
+        if drift is None:
+            return set()
+        if self.frontier == NO_WATERMARK:
+            return {p for p, t in newest.items() if t != NO_WATERMARK}
+        return {p for p, t in newest.items() if t - self.frontier > drift}
 
     def _quotas(self, remaining: int | None) -> list[int]:
         """Messages each partition may read this tick.

@@ -32,6 +32,7 @@ import rtnb
 from rtnb.detect import ZScore
 from rtnb.errors import ConfigError, SourceError
 from rtnb.testing import assert_frame_equal_unordered
+from rtnb.windows.base import NO_WATERMARK
 
 distributed = pytest.importorskip("distributed")
 
@@ -190,6 +191,62 @@ def test_an_idle_partition_does_not_hold_windows_back(
     assert asyncio.run(windows_before_stop("300ms")) > 0
     # ... while a partition not yet idle holds every window open
     assert asyncio.run(windows_before_stop("1h")) == 0
+
+
+def test_a_partition_10x_faster_in_event_time_is_held_within_max_drift(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    """The hosts of partition 0 cover 10 times the event time of the others (20 h against
+    2 h, in as many rows): with ``max_drift`` the driver stops reading it while it is more
+    than that ahead of the frontier, so the event time the workers hold open stays within
+    the drift and one step; without it, partition 0 runs hours ahead. Outputs equal the
+    one-process run either way."""
+    parts = rtnb.partition_of(rows["host"], 4)
+    start = rows["timestamp"].min()
+    fast = rows.assign(timestamp=np.where(
+        parts == 0, start + (rows["timestamp"] - start) * 10, rows["timestamp"]))
+    fast = fast.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    parts = rtnb.partition_of(fast["host"], 4)
+    drift = pd.Timedelta("2h")
+    max_rows = 50
+    # the most event time one step of partition 0 can add beyond the drift
+    times0 = fast["timestamp"][parts == 0].to_numpy()
+    step_span = pd.Timedelta(int((times0[max_rows:] - times0[:-max_rows]).max()))
+
+    async def run(max_drift: str | None) -> tuple[list[pd.DataFrame], pd.Timedelta, int]:
+        name = f"{stream}-{max_drift}"
+        produce(shared, name, fast, parts)
+        kw: dict[str, Any] = {} if max_drift is None else {"max_drift": max_drift}
+        src = source(name, len(fast), 4, idle_timeout="300ms", **kw)
+        outputs = windows(src)
+        got = [f.collect() for f in outputs]
+        pipeline = rtnb.Pipeline(*outputs)
+        pipeline.start(cluster=cluster2, max_rows=max_rows)
+        runner = pipeline.runner
+        spread, held_ticks, last_tick = pd.Timedelta(0), 0, -1
+        try:
+            while src.graph.state == "running":
+                if runner.ticks != last_tick:
+                    last_tick = runner.ticks
+                    held_ticks += 0 in runner.held
+                    if runner.frontier != NO_WATERMARK and runner.newest:
+                        spread = max(spread, pd.Timedelta(
+                            max(runner.newest.values()) - runner.frontier))
+                await asyncio.sleep(0.001)
+            await src.wait()
+        finally:
+            shared.delete(*[f"{name}:{p}" for p in range(4)])
+        return [collected(g, f) for g, f in zip(got, outputs, strict=True)], spread, \
+            held_ticks
+
+    want = one_process(fast, rtnb.sources.redis_stream(stream, example=EXAMPLE).example,
+                       windows)
+    got, spread, held_ticks = asyncio.run(run("2h"))
+    assert_same(got, want)
+    assert held_ticks > 0  # the driver did hold partition 0 back
+    assert spread <= drift + step_span, (spread, step_span)
+    got, spread, held_ticks = asyncio.run(run(None))
+    assert_same(got, want)
+    assert held_ticks == 0 and spread > 5 * (drift + step_span), spread
 
 
 def test_a_node_failing_on_a_worker_fails_the_run_naming_partition_and_node(
