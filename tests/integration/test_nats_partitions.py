@@ -227,3 +227,64 @@ def test_tls_and_secrets_carry_over_to_the_reader_never_shown(
                                                r"be sent to Dask workers; give tls=True with "
                                                r"ca=/cert=/key= files"):
         with_context.partition_reader(0)
+
+
+def test_max_drift_stops_pulling_a_partition_far_ahead_in_event_time(subject: str) -> None:
+    """Partition 0's rows cover 10x the event time of the others' at the same count: read
+    side by side it runs ahead, and the alignment holds its rows back. With ``max_drift``
+    its consumer is not pulled while it is ahead, so what is held stays small and windows
+    equal pandas with no late row; without it, with the same small buffer, what is held
+    overflows the buffer, goes on at once, and the others' rows turn late."""
+    start = pd.Timestamp("2026-01-05")
+    n = 3_000
+    frames = []
+    for p, host in enumerate(["a", "b", "c", "d"]):
+        step = "10s" if p == 0 else "1s"
+        frames.append(pd.DataFrame({
+            "timestamp": pd.date_range(start, periods=n, freq=step), "host": host,
+            "cpu": np.arange(n, dtype="float64"), "p": p}))
+    rows = pd.concat(frames, ignore_index=True)
+    rows["seq"] = np.arange(len(rows), dtype=np.int64)
+
+    async def publish() -> None:
+        nc = await nats.connect(URL)
+        js = nc.jetstream()
+        todo = [(f"{subject}.{r.p}", as_json(r)) for r in rows.itertuples(index=False)]
+        for i in range(0, len(todo), 500):
+            await asyncio.gather(*(js.publish(s, m) for s, m in todo[i:i + 500]))
+        await nc.close()
+
+    asyncio.run(publish())
+    expected = per_minute(rows)[["host", "timestamp", "n"]]
+    held: dict[str | None, int] = {}
+
+    def run(max_drift: str | None) -> tuple[pd.DataFrame, int]:
+        src = rtnb.sources.nats(subject, example=EXAMPLE, time="timestamp",
+                                durable=f"d{max_drift is None}", partitions=N, count=50,
+                                buffer=2_000, max_batch=250, max_drift=max_drift,
+                                idle_timeout="500ms",
+                                max_events=len(rows))
+        source = src.source
+        align = source._align
+        most = [0]
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            out = align(*args, **kwargs)
+            most[0] = max(most[0], len(source._aligned))
+            return out
+
+        source._align = watched  # type: ignore[method-assign]
+        per_host = src.window(rtnb.tumbling("1min"), by="host").agg(n=("cpu", "count"))
+        out = per_host.collect()
+        src.run()
+        held[max_drift] = most[0]
+        got = pd.concat(out, ignore_index=True).rename(columns={"window_start": "timestamp"})
+        return got[["host", "timestamp", "n"]], per_host.counters.late
+
+    got, late = run("2min")
+    assert late == 0
+    assert_frame_equal_unordered(got, expected, check_dtype=False)
+    _, late = run(None)
+    assert late > 0
+    # with max_drift: a few pulls' worth; without: most of the buffer before it overflows
+    assert held["2min"] <= 1_000 < held[None], held
