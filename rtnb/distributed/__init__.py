@@ -6,9 +6,10 @@
 a Dask cluster:
 
 * **Partitions come from the broker**, and each one is read by one worker (partition ``p``
-  on worker ``p mod workers``), which runs the pipeline from the source up to the first
-  stateful node on each path (filters, ``assign``, ``map_batches``, column selections,
-  then the window, rolling or detector): the *split* nodes.
+  on worker ``p mod workers`` at the start, then balanced by load), which runs the
+  pipeline from the source up to the first stateful node on each path (filters,
+  ``assign``, ``map_batches``, column selections, then the window, rolling or detector):
+  the *split* nodes.
 * **Short tasks, state as futures.** The notebook (or script) is the driver: every tick it
   submits one step per partition, ``step(task, frontier, max_rows, final) -> task``; the
   task object (the partition's reader, its position and its split nodes' state) stays on
@@ -38,12 +39,15 @@ a Dask cluster:
   from its checkpoint and re-reads its unacknowledged entries: those whose output the
   driver had handled only rebuild the state; windows merge only in a tick where every
   partition's part is in (the survivors' parts wait meanwhile).
-* **Scaling**: about every second the driver looks at the workers; partition ``p`` goes to
-  live worker ``p mod n`` (Dask moves its task object there), so ``cluster.scale(n)``
-  mid-run moves partitions without changing the output. ``LagAdaptive`` scales the
-  cluster on the partitions' lag (``cluster.adapt(Adaptive=rtnb.distributed.LagAdaptive,
-  pipeline=pipeline, minimum=1, maximum=4)``), the same lag the ``rtnb_source_partition_lag``
-  metric exports for an autoscaler outside Dask (KEDA, a Kubernetes HPA).
+* **Load balancing and scaling**: about every second the driver looks at the workers and
+  the messages each partition read lately; while moving one partition from the busiest
+  worker to the least busy one lowers the busier of the two by a tenth or more, it moves
+  it (Dask moves its task object there). A worker that joins gets partitions, so
+  ``cluster.scale(n)`` mid-run moves partitions without changing the output.
+  ``LagAdaptive`` scales the cluster on the partitions' lag
+  (``cluster.adapt(Adaptive=rtnb.distributed.LagAdaptive, pipeline=pipeline, minimum=1,
+  maximum=4)``), the same lag the ``rtnb_source_partition_lag`` metric exports for an
+  autoscaler outside Dask (KEDA, a Kubernetes HPA).
 
 What does not run on a cluster yet (each refused with a clear error, or documented): a
 window with ``emit="update"``; a view, sink or ``collect()`` on a frame before the split

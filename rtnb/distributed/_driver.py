@@ -226,6 +226,9 @@ class ClusterRunner:
         self._complete_frontier = NO_WATERMARK
         #: each partition's newest event time (ns) as its last step reported it
         self.newest: dict[int, int] = {}
+        # messages read by partition since the last look at the workers, and smoothed
+        self._recent: dict[int, int] = {}
+        self._load: dict[int, float] = {}
         #: the partitions not read in the last tick: more than the source's ``max_drift``
         #: ahead of the frontier (the broker keeps their messages meanwhile)
         self.held: set[int] = set()
@@ -374,6 +377,7 @@ class ClusterRunner:
             if complete:
                 self._complete_frontier = used
             for out in results:
+                self._recent[out.partition] = self._recent.get(out.partition, 0) + out.read
                 if out.rows or out.replaying or out.partition not in heard:
                     heard[out.partition] = now
                 newest[out.partition] = out.max_time
@@ -489,14 +493,38 @@ class ClusterRunner:
             futures[p] = self._submit_task(client, p, worker)
 
     async def _rebalance(self, client: Any) -> None:
-        """Partition ``p`` goes to live worker ``p mod n`` (Dask moves its task there)."""
+        """Spread the partitions over the live workers by their load (Dask moves the tasks).
+
+        A partition's load is the messages it read lately (smoothed over the last looks,
+        plus one, so idle partitions spread by count). Starting from where the partitions
+        are, the busiest worker gives a partition to the least busy one while that lowers
+        the busier of the two by at least a tenth: few moves (each ships the partition's
+        state), no back and forth on noise; a worker that joins gets partitions, those of a
+        lost worker were placed by :meth:`_recover` and are balanced from there.
+        """
         workers = await self._live_workers(client)
-        for p in range(self.partitions):
-            target = workers[p % len(workers)]
-            if self.workers.get(p) != target and self.workers.get(p) in workers:
-                self.workers[p] = target
-            elif self.workers.get(p) not in workers:
-                continue  # lost: the next step notices and rebuilds it
+        for q, recent in self._recent.items():
+            self._load[q] = 0.5 * self._load.get(q, recent) + 0.5 * recent
+        self._recent = dict.fromkeys(range(self.partitions), 0)
+        placed = {q: w for q, w in self.workers.items() if w in workers}  # lost: rebuilt next
+        load = {q: self._load.get(q, 0.0) + 1.0 for q in placed}
+        busy = dict.fromkeys(workers, 0.0)
+        for q, w in placed.items():
+            busy[w] += load[q]
+        for _ in range(self.partitions):
+            high = max(workers, key=lambda w: busy[w])
+            low = min(workers, key=lambda w: busy[w])
+            gap = busy[high] - busy[low]
+            movable = [q for q, w in placed.items() if w == high and load[q] < gap]
+            if not movable:
+                break
+            q = min(movable, key=lambda r: abs(load[r] - gap / 2))
+            if busy[high] - max(busy[high] - load[q], busy[low] + load[q]) < 0.1 * busy[high]:
+                break
+            placed[q] = low
+            busy[high] -= load[q]
+            busy[low] += load[q]
+        self.workers.update(placed)
         self.source.stats.partition_worker = {self._partition_name(q): w
                                               for q, w in sorted(self.workers.items())}
 
