@@ -330,8 +330,8 @@ class ClusterRunner:
             workers=[worker], allow_other_workers=False, pure=False)
 
     def _partition_name(self, p: int) -> str:
-        streams = getattr(self.source, "streams", None)
-        return str(streams[p]) if streams is not None else str(p)
+        name = getattr(self.source, "partition_name", None)
+        return str(name(p)) if name is not None else str(p)
 
     async def _loop(self, client: Any, futures: dict[int, Any], stop: asyncio.Event) -> None:
         src, graph = self.source, self.root.graph
@@ -572,6 +572,11 @@ class ClusterRunner:
             root.counters.events += rows
             root.counters.batches += 1
         stats.messages += read
+        counts = dict(stats.partition_messages or {})
+        for out in results:
+            name = self._partition_name(out.partition)
+            counts[name] = counts.get(name, 0) + out.read
+        stats.partition_messages = counts
         lags = {self._partition_name(out.partition): out.lag for out in results
                 if out.lag is not None}
         if lags:

@@ -383,6 +383,14 @@ class _Collector:
                 for partition, value in sorted(by_partition.items()):
                     lags.add_metric([name, src, partition], float(value))
                 yield lags
+            read = getattr(stats, "partition_messages", None)
+            if read:  # each partition's rate: rate(rtnb_source_partition_messages_total[1m])
+                family = CounterMetricFamily(
+                    "rtnb_source_partition_messages", "Messages read from each partition",
+                    labels=[*labels, "partition"])
+                for partition, value in sorted(read.items()):
+                    family.add_metric([name, src, partition], float(value))
+                yield family
         for sink_name, s in snap.sinks.items():
             for field in ("delivered_rows", "undeliverable_rows", "spooled_rows",
                           "failed_attempts"):

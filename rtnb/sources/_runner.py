@@ -166,6 +166,10 @@ class SourceStats:
     partition_lag: dict[str, int] | None = None
     #: On a Dask cluster (:mod:`rtnb.distributed`): the worker reading each partition.
     partition_worker: dict[str, str] | None = None
+    #: A partitioned source's messages taken from each partition by the pipeline so far
+    #: (decoded; not those still buffered): the status widget shows each one's rate,
+    #: metrics export the counter.
+    partition_messages: dict[str, int] | None = None
     connected: bool = False
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -410,6 +414,16 @@ class BufferedSource:
         """
         return positions
 
+    def partition_name(self, partition: int) -> str:
+        """The name of a partition: its stream, subject or ``topic:p``.
+
+        As in :attr:`SourceStats.partition_lag`.
+        """
+        streams = getattr(self, "streams", None)
+        if streams is not None and 0 <= partition < len(streams):
+            return str(streams[partition])
+        return f"{self.name}:{partition}"
+
     def _partition(self, position: Any) -> int:
         """The partition (``0 .. partitions - 1``) of a message's position."""
         raise NotImplementedError
@@ -594,8 +608,13 @@ class BufferedSource:
             else np.zeros(len(good), dtype=np.int64)
         owner = np.asarray(good_owner, dtype=np.intp)
         row_part = part[owner] if len(owner) else np.zeros(0, dtype=np.int64)
-        for p in np.unique(part[held:]):
+        fresh = np.bincount(part[held:], minlength=n)
+        counts = dict(self.stats.partition_messages or {})
+        for p in np.flatnonzero(fresh):
             self._heard[int(p)] = now
+            name = self.partition_name(int(p))
+            counts[name] = counts.get(name, 0) + int(fresh[p])
+        self.stats.partition_messages = counts
         for p in np.unique(row_part):
             newest = int(times[row_part == p].max())
             if newest > self._newest.get(int(p), np.iinfo(np.int64).min):

@@ -77,24 +77,27 @@ def _link(url: str, text: str) -> str:
             f"{html.escape(text)}</a>")
 
 
-def _partitions(lag: dict[str, int] | None, worker: dict[str, str] | None) -> str:
-    """Each partition's lag and, on a cluster, the worker reading it.
+def _partitions(lag: dict[str, int] | None, worker: dict[str, str] | None,
+                rate: dict[str, float] | None = None) -> str:
+    """Each partition's rate (messages/s), its lag and, on a cluster, the worker reading it.
 
     Examples
     --------
     >>> _partitions({"m:0": 1200, "m:1": 0}, {"m:0": "tcp://127.0.0.1:4001",
-    ...                                       "m:1": "tcp://127.0.0.1:4002"})
-    'm:0 lag 1,200 on 127.0.0.1:4001 · m:1 lag 0 on 127.0.0.1:4002'
+    ...                                       "m:1": "tcp://127.0.0.1:4002"},
+    ...             {"m:0": 2500.0, "m:1": 0.0})
+    'm:0 2,500/s lag 1,200 on 127.0.0.1:4001 · m:1 0.0/s lag 0 on 127.0.0.1:4002'
     >>> _partitions({"m:0": 5}, None)
     'm:0 lag 5'
     >>> _partitions(None, {"m:0": "tcp://127.0.0.1:4001"})
     'm:0 lag - on 127.0.0.1:4001'
     """
-    lag, worker = lag or {}, worker or {}
+    lag, worker, rate = lag or {}, worker or {}, rate or {}
     parts = []
-    for p in sorted({*lag, *worker}):
+    for p in sorted({*lag, *worker, *rate}):
         n = lag.get(p)
-        text = f"{p} lag " + ("-" if n is None else f"{n:,}")
+        text = f"{p} " + (f"{_fmt_rate(rate[p])} " if p in rate else "")
+        text += "lag " + ("-" if n is None else f"{n:,}")
         if p in worker:
             text += f" on {worker[p].removeprefix('tcp://')}"
         parts.append(text)
@@ -170,6 +173,7 @@ class Status:
         self.pipeline = pipeline
         self._samples: deque[tuple[float, int, int]] = deque()
         self._bytes: deque[tuple[float, int]] = deque()
+        self._partition_messages: deque[tuple[float, dict[str, int]]] = deque()
         self._widget: Any = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -232,6 +236,18 @@ class Status:
         while len(self._bytes) > 2 and now - self._bytes[1][0] >= _RATE_WINDOW_S:
             self._bytes.popleft()
         b_span = now - self._bytes[0][0]
+        by_partition = getattr(source, "partition_messages", None) if source is not None \
+            else None
+        partition_rate = None
+        if by_partition:
+            self._partition_messages.append((now, dict(by_partition)))
+            while len(self._partition_messages) > 2 and \
+                    now - self._partition_messages[1][0] >= _RATE_WINDOW_S:
+                self._partition_messages.popleft()
+            then, before = self._partition_messages[0]
+            span = now - then
+            partition_rate = {k: (v - before.get(k, 0)) / span if span > 0 else 0.0
+                              for k, v in by_partition.items()}
         graph = self.root.graph
         progress, eta = self._progress(rate_in)
         return {
@@ -246,6 +262,7 @@ class Status:
             if source is not None else None,
             "source_partition_worker": getattr(source, "partition_worker", None)
             if source is not None else None,
+            "source_partition_rate": partition_rate,
             "source_buffer_fill": snap.source_buffer_fill,
             "state": state,
             "error": snap.error,
@@ -300,8 +317,9 @@ class Status:
                                     + ("" if lag is None else f" · broker lag {lag:,}")))
             by_partition = snap.get("source_partition_lag")
             workers = snap.get("source_partition_worker")
-            if by_partition or workers:
-                cells.append(("partitions", _partitions(by_partition, workers)))
+            if by_partition or workers or snap.get("source_partition_rate"):
+                cells.append(("partitions", _partitions(by_partition, workers,
+                                                        snap.get("source_partition_rate"))))
         link = snap.get("dashboard_link")
         if link:
             cells.append(("dashboard", _Markup(_link(link, f"Dask dashboard ({link})"))))

@@ -306,8 +306,8 @@ def test_a_scrape_during_a_cluster_run_shows_each_partitions_lag(
         tmp_path: Path, shared: redis.Redis, streams: list[str], rows: pd.DataFrame,
         one_process: dict[str, pd.DataFrame], cluster: Any) -> None:
     """A live run (no --max-events) on the cluster named by RTNB_SCHEDULER: /metrics shows
-    rtnb_source_partition_lag for every partition; SIGTERM ends it, the open windows flush
-    and the outputs equal the one-process run's; exit 0."""
+    rtnb_source_partition_lag and the messages read from every partition; SIGTERM ends it,
+    the open windows flush and the outputs equal the one-process run's; exit 0."""
     stream = produce(shared, streams, rows)
     script = export(tmp_path, stream)
     env = {**os.environ, "RTNB_SCHEDULER": cluster.scheduler_address}
@@ -332,6 +332,13 @@ def test_a_scrape_during_a_cluster_run_shows_each_partitions_lag(
                 time.sleep(0.2)
             assert sorted(lags) == [f"{stream}:{p}" for p in range(PARTITIONS)]
             assert all(v == 0 for v in lags.values())  # the whole backlog was read
+            # each partition's messages, a counter (its rate is what a dashboard plots)
+            per_partition = {line.split('partition="', 1)[1].split('"', 1)[0]:
+                             float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                             if line.startswith("rtnb_source_partition_messages_total{")}
+            sizes = np.bincount(rtnb.partition_of(rows["seq"].astype(str), PARTITIONS),
+                                minlength=PARTITIONS)
+            assert per_partition == {f"{stream}:{p}": float(sizes[p]) for p in range(PARTITIONS)}
             assert 'rtnb_rows_total{node="busy"' not in body  # runs on the workers
             assert 'rtnb_pipeline_failed{pipeline="metrics"} 0.0' in body
             proc.send_signal(signal.SIGTERM)

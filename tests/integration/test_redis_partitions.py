@@ -5,6 +5,7 @@ streams ``name:0`` .. ``name:{N-1}`` that ``rtnb.partition_of`` fills, read as o
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -176,7 +177,14 @@ def test_each_partitions_lag_in_the_stats_the_status_and_prometheus(
     status = src.status()
     shown = status.html(status.snapshot())
     status.close()
-    assert f"{stream}:0 lag {stats.partition_lag[f'{stream}:0']:,}" in shown
+    # each partition's rate (messages read, over the status' looks), then its lag
+    assert re.search(rf"{stream}:0 [\d.,]+/s lag {stats.partition_lag[f'{stream}:0']:,}",
+                     shown), shown
+    assert stats.partition_messages is not None
+    assert sorted(stats.partition_messages) == sorted(stats.partition_lag)
+    # what the pipeline took from the partitions: the 400 events and the rest of their
+    # batches, less what was still buffered when max_events stopped the run
+    assert stats.events <= sum(stats.partition_messages.values()) <= stats.messages
     pipeline = rtnb.Pipeline(src)
     counts = runtime._Counts(pipeline.frames)
     server, port = runtime.serve_metrics(pipeline, counts, 0)
@@ -190,6 +198,10 @@ def test_each_partitions_lag_in_the_stats_the_status_and_prometheus(
         line = next(x for x in text.splitlines() if x.startswith("rtnb_source_partition_lag{")
                     and f'partition="{stream}:{p}"' in x)
         assert float(line.rsplit(" ", 1)[1]) == stats.partition_lag[f"{stream}:{p}"]
+        line = next(x for x in text.splitlines()
+                    if x.startswith("rtnb_source_partition_messages_total{")
+                    and f'partition="{stream}:{p}"' in x)
+        assert float(line.rsplit(" ", 1)[1]) == stats.partition_messages[f"{stream}:{p}"]
 
 
 def test_max_drift_bounds_what_the_alignment_holds_back(

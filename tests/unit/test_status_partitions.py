@@ -71,6 +71,29 @@ def test_without_a_cluster_the_partitions_show_their_lag_only():
     assert "dashboard" not in page
 
 
+def test_each_partitions_rate_comes_from_the_messages_it_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the source (one process) or the cluster's driver counts each partition's messages;
+    # the widget's rate is the change between its looks, over the seconds between them
+    import rtnb.viz.status as status_module
+
+    clock = [100.0]
+    monkeypatch.setattr(status_module.time, "monotonic", lambda: clock[0])
+    src, _ = partitioned(2)
+    stats = src.source.stats
+    stats.partition_lag = {"metrics:0": 10, "metrics:1": 0}
+    stats.partition_messages = {"metrics:0": 1_000, "metrics:1": 40}
+    status = src.status()
+    status.snapshot()
+    clock[0] += 2.0
+    stats.partition_messages = {"metrics:0": 6_000, "metrics:1": 41}
+    snap = status.snapshot()
+    assert snap["source_partition_rate"] == {"metrics:0": 2_500.0, "metrics:1": 0.5}
+    page = status.html(snap)
+    status.close()
+    assert partitions_cell(page) == "metrics:0 2,500/s lag 10 · metrics:1 0.5/s lag 0"
+
+
 def test_an_unpartitioned_source_shows_no_partitions_row():
     src = rtnb.sources.redis_stream("metrics", example=EXAMPLE, time="timestamp")
     status = src.status()
