@@ -34,7 +34,7 @@ from rtnb.errors import ConfigError, RtnbError, SchemaError
 from rtnb.graph import Graph, Unsubscribe
 from rtnb.params import Param, resolve
 from rtnb.series import StreamingSeries
-from rtnb.stateful import LeanMap, LeanStream, StatefulNode
+from rtnb.stateful import LeanMap, LeanSink, LeanStream, StatefulNode
 from rtnb.windows.base import KeyedEngine
 from rtnb.windows.engine import AggSpec, WindowAggregator
 from rtnb.windows.keys import KeyRegistry
@@ -235,24 +235,34 @@ class StreamingFrame(_record.Recorded):
         Rows with a missing event time go to :attr:`dead_letters`; a batch whose columns or
         dtypes differ from the example raises :class:`SchemaError`.
         """
-        if not self.is_root:
+        if self._parent is not None:
             msg = (f"emit() into the root frame, not into {self.name!r}, which is derived "
                    f"from {self.root.name!r}")
             raise RtnbError(msg)
-        if self.graph.closed:
+        graph = self.graph
+        if graph.closed:
             msg = f"frame {self.name!r} is closed (end of stream); build a new one to emit again"
             raise RtnbError(msg)
-        batch = self.validate(batch)
+        schema = self._schema()
+        # the usual batch (the example's layout, seen before) is checked by the schema alone
+        if type(batch) is not pd.DataFrame or not schema.matches(batch):
+            batch = self.validate(batch)
+        counters = self.counters
         if self.time is not None:
-            times = self._schema().times_ns(batch)  # NaT is the smallest int64
-            missing = times == _NAT if len(times) and _smallest(times) == _NAT else None
-            if missing is not None:
+            times = schema.times_ns(batch)  # NaT is the smallest int64
+            n = len(times)
+            # argmin finds the smallest in ~0.2 us (``min``'s ufunc reduce: ~0.6 us)
+            if n and times[times.argmin()] == _NAT:
+                missing = times == _NAT
                 self.dead_letter(_frames.take(batch, missing),
                                  f"missing event time in column {self.time!r}")
                 batch = _frames.take(batch, ~missing)
-        self.counters.batches += 1
-        self.counters.events += len(batch)
-        self.graph.batch_arrival = _time.monotonic()
+                n = len(batch)
+        else:
+            n = len(batch)
+        counters.batches += 1
+        counters.events += n
+        graph.batch_arrival = _time.monotonic()
         self.stream.emit(batch)
 
     def validate(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -390,12 +400,12 @@ class StreamingFrame(_record.Recorded):
     def collect(self) -> list[pd.DataFrame]:
         """Return a list that fills with every batch this frame emits from now on."""
         out: list[pd.DataFrame] = []
-        self.stream.sink(out.append)
+        LeanSink(self.stream, out.append)
         return out
 
     def sink(self, func: Callable[[pd.DataFrame], Any]) -> Stream:
         """Call ``func(batch)`` for every batch; returns the streamz node (``.destroy()`` it)."""
-        return self.stream.sink(func)
+        return LeanSink(self.stream, func)
 
     # -- transforming ----------------------------------------------------------------------
     def _derive(self, func: Callable[[pd.DataFrame], pd.DataFrame], example: pd.DataFrame,
@@ -1460,7 +1470,6 @@ def _views() -> Any:
 
 
 _NAT = np.iinfo(np.int64).min
-_smallest = np.minimum.reduce  # ndarray.min without its Python wrapper
 
 
 def _check_units(units: Any, example: pd.DataFrame, name: str) -> dict[str, str]:
