@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from rtnb._net import require, secret
-from rtnb._time import DurationLike
+from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
@@ -202,6 +202,8 @@ class KafkaSource(BufferedSource):
             if time.monotonic() - probed >= PROBE_EVERY_S:
                 await self._probe(consumer, tps)
                 probed = time.monotonic()
+            if self.max_drift_ns is not None and self.align_partitions is not None:
+                self._hold_ahead(consumer, tps)
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             n = 0
             for tp, messages in batches.items():
@@ -219,6 +221,23 @@ class KafkaSource(BufferedSource):
                 self._next[partition] = messages[-1].offset + 1
             if n < max_records:  # the broker had no more for now: cut the batch
                 self._drained()
+            elif self.max_drift_ns is not None and self.align_partitions is not None:
+                # prefetched records come back without waiting: let the batcher align what
+                # was read (which tells which partitions are ahead) before reading on
+                await asyncio.sleep(0)
+
+    def _hold_ahead(self, consumer: Any, tps: list[Any]) -> None:
+        """Pause the partitions ``max_drift`` ahead of the others, resume the rest.
+
+        A paused partition is not fetched (the broker keeps its messages), so what the
+        alignment holds back stays bounded (:meth:`BufferedSource._ahead`).
+        """
+        paused = set(consumer.paused())
+        ahead = {tp for i, tp in enumerate(tps) if self._ahead(i)}
+        if ahead - paused:
+            consumer.pause(*(ahead - paused))
+        if paused - ahead:
+            consumer.resume(*(paused - ahead))
 
     async def _probe(self, consumer: Any, tps: list[Any]) -> None:
         """The partitions' end offsets (``stats.lag``); no answer: the connection is lost."""
@@ -699,6 +718,8 @@ def kafka(
     max_events: int | None = None,
     max_reconnects: int | None = None,
     max_future: DurationLike | None = DEFAULT_MAX_FUTURE,
+    idle_timeout: DurationLike = "5s",
+    max_drift: DurationLike | None = None,
     name: str = "kafka",
 ) -> StreamingFrame:
     """A Kafka topic as a StreamingFrame (``pip install rtnb[kafka]``).
@@ -718,12 +739,20 @@ def kafka(
     driver, from the same committed offsets of ``group``; TLS then takes files
     (``tls=True``, ``ca``, ``cert``, ``key``), not an ``ssl.SSLContext``.
 
+    With several partitions, rows are aligned in event time across them (each partition is
+    in order; a row goes on once every partition not silent for ``idle_timeout`` has sent
+    one at least as new, Flink's minimum watermark over its inputs); ``max_drift`` (event
+    time) bounds how far a partition may run ahead of the others before it is paused (not
+    fetched) until they catch up; on a cluster the driver holds it back the same way.
+
     Other Parameters
     ----------------
     decoder, time_unit, max_batch, max_delay, buffer, max_events, max_reconnects, max_future
         As for every message source: :class:`~rtnb.sources.SourceOptions`.
     tls, ca, cert, key
         TLS: :class:`~rtnb.sources.TlsOptions`.
+    idle_timeout, max_drift
+        As for ``redis_stream(..., partitions=N)``.
 
     Examples
     --------
@@ -748,4 +777,7 @@ def kafka(
         username=username, password=secret(password, password_env, f"kafka {name!r}"),
         tls_options=TlsOptions.of(locals()), name=name, example=schema,
         options=SourceOptions.of(locals()))
+    source.idle_timeout_s = to_ns(idle_timeout, name="idle_timeout") / 1e9
+    if max_drift is not None:
+        source.max_drift_ns = to_ns(max_drift, name="max_drift")
     return attach(source, time)

@@ -434,12 +434,21 @@ class BufferedSource:
         Readers stop fetching such a partition (the broker keeps its messages) until the
         others catch up, so what the alignment holds back stays bounded.
         """
-        drift, bound = self.max_drift_ns, self._bound
-        if drift is None or bound is None:
+        drift = self.max_drift_ns
+        if drift is None or self._bound is None:
             return False
         newest = self._newest.get(partition)
         if newest is None:
             return False
+        # the bound as of now, not as of the last batch: a partition behind that went silent
+        # since (it ended) must stop holding this one back even when no batch comes (this
+        # one is not read meanwhile, so none would)
+        now = time.monotonic()
+        active = [p for p in range(int(self.align_partitions or 1))
+                  if now - self._heard.get(p, self._aligning_since) < self.idle_timeout_s]
+        if not active:
+            return False
+        bound = min(self._newest.get(p, np.iinfo(np.int64).min) for p in active)
         # a partition still to be heard from (not idle yet) holds the bound at the start of
         # time: every partition that sent something is ahead of it
         return bound <= np.iinfo(np.int64).min or newest - bound > drift
