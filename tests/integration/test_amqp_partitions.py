@@ -236,3 +236,58 @@ def test_tls_and_secrets_carry_over_to_the_reader_never_shown(
                                                r"be sent to Dask workers; give tls=True with "
                                                r"ca=/cert=/key= files"):
         with_context.partition_reader(0)
+
+
+def test_max_drift_leaves_a_queue_far_ahead_in_event_time_in_the_broker(queue: str) -> None:
+    """Partition 0's rows cover 10x the event time of the others' at the same count: read
+    side by side it runs ahead, and the alignment holds its rows back. Held messages stay
+    unacknowledged, so the broker sends a queue at most ``prefetch`` of them: what is held
+    stays within partitions x prefetch with or without ``max_drift`` (which leaves a queue
+    out of the buffer while it is ahead), and the windows equal pandas with no
+    late row both ways."""
+    start = pd.Timestamp("2026-01-05")
+    n = 3_000
+    frames = []
+    for p, host in enumerate(["a", "b", "c", "d"]):
+        step = "10s" if p == 0 else "1s"
+        frames.append(pd.DataFrame({
+            "timestamp": pd.date_range(start, periods=n, freq=step), "host": host,
+            "cpu": np.arange(n, dtype="float64"), "p": p}))
+    rows = pd.concat(frames, ignore_index=True)
+    rows["seq"] = np.arange(len(rows), dtype=np.int64)
+    todo = [(f"{queue}.{r.p}", as_json(r)) for r in rows.itertuples(index=False)]
+    asyncio.run(publish(todo + [(q.replace(f"{queue}.", f"{queue}.again."), m)
+                                for q, m in todo]))
+    expected = per_minute(rows)[["host", "timestamp", "n"]]
+    held: dict[str | None, int] = {}
+
+    def run(name: str, max_drift: str | None) -> tuple[pd.DataFrame, int]:
+        src = rtnb.sources.amqp(URL, queue=name, example=EXAMPLE, time="timestamp",
+                                partitions=N, prefetch=200, buffer=2_000, max_batch=250,
+                                max_drift=max_drift, idle_timeout="500ms",
+                                max_events=len(rows))
+        source = src.source
+        align = source._align
+        most = [0]
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            out = align(*args, **kwargs)
+            most[0] = max(most[0], len(source._aligned))
+            return out
+
+        source._align = watched  # type: ignore[method-assign]
+        per_host = src.window(rtnb.tumbling("1min"), by="host").agg(n=("cpu", "count"))
+        out = per_host.collect()
+        src.run()
+        held[max_drift] = most[0]
+        got = pd.concat(out, ignore_index=True).rename(columns={"window_start": "timestamp"})
+        return got[["host", "timestamp", "n"]], per_host.counters.late
+
+    try:
+        for name, drift in ((queue, "2min"), (f"{queue}.again", None)):
+            got, late = run(name, drift)
+            assert late == 0
+            assert_frame_equal_unordered(got, expected, check_dtype=False)
+        assert 0 < held["2min"] <= N * 200 and 0 < held[None] <= N * 200, held
+    finally:
+        asyncio.run(delete([f"{queue}.again.{p}" for p in range(N)]))
