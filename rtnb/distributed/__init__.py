@@ -2,8 +2,8 @@
 
 ``pipeline.run(cluster=distributed.LocalCluster(n_workers=2, threads_per_worker=1))`` (or
 ``pipeline.start(cluster=...)`` in a notebook) runs a pipeline whose source is partitioned
-(``rtnb.sources.redis_stream(name, partitions=8, group=...)``, or ``rtnb.sources.kafka``) on
-a Dask cluster:
+(``rtnb.sources.redis_stream(name, partitions=8, group=...)``, ``rtnb.sources.kafka``, or
+``rtnb.sources.nats(subject, partitions=8, durable=...)``) on a Dask cluster:
 
 * **Partitions come from the broker**, and each one is read by one worker (partition ``p``
   on worker ``p mod workers`` at the start, then balanced by load), which runs the
@@ -49,12 +49,17 @@ a Dask cluster:
   maximum=4)``), the same lag the ``rtnb_source_partition_lag`` metric exports for an
   autoscaler outside Dask (KEDA, a Kubernetes HPA).
 
+* **A driver that dies** (an exported script's ``--checkpoint``, or ``durable=`` given
+  to ``ClusterRunner``): the checkpoints of a complete tick are also written to disk with
+  the driver's own nodes and the sinks' transactions; entries are acknowledged only once
+  one holding them is written; a stop saves the open windows instead of flushing them; a
+  restart starts every partition from its state there (kill -9 of the script and its
+  workers, twice, then a restart: outputs equal one uninterrupted process).
+
 What does not run on a cluster yet (each refused with a clear error, or documented): a
 window with ``emit="update"``; a view, sink or ``collect()`` on a frame before the split
-nodes; Param changes after the start do not reach the workers; the driver's checkpoints
-are in its memory (a driver that dies restarts from the broker's acknowledged entries, and
-state on the driver is not written to ``--checkpoint``); a source other than a partitioned
-Redis stream or a Kafka topic.
+nodes; Param changes after the start do not reach the workers; sources other than
+partitioned Redis streams, Kafka topics and NATS JetStream subjects.
 """
 
 from rtnb.distributed._driver import ClusterLike, ClusterRunner, plan_splits

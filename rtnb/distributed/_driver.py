@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import time as _time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -180,10 +181,22 @@ class ClusterRunner:
         How often the partitions' state is checkpointed (kept by the driver): a partition
         whose worker dies is rebuilt from it on another worker and re-reads what came after
         it, so its output loses and repeats nothing.
+    durable
+        With a durable checkpoint (an exported script's ``--checkpoint``): awaited with the
+        partitions' state (``{"partitions": {p: snapshot}}``) after every checkpoint tick in
+        which every partition's part merged; it writes the checkpoint (the driver's own
+        nodes with it) and says whether it could. Entries are acknowledged only after one
+        was written, and a stop saves a checkpoint instead of closing the open windows
+        (the resumed run closes them).
+    restored
+        What ``durable`` saved, read back by a new run: each partition starts from its
+        state there and skips the entries it holds.
     """
 
     def __init__(self, pipeline: Pipeline, cluster: ClusterLike, *, max_rows: int = 10_000,
-                 tick: DurationLike = "50ms", checkpoint_every: DurationLike = "2s") -> None:
+                 tick: DurationLike = "50ms", checkpoint_every: DurationLike = "2s",
+                 durable: Callable[[dict[str, Any]], Awaitable[bool]] | None = None,
+                 restored: dict[str, Any] | None = None) -> None:
         self.pipeline = pipeline
         self.root = pipeline.root
         self.source: Any = self.root.source
@@ -226,6 +239,14 @@ class ClusterRunner:
         self._complete_frontier = NO_WATERMARK
         #: each partition's newest event time (ns) as its last step reported it
         self.newest: dict[int, int] = {}
+        self.durable = durable
+        #: the stream was stopped into a durable checkpoint: the open windows live on there
+        self.suspended = False
+        #: partitions started from a durable checkpoint's state (``restored``)
+        self.restored_partitions = 0
+        if restored is not None:
+            self._snapshots = {int(p): snap for p, snap in restored["partitions"].items()}
+            self.restored_partitions = len(self._snapshots)
         # messages read by partition since the last look at the workers, and smoothed
         self._recent: dict[int, int] = {}
         self._load: dict[int, float] = {}
@@ -340,6 +361,8 @@ class ClusterRunner:
         heard: dict[int, float] = {}
         newest = self.newest
         final = False
+        ack = True  # acknowledge what the last checkpoint covers (durable: once written)
+        stopping = False  # durable: the last checkpoint is being taken, nothing is read
         last_checkpoint = last_look = _time.monotonic()
         while not final:
             await graph.wait_running()
@@ -349,12 +372,18 @@ class ClusterRunner:
                 await self._rebalance(client)
             remaining = None if src.max_events is None else src.max_events - src.stats.events
             final = stop.is_set() or (remaining is not None and remaining <= 0)
-            quota = self._quotas(remaining)
+            if final and self.durable is not None:
+                # no flush: the open windows go into a last checkpoint, then the acks
+                final, stopping = False, True
+                if self.suspended:  # checkpointed; this tick acknowledges, then the end
+                    final = True
+            quota = [0] * self.partitions if stopping else self._quotas(remaining)
             self.held = self._ahead(newest)
             for p in self.held:
                 quota[p] = 0
                 heard[p] = now  # held, not silent: it still counts in the frontier
-            checkpoint = now - last_checkpoint >= self.checkpoint_s
+            checkpoint = now - last_checkpoint >= self.checkpoint_s or \
+                (stopping and not self.suspended)
             if checkpoint:
                 last_checkpoint = now
             self.ticks += 1
@@ -363,9 +392,10 @@ class ClusterRunner:
             for p in range(self.partitions):
                 worker, number = self.workers[p], self._steps[p]
                 self._steps[p] += 1
-                futures[p] = client.submit(step, futures[p], number, used, quota[p], final,
-                                           checkpoint, workers=[worker],
-                                           allow_other_workers=False, pure=False)
+                futures[p] = client.submit(step, futures[p], number, used, quota[p],
+                                           final and self.durable is None, checkpoint, ack,
+                                           workers=[worker], allow_other_workers=False,
+                                           pure=False)
                 outs[p] = client.submit(take_output, futures[p], number, workers=[worker],
                                         allow_other_workers=False, pure=False)
             results, lost = await self._outputs(client, outs)
@@ -386,6 +416,13 @@ class ClusterRunner:
                 if out.snapshot is not None:
                     self._snapshots[out.partition] = out.snapshot
                     self.checkpoint_tick = self.ticks
+            if self.durable is not None:
+                ack = False
+                if checkpoint and complete and len(results) == self.partitions and \
+                        all(out.snapshot is not None for out in results):
+                    ack = await self.durable({"partitions": dict(self._snapshots)})
+                    if ack and stopping:  # the next steps acknowledge what it covers
+                        self.suspended = True
             if lost:
                 await self._recover(client, futures, outs, lost)
                 for p in lost:
@@ -393,11 +430,13 @@ class ClusterRunner:
             if not complete:
                 final = False  # rebuilt or catching-up partitions still have to finish
             self._advance(newest, heard, started, idle_s, now)
-            if not read and not final and not lost:
+            if not read and not final and not lost and not stopping:
                 try:
                     await asyncio.wait_for(stop.wait(), self.tick_s)
                 except TimeoutError:
                     pass
+        if self.suspended:
+            graph.suspend()  # the stream ends without the end-of-stream flush
 
     def _ahead(self, newest: dict[int, int]) -> set[int]:
         """The partitions more than the source's ``max_drift`` ahead of the frontier.

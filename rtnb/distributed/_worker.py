@@ -162,7 +162,7 @@ def make_task(partition: int, reader: Any, decode: Any, time: str | None,
 
 
 def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: bool,
-         checkpoint: bool = False) -> PartitionTask:
+         checkpoint: bool = False, ack: bool = True) -> PartitionTask:
     """One tick of one partition (see the module docstring); returns the task.
 
     ``frontier`` is the driver's event-time frontier (the minimum newest event time over
@@ -171,7 +171,8 @@ def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: 
     closes and every logic flushes. ``checkpoint``: snapshot the split nodes' state into
     the output; the entries read so far are acknowledged by the next step. ``number``:
     the step's number in the task's life; a step run on a task at another one (Dask ran it
-    again) raises :class:`StaleStep`.
+    again) raises :class:`StaleStep`. ``ack``: acknowledge the entries the last checkpoint
+    covers (the driver says so once that checkpoint is durable, with ``--checkpoint``).
     """
     if task.steps != number:
         msg = (f"partition {task.partition}: step {number} ran on its task at step "
@@ -180,8 +181,9 @@ def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: 
     task.steps += 1
     started = _time.perf_counter()
     out = StepOutput(task.partition, number)
-    task.reader.ack(task.covered)
-    task.covered = []
+    if ack:
+        task.reader.ack(task.covered)
+        task.covered = []
     catching_up = task.replay_until is not None or task.skip_until is not None
     # re-reading what a lost task had read is no new data: not bound by max_rows' quota
     want = max_rows if max_rows > 0 or not catching_up else REPLAY_ROWS

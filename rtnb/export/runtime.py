@@ -22,9 +22,13 @@ connects to a running cluster. Metrics, logs and the exit code work as in one pr
 except that the nodes the workers run (the source's filters, ``assign``, ``map_batches``
 ... up to the first window, rolling or detector) have no row counts on this process
 (``rtnb_rows`` reports the source's events and the nodes from the first window on), and
-``--output`` records only those nodes. Checkpoints and ``--input`` do not run on a
-cluster yet: both are refused. Dask's own warnings in this process are logged through the
-script's renderer; the worker processes of ``local:N`` write theirs in Dask's plain format.
+``--output`` records only those nodes. ``--checkpoint`` on a cluster: the driver saves a
+checkpoint at its ticks (its own nodes and every partition's state from the workers), the
+workers acknowledge entries only once one holding them is written, a stop saves the open
+windows there instead of flushing them, and a restart starts every partition from its
+state there. ``--input`` does not run on a cluster (refused). Dask's own warnings in this
+process are logged through the script's renderer; the worker processes of ``local:N`` write
+theirs in Dask's plain format.
 """
 
 from __future__ import annotations
@@ -71,12 +75,12 @@ HELP = {
     "cluster": "run on Dask distributed: local:N starts a local cluster of N single-threaded "
                "worker processes on 127.0.0.1 and closes it at the end; each partition of "
                "the (partitioned) source is read on a worker, windows are merged here "
-               "(not with --scheduler or --checkpoint)",
+               "(not with --scheduler or --input)",
     "scheduler": "run on the running Dask cluster whose scheduler is at this address, e.g. "
                  "tcp://host:8786 (tls:// takes Dask's own TLS settings, e.g. "
                  "DASK_DISTRIBUTED__COMM__TLS__* variables); the address may also come from "
                  "the RTNB_SCHEDULER environment variable and is never written to the "
-                 "script (not with --cluster or --checkpoint)",
+                 "script (not with --cluster or --input)",
 }
 
 #: The environment variable ``--scheduler`` falls back to.
@@ -175,7 +179,7 @@ def cluster_target(cluster: str | None, scheduler: str | None, *,
 
     ``--cluster`` takes ``local:N`` (N >= 1 worker processes), ``--scheduler`` an address
     with its protocol (``tcp://host:8786``). A bad value, both at once, or either with
-    ``--checkpoint`` or ``--input`` is a :class:`typer.BadParameter` (exit 2) that says why.
+    ``--input`` is a :class:`typer.BadParameter` (exit 2) that says why.
 
     Examples
     --------
@@ -211,10 +215,6 @@ def cluster_target(cluster: str | None, scheduler: str | None, *,
         target = scheduler.strip()
     if target is None:
         return None
-    if checkpoint is not None:
-        msg = ("--checkpoint cannot be used with --cluster or --scheduler: checkpoints on a "
-               "cluster are not implemented yet (run in one process to checkpoint)")
-        raise typer.BadParameter(msg)
     if input is not None:
         msg = ("--input cannot be used with --cluster or --scheduler: recorded batches are "
                "replayed in this process, while a cluster reads the partitions of the source")
@@ -569,10 +569,17 @@ async def _main(pipeline: Pipeline, seconds: float | None, log: Any,
         except (CheckpointError, OSError) as exc:
             log.error("checkpoint", action="recover failed", error=f"{type(exc).__name__}: {exc}")
             return 2
-    periodic = loop.create_task(saver.periodic()) if saver is not None else None
+    # on a cluster the driver takes the checkpoints, at its ticks (the partitions' state
+    # comes from the workers): no periodic task of this process
+    periodic = loop.create_task(saver.periodic()) if saver is not None and cluster is None \
+        else None
     connected = loop.create_task(_connected(pipeline, log)) if cluster is not None else None
+    options: dict[str, Any] = {}
+    if cluster is not None and saver is not None:
+        options = {"durable": saver.cluster_checkpoint, "checkpoint_every": f"{saver.every}s",
+                   "restored": saver.partitions_state}
     try:
-        await pipeline.arun(cluster=cluster)
+        await pipeline.arun(cluster=cluster, **options)
     except Exception as exc:
         log.error("failed", error=f"{type(exc).__name__}: {exc}")
         return 1
@@ -614,7 +621,8 @@ async def _connected(pipeline: Pipeline, log: Any) -> None:
         if runner is not None and runner.workers:
             log.info("cluster", action="connected", partitions=runner.partitions,
                      workers=len(set(runner.workers.values())),
-                     dashboard=runner.dashboard_link)
+                     dashboard=runner.dashboard_link,
+                     restored_partitions=runner.restored_partitions)
             return
         await asyncio.sleep(0.1)
 
@@ -640,9 +648,13 @@ class _Saver:
         self._carried: list[Any] = []  # positions of a checkpoint that could not be written
         #: Checkpoints that could not be written (the run exits 1 if any).
         self.failures = 0
+        #: a cluster run's partitions' state in the last checkpoint (``ClusterRunner``):
+        #: every checkpoint of the run carries it, the recovery's first one included
+        self.partitions_state: dict[str, Any] | None = None
         if store.restore(pipeline):
             saved = store.restored
             assert saved is not None
+            self.partitions_state = store.extra.get("partitions_state")
             self.log.info("checkpoint", action="restored", position=_json(saved.position),
                           finished=saved.finished, saved_at=saved.saved_at)
         else:
@@ -688,7 +700,8 @@ class _Saver:
         await self.checkpoint("start", acks=resumed)
 
     async def checkpoint(self, reason: str, *, finished: bool = False,
-                         acks: list[Any] | None = None) -> None:
+                         acks: list[Any] | None = None,
+                         extra: dict[str, Any] | None = None) -> None:
         """One checkpoint barrier (Flink's model), between two batches.
 
         The operator state and the source position are captured at once; each sink then
@@ -701,7 +714,10 @@ class _Saver:
         async with self._lock:
             sinks = self.pipeline.sinks
             marks = {sink.name: sink.barrier() for sink in sinks}
-            captured = self.store.capture(self.pipeline, finished=finished, extra=self._extra())
+            carried = {} if self.partitions_state is None else \
+                {"partitions_state": self.partitions_state}
+            captured = self.store.capture(self.pipeline, finished=finished,
+                                          extra={**self._extra(), **carried, **(extra or {})})
             position = _json(getattr(self.source, "position", None))  # the captured one
             take = getattr(self.source, "take_acks", None)
             taken: list[Any] = (self._carried + list(acks or [])
@@ -724,6 +740,26 @@ class _Saver:
             self.log.info("checkpoint", action="saved", reason=reason, finished=finished,
                           position=position, acks=len(taken),
                           ms=round((time.monotonic() - started) * 1e3, 1))
+
+    async def cluster_checkpoint(self, state: dict[str, Any]) -> bool:
+        """A checkpoint of a cluster run, at a tick of its driver (``ClusterRunner``).
+
+        ``state``: the partitions' state from the workers, saved with the driver's nodes;
+        the workers acknowledge what it covers only once it is written. Returns whether it
+        was (a failure is logged and counted; the entries wait for the next one).
+        """
+        previous, self.partitions_state = self.partitions_state, state
+        try:
+            await self.checkpoint("periodic")
+        except CheckpointError as exc:
+            self.partitions_state = previous
+            self.failures += 1
+            if self.counts is not None:
+                self.counts.checkpoint_failures += 1
+            self.log.error("checkpoint", action="failed", reason="periodic", error=str(exc),
+                           failures=self.failures)
+            return False
+        return True
 
     async def periodic(self) -> None:
         """A checkpoint every ``every`` seconds; a failed one is logged, counted, retried.

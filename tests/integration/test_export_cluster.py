@@ -88,11 +88,14 @@ def cluster() -> Iterator[Any]:
         yield c
 
 
-def produce(client: redis.Redis, streams: list[str], rows: pd.DataFrame) -> str:
-    """A fresh partitioned stream holding ``rows``; row ``i`` in ``partition_of(seq)``, in
-    order, so a host's rows are spread over every partition (merged on the driver)."""
-    name = f"rtnb-export-dask-{uuid.uuid4().hex[:10]}"
-    streams.append(name)
+def produce(client: redis.Redis, streams: list[str], rows: pd.DataFrame,
+            name: str | None = None) -> str:
+    """A fresh partitioned stream holding ``rows`` (or ``rows`` appended to stream
+    ``name``); row ``i`` in ``partition_of(seq)``, in order, so a host's rows are spread over
+    every partition (merged on the driver)."""
+    if name is None:
+        name = f"rtnb-export-dask-{uuid.uuid4().hex[:10]}"
+        streams.append(name)
     parts = rtnb.partition_of(rows["seq"].astype(str), PARTITIONS)
     assert len(set(parts.tolist())) == PARTITIONS
     pipe = client.pipeline(transaction=False)
@@ -229,9 +232,8 @@ def test_a_partition_failing_on_its_worker_exits_1_with_the_error_logged(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--cluster", "local:2", "--checkpoint", "state.db"],
-     "--checkpoint cannot be used with --cluster or --scheduler: checkpoints on a cluster "
-     "are not implemented yet"),
+    (["--cluster", "local:2", "--input", "recorded"],
+     "--input cannot be used with --cluster or --scheduler"),
     (["--scheduler", "tcp://127.0.0.1:8786", "--cluster", "local:2"],
      "--cluster and --scheduler are mutually exclusive"),
 ])
@@ -245,10 +247,6 @@ def test_what_a_cluster_cannot_do_is_refused_with_exit_2(
 
 
 @pytest.mark.parametrize(("cluster", "scheduler", "more", "message"), [
-    ("local:2", None, {"checkpoint": Path("s.db")}, "checkpoints on a cluster are not "
-                                                     "implemented yet"),
-    (None, "tcp://127.0.0.1:8786", {"checkpoint": Path("s.db")},
-     "checkpoints on a cluster are not implemented yet"),
     ("local:1", "tcp://127.0.0.1:8786", {}, "--cluster and --scheduler are mutually "
                                             "exclusive: --cluster local:N starts a local "
                                             "cluster, --scheduler connects to a running one "
@@ -364,3 +362,85 @@ def test_a_param_named_like_a_script_option_is_refused_at_export(tmp_path: Path,
                                                f"--{name}, which the script already has"):
         rtnb.Pipeline(src).export(tmp_path / "monitor.py")
     assert not (tmp_path / "monitor.py").exists()
+
+
+def test_a_cluster_job_killed_with_kill_9_resumes_from_its_checkpoint_exactly(
+        tmp_path: Path, shared: redis.Redis, streams: list[str], rows: pd.DataFrame,
+        one_process: dict[str, pd.DataFrame]) -> None:
+    """``--cluster local:2 --checkpoint``: the driver saves a checkpoint at its ticks (its own
+    nodes and every partition's state from the workers), and the workers acknowledge entries
+    only once one holding them is written. The data comes in three parts, one before each
+    run: the script and its worker processes are killed with SIGKILL after the first and
+    second runs took checkpoints, and each restart resumes from the checkpoint (windows open
+    across the parts need the restored state); the last run is stopped with SIGTERM once
+    every partition was read (into a checkpoint: a stop flushes nothing). A row per host
+    and partition a while after the data closes every window of the data: those equal the
+    one-process run's, each once, and nothing is left pending."""
+    flush_at = rows["timestamp"].max().ceil("10min") + pd.Timedelta("10min")
+    hosts = sorted(rows["host"].unique())
+    # a row per host, and in every partition (each partition's time must pass the windows)
+    seqs = np.arange(len(rows), len(rows) + 64, dtype=np.int64)
+    parts = rtnb.partition_of(pd.Series(seqs).astype(str), PARTITIONS)
+    first = [int(np.flatnonzero(parts == p)[0]) for p in range(PARTITIONS)]
+    picked = sorted(set(range(len(hosts))) | set(first))
+    tail = pd.DataFrame({"timestamp": flush_at, "host": [hosts[i % len(hosts)] for i in picked],
+                         "cpu": 0.0, "latency_ms": 0.0, "seq": seqs[picked]})
+    data = pd.concat([rows, tail], ignore_index=True)
+    cuts = [0, len(rows) // 3, 2 * len(rows) // 3, len(data)]
+    stream = produce(shared, streams, data.iloc[:cuts[1]])
+    script = export(tmp_path, stream)
+    db = tmp_path / "state.db"
+    args = [sys.executable, "-I", str(script), "--cluster", "local:2", "--checkpoint", str(db),
+            "--checkpoint-every", "300ms"]
+    env = {k: v for k, v in os.environ.items() if k != "RTNB_SCHEDULER"}
+
+    def lag() -> int:
+        return sum(int(g["lag"] or 0) + int(g["pending"]) for p in range(PARTITIONS)
+                   for g in shared.xinfo_groups(f"{stream}:{p}"))
+
+    def saved(log: Path) -> int:
+        text = log.read_text() if log.exists() else ""
+        return sum(1 for e in events(text) if e["event"] == "checkpoint"
+                   and e.get("action") == "saved" and e.get("reason") == "periodic")
+
+    logs: list[Path] = []
+    for attempt in range(3):
+        if attempt:
+            produce(shared, streams, data.iloc[cuts[attempt]:cuts[attempt + 1]], name=stream)
+        log = tmp_path / f"run{attempt}.log"
+        logs.append(log)
+        with log.open("w") as err, subprocess.Popen(args, cwd=tmp_path, stderr=err, env=env,
+                                                   start_new_session=True) as proc:
+            try:
+                deadline = time.monotonic() + RUN_TIMEOUT
+                if attempt < 2:  # killed once its part was read and checkpointed
+                    while lag() > 0 or saved(log) < 2:
+                        assert proc.poll() is None, log.read_text()[-3000:]
+                        assert time.monotonic() < deadline, log.read_text()[-3000:]
+                        time.sleep(0.05)
+                    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers
+                    proc.wait(timeout=10)
+                    continue
+                while lag() > 0 or saved(log) < 2:  # everything read and checkpointed
+                    assert proc.poll() is None, log.read_text()[-3000:]
+                    assert time.monotonic() < deadline, log.read_text()[-3000:]
+                    time.sleep(0.1)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=RUN_TIMEOUT) == 0, log.read_text()[-3000:]
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+    restored = [e for log in logs[1:] for e in events(log.read_text())
+                if e["event"] == "checkpoint" and e.get("action") == "restored"]
+    assert len(restored) == 2, "each restart resumed from the checkpoint"
+    connected = [e for log in logs for e in events(log.read_text()) if e["event"] == "cluster"]
+    # the first run was killed after checkpoints with the partitions' state: both restarts
+    # started every partition from there
+    assert [e["restored_partitions"] for e in connected] == [0, PARTITIONS, PARTITIONS]
+    got = outputs(tmp_path)
+    for name, expected in one_process.items():
+        mine = got[name][got[name]["window_start"] < flush_at].reset_index(drop=True)
+        assert len(mine) == len(expected), (name, len(mine), len(expected))
+        assert_frame_equal_unordered(mine, expected, rtol=1e-9)
+    for p in range(PARTITIONS):  # everything acknowledged in the end
+        assert shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] == 0
