@@ -6,7 +6,8 @@
 # (Playwright's sync API keeps an event loop running in the main thread, see conftest.py).
 # So they run in a second pytest process beside the rest of the suite instead of after it:
 # the suite takes about as long as its longer half. The fault tests (tests/faults: kill -9 of
-# exported scripts, private brokers killed, ~5 minutes) run in that second process too, before
+# exported scripts, private brokers killed, ~5 minutes) and the export parity of the notebooks
+# (tests/notebooks/test_export_parity.py, ~3 minutes) run in that second process too, before
 # the browser tests (conftest.py orders them), which balances the halves (the main half was
 # ~24 minutes with them, the browser half ~11 without). Both halves must pass; the second
 # half's report follows the other's. Arguments go to both processes (e.g. `-x`, `--lf` does not
@@ -14,16 +15,16 @@
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 log=$(mktemp -t rtnb-browser-tests.XXXXXX)
-"$PY" -m pytest -m "browser or faults" "$@" >"$log" 2>&1 &
+"$PY" -m pytest -m "browser or faults or parity" "$@" >"$log" 2>&1 &
 browser=$!
 trap 'kill "$browser" 2>/dev/null; rm -f "$log"' EXIT
-"$PY" -m pytest -m "not browser and not faults" "$@"
+"$PY" -m pytest -m "not browser and not faults and not parity" "$@"
 rest=$?
 wait "$browser"
 browser_rc=$?
 echo
-echo "======== fault and browser tests (the second pytest process, run beside the one above) ========"
+echo "======== fault, parity and browser tests (the second pytest process, run beside the one above) ========"
 cat "$log"
 echo
-echo "pytest exit codes: main ${rest}, faults + browser ${browser_rc}"
+echo "pytest exit codes: main ${rest}, faults + parity + browser ${browser_rc}"
 [ "$rest" -eq 0 ] && [ "$browser_rc" -eq 0 ]
