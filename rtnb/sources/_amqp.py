@@ -11,8 +11,7 @@ import ssl
 import time as _clock
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 
@@ -22,12 +21,12 @@ from rtnb.errors import ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._loop import LoopReader
 from rtnb.sources._options import DecoderLike, Policy, SourceOptions, TlsOptions
 from rtnb.sources._runner import BufferedSource, attach
 
 __all__ = ["AmqpPartitionReader", "AmqpSource", "amqp"]
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -361,7 +360,7 @@ class AmqpSource(BufferedSource):
             task.cancel()
 
 
-class AmqpPartitionReader:
+class AmqpPartitionReader(LoopReader):
     """One partition queue of a partitioned ``AmqpSource``, read blocking on a Dask worker.
 
     Made by ``AmqpSource.partition_reader`` and sent to a worker, where :meth:`read` opens
@@ -443,11 +442,6 @@ class AmqpPartitionReader:
         return state
 
     # -- the private loop ------------------------------------------------------------------
-    def _run(self, coro: Awaitable[T]) -> T:
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
-
     def _fail(self, what: str, exc: BaseException) -> SourceError:
         msg = (f"source {self.owner!r}: {what} {self.queue!r} on {mask_url(self.url)}: "
                f"{type(exc).__name__}: {exc}")
@@ -667,23 +661,6 @@ class AmqpPartitionReader:
         with contextlib.suppress(Exception):
             return self._run(waiting())
         return None
-
-    def close(self) -> None:
-        """Close the connection and the loop (a later :meth:`read` opens new ones)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(self._drop())
-        with contextlib.suppress(Exception):
-            left = asyncio.all_tasks(loop)  # the client's tasks of a connection lost
-            for task in left:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-        self._loop = None
 
 
 def amqp(

@@ -20,6 +20,7 @@ from rtnb.errors import CheckpointError, ConfigError, SourceError
 from rtnb.frame import StreamingFrame
 from rtnb.sources._coerce import TimeUnit, as_example
 from rtnb.sources._guard import DEFAULT_MAX_FUTURE
+from rtnb.sources._loop import LoopReader
 from rtnb.sources._options import DecoderLike, Policy, SourceOptions, TlsOptions
 from rtnb.sources._runner import BufferedSource, attach
 
@@ -676,7 +677,7 @@ class NatsSource(BufferedSource):
             await nc.flush(timeout=2)
 
 
-class NatsPartitionReader:
+class NatsPartitionReader(LoopReader):
     """One partition subject of a partitioned ``NatsSource``, read blocking on a Dask worker.
 
     Made by ``NatsSource.partition_reader`` and sent to a worker, where :meth:`read`
@@ -739,11 +740,6 @@ class NatsPartitionReader:
         return state
 
     # -- the private loop ------------------------------------------------------------------
-    def _run(self, coro: Awaitable[T]) -> T:
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
-
     async def _open(self) -> tuple[Any, _Pull]:
         """The connection and the pull inbox (opened, the consumer made, if not yet)."""
         if self._nc is not None and not self._nc.is_closed and self._pull is not None:
@@ -934,18 +930,6 @@ class NatsPartitionReader:
         with contextlib.suppress(Exception):
             return self._run(pending())
         return None
-
-    def close(self) -> None:
-        """Close the connection and the loop (a later :meth:`read` opens new ones)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(self._drop())
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-        self._loop = None
 
 
 def nats(

@@ -43,13 +43,6 @@ def rows() -> pd.DataFrame:
     return metrics_rows()
 
 
-@pytest.fixture(scope="module")
-def cluster2() -> Iterator[Any]:
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
-        yield cluster
-
-
 @pytest.fixture
 def queue() -> Iterator[str]:
     """A fresh queue name; its partition queues deleted at the end."""

@@ -81,11 +81,9 @@ def streams(shared: redis.Redis) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
+def cluster(cluster2: Any) -> Any:
     """A running cluster the scripts connect to with ``--scheduler`` / ``RTNB_SCHEDULER``."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as c:
-        yield c
+    return cluster2
 
 
 def produce(client: redis.Redis, streams: list[str], rows: pd.DataFrame,

@@ -17,7 +17,6 @@ import json
 import logging
 import pickle
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,13 +45,6 @@ __all__ = ["kafka_cluster"]  # the session fixture, imported for pytest
 @pytest.fixture(scope="module")
 def rows() -> pd.DataFrame:
     return metrics_rows()
-
-
-@pytest.fixture(scope="module")
-def cluster2() -> Iterator[Any]:
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
-        yield cluster
 
 
 def as_json(rows: pd.DataFrame) -> list[bytes]:
