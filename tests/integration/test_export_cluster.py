@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -367,13 +367,14 @@ def test_a_cluster_job_killed_with_kill_9_resumes_from_its_checkpoint_exactly(
         one_process: dict[str, pd.DataFrame]) -> None:
     """``--cluster local:2 --checkpoint``: the driver saves a checkpoint at its ticks (its own
     nodes and every partition's state from the workers), and the workers acknowledge entries
-    only once one holding them is written. The data comes in three parts, one before each
-    run: the script and its worker processes are killed with SIGKILL after the first and
-    second runs took checkpoints, and each restart resumes from the checkpoint (windows open
-    across the parts need the restored state); the last run is stopped with SIGTERM once
-    every partition was read (into a checkpoint: a stop flushes nothing). A row per host
-    and partition a while after the data closes every window of the data: those equal the
-    one-process run's, each once, and nothing is left pending."""
+    only once one holding them is written. The data comes in four parts: each run waits until
+    what is there is read, checkpointed and acknowledged, then the next part arrives; the
+    first two runs are killed (the script and its workers, SIGKILL) as soon as that part is
+    read, before a checkpoint holds it (its windows' rows on their way to the sinks), and
+    each restart resumes from the checkpoint and reads it again; the last run is stopped
+    with SIGTERM once everything is acknowledged (into a checkpoint: a stop flushes
+    nothing). A row per host and partition a while after the data closes every window of
+    the data: those equal the one-process run's, each once, and nothing is left pending."""
     flush_at = rows["timestamp"].max().ceil("10min") + pd.Timedelta("10min")
     hosts = sorted(rows["host"].unique())
     # a row per host, and in every partition (each partition's time must pass the windows)
@@ -384,55 +385,68 @@ def test_a_cluster_job_killed_with_kill_9_resumes_from_its_checkpoint_exactly(
     tail = pd.DataFrame({"timestamp": flush_at, "host": [hosts[i % len(hosts)] for i in picked],
                          "cpu": 0.0, "latency_ms": 0.0, "seq": seqs[picked]})
     data = pd.concat([rows, tail], ignore_index=True)
-    cuts = [0, len(rows) // 3, 2 * len(rows) // 3, len(data)]
+    cuts = [0, len(rows) // 4, len(rows) // 2, 3 * len(rows) // 4, len(data)]
     stream = produce(shared, streams, data.iloc[:cuts[1]])
     script = export(tmp_path, stream)
     db = tmp_path / "state.db"
     args = [sys.executable, "-I", str(script), "--cluster", "local:2", "--checkpoint", str(db),
-            "--checkpoint-every", "300ms"]
+            "--checkpoint-every", "1s"]
     env = {k: v for k, v in os.environ.items() if k != "RTNB_SCHEDULER"}
 
-    def lag() -> int:
-        return sum(int(g["lag"] or 0) + int(g["pending"]) for p in range(PARTITIONS)
-                   for g in shared.xinfo_groups(f"{stream}:{p}"))
+    def groups() -> list[dict[str, Any]]:
+        return [g for p in range(PARTITIONS) for g in shared.xinfo_groups(f"{stream}:{p}")]
+
+    def unread() -> int:  # not delivered to the group yet
+        return sum(int(g["lag"] or 0) for g in groups())
+
+    def pending() -> int:  # delivered, not acknowledged (no checkpoint holds them yet)
+        return sum(int(g["pending"]) for g in groups())
 
     def saved(log: Path) -> int:
         text = log.read_text() if log.exists() else ""
         return sum(1 for e in events(text) if e["event"] == "checkpoint"
                    and e.get("action") == "saved" and e.get("reason") == "periodic")
 
+    def wait(proc: subprocess.Popen[bytes], log: Path, done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not done():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.01)
+
     logs: list[Path] = []
+    unacked_at_kill: list[int] = []
     for attempt in range(3):
-        if attempt:
-            produce(shared, streams, data.iloc[cuts[attempt]:cuts[attempt + 1]], name=stream)
         log = tmp_path / f"run{attempt}.log"
         logs.append(log)
         with log.open("w") as err, subprocess.Popen(args, cwd=tmp_path, stderr=err, env=env,
                                                    start_new_session=True) as proc:
             try:
-                deadline = time.monotonic() + RUN_TIMEOUT
-                if attempt < 2:  # killed once its part was read and checkpointed
-                    while lag() > 0 or saved(log) < 2:
-                        assert proc.poll() is None, log.read_text()[-3000:]
-                        assert time.monotonic() < deadline, log.read_text()[-3000:]
-                        time.sleep(0.05)
+                # what is there is read, checkpointed and acknowledged ...
+                wait(proc, log, lambda run=log: unread() == 0 and pending() == 0
+                     and saved(run) >= 1)
+                produce(shared, streams, data.iloc[cuts[attempt + 1]:cuts[attempt + 2]],
+                        name=stream)
+                if attempt < 2:  # ... a new part arrives and is read: killed before (most
+                    # likely) a checkpoint holds it, its windows' rows on their way out
+                    wait(proc, log, lambda: unread() == 0)
                     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers
+                    unacked_at_kill.append(pending())
                     proc.wait(timeout=10)
                     continue
-                while lag() > 0 or saved(log) < 2:  # everything read and checkpointed
-                    assert proc.poll() is None, log.read_text()[-3000:]
-                    assert time.monotonic() < deadline, log.read_text()[-3000:]
-                    time.sleep(0.1)
+                wait(proc, log, lambda: unread() == 0 and pending() == 0)
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=RUN_TIMEOUT) == 0, log.read_text()[-3000:]
             finally:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
+    # at least one kill landed before the checkpoint of what was read (re-read on restart)
+    assert max(unacked_at_kill) > 0, unacked_at_kill
     restored = [e for log in logs[1:] for e in events(log.read_text())
                 if e["event"] == "checkpoint" and e.get("action") == "restored"]
     assert len(restored) == 2, "each restart resumed from the checkpoint"
     connected = [e for log in logs for e in events(log.read_text()) if e["event"] == "cluster"]
-    # the first run was killed after checkpoints with the partitions' state: both restarts
+    # each run was killed after a checkpoint with the partitions' state: both restarts
     # started every partition from there
     assert [e["restored_partitions"] for e in connected] == [0, PARTITIONS, PARTITIONS]
     got = outputs(tmp_path)
