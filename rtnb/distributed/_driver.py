@@ -420,8 +420,11 @@ class ClusterRunner:
                 ack = False
                 if checkpoint and complete and len(results) == self.partitions and \
                         all(out.snapshot is not None for out in results):
+                    # written: the next steps acknowledge what it covers; not written: the
+                    # entries wait for the next one (a stop does not wait: the restart reads
+                    # them again from the last checkpoint that was written)
                     ack = await self.durable({"partitions": dict(self._snapshots)})
-                    if ack and stopping:  # the next steps acknowledge what it covers
+                    if stopping:
                         self.suspended = True
             if lost:
                 await self._recover(client, futures, outs, lost)

@@ -414,3 +414,32 @@ def test_a_local_cluster_by_name_is_started_and_closed(
     pipeline, (got,) = run_on("local:1", [counts])
     assert int(got["n"].sum()) == len(head)
     assert pipeline.runner.dashboard_link is not None
+
+
+def test_checkpoints_that_cannot_be_written_acknowledge_nothing_and_a_stop_still_ends(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    """With a durable checkpoint (``durable=``, what ``--checkpoint`` gives), entries are
+    acknowledged only once a checkpoint holding them was written: when none can be written,
+    every entry read stays pending in its group (the restart reads it again from the last
+    checkpoint that was), and the run still ends at its stop, without flushing the open
+    windows (they belong to a checkpoint), instead of waiting for a write."""
+    head = rows.iloc[:2_000]
+    produce(shared, stream, head, rtnb.partition_of(head["host"], 2))
+    attempts: list[int] = []
+
+    async def cannot_write(state: dict[str, Any]) -> bool:
+        attempts.append(len(state["partitions"]))
+        return False
+
+    src = source(stream, len(head), 2)
+    counts = src.window(rtnb.tumbling("10min")).agg(n=("cpu", "count"))
+    pipeline, (got,) = run_on(cluster2, [counts], max_rows=300, checkpoint_every="100ms",
+                              durable=cannot_write)
+    assert attempts and set(attempts) == {2}  # each with both partitions' state
+    assert pipeline.runner.suspended
+    assert src.source.stats.events == len(head)
+    # the windows that closed went on; the last ones were neither flushed nor lost: their
+    # entries are all still pending, as is every entry read
+    assert int(got["n"].sum()) < len(head)
+    pending = sum(shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] for p in range(2))
+    assert pending == len(head)
