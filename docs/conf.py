@@ -77,6 +77,7 @@ nitpick_ignore = [
     ("py:class", name)
     for name in [
         "rtnb._record.Recorded",  # the base that records constructor calls for export
+        "rtnb.sources._loop.LoopReader",  # the private event loop of the NATS/AMQP readers
         "_record.Code",
         "rtnb._net.Backoff",
         "rtnb.sources._decode.Decoder",
