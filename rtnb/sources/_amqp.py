@@ -131,16 +131,7 @@ class AmqpSource(BufferedSource):
         It is picklable (its connection opens on first use, where it runs) and reads the
         queue ``{queue}.{partition}`` as this source does in one process.
         """
-        if self.partitions is None or isinstance(partition, bool) or \
-                not isinstance(partition, int) or not 0 <= partition < self.partitions:
-            msg = (f"source {self.name!r} has no partition {partition!r} (partitions="
-                   f"{self.partitions!r})")
-            raise ConfigError(msg)
-        tls = self.tls_options
-        if tls is not None and isinstance(tls.tls, ssl.SSLContext):
-            msg = (f"source {self.name!r}: an ssl.SSLContext cannot be sent to Dask workers; "
-                   "give tls=True with ca=/cert=/key= files to run on a cluster")
-            raise ConfigError(msg)
+        tls = self._reader_tls(partition)
         return AmqpPartitionReader(url=self.url, queue=str(self.streams[partition]),
                                    partition=partition, prefetch=self.prefetch, tls=tls,
                                    owner=self.name)

@@ -167,15 +167,7 @@ class RedisStreamSource(BufferedSource):
         It is picklable (its connection opens on first use, where it runs) and reads
         ``{stream}:{partition}`` with blocking calls, as this source's group and consumer.
         """
-        if self.partitions is None or not 0 <= partition < self.partitions:
-            msg = (f"source {self.name!r} has no partition {partition!r} (partitions="
-                   f"{self.partitions!r})")
-            raise ConfigError(msg)
-        tls = self.tls_options
-        if tls is not None and isinstance(tls.tls, ssl.SSLContext):
-            msg = (f"source {self.name!r}: an ssl.SSLContext cannot be sent to Dask workers; "
-                   "give tls=True with ca=/cert=/key= files to run on a cluster")
-            raise ConfigError(msg)
+        tls = self._reader_tls(partition)
         return RedisPartitionReader(
             url=self.url, stream=self.streams[partition], partition=partition,
             group=self.group, consumer=self.consumer, start=self.start, field=self.field,

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -413,6 +414,25 @@ class BufferedSource:
         positions and remember that these messages wait for a checkpoint.
         """
         return positions
+
+    def _reader_tls(self, partition: object) -> Any:
+        """Check ``partition`` for :meth:`partition_reader`; the TLS settings a reader takes.
+
+        A partition out of range (or not an int) and an ``ssl.SSLContext`` (it cannot be
+        pickled to a Dask worker) are a :class:`ConfigError` naming the source.
+        """
+        partitions = getattr(self, "partitions", None)
+        if partitions is None or isinstance(partition, bool) or \
+                not isinstance(partition, int) or not 0 <= partition < partitions:
+            msg = (f"source {self.name!r} has no partition {partition!r} (partitions="
+                   f"{partitions!r})")
+            raise ConfigError(msg)
+        tls = getattr(self, "tls_options", None)
+        if tls is not None and isinstance(tls.tls, ssl.SSLContext):
+            msg = (f"source {self.name!r}: an ssl.SSLContext cannot be sent to Dask workers; "
+                   "give tls=True with ca=/cert=/key= files to run on a cluster")
+            raise ConfigError(msg)
+        return tls
 
     def partition_name(self, partition: int) -> str:
         """The name of a partition: its stream, subject or ``topic:p``.
