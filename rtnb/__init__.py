@@ -35,7 +35,7 @@ def _import_streamz() -> None:
 
 _import_streamz()
 
-from rtnb import datasets, demo, detect, sinks, sources
+from rtnb import datasets, demo, detect, formats, sinks, sources
 from rtnb.aggregations import Aggregation
 from rtnb.detect import alert, evaluate
 from rtnb.errors import (
@@ -78,6 +78,7 @@ __all__ = [
     "demo",
     "detect",
     "evaluate",
+    "formats",
     "partition_of",
     "rows",
     "session",

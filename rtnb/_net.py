@@ -132,6 +132,20 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
+def mask_urls(text: str) -> str:
+    """``text`` (an error message) with every URL in it masked as :func:`mask_url` does.
+
+    HTTP clients put the request's URL in their errors (httpx: ``for url '...'``); a token
+    given in the query must not reach a log or a traceback through them.
+
+    Examples
+    --------
+    >>> mask_urls("Client error '401 Unauthorized' for url 'http://h:9100/m?token=abc'")
+    "Client error '401 Unauthorized' for url 'http://h:9100/m?token=***'"
+    """
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+", lambda m: mask_url(m[0]), text)
+
+
 def tls_context(tls: bool | ssl.SSLContext | None = None, *, ca: str | None = None,
                 cert: str | None = None, key: str | None = None,
                 verify: bool = True, owner: str | None = None) -> ssl.SSLContext | None:

@@ -42,7 +42,11 @@ def run(
     ctx: typer.Context,
     script: Annotated[Path, typer.Argument(help="an exported pipeline script (monitor.py)")],
 ) -> None:
-    """Run an exported script headless; options after the script go to it (see its --help)."""
+    """Run an exported script headless; options after the script go to it (see its --help).
+
+    ``rtnb run monitor.py replay --since 7d --set threshold=4 --diff`` runs the script's
+    shadow replay instead (``replay --help`` lists its options).
+    """
     _existing(script, "script")
     if script.suffix != ".py":
         msg = f"{script.name!r} is not a Python script (.py)"

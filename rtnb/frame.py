@@ -243,13 +243,18 @@ class StreamingFrame(_record.Recorded):
         if graph.closed:
             msg = f"frame {self.name!r} is closed (end of stream); build a new one to emit again"
             raise RtnbError(msg)
-        schema = self._schema()
-        # the usual batch (the example's layout, seen before) is checked by the schema alone
-        if type(batch) is not pd.DataFrame or not schema.matches(batch):
+        schema = self._validated_schema
+        if schema is None or schema.example is not self.example or schema.time != self.time:
+            schema = self._schema()
+        # the usual batch (the example's layout, seen before) is checked by the schema alone,
+        # which reads its time column in the same step
+        times = schema.known_times(batch) if type(batch) is pd.DataFrame else None
+        if times is None and (type(batch) is not pd.DataFrame or not schema.matches(batch)):
             batch = self.validate(batch)
         counters = self.counters
         if self.time is not None:
-            times = schema.times_ns(batch)  # NaT is the smallest int64
+            if times is None:
+                times = schema.times_ns(batch)  # NaT is the smallest int64
             n = len(times)
             # argmin finds the smallest in ~0.2 us (``min``'s ufunc reduce: ~0.6 us)
             if n and times[times.argmin()] == _NAT:

@@ -74,6 +74,11 @@ class Snapshot:
     nodes: dict[str, NodeCounts] = field(default_factory=dict)
     #: Per sink name: its stats object (delivered, undeliverable, spooled rows ...).
     sinks: dict[str, Any] = field(default_factory=dict)
+    #: A backfilling source's phase (``"history"`` / ``"live"``; ``None``: not one), the
+    #: share of its history read (0..1) and the seconds left at its rate so far.
+    phase: str | None = None
+    backfill: float | None = None
+    backfill_eta_s: float | None = None
 
 
 def snapshot(graph: Graph, *, latencies: int = 200) -> Snapshot:
@@ -91,6 +96,8 @@ def snapshot(graph: Graph, *, latencies: int = 200) -> Snapshot:
         clock = pd.Timestamp.now("UTC").tz_localize(None)
     views = graph.views
     error = graph.error
+    backfill = getattr(source, "backfill", None)  # a hybrid source (rtnb.sources.hybrid)
+    share, eta = backfill() if callable(backfill) else (None, None)
     return Snapshot(
         state=graph.state,
         error=None if error is None else f"{type(error).__name__}: {error}",
@@ -110,4 +117,7 @@ def snapshot(graph: Graph, *, latencies: int = 200) -> Snapshot:
         source_buffer_fill=float(getattr(getattr(source, "buffer", None), "fill", 0.0)),
         nodes={n.name: NodeCounts(**dataclasses.asdict(n.counters)) for n in nodes},
         sinks={str(getattr(s, "name", type(s).__name__)): s.stats for s in graph.sinks},
+        phase=getattr(source, "phase", None) if callable(backfill) else None,
+        backfill=share,
+        backfill_eta_s=eta,
     )

@@ -160,6 +160,71 @@ class Param:
 
         return unwatch
 
+    def validate(self, value: Any) -> Any:
+        """``value`` as this Param would hold it, without changing the Param.
+
+        Raises :class:`ConfigError` (naming the Param, its bounds and what arrived) for a
+        value the Param refuses; nothing is notified.
+
+        Examples
+        --------
+        >>> p = Param(3.0, min=0.0, max=10.0, name="threshold")
+        >>> p.validate(4)
+        4.0
+        >>> p.validate(12.0)
+        Traceback (most recent call last):
+        ...
+        rtnb.errors.ConfigError: Param 'threshold' must be between 0.0 and 10.0; got 12.0
+        >>> p.value
+        3.0
+        """
+        return self._check(value)
+
+    def parse(self, text: str) -> Any:
+        """The value ``text`` stands for (a command line's ``--set name=TEXT``), validated.
+
+        Ints and floats are read as numbers, bools from ``true/false/1/0/yes/no``, durations
+        as duration strings (``"30s"``), a choice as the choice whose ``str()`` is ``text``.
+
+        Examples
+        --------
+        >>> Param(3.0, min=0.0, max=10.0).parse("4.5")
+        4.5
+        >>> Param("10s", min="1s", max="1min").parse("30s")
+        Timedelta('0 days 00:00:30')
+        >>> Param(True).parse("no")
+        False
+        >>> Param(2, min=0, max=5, name="n").parse("two")
+        Traceback (most recent call last):
+        ...
+        rtnb.errors.ConfigError: Param 'n' is an int; got 'two'
+        """
+        raw = text.strip()
+        value: Any = raw
+        if self.kind == "int":
+            try:
+                value = int(raw)
+            except ValueError:
+                msg = f"Param {self.name!r} is an int; got {text!r}"
+                raise ConfigError(msg) from None
+        elif self.kind == "float":
+            try:
+                value = float(raw)
+            except ValueError:
+                msg = f"Param {self.name!r} is a float; got {text!r}"
+                raise ConfigError(msg) from None
+        elif self.kind == "bool":
+            words = {"true": True, "1": True, "yes": True, "false": False, "0": False,
+                     "no": False}
+            if raw.lower() not in words:
+                msg = f"Param {self.name!r} is a bool (true or false); got {text!r}"
+                raise ConfigError(msg)
+            value = words[raw.lower()]
+        elif self.kind == "choice":
+            assert self.choices is not None
+            value = next((c for c in self.choices if str(c) == raw), raw)
+        return self._check(value)
+
     def _coerce(self, value: Any, what: str) -> Any:
         kind = self.kind
         if kind == "duration":

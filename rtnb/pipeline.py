@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,10 +22,12 @@ from rtnb import _record
 from rtnb.errors import ConfigError, ExportError, RtnbError
 from rtnb.frame import StreamingFrame, StreamingSeries
 from rtnb.params import Param
+from rtnb.recording import Recording
 
 if TYPE_CHECKING:
 
     from rtnb.graph import Graph
+    from rtnb.shadow import ShadowRun
 
 __all__ = ["Pipeline", "Recording"]
 
@@ -269,6 +270,71 @@ class Pipeline:
         """Keep every batch the source and every node emit from now on (see :class:`Recording`)."""
         return Recording(self)
 
+    def replay(self, params: Mapping[str, Any] | None = None, *, since: Any = None,
+               source: Any = None, max_events: int | None = None) -> ShadowRun:
+        """Run a shadow copy of the pipeline with other Param values over the retained log.
+
+        The copy is rebuilt from the recorded calls (as :meth:`export` writes them) with
+        ``params`` overriding Params by name, its sinks left out (collectors take their
+        place: nothing reaches the live sinks), next to a baseline copy at the live
+        Params; both replay the same input batches. In a notebook the replay starts on the
+        running loop at once and yields between batches, so the live run goes on;
+        ``await shadow.wait()``, then :meth:`ShadowRun.diff` and :meth:`ShadowRun.promote`.
+        See :class:`rtnb.shadow.ShadowRun`.
+
+        Parameters
+        ----------
+        params
+            New values by Param name (``{"threshold": 4.0}``); each is checked by its Param.
+        since
+            How much event time to replay, counted back from the end of the log
+            (``"7d"``); default: all of it. Longer than the log holds is an error.
+        source
+            The retained log: a :class:`Recording` of this pipeline (``pipeline.record()``,
+            the live input as it arrived; needed for :meth:`ShadowRun.promote`;
+            ``Recording(pipeline, [])`` keeps the input batches only), a folder
+            or Parquet file recorded with ``Recording.save`` / ``--output`` / ``--record``,
+            or a finite rtnb source frame (a broker stream from a position, bounded with
+            ``max_events``). Default: the pipeline's own source, rebuilt (a file or
+            DataFrame replay reads its data again); refused (ConfigError) for a broker
+            source read in a consumer group, durable consumer, queue or session, which
+            the copy would share with the live run (it would take its messages).
+        max_events
+            Read at most this many events of the pipeline's own source (a broker's stream
+            does not end by itself); only with the default ``source``.
+
+        Returns
+        -------
+        rtnb.shadow.ShadowRun
+            The running (notebook) or ready (script: ``shadow.run()``) replay.
+
+        Raises
+        ------
+        ConfigError
+            An unknown Param name, a value its Param refuses, a ``since`` longer than
+            the log holds, or a default source shared with the live run (above).
+        ExportError
+            The pipeline cannot be written as code (a lambda, a closure): the copies are
+            built from what :meth:`export` writes.
+
+        Examples
+        --------
+        >>> import rtnb
+        >>> src = rtnb.sources.replay(rtnb.datasets.metrics_path(), name="metrics",
+        ...                           max_events=2_000)
+        >>> limit = rtnb.Param(80.0, min=0.0, max=100.0, name="limit")
+        >>> cpu = src.window(rtnb.tumbling("1min"), by="host").agg(cpu=("cpu", "mean"))
+        >>> hot = rtnb.alert(cpu, cpu["cpu"] > limit, on="cpu", by="host", name="hot")
+        >>> shadow = rtnb.Pipeline(hot).replay({"limit": 20.0})
+        >>> shadow.run()
+        >>> sorted(shadow.diff()["change"].unique())
+        ['added']
+        """
+        from rtnb.shadow import ShadowRun
+
+        return ShadowRun(self, params or {}, since=since, source=source,
+                         max_events=max_events)
+
     # -- export ---------------------------------------------------------------------------
     def export(self, path: str | Path, *, names: Mapping[str, Any] | None = None,
                origin: str | None = None, check: bool = True) -> Path:
@@ -317,7 +383,7 @@ class Pipeline:
         return self._write(path, names, origin, app=True)
 
     def _write(self, path: str | Path, names: Mapping[str, Any] | None, origin: str | None,
-               *, app: bool) -> Path:
+               *, app: bool, sinks: bool = True) -> Path:
         """Render the script or app, write it and the data files it replays."""
         from rtnb.export.script import identifier, render_script
 
@@ -325,7 +391,7 @@ class Pipeline:
         data_dir = f"{target.stem}_data"
         text, data, _env = render_script(
             self, names=_variable_names(self, names), title=identifier(target.stem),
-            origin=origin or _origin(), data_dir=data_dir, app=app)
+            origin=origin or _origin(), data_dir=data_dir, app=app, sinks=sinks)
         target.parent.mkdir(parents=True, exist_ok=True)
         if data:
             folder = target.parent / data_dir
@@ -485,57 +551,3 @@ class PipelineGraph:
             parts.append(f'<text x="{x + 8}" y="{y + 34}">{html.escape(label)}</text>')
         parts.append("</svg>")
         return "".join(parts)
-
-
-class Recording:
-    """Every batch a pipeline's source and nodes emit, saved as Parquet (parity checks).
-
-    ``save(folder)`` writes ``input.parquet`` (the source's batches) and one file per node
-    (and per ``.late`` output),
-    each with a ``__batch__`` column numbering the batches, plus ``manifest.json``. An
-    exported script replays ``input.parquet`` with ``--input`` and writes the same files with
-    ``--output``, so the two folders can be compared file by file.
-    """
-
-    def __init__(self, pipeline: Pipeline, frames: Iterable[StreamingFrame] | None = None,
-                 *, keep_input: bool = True) -> None:
-        self.pipeline = pipeline
-        self.batches: dict[str, list[pd.DataFrame]] = {}
-        self._examples: dict[str, pd.DataFrame] = {}
-        targets = list(frames) if frames is not None else pipeline.frames
-        if keep_input:
-            self._watch("input", pipeline.root)
-        for frame in targets:
-            self._watch(frame.name, frame)
-            late = getattr(frame, "late", None)
-            if isinstance(late, StreamingFrame):
-                self._watch(late.name, late)
-
-    def _watch(self, key: str, frame: StreamingFrame) -> None:
-        out: list[pd.DataFrame] = []
-        self.batches[key] = out
-        self._examples[key] = frame.example
-        frame.stream.sink(out.append)
-
-    def save(self, folder: str | Path) -> Path:
-        """Write the recorded batches to ``folder``; returns it."""
-        from rtnb.export.script import identifier
-
-        target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        manifest: dict[str, str] = {}
-        used: set[str] = set()
-        for key, batches in self.batches.items():
-            file_name = identifier(key)
-            while file_name in used:
-                file_name += "_"
-            used.add(file_name)
-            manifest[key] = f"{file_name}.parquet"
-            frames = [b.assign(__batch__=i) for i, b in enumerate(batches)]
-            if frames:
-                data = pd.concat(frames, ignore_index=True)
-            else:
-                data = self._examples[key].assign(__batch__=pd.Series([], dtype="int64"))
-            data.to_parquet(target / manifest[key], index=False)
-        (target / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        return target

@@ -13,8 +13,8 @@ PUBLIC = [
     "Aggregation", "CheckpointError", "ConfigError", "DecodeError", "ExportError",
     "MissingExtraError", "Param", "Pipeline", "RtnbError", "SchemaError", "SourceError",
     "StreamingFrame", "StreamingSeries", "WindowedFrame", "alert", "dashboard", "datasets",
-    "demo", "detect", "evaluate", "partition_of", "rows", "session", "sinks", "sliding",
-    "sources", "tumbling",
+    "demo", "detect", "evaluate", "formats", "partition_of", "rows", "session", "sinks",
+    "sliding", "sources", "tumbling",
 ]
 
 

@@ -23,4 +23,6 @@ start 4222 nats start-stop-daemon --start --oknodo --background --exec /usr/sbin
   -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log || status=1
 start 5672 rabbitmq rabbitmq-server -detached || status=1
 start 1883 mosquitto mosquitto -d -c /etc/mosquitto/mosquitto.conf || status=1
+# Prometheus: only the binary (its tests start a private server per session)
+"$(dirname "$0")/ensure-prometheus.sh" || status=1
 exit $status

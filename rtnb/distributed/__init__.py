@@ -27,11 +27,15 @@
   one partition (what a producer partitioning by that key with
   :func:`rtnb.partition_of` gives).
 * ``idle_timeout`` (the source's) marks a silent partition idle, so it does not hold the
-  frontier back; when every partition is idle (caught up), the frontier is the minimum
-  over those that ever sent a row. ``max_drift`` (the source's) bounds how far one
-  partition runs ahead in event time: a partition more than that ahead of the frontier
-  reads nothing until the others catch up (or go idle), so the windows a worker holds open
-  stay bounded (``runner.held`` names the partitions held back in the last tick).
+  frontier back: idle once a read that began ``idle_timeout`` after its last row found
+  nothing (a read is the evidence, not the clock, so ticks slower than the timeout make no
+  partition with unread rows idle). When every partition is idle (caught up), the frontier
+  is the minimum over those that ever sent a row; when rows come again, every partition has
+  a whole ``idle_timeout`` from then to bring its part before it can be idle again.
+  ``max_drift`` (the source's) bounds how far one partition runs ahead in event time: a
+  partition more than that ahead of the frontier reads nothing until the others catch up
+  (or go idle), so the windows a worker holds open stay bounded (``runner.held`` names the
+  partitions held back in the last tick).
 * **A lost worker loses and repeats nothing.** Every ``checkpoint_every`` (2 s) each step
   snapshots its split nodes' state into its output, which the driver keeps; a partition's
   entries are acknowledged only once a checkpoint holds them. A partition whose worker
@@ -56,10 +60,19 @@
   restart starts every partition from its state there (kill -9 of the script and its
   workers, twice, then a restart: outputs equal one uninterrupted process).
 
-What does not run on a cluster yet (each refused with a clear error, or documented): a
-window with ``emit="update"``; a view, sink or ``collect()`` on a frame before the split
-nodes; Param changes after the start do not reach the workers; sources other than
-partitioned Redis streams, Kafka topics and NATS JetStream subjects.
+* **Params tuned while it runs** (a widget in the notebook): the Params the workers use
+  travel with their nodes (without their widgets), and a change reaches each partition
+  with its next step: the rows it reads from then on use the new value, as the next batch
+  does in one process (a filter's threshold, a detector's). A Param that reconfigures a
+  node running on the workers (a window's size, a rolling window, an allowed lateness)
+  would need every partition's engine rebuilt at the same event time: a change of it
+  during a cluster run is refused with a :class:`~rtnb.ConfigError` and the Param keeps
+  its value.
+
+What does not run on a cluster yet (each refused with a clear error): a window with
+``emit="update"``; a view, sink or ``collect()`` on a frame before the split nodes; a
+change of a Param that reconfigures a node on the workers; sources other than
+partitioned Redis streams, Kafka topics, NATS JetStream subjects and AMQP queues.
 """
 
 from rtnb.distributed._driver import ClusterLike, ClusterRunner, plan_splits

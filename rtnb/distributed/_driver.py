@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import time as _time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from rtnb.distributed._worker import (
     take_output,
 )
 from rtnb.errors import ConfigError, RtnbError, SourceError
+from rtnb.params import Param
 from rtnb.windows.base import NO_WATERMARK
 
 if TYPE_CHECKING:
@@ -139,8 +141,18 @@ def _refuse_frame(frame: Any) -> Any:
     raise ConfigError(msg)
 
 
-def _pickler() -> Any:
-    """cloudpickle, taught to send expressions without their frame and to refuse frames."""
+def _param_state(param: Param) -> tuple[Any, ...]:
+    # the copy on a worker: no watchers (the driver's nodes, views) and no widget
+    state = {k: v for k, v in param.__dict__.items() if k not in ("_watchers", "_widget")}
+    return (_rebuild, (type(param), dict(state, _watchers=[], _widget=None, _syncing=False)))
+
+
+def _pickler(params: list[Param] | None = None) -> Any:
+    """cloudpickle, taught to send expressions without their frame and to refuse frames.
+
+    Params travel without their watchers and widget; each one pickled is appended to
+    ``params`` (once), so the driver knows which of them the workers' copies use.
+    """
     import cloudpickle
 
     from rtnb.frame import StreamingFrame
@@ -152,6 +164,10 @@ def _pickler() -> Any:
                 return _series_state(obj)
             if isinstance(obj, StreamingFrame):
                 _refuse_frame(obj)
+            if isinstance(obj, Param):
+                if params is not None and all(obj is not q for q in params):
+                    params.append(obj)
+                return _param_state(obj)
             return super().reducer_override(obj)
 
     class Dumps:
@@ -237,6 +253,8 @@ class ClusterRunner:
         self._stash: dict[str, list[Any]] = {}
         self._steps: dict[int, int] = {}
         self._complete_frontier = NO_WATERMARK
+        #: every partition was idle at the end of the last tick (caught up)
+        self.quiet = False
         #: each partition's newest event time (ns) as its last step reported it
         self.newest: dict[int, int] = {}
         self.durable = durable
@@ -253,6 +271,10 @@ class ClusterRunner:
         #: the partitions not read in the last tick: more than the source's ``max_drift``
         #: ahead of the frontier (the broker keeps their messages meanwhile)
         self.held: set[int] = set()
+        # the Params the workers' copies use, their current values, and our watchers
+        self._params: list[Param] = []
+        self._param_values: tuple[Any, ...] = ()
+        self._unwatch: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return (f"<ClusterRunner {self.source.name!r} x{self.partitions} partitions, "
@@ -296,6 +318,9 @@ class ClusterRunner:
             futures = await self._start(client)
             await self._loop(client, futures, stop)
         finally:
+            for unwatch in self._unwatch:
+                unwatch()
+            self._unwatch = []
             if futures:
                 closing = [client.submit(close_task, f, pure=False,
                                          workers=[self.workers[p]]) for p, f in futures.items()]
@@ -323,19 +348,53 @@ class ClusterRunner:
         plans = [SplitPlan(s.frame.name, s.prefix, None, s.merged,
                            getattr(s.frame.logic, "allowed_lateness_ns", 0))
                  for s in self.splits]
+        logics = [s.frame.logic for s in self.splits]
+        params: list[Param] = []
         try:
-            self._blob = _pickler().dumps((plans, [s.frame.logic for s in self.splits]))
+            _pickler(params).dumps((plans, logics))  # which Params the workers use
+            self._blob = _pickler().dumps((plans, logics, params))
         except RtnbError:
             raise
         except Exception as exc:
             msg = (f"the pipeline of {src.name!r} cannot be sent to the Dask workers: "
                    f"{type(exc).__name__}: {exc}")
             raise ConfigError(msg) from exc
+        self._watch_params(params)
         futures = {p: self._submit_task(client, p, workers[p % len(workers)])
                    for p in range(self.partitions)}
         src.stats.connected = True
         src.stats.started = _time.monotonic()
         return futures
+
+    def _watch_params(self, params: list[Param]) -> None:
+        """Send the workers' Params' changes with the next steps; refuse the structural ones.
+
+        A Param a split node reconfigures itself on (a window's size, a rolling window,
+        an allowed lateness) would need every partition's engine rebuilt at the same
+        event time: on a cluster a change of it is refused (the Param keeps its value).
+        The others (a filter's threshold, a detector's) are read as each batch runs: the
+        workers' copies take the new value from the next step of each partition.
+        """
+        split_frames = {id(s.frame) for s in self.splits}
+        self._params = params
+        self._param_values = tuple(p.value for p in params)
+
+        def changed(param: Param, old: Any, new: Any) -> None:
+            self._param_values = tuple(p.value for p in params)
+
+        for param in params:
+            owners = [getattr(w, "__self__", None) for w in param._watchers]
+            nodes = [o.name for o in owners if o is not None and id(o) in split_frames]
+            if nodes:
+                def refuse(param: Param, old: Any, new: Any, nodes: list[str] = nodes) -> None:
+                    msg = (f"Param {param.name!r} reconfigures {', '.join(map(repr, nodes))}, "
+                           "which run on the Dask workers: it cannot change during a cluster "
+                           f"run (it stays {old!r}); stop the run, set it, and start again")
+                    raise ConfigError(msg)
+
+                self._unwatch.append(param.watch(refuse))
+            else:
+                self._unwatch.append(param.watch(changed))
 
     def _submit_task(self, client: Any, p: int, worker: str) -> Any:
         """Create partition ``p``'s task on ``worker``, from its checkpoint if it has one."""
@@ -357,8 +416,11 @@ class ClusterRunner:
     async def _loop(self, client: Any, futures: dict[int, Any], stop: asyncio.Event) -> None:
         src, graph = self.source, self.root.graph
         idle_s = float(getattr(src, "idle_timeout_s", 5.0))
-        started = _time.monotonic()
+        # idleness: ``heard`` the last sign of life of each partition (rows, a re-read, a
+        # broker error, or a tick it was not asked to read in), ``probed`` the start of its
+        # latest step that was asked to read and brought nothing
         heard: dict[int, float] = {}
+        probed: dict[int, float] = {}
         newest = self.newest
         final = False
         ack = True  # acknowledge what the last checkpoint covers (durable: once written)
@@ -377,11 +439,16 @@ class ClusterRunner:
                 final, stopping = False, True
                 if self.suspended:  # checkpointed; this tick acknowledges, then the end
                     final = True
+            began = now
             quota = [0] * self.partitions if stopping else self._quotas(remaining)
             self.held = self._ahead(newest)
             for p in self.held:
                 quota[p] = 0
-                heard[p] = now  # held, not silent: it still counts in the frontier
+            for p, q in enumerate(quota):
+                if q == 0 and p in heard:
+                    # not asked to read (held ahead, or no share of the last max_events):
+                    # not silent either, it still counts in the frontier
+                    heard[p] = now
             checkpoint = now - last_checkpoint >= self.checkpoint_s or \
                 (stopping and not self.suspended)
             if checkpoint:
@@ -394,8 +461,8 @@ class ClusterRunner:
                 self._steps[p] += 1
                 futures[p] = client.submit(step, futures[p], number, used, quota[p],
                                            final and self.durable is None, checkpoint, ack,
-                                           workers=[worker], allow_other_workers=False,
-                                           pure=False)
+                                           self._param_values, workers=[worker],
+                                           allow_other_workers=False, pure=False)
                 outs[p] = client.submit(take_output, futures[p], number, workers=[worker],
                                         allow_other_workers=False, pure=False)
             results, lost = await self._outputs(client, outs)
@@ -406,10 +473,20 @@ class ClusterRunner:
             read = self._handle(results, complete)
             if complete:
                 self._complete_frontier = used
+            if self.quiet and any(out.rows for out in results):
+                # rows again after every partition went quiet: each partition gets a whole
+                # idle_timeout from now to bring its part (a producer writes the partitions
+                # one after the other; the first one read must not make the others' rows late)
+                heard.update(dict.fromkeys(heard, now))
+                probed.clear()
             for out in results:
                 self._recent[out.partition] = self._recent.get(out.partition, 0) + out.read
-                if out.rows or out.replaying or out.partition not in heard:
+                # a partition that cannot reach its broker is not idle: its rows are unknown
+                if out.rows or out.replaying or out.error is not None or \
+                        out.partition not in heard:
                     heard[out.partition] = now
+                elif quota[out.partition] > 0:
+                    probed[out.partition] = began
                 newest[out.partition] = out.max_time
                 if out.position is not None:
                     self._handled[out.partition] = out.position
@@ -430,9 +507,10 @@ class ClusterRunner:
                 await self._recover(client, futures, outs, lost)
                 for p in lost:
                     heard.pop(p, None)  # not idle before its first step
+                    probed.pop(p, None)
             if not complete:
                 final = False  # rebuilt or catching-up partitions still have to finish
-            self._advance(newest, heard, started, idle_s, now)
+            self._advance(newest, heard, probed, idle_s)
             if not read and not final and not lost and not stopping:
                 try:
                     await asyncio.wait_for(stop.wait(), self.tick_s)
@@ -570,17 +648,21 @@ class ClusterRunner:
         self.source.stats.partition_worker = {self._partition_name(q): w
                                               for q, w in sorted(self.workers.items())}
 
-    def _advance(self, newest: dict[int, int], heard: dict[int, float], started: float,
-                 idle_s: float, now: float) -> None:
+    def _advance(self, newest: dict[int, int], heard: dict[int, float],
+                 probed: dict[int, float], idle_s: float) -> None:
         """The frontier: the minimum newest event time over the partitions not idle.
 
-        A partition is idle when it sent no row for ``idle_timeout`` (counted from its
-        first finished step: one still starting holds the frontier). When every partition
-        is idle (the sources are caught up), the minimum over those that ever sent a row:
-        a partition never heard from holds nothing back once idle.
+        A partition is idle when a read of it that began at least ``idle_timeout`` after its
+        last sign of life (``heard``) found nothing: the evidence is a read, not the clock,
+        so slow ticks (a loaded machine, ticks longer than the timeout) do not make a
+        partition with unread rows idle. One still starting (not heard from) holds the
+        frontier. When every partition is idle (the sources are caught up), the minimum
+        over those that ever sent a row: a partition never heard from holds nothing back
+        once idle.
         """
         active = [p for p in range(self.partitions)
-                  if now - heard.get(p, now) < idle_s]
+                  if p not in heard or probed.get(p, -math.inf) - heard[p] < idle_s]
+        self.quiet = not active
         if not active:
             active = [p for p in range(self.partitions)
                       if newest.get(p, NO_WATERMARK) != NO_WATERMARK]
@@ -619,6 +701,17 @@ class ClusterRunner:
             name = self._partition_name(out.partition)
             counts[name] = counts.get(name, 0) + out.read
         stats.partition_messages = counts
+        failing = {self._partition_name(out.partition): out.error for out in results
+                   if out.error is not None}
+        for out in results:
+            if out.failed:
+                stats.reconnects += 1
+                log.warning("source %r: partition %r cannot reach its broker (%s); retrying",
+                            src.name, self._partition_name(out.partition), out.error)
+        if failing:
+            stats.last_error = "; ".join(f"partition {name!r}: {error}"
+                                         for name, error in failing.items())
+        stats.connected = not failing
         lags = {self._partition_name(out.partition): out.lag for out in results
                 if out.lag is not None}
         if lags:
@@ -674,8 +767,10 @@ def _unpack_task(partition: int, reader: Any, decode: Any, time: str | None, blo
     """Unpickle the splits' plans and logic copies on the worker, then :func:`make_task`."""
     import cloudpickle
 
-    plans, logics = cloudpickle.loads(blob)
+    plans, logics, params = cloudpickle.loads(blob)
     for plan, logic in zip(plans, logics, strict=True):
         plan.logic = logic
-    return make_task(partition, reader, decode, time, plans, snapshot, replay_until,
+    task = make_task(partition, reader, decode, time, plans, snapshot, replay_until,
                      replay_frontier)
+    task.params = params
+    return task

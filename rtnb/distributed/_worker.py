@@ -90,6 +90,10 @@ class StepOutput:
     #: still re-reading what a lost task had handled (see :attr:`PartitionTask.replay_until`):
     #: no window closed, the driver's merge waits
     replaying: bool = False
+    #: the partition's broker could not be reached (a connection error): what happened,
+    #: while the task waits to try again; ``failed``: this step's attempt failed
+    error: str | None = None
+    failed: bool = False
     #: the worker that ran the step
     worker: str | None = None
     #: seconds the step took on the worker
@@ -128,6 +132,15 @@ class PartitionTask:
     output: StepOutput | None = None
     events: int = 0
     steps: int = 0
+    #: the worker's copies of the Params the splits use, and the values last applied
+    params: list[Any] = field(default_factory=list)
+    param_values: tuple[Any, ...] | None = None
+    #: connection errors in a row, the time (monotonic) of the next try, the last error
+    failures: int = 0
+    retry_at: float = 0.0
+    error: str | None = None
+    #: after a reconnection, the entries up to this position were read before: skipped
+    resume_after: Any = None
 
     def convert(self, items: list[tuple[Any, Any]]) -> tuple[pd.DataFrame, list[tuple[Any, str,
                                                                                     Any]]]:
@@ -162,7 +175,8 @@ def make_task(partition: int, reader: Any, decode: Any, time: str | None,
 
 
 def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: bool,
-         checkpoint: bool = False, ack: bool = True) -> PartitionTask:
+         checkpoint: bool = False, ack: bool = True,
+         params: tuple[Any, ...] | None = None) -> PartitionTask:
     """One tick of one partition (see the module docstring); returns the task.
 
     ``frontier`` is the driver's event-time frontier (the minimum newest event time over
@@ -173,21 +187,40 @@ def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: 
     the step's number in the task's life; a step run on a task at another one (Dask ran it
     again) raises :class:`StaleStep`. ``ack``: acknowledge the entries the last checkpoint
     covers (the driver says so once that checkpoint is durable, with ``--checkpoint``).
+    ``params``: the current values of the Params in ``task.params`` (a widget moved on the
+    driver): set on the worker's copies before this step reads.
     """
     if task.steps != number:
         msg = (f"partition {task.partition}: step {number} ran on its task at step "
                f"{task.steps} (Dask ran it again after losing its result)")
         raise StaleStep(msg)
     task.steps += 1
+    if params is not None and params != task.param_values:
+        for param, value in zip(task.params, params, strict=True):
+            param.value = value
+        task.param_values = params
     started = _time.perf_counter()
     out = StepOutput(task.partition, number)
-    if ack:
-        task.reader.ack(task.covered)
-        task.covered = []
     catching_up = task.replay_until is not None or task.skip_until is not None
     # re-reading what a lost task had read is no new data: not bound by max_rows' quota
     want = max_rows if max_rows > 0 or not catching_up else REPLAY_ROWS
-    items = [] if (final and not catching_up) or want <= 0 else task.reader.read(want, None)
+    items: list[tuple[Any, Any]] = []
+    if _reachable(task, out):  # else the broker went away: wait, then try again
+        try:
+            if ack:
+                task.reader.ack(task.covered)
+                task.covered = []
+            if not (final and not catching_up) and want > 0:
+                items = _resumed(task, task.reader.read(want, None), want)
+        except _retryable(task.reader) as exc:
+            _lost_connection(task, out, exc)
+        else:
+            task.failures, task.error = 0, None
+    if out.error is not None:  # nothing read: the windows close on, a catch-up waits
+        out.replaying = catching_up
+        if not catching_up:
+            _process(task, [], frontier, final, out)
+        return _finish(task, out, final, checkpoint, started)
     if task.skip_until is not None:  # already in the restored snapshot
         bound = task.reader.order(task.skip_until)
         seen = [item for item in items if task.reader.order(item[1]) <= bound]
@@ -215,17 +248,30 @@ def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: 
     out.read = len(items)
     if not out.replaying:
         _process(task, items, frontier, final, out)
+    return _finish(task, out, final, checkpoint, started, lag=final or checkpoint
+                   or task.steps % 10 == 1 or not items)  # lag: an XINFO/offsets query
+
+
+def _finish(task: PartitionTask, out: StepOutput, final: bool, checkpoint: bool,
+            started: float, *, lag: bool = False) -> PartitionTask:
+    """A step's checkpoint, last acknowledgement and lag; the output kept on the task."""
     if checkpoint or final:
         out.snapshot = {"logic": {split.name: split.logic.snapshot() for split in task.splits},
                         "max_time": task.max_time, "position": task.position}
         task.covered, task.unacked = task.covered + task.unacked, []
-    if final:
-        task.reader.ack(task.covered)
-        task.covered = []
+    if final and task.error is None:
+        try:
+            task.reader.ack(task.covered)
+            task.covered = []
+        except _retryable(task.reader) as exc:  # they stay pending: a restart re-reads them
+            task.error = out.error = f"{type(exc).__name__}: {exc}"
     out.max_time = task.max_time
     out.position = task.position
-    if final or checkpoint or task.steps % 10 == 1 or not items:  # an XINFO/offsets query
-        out.lag = task.reader.lag()
+    if lag and task.error is None:
+        try:
+            out.lag = task.reader.lag()
+        except _retryable(task.reader):
+            out.lag = None
     out.seconds = _time.perf_counter() - started
     try:
         from distributed import get_worker
@@ -235,6 +281,52 @@ def step(task: PartitionTask, number: int, frontier: int, max_rows: int, final: 
         out.worker = None
     task.output = out
     return task
+
+
+def _retryable(reader: Any) -> tuple[type[BaseException], ...]:
+    """The reader's errors that mean "the broker cannot be reached now" (retried)."""
+    return tuple(getattr(reader, "retry_on", ()))
+
+
+def _reachable(task: PartitionTask, out: StepOutput) -> bool:
+    """Whether this step may talk to the broker (not waiting to retry a lost connection)."""
+    if task.error is not None and _time.monotonic() < task.retry_at:
+        out.error = task.error
+        return False
+    return True
+
+
+def _lost_connection(task: PartitionTask, out: StepOutput, exc: BaseException) -> None:
+    """A connection error: back off (0.1 s doubling to 5 s), reconnect on the next try.
+
+    The reader starts again from what the broker delivered but this task did not
+    acknowledge (a reply lost with the connection is among it); what the task had read
+    already (up to its position) is skipped then, so nothing is lost or read twice.
+    """
+    import random
+
+    task.failures += 1
+    backoff = min(5.0, 0.1 * 2 ** (task.failures - 1)) * random.uniform(0.5, 1.0)
+    task.retry_at = _time.monotonic() + backoff
+    task.error = out.error = f"{type(exc).__name__}: {exc}"
+    out.failed = True
+    reconnect = getattr(task.reader, "reconnect", None)
+    if reconnect is not None:
+        reconnect()
+        if task.position is not None:
+            task.resume_after = task.position
+
+
+def _resumed(task: PartitionTask, items: list[tuple[Any, Any]], want: int
+             ) -> list[tuple[Any, Any]]:
+    """``items`` without those read before a reconnection (see :func:`_lost_connection`)."""
+    if task.resume_after is None:
+        return items
+    bound = task.reader.order(task.resume_after)
+    fresh = [item for item in items if task.reader.order(item[1]) > bound]
+    if fresh or len(items) < want:  # past what was read before (or nothing more yet)
+        task.resume_after = None
+    return fresh
 
 
 def _replay(task: PartitionTask, items: list[tuple[Any, Any]]) -> None:

@@ -360,6 +360,8 @@ class _Collector:
                                      "be written (retried at the next one)", labels=["pipeline"])
         failed.add_metric([name], self.counts.checkpoint_failures)
         yield failed
+        if snap.phase is not None:  # a hybrid source (rtnb.sources.hybrid)
+            yield from _phase_metrics(snap, [name, self.pipeline.label(root)])
         stats = snap.source
         if stats is not None:
             src = self.pipeline.label(self.pipeline.root)
@@ -398,6 +400,23 @@ class _Collector:
                                              labels=labels)
                 family.add_metric([name, sink_name], float(getattr(s, field)))
                 yield family
+
+
+def _phase_metrics(snap: metrics.Snapshot, labels: list[str]) -> Iterator[Any]:
+    """A hybrid source's phase (1 for the one it is in) and the share of history read."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    phase = GaugeMetricFamily("rtnb_source_phase", "1 for the phase of a hybrid source: "
+                              "history (backfilling) or live", labels=["pipeline", "node",
+                                                                       "phase"])
+    for which in ("history", "live"):
+        phase.add_metric([*labels, which], 1.0 if snap.phase == which else 0.0)
+    yield phase
+    if snap.backfill is not None:
+        share = GaugeMetricFamily("rtnb_source_backfill_progress", "Share of a hybrid "
+                                  "source's history read (0..1)", labels=["pipeline", "node"])
+        share.add_metric(labels, float(snap.backfill))
+        yield share
 
 
 def serve_metrics(pipeline: Pipeline, counts: _Counts, port: int) -> tuple[Any, int]:
@@ -471,7 +490,7 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
         saver.resume_counts(counts)
     recording: Recording | None = None
     if output is not None:
-        from rtnb.pipeline import Recording
+        from rtnb.recording import Recording
 
         # on a cluster, rows reach this process from the first windows on only
         recording = Recording(pipeline, [f for f in frames if f.name not in remote],
@@ -487,6 +506,9 @@ def run(pipeline: Pipeline, *, until: str | None = None, max_events: int | None 
             {"scheduler": _address_shown(target)}
     log.info("start", source=repr(root.source), nodes=len(frames),
              params={p.name: shown(p.value) for p in pipeline.params}, **on)
+    switch = getattr(root.source, "on_switch", None)  # a hybrid source: history, then live
+    if callable(switch):
+        switch(lambda info: log.info("source", action="switch", phase="live", **info))
     if not pipeline.sinks and output is None:
         # a notebook's views do not come along: said once, so a headless run that computes
         # and discards is not mistaken for one that delivers

@@ -43,7 +43,7 @@ __all__ = ["render_script"]
 #: Names the generated script defines itself; node variables never take them.
 _RESERVED = {"rtnb", "runtime", "typer", "pd", "np", "Path", "Annotated", "Any", "PARAMS",
              "HERE", "build", "main", "params", "source", "annotations", "os", "urllib",
-             "env_secret", "url_with_secrets"}
+             "env_secret", "url_with_secrets", "sys", "shadow"}
 
 #: The options every exported script has (``main()``'s parameters besides the Params').
 _SCRIPT_OPTIONS = frozenset({"until", "max_events", "metrics_port", "log_format", "input",
@@ -276,7 +276,8 @@ class _Writer:
             msg = (f"cannot read the source's arguments: {exc}")
             raise self._error(msg) from exc
         for slot in ("url", "path"):
-            if slot in bound.arguments:
+            # a source inside another (rtnb.sources.hybrid's history and live) keeps its own
+            if slot in bound.arguments and root is self.pipeline.root:
                 default = bound.arguments[slot]
                 what = "URL" if slot == "url" else "file"
                 extra = ""
@@ -657,7 +658,7 @@ def _param_default(param: Param) -> Any:
 
 
 def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, origin: str,
-                  data_dir: str, app: bool = False,
+                  data_dir: str, app: bool = False, sinks: bool = True,
                   ) -> tuple[str, dict[str, pd.DataFrame], list[tuple[str, str]]]:
     """The script's text, its data files (name -> frame) and environment variables.
 
@@ -680,6 +681,9 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     app
         Write a Bokeh server app (``bokeh serve`` / ``rtnb serve``) that also rebuilds the
         pipeline's views and its dashboard layout.
+    sinks
+        Write the pipeline's sinks (``False``: a copy that delivers nothing, as a shadow
+        replay builds; see :meth:`rtnb.Pipeline.replay`).
 
     Returns
     -------
@@ -699,7 +703,7 @@ def render_script(pipeline: Pipeline, *, names: Mapping[int, str], title: str, o
     writer = _Writer(pipeline, names, data_dir)
     for frame in pipeline.frames:
         writer.frame(frame)
-    for sink in pipeline.sinks:
+    for sink in pipeline.sinks if sinks else ():
         call = _record.call_of(sink)
         if call is None:
             continue
@@ -773,7 +777,7 @@ def _templates() -> jinja2.Environment:
 
 _STDLIB = frozenset({"collections", "datetime", "functools", "itertools", "json", "math",
                      "operator", "os", "pathlib", "random", "re", "statistics", "string",
-                     "time", "typing", "urllib", "zoneinfo"})
+                     "sys", "time", "typing", "urllib", "zoneinfo"})
 
 
 def _import_block(extra: set[str], *, app: bool = False,
@@ -786,7 +790,8 @@ def _import_block(extra: set[str], *, app: bool = False,
             wanted.add("from pathlib import Path")
     else:
         wanted = {"from pathlib import Path", "from typing import Annotated, Any",
-                  "import rtnb", "import typer", "from rtnb.export import runtime", *extra}
+                  "import rtnb", "import typer", "from rtnb.export import runtime",
+                  "import sys", "from rtnb import shadow", *extra}
 
     def module(line: str) -> str:
         return line.split()[1]
@@ -835,10 +840,13 @@ def _exportable_item(item: Any) -> bool:
 def _is_view(obj: Any) -> bool:
     """Whether ``obj`` is a live view or a status widget (``rtnb.viz``).
 
-    Without ``rtnb.viz`` loaded no view can exist: exporting never imports the plotting layer.
+    Without the view classes loaded no view can exist: exporting never imports the plotting
+    layer (``rtnb.viz`` itself is always loaded, its views on first use).
     """
-    viz = sys.modules.get("rtnb.viz")
-    return viz is not None and isinstance(obj, viz.View | viz.Status)
+    kinds = tuple(getattr(module, name) for module, name in (
+        (sys.modules.get("rtnb.viz._view"), "View"),
+        (sys.modules.get("rtnb.viz.status"), "Status")) if module is not None)
+    return bool(kinds) and isinstance(obj, kinds)
 
 
 def _param_help(param: Param) -> str:

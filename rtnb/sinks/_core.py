@@ -12,7 +12,11 @@ answers again, so nothing is dropped unless asked (``on_failure="drop"``: counte
 once: a batch whose acknowledgement was lost is sent again, and every row carries an id
 derived from what identifies it (:meth:`Sink.row_ids`: ``Nats-Msg-Id`` for JetStream, AMQP
 ``message_id``, ``rtnb_id`` in webhook records; webhooks also send an ``Idempotency-Key``),
-so the receiver can drop the repeat, also after a restart. When the queue holds ``max_queue``
+so the receiver can drop the repeat, also after a restart. A batch format (Arrow IPC, an Avro
+object container) sends one message per group of rows, whose id is made of its rows' ids: a
+restart that cuts the batches elsewhere sends groups with other ids, so a receiver
+de-duplicating on message ids sees those rows again (use a per-row format where the receiver
+de-duplicates). When the queue holds ``max_queue``
 batches the sink presses on the pipeline: sources wait before their next batch until it
 has caught up.
 
@@ -30,23 +34,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
 
-from rtnb._net import Backoff
+from rtnb import _formats
+from rtnb._net import Backoff, require
 from rtnb._time import DurationLike, to_ns
-from rtnb.errors import CheckpointError, ConfigError
+from rtnb.errors import CheckpointError, ConfigError, SchemaError
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
 
-__all__ = ["CircuitBreaker", "Sink", "SinkStats"]
+__all__ = ["CircuitBreaker", "EncoderLike", "Message", "Sink", "SinkStats", "make_encoder"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +100,88 @@ class CircuitBreaker:
             self.state, self.opened_at = "open", time.monotonic()
 
 
+# -- encoders ---------------------------------------------------------------------------------
+class _Json(_formats.Format):
+    """One JSON record per row: times as ISO 8601 text, missing values as null."""
+
+    name = "json"
+    content_type = "application/json"
+
+    def encode(self, batch: pd.DataFrame) -> list[bytes]:
+        return [json.dumps(r).encode() for r in _formats.records(batch)]
+
+
+class _Msgpack(_formats.Format):
+    """One MessagePack map per row (the JSON record's values)."""
+
+    name = "msgpack"
+    content_type = "application/msgpack"
+
+    def __init__(self) -> None:
+        self._msgpack = require("msgpack", "msgpack")
+
+    def encode(self, batch: pd.DataFrame) -> list[bytes]:
+        pack = self._msgpack.packb
+        return [pack(r) for r in _formats.records(batch)]
+
+
+#: ``"json"``, ``"msgpack"``, ``"arrow"``, ``"avro"``, or a format of :mod:`rtnb.formats`.
+EncoderLike: TypeAlias = str | _formats.Format
+_ENCODERS = ("json", "msgpack", "arrow", "avro")
+
+
+def make_encoder(encoder: EncoderLike, example: pd.DataFrame, where: str) -> _formats.Format:
+    """The encoder a sink named ``where`` writes its messages with, checked against ``example``.
+
+    ``"avro"`` writes an Avro object container per batch (the schema from the example, in
+    the container's header); ``"arrow"`` an Arrow IPC stream per batch; a format object
+    (``rtnb.formats.protobuf(Message)``, ``rtnb.formats.avro(schema)``) as it is
+    configured.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ex = pd.DataFrame({"x": pd.Series([], dtype=float)})
+    >>> make_encoder("json", ex, "sink 's'").encode(pd.DataFrame({"x": [1.5]}))
+    [b'{"x": 1.5}']
+    >>> make_encoder("xml", ex, "sink 's'")
+    Traceback (most recent call last):
+    ...
+    rtnb.errors.ConfigError: sink 's': `encoder` must be 'json', 'msgpack', ... got 'xml'
+    """
+    if isinstance(encoder, _formats.Format):
+        found = encoder
+    elif encoder == "json":
+        found = _Json()
+    elif encoder == "msgpack":
+        found = _Msgpack()
+    elif encoder == "arrow":
+        found = _formats.ArrowFormat()
+    elif encoder == "avro":
+        found = _formats.AvroFormat()
+    else:
+        msg = (f"{where}: `encoder` must be {', '.join(map(repr, _ENCODERS))} or a format "
+               f"of rtnb.formats (protobuf(Message), avro(schema)); got {encoder!r}")
+        raise ConfigError(msg)
+    try:
+        return found.bind(example)
+    except ConfigError as exc:
+        msg = f"{where}: {exc}"
+        raise ConfigError(msg) from exc
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message a sink sends: its encoded ``payload``, its ``id``, the rows it holds.
+
+    ``first`` is the position of its first row in the batch (its key, its partition).
+    """
+
+    payload: bytes
+    id: str
+    first: int
+
+
 @dataclass
 class SinkStats:
     """What a sink counts."""
@@ -111,6 +200,8 @@ class Sink:
     """Base class: subclasses implement ``async _deliver(batch)`` (raise to report failure)."""
 
     kind = "sink"
+    #: How a message-sending sink encodes rows (``encoder=``; JSON by default).
+    encoder: _formats.Format = _Json()
     #: What a run with checkpoints guarantees for this sink (see the module docstring).
     delivery: ClassVar[str] = "at-least-once"
     #: Whether ``_deliver`` sends the batch's key (:meth:`key_of`); others get ``""``.
@@ -237,6 +328,59 @@ class Sink:
         return [f"{node}:{h:016x}" if k == 0 else f"{node}:{h:016x}-{k}"
                 for h, k in zip(hashed.tolist(), repeat.tolist(), strict=True)]
 
+    def messages(self, batch: pd.DataFrame,
+                 by: Sequence[Any] | None = None) -> list[Message]:
+        """The messages of ``batch`` in the sink's :attr:`encoder`.
+
+        One per row (JSON, MessagePack, Protobuf, schemaless Avro), with the row's id
+        (:meth:`row_ids`); or, for a batch format (Arrow, an Avro object container), one
+        per group of rows that share their value of ``by`` (a key or a partition, in order
+        of first appearance; the whole batch without ``by``), with an id made of its rows'
+        identities (the same rows grouped the same way: the same id).
+
+        Examples
+        --------
+        >>> import pandas as pd, rtnb
+        >>> sdf = rtnb.StreamingFrame(pd.DataFrame({"k": pd.Series([], dtype=str)}),
+        ...                           name="cpu")
+        >>> sink = rtnb.sinks.to_redis_stream(sdf, "out", encoder="arrow")
+        >>> [m.first for m in sink.messages(pd.DataFrame({"k": ["a", "b", "a"]}),
+        ...                                 by=["a", "b", "a"])]
+        [0, 1]
+        """
+        encoder = self.encoder
+        if encoder.per_row:
+            return [Message(payload, row_id, i) for i, (payload, row_id) in
+                    enumerate(zip(self._encode(batch), self.row_ids(batch), strict=True))]
+        if by is None:
+            groups = [np.arange(len(batch))]
+        else:
+            labels = pd.factorize(pd.Series(list(by), dtype=object), use_na_sentinel=False)[0]
+            groups = [np.flatnonzero(labels == g) for g in range(int(labels.max()) + 1)]
+        out = []
+        for rows in groups:
+            part = batch.iloc[rows].reset_index(drop=True) if len(groups) > 1 else batch
+            digest = hashlib.blake2b(self._row_hashes(part).to_numpy().tobytes(),
+                                     digest_size=12).hexdigest()
+            (payload,) = self._encode(part)
+            out.append(Message(payload, f"{self.frame.name}:{digest}", int(rows[0])))
+        return out
+
+    def _encode(self, batch: pd.DataFrame) -> list[bytes]:
+        """The encoder's payloads; SchemaError naming the sink when it cannot encode.
+
+        Not a delivery failure: retrying would fail the same way, so :meth:`_attempt`
+        does not retry it and the pipeline fails with this error (what arrived is named).
+        """
+        try:
+            return list(self.encoder.encode(batch))
+        except Exception as exc:
+            columns = ", ".join(f"{c}: {t}" for c, t in batch.dtypes.items())
+            msg = (f"sink {self.name!r} cannot encode a batch of {len(batch)} rows "
+                   f"({columns}) with its encoder {self.encoder!r}: "
+                   f"{type(exc).__name__}: {exc}")
+            raise SchemaError(msg) from exc
+
     def _ensure_writer(self) -> None:
         if self._task is not None and not self._task.done():
             return
@@ -289,6 +433,8 @@ class Sink:
                 return False
             try:
                 await self._deliver(batch, key)
+            except SchemaError:  # the batch cannot be encoded: no retry makes it deliverable
+                raise
             except Exception as exc:  # any failure of the target counts
                 self.stats.failed_attempts += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"

@@ -9,18 +9,17 @@ before a batch counts as delivered. Tested against librdkafka's mock cluster
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rtnb._formats import Format
 from rtnb._net import require, secret
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
-from rtnb.sinks._core import Sink
-from rtnb.sinks.targets import records
+from rtnb.sinks._core import Sink, make_encoder
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
@@ -73,12 +72,11 @@ class KafkaSink(Sink):
     kind = "kafka"
 
     def __init__(self, frame: StreamingFrame, topic: str, bootstrap: str, *, key: str | None,
-                 encoder: Literal["json", "msgpack"], config: dict[str, Any],
-                 **options: Any) -> None:
+                 encoder: str | Format, config: dict[str, Any], **options: Any) -> None:
         super().__init__(frame, **options)
         self._ck = require("confluent_kafka", "kafka")
-        self._msgpack = require("msgpack", "kafka") if encoder == "msgpack" else None
-        self.topic, self.bootstrap, self.key, self.encoder = topic, bootstrap, key, encoder
+        self.encoder = make_encoder(encoder, frame.example, f"kafka sink {self.name!r}")
+        self.topic, self.bootstrap, self.key = topic, bootstrap, key
         self._config = config
         self.timeout_s = config["message.timeout.ms"] / 1000
         self._producer: Any = None
@@ -103,36 +101,28 @@ class KafkaSink(Sink):
         return self._ck.Producer({**self._config, "error_cb": on_error,
                                   "logger": _LibrdkafkaLog(log, {})})
 
-    def _encode(self, batch: pd.DataFrame) -> list[bytes]:
-        rows = records(batch)
-        if self._msgpack is not None:
-            pack = self._msgpack.packb
-            return [pack(r) for r in rows]
-        return [json.dumps(r).encode() for r in rows]
-
     async def _deliver(self, batch: pd.DataFrame, key: str) -> None:
         if self._producer is None:
             self._producer = self._new_producer()
         producer = self._producer
         if self._partial is None or self._partial[0] is not batch:
             self._partial = (batch, set())
-        done = self._partial[1]
-        ids = self.row_ids(batch)
-        values = self._encode(batch)
-        keys = [_key_bytes(v) for v in batch[self.key].tolist()] if self.key is not None \
-            else [None] * len(batch)
+        done = self._partial[1]  # of the messages (a row each, or a group of rows of a key)
+        column = batch[self.key].tolist() if self.key is not None else None
+        messages = self.messages(batch, by=column)
+        keys = [_key_bytes(column[m.first]) if column is not None else None for m in messages]
         reports: list[tuple[int, Any]] = []  # appended by librdkafka's callbacks (in flush)
 
         def report(i: int) -> Any:
             return lambda error, _message: reports.append((i, error))
 
-        for i, (row_id, value, message_key) in enumerate(zip(ids, values, keys, strict=True)):
+        for i, (message, message_key) in enumerate(zip(messages, keys, strict=True)):
             if i in done:
                 continue
             while True:
                 try:
-                    producer.produce(self.topic, value=value, key=message_key,
-                                     headers=[(ID_HEADER, row_id.encode())],
+                    producer.produce(self.topic, value=message.payload, key=message_key,
+                                     headers=[(ID_HEADER, message.id.encode())],
                                      on_delivery=report(i))
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
@@ -142,7 +132,7 @@ class KafkaSink(Sink):
         done.update(i for i, error in reports if error is None)
         self.acknowledged_messages += len(reports) - len(errors)
         self.failed_messages += len(errors)
-        if len(done) == len(batch):
+        if len(done) == len(messages):
             self._partial, self.broker_error = None, None
             return
         if any(error.fatal() for error in errors):  # this producer can send no more
@@ -150,7 +140,7 @@ class KafkaSink(Sink):
             await asyncio.to_thread(producer.flush, 0)
         first = f"{errors[0].str()} ({errors[0].name()})" if errors else \
             f"no delivery report within {self.timeout_s + _REPORT_MARGIN_S:g} s ({left} queued)"
-        msg = (f"kafka sink {self.name!r}: {len(batch) - len(done)} of {len(batch)} messages "
+        msg = (f"kafka sink {self.name!r}: {len(messages) - len(done)} of {len(messages)} messages "
                f"to topic {self.topic!r} at {self.bootstrap} not delivered: {first}")
         if self.broker_error is not None:
             msg += f"; librdkafka: {self.broker_error}"
@@ -171,7 +161,7 @@ def _file(path: str | None, what: str, where: str) -> str | None:
 
 
 def to_kafka(frame: StreamingFrame, topic: str, bootstrap: str = "127.0.0.1:9092", *,
-             key: str | None = None, encoder: Literal["json", "msgpack"] = "json",
+             key: str | None = None, encoder: str | Format = "json",
              timeout: DurationLike = "30s", linger: DurationLike = "5ms",
              username: str | None = None, password: str | None = None,
              password_env: str | None = None, sasl_mechanism: str = "PLAIN",
@@ -198,7 +188,10 @@ def to_kafka(frame: StreamingFrame, topic: str, bootstrap: str = "127.0.0.1:9092
         ``rtnb.sources.kafka(topic, partitions=[p])`` reads it.
     encoder
         ``"json"`` (default) or ``"msgpack"``: how a row becomes a message's value; times as
-        ISO 8601 text, missing values as null.
+        ISO 8601 text, missing values as null. ``"arrow"`` (an Arrow IPC stream) or
+        ``"avro"`` (an Avro object container): one message per batch, or with ``key`` one
+        per key of the batch (its rows); a format of :mod:`rtnb.formats`
+        (``protobuf(Message)``, ``avro(schema)``): one message per row.
     timeout
         How long librdkafka tries to deliver a message (``message.timeout.ms``) before its
         report says it failed: a broker that went away fails a batch after this.
@@ -239,9 +232,6 @@ def to_kafka(frame: StreamingFrame, topic: str, bootstrap: str = "127.0.0.1:9092
     if key is not None and key not in frame.columns:
         msg = (f"{where}: key {key!r} is not a column of frame {frame.name!r}; "
                f"columns {list(frame.columns)!r}")
-        raise ConfigError(msg)
-    if encoder not in ("json", "msgpack"):
-        msg = f"{where}: `encoder` must be 'json' or 'msgpack'; got {encoder!r}"
         raise ConfigError(msg)
     if sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
         msg = (f"{where}: `sasl_mechanism` must be 'PLAIN', 'SCRAM-SHA-256' or "

@@ -1,27 +1,27 @@
-"""Broker sinks: NATS (core or JetStream), MQTT and AMQP; one JSON message per row."""
+"""Broker sinks: NATS (core or JetStream), MQTT and AMQP; one message per row (JSON by default).
+
+``encoder=`` picks the format: ``"json"``, ``"msgpack"``, ``"arrow"`` (one Arrow IPC stream
+per batch), ``"avro"`` (one Avro object container per batch), or a format object of
+:mod:`rtnb.formats` (``protobuf(Message)``, ``avro(schema)``: one message per row).
+"""
 
 from __future__ import annotations
 
-import json
 import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pandas as pd
 
+from rtnb._formats import Format
 from rtnb._net import mask_url, require, secret, tls_context
 from rtnb.errors import ConfigError
-from rtnb.sinks._core import Sink
-from rtnb.sinks.targets import records
+from rtnb.sinks._core import Sink, make_encoder
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
 
 __all__ = ["AmqpSink", "MqttSink", "NatsSink", "to_amqp", "to_mqtt", "to_nats"]
-
-
-def _messages(batch: pd.DataFrame) -> list[bytes]:
-    return [json.dumps(r).encode() for r in records(batch)]
 
 
 class NatsSink(Sink):
@@ -34,8 +34,10 @@ class NatsSink(Sink):
     kind = "nats"
 
     def __init__(self, frame: StreamingFrame, subject: str, url: str, *, jetstream: bool,
-                 connect: dict[str, Any], **options: Any) -> None:
+                 connect: dict[str, Any], encoder: str | Format = "json",
+                 **options: Any) -> None:
         super().__init__(frame, **options)
+        self.encoder = make_encoder(encoder, frame.example, f"nats sink {self.name!r}")
         self._nats = require("nats", "nats")
         self.subject, self.url, self.jetstream = subject, url, jetstream
         self._connect = connect
@@ -51,13 +53,14 @@ class NatsSink(Sink):
         try:
             if self.jetstream:
                 js = self._nc.jetstream()
-                for row_id, message in zip(self.row_ids(batch), _messages(batch), strict=True):
+                for message in self.messages(batch):
                     # Nats-Msg-Id: JetStream drops a repeat of the same row (a retry, a
                     # restart from a checkpoint) within its duplicate window
-                    await js.publish(self.subject, message, headers={"Nats-Msg-Id": row_id})
+                    await js.publish(self.subject, message.payload,
+                                     headers={"Nats-Msg-Id": message.id})
             else:
-                for message in _messages(batch):
-                    await self._nc.publish(self.subject, message)
+                for message in self.messages(batch):
+                    await self._nc.publish(self.subject, message.payload)
                 await self._nc.flush()
         except Exception:
             nc, self._nc = self._nc, None
@@ -75,11 +78,13 @@ def to_nats(frame: StreamingFrame, subject: str, url: str = "nats://127.0.0.1:42
             password_env: str | None = None, token: str | None = None,
             token_env: str | None = None, tls: bool | ssl.SSLContext | None = None,
             ca: str | None = None, cert: str | None = None, key: str | None = None,
-            name: str | None = None, **options: Any) -> NatsSink:
-    """Publish every row as a JSON message on a NATS subject.
+            encoder: str | Format = "json", name: str | None = None,
+            **options: Any) -> NatsSink:
+    """Publish every row as a message on a NATS subject (JSON unless ``encoder=``).
 
     ``jetstream=True`` waits for the stream's acks and de-duplicates retried batches through
-    ``Nats-Msg-Id``.
+    ``Nats-Msg-Id``. ``encoder``: ``"json"``, ``"msgpack"``, ``"arrow"``, ``"avro"`` or a
+    format of :mod:`rtnb.formats` (the module docstring of :mod:`rtnb.sinks.brokers`).
 
     Examples
     --------
@@ -101,7 +106,7 @@ def to_nats(frame: StreamingFrame, subject: str, url: str = "nats://127.0.0.1:42
     if context is not None:
         connect["tls"] = context
     return NatsSink(frame, subject, url, jetstream=jetstream, connect=connect,
-                    name=name or f"{frame.name}.nats", **options)
+                    encoder=encoder, name=name or f"{frame.name}.nats", **options)
 
 
 class MqttSink(Sink):
@@ -110,8 +115,10 @@ class MqttSink(Sink):
     kind = "mqtt"
 
     def __init__(self, frame: StreamingFrame, topic: str, url: str, *, qos: int,
-                 retain: bool, connect: dict[str, Any], **options: Any) -> None:
+                 retain: bool, connect: dict[str, Any], encoder: str | Format = "json",
+                 **options: Any) -> None:
         super().__init__(frame, **options)
+        self.encoder = make_encoder(encoder, frame.example, f"mqtt sink {self.name!r}")
         self._aiomqtt = require("aiomqtt", "mqtt")
         self.topic, self.url, self.qos, self.retain = topic, url, qos, retain
         self._connect = connect
@@ -123,17 +130,21 @@ class MqttSink(Sink):
         parts = urlsplit(self.url)
         async with self._aiomqtt.Client(parts.hostname or "127.0.0.1", parts.port or 1883,
                                         **self._connect) as client:
-            for message in _messages(batch):
-                await client.publish(self.topic, message, qos=self.qos, retain=self.retain)
+            for message in self.messages(batch):
+                await client.publish(self.topic, message.payload, qos=self.qos,
+                                     retain=self.retain)
 
 
 def to_mqtt(frame: StreamingFrame, topic: str, url: str = "mqtt://127.0.0.1:1883", *,
             qos: int = 1, retain: bool = False, username: str | None = None,
             password: str | None = None, password_env: str | None = None,
             tls: bool | ssl.SSLContext | None = None, ca: str | None = None,
-            cert: str | None = None, key: str | None = None, name: str | None = None,
-            **options: Any) -> MqttSink:
-    """Publish every row as a JSON message on an MQTT topic.
+            cert: str | None = None, key: str | None = None, encoder: str | Format = "json",
+            name: str | None = None, **options: Any) -> MqttSink:
+    """Publish every row as a message on an MQTT topic (JSON unless ``encoder=``).
+
+    ``encoder``: ``"json"``, ``"msgpack"``, ``"arrow"``, ``"avro"`` or a format of
+    :mod:`rtnb.formats`.
 
     Examples
     --------
@@ -155,7 +166,7 @@ def to_mqtt(frame: StreamingFrame, topic: str, url: str = "mqtt://127.0.0.1:1883
     if context is not None:
         connect["tls_context"] = context
     return MqttSink(frame, topic, url, qos=qos, retain=retain, connect=connect,
-                    name=name or f"{frame.name}.mqtt", **options)
+                    encoder=encoder, name=name or f"{frame.name}.mqtt", **options)
 
 
 class AmqpSink(Sink):
@@ -165,8 +176,9 @@ class AmqpSink(Sink):
 
     def __init__(self, frame: StreamingFrame, url: str, *, exchange: str, routing_key: str,
                  ssl_context: ssl.SSLContext | None, password: str | None,
-                 **options: Any) -> None:
+                 encoder: str | Format = "json", **options: Any) -> None:
         super().__init__(frame, **options)
+        self.encoder = make_encoder(encoder, frame.example, f"amqp sink {self.name!r}")
         self._aio_pika = require("aio_pika", "amqp")
         self.url, self.exchange, self.routing_key = url, exchange, routing_key
         self._ssl = ssl_context
@@ -191,10 +203,10 @@ class AmqpSink(Sink):
         try:
             exchange = (await self._channel.get_exchange(self.exchange) if self.exchange
                         else self._channel.default_exchange)
-            for row_id, message in zip(self.row_ids(batch), _messages(batch), strict=True):
+            for message in self.messages(batch):
                 await exchange.publish(
-                    aio_pika.Message(message, content_type="application/json",
-                                     message_id=row_id,
+                    aio_pika.Message(message.payload, content_type=self.encoder.content_type,
+                                     message_id=message.id,
                                      delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                     routing_key=self.routing_key)
         except Exception:
@@ -211,10 +223,13 @@ def to_amqp(frame: StreamingFrame, url: str = "amqp://guest@127.0.0.1:5672/", *,
             exchange: str = "", routing_key: str, password: str | None = None,
             password_env: str | None = None, tls: bool | ssl.SSLContext | None = None,
             ca: str | None = None, cert: str | None = None, key: str | None = None,
-            name: str | None = None, **options: Any) -> AmqpSink:
-    """Publish every row as a persistent JSON message to an AMQP exchange.
+            encoder: str | Format = "json", name: str | None = None,
+            **options: Any) -> AmqpSink:
+    """Publish every row as a persistent message to an AMQP exchange (JSON by default).
 
-    The default exchange routes ``routing_key`` to the queue of that name.
+    The default exchange routes ``routing_key`` to the queue of that name. ``encoder``:
+    ``"json"``, ``"msgpack"``, ``"arrow"``, ``"avro"`` or a format of
+    :mod:`rtnb.formats`; the message's ``content_type`` says which.
 
     Examples
     --------
@@ -226,4 +241,4 @@ def to_amqp(frame: StreamingFrame, url: str = "amqp://guest@127.0.0.1:5672/", *,
     return AmqpSink(frame, url, exchange=exchange, routing_key=routing_key,
                     ssl_context=tls_context(tls, ca=ca, cert=cert, key=key),
                     password=secret(password, password_env, f"amqp sink {routing_key!r}"),
-                    name=name or f"{frame.name}.amqp", **options)
+                    encoder=encoder, name=name or f"{frame.name}.amqp", **options)

@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
+from rtnb._formats import Format, records
 from rtnb._net import mask_url, require, secret, tls_context
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError, SchemaError
 from rtnb.partitions import partition_of
-from rtnb.sinks._core import Sink
+from rtnb.sinks._core import Sink, make_encoder
 
 if TYPE_CHECKING:
     from rtnb.frame import StreamingFrame
@@ -27,24 +27,6 @@ __all__ = ["LogSink", "ParquetSink", "RedisStreamSink", "WebhookSink", "records"
            "to_log", "to_parquet", "to_redis_stream", "to_webhook"]
 
 log = logging.getLogger("rtnb")
-
-
-def records(batch: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts: times as ISO 8601 strings, missing values as ``None``.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> records(pd.DataFrame({"t": pd.to_datetime(["2026-01-01"]), "x": [float("nan")]}))
-    [{'t': '2026-01-01T00:00:00.000000000', 'x': None}]
-    """
-    frame = batch.copy()
-    for col, dtype in frame.dtypes.items():
-        if pd.api.types.is_datetime64_any_dtype(dtype):
-            frame[col] = np.datetime_as_string(frame[col].to_numpy(), unit="ns")
-    frame = frame.astype(object).where(frame.notna(), None)
-    out: list[dict[str, Any]] = frame.to_dict(orient="records")  # type: ignore[assignment]
-    return out
 
 
 def _fsync(path: Path) -> None:
@@ -333,7 +315,7 @@ def to_webhook(frame: StreamingFrame, url: str, *, headers: dict[str, str] | Non
 
 # -- Redis -----------------------------------------------------------------------------------
 class RedisStreamSink(Sink):
-    """``XADD`` of every row (field ``data``: the JSON record), pipelined per batch.
+    """``XADD`` of every row (field ``data``: the encoded record), pipelined per batch.
 
     With ``partitions=N`` each row goes to ``{stream}:{partition_of(row[key], N)}``, the
     streams ``rtnb.sources.redis_stream(stream, partitions=N)`` reads (one pipeline per batch
@@ -347,8 +329,10 @@ class RedisStreamSink(Sink):
 
     def __init__(self, frame: StreamingFrame, stream: str, url: str, *, field: str,
                  maxlen: int | None, password: str | None, partitions: int | None = None,
-                 key: str | None = None, **options: Any) -> None:
+                 key: str | None = None, encoder: str | Format = "json",
+                 **options: Any) -> None:
         super().__init__(frame, **options)
+        self.encoder = make_encoder(encoder, frame.example, f"redis sink {self.name!r}")
         self._redis = require("redis.asyncio", "redis")
         self.stream, self.url, self.field, self.maxlen = stream, url, field, maxlen
         self.partitions, self.key = partitions, key
@@ -384,9 +368,9 @@ class RedisStreamSink(Sink):
         client = self._connection()
         try:
             pipe = client.pipeline(transaction=False)
-            for target, row_id, record in zip(self._targets(batch), self.row_ids(batch),
-                                              records(batch), strict=True):
-                pipe.xadd(target, {self.field: json.dumps(record), "id": row_id},
+            targets = self._targets(batch)
+            for message in self.messages(batch, by=targets):
+                pipe.xadd(targets[message.first], {self.field: message.payload, "id": message.id},
                           maxlen=self.maxlen, approximate=self.maxlen is not None)
             await pipe.execute()
         except Exception:
@@ -438,8 +422,9 @@ def to_redis_stream(frame: StreamingFrame, stream: str, url: str = "redis://127.
                     *, field: str = "data", maxlen: int | None = None,
                     partitions: int | None = None, key: str | None = None,
                     password: str | None = None, password_env: str | None = None,
-                    name: str | None = None, **options: Any) -> RedisStreamSink:
-    """Append every row to a Redis stream as a JSON record in ``field``.
+                    encoder: str | Format = "json", name: str | None = None,
+                    **options: Any) -> RedisStreamSink:
+    """Append every row to a Redis stream as a JSON record in ``field`` (or ``encoder``).
 
     ``rtnb.sources.redis_stream`` reads it back; ``maxlen`` trims the stream (approximately).
     Each entry also carries ``id``, the row's id (:meth:`Sink.row_ids`), the same on a retry
@@ -456,6 +441,11 @@ def to_redis_stream(frame: StreamingFrame, stream: str, url: str = "redis://127.
         checkpoints (each partition's last entry) as for one stream.
     key
         The column that picks a row's partition (with ``partitions`` only).
+    encoder
+        ``"json"`` (default), ``"msgpack"``, ``"arrow"`` / ``"avro"`` (one entry per batch
+        and partition: an Arrow IPC stream, an Avro object container; its ``id`` made of
+        its rows'), or a format of :mod:`rtnb.formats` (one entry per row);
+        ``rtnb.sources.redis_stream(..., decoder=)`` with the same format reads it back.
 
     Raises
     ------
@@ -493,6 +483,6 @@ def to_redis_stream(frame: StreamingFrame, stream: str, url: str = "redis://127.
                f"`partitions` (e.g. partitions=4, key={key!r})")
         raise ConfigError(msg)
     return RedisStreamSink(frame, stream, url, field=field, maxlen=maxlen,
-                           partitions=partitions, key=key,
+                           partitions=partitions, key=key, encoder=encoder,
                            password=secret(password, password_env, f"redis sink {stream!r}"),
                            name=sink_name, **options)

@@ -712,7 +712,9 @@ def amqp(
         ``idle_timeout``). On a Dask cluster (``pipeline.run(cluster=...)``) each queue is
         read on a worker by an :class:`AmqpPartitionReader`, its only consumer.
     idle_timeout
-        With ``partitions``: how long a silent partition holds the others back.
+        With ``partitions``: how long a silent partition holds the others back. After a
+        quiet spell of every partition, each has it anew from the first message that comes
+        (so the partitions a producer writes a moment later are not taken for idle).
     max_drift
         With ``partitions``: how far (in event time) a partition may run ahead of the
         others before its deliveries wait until they catch up (``None``: only the buffer

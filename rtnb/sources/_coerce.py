@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import pandas as pd
 
-from rtnb import _frames
+from rtnb import _formats, _frames
 from rtnb.errors import ConfigError
 from rtnb.sources._decode import Record
 
@@ -226,13 +226,116 @@ def _fast_column(values: list[Any], dtype: Any, time_unit: TimeUnit) -> Any:
 _NS = np.dtype("datetime64[ns]")
 
 
-def coerce(records: list[Record], example: pd.DataFrame, *,
+def _fit_column(values: pd.Series, dtype: Any, time_unit: TimeUnit) -> Any:
+    """A decoded (typed) column as an array of ``dtype``; ``None`` unless every value fits.
+
+    The binary formats' fast path: typed arrays are converted as wholes. ``None`` sends the
+    batch to the row-by-row path, which names each value that does not fit.
+    """
+    kind = values.dtype
+    if isinstance(kind, pd.CategoricalDtype):
+        if kind == dtype:
+            return values.array
+        values = values.astype(object)
+        kind = values.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        if pd.api.types.is_datetime64_any_dtype(kind):
+            if values.hasnans:
+                return None  # a missing time: the source's own message
+            if isinstance(kind, pd.DatetimeTZDtype):
+                values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+            if len(values) and (values.min() < _TIME_MIN or values.max() > _TIME_MAX):
+                return None
+            ns = pd.DatetimeIndex(values).as_unit("ns")
+            if dtype == _NS:
+                return ns.to_numpy()
+            if isinstance(dtype, pd.DatetimeTZDtype):
+                return ns.tz_localize("UTC").tz_convert(dtype.tz).as_unit(dtype.unit).array
+            return ns.astype(dtype).array
+        if kind.kind in "iu" or (kind.kind == "f" and not values.hasnans):
+            return _fast_column(values.tolist(), dtype, time_unit)
+        return None
+    if pd.api.types.is_bool_dtype(dtype):
+        if not pd.api.types.is_bool_dtype(kind):
+            return None
+        if values.hasnans and isinstance(dtype, np.dtype):
+            return None  # a missing value in a numpy bool column: the row is bad
+        return values.to_numpy(dtype=bool) if isinstance(dtype, np.dtype) else \
+            values.astype(dtype).array
+    if pd.api.types.is_integer_dtype(dtype):
+        if kind.kind == "f":  # a nullable int read as floats: exact while integral
+            floats = values.to_numpy(dtype=np.float64)
+            present = floats[~np.isnan(floats)]
+            if not len(present) or (np.mod(present, 1) != 0).any() or \
+                    np.abs(present).max() >= 2 ** 53:
+                return None
+            values = pd.Series(pd.array(floats, dtype="Int64"))
+            kind = values.dtype
+        if not pd.api.types.is_integer_dtype(kind):
+            return None
+        if values.hasnans and isinstance(dtype, np.dtype):
+            return None
+        limits = np.iinfo(getattr(dtype, "numpy_dtype", dtype))
+        if len(values) and (values.min() < limits.min or values.max() > limits.max):
+            return None
+        return values.to_numpy(dtype=dtype) if isinstance(dtype, np.dtype) else \
+            values.astype(dtype).array
+    if pd.api.types.is_float_dtype(dtype):
+        if kind.kind not in "iuf" and not (pd.api.types.is_integer_dtype(kind)
+                                           or pd.api.types.is_float_dtype(kind)):
+            return None
+        floats = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(floats).any():
+            return None
+        return floats.astype(dtype) if isinstance(dtype, np.dtype) else \
+            pd.array(floats, dtype=dtype)
+    # strings and categories: text (or a missing value) only
+    if not (pd.api.types.is_string_dtype(kind) and
+            pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty")):
+        return None
+    if isinstance(dtype, pd.CategoricalDtype):
+        missing = values.isna().to_numpy()
+        codes = dtype.categories.get_indexer(pd.Index(values.to_numpy(dtype=object),
+                                                      dtype=object))
+        if ((codes < 0) & ~missing).any():
+            return None
+        codes[missing] = -1
+        return pd.Categorical.from_codes(codes, dtype=dtype)
+    if dtype == np.dtype(object):
+        return values.to_numpy(dtype=object)
+    return values.astype(dtype).array
+
+
+def _coerce_columns(frame: pd.DataFrame, example: pd.DataFrame,
+                    time_unit: TimeUnit) -> pd.DataFrame | None:
+    """:func:`coerce` of decoded columns when every value fits; ``None`` otherwise."""
+    if not len(frame) and not len(frame.columns):
+        return example.iloc[:0].reset_index(drop=True)
+    types = _frames.dtypes(example)
+    arrays = []
+    for col, dtype in zip(example.columns, types, strict=True):
+        name = str(col)
+        if name not in frame.columns:
+            return None
+        array = _fit_column(frame[name].reset_index(drop=True), dtype, time_unit)
+        if array is None:
+            return None
+        arrays.append(array)
+    out = _frames.from_arrays(example.columns, arrays)
+    if _frames.dtypes(out) != types:
+        out = pd.DataFrame({str(c): pd.Series(a).astype(t) for c, a, t in
+                            zip(example.columns, arrays, types, strict=True)})
+    return out
+
+
+def coerce(records: list[Record] | _formats.Columns, example: pd.DataFrame, *,
            time_unit: TimeUnit = "s") -> tuple[pd.DataFrame, np.ndarray[Any, Any], list[str]]:
     """Build the example's columns from decoded records; say which rows do not fit and why.
 
     Numbers arriving as strings are converted (``"2.5"``, ``"7"``); a value that cannot be
     converted, a missing value in an integer or boolean column, or a missing field, makes
-    its row bad. Booleans are not numbers: ``true`` in a number or time column is bad, not
+    its row bad (pandas' nullable ``Int64`` ... and ``boolean`` columns hold it as
+    ``<NA>``). Booleans are not numbers: ``true`` in a number or time column is bad, not
     1. Datetime columns accept ISO 8601 strings and numbers (epoch ``time_unit``) within
     what ``datetime64[ns]`` holds (1677-09-21 .. 2262-04-11); a missing time is left to the
     caller (a source makes it a dead letter with the message). In float columns ``None``,
@@ -255,7 +358,16 @@ def coerce(records: list[Record], example: pd.DataFrame, *,
     0 2026-01-01  3
     >>> bad.tolist(), reasons
     ([False, True], ["column 'n' (int64): 'x' is not a number"])
+
+    ``records`` may also be :class:`~rtnb._formats.Columns` (what a binary format decodes):
+    each column is then converted as a whole when its values fit (typed arrays, no Python
+    object per value), and otherwise as the same records as dicts would be.
     """
+    if isinstance(records, _formats.Columns):
+        whole = _coerce_columns(records.frame, example, time_unit)
+        if whole is not None:
+            return whole, np.zeros(len(whole), dtype=bool), []
+        records = records.records()
     n = len(records)
     if n:
         arrays = []
@@ -319,12 +431,17 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
                        "False": False, "1": True, "0": False}
             conv = values.map(lambda v, m=mapping: m.get(v) if isinstance(v, bool | int | str)
                               else None)
-            mark(missing, name, dtype, "missing")
-            mark(conv.isna().to_numpy(), name, dtype, "is not a boolean")
+            nullable = not isinstance(dtype, np.dtype)  # pandas' "boolean" holds <NA>
+            if not nullable:
+                mark(missing, name, dtype, "missing")
+            mark(conv.isna().to_numpy() & ~(missing & nullable), name, dtype,
+                 "is not a boolean")
             out[name] = conv
         elif pd.api.types.is_integer_dtype(dtype):
             conv, huge = _to_number(values)
-            mark(missing, name, dtype, "missing")
+            nullable = not isinstance(dtype, np.dtype)  # pandas' Int64 ... hold <NA>
+            if not nullable:
+                mark(missing, name, dtype, "missing")
             limits = np.iinfo(getattr(dtype, "numpy_dtype", dtype))
             as_float = conv.fillna(0).to_numpy(dtype=float)
             if conv.dtype.kind in "iu":
@@ -339,7 +456,8 @@ def _coerce_general(records: list[Record], example: pd.DataFrame,
                         conv.iloc[i] = exact
                         outside[i] = exact is None or not limits.min <= exact <= limits.max
             mark(huge | outside, name, dtype, f"is out of range for {dtype}")
-            mark(conv.isna().to_numpy(), name, dtype, "is not a number")
+            mark(conv.isna().to_numpy() & ~(missing & nullable), name, dtype,
+                 "is not a number")
             finite = np.where(np.isfinite(as_float), as_float, 0.0)  # infinities: above
             mark(conv.notna().to_numpy() & (np.mod(finite, 1) != 0), name, dtype,
                  "is not an integer")

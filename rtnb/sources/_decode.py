@@ -16,6 +16,7 @@ from typing import Any, TypeAlias, cast
 
 import pandas as pd
 
+from rtnb import _formats
 from rtnb._net import require
 from rtnb.errors import ConfigError
 
@@ -24,7 +25,9 @@ __all__ = ["CsvDecoder", "Decoder", "FunctionDecoder", "JsonDecoder", "MsgpackDe
 
 Payload: TypeAlias = bytes | str
 Record: TypeAlias = dict[str, Any]
-Decoded: TypeAlias = tuple[list[Record], list[int], list[tuple[int, str]]]
+#: A batch's records (dicts, or :class:`~rtnb._formats.Columns` from a binary format), the
+#: payload index of each record, and ``(payload index, reason)`` of the payloads that failed.
+Decoded: TypeAlias = tuple[_formats.Records, list[int], list[tuple[int, str]]]
 DECODE_ERRORS = (ValueError, UnicodeDecodeError, TypeError)
 
 
@@ -273,9 +276,15 @@ class FunctionDecoder(Decoder):
         return _records(self.func(payload), f"the result of {self.name}()")
 
 
-def make_decoder(decoder: str | Decoder | Callable[[Payload], Any],
-                 example: pd.DataFrame) -> Decoder:
-    """``"json"``, ``"msgpack"``, ``"csv"``, a :class:`Decoder` or a function.
+def make_decoder(decoder: str | Decoder | _formats.Format | Callable[[Payload], Any],
+                 example: pd.DataFrame) -> Decoder | _formats.Format:
+    """``"json"``, ``"msgpack"``, ``"csv"``, ``"arrow"``, ``"avro"``, a decoder or a function.
+
+    A binary format (:mod:`rtnb.formats`) is checked against ``example`` here: a schema
+    that cannot hold the example's columns is a :class:`~rtnb.ConfigError` when the source
+    is built. ``"arrow"`` reads Arrow IPC streams or files; ``"avro"`` Avro object
+    containers (the schema travels with the data); schemaless Avro and Protobuf need
+    their schema: ``rtnb.formats.avro(schema)``, ``rtnb.formats.protobuf(MessageClass)``.
 
     Examples
     --------
@@ -285,9 +294,13 @@ def make_decoder(decoder: str | Decoder | Callable[[Payload], Any],
     [{'a': 1}]
     >>> make_decoder("csv", ex).decode("2.5")
     [{'a': '2.5'}]
+    >>> make_decoder("arrow", ex)
+    <arrow format>
     """
     if isinstance(decoder, Decoder):
         return decoder
+    if isinstance(decoder, _formats.Format):
+        return decoder.bind(example)
     if callable(decoder):
         return FunctionDecoder(decoder)
     if decoder == "json":
@@ -296,5 +309,11 @@ def make_decoder(decoder: str | Decoder | Callable[[Payload], Any],
         return MsgpackDecoder()
     if decoder == "csv":
         return CsvDecoder([str(c) for c in example.columns])
-    msg = f"decoder must be 'json', 'msgpack', 'csv' or a function; got {decoder!r}"
+    if decoder == "arrow":
+        return _formats.ArrowFormat().bind(example)
+    if decoder == "avro":
+        return _formats.AvroFormat().bind(example)
+    msg = (f"decoder must be 'json', 'msgpack', 'csv', 'arrow', 'avro', a format of "
+           f"rtnb.formats (protobuf(MessageClass), avro(schema)) or a function; "
+           f"got {decoder!r}")
     raise ConfigError(msg)

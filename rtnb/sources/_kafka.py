@@ -684,9 +684,21 @@ def _cancelled() -> bool:
 
 
 async def _release(consumer: Any) -> None:
-    """Stop an aiokafka consumer; what it raises on a lost cluster is not our error."""
+    """Stop an aiokafka consumer and close its connections (errors on a lost cluster: logged).
+
+    ``stop()`` closes the client's connections last: when a step before raises (the
+    fetcher awaits the pending tasks it cancelled, so their cancellation escapes; the
+    coordinator's errors on a lost cluster), the sockets stayed open until garbage
+    collection closed them, with a ResourceWarning wherever that happened. The client is
+    closed here whatever ``stop()`` did (closing it twice is harmless).
+    """
     try:
-        await consumer.stop()
+        try:
+            await consumer.stop()
+        finally:
+            client = getattr(consumer, "_client", None)
+            if client is not None:
+                await client.close()
     except asyncio.CancelledError:  # aiokafka's own fetch task, cancelled by stop()
         if _cancelled():
             raise

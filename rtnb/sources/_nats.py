@@ -989,7 +989,9 @@ def nats(
         (``pipeline.run(cluster=...)``) each partition is read on a worker by a
         :class:`NatsPartitionReader`.
     idle_timeout
-        With ``partitions``: how long a silent partition holds the others back.
+        With ``partitions``: how long a silent partition holds the others back. After a
+        quiet spell of every partition, each has it anew from the first message that comes
+        (so the partitions a producer writes a moment later are not taken for idle).
     max_drift
         With ``partitions``: how far (in event time) a partition may run ahead of the
         others before it is no longer pulled until they catch up (``None``: only the

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeAlias, TypeVar
 
+from rtnb._formats import Format
 from rtnb._net import Backoff, secret, tls_context
 from rtnb._time import DurationLike, to_ns
 from rtnb.errors import ConfigError
@@ -26,7 +27,7 @@ __all__ = ["DecoderLike", "Policy", "SourceOptions", "TlsOptions", "bearer_heade
            "check_capacity", "check_policy"]
 
 Policy: TypeAlias = Literal["block", "drop_oldest", "sample"]
-DecoderLike: TypeAlias = str | Decoder | Callable[[Payload], Any]
+DecoderLike: TypeAlias = str | Decoder | Format | Callable[[Payload], Any]
 _O = TypeVar("_O", "SourceOptions", "TlsOptions")
 
 
@@ -83,7 +84,9 @@ class SourceOptions:
     decoder
         How a payload becomes records: ``"json"`` (an object, an array of objects or JSON
         lines; the default), ``"msgpack"``, ``"csv"`` (fields in the example's column
-        order), a ``Decoder`` or a function ``payload -> dict | list[dict]``.
+        order), a ``Decoder`` or a function ``payload -> dict | list[dict]``. Binary:
+        ``"arrow"`` (Arrow IPC), ``"avro"`` (Avro object containers) or a format of
+        :mod:`rtnb.formats` (``protobuf(MessageClass)``, ``avro(schema)``).
     time_unit
         The epoch unit of numeric times (``"s"``, the default, ``"ms"``, ``"us"``,
         ``"ns"``); strings are parsed as ISO 8601.

@@ -415,6 +415,22 @@ class RedisPartitionReader:
         return [(_payload(fields or {}, self.field, self._field_key), eid.decode())
                 for eid, fields in entries]
 
+    @property
+    def retry_on(self) -> tuple[type[BaseException], ...]:
+        """The errors that mean "Redis cannot be reached now": the step retries later."""
+        exceptions = require("redis.exceptions", "redis")
+        return (OSError, exceptions.ConnectionError, exceptions.TimeoutError)
+
+    def reconnect(self) -> None:
+        """Drop the connection; read the unacknowledged entries first again.
+
+        Those are the entries Redis delivered to this consumer and nobody acknowledged: a
+        reply lost with the connection is among them.
+        """
+        self.close()
+        if self.group is not None:
+            self._cursor = "0"
+
     @staticmethod
     def order(position: str) -> tuple[int, int]:
         """A position's place in the partition (entry ids compare as (ms, seq))."""
@@ -594,7 +610,9 @@ def redis_stream(
         least as new (or has been silent for ``idle_timeout``), so no partition's rows turn
         late because another was read ahead (Flink's minimum watermark over its inputs).
     idle_timeout
-        With ``partitions``: how long a silent partition holds the others back.
+        With ``partitions``: how long a silent partition holds the others back. After a
+        quiet spell of every partition, each has it anew from the first message that comes
+        (so the partitions a producer writes a moment later are not taken for idle).
     max_drift
         With ``partitions``: how far (in event time) a partition may run ahead of the
         others before it is no longer read until they catch up; it bounds what the

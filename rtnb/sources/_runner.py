@@ -638,6 +638,14 @@ class BufferedSource:
         owner = np.asarray(good_owner, dtype=np.intp)
         row_part = part[owner] if len(owner) else np.zeros(0, dtype=np.int64)
         fresh = np.bincount(part[held:], minlength=n)
+        if fresh.any() and not held and self._heard and not any(
+                now - self._heard.get(p, self._aligning_since) < self.idle_timeout_s
+                for p in range(n)):
+            # messages again after every partition went quiet (none held back, all silent
+            # for idle_timeout): each one gets a whole idle_timeout from now to bring its
+            # part (a producer writes the partitions one after the other; the first one
+            # read must not make the others' rows late)
+            self._heard.update(dict.fromkeys(range(n), now))
         counts = dict(self.stats.partition_messages or {})
         for p in np.flatnonzero(fresh):
             self._heard[int(p)] = now

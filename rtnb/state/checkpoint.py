@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtnb.errors import CheckpointError
+from rtnb.sources.base import source_kind
 
 if TYPE_CHECKING:
     from rtnb.pipeline import Pipeline
@@ -64,29 +65,6 @@ _SCHEMA = (f"CREATE TABLE IF NOT EXISTS {_TABLE} (pipeline TEXT PRIMARY KEY, "
            "version INTEGER NOT NULL, fingerprint TEXT NOT NULL, source TEXT NOT NULL, "
            "position BLOB NOT NULL, state BLOB NOT NULL, finished INTEGER NOT NULL, "
            "saved_at REAL NOT NULL)")
-
-def source_kind(source: Any) -> str:
-    """How a run from a checkpoint resumes ``source``: replay, recorded, broker or live.
-
-    Each source type says it (``resume_kind()``); raises :class:`~rtnb.CheckpointError` for a
-    source that cannot resume.
-
-    Examples
-    --------
-    >>> import pandas as pd, rtnb
-    >>> src = rtnb.sources.replay(pd.DataFrame({"timestamp": pd.to_datetime(["2026-01-01"])}))
-    >>> source_kind(src.source)
-    'replay'
-    """
-    resume_kind = getattr(source, "resume_kind", None)
-    if resume_kind is None:
-        name = getattr(source, "name", type(source).__name__)
-        msg = (f"source {name!r} ({type(source).__name__}) is not supported by checkpoints: "
-               "it does not say how it resumes (resume_kind())")
-        raise CheckpointError(msg)
-    kind: str = resume_kind()
-    return kind
-
 
 def _source_of(pipeline: Pipeline) -> Any:
     """The pipeline's source, under any wrapper that says so (``wraps_source``, ``inner``)."""

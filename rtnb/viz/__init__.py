@@ -13,16 +13,18 @@ from typing import TYPE_CHECKING, Any
 from rtnb import _record
 
 if TYPE_CHECKING:
+    from rtnb.viz._diff import DiffPlot
     from rtnb.viz._schedule import Scheduler
     from rtnb.viz.layout import Dashboard
     from rtnb.viz.plots import BarView, LineView, PlotAccessor, TableView, View, XYView
     from rtnb.viz.status import Status
 
-__all__ = ["BarView", "Dashboard", "LineView", "PlotAccessor", "Scheduler", "Status",
-           "TableView", "View", "XYView", "dashboard"]
+__all__ = ["BarView", "Dashboard", "DiffPlot", "LineView", "PlotAccessor", "Scheduler",
+           "Status", "TableView", "View", "XYView", "dashboard"]
 
 #: Where each name is defined; the module is imported the first time the name is asked for.
 _LAZY = {"BarView": "rtnb.viz.plots", "Dashboard": "rtnb.viz.layout",
+         "DiffPlot": "rtnb.viz._diff",
          "LineView": "rtnb.viz.plots", "PlotAccessor": "rtnb.viz.plots",
          "Scheduler": "rtnb.viz._schedule",
          "Status": "rtnb.viz.status", "TableView": "rtnb.viz.plots", "View": "rtnb.viz.plots",

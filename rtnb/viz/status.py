@@ -49,6 +49,43 @@ def _fmt_lag(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _fmt_eta(seconds: float) -> str:
+    """Seconds left, rounded for people: 40 s, 4.5 min, 2.1 h.
+
+    Examples
+    --------
+    >>> [_fmt_eta(x) for x in (0.4, 39.6, 270.0, 7560.0)]
+    ['0 s', '40 s', '4.5 min', '2.1 h']
+    """
+    return f"{seconds:.0f} s" if seconds < 60 else _fmt_lag(seconds)
+
+
+def _phase_text(snap: dict[str, Any]) -> str | None:
+    """A backfilling source's phase: ``backfilling 63 % (ETA 40 s)``, then ``live``.
+
+    Examples
+    --------
+    >>> _phase_text({"phase": "history", "progress": 0.634, "eta_s": 40.2})
+    'backfilling 63 % (ETA 40 s)'
+    >>> _phase_text({"phase": "history", "progress": None, "eta_s": None})
+    'backfilling'
+    >>> _phase_text({"phase": "live", "progress": None, "eta_s": None})
+    'live'
+    >>> _phase_text({"phase": None}) is None
+    True
+    """
+    phase = snap.get("phase")
+    if phase is None:
+        return None
+    if phase != "history":
+        return str(phase)
+    progress, eta = snap.get("progress"), snap.get("eta_s")
+    if progress is None:
+        return "backfilling"
+    return f"backfilling {progress * 100:.0f} %" + ("" if eta is None else
+                                                    f" (ETA {_fmt_eta(eta)})")
+
+
 def _fmt_seconds(s: float | None) -> str:
     if s is None or not np.isfinite(s):
         return "-"
@@ -131,7 +168,9 @@ class Status:
     reports one; for a partitioned source each partition's lag and, when the pipeline runs
     on a Dask cluster, the worker reading it and a link to the Dask dashboard; once a page
     acknowledges the plots' updates, how many updates (and Bokeh messages) the page is
-    behind. :meth:`snapshot` returns the same figures as a dict.
+    behind; for a :func:`~rtnb.sources.hybrid` source its phase, ``backfilling 63 % (ETA
+    40 s)`` while it reads its history, then ``live``. :meth:`snapshot` returns the same
+    figures as a dict.
 
     Parameters
     ----------
@@ -250,7 +289,11 @@ class Status:
                               for k, v in by_partition.items()}
         graph = self.root.graph
         progress, eta = self._progress(rate_in)
+        if snap.phase is not None:  # a hybrid source: its history's share, not a replay's
+            progress, eta = (snap.backfill, snap.backfill_eta_s) if snap.phase == "history" \
+                else (None, None)
         return {
+            "phase": snap.phase,
             "dashboard_link": self._dashboard_link(),
             "progress": progress,
             "eta_s": eta,
@@ -290,6 +333,7 @@ class Status:
         cells = [
             ("state", snap["state"] if snap["error"] is None
              else f"{snap['state']}: {snap['error']}"),
+            *([("phase", phase)] if (phase := _phase_text(snap)) is not None else []),
             ("events in", f"{snap['events_in']:,} · {_fmt_rate(snap['events_in_per_s'])}"),
             ("rows to views", f"{snap['rows_out']:,} · {_fmt_rate(snap['rows_out_per_s'])}"),
             ("latency p50 / p99", f"{_fmt_seconds(snap['latency_p50_s'])} / "
@@ -352,13 +396,15 @@ class Status:
         if snap.get("error") is not None:
             return f"{said}: {snap['error']}"
         live = state in ("running", "paused")
-        parts = [f"{snap['events_in']:,} events" + (" so far" if live else "")
+        phase = _phase_text(snap) if live else None
+        parts = [] if phase is None else [phase]
+        parts += [f"{snap['events_in']:,} events" + (" so far" if live else "")
                  + (f", {_fmt_rate(snap['events_in_per_s'])}" if state == "running" else "")]
         p50 = snap.get("latency_p50_s")
         if p50 is not None and np.isfinite(p50) and state == "running":
             parts.append(f"plots follow {_fmt_lag(p50)} behind the data")
         progress = snap.get("progress")
-        if progress is not None and state in ("running", "paused"):
+        if progress is not None and live and phase is None:
             eta = snap.get("eta_s")
             parts.append(f"{progress:.0%} of the replay"
                          + ("" if eta is None else f" (about {_fmt_lag(eta)} left)"))

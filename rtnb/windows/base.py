@@ -20,11 +20,11 @@ from pandas.core.internals.blocks import (  # type: ignore[import-not-found]
 )
 from pandas.core.internals.managers import BlockManager  # type: ignore[import-not-found]
 
-from rtnb._frames import ColumnReader, column, from_manager
+from rtnb._frames import ColumnReader, column, from_manager, manager
 from rtnb.aggregations import Aggregation
 from rtnb.windows.keys import KeyRegistry
 
-__all__ = ["NO_WATERMARK", "AggSpec", "FrameLayout", "KeyedEngine", "WindowOutput",
+__all__ = ["NOTHING", "NO_WATERMARK", "AggSpec", "FrameLayout", "KeyedEngine", "WindowOutput",
            "build_frame", "restore_attributes", "snapshot_attributes", "time_ns"]
 
 NO_WATERMARK = int(np.iinfo(np.int64).min)
@@ -51,6 +51,10 @@ class WindowOutput:
     def rows(self) -> pd.DataFrame | None:
         """The emitted windows: what every stateful operator's output calls ``rows``."""
         return self.windows
+
+
+#: A batch that emitted nothing and had no late row (shared: an output is never changed).
+NOTHING = WindowOutput(None, None)
 
 
 def snapshot_attributes(engine: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -220,9 +224,8 @@ class FrameLayout:
                 else:
                     if self._sizes[0] != n:
                         self._sizes = (n, pd.RangeIndex(n))
-                    return from_manager(BlockManager(blocks, [self.columns.view(),
-                                                        self._sizes[1].view()],
-                                               verify_integrity=False))
+                    return from_manager(manager(blocks, [self.columns.view(),
+                                                         self._sizes[1].view()]))
         columns: dict[str, Any] = {"window_start": times[0].view(_NS),
                                    "window_end": times[1].view(_NS)}
         columns.update(zip(self.by, keys, strict=True))

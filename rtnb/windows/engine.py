@@ -43,6 +43,7 @@ from rtnb.aggregations import (
 from rtnb.windows.base import (
     END_OF_STREAM,
     NO_WATERMARK,
+    NOTHING,
     AggSpec,
     FrameLayout,
     KeyedEngine,
@@ -60,6 +61,7 @@ _FUSED: dict[type, str] = {Count: "count", Sum: "sum", Mean: "mean", Min: "min",
 _NO_INTS = np.zeros(0, dtype=np.int64)
 _NO_BOOLS = np.zeros(0, dtype=np.bool_)
 _NO_FLOATS = np.zeros((0, 0))
+_INT64 = np.dtype(np.int64)
 _MIN_TABLE = 64
 
 
@@ -299,11 +301,17 @@ class WindowAggregator(KeyedEngine):
     # -- processing ------------------------------------------------------------------------
     def process(self, batch: pd.DataFrame) -> WindowOutput:
         """Fold one micro-batch in; return the windows it closed (or updated) and late rows."""
-        t = np.ascontiguousarray(self._times(batch), dtype=np.int64)
+        t = self._times(batch)
+        # the usual arrays (a row of the batch's time block, the codes just made) are passed
+        # as they are; anything else is made a contiguous int64 copy
+        if type(t) is not np.ndarray or t.dtype != _INT64 or not t.flags.c_contiguous:
+            t = np.ascontiguousarray(t, dtype=np.int64)
         n = len(t)  # a numpy length: len(batch) goes through pandas' index (~0.3 us)
         if n == 0:
-            return WindowOutput(None, None)
-        key = np.ascontiguousarray(self.keys.codes(batch), dtype=np.int64)
+            return NOTHING
+        key = self.keys.codes(batch)
+        if type(key) is not np.ndarray or key.dtype != _INT64 or not key.flags.c_contiguous:
+            key = np.ascontiguousarray(key, dtype=np.int64)
         values = self._matrix(batch, self._fused_cols, n)
         raw_in = self._matrix(batch, self._raw_columns, n)
         m, r = self._m, self._r
@@ -340,20 +348,22 @@ class WindowAggregator(KeyedEngine):
         if t_max != NO_WATERMARK:  # the watermark follows the rows folded into some window
             if t_max > self.max_time:
                 self.max_time = t_max
-            if not self.held:
-                self._watermark = max(self._watermark,
-                                      self.max_time - self.allowed_lateness_ns)
+            if not self.held and self.max_time - self.allowed_lateness_ns > self._watermark:
+                self._watermark = self.max_time - self.allowed_lateness_ns
         if self.held:  # windows close when the driver says (take_closed)
             return WindowOutput(None, late)
         if n_done or (track and m_new):
             return WindowOutput(self._close(), late)
-        return WindowOutput(None, late)
+        return NOTHING if late is None else WindowOutput(None, late)
 
     def _matrix(self, batch: pd.DataFrame, columns: list[str], n: int
                 ) -> npt.NDArray[np.float64]:
         """The ``columns`` of ``batch`` as rows of one C-contiguous float64 array."""
         if len(columns) == 1:
-            return np.ascontiguousarray(self._values(batch, columns[0])).reshape(1, n)
+            values = self._values(batch, columns[0])
+            if not values.flags.c_contiguous:
+                values = np.ascontiguousarray(values)
+            return values.reshape(1, n)
         if columns:
             return np.vstack([self._values(batch, c) for c in columns])
         return _NO_FLOATS

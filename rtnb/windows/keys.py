@@ -46,9 +46,18 @@ class KeyRegistry:
         self._read = ColumnReader(by[0]) if len(by) == 1 else None
         self._table: Any = None
         self._table_size = 0
+        #: How many keys are known (``len(self)``, kept as a number: engines compare it with
+        #: their per-key arrays on every batch).
+        self.size = 0 if by else 1
 
     def __len__(self) -> int:
-        return len(self._lookup) if self.by else 1
+        return self.size
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a registry pickled before ``size`` existed counts its keys again
+        self.__dict__.update(state)
+        if "size" not in state:
+            self.size = len(self._lookup) if self.by else 1
 
     def snapshot(self) -> dict[str, Any]:
         """The known keys and their codes, for a checkpoint.
@@ -71,6 +80,7 @@ class KeyRegistry:
             raise ValueError(msg)
         self._lookup = dict(state["lookup"])
         self._values = [list(v) for v in state["values"]]
+        self.size = len(self._lookup) if self.by else 1
         self._cache.clear()
         self._table = None
 
@@ -110,6 +120,7 @@ class KeyRegistry:
                 parts_of_key = key if len(self.by) > 1 else (key,)
                 for col, v in zip(self._values, parts_of_key, strict=True):
                     col.append(v)
+                self.size = len(lookup)
                 self._cache.clear()
             mapping[i] = code
         if self._plan is not None and (self._table is None or len(lookup) > self._table_size):
@@ -263,8 +274,10 @@ class _ArrowStringPlan(_Plan):
         n = len(chunk)
         _, offsets_buf, data_buf = chunk.buffers()
         seen = self._buffers
-        if seen is None or not _same_buffer(seen[0], offsets_buf) or not _same_buffer(
-                seen[1], data_buf):
+        # the same memory as the buffers kept (both buffers: address and size)
+        if seen is None or data_buf is None or seen[1] is None or \
+                offsets_buf.address != seen[0].address or offsets_buf.size != seen[0].size \
+                or data_buf.address != seen[1].address or data_buf.size != seen[1].size:
             # the buffers are the whole parent array's; this chunk's n + 1 offsets start at
             # its offset
             wide = pa.types.is_large_string(chunk.type)
@@ -279,13 +292,6 @@ class _ArrowStringPlan(_Plan):
                                    table.key_offsets, table.key_data, out):
             return None
         return out
-
-
-def _same_buffer(a: Any, b: Any) -> bool:
-    """Whether two Arrow buffers (or ``None``) are the same memory."""
-    if a is None or b is None:
-        return a is b
-    return a.address == b.address and a.size == b.size  # type: ignore[no-any-return]
 
 
 _NO_BYTES = np.zeros(0, dtype=np.uint8)

@@ -31,6 +31,7 @@ from rtnb.aggregations import State, concat_states, take_state
 from rtnb.windows.base import (
     END_OF_STREAM,
     NO_WATERMARK,
+    NOTHING,
     AggSpec,
     KeyedEngine,
     WindowOutput,
@@ -40,6 +41,7 @@ from rtnb.windows.engine import _FUSED, _fused_result, _fused_state, _restore_fu
 from rtnb.windows.specs import Session
 
 _NO_BOOLS = np.zeros(0, dtype=np.bool_)
+_INT64 = np.dtype(np.int64)
 
 __all__ = ["SessionAggregator"]
 
@@ -185,15 +187,19 @@ class SessionAggregator(KeyedEngine):
 
     def process(self, batch: pd.DataFrame) -> WindowOutput:
         """Fold one micro-batch in; return the sessions it closed (or updated) and late rows."""
+        if self._fast:
+            t = self._read_time(batch)
+            n = len(t)  # a numpy length: len(batch) goes through pandas' index
+            if n == 0:
+                return NOTHING
+            key = self.keys.codes(batch)
+            self._seq += n  # arrival numbers: only the general path's aggregations use them
+            if self.keys.size > len(self._head):  # new keys: room in the per-key arrays
+                self._grow_keys()
+            return self._process_fast(batch, t, key)
         n = len(batch)
         if n == 0:
             return WindowOutput(None, None)
-        if self._fast:
-            t = self._read_time(batch)
-            key = self.keys.codes(batch)
-            self._seq += n  # arrival numbers: only the general path's aggregations use them
-            self._grow_keys()
-            return self._process_fast(batch, t, key)
         t, seq, key = self._read(batch)
         self._grow_keys()
         late_mask = ((t + self.gap <= self._watermark) | (t < self._closed_end[key])
@@ -220,11 +226,18 @@ class SessionAggregator(KeyedEngine):
     def _process_fast(self, batch: pd.DataFrame, t: npt.NDArray[np.int64],
                       key: npt.NDArray[np.intp]) -> WindowOutput:
         n = len(t)
-        t = np.ascontiguousarray(t, dtype=np.int64)
-        key = np.ascontiguousarray(key, dtype=np.int64)
+        # the usual arrays (a row of the batch's time block, the codes just made) are passed
+        # as they are; anything else is made a contiguous int64 copy
+        if type(t) is not np.ndarray or t.dtype != _INT64 or not t.flags.c_contiguous:
+            t = np.ascontiguousarray(t, dtype=np.int64)
+        if type(key) is not np.ndarray or key.dtype != _INT64 or not key.flags.c_contiguous:
+            key = np.ascontiguousarray(key, dtype=np.int64)
         fcols = self._fused_cols
         if len(fcols) == 1:
-            values = np.ascontiguousarray(self._fused_values(batch, 0)).reshape(1, n)
+            values = self._fused_values(batch, 0)
+            if not values.flags.c_contiguous:
+                values = np.ascontiguousarray(values)
+            values = values.reshape(1, n)
         elif fcols:
             values = np.vstack([self._fused_values(batch, i) for i in range(len(fcols))])
         else:
@@ -244,10 +257,12 @@ class SessionAggregator(KeyedEngine):
             late = take(batch, late_mask)
             self.late_total += n_late
         if t_max != NO_WATERMARK:
-            self.max_time = max(self.max_time, t_max)
-            self._watermark = max(self._watermark, self.max_time - self.allowed_lateness_ns)
+            if t_max > self.max_time:
+                self.max_time = t_max
+            if self.max_time - self.allowed_lateness_ns > self._watermark:
+                self._watermark = self.max_time - self.allowed_lateness_ns
         if not (n_done or n_dead or self._track):
-            return WindowOutput(None, late)
+            return NOTHING if late is None else WindowOutput(None, late)
         done = np.zeros(m, dtype=bool)
         idx = None
         if n_done:

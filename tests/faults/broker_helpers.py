@@ -294,6 +294,8 @@ class Proxy:
         self.accepted = 0
         self._flowing = threading.Event()
         self._flowing.set()
+        self._replies = threading.Event()  # the server -> client direction alone
+        self._replies.set()
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -317,16 +319,19 @@ class Proxy:
             with self._lock:
                 self.accepted += 1
                 self._conns |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, gate in ((client, upstream, None), (upstream, client, self._replies)):
+                threading.Thread(target=self._pump, args=(a, b, gate), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket,
+              gate: threading.Event | None = None) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
                 self._flowing.wait()
+                if gate is not None:
+                    gate.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -365,9 +370,22 @@ class Proxy:
         finally:
             self._flowing.set()
 
+    def lose_replies(self, seconds: float) -> int:
+        """Let requests through but hold the server's replies for ``seconds``, then cut
+        every connection: the requests took effect on the server and their replies are
+        lost (a network failure at the worst moment). Returns how many were cut."""
+        self.stalls += 1
+        self._replies.clear()
+        try:
+            time.sleep(seconds)
+            return self.cut()
+        finally:
+            self._replies.set()
+
     def close(self) -> None:
         self._closed = True
         self._flowing.set()
+        self._replies.set()
         with contextlib.suppress(OSError):
             self._server.close()
         self.cut()

@@ -284,7 +284,10 @@ def test_redis_group_killed_5_times_equals_pandas_and_leaves_nothing_pending(
     """The stream is filled before the first run; one flush event per key, a minute after the
     data, closes every window of the data (a live source never ends: the last run is stopped
     with SIGTERM once the group has read everything, and its PEL must then be empty)."""
-    events = make_events(50_000, seed=16)  # the group reads faster than a paced replay
+    # the group reads faster than a paced replay (with hiredis, 50,000 events were read and
+    # acknowledged before the third of five kills): enough work for the kills to land in
+    # the middle of it
+    events = make_events(150_000, seed=16)
     stream = stream_names("in")
     flush_at = events["timestamp"].max().ceil(WINDOW) + pd.Timedelta("60s")
     flush = pd.DataFrame({"timestamp": flush_at, "key": sorted(events["key"].unique()),

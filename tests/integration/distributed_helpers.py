@@ -91,3 +91,55 @@ async def until(src: rtnb.StreamingFrame, done: Callable[[], bool], every: float
             await src.wait()  # re-raises the run's error
             pytest.fail(f"the run ended ({src.graph.state}) before the awaited moment")
         await asyncio.sleep(every)
+
+
+def killing_a_worker(make_source: Callable[[], rtnb.StreamingFrame], build: Build, *,
+                     max_rows: int, timeout: float = 180,
+                     ) -> tuple[list[pd.DataFrame], rtnb.Pipeline, rtnb.StreamingFrame]:
+    """Run ``build(make_source())`` on a LocalCluster of its own (2 single-threaded worker
+    processes); a third of the way through, two ticks or more after a checkpoint (so that the
+    rebuilt partitions restore state and re-read entries whose output was already sent),
+    kill -9 the worker reading partition 0. Returns each output, the pipeline and the
+    source's frame, once the run has ended."""
+    import os
+    import signal
+
+    import distributed
+
+    async def main() -> tuple[list[pd.DataFrame], rtnb.Pipeline, rtnb.StreamingFrame]:
+        async with distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster, \
+                distributed.Client(cluster, asynchronous=True) as client:
+            src = make_source()
+            outputs = build(src)
+            got = [f.collect() for f in outputs]
+            pipeline = rtnb.Pipeline(*outputs)
+            # checkpoints often enough that one is taken before a fast run ends (with one a
+            # second, an MQTT run read everything first in a fresh make test)
+            pipeline.start(cluster=cluster, max_rows=max_rows, checkpoint_every="300ms")
+            runner = pipeline.runner
+            total = src.source.max_events
+            # (two thirds through without two ticks after a checkpoint, a loaded machine
+            # checkpointing every tick: the kill comes then, still mid-run)
+            await until(src, lambda: src.source.stats.events >= total // 3
+                        and runner.checkpoint_tick is not None
+                        and (runner.ticks - runner.checkpoint_tick >= 2
+                             or src.source.stats.events >= 2 * total // 3), every=0.002)
+            victim = runner.workers[0]
+            pid = (await client.run(os.getpid, workers=[victim]))[victim]
+            os.kill(pid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(src.wait(), timeout)
+            except TimeoutError:  # say where the run stood (a slow machine, or a hang)
+                stats = src.source.stats
+                pytest.fail(f"the run did not end {timeout:.0f} s after the kill: "
+                            f"{stats.events}/{total} events, {runner.ticks} ticks, "
+                            f"{runner.recoveries} recoveries, held {sorted(runner.held)}, "
+                            f"frontier {runner.frontier}, newest {runner.newest}, workers "
+                            f"{runner.workers}")
+            return [collected(x, f) for x, f in zip(got, outputs, strict=True)], pipeline, src
+
+    got, pipeline, src = asyncio.run(main())
+    assert pipeline.runner.recoveries >= 1  # partition 0 at least was rebuilt
+    return got, pipeline, src

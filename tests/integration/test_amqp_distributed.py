@@ -19,11 +19,10 @@ import pytest
 from distributed_helpers import (
     EXAMPLE,
     assert_same,
-    collected,
+    killing_a_worker,
     metrics_rows,
     one_process,
     run_on,
-    until,
     windows,
 )
 from integration_helpers import service_or_skip
@@ -174,6 +173,7 @@ def test_windows_over_the_partitions_equal_one_process_and_pandas(
     assert counts(queue) == [(0, 0)] * N
 
 
+@pytest.mark.faults  # kill -9: runs with the fault tests (tools/run_tests.sh)
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
         queue: str, rows: pd.DataFrame) -> None:
     """kill -9 of the worker holding partition 0, a third of the way through, two ticks after
@@ -181,33 +181,11 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
     messages the broker requeued for the dead ones first, in order, and place the dead
     readers' positions by message id; the windows equal the one-process run and nothing is
     left in the queues at the end."""
-    import os
-    import signal
 
     produce(queue, rows, spread(rows))
 
-    async def main() -> tuple[list[pd.DataFrame], rtnb.Pipeline, rtnb.StreamingFrame]:
-        async with distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster, \
-                distributed.Client(cluster, asynchronous=True) as client:
-            src = source(queue, len(rows), prefetch=2_000)
-            outputs = windows(src)
-            got = [f.collect() for f in outputs]
-            pipeline = rtnb.Pipeline(*outputs)
-            pipeline.start(cluster=cluster, max_rows=60, checkpoint_every="1s")
-            runner = pipeline.runner
-            await until(src, lambda: src.source.stats.events >= len(rows) // 3
-                        and runner.checkpoint_tick is not None
-                        and runner.ticks - runner.checkpoint_tick == 2, every=0.002)
-            victim = runner.workers[0]
-            pid = (await client.run(os.getpid, workers=[victim]))[victim]
-            os.kill(pid, signal.SIGKILL)
-            await asyncio.wait_for(src.wait(), 120)
-            return [collected(x, f) for x, f in zip(got, outputs, strict=True)], pipeline, src
-
-    got, pipeline, src = asyncio.run(main())
-    assert pipeline.runner.recoveries >= 1
+    got, _, src = killing_a_worker(
+        lambda: source(queue, len(rows), prefetch=2_000), windows, max_rows=60)
     assert_same(got, one_process(rows, src.example, windows))
     assert src.source.stats.events == len(rows)
     assert counts(queue) == [(0, 0)] * N

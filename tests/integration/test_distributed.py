@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from distributed_helpers import (
     EXAMPLE,
     assert_same,
     collected,
+    killing_a_worker,
     metrics_rows,
     one_process,
     run_on,
@@ -186,6 +187,34 @@ def test_an_idle_partition_does_not_hold_windows_back(
     assert asyncio.run(windows_before_stop("1h")) == 0
 
 
+def test_after_a_quiet_spell_each_partition_has_idle_timeout_to_bring_its_part(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    """The first half is read and every partition goes quiet (idle); then the second half
+    arrives one partition at a time, 0.15 s apart (a producer writing its partitions in
+    turn; idle_timeout 1 s). The first partition read again must not make the others'
+    rows late (they were idle a moment ago): the windows equal the one-process run."""
+    parts = rtnb.partition_of(rows["seq"].astype(str), 4)
+    half = len(rows) // 2
+    produce(shared, stream, rows.iloc[:half], parts[:half])
+
+    src = source(stream, len(rows), 4, idle_timeout="1s")
+
+    async def run() -> list[pd.DataFrame]:
+        outputs = windows(src)
+        got = [f.collect() for f in outputs]
+        pipeline = rtnb.Pipeline(*outputs)
+        pipeline.start(cluster=cluster2)
+        await until(src, lambda: src.source.stats.events == half and pipeline.runner.quiet)
+        later, later_parts = rows.iloc[half:], parts[half:]
+        for p in range(4):
+            produce(shared, stream, later[later_parts == p], later_parts[later_parts == p])
+            await asyncio.sleep(0.15)
+        await src.wait()
+        return [collected(g, f) for g, f in zip(got, outputs, strict=True)]
+
+    assert_same(asyncio.run(run()), one_process(rows, src.example, windows))
+
+
 def test_a_partition_10x_faster_in_event_time_is_held_within_max_drift(
         shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
     """The hosts of partition 0 cover 10 times the event time of the others (20 h against
@@ -264,41 +293,18 @@ def both(sdf: rtnb.StreamingFrame) -> list[rtnb.StreamingFrame]:
     return [windows(sdf)[0], per_key(sdf)[1]]
 
 
+@pytest.mark.faults  # kill -9: runs with the fault tests (tools/run_tests.sh)
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
         shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
     """kill -9 of the worker holding partition 0, a third of the way through: its partitions
     are rebuilt on the other worker from their last checkpoint and re-read what came after
     it; windows (merged) and ZScore (whole on the workers) equal the one-process run."""
-    import os
-    import signal
 
     parts = rtnb.partition_of(rows["host"], 4)
     produce(shared, stream, rows, parts)
 
-    async def main() -> tuple[list[pd.DataFrame], rtnb.Pipeline, rtnb.StreamingFrame]:
-        async with distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster, \
-                distributed.Client(cluster, asynchronous=True) as client:
-            src = source(stream, len(rows), 4)
-            outputs = both(src)
-            got = [f.collect() for f in outputs]
-            pipeline = rtnb.Pipeline(*outputs)
-            pipeline.start(cluster=cluster, max_rows=60, checkpoint_every="1s")
-            runner = pipeline.runner
-            # a third of the way, two ticks after a checkpoint: the rebuilt partitions
-            # restore state and re-read entries whose output was already sent
-            await until(src, lambda: src.source.stats.events >= len(rows) // 3
-                        and runner.checkpoint_tick is not None
-                        and runner.ticks - runner.checkpoint_tick == 2, every=0.002)
-            victim = pipeline.runner.workers[0]
-            pid = (await client.run(os.getpid, workers=[victim]))[victim]
-            os.kill(pid, signal.SIGKILL)
-            await asyncio.wait_for(src.wait(), 240)
-            return [collected(g, f) for g, f in zip(got, outputs, strict=True)], pipeline, src
-
-    got, pipeline, src = asyncio.run(main())
-    assert pipeline.runner.recoveries >= 1  # partition 0 at least was rebuilt
+    got, _, src = killing_a_worker(
+        lambda: source(stream, len(rows), 4), both, max_rows=60, timeout=240)
     want = one_process(rows, src.example, both)
     for g, w in zip(got, want, strict=True):
         assert len(g) == len(w)
@@ -443,3 +449,96 @@ def test_checkpoints_that_cannot_be_written_acknowledge_nothing_and_a_stop_still
     assert int(got["n"].sum()) < len(head)
     pending = sum(shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] for p in range(2))
     assert pending == len(head)
+
+
+def test_param_changes_reach_the_workers_and_structural_ones_are_refused(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any) -> None:
+    """A filter's and a detector's Params moved mid-run (widgets drawn, as in a notebook):
+    the rows read after the change use the new values on every worker, as in one process
+    where the values change between the same two halves of the input. A Param that
+    reconfigures a window running on the workers is refused, and keeps its value."""
+    from rtnb.detect import Threshold
+
+    def build(busy: rtnb.Param, limit: rtnb.Param, size: rtnb.Param
+              ) -> Callable[[rtnb.StreamingFrame], list[rtnb.StreamingFrame]]:
+        def outputs(sdf: rtnb.StreamingFrame) -> list[rtnb.StreamingFrame]:
+            counts = sdf[sdf["cpu"] > busy].window(rtnb.tumbling(size), by="host").agg(
+                n=("cpu", "count"), high=("cpu", "max"))
+            flagged = sdf.detect(Threshold(upper=limit), on="latency_ms", by="host")
+            return [counts, flagged]
+        return outputs
+
+    def params() -> tuple[rtnb.Param, rtnb.Param, rtnb.Param]:
+        return (rtnb.Param(5.0, min=0.0, max=100.0, name="busy"),
+                rtnb.Param(120.0, min=0.0, max=1e4, name="limit"),
+                rtnb.Param("1min", min="30s", max="10min", name="size"))
+
+    parts = rtnb.partition_of(rows["host"], 4)
+    half = len(rows) // 2
+    produce(shared, stream, rows.iloc[:half], parts[:half])
+    busy, limit, size = params()
+    drawn = busy.widget, limit.widget  # a Param with its widget still travels to workers
+    assert all(w is not None for w in drawn)
+
+    async def main() -> tuple[list[pd.DataFrame], rtnb.StreamingFrame]:
+        src = source(stream, len(rows), 4)
+        outputs = build(busy, limit, size)(src)
+        got = [f.collect() for f in outputs]
+        pipeline = rtnb.Pipeline(*outputs)
+        pipeline.start(cluster=cluster2, max_rows=200)
+        await until(src, lambda: src.source.stats.events >= half)
+        busy.value, limit.value = 40.0, 300.0
+        with pytest.raises(ConfigError, match=r"'size'.*Dask workers"):
+            size.value = "2min"
+        # a change reaches each partition with its next step: the steps already submitted
+        # (which could read rows produced now) ran with the old values, as the batch being
+        # handled in one process does
+        tick = pipeline.runner.ticks
+        await until(src, lambda: pipeline.runner.ticks >= tick + 2)
+        produce(shared, stream, rows.iloc[half:], parts[half:])
+        await asyncio.wait_for(src.wait(), 240)
+        return [collected(g, f) for g, f in zip(got, outputs, strict=True)], src
+
+    got, src = asyncio.run(main())
+    assert size.value == pd.Timedelta("1min")
+    # one process: the same values change between the same two halves
+    ref_busy, ref_limit, ref_size = params()
+    sdf = rtnb.StreamingFrame(src.example, time="timestamp")
+    outputs = build(ref_busy, ref_limit, ref_size)(sdf)
+    outs = [f.collect() for f in outputs]
+    typed = rows.astype(src.example.dtypes.to_dict())
+    sdf.emit(typed.iloc[:half].reset_index(drop=True))
+    ref_busy.value, ref_limit.value = 40.0, 300.0
+    sdf.emit(typed.iloc[half:].reset_index(drop=True))
+    sdf.close()
+    want = [collected(o, f) for o, f in zip(outs, outputs, strict=True)]
+    for g, w in zip(got, want, strict=True):
+        assert len(g) == len(w) and len(g)
+        assert_frame_equal_unordered(g, w, rtol=1e-9)
+    # each half flagged with its own limit
+    latency = rows["latency_ms"]
+    flagged = (latency.iloc[:half] > 120.0).sum() + (latency.iloc[half:] > 300.0).sum()
+    assert got[1]["is_anomaly"].sum() == flagged != (latency > 120.0).sum()
+
+
+@pytest.mark.parametrize(("partitions", "max_rows", "n", "idle"), [
+    (16, 1, 1_500, "20ms"), (2, 100_000, None, "200ms")])
+def test_extreme_steps_and_many_partitions_equal_one_process(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any,
+        partitions: int, max_rows: int, n: int | None, idle: str) -> None:
+    """16 partitions read one message per step (most steps read nothing: the frontier
+    crawls), and 2 partitions each read whole in one step of up to 100,000 messages: the
+    windows equal the one-process run either way. The 16 partitions' idle_timeout (20 ms)
+    is shorter than any tick (a loaded machine's ticks are longer than a quiet one's): a
+    partition left out of the last events' shares, or whose read has not come back yet,
+    must not be taken for idle; only a read that found nothing makes it idle."""
+    rows = rows.iloc[:n]
+    parts = rtnb.partition_of(rows["seq"].astype(str), partitions)
+    assert len(set(parts.tolist())) == partitions
+    produce(shared, stream, rows, parts)
+    src = source(stream, len(rows), partitions, idle_timeout=idle)
+    _, got = run_on(cluster2, windows(src), max_rows=max_rows)
+    assert_same(got, one_process(rows, src.example, windows))
+    assert src.source.stats.events == len(rows)
+    for p in range(partitions):
+        assert shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] == 0

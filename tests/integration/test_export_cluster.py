@@ -362,6 +362,7 @@ def test_a_param_named_like_a_script_option_is_refused_at_export(tmp_path: Path,
     assert not (tmp_path / "monitor.py").exists()
 
 
+@pytest.mark.faults  # kill -9: runs with the fault tests (tools/run_tests.sh)
 def test_a_cluster_job_killed_with_kill_9_resumes_from_its_checkpoint_exactly(
         tmp_path: Path, shared: redis.Redis, streams: list[str], rows: pd.DataFrame,
         one_process: dict[str, pd.DataFrame]) -> None:

@@ -207,11 +207,13 @@ def test_max_drift_pauses_a_partition_that_runs_ahead_in_event_time(
         assert late == 0
         tm.assert_frame_equal(got.sort_values(["host", "timestamp"], ignore_index=True),
                               expected, check_dtype=False)
-    # aiokafka prefetches a partition in large chunks (here ~2,500 messages are held with
-    # max_drift, 4,100-6,000 without, over runs): the pause bounds less tightly than
-    # redis_stream's per-stream reads, but it bounds; and without the bound computed as of
-    # now (not as of the last batch), the paused partition was never resumed (a hang)
-    assert held["1min"] < held[None], held
+    # aiokafka prefetches a partition in large chunks, so what is held depends on timing
+    # (~2,400-2,500 messages with max_drift; 2,200-6,000 without, over runs, so comparing
+    # the two is a coin toss on a loaded machine): the pause bounds less tightly than
+    # redis_stream's per-stream reads (whose bound test_redis_partitions checks), but it
+    # bounds; and without the bound computed as of now (not as of the last batch), the
+    # paused partition was never resumed (a hang: the run above would not have ended)
+    assert held["1min"] < len(rows) // 2, held
 
 
 def test_a_missing_topic_or_partition_fails_with_the_source_and_the_topic_named(
@@ -365,3 +367,44 @@ def test_a_broker_going_away_reconnects_then_fails_visibly_naming_the_source(
     assert error is not None and "source 'orders'" in str(error)
     assert "source 'orders'" in src.source.stats.last_error
     assert "lost its connection" in caplog.text
+
+
+def test_a_consumer_whose_stop_fails_midway_still_closes_its_connections(
+        kafka_cluster: MockKafka) -> None:
+    """aiokafka's ``stop()`` closes the connections last; its fetcher lets the cancellation of
+    a pending task out before that (a CI run saw the sockets closed by the garbage collector
+    in a later test, a ResourceWarning there). The source's release closes them anyway."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from rtnb.sources._kafka import _release
+
+    topic = kafka_cluster.topic()
+    kafka_cluster.produce(topic, as_json(pd.DataFrame(
+        {"timestamp": pd.to_datetime(["2026-01-05"] * 4), "host": "a", "cpu": 1.0,
+         "seq": range(4)})))
+
+    async def scenario() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_cluster.bootstrap,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        got = await consumer.getmany(timeout_ms=5_000)
+        assert sum(len(v) for v in got.values()) > 0
+        conns = list(consumer._client._conns.values())
+        assert conns and all(c.connected() for c in conns)
+
+        real_close = consumer._fetcher.close
+
+        async def escaping_close() -> None:
+            # the fetcher's close as aiokafka runs it (its fetch task stopped), then the
+            # cancellation of a pending task it awaits, let out
+            await real_close()
+            raise asyncio.CancelledError
+
+        consumer._fetcher.close = escaping_close
+        await _release(consumer)  # no cancellation was asked of this task: not raised
+        return conns + list(consumer._client._conns.values())
+
+    conns = asyncio.run(scenario())
+    assert [c.connected() for c in conns] == [False] * len(conns)
+

@@ -25,11 +25,10 @@ import pytest
 from distributed_helpers import (
     EXAMPLE,
     assert_same,
-    collected,
+    killing_a_worker,
     metrics_rows,
     one_process,
     run_on,
-    until,
     windows,
 )
 from kafka_helpers import PARTITIONS, MockKafka, kafka_cluster
@@ -283,41 +282,20 @@ def test_tls_and_sasl_carry_over_to_the_reader_without_showing_the_password(
     assert "pa55" not in str(failed.value) + caplog.text
 
 
+@pytest.mark.faults  # kill -9: runs with the fault tests (tools/run_tests.sh)
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
         kafka_cluster: MockKafka, rows: pd.DataFrame) -> None:
     """kill -9 of the worker holding partition 0, a third of the way through, two ticks after
     a checkpoint: its partitions are rebuilt on the other worker and their new readers start
     at the group's committed offsets (what the checkpoint covered); the windows equal the
     one-process run and every offset is committed at the end."""
-    import os
-    import signal
 
     topic = kafka_cluster.topic()
     kafka_cluster.produce(topic, as_json(rows))
     g = group()
 
-    async def main() -> tuple[list[pd.DataFrame], rtnb.Pipeline, rtnb.StreamingFrame]:
-        async with distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster, \
-                distributed.Client(cluster, asynchronous=True) as client:
-            src = source(kafka_cluster, topic, len(rows), group=g)
-            outputs = windows(src)
-            got = [f.collect() for f in outputs]
-            pipeline = rtnb.Pipeline(*outputs)
-            pipeline.start(cluster=cluster, max_rows=60, checkpoint_every="1s")
-            runner = pipeline.runner
-            await until(src, lambda: src.source.stats.events >= len(rows) // 3
-                        and runner.checkpoint_tick is not None
-                        and runner.ticks - runner.checkpoint_tick == 2, every=0.002)
-            victim = runner.workers[0]
-            pid = (await client.run(os.getpid, workers=[victim]))[victim]
-            os.kill(pid, signal.SIGKILL)
-            await asyncio.wait_for(src.wait(), 120)
-            return [collected(x, f) for x, f in zip(got, outputs, strict=True)], pipeline, src
-
-    got, pipeline, src = asyncio.run(main())
-    assert pipeline.runner.recoveries >= 1
+    got, _, src = killing_a_worker(
+        lambda: source(kafka_cluster, topic, len(rows), group=g), windows, max_rows=60)
     assert_same(got, one_process(rows, src.example, windows))
     assert src.source.stats.events == len(rows)
     assert kafka_cluster.committed(topic, g) == kafka_cluster.ends(topic)

@@ -173,8 +173,8 @@ def test_bad_parameters_are_config_errors_naming_the_sink(
     cases: list[tuple[dict[str, Any], str]] = [
         ({"key": "hots"}, r"kafka sink 'cpu.kafka': key 'hots' is not a column of frame "
                           r"'cpu'; columns \['host'\]"),
-        ({"encoder": "avro"}, r"kafka sink 'cpu.kafka': `encoder` must be 'json' or "
-                              r"'msgpack'; got 'avro'"),
+        ({"encoder": "xml"}, r"kafka sink 'cpu.kafka': `encoder` must be 'json', "
+                             r"'msgpack', 'arrow', 'avro' or a format of rtnb.formats"),
         ({"tls": ssl.create_default_context(), "name": "out"},
          r"kafka sink 'out': `tls` must be True or False .*pass them as ca=, cert=, tls_key="),
         ({"ca": str(tmp_path / "nothing.pem")},

@@ -67,6 +67,23 @@ def test_take_of_every_row_is_the_frame_and_writes_never_leak() -> None:
     assert df["x"].max() < 1e9
 
 
+def test_take_of_arrow_strings_in_several_chunks_with_nulls_equals_pandas() -> None:
+    # a mask takes Arrow strings with Arrow's filter, chunk by chunk (concat leaves two)
+    words = pd.concat([pd.Series(["a", None, "ccc"], dtype="str"),
+                       pd.Series(["dd", "e", None, "ff"], dtype="str")], ignore_index=True)
+    df = pd.DataFrame({"s": words, "sa": words.astype("string[pyarrow]"),
+                       "x": np.arange(7.0)}).iloc[1:]
+    assert df["s"].array._pa_array.num_chunks == 2
+    strided = np.array([1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1], dtype=bool)[::2]  # a view
+    for mask in (np.array([1, 0, 1, 1, 0, 1], dtype=bool), np.zeros(6, dtype=bool), strided):
+        got = _frames.take(df, mask)
+        pd.testing.assert_frame_equal(got, df[mask])
+        assert got["s"].dtype == df["s"].dtype and got["sa"].dtype == df["sa"].dtype
+    one = df.iloc[2:3]  # a batch of one row: dropped, then kept
+    pd.testing.assert_frame_equal(_frames.take(one, np.zeros(1, dtype=bool)), one.iloc[:0])
+    assert _frames.take(one, np.ones(1, dtype=bool)) is one
+
+
 def test_take_refuses_a_mask_of_another_length() -> None:
     with pytest.raises(IndexError, match="length 3"):
         _frames.take(_every_dtype(), np.ones(3, dtype=bool))
