@@ -10,10 +10,17 @@
   pipeline from the source up to the first stateful node on each path (filters,
   ``assign``, ``map_batches``, column selections, then the window, rolling or detector):
   the *split* nodes.
-* **Short tasks, state as futures.** The notebook (or script) is the driver: every tick it
-  submits one step per partition, ``step(task, frontier, max_rows, final) -> task``; the
-  task object (the partition's reader, its position and its split nodes' state) stays on
-  its worker as the future passed to the next step. No long-running task, no actor.
+* **Short tasks, state on the workers.** The notebook (or script) is the driver: every
+  tick it submits one step per partition, ``run_step(lease, frontier, max_rows, final)
+  -> output``; the task object (the partition's reader, its position and its split nodes'
+  state) stays on its worker, in that process's registry under a *lease* the step names.
+  A step has no Dask dependency, so Dask keeps no lineage: the scheduler holds a task per
+  partition at most, however long the run, and never re-runs a partition's past steps
+  after a worker left (with the state passed as a future from step to step it did both:
+  its task graph grew by every step, and a retired worker made it re-run a partition's
+  history on another worker, reading and acknowledging entries no output held). A
+  partition moves by being handed over: exported by its old worker, adopted by the new
+  one under a new lease. No long-running task, no actor.
 * **Windows merge on the driver.** A worker's window engine is held: it folds rows but
   closes no window itself; the driver sends the *frontier* (the minimum newest event time
   over the partitions that are not idle, Flink's minimum watermark), each engine's
@@ -46,8 +53,10 @@
 * **Load balancing and scaling**: about every second the driver looks at the workers and
   the messages each partition read lately; while moving one partition from the busiest
   worker to the least busy one lowers the busier of the two by a tenth or more, it moves
-  it (Dask moves its task object there). A worker that joins gets partitions, so
-  ``cluster.scale(n)`` mid-run moves partitions without changing the output.
+  it (handed over between the two workers; its connection reopens on the new one). A
+  worker that joins gets partitions, so ``cluster.scale(n)`` mid-run moves partitions
+  without changing the output; a worker retired by ``scale`` takes its partitions along,
+  and they are rebuilt from their checkpoints as after a lost worker.
   ``LagAdaptive`` scales the cluster on the partitions' lag
   (``cluster.adapt(Adaptive=rtnb.distributed.LagAdaptive, pipeline=pipeline, minimum=1,
   maximum=4)``), the same lag the ``rtnb_source_partition_lag`` metric exports for an

@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import time as _time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,12 @@ from rtnb.distributed._worker import (
     SplitPlan,
     StaleStep,
     StepOutput,
-    close_task,
+    adopt_task,
+    export_task,
+    install_task,
     make_task,
-    step,
-    take_output,
+    release_task,
+    run_step,
 )
 from rtnb.errors import ConfigError, RtnbError, SourceError
 from rtnb.params import Param
@@ -247,6 +250,11 @@ class ClusterRunner:
         self.ticks = 0
         self.checkpoint_tick: int | None = None
         self._own_cluster: Any = None
+        # each partition's task lives on its worker under a lease (run, partition,
+        # generation): a new one whenever it is created, rebuilt or moved
+        self._run = uuid.uuid4().hex[:12]
+        self._generation = 0
+        self._leases: dict[int, str] = {}
         self._blob = b""
         self._snapshots: dict[int, dict[str, Any]] = {}
         self._handled: dict[int, Any] = {}
@@ -313,17 +321,17 @@ class ClusterRunner:
     async def run(self, frame: StreamingFrame, stop: asyncio.Event) -> None:
         """Run until ``stop`` (or ``max_events``); every window closes at the end."""
         client = await self._connect()
-        futures: dict[int, Any] = {}
         try:
-            futures = await self._start(client)
-            await self._loop(client, futures, stop)
+            await self._start(client)
+            await self._loop(client, stop)
         finally:
             for unwatch in self._unwatch:
                 unwatch()
             self._unwatch = []
-            if futures:
-                closing = [client.submit(close_task, f, pure=False,
-                                         workers=[self.workers[p]]) for p, f in futures.items()]
+            if self._leases:
+                closing = [client.submit(release_task, lease, pure=False,
+                                         workers=[self.workers[p]])
+                           for p, lease in self._leases.items()]
                 try:
                     await asyncio.wait_for(client.gather(closing, errors="skip"), 10)
                 except Exception as exc:  # the run's own error matters more
@@ -342,7 +350,7 @@ class ClusterRunner:
             workers = sorted((await client.scheduler.identity()).get("workers", {}))
         return workers
 
-    async def _start(self, client: Any) -> dict[int, Any]:
+    async def _start(self, client: Any) -> None:
         src = self.source
         workers = await self._live_workers(client)
         plans = [SplitPlan(s.frame.name, s.prefix, None, s.merged,
@@ -360,11 +368,10 @@ class ClusterRunner:
                    f"{type(exc).__name__}: {exc}")
             raise ConfigError(msg) from exc
         self._watch_params(params)
-        futures = {p: self._submit_task(client, p, workers[p % len(workers)])
-                   for p in range(self.partitions)}
+        await self._install(client, {p: workers[p % len(workers)]
+                                     for p in range(self.partitions)})
         src.stats.connected = True
         src.stats.started = _time.monotonic()
-        return futures
 
     def _watch_params(self, params: list[Param]) -> None:
         """Send the workers' Params' changes with the next steps; refuse the structural ones.
@@ -396,24 +403,48 @@ class ClusterRunner:
             else:
                 self._unwatch.append(param.watch(changed))
 
-    def _submit_task(self, client: Any, p: int, worker: str) -> Any:
-        """Create partition ``p``'s task on ``worker``, from its checkpoint if it has one."""
-        src = self.source
+    def _lease(self, p: int, worker: str) -> str:
+        """A new lease for partition ``p``'s task, which will live on ``worker``."""
+        self._generation += 1
+        lease = self._leases[p] = f"{self._run}:{p}:{self._generation}"
         self.workers[p] = worker
-        self._steps[p] = 0
         self.source.stats.partition_worker = {self._partition_name(q): w
                                               for q, w in sorted(self.workers.items())}
-        return client.submit(
-            _unpack_task, p, src.partition_reader(p), src.partition_decoder(self.root.time),
-            self.root.time, self._blob,
-            self._snapshots.get(p), self._handled.get(p), self._complete_frontier,
-            workers=[worker], allow_other_workers=False, pure=False)
+        return lease
+
+    async def _install(self, client: Any, placed: dict[int, str]) -> None:
+        """Create the partitions' tasks on their workers, each from its checkpoint if any.
+
+        A partition whose worker is lost before its task is installed goes to another
+        live worker (a few times at most: then the run fails, naming the partition).
+        """
+        src = self.source
+        for attempt in range(5):
+            installs = {}
+            for p, worker in placed.items():
+                lease = self._lease(p, worker)
+                self._steps[p] = 0
+                installs[p] = client.submit(
+                    _install_task, lease, p, src.partition_reader(p),
+                    src.partition_decoder(self.root.time), self.root.time, self._blob,
+                    self._snapshots.get(p), self._handled.get(p), self._complete_frontier,
+                    workers=[worker], allow_other_workers=False, pure=False)
+            _, lost = await self._settle(client, installs)
+            if not lost:
+                return
+            if attempt < 4:
+                workers = await self._live_workers(client)
+                placed = {p: workers[p % len(workers)] for p in sorted(lost)}
+        names = ", ".join(repr(self._partition_name(p)) for p in sorted(lost))
+        msg = (f"source {src.name!r}: partitions {names} could not be started: their "
+               "workers were lost 5 times in a row")
+        raise SourceError(msg, source=src.name)
 
     def _partition_name(self, p: int) -> str:
         name = getattr(self.source, "partition_name", None)
         return str(name(p)) if name is not None else str(p)
 
-    async def _loop(self, client: Any, futures: dict[int, Any], stop: asyncio.Event) -> None:
+    async def _loop(self, client: Any, stop: asyncio.Event) -> None:
         src, graph = self.source, self.root.graph
         idle_s = float(getattr(src, "idle_timeout_s", 5.0))
         # idleness: ``heard`` the last sign of life of each partition (rows, a re-read, a
@@ -431,7 +462,12 @@ class ClusterRunner:
             now = _time.monotonic()
             if now - last_look >= 1.0:  # workers joined or left: partitions move
                 last_look = now
-                await self._rebalance(client)
+                dropped = await self._rebalance(client)
+                if dropped:  # a worker of a move was lost during it
+                    await self._recover(client, {}, dropped)
+                    for p in dropped:
+                        heard.pop(p, None)
+                        probed.pop(p, None)
             remaining = None if src.max_events is None else src.max_events - src.stats.events
             final = stop.is_set() or (remaining is not None and remaining <= 0)
             if final and self.durable is not None:
@@ -459,13 +495,11 @@ class ClusterRunner:
             for p in range(self.partitions):
                 worker, number = self.workers[p], self._steps[p]
                 self._steps[p] += 1
-                futures[p] = client.submit(step, futures[p], number, used, quota[p],
-                                           final and self.durable is None, checkpoint, ack,
-                                           self._param_values, workers=[worker],
-                                           allow_other_workers=False, pure=False)
-                outs[p] = client.submit(take_output, futures[p], number, workers=[worker],
+                outs[p] = client.submit(run_step, self._leases[p], number, used, quota[p],
+                                        final and self.durable is None, checkpoint, ack,
+                                        self._param_values, workers=[worker],
                                         allow_other_workers=False, pure=False)
-            results, lost = await self._outputs(client, outs)
+            results, lost = await self._settle(client, outs)
             now = _time.monotonic()
             # windows merge once every partition's part of them is in: not in a tick where
             # a partition was lost or is still re-reading (their parts wait in the stash)
@@ -504,7 +538,7 @@ class ClusterRunner:
                     if stopping:
                         self.suspended = True
             if lost:
-                await self._recover(client, futures, outs, lost)
+                await self._recover(client, outs, lost)
                 for p in lost:
                     heard.pop(p, None)  # not idle before its first step
                     probed.pop(p, None)
@@ -550,13 +584,14 @@ class ClusterRunner:
         return [min(self.max_rows, share + ((p + self.ticks) % self.partitions < odd))
                 for p in range(self.partitions)]
 
-    async def _outputs(self, client: Any, outs: dict[int, Any]
-                       ) -> tuple[list[StepOutput], set[int]]:
-        """The steps' outputs, and the partitions whose worker was lost on the way.
+    async def _settle(self, client: Any, outs: dict[int, Any],
+                      watch: dict[int, set[str]] | None = None) -> tuple[list[Any], set[int]]:
+        """The partitions' task results, and the partitions whose worker was lost on the way.
 
-        A step that raised fails the run (the error names the partition and its worker); a
-        step whose worker died (the scheduler no longer has it, or Dask reports the task
+        A task that raised fails the run (the error names the partition and its worker); a
+        task whose worker died (the scheduler no longer has it, or Dask reports the task
         lost) is a lost partition, rebuilt from its checkpoint by :meth:`_recover`.
+        ``watch``: the workers each partition's task needs (default: its own worker).
         """
         distributed = _require_distributed()
         src = self.source
@@ -583,7 +618,8 @@ class ClusterRunner:
                 if waiting:
                     alive = set((await client.scheduler.identity()).get("workers", {}))
                     for p in list(waiting):
-                        if self.workers[p] not in alive:
+                        needed = {self.workers[p]} if watch is None else watch[p]
+                        if not needed <= alive:
                             waiting.pop(p).cancel()
                             lost.add(p)
         finally:
@@ -591,28 +627,34 @@ class ClusterRunner:
                 waiter.cancel()
         return results, lost
 
-    async def _recover(self, client: Any, futures: dict[int, Any], outs: dict[int, Any],
-                       lost: set[int]) -> None:
+    async def _recover(self, client: Any, outs: dict[int, Any], lost: set[int]) -> None:
         """Rebuild the lost partitions' tasks on live workers from their checkpoints.
 
         Each re-reads its unacknowledged entries (all of them since the checkpoint, which
         acknowledged what it covered): those up to the last position whose output this
-        driver handled only rebuild the state; the rest is processed as new.
+        driver handled only rebuild the state; the rest is processed as new. A lost task
+        still held by a live worker (a step refused as stale) is dropped there.
         """
-        await client.cancel([futures[p] for p in lost] + [outs[p] for p in lost], force=True)
+        distributed = _require_distributed()
+        await client.cancel([outs[p] for p in lost if p in outs], force=True)
         workers = await self._live_workers(client)
+        placed: dict[int, str] = {}
         for p in sorted(lost):
             gone = self.workers[p]
-            worker = workers[p % len(workers)]
+            if gone in workers:
+                distributed.fire_and_forget(client.submit(
+                    release_task, self._leases[p], workers=[gone], allow_other_workers=False,
+                    pure=False))
+            placed[p] = worker = workers[p % len(workers)]
             self.recoveries += 1
             age = "no checkpoint yet: from the start" if p not in self._snapshots else \
                 "its last checkpoint"
             log.warning("partition %r was lost with worker %s; rebuilt on %s from %s, "
                         "re-reading its unacknowledged entries", self._partition_name(p),
                         gone, worker, age)
-            futures[p] = self._submit_task(client, p, worker)
+        await self._install(client, placed)
 
-    async def _rebalance(self, client: Any) -> None:
+    async def _rebalance(self, client: Any) -> set[int]:
         """Spread the partitions over the live workers by their load (Dask moves the tasks).
 
         A partition's load is the messages it read lately (smoothed over the last looks,
@@ -620,7 +662,8 @@ class ClusterRunner:
         are, the busiest worker gives a partition to the least busy one while that lowers
         the busier of the two by at least a tenth: few moves (each ships the partition's
         state), no back and forth on noise; a worker that joins gets partitions, those of a
-        lost worker were placed by :meth:`_recover` and are balanced from there.
+        lost worker were placed by :meth:`_recover` and are balanced from there. Returns
+        the partitions whose move failed with a lost worker (to rebuild).
         """
         workers = await self._live_workers(client)
         for q, recent in self._recent.items():
@@ -644,9 +687,20 @@ class ClusterRunner:
             placed[q] = low
             busy[high] -= load[q]
             busy[low] += load[q]
-        self.workers.update(placed)
-        self.source.stats.partition_worker = {self._partition_name(q): w
-                                              for q, w in sorted(self.workers.items())}
+        moves = {q: (self.workers[q], w) for q, w in placed.items() if w != self.workers[q]}
+        if not moves:
+            return set()
+        # the old worker hands each task over, the new one adopts it under a new lease;
+        # Dask ships it between them (its connection reopens on the new worker)
+        adopted = {}
+        for q, (old, new) in moves.items():
+            exported = client.submit(export_task, self._leases[q], workers=[old],
+                                     allow_other_workers=False, pure=False)
+            adopted[q] = client.submit(adopt_task, exported, self._lease(q, new),
+                                       workers=[new], allow_other_workers=False, pure=False)
+        _, lost = await self._settle(client, adopted,
+                                     watch={q: set(pair) for q, pair in moves.items()})
+        return lost
 
     def _advance(self, newest: dict[int, int], heard: dict[int, float],
                  probed: dict[int, float], idle_s: float) -> None:
@@ -761,10 +815,13 @@ def _lost_errors(distributed: Any) -> tuple[type[BaseException], ...]:
     return (distributed.KilledWorker, CommClosedError, asyncio.CancelledError, StaleStep)
 
 
-def _unpack_task(partition: int, reader: Any, decode: Any, time: str | None, blob: bytes,
-                 snapshot: dict[str, Any] | None, replay_until: Any,
-                 replay_frontier: int) -> Any:
-    """Unpickle the splits' plans and logic copies on the worker, then :func:`make_task`."""
+def _install_task(lease: str, partition: int, reader: Any, decode: Any, time: str | None,
+                  blob: bytes, snapshot: dict[str, Any] | None, replay_until: Any,
+                  replay_frontier: int) -> None:
+    """Build a partition's task on its worker and keep it there under ``lease``.
+
+    The splits' plans and logic copies are unpickled here, then :func:`make_task`.
+    """
     import cloudpickle
 
     plans, logics, params = cloudpickle.loads(blob)
@@ -773,4 +830,4 @@ def _unpack_task(partition: int, reader: Any, decode: Any, time: str | None, blo
     task = make_task(partition, reader, decode, time, plans, snapshot, replay_until,
                      replay_frontier)
     task.params = params
-    return task
+    install_task(lease, task)

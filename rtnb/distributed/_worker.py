@@ -1,9 +1,16 @@
 """What runs on a Dask worker: one partition's reader, the pipeline's prefix and its state.
 
-A :class:`PartitionTask` is the state of one partition. The driver creates it on a worker
-(:func:`make_task`) and then, every tick, submits :func:`step` with the previous step's
-result: the task object travels as a Dask future from step to step of its partition, on
-the worker that holds it. A step
+A :class:`PartitionTask` is the state of one partition. It lives in its worker process
+under a *lease* (a name the driver gives it: run, partition, generation), in a registry of
+that process, not as a Dask future: the driver installs it (:func:`install_task`), then
+every tick submits :func:`run_step` for the lease, a task with no dependency whose small
+result is the step's :class:`StepOutput`. Dask keeps no lineage of the steps, so it never
+runs a step again after a worker left (it would re-run the partition's history from its
+first step on another worker, reading and acknowledging entries nobody handled); a lease
+that is not on the worker a step runs on raises :class:`StaleStep`, and the driver rebuilds
+the partition from its checkpoint. A partition moves between workers by
+:func:`export_task` (the old worker hands the task over) and :func:`adopt_task` (the new
+one takes it under a new lease). A step
 
 1. acknowledges what the previous step read (the driver has handled its output),
 2. reads up to ``max_rows`` messages of its partition (without blocking),
@@ -13,10 +20,9 @@ the worker that holds it. A step
    windows the driver's watermark closed leave as partial states; any other logic
    (session windows, rolling, detectors) runs as in one process, for the keys of its
    partition,
-5. returns the task and a :class:`StepOutput`, small: partials, rows, late rows, dead
-   letters, the partition's newest event time and its lag.
+5. returns a :class:`StepOutput`, small: partials, rows, late rows, dead letters, the
+   partition's newest event time and its lag.
 """
-
 from __future__ import annotations
 
 import time as _time
@@ -28,8 +34,8 @@ import pandas as pd
 from rtnb import _frames
 from rtnb.windows.base import END_OF_STREAM, NO_WATERMARK
 
-__all__ = ["PartitionTask", "SplitPlan", "StaleStep", "StepOutput", "make_task", "step",
-           "take_output"]
+__all__ = ["PartitionTask", "SplitPlan", "StaleStep", "StepOutput", "adopt_task", "export_task",
+           "install_task", "make_task", "release_task", "run_step", "step", "take_output"]
 
 
 #: Messages a catching-up step reads at a time when its quota is 0 (the end of a run).
@@ -37,13 +43,17 @@ REPLAY_ROWS = 1_000
 
 
 class StaleStep(RuntimeError):
-    """A step ran on a task that is not at the step before it.
+    """A step found no task to run on: not at the step before it, or not on this worker.
 
-    Dask runs a task again when it lost the task's result (a worker left or died) and a
-    dependent still needs it; a step changes its partition's task (reader position,
-    state) as it runs, so a second run would read on from where the first stopped. It
-    refuses instead, and the driver rebuilds the partition from its checkpoint.
+    A step changes its partition's task (reader position, state) as it runs, so it must
+    run once, on the task the driver means: a task already past that step, or a lease
+    this worker does not hold (its worker was restarted, the partition moved or was
+    rebuilt elsewhere), refuses, and the driver rebuilds the partition from its checkpoint.
     """
+
+
+#: The partition tasks living in this worker process, by lease (see the module docstring).
+_LIVE: dict[str, PartitionTask] = {}
 
 
 @dataclass
@@ -406,9 +416,54 @@ def take_output(task: PartitionTask, number: int) -> StepOutput:
     return out
 
 
-def close_task(task: PartitionTask) -> None:
-    """Close the partition's connection."""
+def install_task(lease: str, task: PartitionTask) -> None:
+    """Keep ``task`` in this worker process under ``lease`` (a lease is installed once)."""
+    if lease in _LIVE:
+        msg = f"partition {task.partition}: lease {lease!r} is installed already"
+        raise StaleStep(msg)
+    _LIVE[lease] = task
+
+
+def _leased(lease: str) -> PartitionTask:
+    task = _LIVE.get(lease)
+    if task is None:
+        msg = (f"no partition task under lease {lease!r} on this worker (it was restarted, "
+               "or the partition moved or was rebuilt elsewhere)")
+        raise StaleStep(msg)
+    return task
+
+
+def run_step(lease: str, number: int, frontier: int, max_rows: int, final: bool,
+             checkpoint: bool = False, ack: bool = True,
+             params: tuple[Any, ...] | None = None) -> StepOutput:
+    """:func:`step` on the task under ``lease``; its output (what travels to the driver)."""
+    task = _leased(lease)
+    step(task, number, frontier, max_rows, final, checkpoint, ack, params)
+    return take_output(task, number)
+
+
+def export_task(lease: str) -> PartitionTask:
+    """Hand the task under ``lease`` over (the partition moves to another worker).
+
+    It leaves this worker's registry and its connection closes here (the copy opens its
+    own where it is adopted; what it read and did not acknowledge stays pending there).
+    """
+    task = _leased(lease)
+    del _LIVE[lease]
     task.reader.close()
+    return task
+
+
+def adopt_task(task: PartitionTask, lease: str) -> None:
+    """Keep a task :func:`export_task` handed over, under its new ``lease``."""
+    install_task(lease, task)
+
+
+def release_task(lease: str) -> None:
+    """Drop the task under ``lease`` and close its connection (the end of a run)."""
+    task = _LIVE.pop(lease, None)
+    if task is not None:
+        task.reader.close()
 
 
 def _watermark(frontier: int, lateness_ns: int) -> int:

@@ -323,26 +323,41 @@ async def _scaled(cluster: Any, n: int) -> None:
 def test_scaling_mid_run_moves_partitions_and_changes_no_output(
         shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
     """scale(1) -> scale(2) -> scale(1) during a run: partitions move to the new worker and
-    back (Dask moves their task objects, or they are rebuilt from their checkpoint when a
-    retired worker took them along), and the windows equal the one-process run."""
+    back (handed over between workers, or rebuilt from their checkpoint when a retired
+    worker took them along), and the windows equal the one-process run.
+
+    The first third of the rows is produced before the run, the rest once the second
+    worker holds partitions (so that move is certain whatever the machine's speed): the
+    partitions go idle in between, and their tasks move while idle. Dask keeps no lineage
+    of the steps: its scheduler holds a few tasks however long the run (a chain of step
+    futures kept every step, and a retired worker made Dask re-run a partition's steps from
+    its first one on the other worker, reading and acknowledging entries nobody handled:
+    this run then hung with a third of two partitions unread).
+    """
     parts = rtnb.partition_of(rows["seq"].astype(str), 4)
-    produce(shared, stream, rows, parts)
+    third = len(rows) // 3
+    produce(shared, stream, rows.iloc[:third], parts[:third])
     seen: set[str] = set()
+    held: list[int] = []
 
     async def main() -> tuple[list[pd.DataFrame], rtnb.StreamingFrame]:
         async with distributed.LocalCluster(
                 n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", asynchronous=True) as cluster:
-            src = source(stream, len(rows), 4)
+            src = source(stream, len(rows), 4, idle_timeout="1s")
             outputs = windows(src)
             got = [f.collect() for f in outputs]
-            rtnb.Pipeline(*outputs).start(cluster=cluster, max_rows=150, checkpoint_every="1s")
-            stats = src.source.stats
-            await until(src, lambda: stats.events >= len(rows) // 4)
+            pipeline = rtnb.Pipeline(*outputs)
+            pipeline.start(cluster=cluster, max_rows=150, checkpoint_every="1s")
+            runner, stats = pipeline.runner, src.source.stats
+            await until(src, lambda: stats.events >= third)
+            ticks = runner.ticks
+            await until(src, lambda: runner.ticks >= ticks + 40)  # idle ticks
+            held.append(len(cluster.scheduler.tasks))
             await _scaled(cluster, 2)
-            await until(src, lambda: len(set((stats.partition_worker or {}).values())) >= 2
-                        or stats.events >= len(rows))
+            await until(src, lambda: len(set((stats.partition_worker or {}).values())) >= 2)
             seen.update((stats.partition_worker or {}).values())
+            produce(shared, stream, rows.iloc[third:], parts[third:])
             await until(src, lambda: stats.events >= 2 * len(rows) // 3)
             await _scaled(cluster, 1)
             await asyncio.wait_for(src.wait(), 240)
@@ -350,9 +365,12 @@ def test_scaling_mid_run_moves_partitions_and_changes_no_output(
 
     got, src = asyncio.run(main())
     assert len(seen) == 2  # the partitions were spread over both workers
+    assert held[0] <= 2 * 4, held  # no lineage: a task per partition at most, in flight
     want = one_process(rows, src.example, windows)
     for g, w in zip(got, want, strict=True):
         assert_frame_equal_unordered(g, w, rtol=1e-9)
+    for p in range(4):  # everything acknowledged at the end
+        assert shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] == 0
 
 
 def test_lag_adaptive_scales_up_on_a_backlog_and_down_when_caught_up(
