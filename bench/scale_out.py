@@ -31,13 +31,13 @@ Same data, same run:
   and one 1-worker run under pyinstrument, the workers through Dask's own sampling
   profiler (``Client.profile``), the task stream (steps per second, how busy each worker
   was), and the one-process run under pyinstrument;
-* a paper projection of the driver: (a) the scheduler round trip of a tick, measured for
-  1 to 64 partitions with the driver's submit pattern (one task per partition with no
-  dependency, wait for every output) and trivial tasks on the 2-worker cluster; (b) the driver's merge
-  (``WindowAggregator.merge_closed``) and ``ClusterRunner._handle`` per tick, measured with
-  real partials of W1 from 1, 2, 4 and 8 partitions (held engines fed by key partition)
-  and extrapolated linearly to 16 and 64; from both, the event rate at which the driver
-  is busy all the time.
+* a paper projection of the driver: (a) the scheduler round trip of a tick, measured for 1
+  to 64 partitions with the driver's submit pattern (one task per partition with no
+  dependency, wait for every output) and trivial tasks on the 2-worker cluster; (b) the
+  driver's merge (``WindowAggregator.merge_closed``) and ``ClusterRunner._handle`` per tick,
+  measured with real partials of W1 from 1, 2, 4 and 8 partitions (held engines fed by key
+  partition) and extrapolated linearly to 16 and 64; from both, the event rate at which the
+  driver is busy all the time.
 
 Run through ``bench/run.py`` (``make bench``), or alone: ``python bench/scale_out.py
 [--quick] [--profile]`` (prints the markdown).

@@ -255,6 +255,9 @@ class ClusterRunner:
         self._run = uuid.uuid4().hex[:12]
         self._generation = 0
         self._leases: dict[int, str] = {}
+        # the future of the Dask task that installed or adopted each partition's task, its
+        # key the lease: released, the worker drops the task (:class:`LeaseKeeper`)
+        self._holds: dict[int, Any] = {}
         self._blob = b""
         self._snapshots: dict[int, dict[str, Any]] = {}
         self._handled: dict[int, Any] = {}
@@ -315,6 +318,9 @@ class ClusterRunner:
         client = await distributed.Client(address, asynchronous=True,
                                           name=f"rtnb-{self.source.name}")
         self.dashboard_link = client.dashboard_link
+        from rtnb.distributed._plugin import LeaseKeeper
+
+        await client.register_plugin(LeaseKeeper())
         return client
 
     # -- the run -------------------------------------------------------------------------
@@ -406,11 +412,18 @@ class ClusterRunner:
     def _lease(self, p: int, worker: str) -> str:
         """A new lease for partition ``p``'s task, which will live on ``worker``."""
         self._generation += 1
-        lease = self._leases[p] = f"{self._run}:{p}:{self._generation}"
+        lease = self._leases[p] = f"rtnb-{self._run}-{p}-{self._generation}"
         self.workers[p] = worker
         self.source.stats.partition_worker = {self._partition_name(q): w
                                               for q, w in sorted(self.workers.items())}
         return lease
+
+    def _hold(self, p: int, future: Any) -> None:
+        """Hold partition ``p``'s new lease; the one it replaces is released."""
+        old = self._holds.get(p)
+        self._holds[p] = future
+        if old is not None:
+            old.release()
 
     async def _install(self, client: Any, placed: dict[int, str]) -> None:
         """Create the partitions' tasks on their workers, each from its checkpoint if any.
@@ -428,7 +441,8 @@ class ClusterRunner:
                     _install_task, lease, p, src.partition_reader(p),
                     src.partition_decoder(self.root.time), self.root.time, self._blob,
                     self._snapshots.get(p), self._handled.get(p), self._complete_frontier,
-                    workers=[worker], allow_other_workers=False, pure=False)
+                    key=lease, workers=[worker], allow_other_workers=False)
+                self._hold(p, installs[p])
             _, lost = await self._settle(client, installs)
             if not lost:
                 return
@@ -633,18 +647,14 @@ class ClusterRunner:
         Each re-reads its unacknowledged entries (all of them since the checkpoint, which
         acknowledged what it covered): those up to the last position whose output this
         driver handled only rebuild the state; the rest is processed as new. A lost task
-        still held by a live worker (a step refused as stale) is dropped there.
+        still held by a live worker (a step refused as stale) is dropped there when its
+        lease is released (``LeaseKeeper``, a worker plugin).
         """
-        distributed = _require_distributed()
         await client.cancel([outs[p] for p in lost if p in outs], force=True)
         workers = await self._live_workers(client)
         placed: dict[int, str] = {}
         for p in sorted(lost):
             gone = self.workers[p]
-            if gone in workers:
-                distributed.fire_and_forget(client.submit(
-                    release_task, self._leases[p], workers=[gone], allow_other_workers=False,
-                    pure=False))
             placed[p] = worker = workers[p % len(workers)]
             self.recoveries += 1
             age = "no checkpoint yet: from the start" if p not in self._snapshots else \
@@ -696,10 +706,16 @@ class ClusterRunner:
         for q, (old, new) in moves.items():
             exported = client.submit(export_task, self._leases[q], workers=[old],
                                      allow_other_workers=False, pure=False)
-            adopted[q] = client.submit(adopt_task, exported, self._lease(q, new),
-                                       workers=[new], allow_other_workers=False, pure=False)
+            lease = self._lease(q, new)
+            adopted[q] = client.submit(adopt_task, exported, lease, key=lease,
+                                       workers=[new], allow_other_workers=False)
         _, lost = await self._settle(client, adopted,
                                      watch={q: set(pair) for q, pair in moves.items()})
+        for q, future in adopted.items():
+            if q in lost:  # rebuilt by the caller
+                future.release()
+            else:  # the old lease goes only now: its task had to be exported first
+                self._hold(q, future)
         return lost
 
     def _advance(self, newest: dict[int, int], heard: dict[int, float],

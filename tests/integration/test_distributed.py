@@ -560,3 +560,61 @@ def test_extreme_steps_and_many_partitions_equal_one_process(
     assert src.source.stats.events == len(rows)
     for p in range(partitions):
         assert shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] == 0
+
+
+def _live_tasks() -> int:
+    from rtnb.distributed._worker import _LIVE
+
+    return len(_LIVE)
+
+
+@pytest.mark.faults  # kill -9: runs with the fault tests (tools/run_tests.sh)
+def test_a_driver_killed_mid_run_leaves_no_partition_task_on_the_workers(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame, cluster2: Any,
+        tmp_path: Any) -> None:
+    """kill -9 of the driver against a long-lived cluster: the scheduler drops its client,
+    the workers release the partitions' leases and their tasks (and connections) go; a
+    task left behind would keep its reader connected (an AMQP partition's exclusive
+    consumer would refuse the restarted driver's)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    parts = rtnb.partition_of(rows["seq"].astype(str), 4)
+    produce(shared, stream, rows, parts)
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import rtnb\n"
+        "from test_distributed import source, windows\n"
+        f"src = source({stream!r}, {len(rows)}, 4)\n"
+        "outputs = windows(src)\n"
+        "async def main():\n"
+        f"    rtnb.Pipeline(*outputs).start(cluster={cluster2.scheduler_address!r}, "
+        "max_rows=20)\n"
+        "    while src.source.stats.events < 200:\n"
+        "        await asyncio.sleep(0.02)\n"
+        "    print('running', flush=True)\n"
+        "    await src.wait()\n"
+        "asyncio.run(main())\n")
+    with distributed.Client(cluster2.scheduler_address) as client:
+        assert sum(client.run(_live_tasks).values()) == 0
+        driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                  cwd=tmp_path, start_new_session=True)
+        try:
+            assert driver.stdout is not None
+            assert driver.stdout.readline().strip() == b"running"
+            assert sum(client.run(_live_tasks).values()) == 4  # the run's partition tasks
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(30)
+            if driver.stdout is not None:
+                driver.stdout.close()
+        deadline = time.monotonic() + 30
+        while sum(client.run(_live_tasks).values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.run(_live_tasks) == dict.fromkeys(client.run(_live_tasks), 0)
