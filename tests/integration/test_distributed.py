@@ -351,9 +351,9 @@ def test_scaling_mid_run_moves_partitions_and_changes_no_output(
             pipeline.start(cluster=cluster, max_rows=150, checkpoint_every="1s")
             runner, stats = pipeline.runner, src.source.stats
             await until(src, lambda: stats.events >= third)
-            for _ in range(2):  # the scheduler's tasks, twice, 40 idle ticks apart
-                ticks = runner.ticks
-                await until(src, lambda: runner.ticks >= ticks + 40)
+            start = runner.ticks
+            for n in (40, 80):  # the scheduler's tasks, twice, 40 idle ticks apart
+                await until(src, lambda n=n: runner.ticks >= start + n)
                 held.append(len(cluster.scheduler.tasks))
             await _scaled(cluster, 2)
             await until(src, lambda: len(set((stats.partition_worker or {}).values())) >= 2)
