@@ -10,17 +10,17 @@
   pipeline from the source up to the first stateful node on each path (filters,
   ``assign``, ``map_batches``, column selections, then the window, rolling or detector):
   the *split* nodes.
-* **Short tasks, state on the workers.** The notebook (or script) is the driver: every
-  tick it submits one step per partition, ``run_step(lease, frontier, max_rows, final)
-  -> output``; the task object (the partition's reader, its position and its split nodes'
-  state) stays on its worker, in that process's registry under a *lease* the step names.
-  A step has no Dask dependency, so Dask keeps no lineage: the scheduler holds a task per
-  partition at most, however long the run, and never re-runs a partition's past steps
-  after a worker left (with the state passed as a future from step to step it did both:
-  its task graph grew by every step, and a retired worker made it re-run a partition's
-  history on another worker, reading and acknowledging entries no output held). A
-  partition moves by being handed over: exported by its old worker, adopted by the new
-  one under a new lease. No long-running task, no actor.
+* **Short tasks, state on the workers.** The notebook (or script) is the driver: every tick
+  it submits one step per partition, ``run_step(lease, frontier, max_rows, final) ->
+  output``; the task object (the partition's reader, its position and its split nodes'
+  state) stays on its worker, in that process's registry under a *lease* the step names. A
+  step has no Dask dependency, so Dask keeps no lineage: the scheduler holds a few tasks per
+  partition (its lease, its step in flight), however long the run, and never re-runs a
+  partition's past steps after a worker left (with the state passed as a future from step to
+  step it did both: its task graph grew by every step, and a retired worker made it re-run a
+  partition's history on another worker, reading and acknowledging entries no output held).
+  A partition moves by being handed over: exported by its old worker, adopted by the new one
+  under a new lease. No long-running task, no actor.
 * **Windows merge on the driver.** A worker's window engine is held: it folds rows but
   closes no window itself; the driver sends the *frontier* (the minimum newest event time
   over the partitions that are not idle, Flink's minimum watermark), each engine's
@@ -55,8 +55,9 @@
   worker to the least busy one lowers the busier of the two by a tenth or more, it moves
   it (handed over between the two workers; its connection reopens on the new one). A
   worker that joins gets partitions, so ``cluster.scale(n)`` mid-run moves partitions
-  without changing the output; a worker retired by ``scale`` takes its partitions along,
-  and they are rebuilt from their checkpoints as after a lost worker.
+  (tested to change no output, but one run in 18 of that test gave wrong window counts,
+  not explained yet); a worker retired by ``scale`` takes its partitions along, and they
+  are rebuilt from their checkpoints as after a lost worker.
   ``LagAdaptive`` scales the cluster on the partitions' lag
   (``cluster.adapt(Adaptive=rtnb.distributed.LagAdaptive, pipeline=pipeline, minimum=1,
   maximum=4)``), the same lag the ``rtnb_source_partition_lag`` metric exports for an
