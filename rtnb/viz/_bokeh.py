@@ -483,11 +483,13 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
         try:
             yield
         finally:
-            numbered = False
-            if self._held_events and self._may_number():  # combined: the number rides along
+            # Decide once whether to number: asking again after sending could say yes (the
+            # probe period ended meanwhile) and send the number as a PATCH-DOC of its own.
+            combined = bool(self._held_events)
+            numbered = combined and self._may_number()
+            if numbered:  # combined: the number rides along
                 self.seq += 1
                 self.ack.sent = self.seq  # held: the update's last event
-                numbered = True
             held, self._held = self._held, None
             for payloads in held:
                 self._send_payloads(payloads)
@@ -496,7 +498,7 @@ class BatchedBokehModel(BokehModel):  # type: ignore[misc]
             self._held_events, self._serializer = [], None
             if numbered:
                 self._marks.append((self.seq, self.messages_sent))
-            elif self.messages_sent > before:
+            elif self.messages_sent > before and not combined:
                 self._mark()
 
     def _document_patched(self, event: DocumentPatchedEvent) -> None:

@@ -326,3 +326,34 @@ def test_combined_each_tick_is_one_message_carrying_its_number(metrics, monkeypa
     assert page.comm_messages == model.messages_sent  # one comm message per PATCH-DOC
     assert ref_page.comm_messages == 3 * ref_page.patches
     assert page.comm_messages < ref_page.comm_messages / 20
+
+
+def test_combined_an_unnumbered_tick_is_still_one_message_when_the_probe_period_ends_meanwhile(
+        metrics, monkeypatch):
+    """Before a page acknowledges, ticks are numbered once per ``probe_every``. A tick that
+    was not numbered must not be numbered after it was sent (the period having ended while
+    it was sent): that number would travel as a PATCH-DOC of its own (CI once saw 8 more
+    messages than updates in tests/unit/test_page_replica.py)."""
+    from rtnb.viz import _bokeh
+
+    clock = [1000.0]
+    monkeypatch.setattr(_bokeh.time, "monotonic", lambda: clock[0])
+    sdf, views, board = build_board(metrics, probe_every=0.25)
+    model = board.model
+    page = Page(model, monkeypatch)
+    receive = page._receive
+
+    def slow_page(content: dict[str, Any], buffers: Any = None) -> None:
+        clock[0] += 0.1  # sending takes time: the probe period ends during some sends
+        receive(content, buffers)
+
+    monkeypatch.setattr(model, "send", slow_page)
+    page.report_fix("proto")
+    assert model.combining
+    feed(sdf, metrics.iloc[:480], batch_size=60, close=False)
+    ticks = board.scheduler.ticks
+    assert ticks == len(views) * 8
+    assert 0 < model.seq < ticks  # some ticks numbered, not all: the probe period
+    assert model.messages_sent == page.comm_messages == ticks  # one message per tick
+    assert page.applied == model.seq
+    assert page.sources() == kernel_sources(model)
