@@ -263,7 +263,9 @@ class ClusterRunner:
         self._handled: dict[int, Any] = {}
         self._stash: dict[str, list[Any]] = {}
         self._steps: dict[int, int] = {}
-        self._complete_frontier = NO_WATERMARK
+        # per partition: the frontier of the last step whose output the driver handled
+        # (its partials of the windows closed by then are merged or in the stash)
+        self._handled_frontier: dict[int, int] = {}
         #: every partition was idle at the end of the last tick (caught up)
         self.quiet = False
         #: each partition's newest event time (ns) as its last step reported it
@@ -440,7 +442,8 @@ class ClusterRunner:
                 installs[p] = client.submit(
                     _install_task, lease, p, src.partition_reader(p),
                     src.partition_decoder(self.root.time), self.root.time, self._blob,
-                    self._snapshots.get(p), self._handled.get(p), self._complete_frontier,
+                    self._snapshots.get(p), self._handled.get(p),
+                    self._handled_frontier.get(p, NO_WATERMARK),
                     key=lease, workers=[worker], allow_other_workers=False)
                 self._hold(p, installs[p])
             _, lost = await self._settle(client, installs)
@@ -519,8 +522,6 @@ class ClusterRunner:
             # a partition was lost or is still re-reading (their parts wait in the stash)
             complete = not lost and not any(out.replaying for out in results)
             read = self._handle(results, complete)
-            if complete:
-                self._complete_frontier = used
             if self.quiet and any(out.rows for out in results):
                 # rows again after every partition went quiet: each partition gets a whole
                 # idle_timeout from now to bring its part (a producer writes the partitions
@@ -536,8 +537,12 @@ class ClusterRunner:
                 elif quota[out.partition] > 0:
                     probed[out.partition] = began
                 newest[out.partition] = out.max_time
-                if out.position is not None:
-                    self._handled[out.partition] = out.position
+                if not out.replaying:
+                    # a re-reading step's position is behind what was handled, and it
+                    # closed no window: a rebuild replays up to here, at this frontier
+                    if out.position is not None:
+                        self._handled[out.partition] = out.position
+                    self._handled_frontier[out.partition] = used
                 if out.snapshot is not None:
                     self._snapshots[out.partition] = out.snapshot
                     self.checkpoint_tick = self.ticks

@@ -136,7 +136,8 @@ class PartitionTask:
     replay_until: Any = None
     #: positions up to this one are in the restored snapshot: skipped (and acknowledged)
     skip_until: Any = None
-    #: with ``replay_until``: the frontier of the driver's last complete merge
+    #: with ``replay_until``: the frontier of the last step of this partition whose output
+    #: the driver handled (its partials of the windows closed by then are on the driver)
     replay_frontier: int = NO_WATERMARK
     position: Any = None
     output: StepOutput | None = None
@@ -166,7 +167,7 @@ def make_task(partition: int, reader: Any, decode: Any, time: str | None,
 
     ``snapshot``: a checkpoint's state of the split nodes (by name) to start from, with
     ``replay_until``: the newest position the driver has handled, and ``replay_frontier``:
-    the frontier of the driver's last complete merge (a rebuilt task).
+    the frontier of the partition's last step the driver handled (a rebuilt task).
     """
     max_time = NO_WATERMARK
     for split in splits:
@@ -342,9 +343,11 @@ def _resumed(task: PartitionTask, items: list[tuple[Any, Any]], want: int
 def _replay(task: PartitionTask, items: list[tuple[Any, Any]]) -> None:
     """Rebuild state from entries whose output was sent already; nothing leaves.
 
-    Merged engines run at the watermark of the driver's last complete merge
-    (``replay_frontier``): rows of the windows emitted by then are late here, as those
-    windows are sent already; every later window gets its rows back.
+    Merged engines run at the watermark of the partition's last step the driver handled
+    (``replay_frontier``): rows of the windows closed by then are late here, as this
+    partition's part of those windows reached the driver already (merged, or waiting in its
+    stash for the other partitions' parts: replaying at an older frontier, say that of the
+    last complete merge, sent those parts twice); every later window gets its rows back.
     """
     for split in task.splits:
         if split.merged:

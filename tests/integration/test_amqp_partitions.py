@@ -165,7 +165,7 @@ def test_a_silent_partition_holds_the_others_back_only_for_idle_timeout(
         queue: str, rows: pd.DataFrame) -> None:
     parts = produce(queue, rows, skip=3)  # partition 3 never sends anything
     kept = rows[(parts != 3).to_numpy()].reset_index(drop=True)
-    # idle_timeout 2 s (1 s in the max_drift test), not 300 ms as for the pulling brokers:
+    # idle_timeout 2 s (3 s in the max_drift test), not 300 ms as for the pulling brokers:
     # RabbitMQ sends one queue's prefetch window before the next one's, and a loaded
     # machine's client took over a second to reach the next queue's first delivery (a
     # partition with rows then counts as silent: late rows; see CHANGELOG, 2026-12-07)
@@ -268,7 +268,7 @@ def test_max_drift_leaves_a_queue_far_ahead_in_event_time_in_the_broker(queue: s
     def run(name: str, max_drift: str | None) -> tuple[pd.DataFrame, int]:
         src = rtnb.sources.amqp(URL, queue=name, example=EXAMPLE, time="timestamp",
                                 partitions=N, prefetch=200, buffer=2_000, max_batch=250,
-                                max_drift=max_drift, idle_timeout="1s",  # see above
+                                max_drift=max_drift, idle_timeout="3s",  # see above
                                 max_events=len(rows))
         source = src.source
         align = source._align

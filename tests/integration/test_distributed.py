@@ -314,6 +314,78 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(
         assert shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] == 0
 
 
+@pytest.mark.faults  # kill -9: runs with the fault tests (tools/run_tests.sh)
+def test_a_second_worker_lost_while_a_partition_re_reads_repeats_no_window(
+        shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
+    """Two workers killed one after the other: the second once the first one's partition
+    is lost, before its windows merge (the other partitions' parts of the windows closed in
+    that tick wait on the driver). A partition rebuilt then must not send again its part of
+    windows it had sent into that wait: it re-reads at the frontier of its own last handled
+    step, not at that of the last complete merge (which sent those parts twice: windows
+    counted rows twice, as in one run in 18 of the scaling test)."""
+    import os
+    import signal
+
+    parts = rtnb.partition_of(rows["seq"].astype(str), 4)
+    produce(shared, stream, rows, parts)
+    kills: list[tuple[str, int]] = []
+
+    async def main() -> tuple[list[pd.DataFrame], rtnb.StreamingFrame, Any]:
+        async with distributed.LocalCluster(
+                n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", asynchronous=True) as cluster, \
+                distributed.Client(cluster, asynchronous=True) as client:
+            pids = await client.run(os.getpid)
+            src = source(stream, len(rows), 4)
+            outputs = windows(src)
+            got = [f.collect() for f in outputs]
+            pipeline = rtnb.Pipeline(*outputs)
+            # checkpoints rare enough that the second kill comes before the next one
+            pipeline.start(cluster=cluster, max_rows=60, checkpoint_every="1500ms")
+            runner = pipeline.runner
+            handle = runner._handle
+            minute = pd.Timedelta("1min").value
+            merged = [NO_WATERMARK, 0]  # the frontier and tick of the last complete merge
+
+            def watched(results: list[Any], complete: bool = True) -> int:
+                read = handle(results, complete)
+                if complete:
+                    merged[:] = [runner.frontier, runner.ticks]
+                elif len(kills) == 1 and runner.frontier // minute > merged[0] // minute and \
+                        (runner.checkpoint_tick or 0) <= merged[1] and \
+                        all(out.snapshot is None for out in results):
+                    # a partition is lost: the windows closed since the last merge wait,
+                    # and the last checkpoint is older than them; kill the worker of
+                    # another partition, which sent its part of them (its rebuild
+                    # re-reads the rows of those parts)
+                    victim = next(w for p, w in sorted(runner.workers.items())
+                                  if w != kills[0][0])
+                    kills.append((victim, runner.ticks))
+                    os.kill(pids[victim], signal.SIGKILL)
+                return read
+
+            runner._handle = watched  # type: ignore[method-assign]
+            total = len(rows)
+            await until(src, lambda: src.source.stats.events >= total // 3
+                        and runner.checkpoint_tick is not None
+                        and runner.ticks - runner.checkpoint_tick >= 3, every=0.002)
+            victim = runner.workers[1]
+            kills.append((victim, runner.ticks))
+            os.kill(pids[victim], signal.SIGKILL)
+            await asyncio.wait_for(src.wait(), 240)
+            return [collected(g, f) for g, f in zip(got, outputs, strict=True)], src, runner
+
+    got, src, runner = asyncio.run(main())
+    assert len(kills) == 2, kills  # the second kill came before the windows merged
+    assert runner.recoveries >= 2
+    want = one_process(rows, src.example, windows)
+    for g, w in zip(got, want, strict=True):
+        assert_frame_equal_unordered(g, w, rtol=1e-9)
+    assert src.source.stats.events == len(rows)
+    for p in range(4):  # everything acknowledged at the end
+        assert shared.xinfo_groups(f"{stream}:{p}")[0]["pending"] == 0
+
+
 async def _scaled(cluster: Any, n: int) -> None:
     result = cluster.scale(n)
     if inspect.isawaitable(result):
