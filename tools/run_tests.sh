@@ -16,6 +16,9 @@
 # provider is off).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
+# numba's kernels compiled once into its on-disk cache first (tools/warm_kernels.py): on a
+# fresh clone both processes, their Dask workers and exported scripts compiled them at once
+"$PY" tools/warm_kernels.py || exit 1
 log=$(mktemp -t rtnb-browser-tests.XXXXXX)
 "$PY" -m pytest -m "browser or faults or parity" "$@" >"$log" 2>&1 &
 browser=$!

