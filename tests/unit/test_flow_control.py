@@ -183,7 +183,7 @@ def test_behind_the_budget_updates_are_held_and_merged(metrics, monkeypatch):
         return flushed
 
     monkeypatch.setattr(board.scheduler, "tick", counted_tick)
-    both(metrics.iloc[300:9_000])  # the page applies, but says nothing
+    both(metrics.iloc[300:6_000])  # the page applies, but says nothing
     assert model.held_ticks > 100  # nearly every tick after the budget was spent
     # Ticks went out while at most BUDGET PATCH-DOCs were unacknowledged (the last one took
     # it over), then nothing at all.
@@ -194,7 +194,7 @@ def test_behind_the_budget_updates_are_held_and_merged(metrics, monkeypatch):
     # what arrived meanwhile waits, merged: bounded by what the views draw, not by the input
     assert views[0].pending_rows <= 2 * max(100, 12 * 40) + 60  # + the batch since
     assert views[2].pending_rows <= 2 * 100 and views[3].pending_rows <= 2 * 100
-    assert max(v.pending_rows for v in views) < 8_700 // 4
+    assert max(v.pending_rows for v in views) < 5_700 // 4
     # the page catches up and acknowledges: the next tick sends everything held, merged
     catch_up(page, board, views, ref_views)
     assert ref_page.sources() == kernel_sources(ref_board.model)
