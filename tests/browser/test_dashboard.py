@@ -393,10 +393,11 @@ def test_rerun_does_not_double_updates(
     assert list(comms_after) != [old_comm] and len(comms_after) == 1
     assert old_after == [], f"the old board still gets: {Counter(m.kind for m in old_after)}"
     assert old_to == old_from, "the old board's document still changes"
-    # A coarse guard (the comm checks above are the precise ones): two boards would send about
-    # twice as much. One board's rate varies with the kernel's load and the replay's position
-    # (measured after/before: 0.83 to 1.40), so the bound is not 1.5.
-    assert rate_after / rate_before < 1.8
+    # The patch rate after/before is reported, not asserted: the comm checks above are the
+    # precise test of "no second board", and the rate follows the page's acknowledgements
+    # (flow control holds and merges updates while the page is behind) and the kernel's
+    # load: 0.83 to 1.40 measured, and 2.08 once in a fresh make test with one board.
+    assert rate_after > 0
     assert page.locator("table.rtnb-status").count() == 1
     assert notebook_errors(page) == []
 
