@@ -625,7 +625,9 @@ class BufferedSource:
         ``held`` items are messages held back before: they do not count as the partition
         being heard from (a partition that only holds messages goes idle like any other;
         counting them kept each one active until its own release, and a finite stream of N
-        partitions ended after N - 1 idle timeouts in a row).
+        partitions ended after N - 1 idle timeouts in a row). When every partition is quiet,
+        what is held goes on and the partitions it came from count as heard from then (a
+        pushing broker sent nothing more of them while they were held).
         """
         now = time.monotonic()
         if not self._aligning_since:
@@ -660,6 +662,15 @@ class BufferedSource:
                   if now - self._heard.get(p, self._aligning_since) < self.idle_timeout_s]
         if flush or len(items) > self.buffer.capacity or not active:
             bound = np.iinfo(np.int64).max
+            if not active and held:
+                # every partition went quiet, those holding messages back included: they
+                # go on now, and count as heard from now. Their silence was the alignment's
+                # (a broker that pushes, AMQP, sends no more of a queue while its prefetch
+                # window is held): their next messages must not find the others still
+                # active and be held again for a whole idle_timeout (one window per
+                # idle_timeout, while the quiet partitions are done)
+                for p in np.unique(part[:held]):
+                    self._heard[int(p)] = now
         else:
             bound = min(self._newest.get(p, np.iinfo(np.int64).min) for p in active)
         self._bound = bound

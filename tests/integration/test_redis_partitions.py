@@ -157,12 +157,13 @@ def test_a_silent_partition_holds_the_others_back_only_for_idle_timeout(
 def test_after_a_quiet_spell_each_partition_has_idle_timeout_to_bring_its_part(
         shared: redis.Redis, stream: str, rows: pd.DataFrame) -> None:
     """The first half is read and every partition goes quiet; then the second half arrives
-    one partition at a time, 0.15 s apart (idle_timeout 1 s): the first partition heard from
-    again does not make the others' rows late. Windows equal pandas, no late row."""
+    one partition at a time, 0.15 s apart (idle_timeout 3 s: with 1 s a fresh make test's
+    load once stretched the four writes past it): the first partition heard from again does
+    not make the others' rows late. Windows equal pandas, no late row."""
     half = len(rows) // 2
     produce(shared, stream, rows.iloc[:half])
     src = rtnb.sources.redis_stream(stream, example=EXAMPLE, time="timestamp", partitions=N,
-                                    group="q", idle_timeout="1s", max_events=len(rows))
+                                    group="q", idle_timeout="3s", max_events=len(rows))
     per_host = src.window(rtnb.tumbling("1min"), by="host").agg(n=("cpu", "count"))
     out = per_host.collect()
 
@@ -170,7 +171,7 @@ def test_after_a_quiet_spell_each_partition_has_idle_timeout_to_bring_its_part(
         rtnb.Pipeline(per_host).start()
         while src.source.stats.events < half:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(1.5)  # every partition idle
+        await asyncio.sleep(3.5)  # every partition idle
         later = rows.iloc[half:]
         parts = rtnb.partition_of(later["host"], N)
         for p in range(N):

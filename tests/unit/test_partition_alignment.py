@@ -72,3 +72,30 @@ def test_a_partition_sending_new_messages_stays_active(monkeypatch: pytest.Monke
     out, _, _, _ = source._align(frame, items, rows(items), list(range(len(items))), [],
                                  flush=False, held=len(source._aligned))
     assert [p for _, p in out] == [(1, 0), (2, 0), (1, 1)]
+
+
+def test_a_partition_whose_held_window_went_on_keeps_going_after_the_others_are_done(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partition 0 runs ahead in event time; the others are done (silent). A pushing broker
+    (AMQP) sends no more of partition 0 while its window is held, so partition 0 goes quiet
+    too and everything held goes on. Partition 0's next messages must go on at once: before,
+    they found the done partitions active again (every partition got a fresh idle_timeout
+    when messages came back after a quiet spell) and waited a whole idle_timeout, one
+    prefetch window per idle_timeout (the AMQP max_drift test took 60 s, 16 s now)."""
+    clock = [100.0]
+    monkeypatch.setattr(_runner.time, "monotonic", lambda: clock[0])
+    source = ThreePartitions()
+    frame = StreamingFrame(EXAMPLE, time="t")
+    first = [(b"5", (1, 0)), (b"5", (2, 0)), (b"50", (0, 0)), (b"60", (0, 1))]
+    out, _, _, _ = source._align(frame, first, rows(first), list(range(4)), [], flush=False)
+    assert [p for _, p in out] == [(1, 0), (2, 0)]  # partition 0 is ahead: held
+    held = list(source._aligned)
+    clock[0] += 1.5  # all quiet (partition 0's window is full: the broker sends nothing)
+    out, _, _, _ = source._align(frame, held, rows(held), list(range(2)), [], flush=False,
+                                 held=len(held))
+    assert [p for _, p in out] == [(0, 0), (0, 1)]
+    clock[0] += 0.01  # acknowledged: the broker sends partition 0's next window
+    more = [(b"70", (0, 2)), (b"80", (0, 3))]
+    out, _, _, _ = source._align(frame, more, rows(more), list(range(2)), [], flush=False)
+    assert [p for _, p in out] == [(0, 2), (0, 3)]  # not held for another idle_timeout
+    assert source._aligned == []
