@@ -381,6 +381,8 @@ class BufferedSource:
         self._newest: dict[int, int] = {}
         self._bound: int | None = None  # the last alignment bound (ns), for _ahead
         self._heard: dict[int, float] = {}
+        # when the held messages of each partition last went on because all were quiet
+        self._released: dict[int, float] = {}
         self._aligning_since = 0.0
         #: With deferred acks: set when the broker's delivery window (prefetch, unacked
         #: limit, receive maximum) is full and part of it waits for a checkpoint; the broker
@@ -625,9 +627,9 @@ class BufferedSource:
         ``held`` items are messages held back before: they do not count as the partition
         being heard from (a partition that only holds messages goes idle like any other;
         counting them kept each one active until its own release, and a finite stream of N
-        partitions ended after N - 1 idle timeouts in a row). When every partition is quiet,
-        what is held goes on and the partitions it came from count as heard from then (a
-        pushing broker sent nothing more of them while they were held).
+        partitions ended after N - 1 idle timeouts in a row). Messages after a spell where
+        every partition was quiet give each partition a fresh ``idle_timeout``, unless they
+        come only from partitions whose held messages went on at the end of that spell.
         """
         now = time.monotonic()
         if not self._aligning_since:
@@ -642,11 +644,18 @@ class BufferedSource:
         fresh = np.bincount(part[held:], minlength=n)
         if fresh.any() and not held and self._heard and not any(
                 now - self._heard.get(p, self._aligning_since) < self.idle_timeout_s
-                for p in range(n)):
+                for p in range(n)) and not all(
+                now - self._released.get(int(p), -np.inf) < self.idle_timeout_s
+                for p in np.flatnonzero(fresh)):
             # messages again after every partition went quiet (none held back, all silent
             # for idle_timeout): each one gets a whole idle_timeout from now to bring its
             # part (a producer writes the partitions one after the other; the first one
-            # read must not make the others' rows late)
+            # read must not make the others' rows late). Not when they come only from
+            # partitions whose held messages just went on: those were silent because they
+            # were held (a broker that pushes, AMQP, sends no more of a queue while its
+            # prefetch window is held); holding their next window for a whole idle_timeout
+            # again made such a partition advance one window per idle_timeout once the
+            # others were done
             self._heard.update(dict.fromkeys(range(n), now))
         counts = dict(self.stats.partition_messages or {})
         for p in np.flatnonzero(fresh):
@@ -663,14 +672,8 @@ class BufferedSource:
         if flush or len(items) > self.buffer.capacity or not active:
             bound = np.iinfo(np.int64).max
             if not active and held:
-                # every partition went quiet, those holding messages back included: they
-                # go on now, and count as heard from now. Their silence was the alignment's
-                # (a broker that pushes, AMQP, sends no more of a queue while its prefetch
-                # window is held): their next messages must not find the others still
-                # active and be held again for a whole idle_timeout (one window per
-                # idle_timeout, while the quiet partitions are done)
-                for p in np.unique(part[:held]):
-                    self._heard[int(p)] = now
+                for p in np.unique(part[:held]):  # see the quiet-spell reset above
+                    self._released[int(p)] = now
         else:
             bound = min(self._newest.get(p, np.iinfo(np.int64).min) for p in active)
         self._bound = bound

@@ -99,3 +99,26 @@ def test_a_partition_whose_held_window_went_on_keeps_going_after_the_others_are_
     out, _, _, _ = source._align(frame, more, rows(more), list(range(2)), [], flush=False)
     assert [p for _, p in out] == [(0, 2), (0, 3)]  # not held for another idle_timeout
     assert source._aligned == []
+
+
+def test_after_a_quiet_spell_that_released_held_messages_the_others_still_get_their_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same release at the end of a quiet spell, but the next messages come from a
+    partition that held nothing: a producer writing the partitions one after the other
+    again. Every partition gets a fresh idle_timeout, so partition 1's rows wait for
+    partition 2 (whose newest is far behind) instead of going on past it."""
+    clock = [100.0]
+    monkeypatch.setattr(_runner.time, "monotonic", lambda: clock[0])
+    source = ThreePartitions()
+    frame = StreamingFrame(EXAMPLE, time="t")
+    first = [(b"5", (1, 0)), (b"5", (2, 0)), (b"50", (0, 0)), (b"60", (0, 1))]
+    source._align(frame, first, rows(first), list(range(4)), [], flush=False)
+    held = list(source._aligned)
+    clock[0] += 1.5
+    out, _, _, _ = source._align(frame, held, rows(held), list(range(2)), [], flush=False,
+                                 held=len(held))
+    assert [p for _, p in out] == [(0, 0), (0, 1)]
+    clock[0] += 0.2  # partition 1 writes again; partition 2 may follow
+    more = [(b"55", (1, 1))]
+    out, _, _, _ = source._align(frame, more, rows(more), [0], [], flush=False)
+    assert out == [] and [p for _, p in source._aligned] == [(1, 1)]
