@@ -9,9 +9,8 @@
 # cluster runs' kill -9 tests, marker `faults`: kill -9 of exported scripts, private brokers
 # killed) and the export parity of the notebooks (marker `parity`) run in that second process
 # too, before the browser tests (conftest.py orders them). A fresh clone's make test on 2
-# cores (2026-12-07, 24 min 23 s with the install) gave: main half 22 min 45 s with the
-# parity (about 5 min of it), second half 16 min 13 s without; so the parity is back in the
-# second half (about 18 and 21 min). Both halves must pass; the second half's report follows
+# cores (2026-12-07, 21 min 29 s with the install, numba's kernels compiled first) gave:
+# main half 18 min 37 s, second half 19 min 46 s. Both halves must pass; the second half's report follows
 # the other's. Arguments go to both processes (e.g. `-x`, `--lf` does not apply: the cache
 # provider is off).
 set -uo pipefail
