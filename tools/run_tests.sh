@@ -10,8 +10,8 @@
 # killed) and the export parity of the notebooks (marker `parity`) run in that second process
 # too, before the browser tests (conftest.py orders them). A fresh clone's make test on 2
 # cores (2026-12-07, 21 min 29 s with the install, numba's kernels compiled first) gave:
-# main half 18 min 37 s, second half 19 min 46 s. Both halves must pass; the second half's report follows
-# the other's. Arguments go to both processes (e.g. `-x`, `--lf` does not apply: the cache
+# main half 18 min 37 s, second half 19 min 46 s. Both halves must pass; the second half's
+# report follows the other's. Arguments go to both processes (e.g. `-x`, `--lf` does not apply: the cache
 # provider is off).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
