@@ -193,7 +193,10 @@ class ClusterRunner:
     cluster
         See :data:`ClusterLike`.
     max_rows
-        Messages a partition reads per step at most.
+        Messages a partition reads per step at most. While the partitions have a backlog
+        (their lags, as the steps report them, above ``max_rows``), the most behind one reads
+        ``max_rows`` and the others in proportion to their lags, so that the backlogs drain
+        together (see :meth:`_quotas`).
     tick
         How long the driver waits before the next steps when the last ones read nothing.
     checkpoint_every
@@ -281,6 +284,9 @@ class ClusterRunner:
         # messages read by partition since the last look at the workers, and smoothed
         self._recent: dict[int, int] = {}
         self._load: dict[int, float] = {}
+        # each partition's backlog (messages not read yet) as its step last reported it,
+        # less what it read since: the per-tick quotas share a backlog out (:meth:`_quotas`)
+        self._lags: dict[int, int] = {}
         #: the partitions not read in the last tick: more than the source's ``max_drift``
         #: ahead of the frontier (the broker keeps their messages meanwhile)
         self.held: set[int] = set()
@@ -530,6 +536,10 @@ class ClusterRunner:
                 probed.clear()
             for out in results:
                 self._recent[out.partition] = self._recent.get(out.partition, 0) + out.read
+                if out.lag is not None:
+                    self._lags[out.partition] = out.lag
+                elif out.partition in self._lags and not out.replaying:
+                    self._lags[out.partition] = max(0, self._lags[out.partition] - out.read)
                 # a partition that cannot reach its broker is not idle: its rows are unknown
                 if out.rows or out.replaying or out.error is not None or \
                         out.partition not in heard:
@@ -590,18 +600,59 @@ class ClusterRunner:
             return {p for p, t in newest.items() if t != NO_WATERMARK}
         return {p for p, t in newest.items() if t - self.frontier > drift}
 
+    #: share a backlog out by the partitions' lags (:meth:`_quotas`); off: every
+    #: partition reads up to ``max_rows`` a tick
+    pace = True
+
     def _quotas(self, remaining: int | None) -> list[int]:
         """Messages each partition may read this tick.
 
-        ``max_rows``, and with ``max_events`` the rest shared out so that a tick never
+        ``max_rows`` while the partitions are caught up. With a backlog (a partition more
+        than ``max_rows`` behind, by the lags the steps report), the most behind partition
+        reads ``max_rows`` and each other one its share in proportion to its lag (at least
+        a quarter of ``max_rows``), so that the backlogs drain together: the same rows read
+        in the same number of ticks, spread evenly over the ticks and so over the workers,
+        and the partitions move through event time together (a partition with a small
+        backlog does not run ahead of the frontier and then sit out the ticks that read the
+        large ones alone). With ``max_events``, the rest is shared out so that a tick never
         reads past it (the odd ones rotate over the partitions).
         """
+        quota = [self.max_rows] * self.partitions
+        lags = self._lags
+        if self.pace and len(lags) == self.partitions:
+            top = max(lags.values())
+            if top > self.max_rows:
+                floor = max(1, self.max_rows // 4)
+                quota = [max(floor, -(-self.max_rows * lags[p] // top))
+                         for p in range(self.partitions)]
         if remaining is None:
-            return [self.max_rows] * self.partitions
+            return quota
         remaining = max(0, remaining)
-        share, odd = divmod(remaining, self.partitions)
-        return [min(self.max_rows, share + ((p + self.ticks) % self.partitions < odd))
-                for p in range(self.partitions)]
+        n = self.partitions
+        if not self.pace or remaining < n:
+            # the odd ones rotate over the partitions: each is asked in turn, whatever the
+            # lags say (a stale lag must not leave the last messages unread)
+            share, odd = divmod(remaining, n)
+            return [min(quota[p], share + ((p + self.ticks) % n < odd)) for p in range(n)]
+        if sum(quota) <= remaining:
+            return quota
+        # one message each (every partition is asked, whatever the lags say), the rest in
+        # proportion to the quotas, those of partitions with nothing left by their lags
+        # weighing one message: the last rows are not read a few at a time
+        weights = quota if len(lags) < n else \
+            [min(q, max(1, lags[p])) for p, q in enumerate(quota)]
+        total, rest = sum(weights), remaining - n
+        shares = [min(q, 1 + w * rest // total) for q, w in zip(quota, weights, strict=True)]
+        left = remaining - sum(shares)
+        # the odd ones: to the partitions with the most left first, ties rotating
+        order = sorted(range(n), key=lambda p: (-weights[p], (p - self.ticks) % n))
+        for p in order:
+            if left <= 0:
+                break
+            if shares[p] < quota[p]:
+                shares[p] += 1
+                left -= 1
+        return shares
 
     async def _settle(self, client: Any, outs: dict[int, Any],
                       watch: dict[int, set[str]] | None = None) -> tuple[list[Any], set[int]]:
