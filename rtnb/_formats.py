@@ -595,8 +595,8 @@ def _avro_type(dtype: Any) -> Any:
         return "boolean" if isinstance(dtype, np.dtype) else ["null", "boolean"]
     if pd.api.types.is_integer_dtype(dtype):
         return "long" if isinstance(dtype, np.dtype) else ["null", "long"]
-    if pd.api.types.is_float_dtype(dtype):
-        return "double"
+    if pd.api.types.is_float_dtype(dtype):  # NaN, or null for a nullable Float64's <NA>
+        return "double" if isinstance(dtype, np.dtype) else ["null", "double"]
     return ["null", "string"]
 
 
@@ -604,7 +604,8 @@ def schema_of(example: pd.DataFrame, name: str = "Row") -> dict[str, Any]:
     """An Avro record schema holding the columns of ``example``.
 
     Times are ``timestamp-nanos`` (UTC, exact), strings and categories ``string``; every
-    column but numpy ints, booleans and floats (NaN) may be null.
+    column but numpy ints, booleans and floats (NaN) may be null (nullable ``Int64``,
+    ``boolean`` and ``Float64`` columns too).
 
     Examples
     --------
@@ -847,12 +848,16 @@ class AvroFormat(Format):
         else:
             fields, raw = self._fields, self._raw
         names = [str(c) for c in batch.columns if str(c) in fields]
+        nullable = {f["name"] for f in raw["fields"]
+                    if isinstance(f["type"], list) and "null" in f["type"]}
         columns = []
         for name in names:
             _kind, unit = fields[name]
             values = batch[name]
             if pd.api.types.is_datetime64_any_dtype(values.dtype):
                 columns.append(_time_ints(values, unit or self.time_unit))  # type: ignore[arg-type]
+            elif _kind == "float" and name not in nullable:  # <NA> as NaN: no null there
+                columns.append(values.to_numpy(dtype=np.float64, na_value=np.nan).tolist())
             else:
                 columns.append(_plain(values))
         rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]

@@ -609,6 +609,33 @@ class ShadowRun:
         -------
         Promotion
             The Params set, where the barrier was and the alert keys whose state changed.
+
+        Examples
+        --------
+        Windows closed before the barrier are the live settings' (1 min), those closed
+        after it the new ones' (2 min), as if the new run had been live from the start:
+
+        >>> import pandas as pd, rtnb
+        >>> events = pd.DataFrame({
+        ...     "timestamp": pd.date_range("2026-01-01", periods=12, freq="20s"),
+        ...     "cpu": [10.0, 50, 95, 97, 40, 30, 20, 90, 60, 70, 10, 5]})
+        >>> src = rtnb.sources.replay(events, name="events")
+        >>> size = rtnb.Param("1min", min="10s", max="10min", name="size")
+        >>> cpu = src.window(rtnb.tumbling(size)).agg(cpu=("cpu", "mean"))
+        >>> out = cpu.collect()
+        >>> pipeline = rtnb.Pipeline(cpu)
+        >>> recording = pipeline.record()  # the live run's input, from its start
+        >>> src.emit(events.iloc[:6])  # the live run so far (its source emits like this)
+        >>> shadow = pipeline.replay({"size": "2min"}, source=recording)
+        >>> shadow.run()
+        >>> shadow.promote().params
+        {'size': Timedelta('0 days 00:02:00')}
+        >>> src.emit(events.iloc[6:]); src.graph.close()
+        >>> pd.concat(out, ignore_index=True).round({"cpu": 1})
+                 window_start          window_end   cpu
+        0 2026-01-01 00:00:00 2026-01-01 00:01:00  51.7
+        1 2026-01-01 00:00:00 2026-01-01 00:02:00  53.7
+        2 2026-01-01 00:02:00 2026-01-01 00:04:00  42.5
         """
         if self._promoted:
             msg = "this shadow was promoted already"

@@ -480,11 +480,15 @@ class ClusterRunner:
         ack = True  # acknowledge what the last checkpoint covers (durable: once written)
         stopping = False  # durable: the last checkpoint is being taken, nothing is read
         last_checkpoint = last_look = _time.monotonic()
+        placed_by_lag = False
         while not final:
             await graph.wait_running()
             now = _time.monotonic()
-            if now - last_look >= 1.0:  # workers joined or left: partitions move
+            if now - last_look >= 1.0 or (not placed_by_lag and self._paced() is not None):
+                # workers joined or left, or the partitions' loads changed: partitions move;
+                # the first time every lag is known, at once (placed by backlog)
                 last_look = now
+                placed_by_lag = placed_by_lag or self._paced() is not None
                 dropped = await self._rebalance(client)
                 if dropped:  # a worker of a move was lost during it
                     await self._recover(client, {}, dropped)
@@ -604,6 +608,20 @@ class ClusterRunner:
     #: partition reads up to ``max_rows`` a tick
     pace = True
 
+    def _paced(self) -> list[int] | None:
+        """Each partition's share of a backlog (see :meth:`_quotas`).
+
+        ``None`` when the partitions are caught up, or a lag is not known yet.
+        """
+        lags = self._lags
+        if not self.pace or len(lags) < self.partitions:
+            return None
+        top = max(lags.values())
+        if top <= self.max_rows:
+            return None
+        floor = max(1, self.max_rows // 4)
+        return [max(floor, -(-self.max_rows * lags[p] // top)) for p in range(self.partitions)]
+
     def _quotas(self, remaining: int | None) -> list[int]:
         """Messages each partition may read this tick.
 
@@ -617,14 +635,8 @@ class ClusterRunner:
         large ones alone). With ``max_events``, the rest is shared out so that a tick never
         reads past it (the odd ones rotate over the partitions).
         """
-        quota = [self.max_rows] * self.partitions
         lags = self._lags
-        if self.pace and len(lags) == self.partitions:
-            top = max(lags.values())
-            if top > self.max_rows:
-                floor = max(1, self.max_rows // 4)
-                quota = [max(floor, -(-self.max_rows * lags[p] // top))
-                         for p in range(self.partitions)]
+        quota = self._paced() or [self.max_rows] * self.partitions
         if remaining is None:
             return quota
         remaining = max(0, remaining)
@@ -723,8 +735,11 @@ class ClusterRunner:
     async def _rebalance(self, client: Any) -> set[int]:
         """Spread the partitions over the live workers by their load (Dask moves the tasks).
 
-        A partition's load is the messages it read lately (smoothed over the last looks,
-        plus one, so idle partitions spread by count). Starting from where the partitions
+        A partition's load is its per-tick quota while the partitions work off a backlog
+        (:meth:`_paced`: what it will read, known from the lags as soon as the first steps
+        report them, so the first look places the partitions by backlog), else the messages
+        it read lately (smoothed over the last looks); plus one, so idle partitions spread by
+        count. Starting from where the partitions
         are, the busiest worker gives a partition to the least busy one while that lowers
         the busier of the two by at least a tenth: few moves (each ships the partition's
         state), no back and forth on noise; a worker that joins gets partitions, those of a
@@ -736,7 +751,9 @@ class ClusterRunner:
             self._load[q] = 0.5 * self._load.get(q, recent) + 0.5 * recent
         self._recent = dict.fromkeys(range(self.partitions), 0)
         placed = {q: w for q, w in self.workers.items() if w in workers}  # lost: rebuilt next
-        load = {q: self._load.get(q, 0.0) + 1.0 for q in placed}
+        paced = self._paced()
+        load = {q: (self._load.get(q, 0.0) if paced is None else paced[q]) + 1.0
+                for q in placed}
         busy = dict.fromkeys(workers, 0.0)
         for q, w in placed.items():
             busy[w] += load[q]

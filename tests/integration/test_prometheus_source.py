@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -360,6 +360,52 @@ def test_a_token_in_the_scraped_urls_query_stays_out_of_the_error():
     message = str(info.value)
     assert "401" in message and "token=***" in message
     assert "s3cret" not in message
+
+
+class _Guarded(_Exposition):
+    """The exposition text for ``Authorization: Bearer s3cret-token`` only, else 401; the
+    Authorization header of every request is kept in ``seen``."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        got = self.headers.get("Authorization")
+        self.seen.append(got)
+        if got != "Bearer s3cret-token":
+            self.send_response(401)
+            self.end_headers()
+            return
+        super().do_GET()
+
+    do_POST = do_GET  # the Prometheus source's queries are POSTs
+
+
+def test_scrape_and_prometheus_send_the_token_from_the_environment(monkeypatch):
+    """The token named by ``token_env`` goes as ``Authorization: Bearer``: an endpoint that
+    wants it serves the scrape; without it the same endpoint's 401 is a clear error. The
+    Prometheus source sends it on its queries the same way (the server here refuses them
+    after checking: the header that arrived is what is asserted)."""
+    monkeypatch.setenv("RTNB_TEST_SCRAPE_TOKEN", "s3cret-token")
+    handler = type("Handler", (_Guarded,), {"body": EXPOSITION.encode(), "seen": []})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        src = rtnb.sources.scrape(f"{base}/metrics", every="100ms", max_events=9,
+                                  token_env="RTNB_TEST_SCRAPE_TOKEN", name="guarded")
+        out = src.collect()
+        src.run()
+        with pytest.raises(SourceError, match="401"):
+            rtnb.sources.scrape(f"{base}/metrics", name="no_token")
+        handler.seen.clear()
+        with pytest.raises(SourceError):  # the fake server is no Prometheus API
+            rtnb.sources.prometheus("up", url=base, token_env="RTNB_TEST_SCRAPE_TOKEN",
+                                    name="prom").run()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(frames(out)) == 9
+    assert handler.seen and set(handler.seen) == {"Bearer s3cret-token"}
 
 
 def test_a_scrape_that_does_not_parse_is_a_dead_letter_with_the_reason():

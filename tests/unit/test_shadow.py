@@ -185,8 +185,9 @@ def _tag(parts: list[pd.DataFrame], tags: list[int]) -> pd.DataFrame:
     return pd.concat(tagged, ignore_index=True)
 
 
-@pytest.mark.parametrize("params", [{"limit": 45.0}, {"size": "2min", "limit": 50.0}],
-                         ids=["threshold", "size"])
+@pytest.mark.parametrize("params", [{"limit": 45.0}, {"size": "2min", "limit": 50.0},
+                                    {"size": "30s", "limit": 50.0}],
+                         ids=["threshold", "size", "shorter size"])
 def test_promotion_loses_and_repeats_nothing(events: pd.DataFrame,
                                              params: dict[str, Any]) -> None:
     batches = [events.iloc[i:i + BATCH].reset_index(drop=True)
