@@ -276,7 +276,8 @@ def _fit_column(values: pd.Series, dtype: Any, time_unit: TimeUnit) -> Any:
         if values.hasnans and isinstance(dtype, np.dtype):
             return None
         limits = np.iinfo(getattr(dtype, "numpy_dtype", dtype))
-        if len(values) and (values.min() < limits.min or values.max() > limits.max):
+        present = values.dropna()  # min/max of a column of missing values only is <NA>
+        if len(present) and (present.min() < limits.min or present.max() > limits.max):
             return None
         return values.to_numpy(dtype=dtype) if isinstance(dtype, np.dtype) else \
             values.astype(dtype).array

@@ -156,6 +156,21 @@ def test_a_missing_float_value_is_written_as_nan_to_a_double_field_that_cannot_b
     assert failed == [] and result["f"].iloc[0] == 1.5 and np.isnan(result["f"].iloc[1])
 
 
+@pytest.mark.parametrize("name", FORMATS)
+def test_a_batch_of_one_row_with_missing_values_is_decoded_not_dead_lettered(name: str) -> None:
+    """A source's batch may hold a single message: its nullable columns are then all
+    missing (``<NA>``), which the columnar coercion must take as it takes them among other
+    rows (it failed on the range check of the Int64 column: ``min()`` of missing values
+    only is ``<NA>``, and the message became a dead letter)."""
+    data = rows(8)
+    fmt = make_decoder(FORMATS[name](), EXAMPLE)
+    for i in range(len(data)):
+        one = data.iloc[[i]].reset_index(drop=True)
+        result, _, failed = decoded(FORMATS[name](), fmt.encode(one))  # type: ignore[union-attr]
+        assert failed == [], (i, failed)
+        tm.assert_frame_equal(result, one)
+
+
 @pytest.mark.parametrize("name", ["arrow", "avro"])
 def test_the_strings_are_the_batch_formats(name: str) -> None:
     """decoder="arrow" / "avro" read what encoder="arrow" / "avro" write (sink side:
