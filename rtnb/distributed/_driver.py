@@ -196,7 +196,7 @@ class ClusterRunner:
         Messages a partition reads per step at most. While the partitions have a backlog
         (their lags, as the steps report them, above ``max_rows``), the most behind one reads
         ``max_rows`` and the others in proportion to their lags, so that the backlogs drain
-        together (see :meth:`_quotas`).
+        together (see ``_quotas``).
     tick
         How long the driver waits before the next steps when the last ones read nothing.
     checkpoint_every
@@ -285,7 +285,7 @@ class ClusterRunner:
         self._recent: dict[int, int] = {}
         self._load: dict[int, float] = {}
         # each partition's backlog (messages not read yet) as its step last reported it,
-        # less what it read since: the per-tick quotas share a backlog out (:meth:`_quotas`)
+        # less what it read since: the per-tick quotas share a backlog out (``_quotas``)
         self._lags: dict[int, int] = {}
         #: the partitions not read in the last tick: more than the source's ``max_drift``
         #: ahead of the frontier (the broker keeps their messages meanwhile)
@@ -604,12 +604,12 @@ class ClusterRunner:
             return {p for p, t in newest.items() if t != NO_WATERMARK}
         return {p for p, t in newest.items() if t - self.frontier > drift}
 
-    #: share a backlog out by the partitions' lags (:meth:`_quotas`); off: every
+    #: share a backlog out by the partitions' lags (``_quotas``); off: every
     #: partition reads up to ``max_rows`` a tick
     pace = True
 
     def _paced(self) -> list[int] | None:
-        """Each partition's share of a backlog (see :meth:`_quotas`).
+        """Each partition's share of a backlog (see ``_quotas``).
 
         ``None`` when the partitions are caught up, or a lag is not known yet.
         """
@@ -736,7 +736,7 @@ class ClusterRunner:
         """Spread the partitions over the live workers by their load (Dask moves the tasks).
 
         A partition's load is its per-tick quota while the partitions work off a backlog
-        (:meth:`_paced`: what it will read, known from the lags as soon as the first steps
+        (``_paced``: what it will read, known from the lags as soon as the first steps
         report them, so the first look places the partitions by backlog), else the messages
         it read lately (smoothed over the last looks); plus one, so idle partitions spread by
         count. Starting from where the partitions
