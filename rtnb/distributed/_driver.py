@@ -484,11 +484,12 @@ class ClusterRunner:
         while not final:
             await graph.wait_running()
             now = _time.monotonic()
-            if now - last_look >= 1.0 or (not placed_by_lag and self._paced() is not None):
-                # workers joined or left, or the partitions' loads changed: partitions move;
-                # the first time every lag is known, at once (placed by backlog)
+            # the first time every lag shows a backlog, the partitions are placed by it at once
+            first_backlog = not placed_by_lag and self._paced() is not None
+            if now - last_look >= 1.0 or first_backlog:
+                # workers joined or left, or the partitions' loads changed: partitions move
                 last_look = now
-                placed_by_lag = placed_by_lag or self._paced() is not None
+                placed_by_lag = placed_by_lag or first_backlog
                 dropped = await self._rebalance(client)
                 if dropped:  # a worker of a move was lost during it
                     await self._recover(client, {}, dropped)

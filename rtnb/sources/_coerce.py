@@ -276,8 +276,10 @@ def _fit_column(values: pd.Series, dtype: Any, time_unit: TimeUnit) -> Any:
         if values.hasnans and isinstance(dtype, np.dtype):
             return None
         limits = np.iinfo(getattr(dtype, "numpy_dtype", dtype))
-        present = values.dropna()  # min/max of a column of missing values only is <NA>
-        if len(present) and (present.min() < limits.min or present.max() > limits.max):
+        # (min and max skip missing values; of missing values only they are <NA>, which
+        # does not compare: nothing out of range then)
+        lo = values.min() if len(values) else pd.NA
+        if lo is not pd.NA and (lo < limits.min or values.max() > limits.max):
             return None
         return values.to_numpy(dtype=dtype) if isinstance(dtype, np.dtype) else \
             values.astype(dtype).array

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +142,13 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    """Poll ``cond`` (every 10 ms) until it holds; past ``timeout`` seconds, fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            msg = f"not reached in {timeout} s: {what}"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.01)

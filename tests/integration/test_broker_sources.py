@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pandas.testing as tm
 import pytest
-from integration_helpers import free_port, service_or_skip
+from integration_helpers import free_port, service_or_skip, until
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -63,16 +63,6 @@ def collected(out: list[pd.DataFrame]) -> pd.DataFrame:
 
 def uid() -> str:
     return uuid.uuid4().hex[:10]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    """Poll ``cond`` (every 10 ms) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            msg = f"not reached in {timeout} s: {what}"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.01)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0,

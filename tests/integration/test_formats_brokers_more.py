@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 import pandas as pd
 import pandas.testing as tm
 import pytest
-from integration_helpers import service_or_skip
+from integration_helpers import service_or_skip, until
 from kafka_helpers import MockKafka, kafka_cluster
 from test_formats_brokers import EXAMPLE, FORMATS, rows
 
@@ -61,16 +60,6 @@ async def bounded(aw: Awaitable[None], what: Callable[[], str], timeout: float =
     except TimeoutError:
         msg = f"not done in {timeout} s: {what()}"
         raise AssertionError(msg) from None
-
-
-async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    """Poll ``cond`` (every 10 ms) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            msg = f"not reached in {timeout} s: {what}"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.01)
 
 
 # == NATS JetStream ============================================================================
